@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# ngx_im: build, run and test the module against Debian's nginx.
+#   ./build.sh deps | build | run | start | stop | test | bench | reliability
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")" && pwd)
+BUILD=$ROOT/build
+RUN=$BUILD/run
+NGX_SRC=/usr/share/nginx/src
+MODULE=$BUILD/nginx/ngx_http_im_module.so
+PORT=${IM_PORT:-8080}
+REDIS_PORT=${IM_REDIS_PORT:-6390}
+
+DEBS="nginx nginx-dev libhiredis-dev libmongoc-dev libbson-dev
+      libprotobuf-c-dev protobuf-c-compiler libyajl-dev libssl-dev
+      redis-server redis-tools pkg-config gcc make curl
+      python3-pytest python3-websockets python3-redis python3-pymongo
+      python3-protobuf"
+
+log() { printf '%s\n' "build.sh: $*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+deps() {
+    local missing=()
+    for p in $DEBS; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+            grep -q "ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        as_root apt-get update -q
+        as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+    # Debian starts the packaged services; ours run from build/run
+    for svc in nginx redis-server; do
+        if command -v systemctl >/dev/null && \
+           systemctl is-active -q "$svc" 2>/dev/null; then
+            as_root systemctl stop "$svc" || true
+        fi
+    done
+}
+
+build() {
+    mkdir -p "$BUILD/nginx"
+    if [ ! -f "$BUILD/nginx/Makefile" ] || \
+       [ "$ROOT/config" -nt "$BUILD/nginx/Makefile" ]; then
+        log "configuring against $NGX_SRC"
+        (
+            cd "$NGX_SRC"
+            # shellcheck disable=SC1091
+            . ./conf_flags
+            ./configure \
+                --with-cc-opt="$(dpkg-buildflags --get CFLAGS) -fPIC $(dpkg-buildflags --get CPPFLAGS)" \
+                --with-ld-opt="$(dpkg-buildflags --get LDFLAGS) -fPIC" \
+                "${NGX_CONF_FLAGS[@]}" \
+                --add-dynamic-module="$ROOT" --builddir="$BUILD/nginx" \
+                >"$BUILD/configure.log" 2>&1 ||
+                { tail -30 "$BUILD/configure.log"; exit 1; }
+        )
+    fi
+    sh "$ROOT/ngx_im_module/lua/embed.sh" "$ROOT/ngx_im_module/lua" \
+        >"$BUILD/nginx/ngx_http_im_scripts.h.new"
+    cmp -s "$BUILD/nginx/ngx_http_im_scripts.h.new" \
+        "$BUILD/nginx/ngx_http_im_scripts.h" ||
+        mv "$BUILD/nginx/ngx_http_im_scripts.h.new" \
+            "$BUILD/nginx/ngx_http_im_scripts.h"
+    make -s -f "$BUILD/nginx/Makefile" -C "$NGX_SRC" -j"$(nproc)" modules
+    log "built $MODULE"
+}
+
+# render_conf DIR PORT REDIS_ADDR [WORKERS]: an nginx prefix for one stack
+render_conf() {
+    local dir=$1 listen=$2 redis=$3 workers=${4:-2}
+    mkdir -p "$dir/conf" "$dir/logs" "$dir/temp"
+    sed -e "s|@MODULE@|$MODULE|" -e "s|@WORKERS@|$workers|" \
+        -e "s|@LOG_LEVEL@|info|" -e "s|@REDIS@|$redis|" \
+        -e "s|@LISTEN@|$listen|" -e "s|@EXTRA_HTTP@||" -e "s|@EXTRA_WS@||" \
+        "$ROOT/conf/nginx.conf" >"$dir/conf/nginx.conf"
+}
+
+start_redis() {
+    mkdir -p "$RUN/redis"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$RUN/redis" \
+        --appendonly yes --daemonize yes --save "" \
+        --pidfile "$RUN/redis/redis.pid" --logfile "$RUN/redis/redis.log"
+    for _ in $(seq 50); do
+        redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    log "redis did not start; see $RUN/redis/redis.log"
+    exit 1
+}
+
+wait_api() {
+    for _ in $(seq 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$PORT/im/api/" && return 0
+        sleep 0.1
+    done
+    log "nginx did not answer; see $RUN/logs/error.log"
+    exit 1
+}
+
+start() {
+    deps
+    build
+    stop_quiet
+    start_redis
+    render_conf "$RUN" "127.0.0.1:$PORT" "127.0.0.1:$REDIS_PORT"
+    nginx -p "$RUN" -c conf/nginx.conf -e "$RUN/logs/error.log"
+    wait_api
+    log "serving ws://127.0.0.1:$PORT/im/ws and http://127.0.0.1:$PORT/im/api"
+}
+
+stop_quiet() {
+    if [ -f "$RUN/logs/nginx.pid" ]; then
+        nginx -p "$RUN" -c conf/nginx.conf -e "$RUN/logs/error.log" \
+            -s quit 2>/dev/null || true
+        for _ in $(seq 50); do
+            [ -f "$RUN/logs/nginx.pid" ] || break
+            sleep 0.1
+        done
+    fi
+    if [ -f "$RUN/redis/redis.pid" ]; then
+        redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+        rm -f "$RUN/redis/redis.pid"
+    fi
+}
+
+run() {
+    start
+    trap 'stop_quiet; exit 0' INT TERM
+    log "running; Ctrl-C stops nginx and redis"
+    tail -n 0 -F "$RUN/logs/error.log" &
+    wait
+}
+
+unit() {
+    make -s -C "$ROOT/t/unit" O="$BUILD/unit" run
+}
+
+tests() {
+    deps
+    build
+    unit
+    cd "$ROOT"
+    IM_MODULE="$MODULE" /usr/bin/python3 -m pytest -q t "$@"
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+    deps) deps ;;
+    build) deps; build ;;
+    run) run ;;
+    start) start ;;
+    stop) stop_quiet ;;
+    test) tests "$@" ;;
+    unit) unit ;;
+    *) echo "usage: $0 deps|build|run|start|stop|test|unit" >&2; exit 2 ;;
+esac

@@ -1,0 +1,16 @@
+-- Registers users, all or none.
+-- KEYS: the users' profile keys
+-- ARGV: per user: nickname, faceURL, ex; then the time (ms)
+-- Returns 0, or the 1-based index of a user that already exists.
+for i = 1, #KEYS do
+    if redis.call('EXISTS', KEYS[i]) == 1 then
+        return i
+    end
+end
+local now = ARGV[#ARGV]
+for i = 1, #KEYS do
+    redis.call('HSET', KEYS[i], 'nickname', ARGV[3 * i - 2],
+               'faceURL', ARGV[3 * i - 1], 'ex', ARGV[3 * i],
+               'createTime', now)
+end
+return 0

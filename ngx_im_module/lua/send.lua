@@ -1,0 +1,31 @@
+-- Stores one message of a conversation, atomically.
+-- KEYS: 1 conv seq, 2 conv msgs (hash seq -> MsgData JSON),
+--       3 dedup key of the clientMsgID, 4 sender's conversation index,
+--       5 recipient's conversation index, 6 sender's read seqs,
+--       7 recipient's profile (checked when ARGV[6] is "1")
+-- ARGV: 1 JSON up to "seq":, 2 JSON after the seq digits, 3 now (ms),
+--       4 conversation ID, 5 dedup TTL (s), 6 check recipient
+-- Returns {1, seq} for a new message, {0, seq, stored JSON} for a resend
+-- of a known clientMsgID, or -1101 when the recipient is not registered.
+if ARGV[6] == '1' and redis.call('EXISTS', KEYS[7]) == 0 then
+    return -1101
+end
+
+local old = redis.call('GET', KEYS[3])
+if old then
+    return {0, tonumber(old), redis.call('HGET', KEYS[2], old) or ''}
+end
+
+local seq = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], seq, ARGV[1] .. seq .. ARGV[2])
+redis.call('SET', KEYS[3], seq, 'EX', ARGV[5])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[4])
+
+-- a sender has read its own message
+local read = tonumber(redis.call('HGET', KEYS[6], ARGV[4]) or '0')
+if read < seq then
+    redis.call('HSET', KEYS[6], ARGV[4], seq)
+end
+
+return {1, seq}

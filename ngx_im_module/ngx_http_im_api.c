@@ -1,0 +1,757 @@
+
+/*
+ * ngx_im: the REST API (DESIGN.md 1.1).  One table of routes; every
+ * answer is HTTP 200 with {"errCode","errMsg","errDlt","data"}.
+ */
+
+
+#include "ngx_http_im_module.h"
+#include "ngx_http_im_redis.h"
+
+
+#define NGX_HTTP_IM_ACCESS_SECRET  0      /* no token: get_admin_token */
+#define NGX_HTTP_IM_ACCESS_USER    1      /* any valid token */
+#define NGX_HTTP_IM_ACCESS_ADMIN   2
+
+#define NGX_HTTP_IM_PLATFORM_ADMIN 10
+#define NGX_HTTP_IM_MAX_REGISTER   1000
+
+
+typedef struct ngx_http_im_api_s  ngx_http_im_api_t;
+
+typedef void (*ngx_http_im_route_pt)(ngx_http_im_api_t *api);
+
+typedef struct {
+    ngx_str_t                    path;
+    ngx_uint_t                   access;
+    ngx_http_im_route_pt         handler;
+} ngx_http_im_route_t;
+
+
+/* a REST call; on the heap, so a Redis reply can outlive its request */
+struct ngx_http_im_api_s {
+    ngx_http_request_t          *r;
+    ngx_http_im_route_t         *route;
+    ngx_http_im_main_conf_t     *imcf;
+    yajl_val                     root;
+    ngx_str_t                    token;
+    ngx_http_im_token_claims_t   claims;
+    ngx_http_im_buf_t            data;
+    ngx_pool_cleanup_t          *cln;
+    ngx_uint_t                   cancelled;
+    ngx_int_t                    platform;     /* of the token issued */
+    time_t                       expire;
+    char                         token_out[512];
+};
+
+
+static void ngx_http_im_api_body(ngx_http_request_t *r);
+static void ngx_http_im_api_cleanup(void *data);
+static void ngx_http_im_api_authorized(redisReply *reply, void *data);
+static void ngx_http_im_api_answer(ngx_http_im_api_t *api, ngx_int_t code,
+    const char *msg);
+static void ngx_http_im_api_finish(ngx_http_im_api_t *api, ngx_int_t code,
+    const char *msg);
+static ngx_int_t ngx_http_im_api_reply(ngx_http_request_t *r,
+    ngx_int_t code, const char *msg, ngx_http_im_buf_t *data);
+static ngx_http_im_route_t *ngx_http_im_api_route(ngx_http_request_t *r);
+static ngx_int_t ngx_http_im_api_parse(ngx_http_im_api_t *api,
+    char *err, size_t len);
+static ngx_int_t ngx_http_im_api_header(ngx_http_request_t *r,
+    const char *name, ngx_str_t *value);
+static void ngx_http_im_admin_token(ngx_http_im_api_t *api);
+static void ngx_http_im_user_token(ngx_http_im_api_t *api);
+static void ngx_http_im_issue_token(ngx_http_im_api_t *api, ngx_str_t *uid,
+    ngx_int_t platform, ngx_uint_t registered);
+static void ngx_http_im_token_issued(redisReply *reply, void *data);
+static void ngx_http_im_user_register(ngx_http_im_api_t *api);
+static void ngx_http_im_user_registered(redisReply *reply, void *data);
+
+
+static ngx_http_im_route_t  ngx_http_im_routes[] = {
+
+    { ngx_string("/auth/get_admin_token"), NGX_HTTP_IM_ACCESS_SECRET,
+      ngx_http_im_admin_token },
+
+    { ngx_string("/auth/get_user_token"), NGX_HTTP_IM_ACCESS_ADMIN,
+      ngx_http_im_user_token },
+
+    { ngx_string("/user/user_register"), NGX_HTTP_IM_ACCESS_ADMIN,
+      ngx_http_im_user_register },
+
+    { ngx_null_string, 0, NULL }
+};
+
+
+/* the content handler of an im_api location */
+ngx_int_t
+ngx_http_im_api_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                rc;
+    ngx_http_im_loc_conf_t  *conf;
+
+    if (ngx_http_im_api_route(r) == NULL) {
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+    if (r->method != NGX_HTTP_POST) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_im_module);
+
+    if (r->headers_in.content_length_n > (off_t) conf->api_max_body) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "im api: body of %O bytes is over the %uz limit",
+                      r->headers_in.content_length_n, conf->api_max_body);
+
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_http_im_api_reply(r, NGX_HTTP_IM_ERR_ARGS,
+                                     "request body too large", NULL);
+    }
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_im_api_body);
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static ngx_http_im_route_t *
+ngx_http_im_api_route(ngx_http_request_t *r)
+{
+    u_char                    *p;
+    size_t                     len;
+    ngx_http_im_route_t       *rt;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (r->uri.len < clcf->name.len) {
+        return NULL;
+    }
+
+    /* the path after the location prefix, with or without its slash */
+    p = r->uri.data + clcf->name.len;
+    len = r->uri.len - clcf->name.len;
+
+    if (len && p[0] != '/') {
+        p--;
+        len++;
+    }
+
+    for (rt = ngx_http_im_routes; rt->handler; rt++) {
+        if (rt->path.len == len && ngx_strncmp(rt->path.data, p, len) == 0) {
+            return rt;
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_im_api_body(ngx_http_request_t *r)
+{
+    char                 err[256];
+    size_t               argvlen[4];
+    ngx_int_t            rc;
+    const char          *argv[4];
+    ngx_pool_cleanup_t  *cln;
+    ngx_http_im_api_t   *api;
+    u_char               keys[2][NGX_HTTP_IM_UID_MAX + 32];
+
+    if (ngx_http_im_worker == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_SERVICE_UNAVAILABLE);
+        return;
+    }
+
+    api = ngx_calloc(sizeof(ngx_http_im_api_t), r->connection->log);
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (api == NULL || cln == NULL) {
+        ngx_free(api);
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    cln->handler = ngx_http_im_api_cleanup;
+    cln->data = api;
+    api->cln = cln;
+
+    api->r = r;
+    api->route = ngx_http_im_api_route(r);
+    api->imcf = ngx_http_get_module_main_conf(r, ngx_http_im_module);
+    ngx_http_im_buf_init(&api->data, 16 * 1024 * 1024);
+
+    rc = ngx_http_im_api_parse(api, err, sizeof(err));
+    if (rc != NGX_OK) {
+        ngx_http_im_api_finish(api, rc, err);
+        return;
+    }
+
+    if (api->route->access == NGX_HTTP_IM_ACCESS_SECRET) {
+        api->route->handler(api);
+        return;
+    }
+
+    /* the token's signature is good: is it still in the registry? */
+    argv[0] = (char *) keys[0];
+    argvlen[0] = ngx_sprintf(keys[0], "im:{u:%s}:tok", api->claims.user_id)
+                 - keys[0];
+    argv[1] = (char *) keys[1];
+    argvlen[1] = ngx_sprintf(keys[1], "im:user:%s", api->claims.user_id)
+                 - keys[1];
+    argv[2] = (char *) api->token.data;
+    argvlen[2] = api->token.len;
+    argv[3] = api->claims.platform_id == NGX_HTTP_IM_PLATFORM_ADMIN
+              ? "0" : "1";
+    argvlen[3] = 1;
+
+    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_AUTH,
+                                 ngx_http_im_api_authorized, api, 2, 4,
+                                 argv, argvlen)
+        != NGX_OK)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    }
+}
+
+
+/*
+ * Checks the headers and the token's signature and role, and parses the
+ * body.  Returns NGX_OK or an error code, with err describing it.
+ */
+static ngx_int_t
+ngx_http_im_api_parse(ngx_http_im_api_t *api, char *err, size_t len)
+{
+    u_char              *text, *p;
+    size_t               size;
+    ngx_int_t            rc;
+    ngx_str_t            opid, uid;
+    ngx_chain_t         *cl;
+    ngx_http_request_t  *r;
+
+    r = api->r;
+
+    if (ngx_http_im_api_header(r, "operationID", &opid) != NGX_OK) {
+        ngx_cpystrn((u_char *) err, (u_char *) "header \"operationID\" is "
+                    "required", len);
+        return NGX_HTTP_IM_ERR_ARGS;
+    }
+
+    if (api->route->access != NGX_HTTP_IM_ACCESS_SECRET) {
+        if (ngx_http_im_api_header(r, "token", &api->token) != NGX_OK) {
+            ngx_cpystrn((u_char *) err, (u_char *) "header \"token\" is "
+                        "required", len);
+            return NGX_HTTP_IM_ERR_TOKEN_NONE;
+        }
+
+        rc = ngx_http_im_token_verify(api->imcf->secret.data,
+                                      api->imcf->secret.len,
+                                      (char *) api->token.data,
+                                      api->token.len, (long long) ngx_time(),
+                                      &api->claims);
+        if (rc != NGX_HTTP_IM_TOKEN_OK) {
+            ngx_cpystrn((u_char *) err, (u_char *) ngx_http_im_errmsg(rc),
+                        len);
+            return rc;
+        }
+
+        uid.data = (u_char *) api->claims.user_id;
+        uid.len = ngx_strlen(api->claims.user_id);
+
+        if (api->route->access == NGX_HTTP_IM_ACCESS_ADMIN
+            && (api->claims.platform_id != NGX_HTTP_IM_PLATFORM_ADMIN
+                || !ngx_http_im_is_admin(api->imcf, &uid)))
+        {
+            ngx_cpystrn((u_char *) err, (u_char *) "an admin token is "
+                        "required", len);
+            return NGX_HTTP_IM_ERR_PERMISSION;
+        }
+    }
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        ngx_cpystrn((u_char *) err, (u_char *) "a JSON object body is "
+                    "required", len);
+        return NGX_HTTP_IM_ERR_ARGS;
+    }
+
+    /* the body is in memory: the location's client_body_buffer_size is
+     * raised to im_api_max_body at configuration time */
+    size = 0;
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        if (cl->buf->in_file) {
+            ngx_cpystrn((u_char *) err, (u_char *) "request body too large",
+                        len);
+            return NGX_HTTP_IM_ERR_ARGS;
+        }
+
+        size += cl->buf->last - cl->buf->pos;
+    }
+
+    text = ngx_pnalloc(r->pool, size + 1);
+    if (text == NULL) {
+        return NGX_HTTP_IM_ERR_INTERNAL;
+    }
+
+    p = text;
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+    }
+
+    *p = '\0';
+
+    api->root = ngx_http_im_json_parse(text, size, err, len);
+    if (api->root == NULL || !YAJL_IS_OBJECT(api->root)) {
+        if (api->root) {
+            ngx_cpystrn((u_char *) err, (u_char *) "the body must be a JSON "
+                        "object", len);
+        }
+
+        p = (u_char *) ngx_strchr(err, '\n');
+        if (p) {
+            *p = '\0';
+        }
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "im api: invalid JSON body: %s", err);
+        return NGX_HTTP_IM_ERR_ARGS;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_im_api_header(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NGX_DECLINED;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len && h[i].value.len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            *value = h[i].value;
+            return NGX_OK;
+        }
+    }
+}
+
+
+static void
+ngx_http_im_api_authorized(redisReply *reply, void *data)
+{
+    ngx_http_im_api_t  *api = data;
+
+    ngx_connection_t  *c;
+
+    if (api->cancelled) {
+        ngx_http_im_api_answer(api, 0, NULL);
+        return;
+    }
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        ngx_http_im_api_answer(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        return;
+    }
+
+    if (reply->integer != 0) {
+        ngx_http_im_api_answer(api, (ngx_int_t) reply->integer, NULL);
+        return;
+    }
+
+    c = api->r->connection;
+    api->route->handler(api);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* the request is gone; a pending reply frees the call */
+static void
+ngx_http_im_api_cleanup(void *data)
+{
+    ngx_http_im_api_t  *api = data;
+
+    api->cancelled = 1;
+}
+
+
+/* answers from a Redis callback, then runs what the answer posted */
+static void
+ngx_http_im_api_answer(ngx_http_im_api_t *api, ngx_int_t code,
+    const char *msg)
+{
+    ngx_connection_t  *c;
+
+    if (api->cancelled) {
+        if (api->root) {
+            yajl_tree_free(api->root);
+        }
+        ngx_http_im_buf_free(&api->data);
+        ngx_free(api);
+        return;
+    }
+
+    c = api->r->connection;
+    ngx_http_im_api_finish(api, code, msg);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* sends the answer (code 0: with api->data) and frees the call */
+static void
+ngx_http_im_api_finish(ngx_http_im_api_t *api, ngx_int_t code,
+    const char *msg)
+{
+    ngx_int_t            rc;
+    ngx_http_request_t  *r;
+
+    r = api->r;
+
+    if (code) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "im api: %V answered %i: %s", &r->uri, code,
+                      msg ? msg : ngx_http_im_errmsg(code));
+    }
+
+    rc = ngx_http_im_api_reply(r, code, msg ? msg : ngx_http_im_errmsg(code),
+                               code ? NULL : &api->data);
+
+    if (api->root) {
+        yajl_tree_free(api->root);
+    }
+
+    ngx_http_im_buf_free(&api->data);
+
+    /* the pool cleanup must not touch the call any more */
+    api->cln->handler = NULL;
+    ngx_free(api);
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+static ngx_int_t
+ngx_http_im_api_reply(ngx_http_request_t *r, ngx_int_t code,
+    const char *msg, ngx_http_im_buf_t *data)
+{
+    ngx_http_im_buf_t  *b;
+
+    b = &ngx_http_im_worker->scratch;
+    ngx_http_im_buf_reset(b);
+
+    ngx_http_im_buf_str(b, "{\"errCode\":");
+    ngx_http_im_buf_int(b, code);
+    ngx_http_im_buf_str(b, ",\"errMsg\":");
+    ngx_http_im_buf_json_str(b, msg, ngx_strlen(msg));
+    ngx_http_im_buf_str(b, ",\"errDlt\":\"\",\"data\":");
+
+    if (data && data->len) {
+        ngx_http_im_buf_add(b, data->data, data->len);
+
+    } else {
+        ngx_http_im_buf_str(b, "{}");
+    }
+
+    ngx_http_im_buf_str(b, "}");
+
+    return ngx_http_im_send_json(r, NGX_HTTP_OK, b);
+}
+
+
+/* /auth/get_admin_token {secret, userID} */
+static void
+ngx_http_im_admin_token(ngx_http_im_api_t *api)
+{
+    char               err[128];
+    ngx_str_t          uid;
+    ngx_http_im_str_t  secret, id;
+
+    if (ngx_http_im_json_get_str(api->root, "secret", 1, &secret, err,
+                                 sizeof(err)) != 0
+        || ngx_http_im_json_get_str(api->root, "userID", 1, &id, err,
+                                    sizeof(err)) != 0)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS, err);
+        return;
+    }
+
+    uid.data = (u_char *) id.data;
+    uid.len = id.len;
+
+    if (secret.len != api->imcf->secret.len
+        || CRYPTO_memcmp(secret.data, api->imcf->secret.data, secret.len)
+        || !ngx_http_im_is_admin(api->imcf, &uid))
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_PERMISSION,
+                               "wrong secret or not an admin userID");
+        return;
+    }
+
+    ngx_http_im_issue_token(api, &uid, NGX_HTTP_IM_PLATFORM_ADMIN, 0);
+}
+
+
+/* /auth/get_user_token {userID, platformID} */
+static void
+ngx_http_im_user_token(ngx_http_im_api_t *api)
+{
+    char               err[128];
+    long long          platform;
+    ngx_str_t          uid;
+    ngx_http_im_str_t  id;
+
+    if (ngx_http_im_json_get_str(api->root, "userID", 1, &id, err,
+                                 sizeof(err)) != 0
+        || ngx_http_im_json_get_int(api->root, "platformID", 1, &platform,
+                                    err, sizeof(err)) != 0)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS, err);
+        return;
+    }
+
+    if (!ngx_http_im_user_id_valid(id.data, id.len)) {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
+                               "field \"userID\" is not a valid user ID");
+        return;
+    }
+
+    if (platform < 1 || platform > 11
+        || platform == NGX_HTTP_IM_PLATFORM_ADMIN)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
+                               "field \"platformID\" must be 1..11, not 10");
+        return;
+    }
+
+    uid.data = (u_char *) id.data;
+    uid.len = id.len;
+
+    ngx_http_im_issue_token(api, &uid, (ngx_int_t) platform, 1);
+}
+
+
+static void
+ngx_http_im_issue_token(ngx_http_im_api_t *api, ngx_str_t *uid,
+    ngx_int_t platform, ngx_uint_t registered)
+{
+    size_t       n, argvlen[7];
+    time_t       now;
+    const char  *argv[7];
+    u_char       keys[2][NGX_HTTP_IM_UID_MAX + 32];
+    u_char       nums[3][NGX_INT64_LEN];
+
+    now = ngx_time();
+    api->platform = platform;
+    api->expire = api->imcf->token_expire;
+
+    n = ngx_http_im_token_issue(api->imcf->secret.data,
+                                api->imcf->secret.len, (char *) uid->data,
+                                uid->len, (int) platform, (long long) now,
+                                (long long) api->expire, api->token_out,
+                                sizeof(api->token_out));
+    if (n == 0) {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_INTERNAL, NULL);
+        return;
+    }
+
+    argv[0] = (char *) keys[0];
+    argvlen[0] = ngx_sprintf(keys[0], "im:{u:%V}:tok", uid) - keys[0];
+    argv[1] = (char *) keys[1];
+    argvlen[1] = ngx_sprintf(keys[1], "im:user:%V", uid) - keys[1];
+    argv[2] = api->token_out;
+    argvlen[2] = n;
+    argv[3] = (char *) nums[0];
+    argvlen[3] = ngx_sprintf(nums[0], "%T", now + api->expire) - nums[0];
+    argv[4] = (char *) nums[1];
+    argvlen[4] = ngx_sprintf(nums[1], "%i", platform) - nums[1];
+    argv[5] = (char *) nums[2];
+    argvlen[5] = ngx_sprintf(nums[2], "%T", now) - nums[2];
+    argv[6] = registered ? "1" : "0";
+    argvlen[6] = 1;
+
+    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_TOKEN,
+                                 ngx_http_im_token_issued, api, 2, 7,
+                                 argv, argvlen)
+        != NGX_OK)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    }
+}
+
+
+static void
+ngx_http_im_token_issued(redisReply *reply, void *data)
+{
+    ngx_http_im_api_t  *api = data;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        ngx_http_im_api_answer(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        return;
+    }
+
+    if (reply->integer != 0) {
+        ngx_http_im_api_answer(api, (ngx_int_t) reply->integer, NULL);
+        return;
+    }
+
+    ngx_http_im_buf_str(&api->data, "{\"token\":");
+    ngx_http_im_buf_json_str(&api->data, api->token_out,
+                             ngx_strlen(api->token_out));
+    ngx_http_im_buf_str(&api->data, ",\"expireTimeSeconds\":");
+    ngx_http_im_buf_int(&api->data, api->expire);
+    ngx_http_im_buf_str(&api->data, "}");
+
+    ngx_http_im_api_answer(api, 0, NULL);
+}
+
+
+/* /user/user_register {users:[{userID, nickname, faceURL, ex}]} */
+static void
+ngx_http_im_user_register(ngx_http_im_api_t *api)
+{
+    char                err[128];
+    u_char             *p, *keys;
+    size_t             *len;
+    ngx_uint_t          i, j, n, argc;
+    yajl_val            users, u;
+    const char        **argv;
+    ngx_http_im_str_t   f[4];
+    u_char              now[NGX_INT64_LEN];
+
+    users = ngx_http_im_json_get(api->root, "users");
+
+    if (users == NULL || !YAJL_IS_ARRAY(users) || users->u.array.len == 0
+        || users->u.array.len > NGX_HTTP_IM_MAX_REGISTER)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
+                               "field \"users\" must be an array of "
+                               "1..1000 users");
+        return;
+    }
+
+    n = users->u.array.len;
+    argc = 4 * n + 1;
+
+    argv = ngx_alloc(argc * (sizeof(char *) + sizeof(size_t))
+                     + n * (NGX_HTTP_IM_UID_MAX + 16), ngx_cycle->log);
+    if (argv == NULL) {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_INTERNAL, NULL);
+        return;
+    }
+
+    len = (size_t *) (argv + argc);
+    keys = (u_char *) (len + argc);
+
+    for (i = 0; i < n; i++) {
+        u = users->u.array.values[i];
+
+        if (!YAJL_IS_OBJECT(u)
+            || ngx_http_im_json_get_str(u, "userID", 1, &f[0], err,
+                                        sizeof(err)) != 0
+            || ngx_http_im_json_get_str(u, "nickname", 0, &f[1], err,
+                                        sizeof(err)) != 0
+            || ngx_http_im_json_get_str(u, "faceURL", 0, &f[2], err,
+                                        sizeof(err)) != 0
+            || ngx_http_im_json_get_str(u, "ex", 0, &f[3], err,
+                                        sizeof(err)) != 0)
+        {
+            ngx_free(argv);
+            ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
+                                   YAJL_IS_OBJECT(u) ? err
+                                   : "field \"users\" must hold objects");
+            return;
+        }
+
+        if (!ngx_http_im_user_id_valid(f[0].data, f[0].len)) {
+            ngx_free(argv);
+            ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
+                                   "field \"userID\" must be 1..64 of "
+                                   "A-Z a-z 0-9 . @ + -");
+            return;
+        }
+
+        p = keys + i * (NGX_HTTP_IM_UID_MAX + 16);
+        argv[i] = (char *) p;
+        len[i] = ngx_sprintf(p, "im:user:%*s", f[0].len, f[0].data) - p;
+
+        for (j = 0; j < i; j++) {
+            if (len[j] == len[i] && ngx_strncmp(argv[j], argv[i], len[i]) == 0)
+            {
+                ngx_free(argv);
+                ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
+                                       "a userID appears twice in "
+                                       "\"users\"");
+                return;
+            }
+        }
+
+        for (j = 1; j < 4; j++) {
+            argv[n + 3 * i + j - 1] = f[j].data ? f[j].data : "";
+            len[n + 3 * i + j - 1] = f[j].len;
+        }
+    }
+
+    argv[argc - 1] = (char *) now;
+    len[argc - 1] = ngx_sprintf(now, "%L", (long long) ngx_time() * 1000)
+                    - now;
+
+    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_REGISTER,
+                                 ngx_http_im_user_registered, api, n, argc,
+                                 argv, len)
+        != NGX_OK)
+    {
+        ngx_free(argv);
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        return;
+    }
+
+    ngx_free(argv);
+}
+
+
+static void
+ngx_http_im_user_registered(redisReply *reply, void *data)
+{
+    ngx_http_im_api_t  *api = data;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        ngx_http_im_api_answer(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        return;
+    }
+
+    if (reply->integer != 0) {
+        ngx_http_im_api_answer(api, NGX_HTTP_IM_ERR_REGISTERED,
+                               "a userID is already registered");
+        return;
+    }
+
+    ngx_http_im_api_answer(api, 0, NULL);
+}

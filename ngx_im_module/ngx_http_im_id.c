@@ -1,0 +1,107 @@
+
+/*
+ * ngx_im: identifiers and conversation IDs.  Pure C, no nginx types.
+ */
+
+
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "ngx_http_im_id.h"
+
+
+int
+ngx_http_im_id_make(char *out)
+{
+    static const char  hex[] = "0123456789abcdef";
+
+    int            i;
+    unsigned char  raw[NGX_HTTP_IM_ID_LEN / 2];
+
+    if (RAND_bytes(raw, sizeof(raw)) != 1) {
+        return 0;
+    }
+
+    for (i = 0; i < (int) sizeof(raw); i++) {
+        out[2 * i] = hex[raw[i] >> 4];
+        out[2 * i + 1] = hex[raw[i] & 0xf];
+    }
+
+    return 1;
+}
+
+
+static size_t
+ngx_http_im_conv_join(const char *prefix, const char *a, size_t a_len,
+    const char *b, size_t b_len, char *out)
+{
+    char  *p;
+
+    p = out;
+    memcpy(p, prefix, 3);
+    p += 3;
+    memcpy(p, a, a_len);
+    p += a_len;
+    *p++ = '_';
+    memcpy(p, b, b_len);
+    p += b_len;
+
+    return p - out;
+}
+
+
+size_t
+ngx_http_im_conv_single(const char *a, size_t a_len, const char *b,
+    size_t b_len, char *out)
+{
+    int     cmp;
+    size_t  n;
+
+    n = a_len < b_len ? a_len : b_len;
+    cmp = memcmp(a, b, n);
+
+    if (cmp > 0 || (cmp == 0 && a_len > b_len)) {
+        return ngx_http_im_conv_join("si_", b, b_len, a, a_len, out);
+    }
+
+    return ngx_http_im_conv_join("si_", a, a_len, b, b_len, out);
+}
+
+
+size_t
+ngx_http_im_conv_notification(const char *send, size_t send_len,
+    const char *recv, size_t recv_len, char *out)
+{
+    return ngx_http_im_conv_join("sn_", send, send_len, recv, recv_len, out);
+}
+
+
+int
+ngx_http_im_conv_member(const char *conv, size_t conv_len, const char *uid,
+    size_t uid_len)
+{
+    const char  *us, *rest;
+    size_t       first;
+
+    if (conv_len < 3 || uid_len == 0
+        || (memcmp(conv, "si_", 3) != 0 && memcmp(conv, "sn_", 3) != 0))
+    {
+        return 0;
+    }
+
+    rest = conv + 3;
+    us = memchr(rest, '_', conv_len - 3);
+    if (us == NULL || memchr(us + 1, '_', conv + conv_len - us - 1)) {
+        return 0;
+    }
+
+    first = us - rest;
+
+    if (first == uid_len && memcmp(rest, uid, uid_len) == 0) {
+        return 1;
+    }
+
+    return (size_t) (conv + conv_len - us - 1) == uid_len
+           && memcmp(us + 1, uid, uid_len) == 0;
+}

@@ -1,0 +1,39 @@
+
+/*
+ * ngx_im: identifiers and conversation IDs.  Pure C, no nginx types.
+ */
+
+
+#ifndef _NGX_HTTP_IM_ID_H_INCLUDED_
+#define _NGX_HTTP_IM_ID_H_INCLUDED_
+
+
+#include <stddef.h>
+
+
+#define NGX_HTTP_IM_ID_LEN  32
+
+
+/* 32 lowercase hex digits from 128 random bits; returns 0 on failure */
+int ngx_http_im_id_make(char *out);
+
+/*
+ * Writes the single-chat conversation ID "si_<a>_<b>", with a and b in
+ * byte order; out must hold a_len + b_len + 4 bytes.  Returns its length.
+ */
+size_t ngx_http_im_conv_single(const char *a, size_t a_len, const char *b,
+    size_t b_len, char *out);
+
+/* "sn_<sendID>_<recvID>" */
+size_t ngx_http_im_conv_notification(const char *send, size_t send_len,
+    const char *recv, size_t recv_len, char *out);
+
+/*
+ * 1 when uid is one of the two users of a "si_" or "sn_" conversation.
+ * User IDs cannot contain '_', so the split is unambiguous.
+ */
+int ngx_http_im_conv_member(const char *conv, size_t conv_len,
+    const char *uid, size_t uid_len);
+
+
+#endif /* _NGX_HTTP_IM_ID_H_INCLUDED_ */

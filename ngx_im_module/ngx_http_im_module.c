@@ -1,0 +1,585 @@
+
+/*
+ * ngx_im: module definition, directives and the worker's lifecycle.
+ */
+
+
+#include "ngx_http_im_module.h"
+#include "ngx_http_im_redis.h"
+
+
+#define NGX_HTTP_IM_RECV_SIZE  65536
+
+
+static ngx_int_t ngx_http_im_init_process(ngx_cycle_t *cycle);
+static void ngx_http_im_exit_process(ngx_cycle_t *cycle);
+static void *ngx_http_im_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_im_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_im_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_im_location(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+ngx_http_im_worker_t  *ngx_http_im_worker;
+
+
+static ngx_conf_num_bounds_t  ngx_http_im_inflight_bounds = {
+    ngx_conf_check_num_bounds, 1, 10000
+};
+
+static ngx_conf_num_bounds_t  ngx_http_im_pull_bounds = {
+    ngx_conf_check_num_bounds, 1, 1000
+};
+
+
+static ngx_command_t  ngx_http_im_commands[] = {
+
+    { ngx_string("im_ws"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_im_location,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("im_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_im_location,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("im_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_im_redis_addr,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("im_redis_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, redis_connect_timeout),
+      NULL },
+
+    { ngx_string("im_redis_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, redis_timeout),
+      NULL },
+
+    { ngx_string("im_redis_max_pending"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, redis_max_pending),
+      NULL },
+
+    { ngx_string("im_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, secret),
+      NULL },
+
+    { ngx_string("im_admin"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_conf_set_str_array_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, admins),
+      NULL },
+
+    { ngx_string("im_token_expire"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, token_expire),
+      NULL },
+
+    { ngx_string("im_dedup_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, dedup_ttl),
+      NULL },
+
+    { ngx_string("im_max_conversations"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, max_convs),
+      NULL },
+
+    { ngx_string("im_ws_max_frame"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_im_loc_conf_t, ws_max_frame),
+      NULL },
+
+    { ngx_string("im_ws_max_message"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_im_loc_conf_t, ws_max_message),
+      NULL },
+
+    { ngx_string("im_ws_send_queue"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_im_loc_conf_t, ws_send_queue),
+      NULL },
+
+    { ngx_string("im_ws_ping_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_im_loc_conf_t, ws_ping_interval),
+      NULL },
+
+    { ngx_string("im_ws_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_im_loc_conf_t, ws_timeout),
+      NULL },
+
+    { ngx_string("im_ws_max_inflight"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_im_loc_conf_t, ws_max_inflight),
+      &ngx_http_im_inflight_bounds },
+
+    { ngx_string("im_max_content"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_im_loc_conf_t, max_content),
+      NULL },
+
+    { ngx_string("im_api_max_body"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_im_loc_conf_t, api_max_body),
+      NULL },
+
+    { ngx_string("im_pull_max"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_im_loc_conf_t, pull_max),
+      &ngx_http_im_pull_bounds },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_im_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_im_create_main_conf,          /* create main configuration */
+    ngx_http_im_init_main_conf,            /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_im_create_loc_conf,           /* create location configuration */
+    ngx_http_im_merge_loc_conf             /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_im_module = {
+    NGX_MODULE_V1,
+    &ngx_http_im_module_ctx,               /* module context */
+    ngx_http_im_commands,                  /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_im_init_process,              /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_im_exit_process,              /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_int_t
+ngx_http_im_init_process(ngx_cycle_t *cycle)
+{
+    u_char                   *p;
+    ngx_http_im_worker_t     *w;
+    ngx_http_im_main_conf_t  *imcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    imcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_im_module);
+    if (imcf == NULL || imcf->redis_host.len == 0) {
+        return NGX_OK;
+    }
+
+    w = ngx_pcalloc(cycle->pool, sizeof(ngx_http_im_worker_t));
+    if (w == NULL) {
+        return NGX_ERROR;
+    }
+
+    w->imcf = imcf;
+    w->log = cycle->log;
+    w->recv_size = NGX_HTTP_IM_RECV_SIZE;
+    w->recv_buf = ngx_palloc(cycle->pool, w->recv_size);
+    p = ngx_pnalloc(cycle->pool, NGX_MAXHOSTNAMELEN + 64);
+    if (w->recv_buf == NULL || p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_rbtree_init(&w->users, &w->sentinel, ngx_str_rbtree_insert_value);
+    ngx_queue_init(&w->user_list);
+    ngx_queue_init(&w->sessions);
+    ngx_http_im_buf_init(&w->scratch, 16 * 1024 * 1024);
+
+    /* names this worker across hosts and restarts: deliveries carry it to
+     * spare the sending session its own message */
+    w->origin.data = p;
+    w->origin.len = ngx_snprintf(p, NGX_MAXHOSTNAMELEN + 64, "im:w:%V:%P:%M",
+                                 &cycle->hostname, ngx_pid,
+                                 ngx_current_msec)
+                    - p;
+
+    ngx_http_im_worker = w;
+
+    return ngx_http_im_redis_init(cycle);
+}
+
+
+static void
+ngx_http_im_exit_process(ngx_cycle_t *cycle)
+{
+    if (ngx_http_im_worker == NULL) {
+        return;
+    }
+
+    ngx_http_im_ws_shutdown();
+    ngx_http_im_redis_exit();
+    ngx_http_im_buf_free(&ngx_http_im_worker->scratch);
+    ngx_http_im_worker = NULL;
+}
+
+
+static void *
+ngx_http_im_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_im_main_conf_t  *imcf;
+
+    imcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_im_main_conf_t));
+    if (imcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     imcf->secret = { 0, NULL };
+     *     imcf->redis_host = { 0, NULL };
+     *     imcf->redis_port = 0;
+     */
+
+    imcf->admins = NGX_CONF_UNSET_PTR;
+    imcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
+    imcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    imcf->redis_max_pending = NGX_CONF_UNSET_UINT;
+    imcf->token_expire = NGX_CONF_UNSET;
+    imcf->dedup_ttl = NGX_CONF_UNSET;
+    imcf->max_convs = NGX_CONF_UNSET_UINT;
+
+    return imcf;
+}
+
+
+static char *
+ngx_http_im_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_im_main_conf_t  *imcf = conf;
+
+    ngx_conf_init_ptr_value(imcf->admins, NULL);
+    ngx_conf_init_msec_value(imcf->redis_connect_timeout, 3000);
+    ngx_conf_init_msec_value(imcf->redis_timeout, 5000);
+    ngx_conf_init_uint_value(imcf->redis_max_pending, 20000);
+    ngx_conf_init_value(imcf->token_expire, 90 * 86400);
+    ngx_conf_init_value(imcf->dedup_ttl, 7 * 86400);
+    ngx_conf_init_uint_value(imcf->max_convs, 10000);
+
+    if (imcf->redis_host.len && imcf->secret.len < 8) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"im_secret\" of at least 8 bytes is required "
+                           "with \"im_redis\"");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_im_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_im_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_im_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->kind = NGX_CONF_UNSET_UINT;
+    conf->ws_max_frame = NGX_CONF_UNSET_SIZE;
+    conf->ws_max_message = NGX_CONF_UNSET_SIZE;
+    conf->ws_send_queue = NGX_CONF_UNSET_SIZE;
+    conf->ws_ping_interval = NGX_CONF_UNSET_MSEC;
+    conf->ws_timeout = NGX_CONF_UNSET_MSEC;
+    conf->ws_max_inflight = NGX_CONF_UNSET_UINT;
+    conf->max_content = NGX_CONF_UNSET_SIZE;
+    conf->api_max_body = NGX_CONF_UNSET_SIZE;
+    conf->pull_max = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_im_loc_conf_t *prev = parent;
+    ngx_http_im_loc_conf_t *conf = child;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    ngx_conf_merge_uint_value(conf->kind, prev->kind, 0);
+    ngx_conf_merge_size_value(conf->ws_max_frame, prev->ws_max_frame,
+                              64 * 1024);
+    ngx_conf_merge_size_value(conf->ws_max_message, prev->ws_max_message,
+                              64 * 1024);
+    ngx_conf_merge_size_value(conf->ws_send_queue, prev->ws_send_queue,
+                              1024 * 1024);
+    ngx_conf_merge_msec_value(conf->ws_ping_interval, prev->ws_ping_interval,
+                              30000);
+    ngx_conf_merge_msec_value(conf->ws_timeout, prev->ws_timeout, 10000);
+    ngx_conf_merge_uint_value(conf->ws_max_inflight, prev->ws_max_inflight,
+                              64);
+    ngx_conf_merge_size_value(conf->max_content, prev->max_content,
+                              16 * 1024);
+    ngx_conf_merge_size_value(conf->api_max_body, prev->api_max_body,
+                              1024 * 1024);
+    ngx_conf_merge_uint_value(conf->pull_max, prev->pull_max, 100);
+
+    if (conf->kind == NGX_HTTP_IM_LOC_API) {
+        /* REST bodies are parsed from memory, never from a temp file */
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+        if (clcf->client_body_buffer_size < conf->api_max_body + 1) {
+            clcf->client_body_buffer_size = conf->api_max_body + 1;
+        }
+
+        if (clcf->client_max_body_size < (off_t) conf->api_max_body + 1) {
+            clcf->client_max_body_size = conf->api_max_body + 1;
+        }
+    }
+
+    if (conf->ws_send_queue < conf->ws_max_message + 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"im_ws_send_queue\" must exceed "
+                           "\"im_ws_max_message\" by at least 1k");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* im_redis 127.0.0.1:6379 | unix:/path; resolved here, never at run time */
+static char *
+ngx_http_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_im_main_conf_t *imcf = conf;
+
+    u_char     *p;
+    ngx_str_t  *value;
+    ngx_url_t   u;
+
+    if (imcf->redis_host.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strncmp(value[1].data, "unix:", 5) == 0) {
+        imcf->redis_host.data = value[1].data + 5;
+        imcf->redis_host.len = value[1].len - 5;
+        imcf->redis_port = 0;
+        return NGX_CONF_OK;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = value[1];
+    u.default_port = 6379;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid redis address "
+                           "\"%V\": %s", &value[1],
+                           u.err ? u.err : "no address");
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    imcf->redis_host.data = p;
+    imcf->redis_host.len = ngx_sock_ntop(u.addrs[0].sockaddr,
+                                         u.addrs[0].socklen, p,
+                                         NGX_SOCKADDR_STRLEN, 0);
+    imcf->redis_port = ngx_inet_get_port(u.addrs[0].sockaddr);
+
+    return NGX_CONF_OK;
+}
+
+
+/* im_ws, im_api: the location's content handler */
+static char *
+ngx_http_im_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_im_loc_conf_t *imlcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (imlcf->kind != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (cmd->name.data[3] == 'w') {
+        imlcf->kind = NGX_HTTP_IM_LOC_WS;
+        clcf->handler = ngx_http_im_ws_handler;
+
+    } else {
+        imlcf->kind = NGX_HTTP_IM_LOC_API;
+        clcf->handler = ngx_http_im_api_handler;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* 1 when uid is listed in im_admin */
+ngx_int_t
+ngx_http_im_is_admin(ngx_http_im_main_conf_t *imcf, ngx_str_t *uid)
+{
+    ngx_str_t   *a;
+    ngx_uint_t   i;
+
+    if (imcf->admins == NULL) {
+        return 0;
+    }
+
+    a = imcf->admins->elts;
+
+    for (i = 0; i < imcf->admins->nelts; i++) {
+        if (a[i].len == uid->len
+            && ngx_strncmp(a[i].data, uid->data, uid->len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* the default errMsg of an error code */
+const char *
+ngx_http_im_errmsg(ngx_int_t code)
+{
+    switch (code) {
+    case 0:
+        return "";
+    case NGX_HTTP_IM_ERR_ARGS:
+        return "invalid arguments";
+    case NGX_HTTP_IM_ERR_PERMISSION:
+        return "no permission";
+    case NGX_HTTP_IM_ERR_NOT_FOUND:
+        return "record not found";
+    case NGX_HTTP_IM_ERR_USER_ID:
+        return "user not registered";
+    case NGX_HTTP_IM_ERR_REGISTERED:
+        return "user already registered";
+    case NGX_HTTP_IM_TOKEN_EXPIRED:
+        return "token expired";
+    case NGX_HTTP_IM_TOKEN_INVALID:
+        return "token invalid";
+    case NGX_HTTP_IM_TOKEN_MALFORMED:
+        return "token malformed";
+    case NGX_HTTP_IM_ERR_TOKEN_KICKED:
+        return "token kicked";
+    case NGX_HTTP_IM_ERR_TOKEN_NONE:
+        return "token not exist";
+    case NGX_HTTP_IM_ERR_UNAVAILABLE:
+        return "storage unavailable";
+    default:
+        return "internal error";
+    }
+}
+
+
+/*
+ * Sends b as the whole JSON body of r with the given status.  Returns
+ * what the output filter returned, for ngx_http_finalize_request().
+ */
+ngx_int_t
+ngx_http_im_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_http_im_buf_t *b)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *out;
+    ngx_chain_t   cl;
+
+    if (b->failed) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    out = ngx_create_temp_buf(r->pool, b->len);
+    if (out == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    out->last = ngx_cpymem(out->pos, b->data, b->len);
+    out->last_buf = (r == r->main) ? 1 : 0;
+    out->last_in_chain = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b->len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    cl.buf = out;
+    cl.next = NULL;
+
+    return ngx_http_output_filter(r, &cl);
+}

@@ -1,0 +1,209 @@
+
+/*
+ * ngx_im: an instant-messaging server inside nginx.
+ * Shared types of the module's nginx-facing parts.
+ */
+
+
+#ifndef _NGX_HTTP_IM_MODULE_H_INCLUDED_
+#define _NGX_HTTP_IM_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_im_ws_frame.h"
+#include "ngx_http_im_json.h"
+#include "ngx_http_im_token.h"
+
+
+/* error codes of the external contract (DESIGN.md, 1.1) */
+#define NGX_HTTP_IM_OK                0
+#define NGX_HTTP_IM_ERR_INTERNAL      500
+#define NGX_HTTP_IM_ERR_ARGS          1001
+#define NGX_HTTP_IM_ERR_PERMISSION    1002
+#define NGX_HTTP_IM_ERR_NOT_FOUND     1004
+#define NGX_HTTP_IM_ERR_USER_ID       1101
+#define NGX_HTTP_IM_ERR_REGISTERED    1102
+#define NGX_HTTP_IM_ERR_GROUP_ID      1201
+#define NGX_HTTP_IM_ERR_TOKEN_KICKED  1506
+#define NGX_HTTP_IM_ERR_TOKEN_NONE    1507
+#define NGX_HTTP_IM_ERR_CONN_LIMIT    1601
+#define NGX_HTTP_IM_ERR_CONN_ARGS     1602
+#define NGX_HTTP_IM_ERR_UNAVAILABLE   90004
+
+
+/* request identifiers (DESIGN.md, 1.2) */
+#define NGX_HTTP_IM_REQ_NEWEST_SEQ    1001
+#define NGX_HTTP_IM_REQ_PULL_RANGE    1002
+#define NGX_HTTP_IM_REQ_SEND          1003
+#define NGX_HTTP_IM_REQ_PULL_SEQS     1005
+#define NGX_HTTP_IM_REQ_CONV_SEQ      1006
+#define NGX_HTTP_IM_REQ_PUSH          2001
+#define NGX_HTTP_IM_REQ_KICK          2002
+#define NGX_HTTP_IM_REQ_LOGOUT        2003
+
+
+#define NGX_HTTP_IM_LOC_WS            1
+#define NGX_HTTP_IM_LOC_API           2
+
+
+#if (NGX_DEBUG)
+#define ngx_http_im_assert(log, cond)                                       \
+    if (!(cond)) {                                                          \
+        ngx_log_error(NGX_LOG_ALERT, log, 0, "im assertion failed: " #cond);\
+        ngx_debug_point();                                                  \
+    }
+#else
+#define ngx_http_im_assert(log, cond)
+#endif
+
+
+typedef struct {
+    ngx_str_t                  secret;
+    ngx_array_t               *admins;          /* of ngx_str_t */
+    ngx_str_t                  redis_host;      /* IP text or unix path */
+    ngx_int_t                  redis_port;      /* 0 for a unix socket */
+    ngx_msec_t                 redis_connect_timeout;
+    ngx_msec_t                 redis_timeout;
+    ngx_uint_t                 redis_max_pending;
+    time_t                     token_expire;
+    time_t                     dedup_ttl;
+    ngx_uint_t                 max_convs;
+} ngx_http_im_main_conf_t;
+
+
+typedef struct {
+    ngx_uint_t                 kind;
+    size_t                     ws_max_frame;
+    size_t                     ws_max_message;
+    size_t                     ws_send_queue;
+    ngx_msec_t                 ws_ping_interval;
+    ngx_msec_t                 ws_timeout;
+    ngx_uint_t                 ws_max_inflight;
+    size_t                     max_content;
+    size_t                     api_max_body;
+    ngx_uint_t                 pull_max;
+} ngx_http_im_loc_conf_t;
+
+
+typedef struct ngx_http_im_user_s     ngx_http_im_user_t;
+typedef struct ngx_http_im_session_s  ngx_http_im_session_t;
+
+
+#define NGX_HTTP_IM_SUB_NONE          0
+#define NGX_HTTP_IM_SUB_PENDING       1
+#define NGX_HTTP_IM_SUB_DONE          2
+#define NGX_HTTP_IM_SUB_LEAVING       3
+
+
+/* one per user id with sessions on this worker */
+struct ngx_http_im_user_s {
+    ngx_str_node_t             sn;
+    ngx_queue_t                link;           /* in worker->user_list */
+    ngx_queue_t                sessions;
+    ngx_uint_t                 state;
+    ngx_uint_t                 busy;
+    ngx_str_t                  channel;        /* im:u:<uid> */
+};
+
+
+struct ngx_http_im_session_s {
+    ngx_http_request_t        *r;
+    ngx_connection_t          *c;
+    ngx_http_im_loc_conf_t    *conf;
+    ngx_http_im_user_t        *user;
+    ngx_queue_t                user_link;
+    ngx_queue_t                link;
+    uint64_t                   id;
+    ngx_uint_t                 refs;
+    ngx_int_t                  platform;
+    ngx_str_t                  uid;
+    ngx_str_t                  token;
+    ngx_str_t                  operation_id;
+
+    ngx_http_im_ws_parser_t    parser;
+
+    u_char                    *out;            /* pending outbound bytes */
+    size_t                     out_pos;
+    size_t                     out_len;
+    size_t                     out_cap;
+
+    u_char                    *stash;          /* input held back while */
+    size_t                     stash_len;      /* too many are in flight */
+
+    ngx_event_t                ping;
+    ngx_uint_t                 inflight;
+    ngx_msec_t                 last_in;
+
+    unsigned                   upgraded:1;
+    unsigned                   closed:1;
+    unsigned                   closing:1;
+    unsigned                   pinged:1;
+    unsigned                   queued:1;       /* in user->sessions */
+};
+
+
+typedef struct {
+    ngx_http_im_main_conf_t   *imcf;
+    ngx_log_t                 *log;
+    ngx_rbtree_t               users;
+    ngx_rbtree_node_t          sentinel;
+    ngx_queue_t                user_list;
+    ngx_queue_t                sessions;
+    ngx_str_t                  origin;         /* unique per worker */
+    uint64_t                   next_id;
+    u_char                    *recv_buf;
+    size_t                     recv_size;
+    ngx_http_im_buf_t          scratch;
+} ngx_http_im_worker_t;
+
+
+extern ngx_module_t            ngx_http_im_module;
+extern ngx_http_im_worker_t   *ngx_http_im_worker;
+
+
+/* module.c */
+ngx_int_t ngx_http_im_is_admin(ngx_http_im_main_conf_t *imcf, ngx_str_t *uid);
+const char *ngx_http_im_errmsg(ngx_int_t code);
+ngx_int_t ngx_http_im_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_http_im_buf_t *b);
+
+/* ws.c */
+ngx_int_t ngx_http_im_ws_handler(ngx_http_request_t *r);
+void ngx_http_im_ws_send(ngx_http_im_session_t *s, ngx_uint_t opcode,
+    u_char *data, size_t len);
+void ngx_http_im_ws_send_json(ngx_http_im_session_t *s,
+    ngx_http_im_buf_t *b);
+void ngx_http_im_ws_close(ngx_http_im_session_t *s, ngx_int_t code,
+    const char *reason);
+void ngx_http_im_ws_shutdown(void);
+void ngx_http_im_ws_goodbye(ngx_http_im_session_t *s);
+void ngx_http_im_ws_resume(ngx_http_im_session_t *s);
+
+/* session.c */
+ngx_http_im_session_t *ngx_http_im_session_create(ngx_http_request_t *r);
+void ngx_http_im_session_ref(ngx_http_im_session_t *s);
+void ngx_http_im_session_unref(ngx_http_im_session_t *s);
+ngx_int_t ngx_http_im_session_join(ngx_http_im_session_t *s);
+void ngx_http_im_session_leave(ngx_http_im_session_t *s);
+void ngx_http_im_session_subscribed(ngx_str_t *channel, ngx_int_t ok);
+void ngx_http_im_session_message(ngx_str_t *channel, u_char *data,
+    size_t len);
+void ngx_http_im_session_resubscribe(void);
+void ngx_http_im_session_login_done(ngx_http_im_session_t *s,
+    ngx_int_t ok);
+
+/* msg.c */
+void ngx_http_im_msg_dispatch(ngx_http_im_session_t *s, u_char *data,
+    size_t len, ngx_uint_t binary);
+ngx_int_t ngx_http_im_msg_store(ngx_http_im_msg_t *m, ngx_str_t *conv,
+    ngx_uint_t check_recv, void (*done)(void *data, ngx_int_t err,
+    ngx_http_im_buf_t *ack), void *data);
+
+/* api.c */
+ngx_int_t ngx_http_im_api_handler(ngx_http_request_t *r);
+
+
+#endif /* _NGX_HTTP_IM_MODULE_H_INCLUDED_ */

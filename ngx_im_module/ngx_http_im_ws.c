@@ -1,0 +1,967 @@
+
+/*
+ * ngx_im: the WebSocket endpoint.  Authenticates before upgrading, then
+ * owns the connection: frames in through the pure codec in
+ * ngx_http_im_ws_frame.c, frames out through a bounded per-session queue.
+ */
+
+
+#include "ngx_http_im_module.h"
+#include "ngx_http_im_redis.h"
+
+
+#define NGX_HTTP_IM_WS_CLOSE_WAIT  5000
+
+
+static ngx_int_t ngx_http_im_ws_check(ngx_http_request_t *r,
+    ngx_str_t *key);
+static ngx_table_elt_t *ngx_http_im_ws_header(ngx_http_request_t *r,
+    const char *name, size_t len);
+static ngx_int_t ngx_http_im_ws_arg(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value);
+static ngx_int_t ngx_http_im_ws_refuse(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_int_t code, const char *msg);
+static void ngx_http_im_ws_refuse_async(ngx_http_im_session_t *s,
+    ngx_uint_t status, ngx_int_t code, const char *msg);
+static void ngx_http_im_ws_auth_done(redisReply *reply, void *data);
+static void ngx_http_im_ws_upgrade(ngx_http_im_session_t *s);
+static void ngx_http_im_ws_read_handler(ngx_http_request_t *r);
+static void ngx_http_im_ws_write_handler(ngx_http_request_t *r);
+static void ngx_http_im_ws_feed(ngx_http_im_session_t *s, u_char *buf,
+    size_t len);
+static void ngx_http_im_ws_control(ngx_http_im_session_t *s,
+    ngx_http_im_ws_event_t *ev);
+static void ngx_http_im_ws_timer_handler(ngx_event_t *ev);
+static void ngx_http_im_ws_heartbeat(ngx_http_im_session_t *s);
+static void ngx_http_im_ws_finish(ngx_http_im_session_t *s);
+static void ngx_http_im_ws_post_write(ngx_http_im_session_t *s);
+static ngx_str_t *ngx_http_im_ws_dup(ngx_str_t *dst, ngx_str_t *src);
+
+
+/*
+ * The content handler of an im_ws location.  Validates the handshake and
+ * the token synchronously, then checks the token registry in Redis and
+ * subscribes the user's channel; only then does it send 101.
+ */
+ngx_int_t
+ngx_http_im_ws_handler(ngx_http_request_t *r)
+{
+    u_char                      *p;
+    ngx_int_t                    rc, platform;
+    ngx_str_t                    key, uid, token, pid, opid, keys[2];
+    const char                  *argv[3];
+    size_t                       argvlen[3];
+    ngx_http_im_session_t       *s;
+    ngx_http_im_main_conf_t     *imcf;
+    ngx_http_im_token_claims_t   claims;
+
+    r->connection->log->action = "checking websocket handshake";
+
+    rc = ngx_http_im_ws_check(r, &key);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_http_im_ws_arg(r, "sendID", &uid) != NGX_OK
+        || ngx_http_im_ws_arg(r, "platformID", &pid) != NGX_OK
+        || !ngx_http_im_user_id_valid((char *) uid.data, uid.len))
+    {
+        return ngx_http_im_ws_refuse(r, NGX_HTTP_BAD_REQUEST,
+                                     NGX_HTTP_IM_ERR_CONN_ARGS,
+                                     "sendID and platformID are required");
+    }
+
+    platform = ngx_atoi(pid.data, pid.len);
+    if (platform < 1 || platform > 11) {
+        return ngx_http_im_ws_refuse(r, NGX_HTTP_BAD_REQUEST,
+                                     NGX_HTTP_IM_ERR_CONN_ARGS,
+                                     "platformID must be 1..11");
+    }
+
+    if (ngx_http_im_ws_arg(r, "token", &token) != NGX_OK) {
+        return ngx_http_im_ws_refuse(r, NGX_HTTP_UNAUTHORIZED,
+                                     NGX_HTTP_IM_ERR_CONN_ARGS,
+                                     "token is required");
+    }
+
+    if (ngx_http_im_ws_arg(r, "operationID", &opid) != NGX_OK) {
+        ngx_str_null(&opid);
+    }
+
+    imcf = ngx_http_get_module_main_conf(r, ngx_http_im_module);
+
+    rc = ngx_http_im_token_verify(imcf->secret.data, imcf->secret.len,
+                                  (char *) token.data, token.len,
+                                  (long long) ngx_time(), &claims);
+    if (rc != NGX_HTTP_IM_TOKEN_OK) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "im: websocket token of \"%V\" refused: %i",
+                      &uid, rc);
+        return ngx_http_im_ws_refuse(r, NGX_HTTP_UNAUTHORIZED, rc,
+                                     "token verification failed");
+    }
+
+    if (ngx_strlen(claims.user_id) != uid.len
+        || ngx_strncmp(claims.user_id, uid.data, uid.len) != 0
+        || claims.platform_id != platform)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "im: token does not match sendID \"%V\"", &uid);
+        return ngx_http_im_ws_refuse(r, NGX_HTTP_UNAUTHORIZED,
+                                     NGX_HTTP_IM_TOKEN_INVALID,
+                                     "token does not match sendID "
+                                     "or platformID");
+    }
+
+    s = ngx_http_im_session_create(r);
+    if (s == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_set_ctx(r, s, ngx_http_im_module);
+
+    if (ngx_http_im_ws_dup(&s->uid, &uid) == NULL
+        || ngx_http_im_ws_dup(&s->token, &token) == NULL
+        || ngx_http_im_ws_dup(&s->operation_id, &opid) == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    s->platform = platform;
+
+    p = ngx_pnalloc(r->pool, 2 * uid.len + 32);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    keys[0].data = p;
+    p = ngx_sprintf(p, "im:{u:%V}:tok", &uid);
+    keys[0].len = p - keys[0].data;
+    keys[1].data = p;
+    p = ngx_sprintf(p, "im:user:%V", &uid);
+    keys[1].len = p - keys[1].data;
+
+    argv[0] = (char *) keys[0].data;
+    argvlen[0] = keys[0].len;
+    argv[1] = (char *) keys[1].data;
+    argvlen[1] = keys[1].len;
+    argv[2] = (char *) s->token.data;
+    argvlen[2] = s->token.len;
+
+    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_AUTH,
+                                 ngx_http_im_ws_auth_done, s, 2, 3,
+                                 argv, argvlen)
+        != NGX_OK)
+    {
+        return ngx_http_im_ws_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     NGX_HTTP_IM_ERR_UNAVAILABLE,
+                                     "redis unavailable");
+    }
+
+    ngx_http_im_session_ref(s);
+
+    /* the login must not wait forever for Redis */
+    s->ping.handler = ngx_http_im_ws_timer_handler;
+    s->ping.data = s;
+    s->ping.log = r->connection->log;
+    s->ping.cancelable = 1;
+    ngx_add_timer(&s->ping, imcf->redis_timeout + 1000);
+
+    r->connection->log->action = "authenticating websocket";
+    r->main->count++;
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_im_ws_check(ngx_http_request_t *r, ngx_str_t *key)
+{
+    ngx_table_elt_t  *h, *upgrade, *connection;
+
+    if (r->method != NGX_HTTP_GET) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    /* not every nginx version fills headers_in.upgrade */
+    upgrade = ngx_http_im_ws_header(r, "Upgrade", 7);
+    connection = ngx_http_im_ws_header(r, "Connection", 10);
+
+    if (r->http_version != NGX_HTTP_VERSION_11
+        || upgrade == NULL
+        || ngx_strcasestrn(upgrade->value.data, "websocket", 9 - 1) == NULL
+        || connection == NULL
+        || ngx_strcasestrn(connection->value.data, "upgrade", 7 - 1) == NULL)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "im: not a websocket upgrade request");
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    h = ngx_http_im_ws_header(r, "Sec-WebSocket-Version", 21);
+    if (h == NULL || h->value.len != 2
+        || ngx_strncmp(h->value.data, "13", 2) != 0)
+    {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "Sec-WebSocket-Version");
+        ngx_str_set(&h->value, "13");
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "im: unsupported websocket version");
+        return ngx_http_im_ws_refuse(r, 426, NGX_HTTP_IM_ERR_CONN_ARGS,
+                                     "Sec-WebSocket-Version must be 13");
+    }
+
+    h = ngx_http_im_ws_header(r, "Sec-WebSocket-Key", 17);
+    if (h == NULL || !ngx_http_im_ws_key_valid(h->value.data, h->value.len))
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "im: missing or invalid Sec-WebSocket-Key");
+        return ngx_http_im_ws_refuse(r, NGX_HTTP_BAD_REQUEST,
+                                     NGX_HTTP_IM_ERR_CONN_ARGS,
+                                     "invalid Sec-WebSocket-Key");
+    }
+
+    *key = h->value;
+
+    return NGX_OK;
+}
+
+
+static ngx_table_elt_t *
+ngx_http_im_ws_header(ngx_http_request_t *r, const char *name, size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+/* a query argument, percent-decoded into the request pool */
+static ngx_int_t
+ngx_http_im_ws_arg(ngx_http_request_t *r, const char *name, ngx_str_t *value)
+{
+    u_char     *dst, *src;
+    ngx_str_t   raw;
+
+    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &raw) != NGX_OK
+        || raw.len == 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    dst = ngx_pnalloc(r->pool, raw.len);
+    if (dst == NULL) {
+        return NGX_ERROR;
+    }
+
+    value->data = dst;
+    src = raw.data;
+    ngx_unescape_uri(&dst, &src, raw.len, 0);
+    value->len = dst - value->data;
+
+    return value->len ? NGX_OK : NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_http_im_ws_refuse(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_int_t code, const char *msg)
+{
+    ngx_http_im_buf_t  *b;
+
+    b = &ngx_http_im_worker->scratch;
+    ngx_http_im_buf_reset(b);
+    ngx_http_im_buf_str(b, "{\"errCode\":");
+    ngx_http_im_buf_int(b, code);
+    ngx_http_im_buf_str(b, ",\"errMsg\":");
+    ngx_http_im_buf_json_str(b, msg, ngx_strlen(msg));
+    ngx_http_im_buf_str(b, "}");
+
+    return ngx_http_im_send_json(r, status, b);
+}
+
+
+static void
+ngx_http_im_ws_refuse_async(ngx_http_im_session_t *s, ngx_uint_t status,
+    ngx_int_t code, const char *msg)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = s->r;
+    c = s->c;
+
+    if (s->ping.timer_set) {
+        ngx_del_timer(&s->ping);
+    }
+
+    ngx_http_im_session_leave(s);
+    ngx_http_finalize_request(r, ngx_http_im_ws_refuse(r, status, code, msg));
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_im_ws_auth_done(redisReply *reply, void *data)
+{
+    ngx_http_im_session_t  *s = data;
+
+    ngx_int_t  code;
+
+    if (s->closed) {
+        goto done;
+    }
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        ngx_http_im_ws_refuse_async(s, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    NGX_HTTP_IM_ERR_UNAVAILABLE,
+                                    "redis unavailable");
+        goto done;
+    }
+
+    code = (ngx_int_t) reply->integer;
+
+    if (code != 0) {
+        ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
+                      "im: token of \"%V\" refused by registry: %i",
+                      &s->uid, code);
+        ngx_http_im_ws_refuse_async(s, NGX_HTTP_UNAUTHORIZED, code,
+                                    code == NGX_HTTP_IM_ERR_TOKEN_KICKED
+                                    ? "token kicked"
+                                    : code == NGX_HTTP_IM_ERR_USER_ID
+                                    ? "user not registered"
+                                    : "token not exist");
+        goto done;
+    }
+
+    switch (ngx_http_im_session_join(s)) {
+
+    case NGX_OK:
+        ngx_http_im_session_login_done(s, 1);
+        break;
+
+    case NGX_AGAIN:
+        s->c->log->action = "subscribing websocket user";
+        break;
+
+    default:
+        ngx_http_im_ws_refuse_async(s, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    NGX_HTTP_IM_ERR_UNAVAILABLE,
+                                    "redis unavailable");
+    }
+
+done:
+
+    ngx_http_im_session_unref(s);
+}
+
+
+/*
+ * Called once the user's channel is subscribed (ok) or could not be: the
+ * handshake finishes either way.
+ */
+void
+ngx_http_im_session_login_done(ngx_http_im_session_t *s, ngx_int_t ok)
+{
+    ngx_connection_t  *c;
+
+    if (!ok) {
+        ngx_http_im_ws_refuse_async(s, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    NGX_HTTP_IM_ERR_UNAVAILABLE,
+                                    "redis unavailable");
+        return;
+    }
+
+    c = s->c;
+    ngx_http_im_ws_upgrade(s);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_im_ws_upgrade(ngx_http_im_session_t *s)
+{
+    size_t               n;
+    u_char              *accept;
+    ngx_int_t            rc;
+    ngx_table_elt_t     *h, *key;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = s->r;
+    c = s->c;
+
+    if (s->ping.timer_set) {
+        ngx_del_timer(&s->ping);
+    }
+
+    key = ngx_http_im_ws_header(r, "Sec-WebSocket-Key", 17);
+    accept = ngx_pnalloc(r->pool, 32);
+    if (key == NULL || accept == NULL) {
+        goto failed;
+    }
+
+    n = ngx_http_im_ws_accept_key(key->value.data, key->value.len,
+                                  (char *) accept);
+
+    r->headers_out.status = NGX_HTTP_SWITCHING_PROTOCOLS;
+    r->headers_out.content_length_n = -1;
+    r->keepalive = 0;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        goto failed;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Upgrade");
+    ngx_str_set(&h->value, "websocket");
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        goto failed;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Sec-WebSocket-Accept");
+    h->value.data = accept;
+    h->value.len = n;
+
+    rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK
+        || ngx_http_send_special(r, NGX_HTTP_FLUSH) == NGX_ERROR)
+    {
+        goto failed;
+    }
+
+    if (c->buffered) {
+        /* frames bypass the filter chain, so 101 must be out already */
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "im: websocket handshake response not flushed");
+        goto failed;
+    }
+
+    s->upgraded = 1;
+    s->last_in = ngx_current_msec;
+    ngx_http_im_ws_parser_init(&s->parser, s->conf->ws_max_frame,
+                               s->conf->ws_max_message);
+
+    c->log->action = "in websocket session";
+    c->idle = 1;
+    r->read_event_handler = ngx_http_im_ws_read_handler;
+    r->write_event_handler = ngx_http_im_ws_write_handler;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "im: websocket session of \"%V\" open", &s->uid);
+
+    ngx_add_timer(&s->ping, s->conf->ws_ping_interval);
+
+    /* bytes that came with the handshake are the first frames */
+    if (r->header_in->pos < r->header_in->last) {
+        ngx_http_im_session_ref(s);
+        ngx_http_im_ws_feed(s, r->header_in->pos,
+                            r->header_in->last - r->header_in->pos);
+        r->header_in->pos = r->header_in->last;
+
+        if (s->closed) {
+            ngx_http_im_session_unref(s);
+            return;
+        }
+
+        ngx_http_im_session_unref(s);
+    }
+
+    /* input may have arrived while the login was pending */
+    ngx_post_event(c->read, &ngx_posted_events);
+
+    return;
+
+failed:
+
+    ngx_http_im_session_leave(s);
+    ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
+}
+
+
+static void
+ngx_http_im_ws_read_handler(ngx_http_request_t *r)
+{
+    ssize_t                 n;
+    u_char                 *stash;
+    size_t                  len;
+    ngx_connection_t       *c;
+    ngx_http_im_session_t  *s;
+
+    c = r->connection;
+    s = ngx_http_get_module_ctx(r, ngx_http_im_module);
+
+    ngx_http_im_session_ref(s);
+
+    if (s->stash && s->inflight < s->conf->ws_max_inflight) {
+        stash = s->stash;
+        len = s->stash_len;
+        s->stash = NULL;
+        s->stash_len = 0;
+
+        ngx_http_im_ws_feed(s, stash, len);
+        ngx_free(stash);
+    }
+
+    while (!s->closed && !s->closing && s->stash == NULL) {
+
+        n = c->recv(c, ngx_http_im_worker->recv_buf,
+                    ngx_http_im_worker->recv_size);
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+                ngx_http_im_ws_finish(s);
+            }
+            break;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                           "im: websocket peer closed the connection");
+            ngx_http_im_ws_finish(s);
+            break;
+        }
+
+        s->last_in = ngx_current_msec;
+        s->pinged = 0;
+
+        ngx_http_im_ws_feed(s, ngx_http_im_worker->recv_buf, n);
+    }
+
+    ngx_http_im_session_unref(s);
+}
+
+
+/*
+ * Runs the codec over input.  When too many requests of this session are
+ * in flight, the rest of the input waits in s->stash and reading stops:
+ * TCP back-pressure instead of an unbounded request queue.
+ */
+static void
+ngx_http_im_ws_feed(ngx_http_im_session_t *s, u_char *buf, size_t len)
+{
+    int                     rc;
+    size_t                  used;
+    ngx_http_im_ws_event_t  ev;
+
+    while (len && !s->closed && !s->closing) {
+
+        if (s->inflight >= s->conf->ws_max_inflight) {
+            s->stash = ngx_alloc(len, s->c->log);
+            if (s->stash == NULL) {
+                ngx_http_im_ws_close(s, 1011, "out of memory");
+                return;
+            }
+
+            ngx_memcpy(s->stash, buf, len);
+            s->stash_len = len;
+            return;
+        }
+
+        rc = ngx_http_im_ws_parse(&s->parser, buf, len, &used, &ev);
+        buf += used;
+        len -= used;
+
+        switch (rc) {
+
+        case NGX_HTTP_IM_WS_MESSAGE:
+            ngx_http_im_msg_dispatch(s, (u_char *) ev.data, ev.len,
+                                     ev.opcode == NGX_HTTP_IM_WS_OP_BINARY);
+            break;
+
+        case NGX_HTTP_IM_WS_CONTROL:
+            ngx_http_im_ws_control(s, &ev);
+            break;
+
+        case NGX_HTTP_IM_WS_ERROR:
+            ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
+                          "im: websocket protocol error: %s, closing %d",
+                          ev.reason, ev.close_code);
+            ngx_http_im_ws_close(s, ev.close_code, ev.reason);
+            return;
+
+        default: /* NGX_HTTP_IM_WS_AGAIN */
+            break;
+        }
+    }
+
+    if (!s->closed && ngx_http_im_ws_parser_idle(&s->parser)) {
+        /* an idle session keeps no message buffer */
+        ngx_http_im_ws_parser_release(&s->parser);
+    }
+}
+
+
+/* Called when a request of s completed: resume input held back. */
+void
+ngx_http_im_ws_resume(ngx_http_im_session_t *s)
+{
+    if (s->stash && !s->closed && !s->c->read->posted
+        && s->inflight < s->conf->ws_max_inflight)
+    {
+        ngx_post_event(s->c->read, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_im_ws_control(ngx_http_im_session_t *s, ngx_http_im_ws_event_t *ev)
+{
+    switch (ev->opcode) {
+
+    case NGX_HTTP_IM_WS_OP_PING:
+        ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_PONG,
+                            (u_char *) ev->data, ev->len);
+        break;
+
+    case NGX_HTTP_IM_WS_OP_CLOSE:
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, s->c->log, 0,
+                       "im: websocket close %d from peer", ev->close_code);
+        ngx_http_im_ws_close(s, ev->close_code == 1005 ? 0 : ev->close_code,
+                             NULL);
+        break;
+
+    default: /* pong */
+        break;
+    }
+}
+
+
+/*
+ * Queues a frame.  A session whose queue would exceed its bound is
+ * closed on the next turn of the event loop (it recovers by pulling);
+ * never here, because callers may be walking session lists.
+ */
+void
+ngx_http_im_ws_send(ngx_http_im_session_t *s, ngx_uint_t opcode,
+    u_char *data, size_t len)
+{
+    u_char  *p, hdr[10];
+    size_t   hlen, pending, need, cap;
+
+    if (s->closed || s->closing || !s->upgraded) {
+        return;
+    }
+
+    hlen = ngx_http_im_ws_frame_header(hdr, opcode, len);
+    pending = s->out_len - s->out_pos;
+    need = pending + hlen + len;
+
+    if (need > s->conf->ws_send_queue) {
+        ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
+                      "im: send queue of \"%V\" over %uz bytes, closing",
+                      &s->uid, s->conf->ws_send_queue);
+        s->closing = 1;
+        s->out_pos = s->out_len = 0;
+        ngx_post_event(&s->ping, &ngx_posted_events);
+        return;
+    }
+
+    if (s->out_pos && need > s->out_cap - s->out_pos) {
+        ngx_memmove(s->out, s->out + s->out_pos, pending);
+        s->out_len = pending;
+        s->out_pos = 0;
+    }
+
+    if (need > s->out_cap) {
+        cap = ngx_max(need, 2 * s->out_cap);
+        cap = ngx_max(cap, 1024);
+
+        p = ngx_alloc(cap, s->c->log);
+        if (p == NULL) {
+            s->closing = 1;
+            ngx_post_event(&s->ping, &ngx_posted_events);
+            return;
+        }
+
+        if (s->out) {
+            ngx_memcpy(p, s->out + s->out_pos, pending);
+            ngx_free(s->out);
+        }
+
+        s->out = p;
+        s->out_cap = cap;
+        s->out_len = pending;
+        s->out_pos = 0;
+    }
+
+    p = ngx_cpymem(s->out + s->out_len, hdr, hlen);
+    ngx_memcpy(p, data, len);
+    s->out_len += hlen + len;
+
+    ngx_http_im_ws_post_write(s);
+}
+
+
+void
+ngx_http_im_ws_send_json(ngx_http_im_session_t *s, ngx_http_im_buf_t *b)
+{
+    ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_TEXT, b->data, b->len);
+}
+
+
+/* frames queued in one turn of the event loop leave in one write */
+static void
+ngx_http_im_ws_post_write(ngx_http_im_session_t *s)
+{
+    if (!s->c->write->posted && s->c->write->ready) {
+        ngx_post_event(s->c->write, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_im_ws_write_handler(ngx_http_request_t *r)
+{
+    ssize_t                 n;
+    ngx_connection_t       *c;
+    ngx_http_im_session_t  *s;
+
+    c = r->connection;
+    s = ngx_http_get_module_ctx(r, ngx_http_im_module);
+
+    while (s->out_pos < s->out_len) {
+        n = c->send(c, s->out + s->out_pos, s->out_len - s->out_pos);
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+                ngx_http_im_ws_finish(s);
+            }
+            return;
+        }
+
+        if (n == NGX_ERROR) {
+            ngx_http_im_ws_finish(s);
+            return;
+        }
+
+        s->out_pos += n;
+    }
+
+    /* an idle session keeps no output buffer */
+    ngx_free(s->out);
+    s->out = NULL;
+    s->out_pos = s->out_len = s->out_cap = 0;
+
+    if (s->closing) {
+        ngx_http_im_ws_finish(s);
+    }
+}
+
+
+/*
+ * Starts the closing handshake: queues a Close frame (code 0: without a
+ * code), stops reading, and closes the connection once it is written,
+ * or after a grace period.
+ */
+void
+ngx_http_im_ws_close(ngx_http_im_session_t *s, ngx_int_t code,
+    const char *reason)
+{
+    u_char  payload[125];
+    size_t  n;
+
+    if (s->closed || s->closing) {
+        return;
+    }
+
+    n = 0;
+    if (code) {
+        n = ngx_http_im_ws_close_payload(payload, (int) code, reason);
+    }
+
+    ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_CLOSE, payload, n);
+    s->closing = 1;
+
+    if (s->ping.timer_set) {
+        ngx_del_timer(&s->ping);
+    }
+
+    ngx_add_timer(&s->ping, NGX_HTTP_IM_WS_CLOSE_WAIT);
+
+    if (s->out_pos == s->out_len) {
+        ngx_post_event(&s->ping, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_im_ws_timer_handler(ngx_event_t *ev)
+{
+    ngx_uint_t              timedout;
+    ngx_http_im_session_t  *s;
+
+    s = ev->data;
+    timedout = ev->timedout;
+    ev->timedout = 0;
+
+    if (s->closed) {
+        return;
+    }
+
+    if (!s->upgraded) {
+        ngx_log_error(NGX_LOG_ERR, s->c->log, 0,
+                      "im: login of \"%V\" timed out waiting for redis",
+                      &s->uid);
+        ngx_http_im_ws_refuse_async(s, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    NGX_HTTP_IM_ERR_UNAVAILABLE,
+                                    "redis unavailable");
+        return;
+    }
+
+    if (s->closing) {
+        if (timedout || s->out_pos == s->out_len) {
+            ngx_http_im_ws_finish(s);
+        }
+        return;
+    }
+
+    ngx_http_im_ws_heartbeat(s);
+}
+
+
+static void
+ngx_http_im_ws_heartbeat(ngx_http_im_session_t *s)
+{
+    ngx_msec_t  idle, interval;
+
+    interval = s->conf->ws_ping_interval;
+    idle = ngx_current_msec - s->last_in;
+
+    if (s->pinged && idle >= interval + s->conf->ws_timeout) {
+        ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
+                      "im: websocket of \"%V\" silent for %M ms, closing",
+                      &s->uid, idle);
+        ngx_http_im_ws_close(s, 1001, "timeout");
+        return;
+    }
+
+    if (idle >= interval) {
+        if (!s->pinged) {
+            ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_PING, NULL, 0);
+            s->pinged = 1;
+        }
+        ngx_add_timer(&s->ping, interval + s->conf->ws_timeout - idle);
+        return;
+    }
+
+    ngx_add_timer(&s->ping, interval - idle);
+}
+
+
+/* closes the connection now; the session cleanup does the rest */
+static void
+ngx_http_im_ws_finish(ngx_http_im_session_t *s)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    if (s->closed) {
+        return;
+    }
+
+    r = s->r;
+    c = s->c;
+
+    ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * The worker is exiting: close every connection, so that nothing keeps
+ * the old worker alive.  Upgraded sessions say goodbye in their cleanup.
+ */
+void
+ngx_http_im_ws_shutdown(void)
+{
+    ngx_queue_t            *q;
+    ngx_http_im_session_t  *s;
+
+    while (!ngx_queue_empty(&ngx_http_im_worker->sessions)) {
+        q = ngx_queue_head(&ngx_http_im_worker->sessions);
+        s = ngx_queue_data(q, ngx_http_im_session_t, link);
+
+        ngx_http_im_ws_finish(s);
+
+        if (!ngx_queue_empty(&ngx_http_im_worker->sessions)
+            && ngx_queue_head(&ngx_http_im_worker->sessions) == q)
+        {
+            /* cannot happen: finish closes synchronously */
+            ngx_log_error(NGX_LOG_ALERT, ngx_http_im_worker->log, 0,
+                          "im: session survived shutdown");
+            ngx_queue_remove(q);
+            ngx_queue_init(q);
+        }
+    }
+}
+
+
+/*
+ * A session's connection is closing while the worker exits (reload,
+ * quit): send Close 1001 where the socket takes it without waiting.
+ */
+void
+ngx_http_im_ws_goodbye(ngx_http_im_session_t *s)
+{
+    u_char  frame[32];
+    size_t  n;
+
+    if (!s->upgraded || s->closing || s->out_pos != s->out_len
+        || !(ngx_exiting || ngx_terminate))
+    {
+        return;
+    }
+
+    n = ngx_http_im_ws_close_payload(frame + 2, 1001, "going away");
+    (void) ngx_http_im_ws_frame_header(frame, NGX_HTTP_IM_WS_OP_CLOSE, n);
+    (void) s->c->send(s->c, frame, n + 2);
+}
+
+
+static ngx_str_t *
+ngx_http_im_ws_dup(ngx_str_t *dst, ngx_str_t *src)
+{
+    dst->len = src->len;
+    dst->data = ngx_alloc(src->len + 1, ngx_cycle->log);
+    if (dst->data == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(dst->data, src->data, src->len);
+    dst->data[src->len] = '\0';
+
+    return dst;
+}
