@@ -199,7 +199,7 @@ void ngx_http_im_session_login_done(ngx_http_im_session_t *s,
 void ngx_http_im_msg_dispatch(ngx_http_im_session_t *s, u_char *data,
     size_t len, ngx_uint_t binary);
 ngx_int_t ngx_http_im_msg_store(ngx_http_im_msg_t *m, ngx_str_t *conv,
-    ngx_uint_t check_recv, void (*done)(void *data, ngx_int_t err,
+    uint64_t sid, void (*done)(void *data, ngx_int_t err,
     ngx_http_im_buf_t *ack), void *data);
 
 /* api.c */

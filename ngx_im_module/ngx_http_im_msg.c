@@ -16,6 +16,12 @@
 #define NGX_HTTP_IM_MAX_RANGES   100
 #define NGX_HTTP_IM_MAX_SEQS     1000
 #define NGX_HTTP_IM_MAX_MSG_JSON (1024 * 1024)
+#define NGX_HTTP_IM_CMID_MAX     128
+
+/* room for "im:{c:si_<uid>_<uid>}:cmid:<clientMsgID>" */
+#define NGX_HTTP_IM_KEY_MAX                                                 \
+    (sizeof("im:{c:si__}:cmid:") + 2 * NGX_HTTP_IM_UID_MAX                  \
+     + NGX_HTTP_IM_CMID_MAX)
 
 
 /* the contentTypes a user may send (MISSION.md, item 9) */
@@ -332,6 +338,7 @@ static void
 ngx_http_im_send(ngx_http_im_call_t *call, yajl_val data)
 {
     char                    err[256];
+    ngx_int_t               rc;
     ngx_str_t               conv;
     ngx_uint_t              i;
     ngx_http_im_msg_t       m;
@@ -407,12 +414,13 @@ ngx_http_im_send(ngx_http_im_call_t *call, yajl_val data)
                                        m.recv_id.data, m.recv_id.len,
                                        (char *) buf);
 
-    if (ngx_http_im_msg_store(&m, &conv, s->id, ngx_http_im_send_done, call)
-        != NGX_OK)
-    {
+    rc = ngx_http_im_msg_store(&m, &conv, s->id, ngx_http_im_send_done,
+                               call);
+    if (rc != 0) {
         ngx_http_im_msg_free(&m);
-        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_UNAVAILABLE,
-                              "storage unavailable");
+        ngx_http_im_call_fail(call, rc, rc == NGX_HTTP_IM_ERR_ARGS
+                              ? "field \"clientMsgID\" is over 128 bytes"
+                              : NULL);
         return;
     }
 
@@ -438,8 +446,8 @@ ngx_http_im_send_done(void *data, ngx_int_t err, ngx_http_im_buf_t *ack)
 /*
  * Stores m in conversation conv and publishes it to both users; done()
  * gets the ack data {serverMsgID, clientMsgID, sendTime, seq}, or an
- * error code.  Fills the fields the server owns.  Returns NGX_DECLINED
- * when Redis cannot take the command (done() is not called then).
+ * error code.  Fills the fields the server owns.  Returns 0, or an error
+ * code when the message cannot be taken (done() is not called then).
  */
 ngx_int_t
 ngx_http_im_msg_store(ngx_http_im_msg_t *m, ngx_str_t *conv, uint64_t sid,
@@ -452,11 +460,15 @@ ngx_http_im_msg_store(ngx_http_im_msg_t *m, ngx_str_t *conv, uint64_t sid,
     ngx_uint_t            i;
     const char           *argv[13];
     ngx_http_im_store_t  *st;
-    u_char                keys[7][2 * NGX_HTTP_IM_ID_LEN + 160];
+    u_char                keys[7][NGX_HTTP_IM_KEY_MAX];
     u_char                now_ms[NGX_INT64_LEN], ttl[NGX_INT64_LEN];
 
+    if (m->client_msg_id.len > NGX_HTTP_IM_CMID_MAX) {
+        return NGX_HTTP_IM_ERR_ARGS;
+    }
+
     if (!ngx_http_im_id_make(smid) || !ngx_http_im_id_make(cmid)) {
-        return NGX_DECLINED;
+        return NGX_HTTP_IM_ERR_INTERNAL;
     }
 
     m->server_msg_id.data = smid;
@@ -465,10 +477,6 @@ ngx_http_im_msg_store(ngx_http_im_msg_t *m, ngx_str_t *conv, uint64_t sid,
     if (m->client_msg_id.len == 0) {
         m->client_msg_id.data = cmid;
         m->client_msg_id.len = NGX_HTTP_IM_ID_LEN;
-    }
-
-    if (m->client_msg_id.len > 128) {
-        return NGX_DECLINED;
     }
 
     m->send_time = (long long) ngx_time() * 1000
@@ -480,7 +488,7 @@ ngx_http_im_msg_store(ngx_http_im_msg_t *m, ngx_str_t *conv, uint64_t sid,
     st = ngx_calloc(sizeof(ngx_http_im_store_t) + conv->len
                     + m->send_id.len + m->recv_id.len, ngx_cycle->log);
     if (st == NULL) {
-        return NGX_DECLINED;
+        return NGX_HTTP_IM_ERR_INTERNAL;
     }
 
     st->done = done;
@@ -539,7 +547,7 @@ ngx_http_im_msg_store(ngx_http_im_msg_t *m, ngx_str_t *conv, uint64_t sid,
                                  argv, len)
         == NGX_OK)
     {
-        return NGX_OK;
+        return 0;
     }
 
 failed:
@@ -547,7 +555,7 @@ failed:
     ngx_http_im_buf_free(&st->json);
     ngx_free(st);
 
-    return NGX_DECLINED;
+    return NGX_HTTP_IM_ERR_UNAVAILABLE;
 }
 
 

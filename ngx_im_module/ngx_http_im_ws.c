@@ -11,6 +11,7 @@
 
 
 #define NGX_HTTP_IM_WS_CLOSE_WAIT  5000
+#define NGX_HTTP_IM_WS_READS       8
 
 
 static ngx_int_t ngx_http_im_ws_check(ngx_http_request_t *r,
@@ -517,6 +518,7 @@ ngx_http_im_ws_read_handler(ngx_http_request_t *r)
     ssize_t                 n;
     u_char                 *stash;
     size_t                  len;
+    ngx_uint_t              reads;
     ngx_connection_t       *c;
     ngx_http_im_session_t  *s;
 
@@ -535,7 +537,13 @@ ngx_http_im_ws_read_handler(ngx_http_request_t *r)
         ngx_free(stash);
     }
 
-    while (!s->closed && !s->closing && s->stash == NULL) {
+    for (reads = 0; !s->closed && !s->closing && s->stash == NULL; reads++) {
+
+        if (reads == NGX_HTTP_IM_WS_READS) {
+            /* a fast sender must not starve the other sessions */
+            ngx_post_event(c->read, &ngx_posted_events);
+            break;
+        }
 
         n = c->recv(c, ngx_http_im_worker->recv_buf,
                     ngx_http_im_worker->recv_size);
