@@ -1,0 +1,101 @@
+
+/*
+ * ngx_im: HS256 JSON Web Tokens with OpenIM's claims, base64url, and the
+ * user ID rule.  Pure C (libc, libcrypto, yajl); no nginx types, so it is
+ * unit-tested and fuzzed outside nginx.
+ */
+
+
+#ifndef _NGX_HTTP_IM_TOKEN_H_INCLUDED_
+#define _NGX_HTTP_IM_TOKEN_H_INCLUDED_
+
+
+#include <stddef.h>
+
+
+#define NGX_HTTP_IM_TOKEN_OK             0
+#define NGX_HTTP_IM_TOKEN_EXPIRED        1501
+#define NGX_HTTP_IM_TOKEN_INVALID        1502  /* signature, alg, secret */
+#define NGX_HTTP_IM_TOKEN_MALFORMED      1503  /* shape, JSON, claims */
+#define NGX_HTTP_IM_TOKEN_NOT_YET_VALID  1504  /* nbf in the future */
+
+#define NGX_HTTP_IM_TOKEN_MAX_LEN        4096
+#define NGX_HTTP_IM_UID_MAX              64
+#define NGX_HTTP_IM_PLATFORM_MIN         1
+#define NGX_HTTP_IM_PLATFORM_MAX         11
+
+/* OpenIM sets iat = now - 5 s; nbf is the same instant */
+#define NGX_HTTP_IM_TOKEN_IAT_SKEW       5
+
+/* room that ngx_http_im_token_issue() needs, NUL included */
+#define NGX_HTTP_IM_TOKEN_ISSUE_MAX      512
+
+/* sizes for the base64url helpers (no padding) */
+#define NGX_HTTP_IM_BASE64URL_ENCODED_LEN(n)                                \
+    (((n) / 3) * 4 + ((n) % 3 ? (n) % 3 + 1 : 0))
+#define NGX_HTTP_IM_BASE64URL_DECODED_LEN(n)                                \
+    (((n) / 4) * 3 + ((n) % 4 ? (n) % 4 - 1 : 0))
+
+
+typedef struct {
+    char                       user_id[NGX_HTTP_IM_UID_MAX + 1];
+    int                        platform_id;
+    long long                  exp;
+    long long                  iat;        /* 0 when the token has none */
+} ngx_http_im_token_claims_t;
+
+
+/*
+ * Signs {"UserID","PlatformID","exp","nbf","iat"} with HMAC-SHA256 under
+ * "secret": exp = now + ttl, iat = nbf = now - 5.  The user ID must pass
+ * ngx_http_im_user_id_valid(), platform_id must be 1..11, ttl > 0, and the
+ * secret non-empty.  Writes the token and a NUL to "out".  Returns the
+ * token length, or 0 when an argument is bad or "cap" is too small
+ * (NGX_HTTP_IM_TOKEN_ISSUE_MAX is always enough).
+ */
+size_t ngx_http_im_token_issue(const unsigned char *secret, size_t secret_len,
+    const char *user_id, size_t uid_len, int platform_id, long long now,
+    long long ttl, char *out, size_t cap);
+
+/*
+ * Checks a token at time "now" (seconds).  The signature is checked, in
+ * constant time, before any claim is read.  Returns
+ *   NGX_HTTP_IM_TOKEN_OK             claims filled in;
+ *   NGX_HTTP_IM_TOKEN_MALFORMED      not three base64url parts, longer than
+ *                                    4096 bytes, bad JSON, claims missing
+ *                                    or of the wrong type or range;
+ *   NGX_HTTP_IM_TOKEN_INVALID        alg is not HS256, or bad signature;
+ *   NGX_HTTP_IM_TOKEN_NOT_YET_VALID  nbf > now;
+ *   NGX_HTTP_IM_TOKEN_EXPIRED        exp <= now.
+ * "claims" may be NULL; it is written only on NGX_HTTP_IM_TOKEN_OK.
+ */
+int ngx_http_im_token_verify(const unsigned char *secret, size_t secret_len,
+    const char *token, size_t len, long long now,
+    ngx_http_im_token_claims_t *claims);
+
+/*
+ * Encodes "len" bytes as base64url without padding into "dst", which must
+ * hold NGX_HTTP_IM_BASE64URL_ENCODED_LEN(len) bytes; no NUL is written.
+ * Returns the number of bytes written.
+ */
+size_t ngx_http_im_base64url_encode(const unsigned char *src, size_t len,
+    char *dst);
+
+/*
+ * Decodes strict base64url: no padding, no other characters, unused bits
+ * zero (so every byte string has exactly one encoding).  "dst" must hold
+ * NGX_HTTP_IM_BASE64URL_DECODED_LEN(len) bytes.  Returns 0 and sets
+ * *dst_len, or -1 on bad input.
+ */
+int ngx_http_im_base64url_decode(const char *src, size_t len,
+    unsigned char *dst, size_t *dst_len);
+
+/*
+ * A user ID is 1..64 bytes of [A-Za-z0-9.@+-].  No '_' (conversation IDs
+ * join user IDs with it), no ':' or braces (Redis keys).  Returns 1 when
+ * valid, 0 otherwise.
+ */
+int ngx_http_im_user_id_valid(const char *s, size_t len);
+
+
+#endif /* _NGX_HTTP_IM_TOKEN_H_INCLUDED_ */

@@ -1,0 +1,847 @@
+
+/*
+ * Unit tests of ngx_http_im_json.c: the output buffer, JSON escaping,
+ * request and response envelopes, MsgData <-> JSON, handler helpers.
+ */
+
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <yajl/yajl_tree.h>
+
+#include "ngx_http_im_json.h"
+
+
+#define CHECK(cond)                                                         \
+    do {                                                                    \
+        if (cond) {                                                         \
+            passed++;                                                       \
+        } else {                                                            \
+            failed++;                                                       \
+            printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);          \
+        }                                                                   \
+    } while (0)
+
+#define S(s)  (const unsigned char *) (s), strlen(s)
+
+/* U+FFFD, the replacement character, in UTF-8 */
+#define R     "\xef\xbf\xbd"
+
+
+static int  passed;
+static int  failed;
+
+
+/* the buffer's bytes equal "s" */
+
+static int
+buf_is(ngx_http_im_buf_t *b, const char *s)
+{
+    if (b->failed || b->len != strlen(s)
+        || (b->len && memcmp(b->data, s, b->len) != 0))
+    {
+        printf("  got: %.*s\n  exp: %s\n", (int) b->len,
+               b->data ? (char *) b->data : "", s);
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/* escapes "in", checks the text, and that yajl reads "in" back */
+
+static int
+escape_is(const char *in, size_t n, const char *exp, int same)
+{
+    int                 ok;
+    char                err[NGX_HTTP_IM_JSON_ERRLEN];
+    yajl_val            v;
+    ngx_http_im_buf_t   b;
+
+    ngx_http_im_buf_init(&b, 0);
+    ngx_http_im_buf_json_str(&b, in, n);
+
+    ok = buf_is(&b, exp);
+
+    v = ngx_http_im_json_parse(b.data, b.len, err, sizeof(err));
+    if (v == NULL || !YAJL_IS_STRING(v)) {
+        ok = 0;
+
+    } else if (same && (strlen(v->u.string) != n
+                        || memcmp(v->u.string, in, n) != 0))
+    {
+        ok = 0;
+    }
+
+    yajl_tree_free(v);
+    ngx_http_im_buf_free(&b);
+
+    return ok;
+}
+
+
+static void
+test_buf(void)
+{
+    size_t             i;
+    ngx_http_im_buf_t  b;
+
+    ngx_http_im_buf_init(&b, 0);
+    CHECK(b.data == NULL && b.len == 0 && !b.failed);
+
+    ngx_http_im_buf_str(&b, "ab");
+    ngx_http_im_buf_add(&b, "cd", 2);
+    ngx_http_im_buf_add(&b, NULL, 0);
+    ngx_http_im_buf_int(&b, -42);
+    ngx_http_im_buf_int(&b, 0);
+    CHECK(buf_is(&b, "abcd-420"));
+
+    ngx_http_im_buf_reset(&b);
+    ngx_http_im_buf_int(&b, LLONG_MIN);
+    ngx_http_im_buf_str(&b, ",");
+    ngx_http_im_buf_int(&b, LLONG_MAX);
+    CHECK(buf_is(&b, "-9223372036854775808,9223372036854775807"));
+
+    /* growth past the first block */
+
+    ngx_http_im_buf_reset(&b);
+
+    for (i = 0; i < 10000; i++) {
+        ngx_http_im_buf_add(&b, "x", 1);
+    }
+
+    CHECK(!b.failed && b.len == 10000 && b.cap >= 10000);
+    ngx_http_im_buf_free(&b);
+    CHECK(b.data == NULL && b.len == 0 && b.cap == 0);
+
+    /* the bound */
+
+    ngx_http_im_buf_init(&b, 10);
+    ngx_http_im_buf_str(&b, "12345678");
+    CHECK(!b.failed && b.len == 8 && b.cap <= 10);
+    ngx_http_im_buf_str(&b, "90a");
+    CHECK(b.failed && b.len == 8);
+    ngx_http_im_buf_str(&b, "9");
+    CHECK(b.failed && b.len == 8);
+    ngx_http_im_buf_reset(&b);
+    CHECK(!b.failed && b.len == 0);
+    ngx_http_im_buf_str(&b, "1234567890");
+    CHECK(!b.failed && b.len == 10 && b.cap == 10);
+    ngx_http_im_buf_json_str(&b, "", 0);
+    CHECK(b.failed && b.len == 10);
+    ngx_http_im_buf_free(&b);
+    CHECK(b.max == 10);
+}
+
+
+static void
+test_escape(void)
+{
+    CHECK(escape_is("", 0, "\"\"", 1));
+    CHECK(escape_is(NULL, 0, "\"\"", 0));
+    CHECK(escape_is("hello", 5, "\"hello\"", 1));
+    CHECK(escape_is("a\"b", 3, "\"a\\\"b\"", 1));
+    CHECK(escape_is("a\\b", 3, "\"a\\\\b\"", 1));
+    CHECK(escape_is("/", 1, "\"/\"", 1));
+    CHECK(escape_is("\n\r\t\b\f", 5, "\"\\n\\r\\t\\b\\f\"", 1));
+    CHECK(escape_is("\x01\x1f\x7f", 3, "\"\\u0001\\u001f\x7f\"", 1));
+    CHECK(escape_is("a\0b", 3, "\"a\\u0000b\"", 0));
+
+    /* valid UTF-8 as is: 2, 3 and 4 bytes, and the edges */
+    CHECK(escape_is("\xc3\xa9", 2, "\"\xc3\xa9\"", 1));
+    CHECK(escape_is("\xe4\xb8\xad\xe6\x96\x87", 6,
+                    "\"\xe4\xb8\xad\xe6\x96\x87\"", 1));
+    CHECK(escape_is("\xf0\x9f\x98\x80", 4, "\"\xf0\x9f\x98\x80\"", 1));
+    CHECK(escape_is("\xc2\x80\xdf\xbf\xe0\xa0\x80\xef\xbf\xbf", 10,
+                    "\"\xc2\x80\xdf\xbf\xe0\xa0\x80\xef\xbf\xbf\"", 1));
+    CHECK(escape_is("\xf4\x8f\xbf\xbf", 4, "\"\xf4\x8f\xbf\xbf\"", 1));
+    CHECK(escape_is("\xe7\xb3\xbb\xe7\xbb\x9f\"x", 8,
+                    "\"\xe7\xb3\xbb\xe7\xbb\x9f\\\"x\"", 1));
+
+    /* invalid UTF-8: each bad byte becomes U+FFFD, as UTF-8 */
+    CHECK(escape_is("\xff", 1, "\"" R "\"", 0));
+    CHECK(escape_is("a\xc3", 2, "\"a" R "\"", 0));
+    CHECK(escape_is("\xc3(", 2, "\"" R "(\"", 0));
+    CHECK(escape_is("\xc0\xaf", 2, "\"" R R "\"", 0));
+    CHECK(escape_is("\xe0\x80\xaf", 3, "\"" R R R "\"", 0));
+    CHECK(escape_is("\xed\xa0\x80", 3, "\"" R R R "\"", 0));
+    CHECK(escape_is("\xf4\x90\x80\x80", 4, "\"" R R R R "\"", 0));
+    CHECK(escape_is("\xf0\x9f\x98", 3, "\"" R R R "\"", 0));
+    CHECK(escape_is("\xf5\x80\x80\x80", 4, "\"" R R R R "\"", 0));
+    CHECK(escape_is("\x80\xc3\xa9", 3, "\"" R "\xc3\xa9\"", 0));
+}
+
+
+static void
+test_parse(void)
+{
+    int                i;
+    char               err[NGX_HTTP_IM_JSON_ERRLEN], text[200];
+    yajl_val           v;
+    ngx_http_im_buf_t  b;
+
+    static const char  doc[] =
+        "{\"a\":[1,2.5,-3e2,true,false,null,\"x\\\"y\xc3\xa9\"],"
+        "\"b\":{},\"c\":[],\"d\":{\"e\":-0}}";
+
+    v = ngx_http_im_json_parse(S(doc), err, sizeof(err));
+    CHECK(v != NULL);
+
+    ngx_http_im_buf_init(&b, 0);
+    ngx_http_im_buf_json_val(&b, v);
+    CHECK(buf_is(&b, doc));
+    yajl_tree_free(v);
+
+    /* not NUL-terminated: only len bytes are read */
+    v = ngx_http_im_json_parse((const unsigned char *) "[1]]]", 3, err,
+                               sizeof(err));
+    CHECK(v != NULL && YAJL_IS_ARRAY(v));
+    yajl_tree_free(v);
+
+    v = ngx_http_im_json_parse(S(""), err, sizeof(err));
+    CHECK(v == NULL && strcmp(err, "invalid JSON: empty text") == 0);
+
+    v = ngx_http_im_json_parse(S("{\"a\":"), err, sizeof(err));
+    CHECK(v == NULL && strncmp(err, "invalid JSON: ", 14) == 0
+          && strchr(err, '\n') == NULL);
+
+    v = ngx_http_im_json_parse(S("{\"a\":x}"), err, sizeof(err));
+    CHECK(v == NULL && strncmp(err, "invalid JSON: ", 14) == 0
+          && strchr(err, '\n') == NULL);
+
+    v = ngx_http_im_json_parse(S("{} {}"), err, sizeof(err));
+    CHECK(v == NULL);
+
+    v = ngx_http_im_json_parse(S("{\"a\":\"\xff\"}"), err, sizeof(err));
+    CHECK(v == NULL);
+
+    v = ngx_http_im_json_parse((const unsigned char *) "{}\0{", 4, err,
+                               sizeof(err));
+    CHECK(v == NULL && strcmp(err, "invalid JSON: NUL byte") == 0);
+
+    v = ngx_http_im_json_parse(S("/* c */ {}"), err, sizeof(err));
+    CHECK(v == NULL && strstr(err, "comments") != NULL);
+
+    v = ngx_http_im_json_parse(S("{\"a\":\"/* not a comment */\"}"), err,
+                               sizeof(err));
+    CHECK(v != NULL);
+    yajl_tree_free(v);
+
+    v = ngx_http_im_json_parse(S("{\"a\\\"[[\":1}"), err, sizeof(err));
+    CHECK(v != NULL);
+    yajl_tree_free(v);
+
+    /* depth 64 is fine, 65 is not */
+
+    for (i = 0; i < 64; i++) {
+        text[i] = '[';
+        text[64 + i] = ']';
+    }
+
+    v = ngx_http_im_json_parse((unsigned char *) text, 128, err,
+                               sizeof(err));
+    CHECK(v != NULL);
+
+    ngx_http_im_buf_reset(&b);
+    ngx_http_im_buf_json_val(&b, v);
+    CHECK(!b.failed && b.len == 128);
+    yajl_tree_free(v);
+
+    text[64] = '[';
+    text[128] = ']';
+    text[129] = ']';
+
+    v = ngx_http_im_json_parse((unsigned char *) text, 130, err,
+                               sizeof(err));
+    CHECK(v == NULL && strstr(err, "deeper") != NULL);
+
+    /* yajl turns a lone surrogate escape into invalid UTF-8 (CESU) */
+
+    v = ngx_http_im_json_parse(S("\"a\\ude00b\""), err, sizeof(err));
+    CHECK(v != NULL && YAJL_IS_STRING(v));
+    ngx_http_im_buf_reset(&b);
+    ngx_http_im_buf_json_val(&b, v);
+    CHECK(buf_is(&b, "\"a" R R R "b\""));
+    yajl_tree_free(v);
+
+    /* a short err buffer is cut, not overrun */
+    v = ngx_http_im_json_parse(S("{"), err, 8);
+    CHECK(v == NULL && strlen(err) == 7);
+
+    ngx_http_im_buf_free(&b);
+}
+
+
+static void
+test_req(void)
+{
+    int                rc;
+    char               err[NGX_HTTP_IM_JSON_ERRLEN];
+    ngx_http_im_req_t  req;
+
+    rc = ngx_http_im_req_parse(S("{\"reqIdentifier\":1003,"
+                                 "\"operationID\":\"op1\",\"msgIncr\":\"7\","
+                                 "\"token\":\"ignored\","
+                                 "\"data\":{\"sendID\":\"u1\"}}"),
+                               &req, err, sizeof(err));
+    CHECK(rc == 0);
+    CHECK(req.req_identifier == 1003);
+    CHECK(req.operation_id.len == 3
+          && memcmp(req.operation_id.data, "op1", 3) == 0);
+    CHECK(req.msg_incr.len == 1 && req.msg_incr.data[0] == '7');
+    CHECK(YAJL_IS_OBJECT(req.data) && req.data->u.object.len == 1);
+    ngx_http_im_req_free(&req);
+    CHECK(req.root == NULL);
+    ngx_http_im_req_free(&req);
+
+    /* absent or null data reads as {}; absent strings as "" */
+
+    rc = ngx_http_im_req_parse(S("{\"reqIdentifier\":1001}"), &req, err,
+                               sizeof(err));
+    CHECK(rc == 0 && req.data != NULL && YAJL_IS_OBJECT(req.data)
+          && req.data->u.object.len == 0);
+    CHECK(req.operation_id.data != NULL && req.operation_id.len == 0);
+    CHECK(req.msg_incr.data != NULL && req.msg_incr.len == 0);
+    CHECK(ngx_http_im_json_get(req.data, "x") == NULL);
+    ngx_http_im_req_free(&req);
+
+    rc = ngx_http_im_req_parse(S("{\"reqIdentifier\":1001,\"data\":null,"
+                                 "\"operationID\":null}"),
+                               &req, err, sizeof(err));
+    CHECK(rc == 0 && YAJL_IS_OBJECT(req.data) && req.operation_id.len == 0);
+    ngx_http_im_req_free(&req);
+
+    /* errors */
+
+    rc = ngx_http_im_req_parse(S("{\"operationID\":\"op\"}"), &req, err,
+                               sizeof(err));
+    CHECK(rc == -1
+          && strcmp(err, "field \"reqIdentifier\" is required") == 0);
+    ngx_http_im_req_free(&req);
+
+    rc = ngx_http_im_req_parse(S("{\"reqIdentifier\":\"1003\"}"), &req, err,
+                               sizeof(err));
+    CHECK(rc == -1
+          && strcmp(err, "field \"reqIdentifier\" must be an integer") == 0);
+    ngx_http_im_req_free(&req);
+
+    rc = ngx_http_im_req_parse(S("{\"reqIdentifier\":1003.5}"), &req, err,
+                               sizeof(err));
+    CHECK(rc == -1 && strstr(err, "\"reqIdentifier\"") != NULL);
+    ngx_http_im_req_free(&req);
+
+    rc = ngx_http_im_req_parse(S("{\"reqIdentifier\":null}"), &req, err,
+                               sizeof(err));
+    CHECK(rc == -1 && strstr(err, "\"reqIdentifier\" is required") != NULL);
+    ngx_http_im_req_free(&req);
+
+    /* reqIdentifier stays set for the error answer */
+
+    rc = ngx_http_im_req_parse(S("{\"reqIdentifier\":1002,"
+                                 "\"operationID\":5}"),
+                               &req, err, sizeof(err));
+    CHECK(rc == -1
+          && strcmp(err, "field \"operationID\" must be a string") == 0);
+    CHECK(req.req_identifier == 1002);
+    ngx_http_im_req_free(&req);
+
+    rc = ngx_http_im_req_parse(S("{\"reqIdentifier\":1002,"
+                                 "\"operationID\":\"op\",\"msgIncr\":1}"),
+                               &req, err, sizeof(err));
+    CHECK(rc == -1 && strstr(err, "\"msgIncr\"") != NULL);
+    CHECK(req.operation_id.len == 2);
+    ngx_http_im_req_free(&req);
+
+    rc = ngx_http_im_req_parse(S("{\"reqIdentifier\":1002,\"data\":[]}"),
+                               &req, err, sizeof(err));
+    CHECK(rc == -1 && strcmp(err, "field \"data\" must be an object") == 0);
+    ngx_http_im_req_free(&req);
+
+    rc = ngx_http_im_req_parse(S("[1003]"), &req, err, sizeof(err));
+    CHECK(rc == -1 && strncmp(err, "invalid JSON: ", 14) == 0);
+    ngx_http_im_req_free(&req);
+
+    rc = ngx_http_im_req_parse(S("{\"reqIdentifier\":1003,"), &req, err,
+                               sizeof(err));
+    CHECK(rc == -1 && strncmp(err, "invalid JSON: ", 14) == 0
+          && strchr(err, '\n') == NULL && req.root == NULL);
+    ngx_http_im_req_free(&req);
+
+    rc = ngx_http_im_req_parse(S("{\"type\":\"ping\"}"), &req, err,
+                               sizeof(err));
+    CHECK(rc == -1);
+    ngx_http_im_req_free(&req);
+}
+
+
+static void
+test_resp(void)
+{
+    ngx_http_im_buf_t  b;
+    ngx_http_im_str_t  op, incr;
+
+    op.data = "op\"1";
+    op.len = 4;
+    incr.data = "";
+    incr.len = 0;
+
+    ngx_http_im_buf_init(&b, 0);
+
+    ngx_http_im_resp_begin(&b, 1003, op, incr, 0, NULL);
+    ngx_http_im_buf_str(&b, "{}");
+    ngx_http_im_resp_end(&b);
+    CHECK(buf_is(&b, "{\"reqIdentifier\":1003,\"operationID\":\"op\\\"1\","
+                     "\"msgIncr\":\"\",\"errCode\":0,\"errMsg\":\"\","
+                     "\"data\":{}}"));
+
+    ngx_http_im_buf_reset(&b);
+    ngx_http_im_resp_begin(&b, 9, incr, incr, 1001,
+                           "field \"seq\" must be an integer");
+    ngx_http_im_buf_str(&b, "{}");
+    ngx_http_im_resp_end(&b);
+    CHECK(buf_is(&b, "{\"reqIdentifier\":9,\"operationID\":\"\","
+                     "\"msgIncr\":\"\",\"errCode\":1001,"
+                     "\"errMsg\":\"field \\\"seq\\\" must be an integer\","
+                     "\"data\":{}}"));
+
+    ngx_http_im_buf_free(&b);
+}
+
+
+static const char  msg_full[] =
+    "{\"sendID\":\"u1\",\"recvID\":\"u2\",\"groupID\":\"g1\","
+    "\"clientMsgID\":\"c1\",\"serverMsgID\":\"s1\","
+    "\"senderPlatformID\":5,\"senderNickname\":\"\xe5\xb0\x8f\xe6\x98\x8e\","
+    "\"senderFaceURL\":\"http://x/y.png\",\"sessionType\":1,"
+    "\"msgFrom\":100,\"contentType\":101,"
+    "\"content\":\"{\\\"content\\\":\\\"hi \\\\\\\"there\\\\\\\"\\\"}\","
+    "\"seq\":12345,\"sendTime\":1700000000123,"
+    "\"createTime\":1700000000100,\"status\":2,"
+    "\"options\":{\"history\":true,\"unreadCount\":false},"
+    "\"offlinePushInfo\":{\"title\":\"t\",\"desc\":\"d\",\"ex\":\"e\","
+    "\"iOSPushSound\":\"default\",\"iOSBadgeCount\":true},"
+    "\"atUserIDList\":[\"u3\",\"u4\"],\"ex\":\"x\\n\"}";
+
+static const char  msg_empty[] =
+    "{\"sendID\":\"\",\"recvID\":\"\",\"groupID\":\"\",\"clientMsgID\":\"\","
+    "\"serverMsgID\":\"\",\"senderPlatformID\":0,\"senderNickname\":\"\","
+    "\"senderFaceURL\":\"\",\"sessionType\":0,\"msgFrom\":0,"
+    "\"contentType\":0,\"content\":\"\",\"seq\":0,\"sendTime\":0,"
+    "\"createTime\":0,\"status\":0,\"options\":{},"
+    "\"offlinePushInfo\":{\"title\":\"\",\"desc\":\"\",\"ex\":\"\","
+    "\"iOSPushSound\":\"\",\"iOSBadgeCount\":false},"
+    "\"atUserIDList\":[],\"ex\":\"\"}";
+
+
+static int
+str_is(ngx_http_im_str_t *s, const char *v)
+{
+    return s->data != NULL && s->len == strlen(v)
+           && memcmp(s->data, v, s->len) == 0;
+}
+
+
+static void
+test_msg_roundtrip(void)
+{
+    int                 rc;
+    char                err[NGX_HTTP_IM_JSON_ERRLEN];
+    size_t              seq_at;
+    yajl_val            v, v2;
+    ngx_http_im_msg_t   m, m2;
+    ngx_http_im_buf_t   b, b2;
+
+    v = ngx_http_im_json_parse(S(msg_full), err, sizeof(err));
+    CHECK(v != NULL);
+
+    rc = ngx_http_im_msg_from_json(v, &m, err, sizeof(err));
+    CHECK(rc == 0);
+    CHECK(str_is(&m.send_id, "u1") && str_is(&m.recv_id, "u2")
+          && str_is(&m.group_id, "g1") && str_is(&m.client_msg_id, "c1")
+          && str_is(&m.server_msg_id, "s1")
+          && str_is(&m.sender_face_url, "http://x/y.png")
+          && str_is(&m.content, "{\"content\":\"hi \\\"there\\\"\"}")
+          && str_is(&m.ex, "x\n"));
+    CHECK(m.sender_platform_id == 5 && m.session_type == 1
+          && m.msg_from == 100 && m.content_type == 101 && m.seq == 12345
+          && m.send_time == 1700000000123LL
+          && m.create_time == 1700000000100LL && m.status == 2);
+    CHECK(m.noptions == 2 && str_is(&m.options[0].key, "history")
+          && m.options[0].value == 1
+          && str_is(&m.options[1].key, "unreadCount")
+          && m.options[1].value == 0);
+    CHECK(m.has_push_info && str_is(&m.offline_push_info.title, "t")
+          && str_is(&m.offline_push_info.ios_push_sound, "default")
+          && m.offline_push_info.ios_badge_count == 1);
+    CHECK(m.nat == 2 && m.at_owned && str_is(&m.at_user_ids[1], "u4"));
+
+    ngx_http_im_buf_init(&b, 0);
+    ngx_http_im_msg_to_json(&m, &b, &seq_at);
+    CHECK(buf_is(&b, msg_full));
+
+    /* the seq split: prefix ends with "seq":, digits up to ',' */
+
+    CHECK(seq_at > 6 && memcmp(b.data + seq_at - 6, "\"seq\":", 6) == 0);
+    CHECK(memcmp(b.data + seq_at, "12345,", 6) == 0);
+
+    /* parse the output again: the same message, the same text */
+
+    v2 = ngx_http_im_json_parse(b.data, b.len, err, sizeof(err));
+    CHECK(v2 != NULL);
+    CHECK(ngx_http_im_msg_from_json(v2, &m2, err, sizeof(err)) == 0);
+
+    ngx_http_im_buf_init(&b2, 0);
+    ngx_http_im_buf_str(&b2, "[");
+    ngx_http_im_msg_to_json(&m2, &b2, &seq_at);
+    CHECK(b2.len == b.len + 1 && memcmp(b2.data + 1, b.data, b.len) == 0);
+    CHECK(memcmp(b2.data + seq_at - 6, "\"seq\":12345,", 12) == 0);
+
+    ngx_http_im_msg_free(&m2);
+    CHECK(m2.at_user_ids == NULL && m2.nat == 0 && !m2.at_owned);
+    ngx_http_im_msg_free(&m2);
+    yajl_tree_free(v2);
+
+    /* a bounded buffer fails cleanly */
+
+    ngx_http_im_buf_free(&b2);
+    ngx_http_im_buf_init(&b2, 100);
+    ngx_http_im_msg_to_json(&m, &b2, NULL);
+    CHECK(b2.failed && b2.len <= 100);
+    ngx_http_im_buf_free(&b2);
+
+    ngx_http_im_msg_free(&m);
+    yajl_tree_free(v);
+
+    /* an empty object, null, and a NULL tree all give the empty message */
+
+    v = ngx_http_im_json_parse(S("{\"unknown\":[1,{}],\"sendID\":null,"
+                                 "\"seq\":null,\"options\":null,"
+                                 "\"offlinePushInfo\":null,"
+                                 "\"atUserIDList\":null}"),
+                               err, sizeof(err));
+    CHECK(v != NULL);
+    CHECK(ngx_http_im_msg_from_json(v, &m, err, sizeof(err)) == 0);
+    CHECK(!m.has_push_info && m.nat == 0 && m.at_user_ids == NULL);
+
+    ngx_http_im_buf_reset(&b);
+    ngx_http_im_msg_to_json(&m, &b, &seq_at);
+    CHECK(buf_is(&b, msg_empty));
+    CHECK(memcmp(b.data + seq_at - 6, "\"seq\":0,", 8) == 0);
+    ngx_http_im_msg_free(&m);
+    yajl_tree_free(v);
+
+    CHECK(ngx_http_im_msg_from_json(NULL, &m, err, sizeof(err)) == 0);
+    ngx_http_im_buf_reset(&b);
+    ngx_http_im_msg_to_json(&m, &b, NULL);
+    CHECK(buf_is(&b, msg_empty));
+    ngx_http_im_msg_free(&m);
+
+    ngx_http_im_msg_init(&m);
+    ngx_http_im_buf_reset(&b);
+    ngx_http_im_msg_to_json(&m, &b, NULL);
+    CHECK(buf_is(&b, msg_empty));
+
+    ngx_http_im_buf_free(&b);
+}
+
+
+static void
+test_msg_built(void)
+{
+    size_t              seq_at;
+    ngx_http_im_msg_t   m;
+    ngx_http_im_buf_t   b;
+    ngx_http_im_str_t   at[1];
+
+    /* a message filled by a caller, with its own @ list */
+
+    ngx_http_im_msg_init(&m);
+
+    m.send_id.data = "a\"b";
+    m.send_id.len = 3;
+    m.seq = -1;
+    at[0].data = "u9";
+    at[0].len = 2;
+    m.at_user_ids = at;
+    m.nat = 1;
+    m.noptions = 1;
+    m.options[0].key.data = "k";
+    m.options[0].key.len = 1;
+    m.options[0].value = 1;
+    m.offline_push_info.ios_badge_count = 3;
+
+    ngx_http_im_buf_init(&b, 0);
+    ngx_http_im_msg_to_json(&m, &b, &seq_at);
+    CHECK(!b.failed);
+    CHECK(memcmp(b.data, "{\"sendID\":\"a\\\"b\",", 17) == 0);
+    CHECK(memcmp(b.data + seq_at, "-1,", 3) == 0);
+    CHECK(strstr((char *) b.data, "\"options\":{\"k\":true}") != NULL);
+    CHECK(strstr((char *) b.data, "\"iOSBadgeCount\":true}") != NULL);
+    CHECK(strstr((char *) b.data, "\"atUserIDList\":[\"u9\"]") != NULL);
+
+    /* not owned: msg_free leaves it alone (ASan would see a bad free) */
+    ngx_http_im_msg_free(&m);
+    CHECK(m.at_user_ids == NULL);
+
+    ngx_http_im_buf_free(&b);
+}
+
+
+/* parses one MsgData and expects "err" to be exactly "exp" */
+
+static int
+msg_error_is(const char *json, const char *exp)
+{
+    int                ok;
+    char               err[NGX_HTTP_IM_JSON_ERRLEN];
+    yajl_val           v;
+    ngx_http_im_msg_t  m;
+
+    v = ngx_http_im_json_parse(S(json), err, sizeof(err));
+    if (v == NULL) {
+        printf("  bad test JSON: %s\n", json);
+        return 0;
+    }
+
+    err[0] = '\0';
+
+    ok = (ngx_http_im_msg_from_json(v, &m, err, sizeof(err)) == -1
+          && strcmp(err, exp) == 0
+          && m.at_user_ids == NULL);
+
+    if (!ok) {
+        printf("  json: %s\n  got: %s\n  exp: %s\n", json, err, exp);
+    }
+
+    yajl_tree_free(v);
+
+    return ok;
+}
+
+
+static void
+test_msg_errors(void)
+{
+    int          i;
+    char         json[8192], exp[128], *p;
+
+    static const char  *strs[] = {
+        "sendID", "recvID", "groupID", "clientMsgID", "serverMsgID",
+        "senderNickname", "senderFaceURL", "content", "ex", NULL
+    };
+
+    static const char  *ints[] = {
+        "senderPlatformID", "sessionType", "msgFrom", "contentType", "seq",
+        "sendTime", "createTime", "status", NULL
+    };
+
+    static const char  *not_str[] = { "5", "true", "{}", "[]", NULL };
+
+    static const char  *not_int[] = {
+        "\"5\"", "1.5", "1e3", "true", "{}", "[]",
+        "9223372036854775808", NULL
+    };
+
+    for (i = 0; strs[i]; i++) {
+        snprintf(exp, sizeof(exp), "field \"%s\" must be a string", strs[i]);
+
+        snprintf(json, sizeof(json), "{\"x\":\"u1\",\"%s\":%s}",
+                 strs[i], not_str[i % 4]);
+        CHECK(msg_error_is(json, exp));
+    }
+
+    for (i = 0; ints[i]; i++) {
+        snprintf(exp, sizeof(exp), "field \"%s\" must be an integer",
+                 ints[i]);
+
+        snprintf(json, sizeof(json), "{\"x\":\"u1\",\"%s\":%s}",
+                 ints[i], not_int[i % 7]);
+        CHECK(msg_error_is(json, exp));
+    }
+
+    CHECK(msg_error_is("{\"contentType\":\"101\"}",
+                       "field \"contentType\" must be an integer"));
+    CHECK(msg_error_is("{\"content\":{\"content\":\"hi\"}}",
+                       "field \"content\" must be a string"));
+    CHECK(msg_error_is("{\"options\":[]}",
+                       "field \"options\" must be an object"));
+    CHECK(msg_error_is("{\"options\":{\"a\":1}}",
+                       "field \"options\" must map names to booleans"));
+    CHECK(msg_error_is("{\"options\":{\"a\":null}}",
+                       "field \"options\" must map names to booleans"));
+    CHECK(msg_error_is("{\"offlinePushInfo\":\"x\"}",
+                       "field \"offlinePushInfo\" must be an object"));
+    CHECK(msg_error_is("{\"offlinePushInfo\":{\"title\":1}}",
+                       "field \"offlinePushInfo.title\" must be a string"));
+    CHECK(msg_error_is("{\"offlinePushInfo\":{\"desc\":[]}}",
+                       "field \"offlinePushInfo.desc\" must be a string"));
+    CHECK(msg_error_is("{\"offlinePushInfo\":{\"ex\":false}}",
+                       "field \"offlinePushInfo.ex\" must be a string"));
+    CHECK(msg_error_is("{\"offlinePushInfo\":{\"iOSPushSound\":2}}",
+                       "field \"offlinePushInfo.iOSPushSound\""
+                       " must be a string"));
+    CHECK(msg_error_is("{\"offlinePushInfo\":{\"iOSBadgeCount\":\"1\"}}",
+                       "field \"offlinePushInfo.iOSBadgeCount\""
+                       " must be a boolean"));
+    CHECK(msg_error_is("{\"atUserIDList\":\"u1\"}",
+                       "field \"atUserIDList\" must be an array"));
+    CHECK(msg_error_is("{\"atUserIDList\":[\"u1\",2]}",
+                       "field \"atUserIDList\" must be an array of strings"));
+    CHECK(msg_error_is("{\"atUserIDList\":[\"u1\",null]}",
+                       "field \"atUserIDList\" must be an array of strings"));
+    CHECK(msg_error_is("[]", "field \"data\" must be an object"));
+    CHECK(msg_error_is("\"x\"", "field \"data\" must be an object"));
+
+    /* an error after the @ list was taken frees it (ASan checks) */
+    CHECK(msg_error_is("{\"atUserIDList\":[\"u1\"],\"ex\":1}",
+                       "field \"ex\" must be a string"));
+
+    /* bounds: 16 options, 1000 @ entries */
+
+    p = json + sprintf(json, "{\"options\":{");
+    for (i = 0; i < 17; i++) {
+        p += sprintf(p, "%s\"o%d\":true", i ? "," : "", i);
+    }
+    sprintf(p, "}}");
+    CHECK(msg_error_is(json, "field \"options\" has more than 16 entries"));
+
+    p = json + sprintf(json, "{\"atUserIDList\":[");
+    for (i = 0; i < 1001; i++) {
+        p += sprintf(p, "%s\"\"", i ? "," : "");
+    }
+    sprintf(p, "]}");
+    CHECK(msg_error_is(json,
+                       "field \"atUserIDList\" has more than 1000 entries"));
+}
+
+
+static void
+test_msg_accepts(void)
+{
+    int                i;
+    char               err[NGX_HTTP_IM_JSON_ERRLEN], json[8192], *p;
+    yajl_val           v;
+    ngx_http_im_msg_t  m;
+
+    /* the limits themselves */
+
+    p = json + sprintf(json, "{\"options\":{");
+    for (i = 0; i < 16; i++) {
+        p += sprintf(p, "%s\"o%d\":%s", i ? "," : "", i,
+                     i % 2 ? "true" : "false");
+    }
+    p += sprintf(p, "},\"atUserIDList\":[");
+    for (i = 0; i < 1000; i++) {
+        p += sprintf(p, "%s\"\"", i ? "," : "");
+    }
+    sprintf(p, "],\"seq\":-9223372036854775807,"
+            "\"offlinePushInfo\":{\"iOSBadgeCount\":7}}");
+
+    v = ngx_http_im_json_parse(S(json), err, sizeof(err));
+    CHECK(v != NULL);
+    CHECK(ngx_http_im_msg_from_json(v, &m, err, sizeof(err)) == 0);
+    CHECK(m.noptions == 16 && m.options[15].value == 1 && m.nat == 1000);
+    CHECK(m.seq == -9223372036854775807LL);
+    CHECK(m.has_push_info && m.offline_push_info.ios_badge_count == 1
+          && m.offline_push_info.title.data != NULL);
+    ngx_http_im_msg_free(&m);
+    yajl_tree_free(v);
+
+    v = ngx_http_im_json_parse(S("{\"offlinePushInfo\":{"
+                                 "\"iOSBadgeCount\":0}}"),
+                               err, sizeof(err));
+    CHECK(v != NULL);
+    CHECK(ngx_http_im_msg_from_json(v, &m, err, sizeof(err)) == 0);
+    CHECK(m.has_push_info && m.offline_push_info.ios_badge_count == 0);
+    ngx_http_im_msg_free(&m);
+    yajl_tree_free(v);
+}
+
+
+static void
+test_helpers(void)
+{
+    int                bv;
+    char               err[NGX_HTTP_IM_JSON_ERRLEN];
+    yajl_val           v, o;
+    long long          n;
+    ngx_http_im_str_t  s;
+
+    v = ngx_http_im_json_parse(S("{\"s\":\"x\",\"i\":7,\"f\":1.5,\"b\":true,"
+                                 "\"a\":[1],\"o\":{},\"n\":null}"),
+                               err, sizeof(err));
+    CHECK(v != NULL);
+
+    CHECK(ngx_http_im_json_get(v, "i") != NULL);
+    CHECK(ngx_http_im_json_get(v, "zz") == NULL);
+    CHECK(ngx_http_im_json_get(NULL, "i") == NULL);
+    CHECK(ngx_http_im_json_get(ngx_http_im_json_get(v, "a"), "i") == NULL);
+
+    CHECK(ngx_http_im_json_get_str(v, "s", 1, &s, err, sizeof(err)) == 0
+          && str_is(&s, "x"));
+    CHECK(ngx_http_im_json_get_str(v, "zz", 0, &s, err, sizeof(err)) == 0
+          && str_is(&s, ""));
+    CHECK(ngx_http_im_json_get_str(v, "n", 0, &s, err, sizeof(err)) == 0
+          && str_is(&s, ""));
+    CHECK(ngx_http_im_json_get_str(v, "zz", 1, &s, err, sizeof(err)) == -1
+          && strcmp(err, "field \"zz\" is required") == 0);
+    CHECK(ngx_http_im_json_get_str(v, "n", 1, &s, err, sizeof(err)) == -1
+          && strcmp(err, "field \"n\" is required") == 0);
+    CHECK(ngx_http_im_json_get_str(v, "i", 0, &s, err, sizeof(err)) == -1
+          && strcmp(err, "field \"i\" must be a string") == 0);
+
+    CHECK(ngx_http_im_json_get_int(v, "i", 1, &n, err, sizeof(err)) == 0
+          && n == 7);
+    CHECK(ngx_http_im_json_get_int(v, "zz", 0, &n, err, sizeof(err)) == 0
+          && n == 0);
+    CHECK(ngx_http_im_json_get_int(v, "f", 0, &n, err, sizeof(err)) == -1
+          && strcmp(err, "field \"f\" must be an integer") == 0);
+    CHECK(ngx_http_im_json_get_int(v, "s", 0, &n, err, sizeof(err)) == -1
+          && strcmp(err, "field \"s\" must be an integer") == 0);
+
+    CHECK(ngx_http_im_json_get_bool(v, "b", 1, &bv, err, sizeof(err)) == 0
+          && bv == 1);
+    CHECK(ngx_http_im_json_get_bool(v, "i", 1, &bv, err, sizeof(err)) == -1
+          && strcmp(err, "field \"i\" must be a boolean") == 0);
+
+    CHECK(ngx_http_im_json_get_array(v, "a", 1, &o, err, sizeof(err)) == 0
+          && o != NULL && YAJL_IS_ARRAY(o));
+    CHECK(ngx_http_im_json_get_array(v, "zz", 0, &o, err, sizeof(err)) == 0
+          && o == NULL);
+    CHECK(ngx_http_im_json_get_array(v, "o", 0, &o, err, sizeof(err)) == -1
+          && strcmp(err, "field \"o\" must be an array") == 0);
+
+    CHECK(ngx_http_im_json_get_object(v, "o", 1, &o, err, sizeof(err)) == 0
+          && o != NULL && YAJL_IS_OBJECT(o));
+    CHECK(ngx_http_im_json_get_object(v, "a", 1, &o, err, sizeof(err)) == -1
+          && strcmp(err, "field \"a\" must be an object") == 0);
+
+    /* a NULL err is allowed with errlen 0 */
+    CHECK(ngx_http_im_json_get_int(v, "s", 0, &n, NULL, 0) == -1);
+
+    yajl_tree_free(v);
+}
+
+
+int
+main(void)
+{
+    test_buf();
+    test_escape();
+    test_parse();
+    test_req();
+    test_resp();
+    test_msg_roundtrip();
+    test_msg_built();
+    test_msg_errors();
+    test_msg_accepts();
+    test_helpers();
+
+    printf("%d passed, %d failed\n", passed, failed);
+
+    return failed ? 1 : 0;
+}
