@@ -41,6 +41,7 @@ struct ngx_http_im_api_s {
     ngx_uint_t                   cancelled;
     ngx_int_t                    platform;     /* of the token issued */
     time_t                       expire;
+    yajl_val                     users;        /* the userIDs asked for */
     char                         token_out[512];
 };
 
@@ -66,6 +67,18 @@ static void ngx_http_im_issue_token(ngx_http_im_api_t *api, ngx_str_t *uid,
 static void ngx_http_im_token_issued(redisReply *reply, void *data);
 static void ngx_http_im_user_register(ngx_http_im_api_t *api);
 static void ngx_http_im_user_registered(redisReply *reply, void *data);
+static void ngx_http_im_parse_token(ngx_http_im_api_t *api);
+static void ngx_http_im_token_parsed(redisReply *reply, void *data);
+static void ngx_http_im_force_logout(ngx_http_im_api_t *api);
+static void ngx_http_im_users_info(ngx_http_im_api_t *api);
+static void ngx_http_im_users_info_reply(redisReply *reply, void *data);
+static void ngx_http_im_online_status(ngx_http_im_api_t *api);
+static void ngx_http_im_online_status_reply(redisReply *reply,
+    void *data);
+static void ngx_http_im_push_token(ngx_http_im_api_t *api);
+static void ngx_http_im_done_reply(redisReply *reply, void *data);
+static ngx_int_t ngx_http_im_api_users(ngx_http_im_api_t *api,
+    ngx_uint_t script, const char *fmt, ngx_http_im_redis_pt handler);
 
 
 static ngx_http_im_route_t  ngx_http_im_routes[] = {
@@ -78,6 +91,21 @@ static ngx_http_im_route_t  ngx_http_im_routes[] = {
 
     { ngx_string("/user/user_register"), NGX_HTTP_IM_ACCESS_ADMIN,
       ngx_http_im_user_register },
+
+    { ngx_string("/auth/parse_token"), NGX_HTTP_IM_ACCESS_ADMIN,
+      ngx_http_im_parse_token },
+
+    { ngx_string("/auth/force_logout"), NGX_HTTP_IM_ACCESS_ADMIN,
+      ngx_http_im_force_logout },
+
+    { ngx_string("/user/get_users_info"), NGX_HTTP_IM_ACCESS_USER,
+      ngx_http_im_users_info },
+
+    { ngx_string("/user/get_users_online_status"), NGX_HTTP_IM_ACCESS_ADMIN,
+      ngx_http_im_online_status },
+
+    { ngx_string("/third/update_push_token"), NGX_HTTP_IM_ACCESS_USER,
+      ngx_http_im_push_token },
 
     { ngx_null_string, 0, NULL }
 };
@@ -441,6 +469,8 @@ ngx_http_im_api_finish(ngx_http_im_api_t *api, ngx_int_t code,
                       msg ? msg : ngx_http_im_errmsg(code));
     }
 
+    ngx_http_im_metric_rest(api->route - ngx_http_im_routes, code);
+
     rc = ngx_http_im_api_reply(r, code, msg ? msg : ngx_http_im_errmsg(code),
                                code ? NULL : &api->data);
 
@@ -754,4 +784,412 @@ ngx_http_im_user_registered(redisReply *reply, void *data)
     }
 
     ngx_http_im_api_answer(api, 0, NULL);
+}
+
+
+
+/* /auth/parse_token {token} */
+static void
+ngx_http_im_parse_token(ngx_http_im_api_t *api)
+{
+    char                err[128];
+    size_t              len[4];
+    ngx_int_t           rc;
+    const char         *argv[4];
+    ngx_http_im_str_t   token;
+    u_char              keys[2][NGX_HTTP_IM_UID_MAX + 32];
+
+    if (ngx_http_im_json_get_str(api->root, "token", 1, &token, err,
+                                 sizeof(err)) != 0)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS, err);
+        return;
+    }
+
+    rc = ngx_http_im_token_verify(api->imcf->secret.data,
+                                  api->imcf->secret.len, token.data,
+                                  token.len, (long long) ngx_time(),
+                                  &api->claims);
+    if (rc != NGX_HTTP_IM_TOKEN_OK) {
+        ngx_http_im_api_finish(api, rc, NULL);
+        return;
+    }
+
+    argv[0] = (char *) keys[0];
+    len[0] = ngx_sprintf(keys[0], "im:{u:%s}:tok", api->claims.user_id)
+             - keys[0];
+    argv[1] = (char *) keys[1];
+    len[1] = ngx_sprintf(keys[1], "im:user:%s", api->claims.user_id)
+             - keys[1];
+    argv[2] = token.data;
+    len[2] = token.len;
+    argv[3] = api->claims.platform_id == NGX_HTTP_IM_PLATFORM_ADMIN
+              ? "0" : "1";
+    len[3] = 1;
+
+    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_AUTH,
+                                 ngx_http_im_token_parsed, api, 2, 4,
+                                 argv, len)
+        != NGX_OK)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    }
+}
+
+
+static void
+ngx_http_im_token_parsed(redisReply *reply, void *data)
+{
+    ngx_http_im_api_t  *api = data;
+
+    ngx_http_im_buf_t  *b;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        ngx_http_im_api_answer(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        return;
+    }
+
+    if (reply->integer != 0) {
+        ngx_http_im_api_answer(api, (ngx_int_t) reply->integer, NULL);
+        return;
+    }
+
+    b = &api->data;
+    ngx_http_im_buf_str(b, "{\"userID\":");
+    ngx_http_im_buf_json_str(b, api->claims.user_id,
+                             ngx_strlen(api->claims.user_id));
+    ngx_http_im_buf_str(b, ",\"platformID\":");
+    ngx_http_im_buf_int(b, api->claims.platform_id);
+    ngx_http_im_buf_str(b, ",\"expireTimeSeconds\":");
+    ngx_http_im_buf_int(b, api->claims.exp);
+    ngx_http_im_buf_str(b, "}");
+
+    ngx_http_im_api_answer(api, 0, NULL);
+}
+
+
+/*
+ * /auth/force_logout {userID, platformID}: the platform's tokens are
+ * marked kicked, then every host closes that platform's sessions with
+ * 2002 (a "k" delivery on the user's channel, queued right behind).
+ */
+static void
+ngx_http_im_force_logout(ngx_http_im_api_t *api)
+{
+    char               err[128];
+    size_t             len[3];
+    long long          platform;
+    const char        *argv[3];
+    ngx_http_im_str_t  id;
+    u_char             key[NGX_HTTP_IM_UID_MAX + 32];
+    u_char             chan[NGX_HTTP_IM_UID_MAX + 16];
+    u_char             num[NGX_INT64_LEN + 2];
+
+    if (ngx_http_im_json_get_str(api->root, "userID", 1, &id, err,
+                                 sizeof(err)) != 0
+        || ngx_http_im_json_get_int(api->root, "platformID", 1, &platform,
+                                    err, sizeof(err)) != 0)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS, err);
+        return;
+    }
+
+    if (!ngx_http_im_user_id_valid(id.data, id.len)
+        || platform < 1 || platform > 11)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
+                               "a valid userID and platformID 1..11 "
+                               "are required");
+        return;
+    }
+
+    argv[0] = (char *) key;
+    len[0] = ngx_sprintf(key, "im:{u:%*s}:tok", id.len, id.data) - key;
+    argv[1] = (char *) num;
+    len[1] = ngx_sprintf(num, "%L", platform) - num;
+
+    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_KICK,
+                                 ngx_http_im_done_reply, api, 1, 2,
+                                 argv, len)
+        != NGX_OK)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        return;
+    }
+
+    argv[0] = "PUBLISH";
+    len[0] = 7;
+    argv[1] = (char *) chan;
+    len[1] = ngx_sprintf(chan, "im:u:%*s", id.len, id.data) - chan;
+    argv[2] = (char *) num;
+    len[2] = ngx_sprintf(num, "k %L", platform) - num;
+
+    (void) ngx_http_im_redis_command(NULL, NULL, 3, argv, len);
+}
+
+
+/* a reply that only says "done" */
+static void
+ngx_http_im_done_reply(redisReply *reply, void *data)
+{
+    ngx_http_im_api_t  *api = data;
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_im_api_answer(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        return;
+    }
+
+    ngx_http_im_api_answer(api, 0, NULL);
+}
+
+
+/*
+ * Runs script with one key per entry of the body's "userIDs" (a key made
+ * from fmt and the user ID).  Answers the call itself on bad input.
+ */
+static ngx_int_t
+ngx_http_im_api_users(ngx_http_im_api_t *api, ngx_uint_t script,
+    const char *fmt, ngx_http_im_redis_pt handler)
+{
+    char         err[128];
+    u_char      *p, *keys;
+    size_t      *len;
+    ngx_int_t    rc;
+    ngx_uint_t   i, n;
+    yajl_val     ids, v;
+    const char **argv;
+
+    if (ngx_http_im_json_get_array(api->root, "userIDs", 1, &ids, err,
+                                   sizeof(err)) != 0
+        || ids->u.array.len == 0
+        || ids->u.array.len > NGX_HTTP_IM_MAX_REGISTER)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
+                               "field \"userIDs\" must be an array of "
+                               "1..1000 user IDs");
+        return NGX_ERROR;
+    }
+
+    n = ids->u.array.len;
+
+    for (i = 0; i < n; i++) {
+        v = ids->u.array.values[i];
+
+        if (!YAJL_IS_STRING(v) || v->u.string == NULL
+            || !ngx_http_im_user_id_valid(v->u.string,
+                                          ngx_strlen(v->u.string)))
+        {
+            ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
+                                   "field \"userIDs\" holds an invalid "
+                                   "user ID");
+            return NGX_ERROR;
+        }
+    }
+
+    argv = ngx_alloc(n * (sizeof(char *) + sizeof(size_t)
+                          + NGX_HTTP_IM_UID_MAX + 32), ngx_cycle->log);
+    if (argv == NULL) {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_INTERNAL, NULL);
+        return NGX_ERROR;
+    }
+
+    len = (size_t *) (argv + n);
+    keys = (u_char *) (len + n);
+
+    for (i = 0; i < n; i++) {
+        p = keys + i * (NGX_HTTP_IM_UID_MAX + 32);
+        argv[i] = (char *) p;
+        len[i] = ngx_sprintf(p, fmt, ids->u.array.values[i]->u.string) - p;
+    }
+
+    api->users = ids;
+
+    rc = ngx_http_im_redis_script(script, handler, api, n, n, argv, len);
+    ngx_free(argv);
+
+    if (rc != NGX_OK) {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* /user/get_users_info {userIDs} */
+static void
+ngx_http_im_users_info(ngx_http_im_api_t *api)
+{
+    (void) ngx_http_im_api_users(api, NGX_HTTP_IM_LUA_USERS_INFO,
+                                 "im:user:%s", ngx_http_im_users_info_reply);
+}
+
+
+static void
+ngx_http_im_users_info_reply(redisReply *reply, void *data)
+{
+    ngx_http_im_api_t  *api = data;
+
+    char                *uid;
+    ngx_uint_t           i, j, count;
+    redisReply          *u;
+    ngx_http_im_buf_t   *b;
+    static const char   *names[] = { "nickname", "faceURL", "ex" };
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || api->cancelled || reply->elements != api->users->u.array.len)
+    {
+        ngx_http_im_api_answer(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        return;
+    }
+
+    b = &api->data;
+    ngx_http_im_buf_str(b, "{\"usersInfo\":[");
+
+    count = 0;
+    for (i = 0; i < reply->elements; i++) {
+        u = reply->element[i];
+        if (u->type != REDIS_REPLY_ARRAY || u->elements != 4) {
+            continue;
+        }
+
+        uid = api->users->u.array.values[i]->u.string;
+
+        ngx_http_im_buf_str(b, count++ ? ",{\"userID\":" : "{\"userID\":");
+        ngx_http_im_buf_json_str(b, uid, ngx_strlen(uid));
+
+        for (j = 0; j < 3; j++) {
+            ngx_http_im_buf_str(b, ",\"");
+            ngx_http_im_buf_str(b, names[j]);
+            ngx_http_im_buf_str(b, "\":");
+            ngx_http_im_buf_json_str(b, u->element[j]->str,
+                                     u->element[j]->type
+                                     == REDIS_REPLY_STRING
+                                     ? u->element[j]->len : 0);
+        }
+
+        ngx_http_im_buf_str(b, ",\"createTime\":");
+        ngx_http_im_buf_add(b, u->element[3]->str, u->element[3]->len);
+        ngx_http_im_buf_str(b, "}");
+    }
+
+    ngx_http_im_buf_str(b, "]}");
+    ngx_http_im_api_answer(api, 0, NULL);
+}
+
+
+/* /user/get_users_online_status {userIDs} */
+static void
+ngx_http_im_online_status(ngx_http_im_api_t *api)
+{
+    (void) ngx_http_im_api_users(api, NGX_HTTP_IM_LUA_ONLINE,
+                                 "im:{u:%s}:online",
+                                 ngx_http_im_online_status_reply);
+}
+
+
+static void
+ngx_http_im_online_status_reply(redisReply *reply, void *data)
+{
+    ngx_http_im_api_t  *api = data;
+
+    char               *uid;
+    ngx_uint_t          i, j;
+    redisReply         *u;
+    ngx_http_im_buf_t  *b;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || api->cancelled || reply->elements != api->users->u.array.len)
+    {
+        ngx_http_im_api_answer(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        return;
+    }
+
+    b = &api->data;
+    ngx_http_im_buf_str(b, "{\"statusList\":[");
+
+    for (i = 0; i < reply->elements; i++) {
+        u = reply->element[i];
+        uid = api->users->u.array.values[i]->u.string;
+
+        ngx_http_im_buf_str(b, i ? ",{\"userID\":" : "{\"userID\":");
+        ngx_http_im_buf_json_str(b, uid, ngx_strlen(uid));
+        ngx_http_im_buf_str(b, u->elements ? ",\"status\":\"online\""
+                                           : ",\"status\":\"offline\"");
+        ngx_http_im_buf_str(b, ",\"detailPlatformStatus\":[");
+
+        for (j = 0; j < u->elements; j++) {
+            ngx_http_im_buf_str(b, j ? ",{\"platformID\":"
+                                     : "{\"platformID\":");
+            ngx_http_im_buf_int(b, u->element[j]->integer);
+            ngx_http_im_buf_str(b, ",\"status\":\"online\"}");
+        }
+
+        ngx_http_im_buf_str(b, "]}");
+    }
+
+    ngx_http_im_buf_str(b, "]}");
+    ngx_http_im_api_answer(api, 0, NULL);
+}
+
+
+/*
+ * /third/update_push_token {platformID, token}: the device token a push
+ * gateway uses to reach this user on that platform; offline-push jobs
+ * carry it.
+ */
+static void
+ngx_http_im_push_token(ngx_http_im_api_t *api)
+{
+    char               err[128];
+    size_t             len[4];
+    long long          platform;
+    const char        *argv[4];
+    ngx_http_im_str_t  token;
+    u_char             key[NGX_HTTP_IM_UID_MAX + 32];
+    u_char             num[NGX_INT64_LEN];
+
+    if (ngx_http_im_json_get_int(api->root, "platformID", 1, &platform, err,
+                                 sizeof(err)) != 0
+        || ngx_http_im_json_get_str(api->root, "token", 1, &token, err,
+                                    sizeof(err)) != 0)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS, err);
+        return;
+    }
+
+    if (platform < 1 || platform > 11 || token.len == 0 || token.len > 4096)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
+                               "platformID must be 1..11 and token "
+                               "1..4096 bytes");
+        return;
+    }
+
+    argv[0] = "HSET";
+    len[0] = 4;
+    argv[1] = (char *) key;
+    len[1] = ngx_sprintf(key, "im:{u:%s}:push", api->claims.user_id) - key;
+    argv[2] = (char *) num;
+    len[2] = ngx_sprintf(num, "%L", platform) - num;
+    argv[3] = token.data;
+    len[3] = token.len;
+
+    if (ngx_http_im_redis_command(ngx_http_im_done_reply, api, 4, argv, len)
+        != NGX_OK)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    }
+}
+
+
+/* the path of route i, for metrics; NULL past the table */
+const char *
+ngx_http_im_api_route_name(ngx_uint_t i)
+{
+    if (i >= sizeof(ngx_http_im_routes) / sizeof(ngx_http_im_route_t) - 1) {
+        return NULL;
+    }
+
+    return (const char *) ngx_http_im_routes[i].path.data;
 }

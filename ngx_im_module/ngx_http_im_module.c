@@ -52,6 +52,13 @@ static ngx_command_t  ngx_http_im_commands[] = {
       0,
       NULL },
 
+    { ngx_string("im_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_im_location,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("im_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_im_redis_addr,
@@ -260,6 +267,12 @@ ngx_http_im_init_process(ngx_cycle_t *cycle)
 
     ngx_http_im_worker = w;
 
+    w->alive.handler = ngx_http_im_session_alive;
+    w->alive.log = cycle->log;
+    w->alive.data = w;
+    w->alive.cancelable = 1;
+    ngx_add_timer(&w->alive, 10000);
+
     return ngx_http_im_redis_init(cycle);
 }
 
@@ -267,11 +280,26 @@ ngx_http_im_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_im_exit_process(ngx_cycle_t *cycle)
 {
+    size_t       len[2];
+    const char  *argv[2];
+
     if (ngx_http_im_worker == NULL) {
         return;
     }
 
+    if (ngx_http_im_worker->alive.timer_set) {
+        ngx_del_timer(&ngx_http_im_worker->alive);
+    }
+
     ngx_http_im_ws_shutdown();
+
+    /* this worker's presence entries die with it */
+    argv[0] = "DEL";
+    len[0] = 3;
+    argv[1] = (char *) ngx_http_im_worker->origin.data;
+    len[1] = ngx_http_im_worker->origin.len;
+    (void) ngx_http_im_redis_command(NULL, NULL, 2, argv, len);
+
     ngx_http_im_redis_exit();
     ngx_http_im_buf_free(&ngx_http_im_worker->scratch);
     ngx_http_im_worker = NULL;
@@ -320,6 +348,10 @@ ngx_http_im_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(imcf->token_expire, 90 * 86400);
     ngx_conf_init_value(imcf->dedup_ttl, 7 * 86400);
     ngx_conf_init_uint_value(imcf->max_convs, 10000);
+
+    if (ngx_http_im_metrics_add_zone(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     if (imcf->redis_host.len && imcf->secret.len < 8) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -456,7 +488,7 @@ ngx_http_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* im_ws, im_api: the location's content handler */
+/* im_ws, im_api, im_metrics: the location's content handler */
 static char *
 ngx_http_im_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -473,6 +505,10 @@ ngx_http_im_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (cmd->name.data[3] == 'w') {
         imlcf->kind = NGX_HTTP_IM_LOC_WS;
         clcf->handler = ngx_http_im_ws_handler;
+
+    } else if (cmd->name.data[3] == 'm') {
+        imlcf->kind = NGX_HTTP_IM_LOC_METRICS;
+        clcf->handler = ngx_http_im_metrics_handler;
 
     } else {
         imlcf->kind = NGX_HTTP_IM_LOC_API;
@@ -544,12 +580,13 @@ ngx_http_im_errmsg(ngx_int_t code)
 
 
 /*
- * Sends b as the whole JSON body of r with the given status.  Returns
- * what the output filter returned, for ngx_http_finalize_request().
+ * Sends b as the whole body of r with the given status and content type.
+ * Returns what the output filter returned, for
+ * ngx_http_finalize_request().
  */
 ngx_int_t
-ngx_http_im_send_json(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_http_im_buf_t *b)
+ngx_http_im_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    const char *type, ngx_http_im_buf_t *b)
 {
     ngx_int_t     rc;
     ngx_buf_t    *out;
@@ -570,7 +607,8 @@ ngx_http_im_send_json(ngx_http_request_t *r, ngx_uint_t status,
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = b->len;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type.data = (u_char *) type;
+    r->headers_out.content_type.len = ngx_strlen(type);
     r->headers_out.content_type_len = r->headers_out.content_type.len;
 
     rc = ngx_http_send_header(r);

@@ -47,6 +47,31 @@
 
 #define NGX_HTTP_IM_LOC_WS            1
 #define NGX_HTTP_IM_LOC_API           2
+#define NGX_HTTP_IM_LOC_METRICS       3
+
+
+/* counters, in ngx_http_im_metrics.c's order */
+enum {
+    NGX_HTTP_IM_M_CONNECTIONS = 0,
+    NGX_HTTP_IM_M_LOGINS,
+    NGX_HTTP_IM_M_LOGIN_FAILURES,
+    NGX_HTTP_IM_M_FRAMES_IN,
+    NGX_HTTP_IM_M_FRAMES_OUT,
+    NGX_HTTP_IM_M_PUSHES,
+    NGX_HTTP_IM_M_KICKS,
+    NGX_HTTP_IM_M_PUSH_JOBS,
+    NGX_HTTP_IM_M_REDIS_RECONNECTS,
+    NGX_HTTP_IM_M_REDIS_ERRORS,
+    NGX_HTTP_IM_M_REDIS_BUSY,
+    NGX_HTTP_IM_M_OVERFLOWS,
+    NGX_HTTP_IM_M_PROTOCOL_ERRORS,
+    NGX_HTTP_IM_M_N
+};
+
+/* im_messages_sent_total{kind}: sessionType 1, 3, 4, and online-only */
+#define NGX_HTTP_IM_SESSION_N         4
+#define NGX_HTTP_IM_ROUTES_MAX        32
+#define NGX_HTTP_IM_CODES_MAX         20
 
 
 #if (NGX_DEBUG)
@@ -157,6 +182,7 @@ typedef struct {
     u_char                    *recv_buf;
     size_t                     recv_size;
     ngx_http_im_buf_t          scratch;
+    ngx_event_t                alive;
 } ngx_http_im_worker_t;
 
 
@@ -167,8 +193,19 @@ extern ngx_http_im_worker_t   *ngx_http_im_worker;
 /* module.c */
 ngx_int_t ngx_http_im_is_admin(ngx_http_im_main_conf_t *imcf, ngx_str_t *uid);
 const char *ngx_http_im_errmsg(ngx_int_t code);
-ngx_int_t ngx_http_im_send_json(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_http_im_buf_t *b);
+ngx_int_t ngx_http_im_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    const char *type, ngx_http_im_buf_t *b);
+#define ngx_http_im_send_json(r, status, b)                                 \
+    ngx_http_im_send_body(r, status, "application/json", b)
+
+/* metrics.c */
+ngx_int_t ngx_http_im_metrics_add_zone(ngx_conf_t *cf);
+ngx_int_t ngx_http_im_metrics_handler(ngx_http_request_t *r);
+void ngx_http_im_metric_add(ngx_uint_t metric, ngx_atomic_int_t n);
+void ngx_http_im_metric_sent(ngx_uint_t session);
+void ngx_http_im_metric_rest(ngx_uint_t route, ngx_int_t code);
+void ngx_http_im_metric_ws(ngx_int_t code);
+#define ngx_http_im_metric_inc(metric)  ngx_http_im_metric_add(metric, 1)
 
 /* ws.c */
 ngx_int_t ngx_http_im_ws_handler(ngx_http_request_t *r);
@@ -194,6 +231,8 @@ void ngx_http_im_session_message(ngx_str_t *channel, u_char *data,
 void ngx_http_im_session_resubscribe(void);
 void ngx_http_im_session_login_done(ngx_http_im_session_t *s,
     ngx_int_t ok);
+void ngx_http_im_session_presence(ngx_http_im_session_t *s, ngx_uint_t on);
+void ngx_http_im_session_alive(ngx_event_t *ev);
 
 /* msg.c */
 void ngx_http_im_msg_dispatch(ngx_http_im_session_t *s, u_char *data,
@@ -204,6 +243,7 @@ ngx_int_t ngx_http_im_msg_store(ngx_http_im_msg_t *m, ngx_str_t *conv,
 
 /* api.c */
 ngx_int_t ngx_http_im_api_handler(ngx_http_request_t *r);
+const char *ngx_http_im_api_route_name(ngx_uint_t i);
 
 
 #endif /* _NGX_HTTP_IM_MODULE_H_INCLUDED_ */

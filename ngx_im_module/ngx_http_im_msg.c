@@ -58,6 +58,7 @@ typedef struct {
     ngx_str_t                  send_id;
     ngx_str_t                  recv_id;
     uint64_t                   sid;          /* sending session, or 0 */
+    ngx_uint_t                 kind;         /* for metrics */
 } ngx_http_im_store_t;
 
 
@@ -309,6 +310,8 @@ ngx_http_im_reply(ngx_http_im_session_t *s, long long req_identifier,
     incr.data = (char *) msg_incr->data;
     incr.len = msg_incr->len;
 
+    ngx_http_im_metric_ws(err);
+
     b = &ngx_http_im_worker->scratch;
     ngx_http_im_buf_reset(b);
     ngx_http_im_resp_begin(b, req_identifier, opid, incr, (int) err, msg);
@@ -494,6 +497,7 @@ ngx_http_im_msg_store(ngx_http_im_msg_t *m, ngx_str_t *conv, uint64_t sid,
     st->done = done;
     st->data = data;
     st->sid = sid;
+    st->kind = m->session_type == 3 ? 1 : m->session_type == 4 ? 2 : 0;
 
     p = (u_char *) (st + 1);
     st->conv.data = p;
@@ -595,6 +599,7 @@ ngx_http_im_store_reply(redisReply *reply, void *data)
     }
 
     n = ngx_sprintf(seq, "%L", reply->element[1]->integer) - seq;
+    ngx_http_im_metric_sent(st->kind);
 
     ngx_http_im_store_ack(st, reply->element[1]->integer, NULL, 0);
 

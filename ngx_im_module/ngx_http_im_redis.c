@@ -30,6 +30,7 @@ typedef struct {
     ngx_uint_t                 state;
     ngx_uint_t                 subscriber;
     ngx_uint_t                 pending;
+    ngx_uint_t                 connects;
     ngx_msec_t                 backoff;
     ngx_event_t                reconnect;   /* also the connect timeout */
     ngx_event_t                timeout;     /* a reply is overdue */
@@ -92,7 +93,11 @@ static ngx_http_im_script_t  ngx_http_im_scripts[NGX_HTTP_IM_LUA_N] = {
     { ngx_http_im_lua_conv_seq, sizeof(ngx_http_im_lua_conv_seq) - 1, "" },
     { ngx_http_im_lua_auth, sizeof(ngx_http_im_lua_auth) - 1, "" },
     { ngx_http_im_lua_token, sizeof(ngx_http_im_lua_token) - 1, "" },
-    { ngx_http_im_lua_register, sizeof(ngx_http_im_lua_register) - 1, "" }
+    { ngx_http_im_lua_register, sizeof(ngx_http_im_lua_register) - 1, "" },
+    { ngx_http_im_lua_kick, sizeof(ngx_http_im_lua_kick) - 1, "" },
+    { ngx_http_im_lua_online, sizeof(ngx_http_im_lua_online) - 1, "" },
+    { ngx_http_im_lua_users_info, sizeof(ngx_http_im_lua_users_info) - 1,
+      "" }
 };
 
 
@@ -169,6 +174,12 @@ ngx_http_im_redis_free_ctx(ngx_http_im_redis_t *rd)
     rd->state = NGX_HTTP_IM_REDIS_DOWN;
 
     if (ac) {
+        /* what the exiting sessions queued (presence) goes out if the
+         * socket takes it; the write does not block */
+        if (ac->c.flags & REDIS_CONNECTED) {
+            redisAsyncHandleWrite(ac);
+        }
+
         redisAsyncFree(ac);
     }
 }
@@ -346,6 +357,10 @@ ngx_http_im_redis_connected(const redisAsyncContext *ac, int status)
     ngx_log_error(NGX_LOG_INFO, ngx_http_im_worker->log, 0,
                   "im redis %s connected", rd->name);
 
+    if (rd->connects++) {
+        ngx_http_im_metric_inc(NGX_HTTP_IM_M_REDIS_RECONNECTS);
+    }
+
     rd->backoff = NGX_HTTP_IM_BACKOFF_MIN;
     ngx_http_im_redis_ready_up(rd);
 }
@@ -380,6 +395,8 @@ ngx_http_im_redis_ready_up(ngx_http_im_redis_t *rd)
         argvlen[2] = ngx_http_im_scripts[i].len;
         (void) ngx_http_im_redis_command(NULL, NULL, 3, argv, argvlen);
     }
+
+    ngx_http_im_session_alive(NULL);
 }
 
 
@@ -422,6 +439,7 @@ ngx_http_im_redis_command(ngx_http_im_redis_pt handler, void *data,
     if (rd->state != NGX_HTTP_IM_REDIS_READY
         || rd->pending >= ngx_http_im_worker->imcf->redis_max_pending)
     {
+        ngx_http_im_metric_inc(NGX_HTTP_IM_M_REDIS_BUSY);
         return NGX_DECLINED;
     }
 
@@ -477,6 +495,7 @@ ngx_http_im_redis_script(ngx_uint_t script, ngx_http_im_redis_pt handler,
     if (rd->state != NGX_HTTP_IM_REDIS_READY
         || rd->pending >= ngx_http_im_worker->imcf->redis_max_pending)
     {
+        ngx_http_im_metric_inc(NGX_HTTP_IM_M_REDIS_BUSY);
         return NGX_DECLINED;
     }
 
@@ -580,6 +599,10 @@ ngx_http_im_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
         && ngx_http_im_redis_retry(op) == NGX_OK)
     {
         return;
+    }
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_im_metric_inc(NGX_HTTP_IM_M_REDIS_ERRORS);
     }
 
     if (reply && reply->type == REDIS_REPLY_ERROR) {

@@ -27,6 +27,8 @@ static void ngx_http_im_session_cleanup(void *data);
 static void ngx_http_im_session_push(ngx_http_im_user_t *u, u_char *data,
     size_t len);
 static void ngx_http_im_worker_message(u_char *data, size_t len);
+static void ngx_http_im_session_kick(ngx_http_im_user_t *u,
+    ngx_int_t platform);
 
 
 /*
@@ -104,6 +106,11 @@ ngx_http_im_session_cleanup(void *data)
     ngx_http_im_session_t  *s = data;
 
     ngx_http_im_ws_goodbye(s);
+
+    if (s->upgraded) {
+        ngx_http_im_metric_add(NGX_HTTP_IM_M_CONNECTIONS, -1);
+        ngx_http_im_session_presence(s, 0);
+    }
 
     s->closed = 1;
     s->r = NULL;
@@ -358,11 +365,111 @@ ngx_http_im_session_message(ngx_str_t *channel, u_char *data, size_t len)
     uid.len = channel->len - (sizeof(NGX_HTTP_IM_CHANNEL_PREFIX) - 1);
 
     u = ngx_http_im_user_get(&uid, 0);
-    if (u == NULL || u->state != NGX_HTTP_IM_SUB_DONE) {
+    if (u == NULL || u->state != NGX_HTTP_IM_SUB_DONE || len < 2) {
+        return;
+    }
+
+    if (data[0] == 'k') {
+        ngx_http_im_session_kick(u, ngx_atoi(data + 2, len - 2));
         return;
     }
 
     ngx_http_im_session_push(u, data, len);
+}
+
+
+/*
+ * "k <platform>": force_logout of that platform (0: all), from any host.
+ * Each session gets 2002, then Close 1000.
+ */
+static void
+ngx_http_im_session_kick(ngx_http_im_user_t *u, ngx_int_t platform)
+{
+    ngx_queue_t            *q;
+    ngx_http_im_session_t  *s;
+
+    static u_char  kick[] = "{\"reqIdentifier\":2002,\"operationID\":\"\","
+                            "\"msgIncr\":\"\",\"errCode\":0,\"errMsg\":\"\","
+                            "\"data\":{}}";
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = ngx_queue_next(q))
+    {
+        s = ngx_queue_data(q, ngx_http_im_session_t, user_link);
+
+        if (!s->upgraded || s->closing
+            || (platform && s->platform != platform))
+        {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
+                      "im: \"%V\" platform %i kicked offline",
+                      &s->uid, s->platform);
+
+        ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_TEXT, kick,
+                            sizeof(kick) - 1);
+        ngx_http_im_ws_close(s, 1000, "kicked");
+        ngx_http_im_metric_inc(NGX_HTTP_IM_M_KICKS);
+    }
+}
+
+
+/*
+ * Records (on) or removes a session in its user's presence hash.  The
+ * field names the worker, whose liveness key lets readers drop entries
+ * of crashed workers.
+ */
+void
+ngx_http_im_session_presence(ngx_http_im_session_t *s, ngx_uint_t on)
+{
+    u_char      *p;
+    size_t       len[4];
+    const char  *argv[4];
+    u_char       key[NGX_HTTP_IM_UID_MAX + 32];
+    u_char       field[NGX_MAXHOSTNAMELEN + 128], now[NGX_INT64_LEN];
+
+    argv[0] = on ? "HSET" : "HDEL";
+    len[0] = 4;
+    argv[1] = (char *) key;
+    len[1] = ngx_sprintf(key, "im:{u:%V}:online", &s->uid) - key;
+
+    p = ngx_snprintf(field, sizeof(field), "%i:%V:%uL", s->platform,
+                     &ngx_http_im_worker->origin, s->id);
+    argv[2] = (char *) field;
+    len[2] = p - field;
+
+    argv[3] = (char *) now;
+    len[3] = ngx_sprintf(now, "%T", ngx_time()) - now;
+
+    (void) ngx_http_im_redis_command(NULL, NULL, on ? 4 : 3, argv, len);
+}
+
+
+/* keeps this worker's liveness key, which presence entries rely on */
+void
+ngx_http_im_session_alive(ngx_event_t *ev)
+{
+    const char  *argv[5];
+    size_t       len[5];
+
+    argv[0] = "SET";
+    len[0] = 3;
+    argv[1] = (char *) ngx_http_im_worker->origin.data;
+    len[1] = ngx_http_im_worker->origin.len;
+    argv[2] = "1";
+    len[2] = 1;
+    argv[3] = "EX";
+    len[3] = 2;
+    argv[4] = "30";
+    len[4] = 2;
+
+    (void) ngx_http_im_redis_command(NULL, NULL, 5, argv, len);
+
+    if (ev && !ngx_exiting) {
+        ngx_add_timer(ev, 10000);
+    }
 }
 
 
@@ -432,6 +539,7 @@ ngx_http_im_session_push(ngx_http_im_user_t *u, u_char *data, size_t len)
         }
 
         ngx_http_im_ws_send_json(s, b);
+        ngx_http_im_metric_inc(NGX_HTTP_IM_M_PUSHES);
     }
 }
 

@@ -298,6 +298,8 @@ ngx_http_im_ws_refuse(ngx_http_request_t *r, ngx_uint_t status,
 {
     ngx_http_im_buf_t  *b;
 
+    ngx_http_im_metric_inc(NGX_HTTP_IM_M_LOGIN_FAILURES);
+
     b = &ngx_http_im_worker->scratch;
     ngx_http_im_buf_reset(b);
     ngx_http_im_buf_str(b, "{\"errCode\":");
@@ -472,6 +474,9 @@ ngx_http_im_ws_upgrade(ngx_http_im_session_t *s)
 
     s->upgraded = 1;
     s->last_in = ngx_current_msec;
+    ngx_http_im_metric_inc(NGX_HTTP_IM_M_LOGINS);
+    ngx_http_im_metric_inc(NGX_HTTP_IM_M_CONNECTIONS);
+    ngx_http_im_session_presence(s, 1);
     ngx_http_im_ws_parser_init(&s->parser, s->conf->ws_max_frame,
                                s->conf->ws_max_message);
 
@@ -605,6 +610,7 @@ ngx_http_im_ws_feed(ngx_http_im_session_t *s, u_char *buf, size_t len)
         switch (rc) {
 
         case NGX_HTTP_IM_WS_MESSAGE:
+            ngx_http_im_metric_inc(NGX_HTTP_IM_M_FRAMES_IN);
             ngx_http_im_msg_dispatch(s, (u_char *) ev.data, ev.len,
                                      ev.opcode == NGX_HTTP_IM_WS_OP_BINARY);
             break;
@@ -614,6 +620,7 @@ ngx_http_im_ws_feed(ngx_http_im_session_t *s, u_char *buf, size_t len)
             break;
 
         case NGX_HTTP_IM_WS_ERROR:
+            ngx_http_im_metric_inc(NGX_HTTP_IM_M_PROTOCOL_ERRORS);
             ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
                           "im: websocket protocol error: %s, closing %d",
                           ev.reason, ev.close_code);
@@ -691,6 +698,7 @@ ngx_http_im_ws_send(ngx_http_im_session_t *s, ngx_uint_t opcode,
         ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
                       "im: send queue of \"%V\" over %uz bytes, closing",
                       &s->uid, s->conf->ws_send_queue);
+        ngx_http_im_metric_inc(NGX_HTTP_IM_M_OVERFLOWS);
         s->closing = 1;
         s->out_pos = s->out_len = 0;
         ngx_post_event(&s->ping, &ngx_posted_events);
@@ -724,6 +732,8 @@ ngx_http_im_ws_send(ngx_http_im_session_t *s, ngx_uint_t opcode,
         s->out_len = pending;
         s->out_pos = 0;
     }
+
+    ngx_http_im_metric_inc(NGX_HTTP_IM_M_FRAMES_OUT);
 
     p = ngx_cpymem(s->out + s->out_len, hdr, hlen);
     ngx_memcpy(p, data, len);
