@@ -7,6 +7,7 @@
 
 #include "ngx_http_im_module.h"
 #include "ngx_http_im_redis.h"
+#include "ngx_http_im_id.h"
 
 
 #define NGX_HTTP_IM_ACCESS_SECRET  0      /* no token: get_admin_token */
@@ -15,6 +16,7 @@
 
 #define NGX_HTTP_IM_PLATFORM_ADMIN 10
 #define NGX_HTTP_IM_MAX_REGISTER   1000
+#define NGX_HTTP_IM_MAX_BATCH      1000
 
 
 typedef struct ngx_http_im_api_s  ngx_http_im_api_t;
@@ -42,12 +44,20 @@ struct ngx_http_im_api_s {
     ngx_int_t                    platform;     /* of the token issued */
     time_t                       expire;
     yajl_val                     users;        /* the userIDs asked for */
+    ngx_http_im_buf_t            content;      /* a message's content */
+    ngx_http_im_buf_t            failed;       /* batch: failedUserIDs */
+    yajl_val                     recv_ids;     /* batch: recvIDs */
+    ngx_uint_t                  *order;        /* batch: index per send */
+    ngx_uint_t                   issued;
+    ngx_uint_t                   answered;
+    ngx_uint_t                   results;
     char                         token_out[512];
 };
 
 
 static void ngx_http_im_api_body(ngx_http_request_t *r);
 static void ngx_http_im_api_cleanup(void *data);
+static void ngx_http_im_api_free_parts(ngx_http_im_api_t *api);
 static void ngx_http_im_api_authorized(redisReply *reply, void *data);
 static void ngx_http_im_api_answer(ngx_http_im_api_t *api, ngx_int_t code,
     const char *msg);
@@ -77,6 +87,18 @@ static void ngx_http_im_online_status_reply(redisReply *reply,
     void *data);
 static void ngx_http_im_push_token(ngx_http_im_api_t *api);
 static void ngx_http_im_done_reply(redisReply *reply, void *data);
+static void ngx_http_im_send_msg(ngx_http_im_api_t *api);
+static void ngx_http_im_send_msg_done(void *data, ngx_int_t err,
+    ngx_http_im_buf_t *ack);
+static void ngx_http_im_batch_send_msg(ngx_http_im_api_t *api);
+static void ngx_http_im_batch_done(void *data, ngx_int_t err,
+    ngx_http_im_buf_t *ack);
+static void ngx_http_im_batch_finish(ngx_http_im_api_t *api);
+static ngx_int_t ngx_http_im_api_msg(ngx_http_im_api_t *api,
+    ngx_http_im_msg_t *m, ngx_http_im_send_t *opts, char *err,
+    size_t errlen);
+static ngx_int_t ngx_http_im_api_conv(ngx_http_im_msg_t *m,
+    ngx_str_t *conv, u_char *buf);
 static ngx_int_t ngx_http_im_api_users(ngx_http_im_api_t *api,
     ngx_uint_t script, const char *fmt, ngx_http_im_redis_pt handler);
 
@@ -106,6 +128,15 @@ static ngx_http_im_route_t  ngx_http_im_routes[] = {
 
     { ngx_string("/third/update_push_token"), NGX_HTTP_IM_ACCESS_USER,
       ngx_http_im_push_token },
+
+    { ngx_string("/msg/send_msg"), NGX_HTTP_IM_ACCESS_ADMIN,
+      ngx_http_im_send_msg },
+
+    { ngx_string("/msg/batch_send_msg"), NGX_HTTP_IM_ACCESS_ADMIN,
+      ngx_http_im_batch_send_msg },
+
+    { ngx_string("/manager/send_msg"), NGX_HTTP_IM_ACCESS_ADMIN,
+      ngx_http_im_send_msg },
 
     { ngx_null_string, 0, NULL }
 };
@@ -218,6 +249,8 @@ ngx_http_im_api_body(ngx_http_request_t *r)
     api->route = ngx_http_im_api_route(r);
     api->imcf = ngx_http_get_module_main_conf(r, ngx_http_im_module);
     ngx_http_im_buf_init(&api->data, 16 * 1024 * 1024);
+    ngx_http_im_buf_init(&api->content, 1024 * 1024);
+    ngx_http_im_buf_init(&api->failed, 1024 * 1024);
 
     rc = ngx_http_im_api_parse(api, err, sizeof(err));
     if (rc != NGX_OK) {
@@ -431,6 +464,20 @@ ngx_http_im_api_cleanup(void *data)
 }
 
 
+static void
+ngx_http_im_api_free_parts(ngx_http_im_api_t *api)
+{
+    if (api->root) {
+        yajl_tree_free(api->root);
+    }
+
+    ngx_http_im_buf_free(&api->data);
+    ngx_http_im_buf_free(&api->content);
+    ngx_http_im_buf_free(&api->failed);
+    ngx_free(api->order);
+}
+
+
 /* answers from a Redis callback, then runs what the answer posted */
 static void
 ngx_http_im_api_answer(ngx_http_im_api_t *api, ngx_int_t code,
@@ -439,10 +486,7 @@ ngx_http_im_api_answer(ngx_http_im_api_t *api, ngx_int_t code,
     ngx_connection_t  *c;
 
     if (api->cancelled) {
-        if (api->root) {
-            yajl_tree_free(api->root);
-        }
-        ngx_http_im_buf_free(&api->data);
+        ngx_http_im_api_free_parts(api);
         ngx_free(api);
         return;
     }
@@ -474,11 +518,7 @@ ngx_http_im_api_finish(ngx_http_im_api_t *api, ngx_int_t code,
     rc = ngx_http_im_api_reply(r, code, msg ? msg : ngx_http_im_errmsg(code),
                                code ? NULL : &api->data);
 
-    if (api->root) {
-        yajl_tree_free(api->root);
-    }
-
-    ngx_http_im_buf_free(&api->data);
+    ngx_http_im_api_free_parts(api);
 
     /* the pool cleanup must not touch the call any more */
     api->cln->handler = NULL;
@@ -1180,6 +1220,327 @@ ngx_http_im_push_token(ngx_http_im_api_t *api)
     {
         ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
     }
+}
+
+
+
+/*
+ * Reads a message in OpenIM v3's REST shape (also the seed's
+ * /manager/send_msg shape) into m and opts: "content" is an object there,
+ * validated for its contentType and turned into the string MsgData
+ * carries.  Returns 0 or an error code with err.
+ */
+static ngx_int_t
+ngx_http_im_api_msg(ngx_http_im_api_t *api, ngx_http_im_msg_t *m,
+    ngx_http_im_send_t *opts, char *err, size_t errlen)
+{
+    int                   online, no_push;
+    long long             type;
+    yajl_val              content, *slot;
+    ngx_uint_t            i;
+    ngx_http_im_str_t     cls;
+    struct yajl_val_s     text;
+
+    if (ngx_http_im_json_get_int(api->root, "contentType", 1, &type, err,
+                                 errlen) != 0
+        || ngx_http_im_json_get_object(api->root, "content", 1, &content,
+                                       err, errlen) != 0
+        || ngx_http_im_json_get_bool(api->root, "isOnlineOnly", 0, &online,
+                                     err, errlen) != 0
+        || ngx_http_im_json_get_bool(api->root, "notOfflinePush", 0,
+                                     &no_push, err, errlen) != 0
+        || ngx_http_im_json_get_str(api->root, "pushClass", 0, &cls, err,
+                                    errlen) != 0)
+    {
+        return NGX_HTTP_IM_ERR_ARGS;
+    }
+
+    if (ngx_http_im_content_check(type, content, err, errlen) != 0) {
+        return NGX_HTTP_IM_ERR_ARGS;
+    }
+
+    ngx_http_im_buf_reset(&api->content);
+    ngx_http_im_buf_json_val(&api->content, content);
+    ngx_http_im_buf_add(&api->content, "", 1);
+
+    if (api->content.failed) {
+        ngx_cpystrn((u_char *) err, (u_char *) "content is too large",
+                    errlen);
+        return NGX_HTTP_IM_ERR_ARGS;
+    }
+
+    /* MsgData carries content as a string: let the MsgData reader see the
+     * serialized object in its place */
+    text.type = yajl_t_string;
+    text.u.string = (char *) api->content.data;
+    slot = NULL;
+
+    for (i = 0; i < api->root->u.object.len; i++) {
+        if (ngx_strcmp(api->root->u.object.keys[i], "content") == 0) {
+            slot = &api->root->u.object.values[i];
+            break;
+        }
+    }
+
+    *slot = &text;
+    i = ngx_http_im_msg_from_json(api->root, m, err, errlen);
+    *slot = content;
+
+    if (i != 0) {
+        return NGX_HTTP_IM_ERR_ARGS;
+    }
+
+    if (type == 1400) {
+        /* OA notifications gather in the notification conversation */
+        m->session_type = 4;
+    }
+
+    if (m->session_type != 1 && m->session_type != 4) {
+        ngx_http_im_msg_free(m);
+        ngx_cpystrn((u_char *) err, (u_char *) "field \"sessionType\" must "
+                    "be 1 (single) or 4 (notification); groups are not "
+                    "supported yet", errlen);
+        return NGX_HTTP_IM_ERR_ARGS;
+    }
+
+    if (!ngx_http_im_user_id_valid(m->send_id.data, m->send_id.len)) {
+        ngx_http_im_msg_free(m);
+        ngx_cpystrn((u_char *) err, (u_char *) "field \"sendID\" must be a "
+                    "valid user ID", errlen);
+        return NGX_HTTP_IM_ERR_ARGS;
+    }
+
+    if (cls.len == 0 && m->session_type == 4) {
+        ngx_str_set(&opts->push_class, "notification");
+
+    } else if (cls.len == 0) {
+        ngx_str_set(&opts->push_class, "im");
+
+    } else if ((cls.len == 2 && ngx_strncmp(cls.data, "im", 2) == 0)
+               || (cls.len == 12
+                   && ngx_strncmp(cls.data, "notification", 12) == 0)
+               || (cls.len == 5 && ngx_strncmp(cls.data, "order", 5) == 0)
+               || (cls.len == 9
+                   && ngx_strncmp(cls.data, "marketing", 9) == 0))
+    {
+        opts->push_class.data = (u_char *) cls.data;
+        opts->push_class.len = cls.len;
+
+    } else {
+        ngx_http_im_msg_free(m);
+        ngx_cpystrn((u_char *) err, (u_char *) "field \"pushClass\" must be "
+                    "im, notification, order or marketing", errlen);
+        return NGX_HTTP_IM_ERR_ARGS;
+    }
+
+    m->msg_from = 200;
+    m->content_type = type;
+
+    opts->online_only = online;
+    opts->offline_push = !no_push && !online
+                         && ngx_http_im_msg_option(m, "offlinePush");
+
+    return 0;
+}
+
+
+/* the conversation of m, written into buf */
+static ngx_int_t
+ngx_http_im_api_conv(ngx_http_im_msg_t *m, ngx_str_t *conv, u_char *buf)
+{
+    if (!ngx_http_im_user_id_valid(m->recv_id.data, m->recv_id.len)) {
+        return NGX_ERROR;
+    }
+
+    conv->data = buf;
+    conv->len = m->session_type == 4
+                ? ngx_http_im_conv_notification(m->send_id.data,
+                                                m->send_id.len,
+                                                m->recv_id.data,
+                                                m->recv_id.len, (char *) buf)
+                : ngx_http_im_conv_single(m->send_id.data, m->send_id.len,
+                                          m->recv_id.data, m->recv_id.len,
+                                          (char *) buf);
+    return NGX_OK;
+}
+
+
+/* /msg/send_msg (OpenIM v3) and /manager/send_msg (the seed format) */
+static void
+ngx_http_im_send_msg(ngx_http_im_api_t *api)
+{
+    char                 err[256];
+    ngx_int_t            rc;
+    ngx_str_t            conv;
+    ngx_http_im_msg_t    m;
+    ngx_http_im_send_t   opts;
+    u_char               buf[2 * NGX_HTTP_IM_UID_MAX + 8];
+
+    ngx_memzero(&opts, sizeof(ngx_http_im_send_t));
+
+    rc = ngx_http_im_api_msg(api, &m, &opts, err, sizeof(err));
+    if (rc != 0) {
+        ngx_http_im_api_finish(api, rc, err);
+        return;
+    }
+
+    if (ngx_http_im_api_conv(&m, &conv, buf) != NGX_OK) {
+        ngx_http_im_msg_free(&m);
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
+                               "field \"recvID\" must be a valid user ID");
+        return;
+    }
+
+    opts.done = ngx_http_im_send_msg_done;
+    opts.data = api;
+
+    rc = ngx_http_im_msg_send(&m, &conv, &opts);
+    ngx_http_im_msg_free(&m);
+
+    if (rc != 0) {
+        ngx_http_im_api_finish(api, rc, NULL);
+    }
+}
+
+
+static void
+ngx_http_im_send_msg_done(void *data, ngx_int_t err, ngx_http_im_buf_t *ack)
+{
+    ngx_http_im_api_t  *api = data;
+
+    if (err == 0) {
+        ngx_http_im_buf_add(&api->data, ack->data, ack->len);
+    }
+
+    ngx_http_im_api_answer(api, err, NULL);
+}
+
+
+/*
+ * /msg/batch_send_msg: the v3 message plus "recvIDs"; one message per
+ * recipient, each in its own conversation, all pipelined.  Replies come
+ * back in the order the sends went out, which api->order records.
+ */
+static void
+ngx_http_im_batch_send_msg(ngx_http_im_api_t *api)
+{
+    char                 err[256];
+    char                *uid;
+    ngx_int_t            rc;
+    ngx_str_t            conv;
+    ngx_uint_t           i, n;
+    ngx_http_im_msg_t    m;
+    ngx_http_im_send_t   opts;
+    u_char               buf[2 * NGX_HTTP_IM_UID_MAX + 8];
+
+    ngx_memzero(&opts, sizeof(ngx_http_im_send_t));
+
+    if (ngx_http_im_json_get_array(api->root, "recvIDs", 1, &api->recv_ids,
+                                   err, sizeof(err)) != 0
+        || api->recv_ids->u.array.len == 0
+        || api->recv_ids->u.array.len > NGX_HTTP_IM_MAX_BATCH)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
+                               "field \"recvIDs\" must be an array of "
+                               "1..1000 user IDs");
+        return;
+    }
+
+    rc = ngx_http_im_api_msg(api, &m, &opts, err, sizeof(err));
+    if (rc != 0) {
+        ngx_http_im_api_finish(api, rc, err);
+        return;
+    }
+
+    n = api->recv_ids->u.array.len;
+    api->order = ngx_alloc(n * sizeof(ngx_uint_t), ngx_cycle->log);
+    if (api->order == NULL) {
+        ngx_http_im_msg_free(&m);
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_INTERNAL, NULL);
+        return;
+    }
+
+    opts.done = ngx_http_im_batch_done;
+    opts.data = api;
+
+    ngx_http_im_buf_str(&api->data, "{\"results\":[");
+    ngx_http_im_buf_str(&api->failed, "],\"failedUserIDs\":[");
+
+    /* every send issued here answers later, even if a later one fails */
+    api->answered = 1;
+
+    for (i = 0; i < n; i++) {
+        uid = YAJL_IS_STRING(api->recv_ids->u.array.values[i])
+              ? api->recv_ids->u.array.values[i]->u.string : NULL;
+
+        m.recv_id.data = uid ? uid : "";
+        m.recv_id.len = uid ? ngx_strlen(uid) : 0;
+        m.client_msg_id.len = 0;
+
+        rc = NGX_HTTP_IM_ERR_ARGS;
+
+        if (ngx_http_im_api_conv(&m, &conv, buf) == NGX_OK) {
+            api->order[api->issued] = i;
+            rc = ngx_http_im_msg_send(&m, &conv, &opts);
+        }
+
+        if (rc == 0) {
+            api->issued++;
+            continue;
+        }
+
+        ngx_http_im_buf_str(&api->failed, api->failed.len > 19 ? "," : "");
+        ngx_http_im_buf_json_str(&api->failed, m.recv_id.data,
+                                 m.recv_id.len);
+    }
+
+    ngx_http_im_msg_free(&m);
+
+    api->answered = 0;
+
+    if (api->issued == 0) {
+        ngx_http_im_batch_finish(api);
+    }
+}
+
+
+static void
+ngx_http_im_batch_done(void *data, ngx_int_t err, ngx_http_im_buf_t *ack)
+{
+    ngx_http_im_api_t  *api = data;
+
+    char  *uid;
+
+    uid = api->recv_ids->u.array.values[api->order[api->answered++]]
+              ->u.string;
+
+    if (err == 0 && !api->cancelled) {
+        /* the ack object, with the recipient added */
+        ngx_http_im_buf_str(&api->data, api->results++ ? "," : "");
+        ngx_http_im_buf_add(&api->data, ack->data, ack->len - 1);
+        ngx_http_im_buf_str(&api->data, ",\"recvID\":");
+        ngx_http_im_buf_json_str(&api->data, uid, ngx_strlen(uid));
+        ngx_http_im_buf_str(&api->data, "}");
+
+    } else if (!api->cancelled) {
+        ngx_http_im_buf_str(&api->failed, api->failed.len > 19 ? "," : "");
+        ngx_http_im_buf_json_str(&api->failed, uid, ngx_strlen(uid));
+    }
+
+    if (api->answered == api->issued) {
+        ngx_http_im_batch_finish(api);
+    }
+}
+
+
+static void
+ngx_http_im_batch_finish(ngx_http_im_api_t *api)
+{
+    ngx_http_im_buf_add(&api->data, api->failed.data, api->failed.len);
+    ngx_http_im_buf_str(&api->data, "]}");
+
+    ngx_http_im_api_answer(api, api->data.failed
+                                ? NGX_HTTP_IM_ERR_INTERNAL : 0, NULL);
 }
 
 

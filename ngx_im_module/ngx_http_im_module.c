@@ -122,6 +122,13 @@ static ngx_command_t  ngx_http_im_commands[] = {
       offsetof(ngx_http_im_main_conf_t, max_convs),
       NULL },
 
+    { ngx_string("im_push_stream_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, push_stream_max),
+      NULL },
+
     { ngx_string("im_ws_max_frame"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -331,6 +338,7 @@ ngx_http_im_create_main_conf(ngx_conf_t *cf)
     imcf->token_expire = NGX_CONF_UNSET;
     imcf->dedup_ttl = NGX_CONF_UNSET;
     imcf->max_convs = NGX_CONF_UNSET_UINT;
+    imcf->push_stream_max = NGX_CONF_UNSET_UINT;
 
     return imcf;
 }
@@ -348,6 +356,7 @@ ngx_http_im_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(imcf->token_expire, 90 * 86400);
     ngx_conf_init_value(imcf->dedup_ttl, 7 * 86400);
     ngx_conf_init_uint_value(imcf->max_convs, 10000);
+    ngx_conf_init_uint_value(imcf->push_stream_max, 100000);
 
     if (ngx_http_im_metrics_add_zone(cf) != NGX_OK) {
         return NGX_CONF_ERROR;

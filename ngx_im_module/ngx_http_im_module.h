@@ -16,6 +16,7 @@
 #include "ngx_http_im_ws_frame.h"
 #include "ngx_http_im_json.h"
 #include "ngx_http_im_token.h"
+#include "ngx_http_im_content.h"
 
 
 /* error codes of the external contract (DESIGN.md, 1.1) */
@@ -43,6 +44,10 @@
 #define NGX_HTTP_IM_REQ_PUSH          2001
 #define NGX_HTTP_IM_REQ_KICK          2002
 #define NGX_HTTP_IM_REQ_LOGOUT        2003
+
+
+/* contentTypes from here on are system notifications, not for users */
+#define NGX_HTTP_IM_CONTENT_SYSTEM    1000
 
 
 #define NGX_HTTP_IM_LOC_WS            1
@@ -96,6 +101,7 @@ typedef struct {
     time_t                     token_expire;
     time_t                     dedup_ttl;
     ngx_uint_t                 max_convs;
+    ngx_uint_t                 push_stream_max;
 } ngx_http_im_main_conf_t;
 
 
@@ -237,9 +243,23 @@ void ngx_http_im_session_alive(ngx_event_t *ev);
 /* msg.c */
 void ngx_http_im_msg_dispatch(ngx_http_im_session_t *s, u_char *data,
     size_t len, ngx_uint_t binary);
-ngx_int_t ngx_http_im_msg_store(ngx_http_im_msg_t *m, ngx_str_t *conv,
-    uint64_t sid, void (*done)(void *data, ngx_int_t err,
-    ngx_http_im_buf_t *ack), void *data);
+
+/* send.c */
+typedef void (*ngx_http_im_send_pt)(void *data, ngx_int_t err,
+    ngx_http_im_buf_t *ack);
+
+typedef struct {
+    uint64_t                   sid;          /* sending session, or 0 */
+    ngx_uint_t                 online_only;
+    ngx_uint_t                 offline_push;
+    ngx_str_t                  push_class;
+    ngx_http_im_send_pt        done;
+    void                      *data;
+} ngx_http_im_send_t;
+
+ngx_int_t ngx_http_im_msg_send(ngx_http_im_msg_t *m, ngx_str_t *conv,
+    ngx_http_im_send_t *opts);
+ngx_int_t ngx_http_im_msg_option(ngx_http_im_msg_t *m, const char *key);
 
 /* api.c */
 ngx_int_t ngx_http_im_api_handler(ngx_http_request_t *r);

@@ -15,19 +15,8 @@
 
 #define NGX_HTTP_IM_MAX_RANGES   100
 #define NGX_HTTP_IM_MAX_SEQS     1000
-#define NGX_HTTP_IM_MAX_MSG_JSON (1024 * 1024)
-#define NGX_HTTP_IM_CMID_MAX     128
-
-/* room for "im:{c:si_<uid>_<uid>}:cmid:<clientMsgID>" */
-#define NGX_HTTP_IM_KEY_MAX                                                 \
-    (sizeof("im:{c:si__}:cmid:") + 2 * NGX_HTTP_IM_UID_MAX                  \
-     + NGX_HTTP_IM_CMID_MAX)
 
 
-/* the contentTypes a user may send (MISSION.md, item 9) */
-static long long  ngx_http_im_content_types[] = {
-    101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111, 112, 114, 0
-};
 
 
 typedef struct ngx_http_im_call_s  ngx_http_im_call_t;
@@ -47,19 +36,6 @@ struct ngx_http_im_call_s {
 };
 
 
-/* the send path, shared by 1003 and the REST API */
-typedef struct {
-    void                     (*done)(void *data, ngx_int_t err,
-                                     ngx_http_im_buf_t *ack);
-    void                      *data;
-    ngx_http_im_buf_t          json;         /* MsgData with "seq":0 */
-    size_t                     seq_at;
-    ngx_str_t                  conv;
-    ngx_str_t                  send_id;
-    ngx_str_t                  recv_id;
-    uint64_t                   sid;          /* sending session, or 0 */
-    ngx_uint_t                 kind;         /* for metrics */
-} ngx_http_im_store_t;
 
 
 static ngx_http_im_call_t *ngx_http_im_call_create(ngx_http_im_session_t *s,
@@ -72,14 +48,10 @@ static void ngx_http_im_reply(ngx_http_im_session_t *s,
     ngx_int_t err, const char *msg, ngx_http_im_buf_t *data);
 static ngx_int_t ngx_http_im_browser_ping(ngx_http_im_session_t *s,
     u_char *data, size_t len);
-static void ngx_http_im_send(ngx_http_im_call_t *call, yajl_val data);
+static void ngx_http_im_send_request(ngx_http_im_call_t *call,
+    yajl_val data);
 static void ngx_http_im_send_done(void *data, ngx_int_t err,
     ngx_http_im_buf_t *ack);
-static void ngx_http_im_store_reply(redisReply *reply, void *data);
-static void ngx_http_im_store_publish(ngx_http_im_store_t *st,
-    ngx_str_t *uid, u_char *seq, size_t seq_len);
-static void ngx_http_im_store_ack(ngx_http_im_store_t *st, long long seq,
-    const char *stored, size_t len);
 static void ngx_http_im_newest(ngx_http_im_call_t *call);
 static void ngx_http_im_newest_reply(redisReply *reply, void *data);
 static void ngx_http_im_pull_range(ngx_http_im_call_t *call,
@@ -148,7 +120,7 @@ ngx_http_im_msg_dispatch(ngx_http_im_session_t *s, u_char *data, size_t len,
         break;
 
     case NGX_HTTP_IM_REQ_SEND:
-        ngx_http_im_send(call, req.data);
+        ngx_http_im_send_request(call, req.data);
         break;
 
     case NGX_HTTP_IM_REQ_PULL_SEQS:
@@ -338,13 +310,13 @@ ngx_http_im_reply(ngx_http_im_session_t *s, long long req_identifier,
 
 
 static void
-ngx_http_im_send(ngx_http_im_call_t *call, yajl_val data)
+ngx_http_im_send_request(ngx_http_im_call_t *call, yajl_val data)
 {
     char                    err[256];
     ngx_int_t               rc;
     ngx_str_t               conv;
-    ngx_uint_t              i;
     ngx_http_im_msg_t       m;
+    ngx_http_im_send_t      opts;
     ngx_http_im_session_t  *s;
     u_char                  buf[2 * NGX_HTTP_IM_UID_MAX + 8];
 
@@ -395,13 +367,9 @@ ngx_http_im_send(ngx_http_im_call_t *call, yajl_val data)
         return;
     }
 
-    for (i = 0; ngx_http_im_content_types[i]; i++) {
-        if (ngx_http_im_content_types[i] == m.content_type) {
-            break;
-        }
-    }
-
-    if (ngx_http_im_content_types[i] == 0) {
+    if (!ngx_http_im_content_known(m.content_type)
+        || m.content_type >= NGX_HTTP_IM_CONTENT_SYSTEM)
+    {
         ngx_http_im_msg_free(&m);
         ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS,
                               "field \"contentType\" is not a known "
@@ -417,8 +385,14 @@ ngx_http_im_send(ngx_http_im_call_t *call, yajl_val data)
                                        m.recv_id.data, m.recv_id.len,
                                        (char *) buf);
 
-    rc = ngx_http_im_msg_store(&m, &conv, s->id, ngx_http_im_send_done,
-                               call);
+    ngx_memzero(&opts, sizeof(ngx_http_im_send_t));
+    opts.sid = s->id;
+    opts.offline_push = ngx_http_im_msg_option(&m, "offlinePush");
+    ngx_str_set(&opts.push_class, "im");
+    opts.done = ngx_http_im_send_done;
+    opts.data = call;
+
+    rc = ngx_http_im_msg_send(&m, &conv, &opts);
     if (rc != 0) {
         ngx_http_im_msg_free(&m);
         ngx_http_im_call_fail(call, rc, rc == NGX_HTTP_IM_ERR_ARGS
@@ -443,290 +417,6 @@ ngx_http_im_send_done(void *data, ngx_int_t err, ngx_http_im_buf_t *ack)
     }
 
     ngx_http_im_call_finish(call);
-}
-
-
-/*
- * Stores m in conversation conv and publishes it to both users; done()
- * gets the ack data {serverMsgID, clientMsgID, sendTime, seq}, or an
- * error code.  Fills the fields the server owns.  Returns 0, or an error
- * code when the message cannot be taken (done() is not called then).
- */
-ngx_int_t
-ngx_http_im_msg_store(ngx_http_im_msg_t *m, ngx_str_t *conv, uint64_t sid,
-    void (*done)(void *data, ngx_int_t err, ngx_http_im_buf_t *ack),
-    void *data)
-{
-    u_char               *p;
-    char                  smid[NGX_HTTP_IM_ID_LEN], cmid[NGX_HTTP_IM_ID_LEN];
-    size_t                n, len[13];
-    ngx_uint_t            i;
-    const char           *argv[13];
-    ngx_http_im_store_t  *st;
-    u_char                keys[7][NGX_HTTP_IM_KEY_MAX];
-    u_char                now_ms[NGX_INT64_LEN], ttl[NGX_INT64_LEN];
-
-    if (m->client_msg_id.len > NGX_HTTP_IM_CMID_MAX) {
-        return NGX_HTTP_IM_ERR_ARGS;
-    }
-
-    if (!ngx_http_im_id_make(smid) || !ngx_http_im_id_make(cmid)) {
-        return NGX_HTTP_IM_ERR_INTERNAL;
-    }
-
-    m->server_msg_id.data = smid;
-    m->server_msg_id.len = NGX_HTTP_IM_ID_LEN;
-
-    if (m->client_msg_id.len == 0) {
-        m->client_msg_id.data = cmid;
-        m->client_msg_id.len = NGX_HTTP_IM_ID_LEN;
-    }
-
-    m->send_time = (long long) ngx_time() * 1000
-                   + (long long) ngx_timeofday()->msec;
-    m->create_time = m->send_time;
-    m->status = 2;
-    m->seq = 0;
-
-    st = ngx_calloc(sizeof(ngx_http_im_store_t) + conv->len
-                    + m->send_id.len + m->recv_id.len, ngx_cycle->log);
-    if (st == NULL) {
-        return NGX_HTTP_IM_ERR_INTERNAL;
-    }
-
-    st->done = done;
-    st->data = data;
-    st->sid = sid;
-    st->kind = m->session_type == 3 ? 1 : m->session_type == 4 ? 2 : 0;
-
-    p = (u_char *) (st + 1);
-    st->conv.data = p;
-    st->conv.len = conv->len;
-    p = ngx_cpymem(p, conv->data, conv->len);
-    st->send_id.data = p;
-    st->send_id.len = m->send_id.len;
-    p = ngx_cpymem(p, m->send_id.data, m->send_id.len);
-    st->recv_id.data = p;
-    st->recv_id.len = m->recv_id.len;
-    ngx_memcpy(p, m->recv_id.data, m->recv_id.len);
-
-    ngx_http_im_buf_init(&st->json, NGX_HTTP_IM_MAX_MSG_JSON);
-    ngx_http_im_msg_to_json(m, &st->json, &st->seq_at);
-
-    if (st->json.failed) {
-        goto failed;
-    }
-
-    n = ngx_http_im_key(keys[0], "im:{c:%V}:seq", conv);
-    len[0] = n;
-    len[1] = ngx_http_im_key(keys[1], "im:{c:%V}:msgs", conv);
-    p = ngx_sprintf(keys[2], "im:{c:%V}:cmid:%*s", conv,
-                    m->client_msg_id.len, m->client_msg_id.data);
-    len[2] = p - keys[2];
-    len[3] = ngx_http_im_key(keys[3], "im:{u:%V}:convs", &st->send_id);
-    len[4] = ngx_http_im_key(keys[4], "im:{u:%V}:convs", &st->recv_id);
-    len[5] = ngx_http_im_key(keys[5], "im:{u:%V}:read", &st->send_id);
-    len[6] = ngx_http_im_key(keys[6], "im:user:%V", &st->recv_id);
-
-    for (i = 0; i < 7; i++) {
-        argv[i] = (char *) keys[i];
-    }
-
-    argv[7] = (char *) st->json.data;
-    len[7] = st->seq_at;
-    argv[8] = (char *) st->json.data + st->seq_at + 1;
-    len[8] = st->json.len - st->seq_at - 1;
-    argv[9] = (char *) now_ms;
-    len[9] = ngx_sprintf(now_ms, "%L", m->send_time) - now_ms;
-    argv[10] = (char *) st->conv.data;
-    len[10] = st->conv.len;
-    argv[11] = (char *) ttl;
-    len[11] = ngx_sprintf(ttl, "%T", ngx_http_im_worker->imcf->dedup_ttl)
-              - ttl;
-    argv[12] = "1";
-    len[12] = 1;
-
-    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_SEND,
-                                 ngx_http_im_store_reply, st, 7, 13,
-                                 argv, len)
-        == NGX_OK)
-    {
-        return 0;
-    }
-
-failed:
-
-    ngx_http_im_buf_free(&st->json);
-    ngx_free(st);
-
-    return NGX_HTTP_IM_ERR_UNAVAILABLE;
-}
-
-
-static void
-ngx_http_im_store_reply(redisReply *reply, void *data)
-{
-    ngx_http_im_store_t  *st = data;
-
-    u_char      seq[NGX_INT64_LEN];
-    size_t      n;
-    redisReply  *e;
-
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        st->done(st->data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
-        goto done;
-    }
-
-    if (reply->type == REDIS_REPLY_INTEGER) {
-        st->done(st->data, (ngx_int_t) -reply->integer, NULL);
-        goto done;
-    }
-
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2
-        || reply->element[1]->type != REDIS_REPLY_INTEGER)
-    {
-        st->done(st->data, NGX_HTTP_IM_ERR_INTERNAL, NULL);
-        goto done;
-    }
-
-    if (reply->element[0]->integer == 0 && reply->elements == 3) {
-        /* a resend: answer with the first ack, deliver nothing */
-        e = reply->element[2];
-        ngx_http_im_store_ack(st, reply->element[1]->integer,
-                              e->type == REDIS_REPLY_STRING ? e->str : "",
-                              e->type == REDIS_REPLY_STRING ? e->len : 0);
-        goto done;
-    }
-
-    n = ngx_sprintf(seq, "%L", reply->element[1]->integer) - seq;
-    ngx_http_im_metric_sent(st->kind);
-
-    ngx_http_im_store_ack(st, reply->element[1]->integer, NULL, 0);
-
-    /* push is best effort: a lost publish costs latency, never the
-     * message, which is stored and found by seq */
-    ngx_http_im_store_publish(st, &st->recv_id, seq, n);
-
-    if (st->send_id.len != st->recv_id.len
-        || ngx_strncmp(st->send_id.data, st->recv_id.data, st->send_id.len))
-    {
-        ngx_http_im_store_publish(st, &st->send_id, seq, n);
-    }
-
-done:
-
-    ngx_http_im_buf_free(&st->json);
-    ngx_free(st);
-}
-
-
-static void
-ngx_http_im_store_publish(ngx_http_im_store_t *st, ngx_str_t *uid,
-    u_char *seq, size_t seq_len)
-{
-    u_char             *p;
-    size_t              len[3];
-    const char         *argv[3];
-    ngx_http_im_buf_t  *b;
-    u_char              head[NGX_HTTP_IM_UID_MAX + 16];
-    u_char              line[256 + NGX_INT64_LEN];
-
-    b = &ngx_http_im_worker->scratch;
-    ngx_http_im_buf_reset(b);
-
-    p = ngx_snprintf(line, sizeof(line), "m %V %uL %V\n",
-                     &ngx_http_im_worker->origin, st->sid, &st->conv);
-    ngx_http_im_buf_add(b, line, p - line);
-    ngx_http_im_buf_add(b, st->json.data, st->seq_at);
-    ngx_http_im_buf_add(b, seq, seq_len);
-    ngx_http_im_buf_add(b, st->json.data + st->seq_at + 1,
-                        st->json.len - st->seq_at - 1);
-
-    if (b->failed) {
-        return;
-    }
-
-    argv[0] = "PUBLISH";
-    len[0] = 7;
-    argv[1] = (char *) head;
-    len[1] = ngx_sprintf(head, "im:u:%V", uid) - head;
-    argv[2] = (char *) b->data;
-    len[2] = b->len;
-
-    (void) ngx_http_im_redis_command(NULL, NULL, 3, argv, len);
-}
-
-
-/* ack data from the new message, or from the stored one on a resend */
-static void
-ngx_http_im_store_ack(ngx_http_im_store_t *st, long long seq,
-    const char *stored, size_t len)
-{
-    char                err[64];
-    u_char             *text;
-    yajl_val            root;
-    ngx_http_im_msg_t   m;
-    ngx_http_im_buf_t   ack;
-
-    root = NULL;
-    text = NULL;
-
-    ngx_http_im_buf_init(&ack, 1024);
-
-    if (stored) {
-        text = ngx_alloc(len + 1, ngx_cycle->log);
-        if (text == NULL) {
-            goto failed;
-        }
-
-        ngx_memcpy(text, stored, len);
-        text[len] = '\0';
-
-        root = yajl_tree_parse((char *) text, NULL, 0);
-        if (root == NULL
-            || ngx_http_im_msg_from_json(root, &m, err, sizeof(err)) != 0)
-        {
-            goto failed;
-        }
-
-    } else {
-        root = yajl_tree_parse((char *) st->json.data, NULL, 0);
-        if (root == NULL
-            || ngx_http_im_msg_from_json(root, &m, err, sizeof(err)) != 0)
-        {
-            goto failed;
-        }
-    }
-
-    ngx_http_im_buf_str(&ack, "{\"serverMsgID\":");
-    ngx_http_im_buf_json_str(&ack, m.server_msg_id.data,
-                             m.server_msg_id.len);
-    ngx_http_im_buf_str(&ack, ",\"clientMsgID\":");
-    ngx_http_im_buf_json_str(&ack, m.client_msg_id.data,
-                             m.client_msg_id.len);
-    ngx_http_im_buf_str(&ack, ",\"sendTime\":");
-    ngx_http_im_buf_int(&ack, m.send_time);
-    ngx_http_im_buf_str(&ack, ",\"seq\":");
-    ngx_http_im_buf_int(&ack, seq);
-    ngx_http_im_buf_str(&ack, "}");
-
-    ngx_http_im_msg_free(&m);
-    yajl_tree_free(root);
-    ngx_free(text);
-
-    st->done(st->data, ack.failed ? NGX_HTTP_IM_ERR_INTERNAL : 0, &ack);
-    ngx_http_im_buf_free(&ack);
-    return;
-
-failed:
-
-    if (root) {
-        yajl_tree_free(root);
-    }
-
-    ngx_free(text);
-    ngx_http_im_buf_free(&ack);
-    st->done(st->data, NGX_HTTP_IM_ERR_INTERNAL, NULL);
 }
 
 

@@ -97,7 +97,8 @@ static ngx_http_im_script_t  ngx_http_im_scripts[NGX_HTTP_IM_LUA_N] = {
     { ngx_http_im_lua_kick, sizeof(ngx_http_im_lua_kick) - 1, "" },
     { ngx_http_im_lua_online, sizeof(ngx_http_im_lua_online) - 1, "" },
     { ngx_http_im_lua_users_info, sizeof(ngx_http_im_lua_users_info) - 1,
-      "" }
+      "" },
+    { ngx_http_im_lua_push_job, sizeof(ngx_http_im_lua_push_job) - 1, "" }
 };
 
 

@@ -1,0 +1,564 @@
+
+/*
+ * ngx_im: the send path, shared by WebSocket 1003 and the REST API.
+ *
+ * A stored message costs one script round trip (send.lua), answered with
+ * the ack; the publishes to both users follow without waiting.  When the
+ * recipient has no subscribed worker anywhere (PUBLISH reached nobody), an
+ * offline-push job goes to the im:push stream.  An online-only message is
+ * not stored: it is published, and the answer says whether anyone got it.
+ */
+
+
+#include "ngx_http_im_module.h"
+#include "ngx_http_im_redis.h"
+#include "ngx_http_im_id.h"
+
+
+#define NGX_HTTP_IM_MAX_MSG_JSON  (1024 * 1024)
+#define NGX_HTTP_IM_CMID_MAX      128
+
+/* room for "im:{c:si_<uid>_<uid>}:cmid:<clientMsgID>" */
+#define NGX_HTTP_IM_KEY_MAX                                                 \
+    (sizeof("im:{c:si__}:cmid:") + 2 * NGX_HTTP_IM_UID_MAX                  \
+     + NGX_HTTP_IM_CMID_MAX)
+
+
+typedef struct {
+    ngx_http_im_send_t         opts;
+    ngx_http_im_buf_t          json;         /* MsgData with "seq":0 */
+    size_t                     seq_at;
+    ngx_str_t                  conv;
+    ngx_str_t                  send_id;
+    ngx_str_t                  recv_id;
+    ngx_str_t                  server_msg_id;
+    ngx_str_t                  client_msg_id;
+    ngx_str_t                  title;        /* for the push job */
+    ngx_str_t                  desc;
+    ngx_str_t                  ex;
+    long long                  send_time;
+    long long                  content_type;
+    long long                  session_type;
+    long long                  seq;
+    ngx_uint_t                 kind;         /* for metrics */
+    ngx_uint_t                 recv_known;
+    ngx_uint_t                 failed;
+} ngx_http_im_send_ctx_t;
+
+
+static ngx_http_im_send_ctx_t *ngx_http_im_send_ctx(ngx_http_im_msg_t *m,
+    ngx_str_t *conv, ngx_http_im_send_t *opts);
+static void ngx_http_im_send_free(ngx_http_im_send_ctx_t *ctx);
+static ngx_int_t ngx_http_im_send_stored(ngx_http_im_send_ctx_t *ctx);
+static void ngx_http_im_send_stored_reply(redisReply *reply, void *data);
+static ngx_int_t ngx_http_im_send_publish(ngx_http_im_send_ctx_t *ctx,
+    ngx_str_t *uid, long long seq, ngx_http_im_redis_pt handler);
+static void ngx_http_im_send_published(redisReply *reply, void *data);
+static void ngx_http_im_send_push_job(ngx_http_im_send_ctx_t *ctx);
+static ngx_int_t ngx_http_im_send_online(ngx_http_im_send_ctx_t *ctx);
+static void ngx_http_im_send_exists_reply(redisReply *reply, void *data);
+static void ngx_http_im_send_online_reply(redisReply *reply, void *data);
+static void ngx_http_im_send_ack(ngx_http_im_send_ctx_t *ctx,
+    long long seq, const char *stored, size_t len, ngx_int_t online);
+
+
+/*
+ * Sends m in conversation conv.  Fills the fields the server owns
+ * (serverMsgID, sendTime, createTime, status; clientMsgID when missing).
+ * opts->done gets the ack data {serverMsgID, clientMsgID, sendTime, seq}
+ * (plus "online" for online-only messages), or an error code.  Returns 0,
+ * or an error code when the message cannot be taken; done() is not called
+ * then.
+ */
+ngx_int_t
+ngx_http_im_msg_send(ngx_http_im_msg_t *m, ngx_str_t *conv,
+    ngx_http_im_send_t *opts)
+{
+    ngx_int_t                rc;
+    ngx_http_im_send_ctx_t  *ctx;
+
+    if (m->client_msg_id.len > NGX_HTTP_IM_CMID_MAX) {
+        return NGX_HTTP_IM_ERR_ARGS;
+    }
+
+    ctx = ngx_http_im_send_ctx(m, conv, opts);
+    if (ctx == NULL) {
+        return NGX_HTTP_IM_ERR_INTERNAL;
+    }
+
+    rc = opts->online_only ? ngx_http_im_send_online(ctx)
+                           : ngx_http_im_send_stored(ctx);
+
+    if (rc != NGX_OK) {
+        ngx_http_im_send_free(ctx);
+        return NGX_HTTP_IM_ERR_UNAVAILABLE;
+    }
+
+    return 0;
+}
+
+
+/* the value of an options key; a missing key means true (OpenIM) */
+ngx_int_t
+ngx_http_im_msg_option(ngx_http_im_msg_t *m, const char *key)
+{
+    size_t      len;
+    ngx_uint_t  i;
+
+    len = ngx_strlen(key);
+
+    for (i = 0; i < m->noptions; i++) {
+        if (m->options[i].key.len == len
+            && ngx_strncmp(m->options[i].key.data, key, len) == 0)
+        {
+            return m->options[i].value;
+        }
+    }
+
+    return 1;
+}
+
+
+static ngx_http_im_send_ctx_t *
+ngx_http_im_send_ctx(ngx_http_im_msg_t *m, ngx_str_t *conv,
+    ngx_http_im_send_t *opts)
+{
+    u_char                  *p;
+    size_t                   size;
+    const char              *title;
+    ngx_http_im_send_ctx_t  *ctx;
+    char                     smid[NGX_HTTP_IM_ID_LEN];
+    char                     cmid[NGX_HTTP_IM_ID_LEN];
+
+    if (!ngx_http_im_id_make(smid) || !ngx_http_im_id_make(cmid)) {
+        return NULL;
+    }
+
+    m->server_msg_id.data = smid;
+    m->server_msg_id.len = NGX_HTTP_IM_ID_LEN;
+
+    if (m->client_msg_id.len == 0) {
+        m->client_msg_id.data = cmid;
+        m->client_msg_id.len = NGX_HTTP_IM_ID_LEN;
+    }
+
+    m->send_time = (long long) ngx_time() * 1000
+                   + (long long) ngx_timeofday()->msec;
+    m->create_time = m->send_time;
+    m->status = 2;
+    m->seq = 0;
+
+    title = m->offline_push_info.title.len
+            ? m->offline_push_info.title.data
+            : ngx_http_im_content_title(m->content_type);
+
+    size = conv->len + m->send_id.len + m->recv_id.len + NGX_HTTP_IM_ID_LEN
+           + m->client_msg_id.len + ngx_strlen(title)
+           + m->offline_push_info.desc.len + m->offline_push_info.ex.len;
+
+    ctx = ngx_calloc(sizeof(ngx_http_im_send_ctx_t) + size, ngx_cycle->log);
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ctx->opts = *opts;
+    ctx->send_time = m->send_time;
+    ctx->content_type = m->content_type;
+    ctx->session_type = m->session_type;
+    ctx->kind = opts->online_only ? 3
+                : m->session_type == 3 ? 1
+                : m->session_type == 4 ? 2 : 0;
+
+    p = (u_char *) (ctx + 1);
+
+#define ngx_http_im_send_copy(dst, src, n)                                  \
+    (dst).data = p; (dst).len = (n); p = ngx_cpymem(p, src, n)
+
+    ngx_http_im_send_copy(ctx->conv, conv->data, conv->len);
+    ngx_http_im_send_copy(ctx->send_id, m->send_id.data, m->send_id.len);
+    ngx_http_im_send_copy(ctx->recv_id, m->recv_id.data, m->recv_id.len);
+    ngx_http_im_send_copy(ctx->server_msg_id, smid, NGX_HTTP_IM_ID_LEN);
+    ngx_http_im_send_copy(ctx->client_msg_id, m->client_msg_id.data,
+                          m->client_msg_id.len);
+    ngx_http_im_send_copy(ctx->title, title, ngx_strlen(title));
+    ngx_http_im_send_copy(ctx->desc, m->offline_push_info.desc.data,
+                          m->offline_push_info.desc.len);
+    ngx_http_im_send_copy(ctx->ex, m->offline_push_info.ex.data,
+                          m->offline_push_info.ex.len);
+
+#undef ngx_http_im_send_copy
+
+    /* the copies outlive m; its pointers into this stack frame do not */
+    m->server_msg_id.data = (char *) ctx->server_msg_id.data;
+    m->client_msg_id.data = (char *) ctx->client_msg_id.data;
+
+    ngx_http_im_buf_init(&ctx->json, NGX_HTTP_IM_MAX_MSG_JSON);
+    ngx_http_im_msg_to_json(m, &ctx->json, &ctx->seq_at);
+
+    if (ctx->json.failed) {
+        ngx_http_im_send_free(ctx);
+        return NULL;
+    }
+
+    return ctx;
+}
+
+
+static void
+ngx_http_im_send_free(ngx_http_im_send_ctx_t *ctx)
+{
+    ngx_http_im_buf_free(&ctx->json);
+    ngx_free(ctx);
+}
+
+
+static ngx_int_t
+ngx_http_im_send_stored(ngx_http_im_send_ctx_t *ctx)
+{
+    u_char      *p;
+    size_t       len[13];
+    ngx_uint_t   i;
+    const char  *argv[13];
+    u_char       keys[7][NGX_HTTP_IM_KEY_MAX];
+    u_char       now_ms[NGX_INT64_LEN], ttl[NGX_INT64_LEN];
+
+    len[0] = ngx_sprintf(keys[0], "im:{c:%V}:seq", &ctx->conv) - keys[0];
+    len[1] = ngx_sprintf(keys[1], "im:{c:%V}:msgs", &ctx->conv) - keys[1];
+    p = ngx_sprintf(keys[2], "im:{c:%V}:cmid:%V", &ctx->conv,
+                    &ctx->client_msg_id);
+    len[2] = p - keys[2];
+    len[3] = ngx_sprintf(keys[3], "im:{u:%V}:convs", &ctx->send_id)
+             - keys[3];
+    len[4] = ngx_sprintf(keys[4], "im:{u:%V}:convs", &ctx->recv_id)
+             - keys[4];
+    len[5] = ngx_sprintf(keys[5], "im:{u:%V}:read", &ctx->send_id) - keys[5];
+    len[6] = ngx_sprintf(keys[6], "im:user:%V", &ctx->recv_id) - keys[6];
+
+    for (i = 0; i < 7; i++) {
+        argv[i] = (char *) keys[i];
+    }
+
+    /* the script puts the seq between these two halves */
+    argv[7] = (char *) ctx->json.data;
+    len[7] = ctx->seq_at;
+    argv[8] = (char *) ctx->json.data + ctx->seq_at + 1;
+    len[8] = ctx->json.len - ctx->seq_at - 1;
+    argv[9] = (char *) now_ms;
+    len[9] = ngx_sprintf(now_ms, "%L", ctx->send_time) - now_ms;
+    argv[10] = (char *) ctx->conv.data;
+    len[10] = ctx->conv.len;
+    argv[11] = (char *) ttl;
+    len[11] = ngx_sprintf(ttl, "%T", ngx_http_im_worker->imcf->dedup_ttl)
+              - ttl;
+    argv[12] = "1";
+    len[12] = 1;
+
+    return ngx_http_im_redis_script(NGX_HTTP_IM_LUA_SEND,
+                                    ngx_http_im_send_stored_reply, ctx, 7,
+                                    13, argv, len);
+}
+
+
+static void
+ngx_http_im_send_stored_reply(redisReply *reply, void *data)
+{
+    ngx_http_im_send_ctx_t  *ctx = data;
+
+    redisReply  *e;
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        goto done;
+    }
+
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        ctx->opts.done(ctx->opts.data, (ngx_int_t) -reply->integer, NULL);
+        goto done;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2
+        || reply->element[1]->type != REDIS_REPLY_INTEGER)
+    {
+        ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_INTERNAL, NULL);
+        goto done;
+    }
+
+    if (reply->element[0]->integer == 0 && reply->elements == 3) {
+        /* a resend: answer with the first ack, deliver nothing */
+        e = reply->element[2];
+        ngx_http_im_send_ack(ctx, reply->element[1]->integer,
+                             e->type == REDIS_REPLY_STRING ? e->str : "",
+                             e->type == REDIS_REPLY_STRING ? e->len : 0, -1);
+        goto done;
+    }
+
+    ctx->seq = reply->element[1]->integer;
+    ngx_http_im_metric_sent(ctx->kind);
+    ngx_http_im_send_ack(ctx, ctx->seq, NULL, 0, -1);
+
+    /* push is best effort: a lost publish costs latency, never the
+     * message, which is stored and found by seq */
+    if (ctx->send_id.len != ctx->recv_id.len
+        || ngx_strncmp(ctx->send_id.data, ctx->recv_id.data,
+                       ctx->send_id.len) != 0)
+    {
+        (void) ngx_http_im_send_publish(ctx, &ctx->send_id, ctx->seq, NULL);
+    }
+
+    if (ctx->opts.offline_push
+        && ngx_http_im_send_publish(ctx, &ctx->recv_id, ctx->seq,
+                                    ngx_http_im_send_published)
+           == NGX_OK)
+    {
+        /* the context lives on until PUBLISH says who got it */
+        return;
+    }
+
+    (void) ngx_http_im_send_publish(ctx, &ctx->recv_id, ctx->seq, NULL);
+
+done:
+
+    ngx_http_im_send_free(ctx);
+}
+
+
+/* a delivery is "m <origin> <session id> <conversation>\n<MsgData>" */
+static ngx_int_t
+ngx_http_im_send_publish(ngx_http_im_send_ctx_t *ctx, ngx_str_t *uid,
+    long long seq, ngx_http_im_redis_pt handler)
+{
+    u_char             *p;
+    size_t              len[3];
+    const char         *argv[3];
+    ngx_http_im_buf_t  *b;
+    u_char              chan[NGX_HTTP_IM_UID_MAX + 16];
+    u_char              line[NGX_MAXHOSTNAMELEN + 256];
+
+    b = &ngx_http_im_worker->scratch;
+    ngx_http_im_buf_reset(b);
+
+    p = ngx_snprintf(line, sizeof(line), "m %V %uL %V\n",
+                     &ngx_http_im_worker->origin, ctx->opts.sid, &ctx->conv);
+    ngx_http_im_buf_add(b, line, p - line);
+    ngx_http_im_buf_add(b, ctx->json.data, ctx->seq_at);
+    ngx_http_im_buf_int(b, seq);
+    ngx_http_im_buf_add(b, ctx->json.data + ctx->seq_at + 1,
+                        ctx->json.len - ctx->seq_at - 1);
+
+    if (b->failed) {
+        return NGX_ERROR;
+    }
+
+    argv[0] = "PUBLISH";
+    len[0] = 7;
+    argv[1] = (char *) chan;
+    len[1] = ngx_sprintf(chan, "im:u:%V", uid) - chan;
+    argv[2] = (char *) b->data;
+    len[2] = b->len;
+
+    return ngx_http_im_redis_command(handler, ctx, 3, argv, len);
+}
+
+
+/* PUBLISH to the recipient answered: how many workers got it */
+static void
+ngx_http_im_send_published(redisReply *reply, void *data)
+{
+    ngx_http_im_send_ctx_t  *ctx = data;
+
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
+        ngx_http_im_send_push_job(ctx);
+    }
+
+    ngx_http_im_send_free(ctx);
+}
+
+
+/*
+ * The recipient is offline: leave a job for the push gateway on the
+ * im:push stream (fields in docs/api.md).  push_job.lua adds the
+ * recipient's device tokens.
+ */
+static void
+ngx_http_im_send_push_job(ngx_http_im_send_ctx_t *ctx)
+{
+    size_t       len[25];
+    const char  *argv[25];
+    u_char       key[NGX_HTTP_IM_UID_MAX + 32];
+    u_char       nums[4][NGX_INT64_LEN];
+
+    argv[0] = (char *) key;
+    len[0] = ngx_sprintf(key, "im:{u:%V}:push", &ctx->recv_id) - key;
+    argv[1] = "im:push";
+    len[1] = 7;
+    argv[2] = (char *) nums[0];
+    len[2] = ngx_sprintf(nums[0], "%ui",
+                         ngx_http_im_worker->imcf->push_stream_max)
+             - nums[0];
+
+#define ngx_http_im_job_field(i, name, val, n)                              \
+    argv[i] = name; len[i] = sizeof(name) - 1;                              \
+    argv[i + 1] = (char *) (val); len[i + 1] = (n)
+
+    ngx_http_im_job_field(3, "recvID", ctx->recv_id.data, ctx->recv_id.len);
+    ngx_http_im_job_field(5, "sendID", ctx->send_id.data, ctx->send_id.len);
+    ngx_http_im_job_field(7, "conversationID", ctx->conv.data,
+                          ctx->conv.len);
+    ngx_http_im_job_field(9, "seq", nums[1],
+                          ngx_sprintf(nums[1], "%L", ctx->seq) - nums[1]);
+    ngx_http_im_job_field(11, "serverMsgID", ctx->server_msg_id.data,
+                          ctx->server_msg_id.len);
+    ngx_http_im_job_field(13, "contentType", nums[2],
+                          ngx_sprintf(nums[2], "%L", ctx->content_type)
+                          - nums[2]);
+    ngx_http_im_job_field(15, "sessionType", nums[3],
+                          ngx_sprintf(nums[3], "%L", ctx->session_type)
+                          - nums[3]);
+    ngx_http_im_job_field(17, "class", ctx->opts.push_class.data,
+                          ctx->opts.push_class.len);
+    ngx_http_im_job_field(19, "title", ctx->title.data, ctx->title.len);
+    ngx_http_im_job_field(21, "desc", ctx->desc.data, ctx->desc.len);
+    ngx_http_im_job_field(23, "ex", ctx->ex.data, ctx->ex.len);
+
+#undef ngx_http_im_job_field
+
+    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_PUSH_JOB, NULL, NULL, 2, 25,
+                                 argv, len)
+        == NGX_OK)
+    {
+        ngx_http_im_metric_inc(NGX_HTTP_IM_M_PUSH_JOBS);
+    }
+}
+
+
+/* online-only: EXISTS the recipient, then PUBLISH, pipelined */
+static ngx_int_t
+ngx_http_im_send_online(ngx_http_im_send_ctx_t *ctx)
+{
+    size_t       len[2];
+    const char  *argv[2];
+    u_char       key[NGX_HTTP_IM_UID_MAX + 16];
+
+    argv[0] = "EXISTS";
+    len[0] = 6;
+    argv[1] = (char *) key;
+    len[1] = ngx_sprintf(key, "im:user:%V", &ctx->recv_id) - key;
+
+    if (ngx_http_im_redis_command(ngx_http_im_send_exists_reply, ctx, 2,
+                                  argv, len)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_im_send_publish(ctx, &ctx->recv_id, 0,
+                                 ngx_http_im_send_online_reply)
+        != NGX_OK)
+    {
+        /* the EXISTS reply will find this and answer 90004 */
+        ctx->failed = 1;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_im_send_exists_reply(redisReply *reply, void *data)
+{
+    ngx_http_im_send_ctx_t  *ctx = data;
+
+    if (ctx->failed) {
+        ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        ngx_http_im_send_free(ctx);
+        return;
+    }
+
+    ctx->recv_known = reply && reply->type == REDIS_REPLY_INTEGER
+                      && reply->integer == 1;
+}
+
+
+static void
+ngx_http_im_send_online_reply(redisReply *reply, void *data)
+{
+    ngx_http_im_send_ctx_t  *ctx = data;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+
+    } else if (!ctx->recv_known) {
+        ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_USER_ID, NULL);
+
+    } else {
+        ngx_http_im_metric_sent(ctx->kind);
+        ngx_http_im_send_ack(ctx, 0, NULL, 0, reply->integer > 0);
+    }
+
+    ngx_http_im_send_free(ctx);
+}
+
+
+/*
+ * Calls done() with the ack: from ctx for a new message, or from the
+ * stored MsgData of a resend.  online >= 0 adds "online".
+ */
+static void
+ngx_http_im_send_ack(ngx_http_im_send_ctx_t *ctx, long long seq,
+    const char *stored, size_t len, ngx_int_t online)
+{
+    char                err[64];
+    yajl_val            root;
+    ngx_http_im_msg_t   m;
+    ngx_http_im_buf_t   ack;
+
+    root = NULL;
+    ngx_http_im_buf_init(&ack, 4096);
+
+    if (stored) {
+        root = ngx_http_im_json_parse((u_char *) stored, len, err,
+                                      sizeof(err));
+        if (root == NULL
+            || ngx_http_im_msg_from_json(root, &m, err, sizeof(err)) != 0)
+        {
+            if (root) {
+                yajl_tree_free(root);
+            }
+
+            ngx_http_im_buf_free(&ack);
+            ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_INTERNAL, NULL);
+            return;
+        }
+
+        ctx->server_msg_id.data = (u_char *) m.server_msg_id.data;
+        ctx->server_msg_id.len = m.server_msg_id.len;
+        ctx->send_time = m.send_time;
+        ngx_http_im_msg_free(&m);
+    }
+
+    ngx_http_im_buf_str(&ack, "{\"serverMsgID\":");
+    ngx_http_im_buf_json_str(&ack, (char *) ctx->server_msg_id.data,
+                             ctx->server_msg_id.len);
+    ngx_http_im_buf_str(&ack, ",\"clientMsgID\":");
+    ngx_http_im_buf_json_str(&ack, (char *) ctx->client_msg_id.data,
+                             ctx->client_msg_id.len);
+    ngx_http_im_buf_str(&ack, ",\"sendTime\":");
+    ngx_http_im_buf_int(&ack, ctx->send_time);
+    ngx_http_im_buf_str(&ack, ",\"seq\":");
+    ngx_http_im_buf_int(&ack, seq);
+
+    if (online >= 0) {
+        ngx_http_im_buf_str(&ack, online ? ",\"online\":true"
+                                         : ",\"online\":false");
+    }
+
+    ngx_http_im_buf_str(&ack, "}");
+
+    if (root) {
+        yajl_tree_free(root);
+    }
+
+    ctx->opts.done(ctx->opts.data,
+                   ack.failed ? NGX_HTTP_IM_ERR_INTERNAL : 0, &ack);
+    ngx_http_im_buf_free(&ack);
+}
