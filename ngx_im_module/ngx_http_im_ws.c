@@ -15,7 +15,7 @@
 
 
 static ngx_int_t ngx_http_im_ws_check(ngx_http_request_t *r,
-    ngx_str_t *key);
+    ngx_str_t *key, const char **msg);
 static ngx_table_elt_t *ngx_http_im_ws_header(ngx_http_request_t *r,
     const char *name, size_t len);
 static ngx_int_t ngx_http_im_ws_arg(ngx_http_request_t *r, const char *name,
@@ -49,6 +49,7 @@ ngx_http_im_ws_handler(ngx_http_request_t *r)
 {
     u_char                      *p;
     ngx_int_t                    rc, platform;
+    const char                  *msg;
     ngx_str_t                    key, uid, token, pid, opid, keys[2];
     const char                  *argv[3];
     size_t                       argvlen[3];
@@ -58,9 +59,14 @@ ngx_http_im_ws_handler(ngx_http_request_t *r)
 
     r->connection->log->action = "checking websocket handshake";
 
-    rc = ngx_http_im_ws_check(r, &key);
-    if (rc != NGX_OK) {
+    rc = ngx_http_im_ws_check(r, &key, &msg);
+
+    if (rc == NGX_HTTP_NOT_ALLOWED || (rc != NGX_OK && msg == NULL)) {
         return rc;
+    }
+
+    if (rc != NGX_OK) {
+        return ngx_http_im_ws_refuse(r, rc, NGX_HTTP_IM_ERR_CONN_ARGS, msg);
     }
 
     if (ngx_http_im_ws_arg(r, "sendID", &uid) != NGX_OK
@@ -175,10 +181,17 @@ ngx_http_im_ws_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * Returns NGX_OK, or the HTTP status to refuse the handshake with and,
+ * for a JSON answer, its message in *msg.
+ */
 static ngx_int_t
-ngx_http_im_ws_check(ngx_http_request_t *r, ngx_str_t *key)
+ngx_http_im_ws_check(ngx_http_request_t *r, ngx_str_t *key,
+    const char **msg)
 {
     ngx_table_elt_t  *h, *upgrade, *connection;
+
+    *msg = NULL;
 
     if (r->method != NGX_HTTP_GET) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -214,8 +227,8 @@ ngx_http_im_ws_check(ngx_http_request_t *r, ngx_str_t *key)
 
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "im: unsupported websocket version");
-        return ngx_http_im_ws_refuse(r, 426, NGX_HTTP_IM_ERR_CONN_ARGS,
-                                     "Sec-WebSocket-Version must be 13");
+        *msg = "Sec-WebSocket-Version must be 13";
+        return 426;
     }
 
     h = ngx_http_im_ws_header(r, "Sec-WebSocket-Key", 17);
@@ -223,9 +236,8 @@ ngx_http_im_ws_check(ngx_http_request_t *r, ngx_str_t *key)
     {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "im: missing or invalid Sec-WebSocket-Key");
-        return ngx_http_im_ws_refuse(r, NGX_HTTP_BAD_REQUEST,
-                                     NGX_HTTP_IM_ERR_CONN_ARGS,
-                                     "invalid Sec-WebSocket-Key");
+        *msg = "invalid Sec-WebSocket-Key";
+        return NGX_HTTP_BAD_REQUEST;
     }
 
     *key = h->value;

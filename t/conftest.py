@@ -35,6 +35,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+def alive(pid):
+    """False once pid is gone or a zombie (nobody may reap it here)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def wait_port(port, timeout=10.0):
     end = time.time() + timeout
     while time.time() < end:
@@ -154,9 +163,7 @@ class Nginx:
         self.nginx("-s", "quit")
         end = time.time() + 15
         while time.time() < end:
-            try:
-                os.kill(pid, 0)
-            except OSError:
+            if not alive(pid):
                 return
             time.sleep(0.05)
         os.kill(pid, signal.SIGKILL)
