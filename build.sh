@@ -10,6 +10,8 @@ NGX_SRC=/usr/share/nginx/src
 MODULE=$BUILD/nginx/ngx_http_im_module.so
 PORT=${IM_PORT:-8080}
 REDIS_PORT=${IM_REDIS_PORT:-6390}
+MONGO_PORT=${IM_MONGO_PORT:-27018}
+FERRET=$BUILD/bin/imferret
 
 DEBS="nginx nginx-dev libhiredis-dev libmongoc-dev libbson-dev
       libprotobuf-c-dev protobuf-c-compiler libyajl-dev libssl-dev
@@ -35,6 +37,9 @@ deps() {
         as_root env DEBIAN_FRONTEND=noninteractive \
             apt-get install -y -q --no-install-recommends "${missing[@]}"
     fi
+    # the MongoDB wire-protocol server for tests and the dev stack:
+    # FerretDB embedded in a tiny Go program of ours (t/ferretdb)
+    "$ROOT/t/ferretdb/build.sh" "$BUILD/bin" >&2
     # Debian starts the packaged services; ours run from build/run
     for svc in nginx redis-server; do
         if command -v systemctl >/dev/null && \
@@ -72,14 +77,28 @@ build() {
     log "built $MODULE"
 }
 
-# render_conf DIR PORT REDIS_ADDR [WORKERS]: an nginx prefix for one stack
+# render_conf DIR PORT REDIS_ADDR MONGO_URI: an nginx prefix for one stack
 render_conf() {
-    local dir=$1 listen=$2 redis=$3 workers=${4:-2}
+    local dir=$1 listen=$2 redis=$3 mongo=$4
     mkdir -p "$dir/conf" "$dir/logs" "$dir/temp"
-    sed -e "s|@MODULE@|$MODULE|" -e "s|@WORKERS@|$workers|" \
+    sed -e "s|@MODULE@|$MODULE|" -e "s|@WORKERS@|2|" \
         -e "s|@LOG_LEVEL@|info|" -e "s|@REDIS@|$redis|" \
+        -e "s|@MONGO@|${mongo:+im_mongo $mongo;}|" \
         -e "s|@LISTEN@|$listen|" -e "s|@EXTRA_HTTP@||" -e "s|@EXTRA_WS@||" \
         "$ROOT/conf/nginx.conf" >"$dir/conf/nginx.conf"
+}
+
+start_mongo() {
+    mkdir -p "$RUN/mongo"
+    "$FERRET" -listen "127.0.0.1:$MONGO_PORT" -dir "$RUN/mongo" \
+        -log-level warn >"$RUN/mongo/ready" 2>"$RUN/mongo/ferret.log" &
+    echo $! >"$RUN/mongo/pid"
+    for _ in $(seq 100); do
+        grep -q ready "$RUN/mongo/ready" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    log "the MongoDB server did not start; see $RUN/mongo/ferret.log"
+    exit 1
 }
 
 start_redis() {
@@ -109,10 +128,13 @@ start() {
     build
     stop_quiet
     start_redis
-    render_conf "$RUN" "127.0.0.1:$PORT" "127.0.0.1:$REDIS_PORT"
+    start_mongo
+    render_conf "$RUN" "127.0.0.1:$PORT" "127.0.0.1:$REDIS_PORT" \
+        "mongodb://127.0.0.1:$MONGO_PORT/"
     nginx -p "$RUN" -c conf/nginx.conf -e "$RUN/logs/error.log"
     wait_api
     log "serving ws://127.0.0.1:$PORT/im/ws and http://127.0.0.1:$PORT/im/api"
+    log "redis 127.0.0.1:$REDIS_PORT, MongoDB (FerretDB) 127.0.0.1:$MONGO_PORT/im"
 }
 
 stop_quiet() {
@@ -123,6 +145,10 @@ stop_quiet() {
             [ -f "$RUN/logs/nginx.pid" ] || break
             sleep 0.1
         done
+    fi
+    if [ -f "$RUN/mongo/pid" ]; then
+        kill "$(cat "$RUN/mongo/pid")" 2>/dev/null || true
+        rm -f "$RUN/mongo/pid"
     fi
     if [ -f "$RUN/redis/redis.pid" ]; then
         redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true

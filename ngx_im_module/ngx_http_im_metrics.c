@@ -36,7 +36,14 @@ static ngx_http_im_metric_info_t  ngx_http_im_metric_info[] = {
     { "im_send_queue_overflows_total", "counter",
       "sessions closed because their send queue was full" },
     { "im_protocol_errors_total", "counter",
-      "sessions closed for a WebSocket protocol error" }
+      "sessions closed for a WebSocket protocol error" },
+    { "im_persisted_total", "counter", "messages written to MongoDB" },
+    { "im_persist_errors_total", "counter",
+      "persistence batches MongoDB refused or failed" },
+    { "im_persist_full_total", "counter",
+      "messages refused because the persistence backlog was full" },
+    { "im_mongo_reads_total", "counter",
+      "pulls that needed messages from MongoDB" }
 };
 
 

@@ -6,6 +6,7 @@
 
 #include "ngx_http_im_module.h"
 #include "ngx_http_im_redis.h"
+#include "ngx_http_im_mongo.h"
 
 
 #define NGX_HTTP_IM_RECV_SIZE  65536
@@ -33,6 +34,14 @@ static ngx_conf_num_bounds_t  ngx_http_im_inflight_bounds = {
 
 static ngx_conf_num_bounds_t  ngx_http_im_pull_bounds = {
     ngx_conf_check_num_bounds, 1, 1000
+};
+
+static ngx_conf_num_bounds_t  ngx_http_im_batch_bounds = {
+    ngx_conf_check_num_bounds, 1, 5000
+};
+
+static ngx_conf_num_bounds_t  ngx_http_im_block_bounds = {
+    ngx_conf_check_num_bounds, 1, 1000000
 };
 
 
@@ -128,6 +137,69 @@ static ngx_command_t  ngx_http_im_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_im_main_conf_t, push_stream_max),
       NULL },
+
+    { ngx_string("im_mongo"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, mongo_uri),
+      NULL },
+
+    { ngx_string("im_mongo_database"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, mongo_db),
+      NULL },
+
+    { ngx_string("im_mongo_thread_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, mongo_pool),
+      NULL },
+
+    { ngx_string("im_mongo_clients"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, mongo_clients),
+      NULL },
+
+    { ngx_string("im_mongo_max_pending"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, mongo_max_pending),
+      NULL },
+
+    { ngx_string("im_persist_batch"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, persist_batch),
+      &ngx_http_im_batch_bounds },
+
+    { ngx_string("im_persist_stream_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, persist_stream_max),
+      NULL },
+
+    { ngx_string("im_hot_window"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, hot_window),
+      NULL },
+
+    { ngx_string("im_seq_block"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, seq_block),
+      &ngx_http_im_block_bounds },
 
     { ngx_string("im_ws_max_frame"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -280,6 +352,14 @@ ngx_http_im_init_process(ngx_cycle_t *cycle)
     w->alive.cancelable = 1;
     ngx_add_timer(&w->alive, 10000);
 
+    if (imcf->mongo_uri.len) {
+        if (ngx_http_im_mongo_init(cycle, imcf) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_im_persist_init(cycle);
+    }
+
     return ngx_http_im_redis_init(cycle);
 }
 
@@ -307,7 +387,9 @@ ngx_http_im_exit_process(ngx_cycle_t *cycle)
     len[1] = ngx_http_im_worker->origin.len;
     (void) ngx_http_im_redis_command(NULL, NULL, 2, argv, len);
 
+    ngx_http_im_persist_exit();
     ngx_http_im_redis_exit();
+    ngx_http_im_mongo_exit();
     ngx_http_im_buf_free(&ngx_http_im_worker->scratch);
     ngx_http_im_worker = NULL;
 }
@@ -339,6 +421,12 @@ ngx_http_im_create_main_conf(ngx_conf_t *cf)
     imcf->dedup_ttl = NGX_CONF_UNSET;
     imcf->max_convs = NGX_CONF_UNSET_UINT;
     imcf->push_stream_max = NGX_CONF_UNSET_UINT;
+    imcf->mongo_clients = NGX_CONF_UNSET_UINT;
+    imcf->mongo_max_pending = NGX_CONF_UNSET_UINT;
+    imcf->persist_batch = NGX_CONF_UNSET_UINT;
+    imcf->persist_stream_max = NGX_CONF_UNSET_UINT;
+    imcf->hot_window = NGX_CONF_UNSET_UINT;
+    imcf->seq_block = NGX_CONF_UNSET_UINT;
 
     return imcf;
 }
@@ -357,6 +445,26 @@ ngx_http_im_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(imcf->dedup_ttl, 7 * 86400);
     ngx_conf_init_uint_value(imcf->max_convs, 10000);
     ngx_conf_init_uint_value(imcf->push_stream_max, 100000);
+    ngx_conf_init_uint_value(imcf->mongo_clients, 8);
+    ngx_conf_init_uint_value(imcf->mongo_max_pending, 1024);
+    ngx_conf_init_uint_value(imcf->persist_batch, 500);
+    ngx_conf_init_uint_value(imcf->persist_stream_max, 1000000);
+    ngx_conf_init_uint_value(imcf->hot_window, 500);
+    ngx_conf_init_uint_value(imcf->seq_block, 1000);
+
+    if (imcf->mongo_db.len == 0) {
+        ngx_str_set(&imcf->mongo_db, "im");
+    }
+
+    if (imcf->mongo_pool.len == 0) {
+        ngx_str_set(&imcf->mongo_pool, "default");
+    }
+
+    if (imcf->mongo_uri.len
+        && ngx_thread_pool_add(cf, &imcf->mongo_pool) == NULL)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     if (ngx_http_im_metrics_add_zone(cf) != NGX_OK) {
         return NGX_CONF_ERROR;

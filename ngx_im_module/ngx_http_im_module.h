@@ -12,6 +12,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
+#include <ngx_thread_pool.h>
 
 #include "ngx_http_im_ws_frame.h"
 #include "ngx_http_im_json.h"
@@ -70,6 +71,10 @@ enum {
     NGX_HTTP_IM_M_REDIS_BUSY,
     NGX_HTTP_IM_M_OVERFLOWS,
     NGX_HTTP_IM_M_PROTOCOL_ERRORS,
+    NGX_HTTP_IM_M_PERSISTED,
+    NGX_HTTP_IM_M_PERSIST_ERRORS,
+    NGX_HTTP_IM_M_PERSIST_FULL,
+    NGX_HTTP_IM_M_MONGO_READS,
     NGX_HTTP_IM_M_N
 };
 
@@ -102,6 +107,16 @@ typedef struct {
     time_t                     dedup_ttl;
     ngx_uint_t                 max_convs;
     ngx_uint_t                 push_stream_max;
+
+    ngx_str_t                  mongo_uri;       /* empty: Redis only */
+    ngx_str_t                  mongo_db;
+    ngx_str_t                  mongo_pool;      /* thread pool name */
+    ngx_uint_t                 mongo_clients;
+    ngx_uint_t                 mongo_max_pending;
+    ngx_uint_t                 persist_batch;
+    ngx_uint_t                 persist_stream_max;
+    ngx_uint_t                 hot_window;
+    ngx_uint_t                 seq_block;
 } ngx_http_im_main_conf_t;
 
 
@@ -260,6 +275,10 @@ typedef struct {
 ngx_int_t ngx_http_im_msg_send(ngx_http_im_msg_t *m, ngx_str_t *conv,
     ngx_http_im_send_t *opts);
 ngx_int_t ngx_http_im_msg_option(ngx_http_im_msg_t *m, const char *key);
+
+/* persist.c */
+void ngx_http_im_persist_init(ngx_cycle_t *cycle);
+void ngx_http_im_persist_exit(void);
 
 /* api.c */
 ngx_int_t ngx_http_im_api_handler(ngx_http_request_t *r);

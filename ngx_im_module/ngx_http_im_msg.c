@@ -11,6 +11,7 @@
 #include "ngx_http_im_module.h"
 #include "ngx_http_im_redis.h"
 #include "ngx_http_im_id.h"
+#include "ngx_http_im_mongo.h"
 
 
 #define NGX_HTTP_IM_MAX_RANGES   100
@@ -20,6 +21,15 @@
 
 
 typedef struct ngx_http_im_call_s  ngx_http_im_call_t;
+
+
+/* a message of a pull: JSON at off in call->store; len 0 while missing */
+typedef struct {
+    ngx_uint_t                 section;      /* index in call->convs */
+    long long                  seq;
+    size_t                     off;
+    size_t                     len;
+} ngx_http_im_pulled_t;
 
 struct ngx_http_im_call_s {
     ngx_http_im_session_t     *s;
@@ -33,6 +43,13 @@ struct ngx_http_im_call_s {
     ngx_http_im_buf_t          body;         /* the data object */
     ngx_str_t                 *convs;        /* conversation per command */
     ngx_uint_t                 nconvs;
+
+    /* pulls */
+    ngx_http_im_pulled_t      *items;
+    ngx_uint_t                 nitems;
+    ngx_uint_t                 missing;
+    u_char                    *is_end;       /* per conversation */
+    ngx_http_im_buf_t          store;        /* the items' JSON */
 };
 
 
@@ -61,7 +78,14 @@ static void ngx_http_im_pull_reply(redisReply *reply, void *data);
 static void ngx_http_im_conv_seq(ngx_http_im_call_t *call, yajl_val data);
 static void ngx_http_im_conv_seq_reply(redisReply *reply, void *data);
 static ngx_int_t ngx_http_im_call_conv(ngx_http_im_call_t *call,
-    yajl_val v, const char *field);
+    yajl_val v);
+static ngx_int_t ngx_http_im_pull_alloc(ngx_http_im_call_t *call,
+    ngx_uint_t n);
+static void ngx_http_im_pull_item(ngx_http_im_call_t *call,
+    ngx_http_im_pulled_t *it, redisReply *e);
+static void ngx_http_im_pull_mongo(ngx_http_im_call_t *call);
+static void ngx_http_im_pull_found(ngx_http_im_mongo_task_t *t);
+static void ngx_http_im_pull_finish(ngx_http_im_call_t *call);
 static void ngx_http_im_call_started(ngx_http_im_call_t *call,
     ngx_uint_t n);
 static size_t ngx_http_im_key(u_char *buf, const char *fmt, ngx_str_t *a);
@@ -246,7 +270,9 @@ ngx_http_im_call_finish(ngx_http_im_call_t *call)
     }
 
     ngx_free(call->convs);
+    ngx_free(call->items);
     ngx_http_im_buf_free(&call->body);
+    ngx_http_im_buf_free(&call->store);
     ngx_free(call);
 
     s->inflight--;
@@ -497,6 +523,15 @@ ngx_http_im_newest_reply(redisReply *reply, void *data)
 }
 
 
+/*
+ * Pulls (1002, 1005).  Each conversation is one command; its reply turns
+ * into items, one per seq, in seq order.  Messages the Redis hot window no
+ * longer holds are fetched from MongoDB in one task for the whole call,
+ * then the answer is written:
+ * {"msgs":{"<conv>":{"Msgs":[...],"isEnd":bool},...}}.
+ */
+
+
 /* 1002 PullMsgByRange: {seqRanges:[{conversationID, begin, end, num}]} */
 
 
@@ -504,11 +539,11 @@ static void
 ngx_http_im_pull_range(ngx_http_im_call_t *call, yajl_val data)
 {
     char                    err[128];
-    size_t                  len[5];
+    size_t                  len[6];
     ngx_uint_t              i, n;
     long long               v[3];
     yajl_val                ranges, r;
-    const char             *argv[5];
+    const char             *argv[6];
     ngx_http_im_session_t  *s;
     u_char                  keys[2][2 * NGX_HTTP_IM_UID_MAX + 64];
     u_char                  nums[3][NGX_INT64_LEN];
@@ -532,7 +567,7 @@ ngx_http_im_pull_range(ngx_http_im_call_t *call, yajl_val data)
     for (i = 0; i < n; i++) {
         r = ranges->u.array.values[i];
 
-        if (ngx_http_im_call_conv(call, r, "seqRanges") != NGX_OK) {
+        if (ngx_http_im_call_conv(call, r) != NGX_OK) {
             return;
         }
 
@@ -549,7 +584,9 @@ ngx_http_im_pull_range(ngx_http_im_call_t *call, yajl_val data)
         }
     }
 
-    ngx_http_im_buf_str(&call->body, "{\"msgs\":{");
+    if (ngx_http_im_pull_alloc(call, n * s->conf->pull_max) != NGX_OK) {
+        return;
+    }
 
     for (i = 0; i < n; i++) {
         r = ranges->u.array.values[i];
@@ -576,9 +613,11 @@ ngx_http_im_pull_range(ngx_http_im_call_t *call, yajl_val data)
         argv[2] = (char *) nums[0];
         argv[3] = (char *) nums[1];
         argv[4] = (char *) nums[2];
+        argv[5] = ngx_http_im_mongo_enabled() ? "1" : "0";
+        len[5] = 1;
 
         if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_PULL,
-                                     ngx_http_im_pull_reply, call, 2, 5,
+                                     ngx_http_im_pull_reply, call, 2, 6,
                                      argv, len)
             != NGX_OK)
         {
@@ -603,6 +642,7 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
     yajl_val                convs, c, seqs;
     const char            **argv;
     u_char                 *nums, *p;
+    ngx_http_im_pulled_t   *it;
     u_char                  key[2 * NGX_HTTP_IM_UID_MAX + 64];
 
     convs = data ? ngx_http_im_json_get(data, "conversations") : NULL;
@@ -622,7 +662,7 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
     for (i = 0; i < n; i++) {
         c = convs->u.array.values[i];
 
-        if (ngx_http_im_call_conv(call, c, "conversations") != NGX_OK) {
+        if (ngx_http_im_call_conv(call, c) != NGX_OK) {
             return;
         }
 
@@ -633,7 +673,9 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
         }
 
         for (j = 0; j < seqs->u.array.len; j++) {
-            if (!YAJL_IS_INTEGER(seqs->u.array.values[j])) {
+            if (!YAJL_IS_INTEGER(seqs->u.array.values[j])
+                || YAJL_GET_INTEGER(seqs->u.array.values[j]) < 1)
+            {
                 goto invalid;
             }
         }
@@ -643,6 +685,10 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
 
     if (total > NGX_HTTP_IM_MAX_SEQS) {
         goto invalid;
+    }
+
+    if (ngx_http_im_pull_alloc(call, total) != NGX_OK) {
+        return;
     }
 
     argv = ngx_alloc((total + 2) * (sizeof(char *) + sizeof(size_t)
@@ -655,8 +701,6 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
     len = (size_t *) (argv + total + 2);
     nums = (u_char *) (len + total + 2);
 
-    ngx_http_im_buf_str(&call->body, "{\"msgs\":{");
-
     for (i = 0; i < n; i++) {
         seqs = ngx_http_im_json_get(convs->u.array.values[i], "seqs");
 
@@ -667,10 +711,13 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
 
         p = nums;
         for (j = 0; j < seqs->u.array.len; j++) {
+            it = &call->items[call->nitems++];
+            it->section = i;
+            it->seq = YAJL_GET_INTEGER(seqs->u.array.values[j]);
+            it->len = 0;
+
             argv[j + 2] = (char *) p;
-            len[j + 2] = ngx_sprintf(p, "%L",
-                                     YAJL_GET_INTEGER(seqs->u.array.values[j]))
-                         - p;
+            len[j + 2] = ngx_sprintf(p, "%L", it->seq) - p;
             p += len[j + 2];
         }
 
@@ -699,8 +746,27 @@ invalid:
 
     ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS,
                           "field \"conversations\": each needs "
-                          "conversationID and seqs, an array of integers; "
-                          "at most 1000 seqs in all");
+                          "conversationID and seqs, an array of positive "
+                          "integers; at most 1000 seqs in all");
+}
+
+
+/* room for n items and the end flags of the call's conversations */
+static ngx_int_t
+ngx_http_im_pull_alloc(ngx_http_im_call_t *call, ngx_uint_t n)
+{
+    call->items = ngx_alloc(n * sizeof(ngx_http_im_pulled_t)
+                            + call->nconvs, ngx_cycle->log);
+    if (call->items == NULL) {
+        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_INTERNAL, NULL);
+        return NGX_ERROR;
+    }
+
+    call->is_end = (u_char *) (call->items + n);
+    ngx_memset(call->is_end, 1, call->nconvs);
+    ngx_http_im_buf_init(&call->store, 64 * 1024 * 1024);
+
+    return NGX_OK;
 }
 
 
@@ -721,72 +787,210 @@ ngx_http_im_call_started(ngx_http_im_call_t *call, ngx_uint_t n)
 
 
 /*
- * A reply of 1002 (script: {max, isEnd, JSON...}) or 1005 (HMGET:
- * {JSON...}); appends "<conv>":{"Msgs":[...],"isEnd":bool}.
+ * The reply for one conversation: pull.lua's {max, isEnd, first seq,
+ * JSON...} for 1002, HMGET's {JSON...} for 1005 (whose items exist
+ * already).  A nil element is a message outside the hot window.
  */
 static void
 ngx_http_im_pull_reply(redisReply *reply, void *data)
 {
     ngx_http_im_call_t  *call = data;
 
-    size_t              i, first;
-    ngx_uint_t          n, is_end, count;
-    redisReply        **e;
-    ngx_http_im_buf_t  *b;
+    size_t                 i, first;
+    ngx_uint_t             section;
+    long long              seq;
+    redisReply           **e;
+    ngx_http_im_pulled_t  *it;
 
-    b = &call->body;
-    n = call->sections++;
+    section = call->sections++;
     call->pending--;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || (call->req_identifier == NGX_HTTP_IM_REQ_PULL_RANGE
+            && reply->elements < 3))
+    {
         call->err = NGX_HTTP_IM_ERR_UNAVAILABLE;
         goto next;
     }
 
     e = reply->element;
-    first = 0;
-    is_end = 1;
 
     if (call->req_identifier == NGX_HTTP_IM_REQ_PULL_RANGE) {
-        if (reply->elements < 2) {
-            call->err = NGX_HTTP_IM_ERR_INTERNAL;
-            goto next;
+        call->is_end[section] = e[1]->integer == 1;
+        seq = e[2]->integer;
+
+        for (i = 3; i < reply->elements; i++) {
+            it = &call->items[call->nitems++];
+            it->section = section;
+            it->seq = seq++;
+            ngx_http_im_pull_item(call, it, e[i]);
         }
 
-        is_end = e[1]->integer == 1;
-        first = 2;
+        goto next;
     }
 
-    if (n) {
-        ngx_http_im_buf_str(b, ",");
-    }
-
-    ngx_http_im_buf_json_str(b, (char *) call->convs[n].data,
-                             call->convs[n].len);
-    ngx_http_im_buf_str(b, ":{\"Msgs\":[");
-
-    count = 0;
-    for (i = first; i < reply->elements; i++) {
-        if (e[i]->type != REDIS_REPLY_STRING) {
-            continue;
+    first = 0;
+    for (i = 0; i < call->nitems && first < reply->elements; i++) {
+        if (call->items[i].section == section) {
+            ngx_http_im_pull_item(call, &call->items[i], e[first++]);
         }
-
-        if (count++) {
-            ngx_http_im_buf_str(b, ",");
-        }
-
-        ngx_http_im_buf_add(b, e[i]->str, e[i]->len);
     }
-
-    ngx_http_im_buf_str(b, is_end ? "],\"isEnd\":true}"
-                                  : "],\"isEnd\":false}");
 
 next:
 
     if (call->pending == 0) {
-        ngx_http_im_buf_str(b, "}}");
-        ngx_http_im_call_finish(call);
+        ngx_http_im_pull_mongo(call);
     }
+}
+
+
+static void
+ngx_http_im_pull_item(ngx_http_im_call_t *call, ngx_http_im_pulled_t *it,
+    redisReply *e)
+{
+    if (e->type != REDIS_REPLY_STRING) {
+        it->len = 0;
+        call->missing++;
+        return;
+    }
+
+    it->off = call->store.len;
+    it->len = e->len;
+    ngx_http_im_buf_add(&call->store, e->str, e->len);
+}
+
+
+/* fetches the items Redis no longer holds, if any and if it can */
+static void
+ngx_http_im_pull_mongo(ngx_http_im_call_t *call)
+{
+    ngx_uint_t                 i, k;
+    ngx_str_t                 *conv;
+    ngx_http_im_pulled_t      *it;
+    ngx_http_im_mongo_task_t  *t;
+
+    if (call->missing == 0 || call->err || !ngx_http_im_mongo_enabled()) {
+        ngx_http_im_pull_finish(call);
+        return;
+    }
+
+    t = ngx_http_im_mongo_task(NGX_HTTP_IM_MONGO_FIND, call->missing);
+    if (t == NULL) {
+        goto failed;
+    }
+
+    t->done = ngx_http_im_pull_found;
+    t->data = call;
+
+    for (i = 0; i < call->nitems; i++) {
+        it = &call->items[i];
+        if (it->len) {
+            continue;
+        }
+
+        conv = &call->convs[it->section];
+        k = t->n++;
+        t->items[k].conv_off = t->in.len;
+        t->items[k].conv_len = conv->len;
+        t->items[k].seq = it->seq;
+        ngx_http_im_buf_add(&t->in, conv->data, conv->len);
+    }
+
+    if (!t->in.failed && ngx_http_im_mongo_post(t) == NGX_OK) {
+        ngx_http_im_metric_inc(NGX_HTTP_IM_M_MONGO_READS);
+        return;
+    }
+
+    ngx_http_im_mongo_task_free(t);
+
+failed:
+
+    call->err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+    ngx_http_im_pull_finish(call);
+}
+
+
+static void
+ngx_http_im_pull_found(ngx_http_im_mongo_task_t *t)
+{
+    ngx_http_im_call_t  *call = t->data;
+
+    ngx_uint_t                 i, k;
+    ngx_http_im_pulled_t      *it;
+    ngx_http_im_mongo_item_t  *mi;
+
+    if (t->rc != NGX_OK) {
+        call->err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+    }
+
+    /* the task's items follow the missing items in order */
+    k = 0;
+    for (i = 0; t->rc == NGX_OK && i < call->nitems && k < t->n; i++) {
+        it = &call->items[i];
+        if (it->len) {
+            continue;
+        }
+
+        mi = &t->items[k++];
+        if (mi->len) {
+            it->off = call->store.len;
+            it->len = mi->len;
+            ngx_http_im_buf_add(&call->store, t->out.data + mi->off,
+                                mi->len);
+        }
+    }
+
+    ngx_http_im_mongo_task_free(t);
+    ngx_http_im_pull_finish(call);
+}
+
+
+/* writes the answer from the items, in conversation and seq order */
+static void
+ngx_http_im_pull_finish(ngx_http_im_call_t *call)
+{
+    ngx_uint_t             i, j, count;
+    ngx_http_im_buf_t     *b;
+    ngx_http_im_pulled_t  *it;
+
+    b = &call->body;
+    ngx_http_im_buf_str(b, "{\"msgs\":{");
+
+    for (i = 0; i < call->nconvs; i++) {
+        if (i) {
+            ngx_http_im_buf_str(b, ",");
+        }
+
+        ngx_http_im_buf_json_str(b, (char *) call->convs[i].data,
+                                 call->convs[i].len);
+        ngx_http_im_buf_str(b, ":{\"Msgs\":[");
+
+        count = 0;
+        for (j = 0; j < call->nitems; j++) {
+            it = &call->items[j];
+            if (it->section != i || it->len == 0) {
+                continue;
+            }
+
+            if (count++) {
+                ngx_http_im_buf_str(b, ",");
+            }
+
+            ngx_http_im_buf_add(b, call->store.data + it->off, it->len);
+        }
+
+        ngx_http_im_buf_str(b, call->is_end[i] ? "],\"isEnd\":true}"
+                                               : "],\"isEnd\":false}");
+    }
+
+    ngx_http_im_buf_str(b, "}}");
+
+    if (call->store.failed && call->err == 0) {
+        call->err = NGX_HTTP_IM_ERR_ARGS;
+        call->errmsg = "response too large: ask for fewer messages";
+    }
+
+    ngx_http_im_call_finish(call);
 }
 
 
@@ -818,9 +1022,7 @@ ngx_http_im_conv_seq(ngx_http_im_call_t *call, yajl_val data)
     n = ids->u.array.len;
 
     for (i = 0; i < n; i++) {
-        if (ngx_http_im_call_conv(call, ids->u.array.values[i],
-                                  "conversationIDs")
-            != NGX_OK)
+        if (ngx_http_im_call_conv(call, ids->u.array.values[i]) != NGX_OK)
         {
             return;
         }
@@ -908,8 +1110,7 @@ ngx_http_im_conv_seq_reply(redisReply *reply, void *data)
  * otherwise.
  */
 static ngx_int_t
-ngx_http_im_call_conv(ngx_http_im_call_t *call, yajl_val v,
-    const char *field)
+ngx_http_im_call_conv(ngx_http_im_call_t *call, yajl_val v)
 {
     ngx_str_t              *conv;
     ngx_http_im_str_t       id;
@@ -960,7 +1161,6 @@ ngx_http_im_call_conv(ngx_http_im_call_t *call, yajl_val v,
     conv->len = id.len;
     call->nconvs++;
 
-    (void) field;
     return NGX_OK;
 
 failed:

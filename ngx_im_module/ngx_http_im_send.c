@@ -13,6 +13,7 @@
 #include "ngx_http_im_module.h"
 #include "ngx_http_im_redis.h"
 #include "ngx_http_im_id.h"
+#include "ngx_http_im_mongo.h"
 
 
 #define NGX_HTTP_IM_MAX_MSG_JSON  (1024 * 1024)
@@ -43,6 +44,8 @@ typedef struct {
     ngx_uint_t                 kind;         /* for metrics */
     ngx_uint_t                 recv_known;
     ngx_uint_t                 failed;
+    ngx_uint_t                 force;        /* MongoDB could not reserve */
+    ngx_uint_t                 retries;
 } ngx_http_im_send_ctx_t;
 
 
@@ -60,6 +63,11 @@ static void ngx_http_im_send_exists_reply(redisReply *reply, void *data);
 static void ngx_http_im_send_online_reply(redisReply *reply, void *data);
 static void ngx_http_im_send_ack(ngx_http_im_send_ctx_t *ctx,
     long long seq, const char *stored, size_t len, ngx_int_t online);
+static void ngx_http_im_send_seq(ngx_http_im_send_ctx_t *ctx,
+    ngx_uint_t op, long long cur);
+static void ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t);
+static void ngx_http_im_send_seeded(redisReply *reply, void *data);
+static void ngx_http_im_send_retry(ngx_http_im_send_ctx_t *ctx);
 
 
 /*
@@ -215,12 +223,16 @@ ngx_http_im_send_free(ngx_http_im_send_ctx_t *ctx)
 static ngx_int_t
 ngx_http_im_send_stored(ngx_http_im_send_ctx_t *ctx)
 {
-    u_char      *p;
-    size_t       len[13];
-    ngx_uint_t   i;
-    const char  *argv[13];
-    u_char       keys[7][NGX_HTTP_IM_KEY_MAX];
-    u_char       now_ms[NGX_INT64_LEN], ttl[NGX_INT64_LEN];
+    u_char                   *p;
+    size_t                    len[20];
+    ngx_uint_t                i;
+    const char               *argv[20];
+    ngx_http_im_main_conf_t  *imcf;
+    u_char                    keys[10][NGX_HTTP_IM_KEY_MAX];
+    u_char                    now_ms[NGX_INT64_LEN], ttl[NGX_INT64_LEN];
+    u_char                    nums[2][NGX_INT64_LEN];
+
+    imcf = ngx_http_im_worker->imcf;
 
     len[0] = ngx_sprintf(keys[0], "im:{c:%V}:seq", &ctx->conv) - keys[0];
     len[1] = ngx_sprintf(keys[1], "im:{c:%V}:msgs", &ctx->conv) - keys[1];
@@ -233,29 +245,41 @@ ngx_http_im_send_stored(ngx_http_im_send_ctx_t *ctx)
              - keys[4];
     len[5] = ngx_sprintf(keys[5], "im:{u:%V}:read", &ctx->send_id) - keys[5];
     len[6] = ngx_sprintf(keys[6], "im:user:%V", &ctx->recv_id) - keys[6];
+    len[7] = ngx_sprintf(keys[7], "im:persist") - keys[7];
+    len[8] = ngx_sprintf(keys[8], "im:{c:%V}:reserved", &ctx->conv)
+             - keys[8];
+    len[9] = ngx_sprintf(keys[9], "im:{c:%V}:done", &ctx->conv) - keys[9];
 
-    for (i = 0; i < 7; i++) {
+    for (i = 0; i < 10; i++) {
         argv[i] = (char *) keys[i];
     }
 
     /* the script puts the seq between these two halves */
-    argv[7] = (char *) ctx->json.data;
-    len[7] = ctx->seq_at;
-    argv[8] = (char *) ctx->json.data + ctx->seq_at + 1;
-    len[8] = ctx->json.len - ctx->seq_at - 1;
-    argv[9] = (char *) now_ms;
-    len[9] = ngx_sprintf(now_ms, "%L", ctx->send_time) - now_ms;
-    argv[10] = (char *) ctx->conv.data;
-    len[10] = ctx->conv.len;
-    argv[11] = (char *) ttl;
-    len[11] = ngx_sprintf(ttl, "%T", ngx_http_im_worker->imcf->dedup_ttl)
-              - ttl;
-    argv[12] = "1";
-    len[12] = 1;
+    argv[10] = (char *) ctx->json.data;
+    len[10] = ctx->seq_at;
+    argv[11] = (char *) ctx->json.data + ctx->seq_at + 1;
+    len[11] = ctx->json.len - ctx->seq_at - 1;
+    argv[12] = (char *) now_ms;
+    len[12] = ngx_sprintf(now_ms, "%L", ctx->send_time) - now_ms;
+    argv[13] = (char *) ctx->conv.data;
+    len[13] = ctx->conv.len;
+    argv[14] = (char *) ttl;
+    len[14] = ngx_sprintf(ttl, "%T", imcf->dedup_ttl) - ttl;
+    argv[15] = "1";
+    len[15] = 1;
+    argv[16] = ngx_http_im_mongo_enabled() ? "1" : "0";
+    len[16] = 1;
+    argv[17] = (char *) nums[0];
+    len[17] = ngx_sprintf(nums[0], "%ui", imcf->hot_window) - nums[0];
+    argv[18] = (char *) nums[1];
+    len[18] = ngx_sprintf(nums[1], "%ui", imcf->persist_stream_max)
+              - nums[1];
+    argv[19] = ctx->force ? "1" : "0";
+    len[19] = 1;
 
     return ngx_http_im_redis_script(NGX_HTTP_IM_LUA_SEND,
-                                    ngx_http_im_send_stored_reply, ctx, 7,
-                                    13, argv, len);
+                                    ngx_http_im_send_stored_reply, ctx, 10,
+                                    20, argv, len);
 }
 
 
@@ -272,8 +296,30 @@ ngx_http_im_send_stored_reply(redisReply *reply, void *data)
     }
 
     if (reply->type == REDIS_REPLY_INTEGER) {
+        if (reply->integer == -NGX_HTTP_IM_ERR_UNAVAILABLE) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "im: persistence backlog reached "
+                          "im_persist_stream_max, refusing messages "
+                          "until MongoDB catches up");
+            ngx_http_im_metric_inc(NGX_HTTP_IM_M_PERSIST_FULL);
+        }
+
         ctx->opts.done(ctx->opts.data, (ngx_int_t) -reply->integer, NULL);
         goto done;
+    }
+
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1
+        && reply->element[0]->type == REDIS_REPLY_INTEGER
+        && (reply->element[0]->integer == -2
+            || reply->element[0]->integer == -3))
+    {
+        /* MongoDB first: seed a lost seq, or reserve the next block */
+        ngx_http_im_send_seq(ctx, reply->element[0]->integer == -2
+                                  ? NGX_HTTP_IM_MONGO_RESEED
+                                  : NGX_HTTP_IM_MONGO_RESERVE,
+                             reply->elements > 1
+                             ? reply->element[1]->integer : 0);
+        return;
     }
 
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2
@@ -561,4 +607,130 @@ ngx_http_im_send_ack(ngx_http_im_send_ctx_t *ctx, long long seq,
     ctx->opts.done(ctx->opts.data,
                    ack.failed ? NGX_HTTP_IM_ERR_INTERNAL : 0, &ack);
     ngx_http_im_buf_free(&ack);
+}
+
+
+/*
+ * The seq must never repeat, even if Redis loses its data: before a
+ * conversation uses seqs past its reservation, MongoDB records the next
+ * block (RESERVE); a conversation without a seq key in Redis (new, or
+ * lost) is seeded from the highest seq MongoDB ever reserved or stored
+ * (RESEED).  Then the send runs again.
+ */
+static void
+ngx_http_im_send_seq(ngx_http_im_send_ctx_t *ctx, ngx_uint_t op,
+    long long cur)
+{
+    ngx_http_im_mongo_task_t  *t;
+
+    if (++ctx->retries > 3) {
+        ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        ngx_http_im_send_free(ctx);
+        return;
+    }
+
+    t = ngx_http_im_mongo_task(op, 1);
+    if (t == NULL) {
+        goto force;
+    }
+
+    t->done = ngx_http_im_send_seq_done;
+    t->data = ctx;
+    t->n = 1;
+    t->value = cur + ngx_http_im_worker->imcf->seq_block;
+    t->items[0].conv_off = 0;
+    t->items[0].conv_len = ctx->conv.len;
+    ngx_http_im_buf_add(&t->in, ctx->conv.data, ctx->conv.len);
+
+    if (!t->in.failed && ngx_http_im_mongo_post(t) == NGX_OK) {
+        return;
+    }
+
+    ngx_http_im_mongo_task_free(t);
+
+force:
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "im: cannot reach MongoDB for the seq of \"%V\"; "
+                  "allocating without a reservation", &ctx->conv);
+    ctx->force = 1;
+    ngx_http_im_send_retry(ctx);
+}
+
+
+static void
+ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
+{
+    ngx_http_im_send_ctx_t  *ctx = t->data;
+
+    size_t       len[4];
+    const char  *argv[4];
+    u_char       keys[2][NGX_HTTP_IM_KEY_MAX];
+    u_char       nums[2][NGX_INT64_LEN];
+
+    if (t->rc != NGX_OK) {
+        ngx_http_im_mongo_task_free(t);
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "im: MongoDB failed for the seq of \"%V\"; "
+                      "allocating without a reservation", &ctx->conv);
+        ctx->force = 1;
+        ngx_http_im_send_retry(ctx);
+        return;
+    }
+
+    len[0] = ngx_sprintf(keys[0], "im:{c:%V}:seq", &ctx->conv) - keys[0];
+    len[1] = ngx_sprintf(keys[1], "im:{c:%V}:reserved", &ctx->conv)
+             - keys[1];
+    argv[0] = (char *) keys[0];
+    argv[1] = (char *) keys[1];
+
+    if (t->op == NGX_HTTP_IM_MONGO_RESEED) {
+        /* a fresh block starts at the mark; reserve it before using it */
+        argv[2] = (char *) nums[0];
+        len[2] = ngx_sprintf(nums[0], "%L", (long long) t->value) - nums[0];
+        argv[3] = "0";
+        len[3] = 1;
+
+    } else {
+        argv[2] = "";
+        len[2] = 0;
+        argv[3] = (char *) nums[1];
+        len[3] = ngx_sprintf(nums[1], "%L", (long long) t->value) - nums[1];
+    }
+
+    ngx_http_im_mongo_task_free(t);
+
+    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_SEQ_SEED,
+                                 ngx_http_im_send_seeded, ctx, 2, 4,
+                                 argv, len)
+        != NGX_OK)
+    {
+        ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        ngx_http_im_send_free(ctx);
+    }
+}
+
+
+static void
+ngx_http_im_send_seeded(redisReply *reply, void *data)
+{
+    ngx_http_im_send_ctx_t  *ctx = data;
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        ngx_http_im_send_free(ctx);
+        return;
+    }
+
+    ngx_http_im_send_retry(ctx);
+}
+
+
+static void
+ngx_http_im_send_retry(ngx_http_im_send_ctx_t *ctx)
+{
+    if (ngx_http_im_send_stored(ctx) != NGX_OK) {
+        ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        ngx_http_im_send_free(ctx);
+    }
 }

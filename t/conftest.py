@@ -89,10 +89,53 @@ class Redis:
         return "127.0.0.1:%d" % self.port
 
 
+class Mongo:
+    """FerretDB (t/ferretdb, built by build.sh deps): MongoDB's protocol."""
+
+    BINARY = os.path.join(ROOT, "build/bin/imferret")
+
+    def __init__(self, base):
+        self.dir = os.path.join(base, "mongo-%s" % uuid.uuid4().hex[:6])
+        os.makedirs(self.dir)
+        self.port = free_port()
+        self.proc = None
+
+    def start(self):
+        if not os.path.exists(self.BINARY):
+            subprocess.run([os.path.join(ROOT, "t/ferretdb/build.sh"),
+                            os.path.dirname(self.BINARY)], check=True)
+        self.proc = subprocess.Popen(
+            [self.BINARY, "-listen", "127.0.0.1:%d" % self.port,
+             "-dir", self.dir, "-log-level", "error"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        assert line.startswith("ready"), line
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    @property
+    def uri(self):
+        return "mongodb://127.0.0.1:%d/" % self.port
+
+    def db(self):
+        import pymongo
+        return pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=5000).im
+
+
 class Nginx:
     """One nginx instance ("host") with the module, from conf/nginx.conf."""
 
-    def __init__(self, base, redis_addr, workers=2, http="", ws=""):
+    def __init__(self, base, redis_addr, workers=2, http="", ws="",
+                 mongo=None):
         self.dir = os.path.join(base, "nginx-%s" % uuid.uuid4().hex[:6])
         self.port = free_port()
         for sub in ("conf", "logs", "temp"):
@@ -102,7 +145,8 @@ class Nginx:
         for key, val in (("MODULE", MODULE), ("WORKERS", str(workers)),
                          ("LOG_LEVEL", "info"), ("REDIS", redis_addr),
                          ("LISTEN", "127.0.0.1:%d" % self.port),
-                         ("EXTRA_HTTP", http), ("EXTRA_WS", ws)):
+                         ("EXTRA_HTTP", http), ("EXTRA_WS", ws),
+                         ("MONGO", "im_mongo %s;" % mongo if mongo else "")):
             conf = conf.replace("@%s@" % key, val)
         with open(os.path.join(self.dir, "conf/nginx.conf"), "w") as f:
             f.write(conf)
@@ -362,10 +406,10 @@ def own_stack(base_dir):
     """A private Redis + nginx for tests that break things."""
     made = []
 
-    def make(workers=2, http="", ws="", redis=None):
+    def make(workers=2, http="", ws="", redis=None, mongo=None):
         r = redis or Redis(base_dir).start()
         ngx = Nginx(base_dir, r.addr, workers=workers, http=http,
-                    ws=ws).start()
+                    ws=ws, mongo=mongo).start()
         made.append((r, ngx))
         return r, ngx
 

@@ -2,11 +2,18 @@
 -- KEYS: 1 conv seq, 2 conv msgs (hash seq -> MsgData JSON),
 --       3 dedup key of the clientMsgID, 4 sender's conversation index,
 --       5 recipient's conversation index, 6 sender's read seqs,
---       7 recipient's profile (checked when ARGV[6] is "1")
+--       7 recipient's profile (checked when ARGV[6] is "1"),
+--       8 persistence stream, 9 conv reserved seq, 10 conv persisted-
+--       and-hot seqs
 -- ARGV: 1 JSON up to "seq":, 2 JSON after the seq digits, 3 now (ms),
---       4 conversation ID, 5 dedup TTL (s), 6 check recipient
+--       4 conversation ID, 5 dedup TTL (s), 6 check recipient,
+--       7 "1" with MongoDB, 8 hot window, 9 persistence backlog bound,
+--       10 "1" to allocate past the reservation (MongoDB unreachable)
 -- Returns {1, seq} for a new message, {0, seq, stored JSON} for a resend
--- of a known clientMsgID, or -1101 when the recipient is not registered.
+-- of a known clientMsgID, -1101 when the recipient is not registered,
+-- -90004 when the persistence backlog is full, {-2} when the seq must
+-- first be seeded from MongoDB, {-3, seq} when MongoDB must first
+-- reserve seqs past seq.
 if ARGV[6] == '1' and redis.call('EXISTS', KEYS[7]) == 0 then
     return -1101
 end
@@ -14,6 +21,22 @@ end
 local old = redis.call('GET', KEYS[3])
 if old then
     return {0, tonumber(old), redis.call('HGET', KEYS[2], old) or ''}
+end
+
+local persist = ARGV[7] == '1'
+if persist then
+    if redis.call('XLEN', KEYS[8]) >= tonumber(ARGV[9]) then
+        return -90004
+    end
+    local cur = redis.call('GET', KEYS[1])
+    if not cur then
+        return {-2}
+    end
+    cur = tonumber(cur)
+    if ARGV[10] ~= '1'
+       and cur + 1 > tonumber(redis.call('GET', KEYS[9]) or '0') then
+        return {-3, cur}
+    end
 end
 
 local seq = redis.call('INCR', KEYS[1])
@@ -26,6 +49,15 @@ redis.call('ZADD', KEYS[5], ARGV[3], ARGV[4])
 local read = tonumber(redis.call('HGET', KEYS[6], ARGV[4]) or '0')
 if read < seq then
     redis.call('HSET', KEYS[6], ARGV[4], seq)
+end
+
+if persist then
+    redis.call('XADD', KEYS[8], '*', 'c', ARGV[4], 's', seq)
+    -- the window passed this one; it left Redis if it is persisted
+    local t = seq - tonumber(ARGV[8])
+    if t >= 1 and redis.call('HDEL', KEYS[10], t) == 1 then
+        redis.call('HDEL', KEYS[2], t)
+    end
 end
 
 return {1, seq}

@@ -1,0 +1,658 @@
+
+/*
+ * ngx_im: MongoDB through mongo-c-driver, on an nginx thread pool only.
+ *
+ * A task is posted with ngx_http_im_mongo_post(); its operation runs in a
+ * pool thread with a client popped from the worker's mongoc_client_pool_t,
+ * and its done() handler runs back on the event loop.  No mongoc call is
+ * made on the event-loop thread (checked in debug builds).
+ *
+ * Documents (database im_mongo_database):
+ *   msg:       {_id: "<conv>:<seq>", conversationID, seq, sendTime, msg}
+ *   seq_block: {_id: "<conv>:<end>", conversationID, end}
+ * _id lookups are the fast path on every MongoDB-compatible server; the
+ * (conversationID, seq) index serves range queries on a real MongoDB.
+ */
+
+
+#include <mongoc/mongoc.h>
+#include <pthread.h>
+
+#include "ngx_http_im_mongo.h"
+
+
+static void ngx_http_im_mongo_thread(void *data, ngx_log_t *log);
+static void ngx_http_im_mongo_event(ngx_event_t *ev);
+static ngx_int_t ngx_http_im_mongo_insert(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client);
+static ngx_int_t ngx_http_im_mongo_find(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client);
+static ngx_int_t ngx_http_im_mongo_reserve(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client);
+static ngx_int_t ngx_http_im_mongo_reseed(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client);
+static ngx_int_t ngx_http_im_mongo_indexes(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client);
+static int64_t ngx_http_im_mongo_max(mongoc_collection_t *coll,
+    const char *conv, size_t len, const char *field,
+    ngx_http_im_mongo_task_t *t);
+static void ngx_http_im_mongo_error(ngx_http_im_mongo_task_t *t,
+    const char *what, bson_error_t *error);
+static int ngx_http_im_mongo_same_conv(ngx_http_im_mongo_task_t *t,
+    ngx_http_im_mongo_item_t *it, const bson_t *doc);
+
+
+static mongoc_client_pool_t  *ngx_http_im_mongo_pool;
+static ngx_thread_pool_t     *ngx_http_im_mongo_tp;
+static pthread_t              ngx_http_im_mongo_loop;
+static ngx_uint_t             ngx_http_im_mongo_pending;
+static ngx_uint_t             ngx_http_im_mongo_indexed;
+
+
+/* In a worker: the client pool, sized to the thread pool. */
+ngx_int_t
+ngx_http_im_mongo_init(ngx_cycle_t *cycle, ngx_http_im_main_conf_t *imcf)
+{
+    char           *uri_text;
+    bson_error_t    error;
+    mongoc_uri_t   *uri;
+
+    ngx_http_im_mongo_loop = pthread_self();
+    ngx_http_im_mongo_pending = 0;
+    ngx_http_im_mongo_indexed = 0;
+
+    ngx_http_im_mongo_tp = ngx_thread_pool_get(cycle, &imcf->mongo_pool);
+    if (ngx_http_im_mongo_tp == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "im: thread pool \"%V\" not found",
+                      &imcf->mongo_pool);
+        return NGX_ERROR;
+    }
+
+    mongoc_init();
+
+    uri_text = (char *) imcf->mongo_uri.data;
+    uri = mongoc_uri_new_with_error(uri_text, &error);
+    if (uri == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "im: invalid MongoDB URI: %s", error.message);
+        return NGX_ERROR;
+    }
+
+    ngx_http_im_mongo_pool = mongoc_client_pool_new(uri);
+    mongoc_uri_destroy(uri);
+
+    if (ngx_http_im_mongo_pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    mongoc_client_pool_set_error_api(ngx_http_im_mongo_pool,
+                                     MONGOC_ERROR_API_VERSION_2);
+    mongoc_client_pool_max_size(ngx_http_im_mongo_pool,
+                                (uint32_t) imcf->mongo_clients);
+
+    return NGX_OK;
+}
+
+
+/*
+ * At worker exit.  Tasks still in the pool are abandoned with the
+ * process; the client pool is left to the exiting process too, because a
+ * pool thread may still hold one of its clients.
+ */
+void
+ngx_http_im_mongo_exit(void)
+{
+    ngx_http_im_mongo_pool = NULL;
+}
+
+
+ngx_int_t
+ngx_http_im_mongo_enabled(void)
+{
+    return ngx_http_im_mongo_pool != NULL;
+}
+
+
+/* allocates a task with room for n items */
+ngx_http_im_mongo_task_t *
+ngx_http_im_mongo_task(ngx_uint_t op, ngx_uint_t n)
+{
+    ngx_http_im_mongo_task_t  *t;
+
+    t = ngx_calloc(sizeof(ngx_http_im_mongo_task_t)
+                   + n * sizeof(ngx_http_im_mongo_item_t), ngx_cycle->log);
+    if (t == NULL) {
+        return NULL;
+    }
+
+    t->op = op;
+    t->items = (ngx_http_im_mongo_item_t *) (t + 1);
+    ngx_http_im_buf_init(&t->in, 64 * 1024 * 1024);
+    ngx_http_im_buf_init(&t->out, 64 * 1024 * 1024);
+
+    return t;
+}
+
+
+void
+ngx_http_im_mongo_task_free(ngx_http_im_mongo_task_t *t)
+{
+    ngx_http_im_buf_free(&t->in);
+    ngx_http_im_buf_free(&t->out);
+    ngx_free(t->thread_task);
+    ngx_free(t);
+}
+
+
+/*
+ * Runs t in the thread pool; t->done() is called on the event loop.
+ * Returns NGX_DECLINED when MongoDB is not configured or the bound of
+ * tasks in flight is reached; t is not consumed then.
+ */
+ngx_int_t
+ngx_http_im_mongo_post(ngx_http_im_mongo_task_t *t)
+{
+    ngx_thread_task_t  *task;
+
+    if (ngx_http_im_mongo_pool == NULL
+        || ngx_http_im_mongo_pending
+           >= ngx_http_im_worker->imcf->mongo_max_pending)
+    {
+        return NGX_DECLINED;
+    }
+
+    task = ngx_calloc(sizeof(ngx_thread_task_t), ngx_cycle->log);
+    if (task == NULL) {
+        return NGX_DECLINED;
+    }
+
+    task->ctx = t;
+    task->handler = ngx_http_im_mongo_thread;
+    task->event.handler = ngx_http_im_mongo_event;
+    task->event.data = t;
+    task->event.log = ngx_cycle->log;
+
+    t->thread_task = task;
+    t->pool = ngx_http_im_mongo_pool;
+    t->db = (char *) ngx_http_im_worker->imcf->mongo_db.data;
+
+    if (ngx_thread_task_post(ngx_http_im_mongo_tp, task) != NGX_OK) {
+        t->thread_task = NULL;
+        ngx_free(task);
+        return NGX_DECLINED;
+    }
+
+    ngx_http_im_mongo_pending++;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_im_mongo_event(ngx_event_t *ev)
+{
+    ngx_http_im_mongo_task_t  *t;
+
+    t = ev->data;
+    ngx_http_im_mongo_pending--;
+
+    if (t->rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0, "im mongo: %s", t->err);
+    }
+
+    t->done(t);
+}
+
+
+/* in a pool thread: blocking is fine here, and only here */
+static void
+ngx_http_im_mongo_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_im_mongo_task_t *t = data;
+
+    mongoc_client_t  *client;
+
+    if (pthread_equal(pthread_self(), ngx_http_im_mongo_loop)) {
+        /* cannot happen: this runs in a pool thread */
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "im mongo: called on the event-loop thread");
+        t->rc = NGX_ERROR;
+        return;
+    }
+
+    client = mongoc_client_pool_pop((mongoc_client_pool_t *) t->pool);
+    if (client == NULL) {
+        ngx_cpystrn((u_char *) t->err, (u_char *) "no client", sizeof(t->err));
+        t->rc = NGX_ERROR;
+        return;
+    }
+
+    switch (t->op) {
+
+    case NGX_HTTP_IM_MONGO_INSERT:
+        t->rc = ngx_http_im_mongo_indexes(t, client);
+        if (t->rc == NGX_OK) {
+            t->rc = ngx_http_im_mongo_insert(t, client);
+        }
+        break;
+
+    case NGX_HTTP_IM_MONGO_FIND:
+        t->rc = ngx_http_im_mongo_find(t, client);
+        break;
+
+    case NGX_HTTP_IM_MONGO_RESERVE:
+        t->rc = ngx_http_im_mongo_reserve(t, client);
+        break;
+
+    default: /* NGX_HTTP_IM_MONGO_RESEED */
+        t->rc = ngx_http_im_mongo_reseed(t, client);
+        break;
+    }
+
+    mongoc_client_pool_push((mongoc_client_pool_t *) t->pool, client);
+}
+
+
+/* the (conversationID, seq) index, once per worker */
+static ngx_int_t
+ngx_http_im_mongo_indexes(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client)
+{
+    bool                ok;
+    bson_t             *cmd, reply;
+    bson_error_t        error;
+    mongoc_database_t  *db;
+
+    if (ngx_http_im_mongo_indexed) {
+        return NGX_OK;
+    }
+
+    cmd = BCON_NEW("createIndexes", BCON_UTF8("msg"),
+                   "indexes", "[", "{",
+                       "key", "{", "conversationID", BCON_INT32(1),
+                                   "seq", BCON_INT32(1), "}",
+                       "name", BCON_UTF8("conversation_seq"),
+                   "}", "]");
+
+    db = mongoc_client_get_database(client, t->db);
+    ok = mongoc_database_write_command_with_opts(db, cmd, NULL, &reply,
+                                                 &error);
+    bson_destroy(&reply);
+    mongoc_database_destroy(db);
+    bson_destroy(cmd);
+
+    if (!ok) {
+        ngx_http_im_mongo_error(t, "createIndexes", &error);
+        return NGX_ERROR;
+    }
+
+    /* a benign race between pool threads: createIndexes is idempotent */
+    ngx_http_im_mongo_indexed = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * items: conv, seq, json (the MsgData).  Unordered, so one duplicate does
+ * not stop the rest; a batch whose only errors are duplicate keys was
+ * already stored by an earlier try, and counts as done.
+ */
+static ngx_int_t
+ngx_http_im_mongo_insert(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
+{
+    bool                       ok;
+    char                       id[NGX_HTTP_IM_MONGO_ID_MAX];
+    bson_t                   **docs, *msg, reply, opts;
+    uint32_t                   len;
+    ngx_uint_t                 i, n;
+    bson_iter_t                iter, err;
+    bson_error_t               error;
+    mongoc_collection_t       *coll;
+    ngx_http_im_mongo_item_t  *it;
+
+    docs = calloc(t->n, sizeof(bson_t *));
+    if (docs == NULL) {
+        ngx_cpystrn((u_char *) t->err, (u_char *) "out of memory",
+                    sizeof(t->err));
+        return NGX_ERROR;
+    }
+
+    n = 0;
+    for (i = 0; i < t->n; i++) {
+        it = &t->items[i];
+
+        if (it->len == 0) {
+            /* gone from Redis (flushed): nothing to store */
+            continue;
+        }
+
+        msg = bson_new_from_json(t->in.data + it->off, it->len, &error);
+        if (msg == NULL) {
+            continue;
+        }
+
+        snprintf(id, sizeof(id), "%.*s:%lld", (int) it->conv_len,
+                 (char *) t->in.data + it->conv_off, (long long) it->seq);
+
+        docs[n] = bson_new();
+        BSON_APPEND_UTF8(docs[n], "_id", id);
+        bson_append_utf8(docs[n], "conversationID", -1,
+                         (char *) t->in.data + it->conv_off,
+                         (int) it->conv_len);
+        BSON_APPEND_INT64(docs[n], "seq", it->seq);
+        BSON_APPEND_DOCUMENT(docs[n], "msg", msg);
+        bson_destroy(msg);
+        n++;
+    }
+
+    bson_init(&opts);
+    BSON_APPEND_BOOL(&opts, "ordered", false);
+
+    coll = mongoc_client_get_collection(client, t->db, "msg");
+    ok = n == 0 || mongoc_collection_insert_many(coll, (const bson_t **) docs,
+                                                 n, &opts, &reply, &error);
+
+    if (!ok) {
+        /* every write error must be a duplicate key for success */
+        ok = error.code == 11000;
+
+        if (bson_iter_init_find(&iter, &reply, "writeErrors")
+            && BSON_ITER_HOLDS_ARRAY(&iter)
+            && bson_iter_recurse(&iter, &err))
+        {
+            while (bson_iter_next(&err)) {
+                bson_iter_t  code;
+
+                if (!BSON_ITER_HOLDS_DOCUMENT(&err)
+                    || !bson_iter_recurse(&err, &code)
+                    || !bson_iter_find(&code, "code")
+                    || bson_iter_as_int64(&code) != 11000)
+                {
+                    ok = false;
+                }
+            }
+
+        } else {
+            ok = false;
+        }
+
+        if (bson_iter_init_find(&iter, &reply, "writeConcernErrors")) {
+            ok = false;
+        }
+
+        if (!ok) {
+            ngx_http_im_mongo_error(t, "insert", &error);
+        }
+    }
+
+    if (n) {
+        bson_destroy(&reply);
+    }
+
+    bson_destroy(&opts);
+    mongoc_collection_destroy(coll);
+
+    for (i = 0; i < n; i++) {
+        bson_destroy(docs[i]);
+    }
+
+    free(docs);
+    (void) len;
+
+    return ok ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * items: conv, seq in; out gets each found message's MsgData JSON, and
+ * the item its offset and length (len 0: not found).
+ */
+static ngx_int_t
+ngx_http_im_mongo_find(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
+{
+    char                       id[NGX_HTTP_IM_MONGO_ID_MAX];
+    char                      *json;
+    size_t                     jlen;
+    bson_t                    *filter, *opts, ids, msg;
+    uint32_t                   dlen;
+    int64_t                    seq;
+    ngx_uint_t                 i, j;
+    const bson_t              *doc;
+    const uint8_t             *data;
+    bson_iter_t                iter;
+    bson_error_t               error;
+    mongoc_cursor_t           *cursor;
+    mongoc_collection_t       *coll;
+    ngx_http_im_mongo_item_t  *it;
+
+    filter = bson_new();
+    bson_append_document_begin(filter, "_id", -1, &msg);
+    bson_append_array_begin(&msg, "$in", -1, &ids);
+
+    for (i = 0; i < t->n; i++) {
+        char  key[16];
+
+        it = &t->items[i];
+        snprintf(id, sizeof(id), "%.*s:%lld", (int) it->conv_len,
+                 (char *) t->in.data + it->conv_off, (long long) it->seq);
+        snprintf(key, sizeof(key), "%u", (unsigned) i);
+        BSON_APPEND_UTF8(&ids, key, id);
+    }
+
+    bson_append_array_end(&msg, &ids);
+    bson_append_document_end(filter, &msg);
+
+    opts = BCON_NEW("projection", "{", "conversationID", BCON_INT32(1),
+                    "seq", BCON_INT32(1), "msg", BCON_INT32(1), "}");
+
+    coll = mongoc_client_get_collection(client, t->db, "msg");
+    cursor = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+
+    while (mongoc_cursor_next(cursor, &doc)) {
+        if (!bson_iter_init_find(&iter, doc, "seq")) {
+            continue;
+        }
+
+        seq = bson_iter_as_int64(&iter);
+
+        if (!bson_iter_init_find(&iter, doc, "msg")
+            || !BSON_ITER_HOLDS_DOCUMENT(&iter))
+        {
+            continue;
+        }
+
+        bson_iter_document(&iter, &dlen, &data);
+        if (!bson_init_static(&msg, data, dlen)) {
+            continue;
+        }
+
+        json = bson_as_relaxed_extended_json(&msg, &jlen);
+        if (json == NULL) {
+            continue;
+        }
+
+        /* match the document to its item; conversations repeat rarely */
+        for (j = 0; j < t->n; j++) {
+            it = &t->items[j];
+            if (it->seq == seq && it->len == 0
+                && ngx_http_im_mongo_same_conv(t, it, doc))
+            {
+                it->off = t->out.len;
+                it->len = jlen;
+                ngx_http_im_buf_add(&t->out, json, jlen);
+                break;
+            }
+        }
+
+        bson_free(json);
+    }
+
+    if (mongoc_cursor_error(cursor, &error)) {
+        ngx_http_im_mongo_error(t, "find", &error);
+        mongoc_cursor_destroy(cursor);
+        mongoc_collection_destroy(coll);
+        bson_destroy(filter);
+        bson_destroy(opts);
+        return NGX_ERROR;
+    }
+
+    mongoc_cursor_destroy(cursor);
+    mongoc_collection_destroy(coll);
+    bson_destroy(filter);
+    bson_destroy(opts);
+
+    return t->out.failed ? NGX_ERROR : NGX_OK;
+}
+
+
+static int
+ngx_http_im_mongo_same_conv(ngx_http_im_mongo_task_t *t,
+    ngx_http_im_mongo_item_t *it, const bson_t *doc)
+{
+    uint32_t      len;
+    const char   *conv;
+    bson_iter_t   iter;
+
+    if (!bson_iter_init_find(&iter, doc, "conversationID")
+        || !BSON_ITER_HOLDS_UTF8(&iter))
+    {
+        return 0;
+    }
+
+    conv = bson_iter_utf8(&iter, &len);
+
+    return len == it->conv_len
+           && memcmp(conv, t->in.data + it->conv_off, len) == 0;
+}
+
+
+/*
+ * Records that conv may use seqs up to t->value.  An insert, never an
+ * update: inserts are safe under concurrency on every MongoDB-compatible
+ * server, and the mark is the largest "end" of the conversation.
+ */
+static ngx_int_t
+ngx_http_im_mongo_reserve(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client)
+{
+    bool                       ok;
+    char                       id[NGX_HTTP_IM_MONGO_ID_MAX];
+    bson_t                    *doc;
+    bson_error_t               error;
+    mongoc_collection_t       *coll;
+    ngx_http_im_mongo_item_t  *it;
+
+    it = &t->items[0];
+    snprintf(id, sizeof(id), "%.*s:%lld", (int) it->conv_len,
+             (char *) t->in.data + it->conv_off, (long long) t->value);
+
+    doc = bson_new();
+    BSON_APPEND_UTF8(doc, "_id", id);
+    bson_append_utf8(doc, "conversationID", -1,
+                     (char *) t->in.data + it->conv_off, (int) it->conv_len);
+    BSON_APPEND_INT64(doc, "end", t->value);
+
+    coll = mongoc_client_get_collection(client, t->db, "seq_block");
+    ok = mongoc_collection_insert_one(coll, doc, NULL, NULL, &error);
+
+    if (!ok && error.code == 11000) {
+        ok = true;
+    }
+
+    if (!ok) {
+        ngx_http_im_mongo_error(t, "reserve", &error);
+    }
+
+    mongoc_collection_destroy(coll);
+    bson_destroy(doc);
+
+    return ok ? NGX_OK : NGX_ERROR;
+}
+
+
+/* the highest seq conv ever reserved or stored: t->value */
+static ngx_int_t
+ngx_http_im_mongo_reseed(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
+{
+    int64_t                    a, b;
+    const char                *conv;
+    mongoc_collection_t       *coll;
+    ngx_http_im_mongo_item_t  *it;
+
+    it = &t->items[0];
+    conv = (char *) t->in.data + it->conv_off;
+
+    coll = mongoc_client_get_collection(client, t->db, "seq_block");
+    a = ngx_http_im_mongo_max(coll, conv, it->conv_len, "end", t);
+    mongoc_collection_destroy(coll);
+
+    if (a < 0) {
+        return NGX_ERROR;
+    }
+
+    coll = mongoc_client_get_collection(client, t->db, "msg");
+    b = ngx_http_im_mongo_max(coll, conv, it->conv_len, "seq", t);
+    mongoc_collection_destroy(coll);
+
+    if (b < 0) {
+        return NGX_ERROR;
+    }
+
+    t->value = a > b ? a : b;
+
+    return NGX_OK;
+}
+
+
+/* max of field over conv's documents; -1 on error */
+static int64_t
+ngx_http_im_mongo_max(mongoc_collection_t *coll, const char *conv,
+    size_t len, const char *field, ngx_http_im_mongo_task_t *t)
+{
+    int64_t           max;
+    bson_t           *filter, *opts;
+    const bson_t     *doc;
+    bson_iter_t       iter;
+    bson_error_t      error;
+    mongoc_cursor_t  *cursor;
+
+    filter = bson_new();
+    bson_append_utf8(filter, "conversationID", -1, conv, (int) len);
+    opts = BCON_NEW("sort", "{", field, BCON_INT32(-1), "}",
+                    "limit", BCON_INT64(1));
+
+    cursor = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+
+    max = 0;
+    while (mongoc_cursor_next(cursor, &doc)) {
+        if (bson_iter_init_find(&iter, doc, field)) {
+            max = bson_iter_as_int64(&iter);
+        }
+    }
+
+    if (mongoc_cursor_error(cursor, &error)) {
+        ngx_http_im_mongo_error(t, "reseed", &error);
+        max = -1;
+    }
+
+    mongoc_cursor_destroy(cursor);
+    bson_destroy(filter);
+    bson_destroy(opts);
+
+    return max;
+}
+
+
+static void
+ngx_http_im_mongo_error(ngx_http_im_mongo_task_t *t, const char *what,
+    bson_error_t *error)
+{
+    u_char  *p;
+
+    p = ngx_snprintf((u_char *) t->err, sizeof(t->err) - 1,
+                     "%s failed: %s (%uD.%uD)", what, error->message,
+                     error->domain, error->code);
+    *p = '\0';
+}

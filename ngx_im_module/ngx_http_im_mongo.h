@@ -1,0 +1,64 @@
+
+/*
+ * ngx_im: MongoDB tasks on an nginx thread pool.
+ */
+
+
+#ifndef _NGX_HTTP_IM_MONGO_H_INCLUDED_
+#define _NGX_HTTP_IM_MONGO_H_INCLUDED_
+
+
+#include "ngx_http_im_module.h"
+
+
+#define NGX_HTTP_IM_MONGO_INSERT   1
+#define NGX_HTTP_IM_MONGO_FIND     2
+#define NGX_HTTP_IM_MONGO_RESERVE  3
+#define NGX_HTTP_IM_MONGO_RESEED   4
+
+#define NGX_HTTP_IM_MONGO_ID_MAX   (2 * NGX_HTTP_IM_UID_MAX + 64)
+
+
+/* strings of an item live in task->in, at offsets */
+typedef struct {
+    size_t                     conv_off;
+    size_t                     conv_len;
+    int64_t                    seq;
+    size_t                     off;        /* INSERT: JSON in "in"; */
+    size_t                     len;        /* FIND: result in "out" */
+    size_t                     id_off;     /* stream entry ID, to ack */
+    size_t                     id_len;
+} ngx_http_im_mongo_item_t;
+
+
+typedef struct ngx_http_im_mongo_task_s  ngx_http_im_mongo_task_t;
+
+struct ngx_http_im_mongo_task_s {
+    ngx_uint_t                 op;
+    void                     (*done)(ngx_http_im_mongo_task_t *t);
+    void                      *data;
+    ngx_int_t                  rc;
+    char                       err[256];
+    int64_t                    value;      /* RESERVE in, RESEED out */
+    ngx_uint_t                 n;
+    ngx_http_im_mongo_item_t  *items;
+    ngx_http_im_buf_t          in;
+    ngx_http_im_buf_t          out;
+
+    /* set by ngx_http_im_mongo_post() */
+    ngx_thread_task_t         *thread_task;
+    void                      *pool;
+    const char                *db;
+};
+
+
+ngx_int_t ngx_http_im_mongo_init(ngx_cycle_t *cycle,
+    ngx_http_im_main_conf_t *imcf);
+void ngx_http_im_mongo_exit(void);
+ngx_int_t ngx_http_im_mongo_enabled(void);
+ngx_http_im_mongo_task_t *ngx_http_im_mongo_task(ngx_uint_t op, ngx_uint_t n);
+void ngx_http_im_mongo_task_free(ngx_http_im_mongo_task_t *t);
+ngx_int_t ngx_http_im_mongo_post(ngx_http_im_mongo_task_t *t);
+
+
+#endif /* _NGX_HTTP_IM_MONGO_H_INCLUDED_ */
