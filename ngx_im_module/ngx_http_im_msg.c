@@ -101,7 +101,7 @@ ngx_http_im_msg_dispatch(ngx_http_im_session_t *s, u_char *data, size_t len,
     ngx_uint_t binary)
 {
     char                 err[256];
-    ngx_str_t            empty;
+    ngx_str_t            empty, opid, incr;
     ngx_http_im_req_t    req;
     ngx_http_im_call_t  *call;
 
@@ -120,8 +120,16 @@ ngx_http_im_msg_dispatch(ngx_http_im_session_t *s, u_char *data, size_t len,
     if (ngx_http_im_req_parse(data, len, &req, err, sizeof(err)) != 0) {
         ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
                       "im: bad request from \"%V\": %s", &s->uid, err);
-        ngx_http_im_reply(s, 0, &empty, &empty, NGX_HTTP_IM_ERR_ARGS, err,
-                          NULL);
+
+        /* echo what of the envelope could be read, so the client can
+         * match the answer to its request */
+        opid.data = (u_char *) req.operation_id.data;
+        opid.len = req.operation_id.data ? req.operation_id.len : 0;
+        incr.data = (u_char *) req.msg_incr.data;
+        incr.len = req.msg_incr.data ? req.msg_incr.len : 0;
+
+        ngx_http_im_reply(s, req.req_identifier, &opid, &incr,
+                          NGX_HTTP_IM_ERR_ARGS, err, NULL);
         ngx_http_im_req_free(&req);
         return;
     }

@@ -303,6 +303,7 @@ class Client:
 
     async def connect(self):
         self.ws = await websockets.connect(self.url, max_size=None,
+                                           max_queue=None,
                                            ping_interval=None)
         return self
 
