@@ -21,6 +21,14 @@
 
 typedef struct ngx_http_im_api_s  ngx_http_im_api_t;
 
+
+/* the request's module context while its body is read */
+typedef struct {
+    off_t                        size;
+    off_t                        max;
+    ngx_uint_t                   too_large;
+} ngx_http_im_api_body_t;
+
 typedef void (*ngx_http_im_route_pt)(ngx_http_im_api_t *api);
 
 typedef struct {
@@ -103,6 +111,9 @@ static ngx_int_t ngx_http_im_api_users(ngx_http_im_api_t *api,
     ngx_uint_t script, const char *fmt, ngx_http_im_redis_pt handler);
 
 
+static ngx_http_request_body_filter_pt  ngx_http_im_next_body_filter;
+
+
 static ngx_http_im_route_t  ngx_http_im_routes[] = {
 
     { ngx_string("/auth/get_admin_token"), NGX_HTTP_IM_ACCESS_SECRET,
@@ -148,6 +159,7 @@ ngx_http_im_api_handler(ngx_http_request_t *r)
 {
     ngx_int_t                rc;
     ngx_http_im_loc_conf_t  *conf;
+    ngx_http_im_api_body_t  *body;
 
     if (ngx_http_im_api_route(r) == NULL) {
         return NGX_HTTP_NOT_FOUND;
@@ -172,6 +184,14 @@ ngx_http_im_api_handler(ngx_http_request_t *r)
         return ngx_http_im_api_reply(r, NGX_HTTP_IM_ERR_ARGS,
                                      "request body too large", NULL);
     }
+
+    body = ngx_pcalloc(r->pool, sizeof(ngx_http_im_api_body_t));
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body->max = conf->api_max_body;
+    ngx_http_set_ctx(r, body, ngx_http_im_module);
 
     r->request_body_in_single_buf = 1;
 
@@ -220,16 +240,28 @@ ngx_http_im_api_route(ngx_http_request_t *r)
 static void
 ngx_http_im_api_body(ngx_http_request_t *r)
 {
-    char                 err[256];
-    size_t               argvlen[4];
-    ngx_int_t            rc;
-    const char          *argv[4];
-    ngx_pool_cleanup_t  *cln;
-    ngx_http_im_api_t   *api;
+    char                     err[256];
+    size_t                   argvlen[4];
+    ngx_int_t                rc;
+    const char              *argv[4];
+    ngx_pool_cleanup_t      *cln;
+    ngx_http_im_api_t       *api;
+    ngx_http_im_api_body_t  *body;
     u_char               keys[2][NGX_HTTP_IM_UID_MAX + 32];
 
     if (ngx_http_im_worker == NULL) {
         ngx_http_finalize_request(r, NGX_HTTP_SERVICE_UNAVAILABLE);
+        return;
+    }
+
+    body = ngx_http_get_module_ctx(r, ngx_http_im_module);
+    if (body && body->too_large) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "im api: chunked body over the %O bytes limit",
+                      body->max);
+        ngx_http_finalize_request(r, ngx_http_im_api_reply(r,
+                                  NGX_HTTP_IM_ERR_ARGS,
+                                  "request body too large", NULL));
         return;
     }
 
@@ -1553,4 +1585,87 @@ ngx_http_im_api_route_name(ngx_uint_t i)
     }
 
     return (const char *) ngx_http_im_routes[i].path.data;
+}
+
+
+/* counts an API request's body; past the limit its data is dropped */
+static ngx_int_t
+ngx_http_im_api_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_buf_t               *last;
+    ngx_chain_t             *cl;
+    ngx_http_request_body_t *rb;
+    ngx_http_im_api_body_t  *body;
+    ngx_http_im_loc_conf_t  *conf;
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_im_module);
+
+    if (conf->kind != NGX_HTTP_IM_LOC_API) {
+        return ngx_http_im_next_body_filter(r, in);
+    }
+
+    body = ngx_http_get_module_ctx(r, ngx_http_im_module);
+    if (body == NULL) {
+        return ngx_http_im_next_body_filter(r, in);
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        body->size += ngx_buf_size(cl->buf);
+    }
+
+    rb = r->request_body;
+
+    /* a full read buffer with more to come would spill to a temp file:
+     * chunk framing counts toward the limit too */
+    if (body->size <= body->max && !body->too_large
+        && !(rb->rest > 0 && rb->buf && rb->buf->last == rb->buf->end))
+    {
+        return ngx_http_im_next_body_filter(r, in);
+    }
+
+    body->too_large = 1;
+
+    /*
+     * Drop what arrives and what was kept so far: kept buffers would be
+     * busy when the read buffer fills, or be written to a temp file.
+     * Only the end-of-body mark goes on, emptied.
+     */
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+    }
+
+    r->request_body->bufs = NULL;
+    last = NULL;
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+
+        if (cl->buf->last_buf) {
+            last = cl->buf;
+        }
+    }
+
+    if (last == NULL) {
+        return NGX_OK;
+    }
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cl->buf = last;
+    cl->next = NULL;
+
+    return ngx_http_im_next_body_filter(r, cl);
+}
+
+
+ngx_int_t
+ngx_http_im_api_body_filter_init(ngx_conf_t *cf)
+{
+    ngx_http_im_next_body_filter = ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = ngx_http_im_api_body_filter;
+
+    return NGX_OK;
 }

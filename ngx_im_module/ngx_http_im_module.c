@@ -23,6 +23,9 @@ static char *ngx_http_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_im_location(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_im_admins(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_im_postconfiguration(ngx_conf_t *cf);
 
 
 ngx_http_im_worker_t  *ngx_http_im_worker;
@@ -105,7 +108,7 @@ static ngx_command_t  ngx_http_im_commands[] = {
 
     { ngx_string("im_admin"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
-      ngx_conf_set_str_array_slot,
+      ngx_http_im_admins,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_im_main_conf_t, admins),
       NULL },
@@ -270,7 +273,7 @@ static ngx_command_t  ngx_http_im_commands[] = {
 
 static ngx_http_module_t  ngx_http_im_module_ctx = {
     NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_im_postconfiguration,         /* postconfiguration */
 
     ngx_http_im_create_main_conf,          /* create main configuration */
     ngx_http_im_init_main_conf,            /* init main configuration */
@@ -540,8 +543,11 @@ ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             clcf->client_body_buffer_size = conf->api_max_body + 1;
         }
 
-        if (clcf->client_max_body_size < (off_t) conf->api_max_body + 1) {
-            clcf->client_max_body_size = conf->api_max_body + 1;
+        /* bodies over im_api_max_body get a JSON 1001: the API's body
+         * filter drops their data, so they never reach disk; nginx's own
+         * 413 stays only for absurd sizes */
+        if (clcf->client_max_body_size < 64 * (off_t) conf->api_max_body) {
+            clcf->client_max_body_size = 64 * (off_t) conf->api_max_body;
         }
     }
 
@@ -633,6 +639,44 @@ ngx_http_im_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/* im_admin uid ...: every argument is an admin (may repeat) */
+static char *
+ngx_http_im_admins(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_im_main_conf_t *imcf = conf;
+
+    ngx_str_t   *value, *a;
+    ngx_uint_t   i;
+
+    if (imcf->admins == NGX_CONF_UNSET_PTR) {
+        imcf->admins = ngx_array_create(cf->pool, 4, sizeof(ngx_str_t));
+        if (imcf->admins == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        a = ngx_array_push(imcf->admins);
+        if (a == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *a = value[i];
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_im_postconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_im_api_body_filter_init(cf);
 }
 
 

@@ -283,6 +283,7 @@ void ngx_http_im_persist_exit(void);
 /* api.c */
 ngx_int_t ngx_http_im_api_handler(ngx_http_request_t *r);
 const char *ngx_http_im_api_route_name(ngx_uint_t i);
+ngx_int_t ngx_http_im_api_body_filter_init(ngx_conf_t *cf);
 
 
 #endif /* _NGX_HTTP_IM_MODULE_H_INCLUDED_ */

@@ -161,7 +161,7 @@ ngx_http_im_send_ctx(ngx_http_im_msg_t *m, ngx_str_t *conv,
             : ngx_http_im_content_title(m->content_type);
 
     size = conv->len + m->send_id.len + m->recv_id.len + NGX_HTTP_IM_ID_LEN
-           + m->client_msg_id.len + ngx_strlen(title)
+           + m->client_msg_id.len + ngx_strlen(title) + opts->push_class.len
            + m->offline_push_info.desc.len + m->offline_push_info.ex.len;
 
     ctx = ngx_calloc(sizeof(ngx_http_im_send_ctx_t) + size, ngx_cycle->log);
@@ -193,6 +193,10 @@ ngx_http_im_send_ctx(ngx_http_im_msg_t *m, ngx_str_t *conv,
                           m->offline_push_info.desc.len);
     ngx_http_im_send_copy(ctx->ex, m->offline_push_info.ex.data,
                           m->offline_push_info.ex.len);
+
+    /* the caller's strings (a REST body) may be gone when the job goes */
+    ngx_http_im_send_copy(ctx->opts.push_class, opts->push_class.data,
+                          opts->push_class.len);
 
 #undef ngx_http_im_send_copy
 
