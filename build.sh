@@ -14,7 +14,7 @@ MONGO_PORT=${IM_MONGO_PORT:-27018}
 FERRET=$BUILD/bin/imferret
 
 DEBS="nginx nginx-dev libhiredis-dev libmongoc-dev libbson-dev
-      libprotobuf-c-dev protobuf-c-compiler libyajl-dev libssl-dev
+      libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libyajl-dev libssl-dev
       redis-server redis-tools pkg-config gcc make curl
       python3-pytest python3-websockets python3-redis python3-pymongo
       python3-protobuf"
@@ -73,6 +73,10 @@ build() {
         "$BUILD/nginx/ngx_http_im_scripts.h" ||
         mv "$BUILD/nginx/ngx_http_im_scripts.h.new" \
             "$BUILD/nginx/ngx_http_im_scripts.h"
+    if [ "$ROOT/ngx_im_module/im.proto" -nt "$BUILD/nginx/im.pb-c.c" ]; then
+        protoc-c --c_out="$BUILD/nginx" --proto_path="$ROOT/ngx_im_module" \
+            im.proto
+    fi
     make -s -f "$BUILD/nginx/Makefile" -C "$NGX_SRC" -j"$(nproc)" modules
     log "built $MODULE"
 }

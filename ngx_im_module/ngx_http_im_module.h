@@ -188,6 +188,7 @@ struct ngx_http_im_session_s {
     unsigned                   closing:1;
     unsigned                   pinged:1;
     unsigned                   queued:1;       /* in user->sessions */
+    unsigned                   binary:1;       /* pushes as protobuf */
 };
 
 

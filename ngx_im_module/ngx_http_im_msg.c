@@ -12,6 +12,7 @@
 #include "ngx_http_im_redis.h"
 #include "ngx_http_im_id.h"
 #include "ngx_http_im_mongo.h"
+#include "ngx_http_im_pb.h"
 
 
 #define NGX_HTTP_IM_MAX_RANGES   100
@@ -31,11 +32,19 @@ typedef struct {
     size_t                     len;
 } ngx_http_im_pulled_t;
 
-struct ngx_http_im_call_s {
-    ngx_http_im_session_t     *s;
+/* what an answer echoes, and its encoding */
+typedef struct {
     long long                  req_identifier;
     ngx_str_t                  operation_id;
     ngx_str_t                  msg_incr;
+    ngx_uint_t                 binary;
+} ngx_http_im_env_t;
+
+
+struct ngx_http_im_call_s {
+    ngx_http_im_session_t     *s;
+    ngx_http_im_env_t          env;
+    long long                  req_identifier;
     ngx_uint_t                 pending;
     ngx_uint_t                 sections;
     ngx_int_t                  err;
@@ -56,13 +65,20 @@ struct ngx_http_im_call_s {
 
 
 static ngx_http_im_call_t *ngx_http_im_call_create(ngx_http_im_session_t *s,
-    ngx_http_im_req_t *req);
+    ngx_http_im_env_t *env);
+static void ngx_http_im_dispatch_binary(ngx_http_im_session_t *s,
+    u_char *data, size_t len);
+static void ngx_http_im_env(ngx_http_im_env_t *env,
+    long long req_identifier, ngx_http_im_str_t *operation_id,
+    ngx_http_im_str_t *msg_incr, ngx_uint_t binary);
+static void ngx_http_im_handle(ngx_http_im_session_t *s,
+    ngx_http_im_env_t *env, yajl_val data);
 static void ngx_http_im_call_finish(ngx_http_im_call_t *call);
 static void ngx_http_im_call_fail(ngx_http_im_call_t *call, ngx_int_t err,
     const char *msg);
 static void ngx_http_im_reply(ngx_http_im_session_t *s,
-    long long req_identifier, ngx_str_t *operation_id, ngx_str_t *msg_incr,
-    ngx_int_t err, const char *msg, ngx_http_im_buf_t *data);
+    ngx_http_im_env_t *env, ngx_int_t err, const char *msg,
+    ngx_http_im_buf_t *data);
 static ngx_int_t ngx_http_im_browser_ping(ngx_http_im_session_t *s,
     u_char *data, size_t len);
 static void ngx_http_im_send_request(ngx_http_im_call_t *call,
@@ -93,23 +109,19 @@ static size_t ngx_http_im_key(u_char *buf, const char *fmt, ngx_str_t *a);
 
 /*
  * One complete text or binary message from a session.  Every request
- * gets exactly one response frame; none of them closes the connection
- * except 2003 Logout.
+ * gets exactly one response frame, in the request's encoding; none of
+ * them closes the connection except 2003 Logout.
  */
 void
 ngx_http_im_msg_dispatch(ngx_http_im_session_t *s, u_char *data, size_t len,
     ngx_uint_t binary)
 {
-    char                 err[256];
-    ngx_str_t            empty, opid, incr;
-    ngx_http_im_req_t    req;
-    ngx_http_im_call_t  *call;
-
-    ngx_str_null(&empty);
+    char                err[256];
+    ngx_http_im_env_t   env;
+    ngx_http_im_req_t   req;
 
     if (binary) {
-        ngx_http_im_reply(s, 0, &empty, &empty, NGX_HTTP_IM_ERR_ARGS,
-                          "binary frames are not supported yet", NULL);
+        ngx_http_im_dispatch_binary(s, data, len);
         return;
     }
 
@@ -117,50 +129,112 @@ ngx_http_im_msg_dispatch(ngx_http_im_session_t *s, u_char *data, size_t len,
         return;
     }
 
+    /* on an error, what of the envelope could be read is still echoed,
+     * so the client can match the answer to its request */
     if (ngx_http_im_req_parse(data, len, &req, err, sizeof(err)) != 0) {
+        ngx_http_im_env(&env, req.req_identifier, &req.operation_id,
+                        &req.msg_incr, 0);
         ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
                       "im: bad request from \"%V\": %s", &s->uid, err);
-
-        /* echo what of the envelope could be read, so the client can
-         * match the answer to its request */
-        opid.data = (u_char *) req.operation_id.data;
-        opid.len = req.operation_id.data ? req.operation_id.len : 0;
-        incr.data = (u_char *) req.msg_incr.data;
-        incr.len = req.msg_incr.data ? req.msg_incr.len : 0;
-
-        ngx_http_im_reply(s, req.req_identifier, &opid, &incr,
-                          NGX_HTTP_IM_ERR_ARGS, err, NULL);
+        ngx_http_im_reply(s, &env, NGX_HTTP_IM_ERR_ARGS, err, NULL);
         ngx_http_im_req_free(&req);
         return;
     }
 
-    call = ngx_http_im_call_create(s, &req);
+    ngx_http_im_env(&env, req.req_identifier, &req.operation_id,
+                    &req.msg_incr, 0);
+    ngx_http_im_handle(s, &env, req.data);
+    ngx_http_im_req_free(&req);
+}
+
+
+/* a protobuf Req: its data becomes the same JSON a text frame carries */
+static void
+ngx_http_im_dispatch_binary(ngx_http_im_session_t *s, u_char *data,
+    size_t len)
+{
+    char                  err[256];
+    yajl_val              root;
+    ngx_http_im_env_t     env;
+    ngx_http_im_pb_req_t  req;
+
+    s->binary = 1;
+
+    if (ngx_http_im_pb_req_decode(data, len, &req, err, sizeof(err)) != 0) {
+        ngx_http_im_env(&env, req.req_identifier, &req.operation_id,
+                        &req.msg_incr, 1);
+        ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
+                      "im: bad binary request from \"%V\": %s", &s->uid,
+                      err);
+        ngx_http_im_reply(s, &env, NGX_HTTP_IM_ERR_ARGS, err, NULL);
+        ngx_http_im_pb_req_free(&req);
+        return;
+    }
+
+    ngx_http_im_env(&env, req.req_identifier, &req.operation_id,
+                    &req.msg_incr, 1);
+
+    root = ngx_http_im_json_parse(req.data.data, req.data.len, err,
+                                  sizeof(err));
+    if (root == NULL) {
+        ngx_http_im_reply(s, &env, NGX_HTTP_IM_ERR_ARGS, err, NULL);
+        ngx_http_im_pb_req_free(&req);
+        return;
+    }
+
+    ngx_http_im_handle(s, &env, root);
+
+    yajl_tree_free(root);
+    ngx_http_im_pb_req_free(&req);
+}
+
+
+static void
+ngx_http_im_env(ngx_http_im_env_t *env, long long req_identifier,
+    ngx_http_im_str_t *operation_id, ngx_http_im_str_t *msg_incr,
+    ngx_uint_t binary)
+{
+    env->req_identifier = req_identifier;
+    env->operation_id.data = (u_char *) operation_id->data;
+    env->operation_id.len = operation_id->data ? operation_id->len : 0;
+    env->msg_incr.data = (u_char *) msg_incr->data;
+    env->msg_incr.len = msg_incr->data ? msg_incr->len : 0;
+    env->binary = binary;
+}
+
+
+static void
+ngx_http_im_handle(ngx_http_im_session_t *s, ngx_http_im_env_t *env,
+    yajl_val data)
+{
+    ngx_http_im_call_t  *call;
+
+    call = ngx_http_im_call_create(s, env);
     if (call == NULL) {
-        ngx_http_im_req_free(&req);
         ngx_http_im_ws_close(s, 1011, "out of memory");
         return;
     }
 
-    switch (req.req_identifier) {
+    switch (env->req_identifier) {
 
     case NGX_HTTP_IM_REQ_NEWEST_SEQ:
         ngx_http_im_newest(call);
         break;
 
     case NGX_HTTP_IM_REQ_PULL_RANGE:
-        ngx_http_im_pull_range(call, req.data);
+        ngx_http_im_pull_range(call, data);
         break;
 
     case NGX_HTTP_IM_REQ_SEND:
-        ngx_http_im_send_request(call, req.data);
+        ngx_http_im_send_request(call, data);
         break;
 
     case NGX_HTTP_IM_REQ_PULL_SEQS:
-        ngx_http_im_pull_seqs(call, req.data);
+        ngx_http_im_pull_seqs(call, data);
         break;
 
     case NGX_HTTP_IM_REQ_CONV_SEQ:
-        ngx_http_im_conv_seq(call, req.data);
+        ngx_http_im_conv_seq(call, data);
         break;
 
     case NGX_HTTP_IM_REQ_LOGOUT:
@@ -171,12 +245,10 @@ ngx_http_im_msg_dispatch(ngx_http_im_session_t *s, u_char *data, size_t len,
     default:
         ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
                       "im: unknown reqIdentifier %L from \"%V\"",
-                      req.req_identifier, &s->uid);
+                      env->req_identifier, &s->uid);
         ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS,
                               "unknown reqIdentifier");
     }
-
-    ngx_http_im_req_free(&req);
 }
 
 
@@ -219,29 +291,27 @@ ngx_http_im_browser_ping(ngx_http_im_session_t *s, u_char *data, size_t len)
 
 
 static ngx_http_im_call_t *
-ngx_http_im_call_create(ngx_http_im_session_t *s, ngx_http_im_req_t *req)
+ngx_http_im_call_create(ngx_http_im_session_t *s, ngx_http_im_env_t *env)
 {
     u_char              *p;
     ngx_http_im_call_t  *call;
 
-    call = ngx_calloc(sizeof(ngx_http_im_call_t) + req->operation_id.len
-                      + req->msg_incr.len, s->c->log);
+    call = ngx_calloc(sizeof(ngx_http_im_call_t) + env->operation_id.len
+                      + env->msg_incr.len, s->c->log);
     if (call == NULL) {
         return NULL;
     }
 
+    call->env = *env;
+
     p = (u_char *) (call + 1);
-
-    call->operation_id.data = p;
-    call->operation_id.len = req->operation_id.len;
-    p = ngx_cpymem(p, req->operation_id.data, req->operation_id.len);
-
-    call->msg_incr.data = p;
-    call->msg_incr.len = req->msg_incr.len;
-    ngx_memcpy(p, req->msg_incr.data, req->msg_incr.len);
+    call->env.operation_id.data = p;
+    p = ngx_cpymem(p, env->operation_id.data, env->operation_id.len);
+    call->env.msg_incr.data = p;
+    ngx_memcpy(p, env->msg_incr.data, env->msg_incr.len);
 
     call->s = s;
-    call->req_identifier = req->req_identifier;
+    call->req_identifier = env->req_identifier;
     ngx_http_im_buf_init(&call->body, s->conf->ws_send_queue);
 
     ngx_http_im_session_ref(s);
@@ -266,8 +336,7 @@ ngx_http_im_call_finish(ngx_http_im_call_t *call)
     }
 
     if (!s->closed) {
-        ngx_http_im_reply(s, call->req_identifier, &call->operation_id,
-                          &call->msg_incr, call->err,
+        ngx_http_im_reply(s, &call->env, call->err,
                           call->errmsg ? call->errmsg
                                        : ngx_http_im_errmsg(call->err),
                           call->err == 0 ? &call->body : NULL);
@@ -304,23 +373,44 @@ ngx_http_im_call_fail(ngx_http_im_call_t *call, ngx_int_t err,
 
 
 static void
-ngx_http_im_reply(ngx_http_im_session_t *s, long long req_identifier,
-    ngx_str_t *operation_id, ngx_str_t *msg_incr, ngx_int_t err,
-    const char *msg, ngx_http_im_buf_t *data)
+ngx_http_im_reply(ngx_http_im_session_t *s, ngx_http_im_env_t *env,
+    ngx_int_t err, const char *msg, ngx_http_im_buf_t *data)
 {
+    char                pberr[NGX_HTTP_IM_PB_ERRLEN];
     ngx_http_im_str_t   opid, incr;
     ngx_http_im_buf_t  *b;
 
-    opid.data = (char *) operation_id->data;
-    opid.len = operation_id->len;
-    incr.data = (char *) msg_incr->data;
-    incr.len = msg_incr->len;
-
     ngx_http_im_metric_ws(err);
+
+    opid.data = (char *) env->operation_id.data;
+    opid.len = env->operation_id.len;
+    incr.data = (char *) env->msg_incr.data;
+    incr.len = env->msg_incr.len;
 
     b = &ngx_http_im_worker->scratch;
     ngx_http_im_buf_reset(b);
-    ngx_http_im_resp_begin(b, req_identifier, opid, incr, (int) err, msg);
+
+    if (env->binary) {
+        if (ngx_http_im_pb_resp_encode(env->req_identifier, opid, incr,
+                                       (int) err, msg,
+                                       data && data->len ? data->data
+                                                         : (u_char *) "{}",
+                                       data && data->len ? data->len : 2,
+                                       b, pberr, sizeof(pberr))
+            != 0)
+        {
+            ngx_log_error(NGX_LOG_ALERT, s->c->log, 0,
+                          "im: cannot encode a protobuf answer: %s", pberr);
+            ngx_http_im_ws_close(s, 1011, "internal error");
+            return;
+        }
+
+        ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_BINARY, b->data, b->len);
+        return;
+    }
+
+    ngx_http_im_resp_begin(b, env->req_identifier, opid, incr, (int) err,
+                           msg);
 
     if (data && data->len) {
         ngx_http_im_buf_add(b, data->data, data->len);

@@ -108,6 +108,8 @@ static void ngx_http_im_pb_ctx_init(ngx_http_im_pb_ctx_t *ctx, char *err,
 static int ngx_http_im_pb_error(ngx_http_im_pb_ctx_t *ctx, const char *what);
 static int ngx_http_im_pb_wire_error(ngx_http_im_pb_ctx_t *ctx,
     const char *what);
+static int ngx_http_im_pb_too_many(ngx_http_im_pb_ctx_t *ctx,
+    const char *what);
 static size_t ngx_http_im_pb_path_add(ngx_http_im_pb_ctx_t *ctx,
     const char *s, size_t n, int dot);
 static size_t ngx_http_im_pb_path_index(ngx_http_im_pb_ctx_t *ctx,
@@ -548,6 +550,18 @@ ngx_http_im_pb_wire_error(ngx_http_im_pb_ctx_t *ctx, const char *what)
     }
 
     return -1;
+}
+
+
+static int
+ngx_http_im_pb_too_many(ngx_http_im_pb_ctx_t *ctx, const char *what)
+{
+    char  tmp[64];
+
+    snprintf(tmp, sizeof(tmp), "has more than %d %s",
+             NGX_HTTP_IM_PB_MAX_REPEATED, what);
+
+    return ngx_http_im_pb_error(ctx, tmp);
 }
 
 
@@ -1042,8 +1056,9 @@ ngx_http_im_pb_scan(ngx_http_im_pb_ctx_t *ctx,
                 count[idx] += k;
 
                 if (count[idx] > NGX_HTTP_IM_PB_MAX_REPEATED) {
-                    return ngx_http_im_pb_error(ctx,
-                                                "has more than 1000 elements");
+                    return ngx_http_im_pb_too_many(ctx,
+                               ngx_http_im_pb_is_map(f) ? "entries"
+                                                        : "elements");
                 }
 
                 if (!packed) {
@@ -1236,7 +1251,8 @@ ngx_http_im_pb_write_field(ngx_http_im_pb_ctx_t *ctx,
     elts = *(const char *const *) member;
 
     if (n > NGX_HTTP_IM_PB_MAX_REPEATED) {
-        return ngx_http_im_pb_error(ctx, "has more than 1000 elements");
+        return ngx_http_im_pb_too_many(ctx, ngx_http_im_pb_is_map(f)
+                                            ? "entries" : "elements");
     }
 
     if (n && elts == NULL) {
@@ -1563,8 +1579,10 @@ ngx_http_im_pb_read_msg(ngx_http_im_pb_ctx_t *ctx,
     const ProtobufCMessageDescriptor *d, yajl_val obj, unsigned depth,
     ProtobufCMessage **out)
 {
-    size_t                           i, old;
+    size_t                           i, idx, old;
     yajl_val                         v;
+    const char                      *key;
+    unsigned char                    seen[NGX_HTTP_IM_PB_MAX_FIELDS];
     ProtobufCMessage                *m;
     const ProtobufCFieldDescriptor  *f;
 
@@ -1582,11 +1600,32 @@ ngx_http_im_pb_read_msg(ngx_http_im_pb_ctx_t *ctx,
     }
 
     protobuf_c_message_init(d, m);
+    memset(seen, 0, sizeof(seen));
 
-    for (i = 0; i < d->n_fields; i++) {
-        f = &d->fields[i];
+    /*
+     * Each key is looked up by name (a binary search); of keys given
+     * twice the first counts, as with ngx_http_im_json_get().
+     */
 
-        v = ngx_http_im_json_get(obj, f->name);
+    for (i = 0; i < obj->u.object.len; i++) {
+        key = obj->u.object.keys[i];
+
+        f = protobuf_c_message_descriptor_get_field_by_name(d, key);
+        if (f == NULL) {
+            continue;
+        }
+
+        idx = (size_t) (f - d->fields);
+
+        if (idx < NGX_HTTP_IM_PB_MAX_FIELDS) {
+            if (seen[idx]) {
+                continue;
+            }
+
+            seen[idx] = 1;
+        }
+
+        v = obj->u.object.values[i];
         if (v == NULL || YAJL_IS_NULL(v)) {
             continue;
         }
@@ -1648,7 +1687,7 @@ ngx_http_im_pb_read_field(ngx_http_im_pb_ctx_t *ctx,
     n = v->u.array.len;
 
     if (n > NGX_HTTP_IM_PB_MAX_REPEATED) {
-        return ngx_http_im_pb_error(ctx, "has more than 1000 elements");
+        return ngx_http_im_pb_too_many(ctx, "elements");
     }
 
     elts = NULL;
@@ -1702,7 +1741,7 @@ ngx_http_im_pb_read_map(ngx_http_im_pb_ctx_t *ctx,
     n = v->u.object.len;
 
     if (n > NGX_HTTP_IM_PB_MAX_REPEATED) {
-        return ngx_http_im_pb_error(ctx, "has more than 1000 entries");
+        return ngx_http_im_pb_too_many(ctx, "entries");
     }
 
     ed = f->descriptor;

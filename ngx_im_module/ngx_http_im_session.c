@@ -13,6 +13,7 @@
 
 #include "ngx_http_im_module.h"
 #include "ngx_http_im_redis.h"
+#include "ngx_http_im_pb.h"
 
 
 #define NGX_HTTP_IM_CHANNEL_PREFIX  "im:u:"
@@ -29,6 +30,9 @@ static void ngx_http_im_session_push(ngx_http_im_user_t *u, u_char *data,
 static void ngx_http_im_worker_message(u_char *data, size_t len);
 static void ngx_http_im_session_kick(ngx_http_im_user_t *u,
     ngx_int_t platform);
+static ngx_int_t ngx_http_im_push_pb(u_char *data, size_t len,
+    long long req_identifier, ngx_http_im_buf_t *out, char *err,
+    size_t errlen);
 
 
 /*
@@ -385,7 +389,9 @@ ngx_http_im_session_message(ngx_str_t *channel, u_char *data, size_t len)
 static void
 ngx_http_im_session_kick(ngx_http_im_user_t *u, ngx_int_t platform)
 {
+    char                    err[NGX_HTTP_IM_PB_ERRLEN];
     ngx_queue_t            *q;
+    ngx_http_im_buf_t       pb;
     ngx_http_im_session_t  *s;
 
     static u_char  kick[] = "{\"reqIdentifier\":2002,\"operationID\":\"\","
@@ -408,11 +414,48 @@ ngx_http_im_session_kick(ngx_http_im_user_t *u, ngx_int_t platform)
                       "im: \"%V\" platform %i kicked offline",
                       &s->uid, s->platform);
 
-        ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_TEXT, kick,
-                            sizeof(kick) - 1);
+        if (!s->binary) {
+            ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_TEXT, kick,
+                                sizeof(kick) - 1);
+
+        } else {
+            ngx_http_im_buf_init(&pb, 0);
+            if (ngx_http_im_push_pb((u_char *) "{}", 2, NGX_HTTP_IM_REQ_KICK,
+                                    &pb, err, sizeof(err))
+                == NGX_OK)
+            {
+                ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_BINARY, pb.data,
+                                    pb.len);
+            }
+            ngx_http_im_buf_free(&pb);
+        }
+
         ngx_http_im_ws_close(s, 1000, "kicked");
         ngx_http_im_metric_inc(NGX_HTTP_IM_M_KICKS);
     }
+}
+
+
+/* a server push (2001, 2002) as a protobuf Resp, from its data JSON */
+static ngx_int_t
+ngx_http_im_push_pb(u_char *data, size_t len, long long req_identifier,
+    ngx_http_im_buf_t *out, char *err, size_t errlen)
+{
+    ngx_http_im_str_t  empty;
+
+    empty.data = "";
+    empty.len = 0;
+
+    if (ngx_http_im_pb_resp_encode(req_identifier, empty, empty, 0, "",
+                                   data, len, out, err, errlen)
+        != 0)
+    {
+        ngx_log_error(NGX_LOG_ALERT, ngx_http_im_worker->log, 0,
+                      "im: cannot encode a protobuf push: %s", err);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -476,17 +519,20 @@ ngx_http_im_session_alive(ngx_event_t *ev)
 /*
  * A delivery is "m <origin> <session id> <conversation>\n<MsgData JSON>":
  * every upgraded session of the user gets one 2001 frame, except the
- * session that sent the message.
+ * session that sent the message.  The frame is built once per encoding:
+ * sessions that spoke protobuf get it as protobuf.
  */
 static void
 ngx_http_im_session_push(ngx_http_im_user_t *u, u_char *data, size_t len)
 {
     u_char                 *p, *last, *f[4];
+    size_t                  head;
     uint64_t                sid;
     ngx_uint_t              n, self;
     ngx_queue_t            *q, *next;
-    ngx_http_im_buf_t      *b;
+    ngx_http_im_buf_t      *b, pb;
     ngx_http_im_session_t  *s;
+    char                    err[NGX_HTTP_IM_PB_ERRLEN];
 
     last = data + len;
     p = data;
@@ -517,7 +563,9 @@ ngx_http_im_session_push(ngx_http_im_user_t *u, u_char *data, size_t len)
     ngx_http_im_buf_reset(b);
     ngx_http_im_buf_str(b, "{\"reqIdentifier\":2001,\"operationID\":\"\","
                         "\"msgIncr\":\"\",\"errCode\":0,\"errMsg\":\"\","
-                        "\"data\":{\"msgs\":{");
+                        "\"data\":");
+    head = b->len;
+    ngx_http_im_buf_str(b, "{\"msgs\":{");
     ngx_http_im_buf_json_str(b, (char *) f[3], p - 1 - f[3]);
     ngx_http_im_buf_str(b, ":[");
     ngx_http_im_buf_add(b, p, last - p);
@@ -526,6 +574,8 @@ ngx_http_im_session_push(ngx_http_im_user_t *u, u_char *data, size_t len)
     if (b->failed) {
         return;
     }
+
+    ngx_http_im_buf_init(&pb, 0);
 
     for (q = ngx_queue_head(&u->sessions);
          q != ngx_queue_sentinel(&u->sessions);
@@ -538,9 +588,23 @@ ngx_http_im_session_push(ngx_http_im_user_t *u, u_char *data, size_t len)
             continue;
         }
 
-        ngx_http_im_ws_send_json(s, b);
+        if (!s->binary) {
+            ngx_http_im_ws_send_json(s, b);
+
+        } else if (pb.len
+                   || ngx_http_im_push_pb(b->data + head, b->len - head - 1,
+                                          NGX_HTTP_IM_REQ_PUSH, &pb, err,
+                                          sizeof(err))
+                      == NGX_OK)
+        {
+            ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_BINARY, pb.data,
+                                pb.len);
+        }
+
         ngx_http_im_metric_inc(NGX_HTTP_IM_M_PUSHES);
     }
+
+    ngx_http_im_buf_free(&pb);
 }
 
 
