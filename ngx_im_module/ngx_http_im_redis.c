@@ -78,6 +78,8 @@ static void ngx_http_im_redis_reply(redisAsyncContext *ac, void *r,
 static ngx_int_t ngx_http_im_redis_retry(ngx_http_im_redis_op_t *op);
 static void ngx_http_im_redis_sub_reply(redisAsyncContext *ac, void *r,
     void *privdata);
+static void ngx_http_im_redis_pong(redisAsyncContext *ac, void *r,
+    void *privdata);
 static void ngx_http_im_redis_arm_timeout(ngx_http_im_redis_t *rd);
 static void ngx_http_im_redis_free_ctx(ngx_http_im_redis_t *rd);
 
@@ -916,4 +918,46 @@ ngx_http_im_redis_write_handler(ngx_event_t *ev)
 
     c = ev->data;
     redisAsyncHandleWrite(c->data);
+}
+
+
+/*
+ * A PING on the subscriber connection: a silent network partition would
+ * otherwise leave it "connected" and deaf.  The reply timeout applies as
+ * on the command connection.
+ */
+void
+ngx_http_im_redis_sub_ping(void)
+{
+    ngx_http_im_redis_t  *rd;
+
+    rd = &ngx_http_im_redis_sub;
+
+    if (rd->state != NGX_HTTP_IM_REDIS_READY || rd->pending) {
+        return;
+    }
+
+    if (redisAsyncCommand(rd->ac, ngx_http_im_redis_pong, NULL, "PING")
+        == REDIS_OK)
+    {
+        rd->pending++;
+        ngx_http_im_redis_arm_timeout(rd);
+    }
+}
+
+
+static void
+ngx_http_im_redis_pong(redisAsyncContext *ac, void *r, void *privdata)
+{
+    ngx_http_im_redis_t  *rd;
+
+    rd = &ngx_http_im_redis_sub;
+
+    if (rd->pending) {
+        rd->pending--;
+    }
+
+    if (rd->pending == 0 && rd->timeout.timer_set) {
+        ngx_del_timer(&rd->timeout);
+    }
 }

@@ -67,6 +67,7 @@ ngx_int_t ngx_http_im_redis_script(ngx_uint_t script,
 ngx_int_t ngx_http_im_redis_subscribe(ngx_str_t *channel);
 ngx_int_t ngx_http_im_redis_unsubscribe(ngx_str_t *channel);
 ngx_int_t ngx_http_im_redis_sub_ready(void);
+void ngx_http_im_redis_sub_ping(void);
 
 /* 1 while the command connection is usable */
 ngx_int_t ngx_http_im_redis_ready(void);

@@ -509,6 +509,7 @@ ngx_http_im_session_alive(ngx_event_t *ev)
     len[4] = 2;
 
     (void) ngx_http_im_redis_command(NULL, NULL, 5, argv, len);
+    ngx_http_im_redis_sub_ping();
 
     if (ev && !ngx_exiting) {
         ngx_add_timer(ev, 10000);
