@@ -1365,6 +1365,13 @@ ngx_http_im_api_msg(ngx_http_im_api_t *api, ngx_http_im_msg_t *m,
         return NGX_HTTP_IM_ERR_ARGS;
     }
 
+    if (ngx_http_im_msg_check(m) != NULL) {
+        ngx_cpystrn((u_char *) err, (u_char *) ngx_http_im_msg_check(m),
+                    errlen);
+        ngx_http_im_msg_free(m);
+        return NGX_HTTP_IM_ERR_ARGS;
+    }
+
     m->msg_from = 200;
     m->content_type = type;
 

@@ -117,6 +117,7 @@ typedef struct {
     ngx_uint_t                 persist_stream_max;
     ngx_uint_t                 hot_window;
     ngx_uint_t                 seq_block;
+    ngx_msec_t                 persist_claim;
 } ngx_http_im_main_conf_t;
 
 
@@ -276,6 +277,7 @@ typedef struct {
 ngx_int_t ngx_http_im_msg_send(ngx_http_im_msg_t *m, ngx_str_t *conv,
     ngx_http_im_send_t *opts);
 ngx_int_t ngx_http_im_msg_option(ngx_http_im_msg_t *m, const char *key);
+const char *ngx_http_im_msg_check(ngx_http_im_msg_t *m);
 
 /* persist.c */
 void ngx_http_im_persist_init(ngx_cycle_t *cycle);

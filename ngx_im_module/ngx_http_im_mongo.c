@@ -8,7 +8,7 @@
  * made on the event-loop thread (checked in debug builds).
  *
  * Documents (database im_mongo_database):
- *   msg:       {_id: "<conv>:<seq>", conversationID, seq, sendTime, msg}
+ *   msg:       {_id: "<conv>:<seq>", conversationID, seq, msg}
  *   seq_block: {_id: "<conv>:<end>", conversationID, end}
  * _id lookups are the fast path on every MongoDB-compatible server; the
  * (conversationID, seq) index serves range queries on a real MongoDB.
@@ -40,6 +40,13 @@ static void ngx_http_im_mongo_error(ngx_http_im_mongo_task_t *t,
     const char *what, bson_error_t *error);
 static int ngx_http_im_mongo_same_conv(ngx_http_im_mongo_task_t *t,
     ngx_http_im_mongo_item_t *it, const bson_t *doc);
+static int ngx_http_im_mongo_write_errors(ngx_http_im_mongo_task_t *t,
+    bson_t *reply, ngx_uint_t *map, ngx_uint_t n);
+static void ngx_http_im_mongo_id(char *id, ngx_http_im_mongo_task_t *t,
+    ngx_http_im_mongo_item_t *it, int64_t n);
+
+
+#define NGX_HTTP_IM_MONGO_DOWN  5000
 
 
 static mongoc_client_pool_t  *ngx_http_im_mongo_pool;
@@ -47,6 +54,7 @@ static ngx_thread_pool_t     *ngx_http_im_mongo_tp;
 static pthread_t              ngx_http_im_mongo_loop;
 static ngx_uint_t             ngx_http_im_mongo_pending;
 static ngx_uint_t             ngx_http_im_mongo_indexed;
+static ngx_msec_t             ngx_http_im_mongo_down_until;
 
 
 /* In a worker: the client pool, sized to the thread pool. */
@@ -58,6 +66,7 @@ ngx_http_im_mongo_init(ngx_cycle_t *cycle, ngx_http_im_main_conf_t *imcf)
     mongoc_uri_t   *uri;
 
     ngx_http_im_mongo_loop = pthread_self();
+    ngx_http_im_mongo_down_until = ngx_current_msec;
     ngx_http_im_mongo_pending = 0;
     ngx_http_im_mongo_indexed = 0;
 
@@ -77,6 +86,19 @@ ngx_http_im_mongo_init(ngx_cycle_t *cycle, ngx_http_im_main_conf_t *imcf)
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
                       "im: invalid MongoDB URI: %s", error.message);
         return NGX_ERROR;
+    }
+
+    /* an unreachable server must fail a task in seconds, not mongoc's
+     * default 30 s: sends wait on reservations */
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS)) {
+        mongoc_uri_set_option_as_int32(uri,
+                                       MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
+                                       2000);
+    }
+
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS)) {
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS,
+                                       2000);
     }
 
     ngx_http_im_mongo_pool = mongoc_client_pool_new(uri);
@@ -162,6 +184,15 @@ ngx_http_im_mongo_post(ngx_http_im_mongo_task_t *t)
         return NGX_DECLINED;
     }
 
+    /* after a failure, requests that someone waits for fail at once for a
+     * while; persistence keeps trying on its own schedule */
+    if (t->op != NGX_HTTP_IM_MONGO_INSERT
+        && (ngx_msec_int_t) (ngx_http_im_mongo_down_until - ngx_current_msec)
+           > 0)
+    {
+        return NGX_DECLINED;
+    }
+
     task = ngx_calloc(sizeof(ngx_thread_task_t), ngx_cycle->log);
     if (task == NULL) {
         return NGX_DECLINED;
@@ -199,6 +230,10 @@ ngx_http_im_mongo_event(ngx_event_t *ev)
 
     if (t->rc != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, ev->log, 0, "im mongo: %s", t->err);
+        ngx_http_im_mongo_down_until = ngx_current_msec
+                                       + NGX_HTTP_IM_MONGO_DOWN;
+    } else {
+        ngx_http_im_mongo_down_until = ngx_current_msec;
     }
 
     t->done(t);
@@ -279,6 +314,22 @@ ngx_http_im_mongo_indexes(ngx_http_im_mongo_task_t *t,
     ok = mongoc_database_write_command_with_opts(db, cmd, NULL, &reply,
                                                  &error);
     bson_destroy(&reply);
+    bson_destroy(cmd);
+
+    /* the re-seed's "largest end of a conversation" */
+    cmd = BCON_NEW("createIndexes", BCON_UTF8("seq_block"),
+                   "indexes", "[", "{",
+                       "key", "{", "conversationID", BCON_INT32(1),
+                                   "end", BCON_INT32(-1), "}",
+                       "name", BCON_UTF8("conversation_end"),
+                   "}", "]");
+
+    ok = ok && mongoc_database_write_command_with_opts(db, cmd, NULL,
+                                                       &reply, &error);
+    if (ok) {
+        bson_destroy(&reply);
+    }
+
     mongoc_database_destroy(db);
     bson_destroy(cmd);
 
@@ -295,9 +346,12 @@ ngx_http_im_mongo_indexes(ngx_http_im_mongo_task_t *t,
 
 
 /*
- * items: conv, seq, json (the MsgData).  Unordered, so one duplicate does
- * not stop the rest; a batch whose only errors are duplicate keys was
- * already stored by an earlier try, and counts as done.
+ * items: conv, seq, json (the MsgData).  Unordered, so one bad document
+ * does not stop the rest.  When the server answered with per-document
+ * errors, duplicate keys mean "stored by an earlier try", and any other
+ * error marks that item failed: the batch is done either way, so one
+ * message MongoDB refuses can never halt persistence.  Without such an
+ * answer (no connection, timeout) the batch fails and is retried.
  */
 static ngx_int_t
 ngx_http_im_mongo_insert(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
@@ -305,19 +359,19 @@ ngx_http_im_mongo_insert(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
     bool                       ok;
     char                       id[NGX_HTTP_IM_MONGO_ID_MAX];
     bson_t                   **docs, *msg, reply, opts;
-    uint32_t                   len;
-    ngx_uint_t                 i, n;
-    bson_iter_t                iter, err;
+    ngx_uint_t                 i, n, *map;
     bson_error_t               error;
     mongoc_collection_t       *coll;
     ngx_http_im_mongo_item_t  *it;
 
-    docs = calloc(t->n, sizeof(bson_t *));
+    docs = calloc(t->n, sizeof(bson_t *) + sizeof(ngx_uint_t));
     if (docs == NULL) {
         ngx_cpystrn((u_char *) t->err, (u_char *) "out of memory",
                     sizeof(t->err));
         return NGX_ERROR;
     }
+
+    map = (ngx_uint_t *) (docs + t->n);
 
     n = 0;
     for (i = 0; i < t->n; i++) {
@@ -330,11 +384,11 @@ ngx_http_im_mongo_insert(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
 
         msg = bson_new_from_json(t->in.data + it->off, it->len, &error);
         if (msg == NULL) {
+            it->failed = 1;
             continue;
         }
 
-        snprintf(id, sizeof(id), "%.*s:%lld", (int) it->conv_len,
-                 (char *) t->in.data + it->conv_off, (long long) it->seq);
+        ngx_http_im_mongo_id(id, t, it, it->seq);
 
         docs[n] = bson_new();
         BSON_APPEND_UTF8(docs[n], "_id", id);
@@ -344,53 +398,26 @@ ngx_http_im_mongo_insert(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
         BSON_APPEND_INT64(docs[n], "seq", it->seq);
         BSON_APPEND_DOCUMENT(docs[n], "msg", msg);
         bson_destroy(msg);
-        n++;
+        map[n++] = i;
     }
 
     bson_init(&opts);
     BSON_APPEND_BOOL(&opts, "ordered", false);
+    bson_init(&reply);
 
     coll = mongoc_client_get_collection(client, t->db, "msg");
     ok = n == 0 || mongoc_collection_insert_many(coll, (const bson_t **) docs,
                                                  n, &opts, &reply, &error);
 
+    if (!ok && ngx_http_im_mongo_write_errors(t, &reply, map, n)) {
+        ok = true;
+    }
+
     if (!ok) {
-        /* every write error must be a duplicate key for success */
-        ok = error.code == 11000;
-
-        if (bson_iter_init_find(&iter, &reply, "writeErrors")
-            && BSON_ITER_HOLDS_ARRAY(&iter)
-            && bson_iter_recurse(&iter, &err))
-        {
-            while (bson_iter_next(&err)) {
-                bson_iter_t  code;
-
-                if (!BSON_ITER_HOLDS_DOCUMENT(&err)
-                    || !bson_iter_recurse(&err, &code)
-                    || !bson_iter_find(&code, "code")
-                    || bson_iter_as_int64(&code) != 11000)
-                {
-                    ok = false;
-                }
-            }
-
-        } else {
-            ok = false;
-        }
-
-        if (bson_iter_init_find(&iter, &reply, "writeConcernErrors")) {
-            ok = false;
-        }
-
-        if (!ok) {
-            ngx_http_im_mongo_error(t, "insert", &error);
-        }
+        ngx_http_im_mongo_error(t, "insert", &error);
     }
 
-    if (n) {
-        bson_destroy(&reply);
-    }
-
+    bson_destroy(&reply);
     bson_destroy(&opts);
     mongoc_collection_destroy(coll);
 
@@ -399,9 +426,71 @@ ngx_http_im_mongo_insert(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
     }
 
     free(docs);
-    (void) len;
 
     return ok ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * The per-document errors of an insert_many reply: marks the items of
+ * errors other than a duplicate key failed.  Returns 0 when the reply has
+ * no such list (the insert as a whole failed).
+ */
+static int
+ngx_http_im_mongo_write_errors(ngx_http_im_mongo_task_t *t, bson_t *reply,
+    ngx_uint_t *map, ngx_uint_t n)
+{
+    int64_t      index, code;
+    bson_iter_t  iter, list, e;
+
+    if (!bson_iter_init_find(&iter, reply, "writeErrors")
+        || !BSON_ITER_HOLDS_ARRAY(&iter)
+        || !bson_iter_recurse(&iter, &list)
+        || bson_iter_init_find(&e, reply, "writeConcernErrors"))
+    {
+        return 0;
+    }
+
+    while (bson_iter_next(&list)) {
+        if (!BSON_ITER_HOLDS_DOCUMENT(&list) || !bson_iter_recurse(&list, &e))
+        {
+            return 0;
+        }
+
+        index = -1;
+        code = 0;
+
+        while (bson_iter_next(&e)) {
+            if (strcmp(bson_iter_key(&e), "index") == 0) {
+                index = bson_iter_as_int64(&e);
+
+            } else if (strcmp(bson_iter_key(&e), "code") == 0) {
+                code = bson_iter_as_int64(&e);
+            }
+        }
+
+        if (index < 0 || (ngx_uint_t) index >= n) {
+            return 0;
+        }
+
+        if (code != 11000) {
+            t->items[map[index]].failed = 1;
+        }
+    }
+
+    return 1;
+}
+
+
+static void
+ngx_http_im_mongo_id(char *id, ngx_http_im_mongo_task_t *t,
+    ngx_http_im_mongo_item_t *it, int64_t n)
+{
+    u_char  *p;
+
+    p = ngx_snprintf((u_char *) id, NGX_HTTP_IM_MONGO_ID_MAX - 1, "%*s:%L",
+                     it->conv_len, t->in.data + it->conv_off, (long long) n);
+    *p = '\0';
 }
 
 
@@ -435,8 +524,7 @@ ngx_http_im_mongo_find(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
         char  key[16];
 
         it = &t->items[i];
-        snprintf(id, sizeof(id), "%.*s:%lld", (int) it->conv_len,
-                 (char *) t->in.data + it->conv_off, (long long) it->seq);
+        ngx_http_im_mongo_id(id, t, it, it->seq);
         snprintf(key, sizeof(key), "%u", (unsigned) i);
         BSON_APPEND_UTF8(&ids, key, id);
     }
@@ -545,8 +633,7 @@ ngx_http_im_mongo_reserve(ngx_http_im_mongo_task_t *t,
     ngx_http_im_mongo_item_t  *it;
 
     it = &t->items[0];
-    snprintf(id, sizeof(id), "%.*s:%lld", (int) it->conv_len,
-             (char *) t->in.data + it->conv_off, (long long) t->value);
+    ngx_http_im_mongo_id(id, t, it, t->value);
 
     doc = bson_new();
     BSON_APPEND_UTF8(doc, "_id", id);

@@ -28,6 +28,7 @@ typedef struct {
     size_t                     len;        /* FIND: result in "out" */
     size_t                     id_off;     /* stream entry ID, to ack */
     size_t                     id_len;
+    ngx_uint_t                 failed;     /* INSERT: refused for good */
 } ngx_http_im_mongo_item_t;
 
 

@@ -439,6 +439,7 @@ ngx_http_im_send_request(ngx_http_im_call_t *call, yajl_val data)
     char                    err[256];
     ngx_int_t               rc;
     ngx_str_t               conv;
+    const char             *errmsg;
     ngx_http_im_msg_t       m;
     ngx_http_im_send_t      opts;
     ngx_http_im_session_t  *s;
@@ -501,6 +502,13 @@ ngx_http_im_send_request(ngx_http_im_call_t *call, yajl_val data)
         return;
     }
 
+    errmsg = ngx_http_im_msg_check(&m);
+    if (errmsg) {
+        ngx_http_im_msg_free(&m);
+        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS, errmsg);
+        return;
+    }
+
     m.msg_from = 100;
     m.sender_platform_id = s->platform;
 
@@ -519,9 +527,7 @@ ngx_http_im_send_request(ngx_http_im_call_t *call, yajl_val data)
     rc = ngx_http_im_msg_send(&m, &conv, &opts);
     if (rc != 0) {
         ngx_http_im_msg_free(&m);
-        ngx_http_im_call_fail(call, rc, rc == NGX_HTTP_IM_ERR_ARGS
-                              ? "field \"clientMsgID\" is over 128 bytes"
-                              : NULL);
+        ngx_http_im_call_fail(call, rc, NULL);
         return;
     }
 

@@ -18,7 +18,7 @@
 
 
 #define NGX_HTTP_IM_PERSIST_IDLE     200
-#define NGX_HTTP_IM_PERSIST_CLAIM    "60000"
+#define NGX_HTTP_IM_PERSIST_TIDY     60000
 #define NGX_HTTP_IM_PERSIST_GROUP    "persist"
 #define NGX_HTTP_IM_BACKOFF_FIRST    1000
 #define NGX_HTTP_IM_BACKOFF_LAST     30000
@@ -34,6 +34,7 @@ static void ngx_http_im_persist_next(ngx_msec_t delay);
 static ngx_event_t  ngx_http_im_persist_ev;
 static ngx_uint_t   ngx_http_im_persist_busy;
 static ngx_msec_t   ngx_http_im_persist_backoff;
+static ngx_msec_t   ngx_http_im_persist_tidied;
 
 
 void
@@ -78,10 +79,11 @@ ngx_http_im_persist_next(ngx_msec_t delay)
 static void
 ngx_http_im_persist_handler(ngx_event_t *ev)
 {
-    size_t                    len[5];
-    const char               *argv[5];
+    size_t                    len[6];
+    const char               *argv[6];
     ngx_http_im_main_conf_t  *imcf;
     u_char                    count[NGX_INT_T_LEN];
+    u_char                    claim[NGX_INT_T_LEN];
 
     if (ngx_http_im_persist_busy) {
         return;
@@ -97,11 +99,22 @@ ngx_http_im_persist_handler(ngx_event_t *ev)
     len[2] = ngx_http_im_worker->origin.len;
     argv[3] = (char *) count;
     len[3] = ngx_sprintf(count, "%ui", imcf->persist_batch) - count;
-    argv[4] = NGX_HTTP_IM_PERSIST_CLAIM;
-    len[4] = sizeof(NGX_HTTP_IM_PERSIST_CLAIM) - 1;
+    argv[4] = (char *) claim;
+    len[4] = ngx_sprintf(claim, "%M", imcf->persist_claim) - claim;
+
+    /* now and then, forget consumers (old workers) with nothing pending */
+    argv[5] = "0";
+    len[5] = 1;
+
+    if (ngx_current_msec - ngx_http_im_persist_tidied
+        > NGX_HTTP_IM_PERSIST_TIDY)
+    {
+        ngx_http_im_persist_tidied = ngx_current_msec;
+        argv[5] = "1";
+    }
 
     if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_PERSIST_TAKE,
-                                 ngx_http_im_persist_taken, NULL, 1, 5,
+                                 ngx_http_im_persist_taken, NULL, 1, 6,
                                  argv, len)
         != NGX_OK)
     {
@@ -209,7 +222,12 @@ ngx_http_im_persist_inserted(ngx_http_im_mongo_task_t *t)
     }
 
     ngx_http_im_persist_backoff = 0;
-    ngx_http_im_metric_add(NGX_HTTP_IM_M_PERSISTED, t->n);
+
+    for (i = 0; i < t->n; i++) {
+        if (!t->items[i].failed && t->items[i].len) {
+            ngx_http_im_metric_inc(NGX_HTTP_IM_M_PERSISTED);
+        }
+    }
 
     argc = 3 + 3 * t->n;
     argv = ngx_alloc(argc * (sizeof(char *) + sizeof(size_t))
@@ -239,6 +257,16 @@ ngx_http_im_persist_inserted(ngx_http_im_mongo_task_t *t)
         len[3 + 3 * i] = it->id_len;
         argv[4 + 3 * i] = (char *) t->in.data + it->conv_off;
         len[4 + 3 * i] = it->conv_len;
+
+        if (it->failed) {
+            /* acknowledged, but kept in Redis for good: never trimmed */
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "im: MongoDB refused message %L of \"%*s\"; it "
+                          "stays in Redis only", (long long) it->seq,
+                          it->conv_len, t->in.data + it->conv_off);
+            ngx_http_im_metric_inc(NGX_HTTP_IM_M_PERSIST_ERRORS);
+            len[4 + 3 * i] = 0;
+        }
         argv[5 + 3 * i] = (char *) p;
         len[5 + 3 * i] = ngx_sprintf(p, "%L", (long long) it->seq) - p;
         p += NGX_INT64_LEN;

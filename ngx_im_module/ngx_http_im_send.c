@@ -18,6 +18,7 @@
 
 #define NGX_HTTP_IM_MAX_MSG_JSON  (1024 * 1024)
 #define NGX_HTTP_IM_CMID_MAX      128
+#define NGX_HTTP_IM_SEQ_RETRIES   8
 
 /* room for "im:{c:si_<uid>_<uid>}:cmid:<clientMsgID>" */
 #define NGX_HTTP_IM_KEY_MAX                                                 \
@@ -46,7 +47,20 @@ typedef struct {
     ngx_uint_t                 failed;
     ngx_uint_t                 force;        /* MongoDB could not reserve */
     ngx_uint_t                 retries;
+    ngx_queue_t                wait;         /* in a seq wait */
 } ngx_http_im_send_ctx_t;
+
+
+/* sends of one conversation waiting for MongoDB to reserve its seqs */
+typedef struct {
+    ngx_queue_t                link;
+    ngx_queue_t                sends;
+    ngx_str_t                  conv;
+} ngx_http_im_seq_wait_t;
+
+
+/* this worker's seq waits; few at a time, so a list */
+static ngx_queue_t  ngx_http_im_send_waits;
 
 
 static ngx_http_im_send_ctx_t *ngx_http_im_send_ctx(ngx_http_im_msg_t *m,
@@ -62,12 +76,15 @@ static ngx_int_t ngx_http_im_send_online(ngx_http_im_send_ctx_t *ctx);
 static void ngx_http_im_send_exists_reply(redisReply *reply, void *data);
 static void ngx_http_im_send_online_reply(redisReply *reply, void *data);
 static void ngx_http_im_send_ack(ngx_http_im_send_ctx_t *ctx,
-    long long seq, const char *stored, size_t len, ngx_int_t online);
+    long long seq, ngx_int_t online);
 static void ngx_http_im_send_seq(ngx_http_im_send_ctx_t *ctx,
     ngx_uint_t op, long long cur);
 static void ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t);
 static void ngx_http_im_send_seeded(redisReply *reply, void *data);
 static void ngx_http_im_send_retry(ngx_http_im_send_ctx_t *ctx);
+static void ngx_http_im_send_force(ngx_http_im_send_ctx_t *ctx);
+static void ngx_http_im_send_resume(ngx_http_im_seq_wait_t *w,
+    ngx_uint_t force);
 
 
 /*
@@ -85,7 +102,7 @@ ngx_http_im_msg_send(ngx_http_im_msg_t *m, ngx_str_t *conv,
     ngx_int_t                rc;
     ngx_http_im_send_ctx_t  *ctx;
 
-    if (m->client_msg_id.len > NGX_HTTP_IM_CMID_MAX) {
+    if (ngx_http_im_msg_check(m) != NULL) {
         return NGX_HTTP_IM_ERR_ARGS;
     }
 
@@ -103,6 +120,44 @@ ngx_http_im_msg_send(ngx_http_im_msg_t *m, ngx_str_t *conv,
     }
 
     return 0;
+}
+
+
+/*
+ * What the send path needs of a message beyond its JSON shape: NULL, or
+ * the error.  Options keys become MongoDB field names, where "", "$..."
+ * and "a.b" are refused: one such message would stop persistence.
+ */
+const char *
+ngx_http_im_msg_check(ngx_http_im_msg_t *m)
+{
+    size_t      j;
+    ngx_uint_t  i;
+    u_char      c;
+
+    if (m->client_msg_id.len > NGX_HTTP_IM_CMID_MAX) {
+        return "field \"clientMsgID\" is over 128 bytes";
+    }
+
+    for (i = 0; i < m->noptions; i++) {
+        if (m->options[i].key.len == 0 || m->options[i].key.len > 64) {
+            return "field \"options\": keys must be 1..64 letters, digits "
+                   "or _";
+        }
+
+        for (j = 0; j < m->options[i].key.len; j++) {
+            c = m->options[i].key.data[j];
+
+            if (!(c == '_' || (c >= '0' && c <= '9')
+                  || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')))
+            {
+                return "field \"options\": keys must be 1..64 letters, "
+                       "digits or _";
+            }
+        }
+    }
+
+    return NULL;
 }
 
 
@@ -228,9 +283,9 @@ static ngx_int_t
 ngx_http_im_send_stored(ngx_http_im_send_ctx_t *ctx)
 {
     u_char                   *p;
-    size_t                    len[20];
+    size_t                    len[21];
     ngx_uint_t                i;
-    const char               *argv[20];
+    const char               *argv[21];
     ngx_http_im_main_conf_t  *imcf;
     u_char                    keys[10][NGX_HTTP_IM_KEY_MAX];
     u_char                    now_ms[NGX_INT64_LEN], ttl[NGX_INT64_LEN];
@@ -280,10 +335,12 @@ ngx_http_im_send_stored(ngx_http_im_send_ctx_t *ctx)
               - nums[1];
     argv[19] = ctx->force ? "1" : "0";
     len[19] = 1;
+    argv[20] = (char *) ctx->server_msg_id.data;
+    len[20] = ctx->server_msg_id.len;
 
     return ngx_http_im_redis_script(NGX_HTTP_IM_LUA_SEND,
                                     ngx_http_im_send_stored_reply, ctx, 10,
-                                    20, argv, len);
+                                    21, argv, len);
 }
 
 
@@ -333,18 +390,22 @@ ngx_http_im_send_stored_reply(redisReply *reply, void *data)
         goto done;
     }
 
-    if (reply->element[0]->integer == 0 && reply->elements == 3) {
+    if (reply->element[0]->integer == 0 && reply->elements == 4
+        && reply->element[2]->type == REDIS_REPLY_INTEGER
+        && reply->element[3]->type == REDIS_REPLY_STRING)
+    {
         /* a resend: answer with the first ack, deliver nothing */
-        e = reply->element[2];
-        ngx_http_im_send_ack(ctx, reply->element[1]->integer,
-                             e->type == REDIS_REPLY_STRING ? e->str : "",
-                             e->type == REDIS_REPLY_STRING ? e->len : 0, -1);
+        e = reply->element[3];
+        ctx->send_time = reply->element[2]->integer;
+        ctx->server_msg_id.len = ngx_min(e->len, NGX_HTTP_IM_ID_LEN);
+        ngx_memcpy(ctx->server_msg_id.data, e->str, ctx->server_msg_id.len);
+        ngx_http_im_send_ack(ctx, reply->element[1]->integer, -1);
         goto done;
     }
 
     ctx->seq = reply->element[1]->integer;
     ngx_http_im_metric_sent(ctx->kind);
-    ngx_http_im_send_ack(ctx, ctx->seq, NULL, 0, -1);
+    ngx_http_im_send_ack(ctx, ctx->seq, -1);
 
     /* push is best effort: a lost publish costs latency, never the
      * message, which is stored and found by seq */
@@ -542,49 +603,21 @@ ngx_http_im_send_online_reply(redisReply *reply, void *data)
 
     } else {
         ngx_http_im_metric_sent(ctx->kind);
-        ngx_http_im_send_ack(ctx, 0, NULL, 0, reply->integer > 0);
+        ngx_http_im_send_ack(ctx, 0, reply->integer > 0);
     }
 
     ngx_http_im_send_free(ctx);
 }
 
 
-/*
- * Calls done() with the ack: from ctx for a new message, or from the
- * stored MsgData of a resend.  online >= 0 adds "online".
- */
+/* calls done() with the ack; online >= 0 adds "online" */
 static void
 ngx_http_im_send_ack(ngx_http_im_send_ctx_t *ctx, long long seq,
-    const char *stored, size_t len, ngx_int_t online)
+    ngx_int_t online)
 {
-    char                err[64];
-    yajl_val            root;
-    ngx_http_im_msg_t   m;
-    ngx_http_im_buf_t   ack;
+    ngx_http_im_buf_t  ack;
 
-    root = NULL;
     ngx_http_im_buf_init(&ack, 4096);
-
-    if (stored) {
-        root = ngx_http_im_json_parse((u_char *) stored, len, err,
-                                      sizeof(err));
-        if (root == NULL
-            || ngx_http_im_msg_from_json(root, &m, err, sizeof(err)) != 0)
-        {
-            if (root) {
-                yajl_tree_free(root);
-            }
-
-            ngx_http_im_buf_free(&ack);
-            ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_INTERNAL, NULL);
-            return;
-        }
-
-        ctx->server_msg_id.data = (u_char *) m.server_msg_id.data;
-        ctx->server_msg_id.len = m.server_msg_id.len;
-        ctx->send_time = m.send_time;
-        ngx_http_im_msg_free(&m);
-    }
 
     ngx_http_im_buf_str(&ack, "{\"serverMsgID\":");
     ngx_http_im_buf_json_str(&ack, (char *) ctx->server_msg_id.data,
@@ -604,10 +637,6 @@ ngx_http_im_send_ack(ngx_http_im_send_ctx_t *ctx, long long seq,
 
     ngx_http_im_buf_str(&ack, "}");
 
-    if (root) {
-        yajl_tree_free(root);
-    }
-
     ctx->opts.done(ctx->opts.data,
                    ack.failed ? NGX_HTTP_IM_ERR_INTERNAL : 0, &ack);
     ngx_http_im_buf_free(&ack);
@@ -619,43 +648,86 @@ ngx_http_im_send_ack(ngx_http_im_send_ctx_t *ctx, long long seq,
  * conversation uses seqs past its reservation, MongoDB records the next
  * block (RESERVE); a conversation without a seq key in Redis (new, or
  * lost) is seeded from the highest seq MongoDB ever reserved or stored
- * (RESEED).  Then the send runs again.
+ * (RESEED).  Then the send runs again.  Sends of a conversation that find
+ * it waiting queue behind the first and run again in arrival order, so
+ * their seqs keep the order they were sent in.
  */
 static void
 ngx_http_im_send_seq(ngx_http_im_send_ctx_t *ctx, ngx_uint_t op,
     long long cur)
 {
+    ngx_queue_t               *q;
+    ngx_http_im_seq_wait_t    *w;
     ngx_http_im_mongo_task_t  *t;
 
-    if (++ctx->retries > 3) {
+    if (++ctx->retries > NGX_HTTP_IM_SEQ_RETRIES) {
         ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
         ngx_http_im_send_free(ctx);
         return;
     }
 
-    t = ngx_http_im_mongo_task(op, 1);
-    if (t == NULL) {
-        goto force;
+    if (!ngx_http_im_send_waits.prev) {
+        ngx_queue_init(&ngx_http_im_send_waits);
     }
 
+    for (q = ngx_queue_head(&ngx_http_im_send_waits);
+         q != ngx_queue_sentinel(&ngx_http_im_send_waits);
+         q = ngx_queue_next(q))
+    {
+        w = ngx_queue_data(q, ngx_http_im_seq_wait_t, link);
+
+        if (w->conv.len == ctx->conv.len
+            && ngx_strncmp(w->conv.data, ctx->conv.data, w->conv.len) == 0)
+        {
+            ngx_queue_insert_tail(&w->sends, &ctx->wait);
+            return;
+        }
+    }
+
+    w = ngx_alloc(sizeof(ngx_http_im_seq_wait_t) + ctx->conv.len,
+                  ngx_cycle->log);
+    t = ngx_http_im_mongo_task(op, 1);
+
+    if (w == NULL || t == NULL) {
+        ngx_free(w);
+        if (t) {
+            ngx_http_im_mongo_task_free(t);
+        }
+        ngx_http_im_send_force(ctx);
+        return;
+    }
+
+    w->conv.data = (u_char *) (w + 1);
+    w->conv.len = ctx->conv.len;
+    ngx_memcpy(w->conv.data, ctx->conv.data, ctx->conv.len);
+    ngx_queue_init(&w->sends);
+    ngx_queue_insert_tail(&w->sends, &ctx->wait);
+
     t->done = ngx_http_im_send_seq_done;
-    t->data = ctx;
+    t->data = w;
     t->n = 1;
     t->value = cur + ngx_http_im_worker->imcf->seq_block;
     t->items[0].conv_off = 0;
-    t->items[0].conv_len = ctx->conv.len;
-    ngx_http_im_buf_add(&t->in, ctx->conv.data, ctx->conv.len);
+    t->items[0].conv_len = w->conv.len;
+    ngx_http_im_buf_add(&t->in, w->conv.data, w->conv.len);
 
     if (!t->in.failed && ngx_http_im_mongo_post(t) == NGX_OK) {
+        ngx_queue_insert_tail(&ngx_http_im_send_waits, &w->link);
         return;
     }
 
     ngx_http_im_mongo_task_free(t);
+    ngx_free(w);
+    ngx_http_im_send_force(ctx);
+}
 
-force:
 
+/* MongoDB is out of reach: go on without a reservation, and say so */
+static void
+ngx_http_im_send_force(ngx_http_im_send_ctx_t *ctx)
+{
     ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                  "im: cannot reach MongoDB for the seq of \"%V\"; "
+                  "im: MongoDB unavailable for the seq of \"%V\"; "
                   "allocating without a reservation", &ctx->conv);
     ctx->force = 1;
     ngx_http_im_send_retry(ctx);
@@ -665,26 +737,23 @@ force:
 static void
 ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
 {
-    ngx_http_im_send_ctx_t  *ctx = t->data;
+    ngx_http_im_seq_wait_t  *w = t->data;
 
     size_t       len[4];
     const char  *argv[4];
     u_char       keys[2][NGX_HTTP_IM_KEY_MAX];
     u_char       nums[2][NGX_INT64_LEN];
 
+    ngx_queue_remove(&w->link);
+
     if (t->rc != NGX_OK) {
         ngx_http_im_mongo_task_free(t);
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "im: MongoDB failed for the seq of \"%V\"; "
-                      "allocating without a reservation", &ctx->conv);
-        ctx->force = 1;
-        ngx_http_im_send_retry(ctx);
+        ngx_http_im_send_resume(w, 1);
         return;
     }
 
-    len[0] = ngx_sprintf(keys[0], "im:{c:%V}:seq", &ctx->conv) - keys[0];
-    len[1] = ngx_sprintf(keys[1], "im:{c:%V}:reserved", &ctx->conv)
-             - keys[1];
+    len[0] = ngx_sprintf(keys[0], "im:{c:%V}:seq", &w->conv) - keys[0];
+    len[1] = ngx_sprintf(keys[1], "im:{c:%V}:reserved", &w->conv) - keys[1];
     argv[0] = (char *) keys[0];
     argv[1] = (char *) keys[1];
 
@@ -705,12 +774,11 @@ ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
     ngx_http_im_mongo_task_free(t);
 
     if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_SEQ_SEED,
-                                 ngx_http_im_send_seeded, ctx, 2, 4,
+                                 ngx_http_im_send_seeded, w, 2, 4,
                                  argv, len)
         != NGX_OK)
     {
-        ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
-        ngx_http_im_send_free(ctx);
+        ngx_http_im_send_resume(w, 0);
     }
 }
 
@@ -718,15 +786,31 @@ ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
 static void
 ngx_http_im_send_seeded(redisReply *reply, void *data)
 {
-    ngx_http_im_send_ctx_t  *ctx = data;
+    ngx_http_im_send_resume(data, 0);
+}
 
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
-        ngx_http_im_send_free(ctx);
-        return;
+
+/* runs the waiting sends again, in order; force: without reservation */
+static void
+ngx_http_im_send_resume(ngx_http_im_seq_wait_t *w, ngx_uint_t force)
+{
+    ngx_queue_t             *q;
+    ngx_http_im_send_ctx_t  *ctx;
+
+    while (!ngx_queue_empty(&w->sends)) {
+        q = ngx_queue_head(&w->sends);
+        ngx_queue_remove(q);
+        ctx = ngx_queue_data(q, ngx_http_im_send_ctx_t, wait);
+
+        if (force) {
+            ngx_http_im_send_force(ctx);
+
+        } else {
+            ngx_http_im_send_retry(ctx);
+        }
     }
 
-    ngx_http_im_send_retry(ctx);
+    ngx_free(w);
 }
 
 

@@ -8,9 +8,11 @@
 -- ARGV: 1 JSON up to "seq":, 2 JSON after the seq digits, 3 now (ms),
 --       4 conversation ID, 5 dedup TTL (s), 6 check recipient,
 --       7 "1" with MongoDB, 8 hot window, 9 persistence backlog bound,
---       10 "1" to allocate past the reservation (MongoDB unreachable)
--- Returns {1, seq} for a new message, {0, seq, stored JSON} for a resend
--- of a known clientMsgID, -1101 when the recipient is not registered,
+--       10 "1" to allocate past the reservation (MongoDB unreachable),
+--       11 serverMsgID
+-- Returns {1, seq} for a new message, {0, seq, sendTime, serverMsgID} for
+-- a resend of a known clientMsgID (from the dedup key alone: the message
+-- may have left Redis), -1101 when the recipient is not registered,
 -- -90004 when the persistence backlog is full, {-2} when the seq must
 -- first be seeded from MongoDB, {-3, seq} when MongoDB must first
 -- reserve seqs past seq.
@@ -20,7 +22,8 @@ end
 
 local old = redis.call('GET', KEYS[3])
 if old then
-    return {0, tonumber(old), redis.call('HGET', KEYS[2], old) or ''}
+    local seq, t, id = string.match(old, '^(%d+) (%d+) (%S+)$')
+    return {0, tonumber(seq), tonumber(t), id}
 end
 
 local persist = ARGV[7] == '1'
@@ -29,19 +32,21 @@ if persist then
         return -90004
     end
     local cur = redis.call('GET', KEYS[1])
-    if not cur then
-        return {-2}
-    end
-    cur = tonumber(cur)
-    if ARGV[10] ~= '1'
-       and cur + 1 > tonumber(redis.call('GET', KEYS[9]) or '0') then
-        return {-3, cur}
+    if ARGV[10] ~= '1' then
+        if not cur then
+            return {-2}
+        end
+        cur = tonumber(cur)
+        if cur + 1 > tonumber(redis.call('GET', KEYS[9]) or '0') then
+            return {-3, cur}
+        end
     end
 end
 
 local seq = redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[2], seq, ARGV[1] .. seq .. ARGV[2])
-redis.call('SET', KEYS[3], seq, 'EX', ARGV[5])
+redis.call('SET', KEYS[3], seq .. ' ' .. ARGV[3] .. ' ' .. ARGV[11], 'EX',
+           ARGV[5])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[4])
 
