@@ -76,8 +76,6 @@ static ngx_int_t ngx_http_im_api_reply(ngx_http_request_t *r,
 static ngx_http_im_route_t *ngx_http_im_api_route(ngx_http_request_t *r);
 static ngx_int_t ngx_http_im_api_parse(ngx_http_im_api_t *api,
     char *err, size_t len);
-static ngx_int_t ngx_http_im_api_header(ngx_http_request_t *r,
-    const char *name, ngx_str_t *value);
 static void ngx_http_im_admin_token(ngx_http_im_api_t *api);
 static void ngx_http_im_user_token(ngx_http_im_api_t *api);
 static void ngx_http_im_issue_token(ngx_http_im_api_t *api, ngx_str_t *uid,
@@ -241,13 +239,10 @@ static void
 ngx_http_im_api_body(ngx_http_request_t *r)
 {
     char                     err[256];
-    size_t                   argvlen[4];
     ngx_int_t                rc;
-    const char              *argv[4];
     ngx_pool_cleanup_t      *cln;
     ngx_http_im_api_t       *api;
     ngx_http_im_api_body_t  *body;
-    u_char               keys[2][NGX_HTTP_IM_UID_MAX + 32];
 
     if (ngx_http_im_worker == NULL) {
         ngx_http_finalize_request(r, NGX_HTTP_SERVICE_UNAVAILABLE);
@@ -296,21 +291,11 @@ ngx_http_im_api_body(ngx_http_request_t *r)
     }
 
     /* the token's signature is good: is it still in the registry? */
-    argv[0] = (char *) keys[0];
-    argvlen[0] = ngx_sprintf(keys[0], "im:{u:%s}:tok", api->claims.user_id)
-                 - keys[0];
-    argv[1] = (char *) keys[1];
-    argvlen[1] = ngx_sprintf(keys[1], "im:user:%s", api->claims.user_id)
-                 - keys[1];
-    argv[2] = (char *) api->token.data;
-    argvlen[2] = api->token.len;
-    argv[3] = api->claims.platform_id == NGX_HTTP_IM_PLATFORM_ADMIN
-              ? "0" : "1";
-    argvlen[3] = 1;
-
-    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_AUTH,
-                                 ngx_http_im_api_authorized, api, 2, 4,
-                                 argv, argvlen)
+    if (ngx_http_im_token_lookup(api->claims.user_id,
+                                 ngx_strlen(api->claims.user_id), &api->token,
+                                 api->claims.platform_id
+                                 != NGX_HTTP_IM_PLATFORM_ADMIN,
+                                 ngx_http_im_api_authorized, api)
         != NGX_OK)
     {
         ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
@@ -328,24 +313,29 @@ ngx_http_im_api_parse(ngx_http_im_api_t *api, char *err, size_t len)
     u_char              *text, *p;
     size_t               size;
     ngx_int_t            rc;
-    ngx_str_t            opid, uid;
+    ngx_str_t            uid;
+    ngx_table_elt_t     *h;
     ngx_chain_t         *cl;
     ngx_http_request_t  *r;
 
     r = api->r;
 
-    if (ngx_http_im_api_header(r, "operationID", &opid) != NGX_OK) {
+    h = ngx_http_im_header(r, "operationID", 11);
+    if (h == NULL || h->value.len == 0) {
         ngx_cpystrn((u_char *) err, (u_char *) "header \"operationID\" is "
                     "required", len);
         return NGX_HTTP_IM_ERR_ARGS;
     }
 
     if (api->route->access != NGX_HTTP_IM_ACCESS_SECRET) {
-        if (ngx_http_im_api_header(r, "token", &api->token) != NGX_OK) {
+        h = ngx_http_im_header(r, "token", 5);
+        if (h == NULL || h->value.len == 0) {
             ngx_cpystrn((u_char *) err, (u_char *) "header \"token\" is "
                         "required", len);
             return NGX_HTTP_IM_ERR_TOKEN_NONE;
         }
+
+        api->token = h->value;
 
         rc = ngx_http_im_token_verify(api->imcf->secret.data,
                                       api->imcf->secret.len,
@@ -420,41 +410,6 @@ ngx_http_im_api_parse(ngx_http_im_api_t *api, char *err, size_t len)
     }
 
     return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_im_api_header(ngx_http_request_t *r, const char *name,
-    ngx_str_t *value)
-{
-    size_t            len;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    len = ngx_strlen(name);
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NGX_DECLINED;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len && h[i].value.len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            *value = h[i].value;
-            return NGX_OK;
-        }
-    }
 }
 
 
@@ -865,11 +820,9 @@ static void
 ngx_http_im_parse_token(ngx_http_im_api_t *api)
 {
     char                err[128];
-    size_t              len[4];
     ngx_int_t           rc;
-    const char         *argv[4];
+    ngx_str_t           t;
     ngx_http_im_str_t   token;
-    u_char              keys[2][NGX_HTTP_IM_UID_MAX + 32];
 
     if (ngx_http_im_json_get_str(api->root, "token", 1, &token, err,
                                  sizeof(err)) != 0)
@@ -887,21 +840,14 @@ ngx_http_im_parse_token(ngx_http_im_api_t *api)
         return;
     }
 
-    argv[0] = (char *) keys[0];
-    len[0] = ngx_sprintf(keys[0], "im:{u:%s}:tok", api->claims.user_id)
-             - keys[0];
-    argv[1] = (char *) keys[1];
-    len[1] = ngx_sprintf(keys[1], "im:user:%s", api->claims.user_id)
-             - keys[1];
-    argv[2] = token.data;
-    len[2] = token.len;
-    argv[3] = api->claims.platform_id == NGX_HTTP_IM_PLATFORM_ADMIN
-              ? "0" : "1";
-    len[3] = 1;
+    t.data = (u_char *) token.data;
+    t.len = token.len;
 
-    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_AUTH,
-                                 ngx_http_im_token_parsed, api, 2, 4,
-                                 argv, len)
+    if (ngx_http_im_token_lookup(api->claims.user_id,
+                                 ngx_strlen(api->claims.user_id), &t,
+                                 api->claims.platform_id
+                                 != NGX_HTTP_IM_PLATFORM_ADMIN,
+                                 ngx_http_im_token_parsed, api)
         != NGX_OK)
     {
         ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);

@@ -714,6 +714,65 @@ ngx_http_im_is_admin(ngx_http_im_main_conf_t *imcf, ngx_str_t *uid)
 }
 
 
+/* a request header by name (case-insensitive); NULL when absent */
+ngx_table_elt_t *
+ngx_http_im_header(ngx_http_request_t *r, const char *name, size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+/*
+ * Asks Redis whether a token that verified is still in its user's
+ * registry (not kicked, issued by this server) and, with check_user, that
+ * the user is still registered: auth.lua answers 0 or an error code.
+ */
+ngx_int_t
+ngx_http_im_token_lookup(const char *uid, size_t uid_len, ngx_str_t *token,
+    ngx_uint_t check_user, ngx_http_im_redis_pt handler, void *data)
+{
+    size_t       len[4];
+    const char  *argv[4];
+    u_char       keys[2][NGX_HTTP_IM_UID_MAX + 32];
+
+    argv[0] = (char *) keys[0];
+    len[0] = ngx_sprintf(keys[0], "im:{u:%*s}:tok", uid_len, uid) - keys[0];
+    argv[1] = (char *) keys[1];
+    len[1] = ngx_sprintf(keys[1], "im:user:%*s", uid_len, uid) - keys[1];
+    argv[2] = (char *) token->data;
+    len[2] = token->len;
+    argv[3] = check_user ? "1" : "0";
+    len[3] = 1;
+
+    return ngx_http_im_redis_script(NGX_HTTP_IM_LUA_AUTH, handler, data, 2,
+                                    4, argv, len);
+}
+
+
 /* the default errMsg of an error code */
 const char *
 ngx_http_im_errmsg(ngx_int_t code)

@@ -135,6 +135,8 @@ typedef struct {
 } ngx_http_im_loc_conf_t;
 
 
+struct redisReply;
+
 typedef struct ngx_http_im_user_s     ngx_http_im_user_t;
 typedef struct ngx_http_im_session_s  ngx_http_im_session_t;
 
@@ -216,6 +218,11 @@ extern ngx_http_im_worker_t   *ngx_http_im_worker;
 /* module.c */
 ngx_int_t ngx_http_im_is_admin(ngx_http_im_main_conf_t *imcf, ngx_str_t *uid);
 const char *ngx_http_im_errmsg(ngx_int_t code);
+ngx_table_elt_t *ngx_http_im_header(ngx_http_request_t *r, const char *name,
+    size_t len);
+ngx_int_t ngx_http_im_token_lookup(const char *uid, size_t uid_len,
+    ngx_str_t *token, ngx_uint_t check_user,
+    void (*handler)(struct redisReply *reply, void *data), void *data);
 ngx_int_t ngx_http_im_send_body(ngx_http_request_t *r, ngx_uint_t status,
     const char *type, ngx_http_im_buf_t *b);
 #define ngx_http_im_send_json(r, status, b)                                 \

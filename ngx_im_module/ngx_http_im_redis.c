@@ -80,6 +80,8 @@ static void ngx_http_im_redis_sub_reply(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_im_redis_pong(redisAsyncContext *ac, void *r,
     void *privdata);
+static ngx_int_t ngx_http_im_redis_sub_command(const char *cmd,
+    ngx_str_t *channel);
 static void ngx_http_im_redis_arm_timeout(ngx_http_im_redis_t *rd);
 static void ngx_http_im_redis_free_ctx(ngx_http_im_redis_t *rd);
 
@@ -701,34 +703,19 @@ ngx_http_im_redis_retry(ngx_http_im_redis_op_t *op)
 ngx_int_t
 ngx_http_im_redis_subscribe(ngx_str_t *channel)
 {
-    const char           *argv[2];
-    size_t                argvlen[2];
-    ngx_http_im_redis_t  *rd;
-
-    rd = &ngx_http_im_redis_sub;
-
-    if (rd->state != NGX_HTTP_IM_REDIS_READY) {
-        return NGX_DECLINED;
-    }
-
-    argv[0] = "SUBSCRIBE";
-    argvlen[0] = 9;
-    argv[1] = (const char *) channel->data;
-    argvlen[1] = channel->len;
-
-    if (redisAsyncCommandArgv(rd->ac, ngx_http_im_redis_sub_reply, NULL, 2,
-                              argv, argvlen)
-        != REDIS_OK)
-    {
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
+    return ngx_http_im_redis_sub_command("SUBSCRIBE", channel);
 }
 
 
 ngx_int_t
 ngx_http_im_redis_unsubscribe(ngx_str_t *channel)
+{
+    return ngx_http_im_redis_sub_command("UNSUBSCRIBE", channel);
+}
+
+
+static ngx_int_t
+ngx_http_im_redis_sub_command(const char *cmd, ngx_str_t *channel)
 {
     const char           *argv[2];
     size_t                argvlen[2];
@@ -740,8 +727,8 @@ ngx_http_im_redis_unsubscribe(ngx_str_t *channel)
         return NGX_DECLINED;
     }
 
-    argv[0] = "UNSUBSCRIBE";
-    argvlen[0] = 11;
+    argv[0] = cmd;
+    argvlen[0] = ngx_strlen(cmd);
     argv[1] = (const char *) channel->data;
     argvlen[1] = channel->len;
 

@@ -16,8 +16,6 @@
 
 static ngx_int_t ngx_http_im_ws_check(ngx_http_request_t *r,
     ngx_str_t *key, const char **msg);
-static ngx_table_elt_t *ngx_http_im_ws_header(ngx_http_request_t *r,
-    const char *name, size_t len);
 static ngx_int_t ngx_http_im_ws_arg(ngx_http_request_t *r, const char *name,
     ngx_str_t *value);
 static ngx_int_t ngx_http_im_ws_refuse(ngx_http_request_t *r,
@@ -47,12 +45,9 @@ static ngx_str_t *ngx_http_im_ws_dup(ngx_str_t *dst, ngx_str_t *src);
 ngx_int_t
 ngx_http_im_ws_handler(ngx_http_request_t *r)
 {
-    u_char                      *p;
     ngx_int_t                    rc, platform;
     const char                  *msg;
-    ngx_str_t                    key, uid, token, pid, opid, keys[2];
-    const char                  *argv[3];
-    size_t                       argvlen[3];
+    ngx_str_t                    key, uid, token, pid, opid;
     ngx_http_im_session_t       *s;
     ngx_http_im_main_conf_t     *imcf;
     ngx_http_im_token_claims_t   claims;
@@ -136,28 +131,8 @@ ngx_http_im_ws_handler(ngx_http_request_t *r)
 
     s->platform = platform;
 
-    p = ngx_pnalloc(r->pool, 2 * uid.len + 32);
-    if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    keys[0].data = p;
-    p = ngx_sprintf(p, "im:{u:%V}:tok", &uid);
-    keys[0].len = p - keys[0].data;
-    keys[1].data = p;
-    p = ngx_sprintf(p, "im:user:%V", &uid);
-    keys[1].len = p - keys[1].data;
-
-    argv[0] = (char *) keys[0].data;
-    argvlen[0] = keys[0].len;
-    argv[1] = (char *) keys[1].data;
-    argvlen[1] = keys[1].len;
-    argv[2] = (char *) s->token.data;
-    argvlen[2] = s->token.len;
-
-    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_AUTH,
-                                 ngx_http_im_ws_auth_done, s, 2, 3,
-                                 argv, argvlen)
+    if (ngx_http_im_token_lookup((char *) uid.data, uid.len, &s->token, 1,
+                                 ngx_http_im_ws_auth_done, s)
         != NGX_OK)
     {
         return ngx_http_im_ws_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -198,8 +173,8 @@ ngx_http_im_ws_check(ngx_http_request_t *r, ngx_str_t *key,
     }
 
     /* not every nginx version fills headers_in.upgrade */
-    upgrade = ngx_http_im_ws_header(r, "Upgrade", 7);
-    connection = ngx_http_im_ws_header(r, "Connection", 10);
+    upgrade = ngx_http_im_header(r, "Upgrade", 7);
+    connection = ngx_http_im_header(r, "Connection", 10);
 
     if (r->http_version != NGX_HTTP_VERSION_11
         || upgrade == NULL
@@ -212,7 +187,7 @@ ngx_http_im_ws_check(ngx_http_request_t *r, ngx_str_t *key,
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    h = ngx_http_im_ws_header(r, "Sec-WebSocket-Version", 21);
+    h = ngx_http_im_header(r, "Sec-WebSocket-Version", 21);
     if (h == NULL || h->value.len != 2
         || ngx_strncmp(h->value.data, "13", 2) != 0)
     {
@@ -231,7 +206,7 @@ ngx_http_im_ws_check(ngx_http_request_t *r, ngx_str_t *key,
         return 426;
     }
 
-    h = ngx_http_im_ws_header(r, "Sec-WebSocket-Key", 17);
+    h = ngx_http_im_header(r, "Sec-WebSocket-Key", 17);
     if (h == NULL || !ngx_http_im_ws_key_valid(h->value.data, h->value.len))
     {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -243,37 +218,6 @@ ngx_http_im_ws_check(ngx_http_request_t *r, ngx_str_t *key,
     *key = h->value;
 
     return NGX_OK;
-}
-
-
-static ngx_table_elt_t *
-ngx_http_im_ws_header(ngx_http_request_t *r, const char *name, size_t len)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i];
-        }
-    }
 }
 
 
@@ -438,7 +382,7 @@ ngx_http_im_ws_upgrade(ngx_http_im_session_t *s)
         ngx_del_timer(&s->ping);
     }
 
-    key = ngx_http_im_ws_header(r, "Sec-WebSocket-Key", 17);
+    key = ngx_http_im_header(r, "Sec-WebSocket-Key", 17);
     accept = ngx_pnalloc(r->pool, 32);
     if (key == NULL || accept == NULL) {
         goto failed;
