@@ -78,10 +78,9 @@ static void ngx_http_im_redis_reply(redisAsyncContext *ac, void *r,
 static ngx_int_t ngx_http_im_redis_retry(ngx_http_im_redis_op_t *op);
 static void ngx_http_im_redis_sub_reply(redisAsyncContext *ac, void *r,
     void *privdata);
-static void ngx_http_im_redis_pong(redisAsyncContext *ac, void *r,
-    void *privdata);
 static ngx_int_t ngx_http_im_redis_sub_command(const char *cmd,
     ngx_str_t *channel);
+static void ngx_http_im_redis_sub_alive(void);
 static void ngx_http_im_redis_arm_timeout(ngx_http_im_redis_t *rd);
 static void ngx_http_im_redis_free_ctx(ngx_http_im_redis_t *rd);
 
@@ -774,6 +773,14 @@ ngx_http_im_redis_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     if (kind.len == 9 && ngx_strncmp(kind.data, "subscribe", 9) == 0) {
+        if (channel.len == ngx_http_im_worker->origin.len
+            && ngx_strncmp(channel.data, ngx_http_im_worker->origin.data,
+                           channel.len) == 0)
+        {
+            ngx_http_im_redis_sub_alive();
+            return;
+        }
+
         ngx_http_im_session_subscribed(&channel, 1);
         return;
     }
@@ -909,9 +916,11 @@ ngx_http_im_redis_write_handler(ngx_event_t *ev)
 
 
 /*
- * A PING on the subscriber connection: a silent network partition would
- * otherwise leave it "connected" and deaf.  The reply timeout applies as
- * on the command connection.
+ * A heartbeat on the subscriber connection: a silent network partition
+ * would otherwise leave it "connected" and deaf.  The reply timeout
+ * applies as on the command connection.  It is a SUBSCRIBE of the worker
+ * channel, which is subscribed already: hiredis 0.14 drops the reply of a
+ * PING on a subscribed connection without calling its callback.
  */
 void
 ngx_http_im_redis_sub_ping(void)
@@ -924,17 +933,16 @@ ngx_http_im_redis_sub_ping(void)
         return;
     }
 
-    if (redisAsyncCommand(rd->ac, ngx_http_im_redis_pong, NULL, "PING")
-        == REDIS_OK)
-    {
+    if (ngx_http_im_redis_subscribe(&ngx_http_im_worker->origin) == NGX_OK) {
         rd->pending++;
         ngx_http_im_redis_arm_timeout(rd);
     }
 }
 
 
+/* the worker channel's (re)subscribe answered: the connection is alive */
 static void
-ngx_http_im_redis_pong(redisAsyncContext *ac, void *r, void *privdata)
+ngx_http_im_redis_sub_alive(void)
 {
     ngx_http_im_redis_t  *rd;
 

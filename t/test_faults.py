@@ -8,7 +8,7 @@ import time
 
 import websockets
 
-from conftest import Api, SECRET, ADMIN, single_conv, uids
+from conftest import Api, SECRET, ADMIN, Client, run, single_conv, uids
 from helpers_msg import (RawWs, pid_alive, pipeline, pull_all, push_msgs,
                          run_clients, server_side_owner, silence, text_msg,
                          vm_rss_kb, wait_log_count)
@@ -559,3 +559,27 @@ def test_redis_pending_bound(own_stack):
         assert (r["errCode"], r["data"]["seq"]) == (0, max_seq + 1), r
 
     run_clients(scenario, timeout=45)
+
+
+def test_subscriber_heartbeat_keeps_connection(stack, api):
+    """The subscriber connection is checked every 10 s; a healthy one is
+    never recycled for a missing heartbeat reply (a PING's reply is lost
+    on a subscribed hiredis 0.14 connection; the check must not use it)."""
+    a, b = uids()
+    api.register(a, b)
+    ta, tb = api.user_token(a), api.user_token(b)
+    time.sleep(11.5)
+    log = stack.log()
+    assert "no reply for" not in log, [
+        l for l in log.splitlines() if "no reply for" in l]
+
+    async def scenario():
+        ca = await Client(stack, a, ta).connect()
+        cb = await Client(stack, b, tb).connect()
+        assert (await ca.send_text(b, "after heartbeat"))["errCode"] == 0
+        assert [m["content"] for m in await cb.push()] == [
+            json.dumps({"content": "after heartbeat"})]
+        await ca.close()
+        await cb.close()
+
+    run(scenario())
