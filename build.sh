@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ngx_im: build, run and test the module against Debian's nginx.
-#   ./build.sh deps | build | run | start | stop | test | bench | reliability
+#   ./build.sh deps | build | run | start | stop | test | unit | bench |
+#              reliability
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")" && pwd)
@@ -17,7 +18,7 @@ DEBS="nginx nginx-dev libhiredis-dev libmongoc-dev libbson-dev
       libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libyajl-dev libssl-dev
       redis-server redis-tools pkg-config gcc make curl
       python3-pytest python3-websockets python3-redis python3-pymongo
-      python3-protobuf"
+      python3-protobuf libnginx-mod-nchan"
 
 log() { printf '%s\n' "build.sh: $*" >&2; }
 
@@ -190,5 +191,8 @@ case "$cmd" in
     stop) stop_quiet ;;
     test) tests "$@" ;;
     unit) unit ;;
-    *) echo "usage: $0 deps|build|run|start|stop|test|unit" >&2; exit 2 ;;
+    bench) deps; build; "$ROOT/bench/bench.sh" "$@" ;;
+    reliability) deps; build; "$ROOT/t/reliability/run.sh" "$@" ;;
+    *) echo "usage: $0 deps|build|run|start|stop|test|unit|bench|reliability" >&2
+       exit 2 ;;
 esac

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# The benchmark set: builds bench/imbench, starts private servers (ngx_im
+# on its own Redis; Nchan on another Redis, in its own nginx), runs the
+# scenarios, stops the servers.  Results go to stdout and to
+# build/bench/results/<time>.{txt,jsonl}.
+#
+#   bench/bench.sh                   the short default set (a few minutes
+#                                    on 2 cores): connect chat fanout sweep
+#   bench/bench.sh chat fanout       only these
+#   bench/bench.sh --full            the targets' sizes: 50,000 idle
+#                                    connections (3 load processes, 4
+#                                    workers), longer chat and sweep steps
+#   bench/bench.sh --mongo           ngx_im with MongoDB history
+#                                    (build/bin/imferret, see build.sh)
+#
+# Environment: IMB_PORT, IMB_REDIS_PORT, IMB_NCHAN_PORT,
+# IMB_NCHAN_REDIS_PORT (18080, 16390, 18081, 16391), IMB_WORKERS (2),
+# IM_MODULE (build/nginx/ngx_http_im_module.so).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export IMB_BASE=${IMB_BASE:-$ROOT/build/bench}
+STACK=$ROOT/bench/stack.sh
+BIN=$IMB_BASE/imbench
+PORT=${IMB_PORT:-18080}
+REDIS_PORT=${IMB_REDIS_PORT:-16390}
+NCHAN_PORT=${IMB_NCHAN_PORT:-18081}
+NCHAN_REDIS_PORT=${IMB_NCHAN_REDIS_PORT:-16391}
+MONGO_PORT=${IMB_MONGO_PORT:-17018}
+WORKERS=${IMB_WORKERS:-2}
+FERRET=$ROOT/build/bin/imferret
+
+log() { printf 'bench.sh: %s\n' "$*" >&2; }
+
+full=0
+mongo=0
+scenarios=()
+for a in "$@"; do
+    case "$a" in
+        --full) full=1 ;;
+        --mongo) mongo=1 ;;
+        connect|chat|fanout|sweep) scenarios+=("$a") ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) log "unknown argument $a"; exit 2 ;;
+    esac
+done
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(connect chat fanout sweep)
+
+mkdir -p "$IMB_BASE/results"
+gcc -O2 -g -Wall -Wextra -o "$BIN" "$ROOT/bench/imbench.c" \
+    "$ROOT/bench/imb.c" "$ROOT/ngx_im_module/ngx_http_im_ws_frame.c" \
+    -I"$ROOT/bench" -I"$ROOT/ngx_im_module" -lcrypto
+
+STAMP=$(date +%Y%m%d-%H%M%S)
+TXT=$IMB_BASE/results/$STAMP.txt
+JSONL=$IMB_BASE/results/$STAMP.jsonl
+
+started=()
+cleanup() {
+    local s
+    for s in "${started[@]}"; do
+        case "$s" in
+            nginx:*) "$STACK" nginx-stop "${s#nginx:}" || true ;;
+            redis:*) x=${s#redis:}
+                     "$STACK" redis-stop "${x%:*}" "${x##*:}" || true ;;
+            ferret:*) kill "${s#ferret:}" 2>/dev/null || true ;;
+        esac
+    done
+    started=()
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT
+
+im_up() {
+    local name=$1 workers=$2
+    rm -rf "${IMB_BASE:?}/$name-redis"
+    "$STACK" redis-start "$name-redis" "$REDIS_PORT"
+    started+=("redis:$name-redis:$REDIS_PORT")
+    if [ "$mongo" = 1 ]; then
+        [ -x "$FERRET" ] || { log "no $FERRET: ./build.sh build"; exit 1; }
+        rm -rf "$IMB_BASE/$name-mongo"
+        mkdir -p "$IMB_BASE/$name-mongo"
+        "$FERRET" -listen "127.0.0.1:$MONGO_PORT" -dir "$IMB_BASE/$name-mongo" \
+            -log-level warn >"$IMB_BASE/$name-mongo/ready" \
+            2>"$IMB_BASE/$name-mongo/ferret.log" &
+        started+=("ferret:$!")
+        for _ in $(seq 100); do
+            grep -q ready "$IMB_BASE/$name-mongo/ready" 2>/dev/null && break
+            sleep 0.1
+        done
+        export IMB_MONGO="mongodb://127.0.0.1:$MONGO_PORT/"
+    fi
+    "$STACK" im-start "$name" "$PORT" "$REDIS_PORT" "$workers"
+    started+=("nginx:$name")
+}
+
+nchan_up() {
+    rm -rf "${IMB_BASE:?}/nchan-redis"
+    "$STACK" redis-start nchan-redis "$NCHAN_REDIS_PORT"
+    started+=("redis:nchan-redis:$NCHAN_REDIS_PORT")
+    "$STACK" nchan-start nchan "$NCHAN_PORT" "$NCHAN_REDIS_PORT" "$WORKERS"
+    started+=("nginx:nchan")
+}
+
+say() { printf '%s\n' "$*" | tee -a "$TXT"; }
+
+# imbench with its table to the text file and its JSON line to .jsonl;
+# a violation is reported loudly by imbench, and the set goes on
+run() {
+    local rc=0
+    say ""
+    say "\$ imbench $*"
+    "$BIN" "$@" 2>&1 | tee -a "$TXT" |
+        tee >(grep '^{"scenario"' >>"$JSONL") || rc=$?
+    [ "$rc" = 0 ] || { say "(imbench exited with status $rc)"; status=1; }
+}
+status=0
+
+environment() {
+    say "# ngx_im benchmark run $STAMP"
+    say "cpu:     $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
+    say "memory:  $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+    say "kernel:  $(uname -sr)"
+    say "nginx:   $(nginx -v 2>&1 | sed 's/.*: //')"
+    say "nchan:   $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?')"
+    say "redis:   $(redis-server --version | sed 's/Redis server //')"
+    say "gcc:     $(gcc -dumpfullversion)"
+    say "module:  git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+changes'), $(stat -c '%y' "${IM_MODULE:-$ROOT/build/nginx/ngx_http_im_module.so}" | cut -d. -f1)"
+    say "fd limit: soft $(ulimit -Sn), hard $(ulimit -Hn); nginx worker_connections 16384"
+    say "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min, before the run)"
+    say "mongo:   $([ "$mongo" = 1 ] && echo "on (FerretDB)" || echo "off (Redis hot store only)")"
+}
+
+environment
+
+PIDF=$IMB_BASE/im/logs/nginx.pid
+S=(-s "127.0.0.1:$PORT" --pid-file "$PIDF"
+   --redis-pid-file "$IMB_BASE/im-redis/redis.pid")
+
+for sc in "${scenarios[@]}"; do
+    case "$sc" in
+    connect)
+        if [ "$full" = 1 ]; then
+            # 20,000 fds a process: 3 load processes and 4 workers
+            im_up im 4
+            run connect "${S[@]}" -n 50000 -P 3 --conn-rate 3000
+        else
+            im_up im "$WORKERS"
+            run connect "${S[@]}" -n 10000 --conn-rate 3000
+        fi
+        cleanup
+        ;;
+    chat)
+        im_up im "$WORKERS"
+        if [ "$full" = 1 ]; then
+            run chat "${S[@]}" -n 10000 -m 2000 -r 5000 -d 60
+        else
+            run chat "${S[@]}" -n 2000 -m 500 -r 5000 -d 15
+        fi
+        cleanup
+        ;;
+    fanout)
+        im_up im "$WORKERS"
+        nchan_up
+        run fanout "${S[@]}" --nchan "127.0.0.1:$NCHAN_PORT" \
+            --nchan-pid-file "$IMB_BASE/nchan/logs/nginx.pid" \
+            --nchan-redis-pid-file "$IMB_BASE/nchan-redis/redis.pid" \
+            -n 2000 -k 400 -r 200 --rounds 3
+        cleanup
+        ;;
+    sweep)
+        im_up im "$WORKERS"
+        if [ "$full" = 1 ]; then
+            run sweep "${S[@]}" -n 10000 -m 2000 -d 20 --start 1000 \
+                --factor 1.25 --max 60000
+        else
+            run sweep "${S[@]}" -n 2000 -m 500 -d 5 --start 3000 \
+                --factor 1.25 --max 60000
+        fi
+        cleanup
+        ;;
+    esac
+done
+
+say ""
+say "results: $TXT"
+say "         $JSONL"
+exit "$status"

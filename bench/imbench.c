@@ -1,0 +1,2827 @@
+
+/*
+ * imbench: a load generator for ngx_im (and, for fanout, Nchan).
+ *
+ *   imbench connect|chat|fanout|sweep [options]    (imbench -h for all)
+ *
+ * The parent process sets up users and tokens over REST, then forks -P
+ * load processes.  Each drives its share of WebSocket clients from one
+ * epoll loop and is self-contained: a chat message's sender and
+ * recipient live in the same process, so loss, duplicates and order are
+ * checked without sharing state.  The parent sends each process one
+ * command per phase over a pipe and merges the fixed-size results
+ * (counters and histograms) they send back.
+ *
+ * Every scenario prints a table and one JSON line starting with
+ * {"scenario": for scripts.
+ */
+
+
+#define _GNU_SOURCE
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <unistd.h>
+#include <sys/resource.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+
+#include "imb.h"
+#include "ngx_http_im_ws_frame.h"
+
+
+#define IMB_MAX_PROCS        16
+#define IMB_PLATFORMS        11
+#define IMB_PLATFORM_ADMIN   10
+#define IMB_MAX_PENDING      512      /* connects in flight per process */
+
+#define IMB_CMD_CONNECT      1
+#define IMB_CMD_CHAT         2
+#define IMB_CMD_FANOUT       3
+#define IMB_CMD_CLOSE        4
+#define IMB_CMD_EXIT         5
+
+#define IMB_TARGET_IM        0
+#define IMB_TARGET_NCHAN     1
+
+#define IMB_MSG_ACKED        0x01
+#define IMB_MSG_FAILED       0x02
+
+
+typedef struct {
+    int                    op;
+    int                    target;
+    int                    phase;
+    double                 rate;       /* messages/s for this process */
+    double                 duration;   /* s */
+    double                 drain;      /* s after the last send */
+    long                   count;      /* fanout: messages */
+} imb_cmd_t;
+
+
+typedef struct {
+    int                    op;
+    uint64_t               clients;
+    uint64_t               conn_ok;
+    uint64_t               conn_fail;
+    imb_errs_t             errs;
+    uint64_t               dropped;    /* open connections lost */
+    uint64_t               t_first;    /* ns */
+    uint64_t               t_last;
+    uint64_t               t_start;
+    uint64_t               t_last_ack;
+    uint64_t               t_last_deliv;
+    uint64_t               sent;
+    uint64_t               skipped;    /* sender not connected */
+    uint64_t               acked;
+    uint64_t               ack_err;
+    long long              last_err;
+    uint64_t               expected;
+    uint64_t               delivered;
+    uint64_t               lost;
+    uint64_t               dup;
+    uint64_t               ooo;
+    uint64_t               late;
+    uint64_t               unexpected;
+    uint64_t               bytes_in;
+    imb_hist_t             conn;       /* connect to open, µs */
+    imb_hist_t             ack;
+    imb_hist_t             deliv;
+} imb_result_t;
+
+
+typedef struct {
+    const char            *scenario;
+    struct sockaddr_in     im;
+    struct sockaddr_in     nchan;
+    int                    use_nchan;
+    const char            *ws_path;
+    const char            *api_path;
+    const char            *nchan_sub;
+    const char            *nchan_pub;
+    const char            *secret;
+    const char            *admin;
+    const char            *codec_name;
+    const imb_codec_t     *codec;
+    const char            *pid_file;
+    const char            *redis_pid_file;
+    const char            *nchan_pid_file;
+    const char            *nchan_redis_pid_file;
+    const char            *label;
+    int                    procs;
+    int                    rounds;
+    double                 conn_rate;
+    long                   users;
+    long                   senders;
+    double                 rate;
+    double                 duration;
+    double                 drain;
+    double                 hold;
+    long                   count;
+    int                    size;
+    double                 p99_limit;  /* ms */
+    double                 rates[64];
+    int                    nrates;
+    double                 sweep_start;
+    double                 sweep_factor;
+    double                 sweep_max;
+    uint64_t               seed;
+    char                   tag[16];
+} imb_conf_t;
+
+
+typedef struct {
+    imb_conn_t             c;
+    uint32_t               id;         /* global client number */
+    uint32_t               user;       /* index in imb_users */
+    int                    platform;
+    int                    role;       /* 0 client, 1 publisher */
+    uint8_t               *seen;       /* fanout: one bit per message */
+} imb_client_t;
+
+
+typedef struct {
+    uint64_t               t;          /* scheduled send time, ns */
+    uint32_t               from;       /* local client numbers */
+    uint32_t               to;
+    uint8_t                flags;
+    uint8_t                recv;
+} imb_msg_t;
+
+
+typedef struct {
+    uint64_t               key;        /* to << 32 | from, +1 */
+    uint64_t               seq;
+} imb_order_t;
+
+
+typedef struct {
+    int                    fd;
+    int                    res;
+    pid_t                  pid;
+} imb_proc_t;
+
+
+static imb_conf_t      cf;
+static char          **imb_users;
+static char          **imb_tokens;
+static long            imb_nusers;
+static char           *imb_tokens_pf[IMB_PLATFORMS + 1];
+static char            imb_padding[65536];
+
+/* the load process */
+static int             imb_shard;
+static imb_loop_t      imb_loop;
+static imb_client_t   *imb_clients;
+static long            imb_nclients;
+static long            imb_first;    /* global number of the first one */
+static imb_client_t    imb_pub;
+static imb_cmd_t       imb_cur;
+static imb_result_t    imb_res;
+static int             imb_res_fd;
+static int             imb_busy;
+static long            imb_next;     /* next client to connect */
+static long            imb_pending;
+static long            imb_open;
+static imb_msg_t      *imb_msgs;
+static size_t          imb_nmsgs;
+static size_t          imb_msgs_cap;
+static long            imb_rr;       /* round robin over senders */
+static long            imb_local_senders;
+static uint64_t        imb_stop_send;
+static uint64_t        imb_deadline;
+static imb_order_t    *imb_order;
+static size_t          imb_order_cap;
+static size_t          imb_order_n;
+static imb_buf_t       imb_out;
+static long            imb_pub_acked;
+static long            imb_http_sent;
+
+
+static void imb_usage(void);
+static int imb_parse(int argc, char **argv);
+static int imb_setup_users(void);
+static int imb_run(void);
+static void imb_child(int shard, int cmd_fd, int res_fd);
+static void imb_child_cmd(imb_io_t *io, uint32_t events);
+static void imb_child_tick(imb_loop_t *l, void *data);
+static void imb_child_report(void);
+static void imb_start_connect(void);
+static void imb_connect_some(void);
+static void imb_client_open(imb_conn_t *c);
+static void imb_client_message(imb_conn_t *c, int op, char *data,
+    size_t len);
+static void imb_client_response(imb_conn_t *c, int status, char *body,
+    size_t len);
+static void imb_client_closed(imb_conn_t *c, int why, int err);
+static void imb_chat_tick(void);
+static void imb_chat_send(uint64_t t);
+static void imb_chat_frame(imb_client_t *cl, char *data, size_t len);
+static void imb_fanout_tick(void);
+static void imb_fanout_frame(imb_client_t *cl, char *data, size_t len);
+static void imb_fanout_got(imb_client_t *cl, const char *p, const char *e);
+static void imb_order_check(uint32_t to, uint32_t from, uint64_t seq);
+static int imb_phase(imb_proc_t *procs, imb_cmd_t *cmd, imb_result_t *sum);
+static void imb_merge(imb_result_t *sum, imb_result_t *r);
+static void imb_print_hist_row(const char *name, uint64_t n, double rate,
+    imb_hist_t *h);
+static void imb_json_hist(imb_buf_t *b, const char *name, imb_hist_t *h);
+static void imb_env_json(imb_buf_t *b);
+
+
+static const imb_handler_t  imb_client_handler = {
+    imb_client_open, imb_client_message, imb_client_response,
+    imb_client_closed
+};
+
+
+int
+main(int argc, char **argv)
+{
+    long  limit;
+
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    if (imb_parse(argc, argv) != IMB_OK) {
+        return 2;
+    }
+
+    limit = imb_raise_nofile();
+    if (limit > 0 && limit < 1024) {
+        fprintf(stderr, "imbench: fd limit is only %ld\n", limit);
+    }
+
+    imb_srand(cf.seed);
+    snprintf(cf.tag, sizeof(cf.tag), "%06x",
+             (unsigned) (imb_rand() & 0xffffff));
+    memset(imb_padding, 'x', sizeof(imb_padding) - 1);
+
+    if (imb_setup_users() != IMB_OK) {
+        return 1;
+    }
+
+    return imb_run() == IMB_OK ? 0 : 1;
+}
+
+
+static void
+imb_usage(void)
+{
+    fprintf(stderr,
+"usage: imbench connect|chat|fanout|sweep [options]\n"
+"  -s HOST:PORT      ngx_im server (127.0.0.1:8080)\n"
+"  -P N              load processes (1); each has its own fd limit\n"
+"  -n N              connect: connections; chat/sweep: users;\n"
+"                    fanout: subscribers\n"
+"  -m N              chat/sweep: senders (n/10)\n"
+"  -r RATE           chat: msg/s (1000); fanout: publishes/s (100)\n"
+"  -d SEC            chat: duration (10); sweep: per step (5)\n"
+"  -k N              fanout: messages (200)\n"
+"  --drain SEC       wait for late deliveries (5)\n"
+"  --conn-rate R     connections/s (2000)\n"
+"  --hold SEC        connect: keep connections open (0)\n"
+"  --size BYTES      message text size (64)\n"
+"  --nchan HOST:PORT fanout: also run against Nchan there\n"
+"  --nchan-sub PATH  Nchan WebSocket location prefix (/sub/)\n"
+"  --nchan-pub PATH  Nchan publisher location prefix (/pub/)\n"
+"  --rounds N        fanout: alternate the targets N times, report the\n"
+"                    round with the median deliveries/s of each (1)\n"
+"  --rates A,B,..    sweep: the rates (default: --start, x--factor)\n"
+"  --start R --factor F --max R    sweep: 1000, 1.5, 64000\n"
+"  --p99 MS          sweep: delivery p99 limit (100)\n"
+"  --pid-file PATH   nginx pid file: workers' memory and CPU\n"
+"  --redis-pid-file PATH   Redis pid file: its CPU per message\n"
+"  --nchan-pid-file P --nchan-redis-pid-file P   the same for Nchan\n"
+"  --codec json      request encoding (protobuf later)\n"
+"  --ws-path P --api-path P --secret S --admin ID --label TEXT --seed N\n");
+}
+
+
+static int
+imb_parse_rates(const char *s)
+{
+    char  *end;
+
+    cf.nrates = 0;
+
+    while (*s && cf.nrates < 64) {
+        cf.rates[cf.nrates++] = strtod(s, &end);
+        if (end == s) {
+            return IMB_ERROR;
+        }
+
+        s = *end == ',' ? end + 1 : end;
+    }
+
+    return IMB_OK;
+}
+
+
+static int
+imb_parse(int argc, char **argv)
+{
+    int                   ch, idx;
+    static struct option  opts[] = {
+        { "drain", required_argument, NULL, 1 },
+        { "conn-rate", required_argument, NULL, 2 },
+        { "hold", required_argument, NULL, 3 },
+        { "size", required_argument, NULL, 4 },
+        { "nchan", required_argument, NULL, 5 },
+        { "rates", required_argument, NULL, 6 },
+        { "start", required_argument, NULL, 7 },
+        { "factor", required_argument, NULL, 8 },
+        { "max", required_argument, NULL, 9 },
+        { "p99", required_argument, NULL, 10 },
+        { "pid-file", required_argument, NULL, 11 },
+        { "codec", required_argument, NULL, 12 },
+        { "ws-path", required_argument, NULL, 13 },
+        { "api-path", required_argument, NULL, 14 },
+        { "secret", required_argument, NULL, 15 },
+        { "admin", required_argument, NULL, 16 },
+        { "label", required_argument, NULL, 17 },
+        { "seed", required_argument, NULL, 18 },
+        { "nchan-sub", required_argument, NULL, 19 },
+        { "nchan-pub", required_argument, NULL, 20 },
+        { "redis-pid-file", required_argument, NULL, 21 },
+        { "nchan-pid-file", required_argument, NULL, 22 },
+        { "rounds", required_argument, NULL, 24 },
+        { "nchan-redis-pid-file", required_argument, NULL, 23 },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 }
+    };
+
+    if (argc < 2 || argv[1][0] == '-') {
+        imb_usage();
+        return IMB_ERROR;
+    }
+
+    cf.scenario = argv[1];
+    (void) imb_addr("127.0.0.1:8080", &cf.im);
+    cf.ws_path = "/im/ws";
+    cf.api_path = "/im/api";
+    cf.nchan_sub = "/sub/";
+    cf.nchan_pub = "/pub/";
+    cf.secret = "openIM123";
+    cf.admin = "imAdmin";
+    cf.codec_name = "json";
+    cf.label = "";
+    cf.procs = 1;
+    cf.rounds = 1;
+    cf.conn_rate = 2000;
+    cf.users = -1;
+    cf.senders = -1;
+    cf.rate = -1;
+    cf.duration = -1;
+    cf.drain = 5;
+    cf.count = 200;
+    cf.size = 64;
+    cf.p99_limit = 100;
+    cf.sweep_start = 1000;
+    cf.sweep_factor = 1.5;
+    cf.sweep_max = 64000;
+
+    optind = 2;
+
+    while ((ch = getopt_long(argc, argv, "s:P:n:m:r:d:k:h", opts, &idx))
+           != -1)
+    {
+        switch (ch) {
+        case 's':
+            if (imb_addr(optarg, &cf.im) != IMB_OK) {
+                fprintf(stderr, "imbench: bad address %s\n", optarg);
+                return IMB_ERROR;
+            }
+            break;
+        case 'P': cf.procs = atoi(optarg); break;
+        case 'n': cf.users = atol(optarg); break;
+        case 'm': cf.senders = atol(optarg); break;
+        case 'r': cf.rate = atof(optarg); break;
+        case 'd': cf.duration = atof(optarg); break;
+        case 'k': cf.count = atol(optarg); break;
+        case 1: cf.drain = atof(optarg); break;
+        case 2: cf.conn_rate = atof(optarg); break;
+        case 3: cf.hold = atof(optarg); break;
+        case 4: cf.size = atoi(optarg); break;
+        case 5:
+            if (imb_addr(optarg, &cf.nchan) != IMB_OK) {
+                fprintf(stderr, "imbench: bad address %s\n", optarg);
+                return IMB_ERROR;
+            }
+            cf.use_nchan = 1;
+            break;
+        case 6:
+            if (imb_parse_rates(optarg) != IMB_OK) {
+                fprintf(stderr, "imbench: bad --rates\n");
+                return IMB_ERROR;
+            }
+            break;
+        case 7: cf.sweep_start = atof(optarg); break;
+        case 8: cf.sweep_factor = atof(optarg); break;
+        case 9: cf.sweep_max = atof(optarg); break;
+        case 10: cf.p99_limit = atof(optarg); break;
+        case 11: cf.pid_file = optarg; break;
+        case 12: cf.codec_name = optarg; break;
+        case 13: cf.ws_path = optarg; break;
+        case 14: cf.api_path = optarg; break;
+        case 15: cf.secret = optarg; break;
+        case 16: cf.admin = optarg; break;
+        case 17: cf.label = optarg; break;
+        case 18: cf.seed = strtoull(optarg, NULL, 10); break;
+        case 19: cf.nchan_sub = optarg; break;
+        case 20: cf.nchan_pub = optarg; break;
+        case 21: cf.redis_pid_file = optarg; break;
+        case 22: cf.nchan_pid_file = optarg; break;
+        case 24: cf.rounds = atoi(optarg); break;
+        case 23: cf.nchan_redis_pid_file = optarg; break;
+        default:
+            imb_usage();
+            return IMB_ERROR;
+        }
+    }
+
+    cf.codec = imb_codec(cf.codec_name);
+    if (cf.codec == NULL) {
+        fprintf(stderr, "imbench: codec \"%s\" is not available (the "
+                "server speaks JSON only so far)\n", cf.codec_name);
+        return IMB_ERROR;
+    }
+
+    if (cf.rounds < 1 || cf.rounds > 15) {
+        fprintf(stderr, "imbench: --rounds must be 1..15\n");
+        return IMB_ERROR;
+    }
+
+    if (cf.procs < 1 || cf.procs > IMB_MAX_PROCS) {
+        fprintf(stderr, "imbench: -P must be 1..%d\n", IMB_MAX_PROCS);
+        return IMB_ERROR;
+    }
+
+    if (cf.size < 1 || cf.size > 60000) {
+        fprintf(stderr, "imbench: --size must be 1..60000\n");
+        return IMB_ERROR;
+    }
+
+    if (strcmp(cf.scenario, "connect") == 0) {
+        if (cf.users < 0) {
+            cf.users = 1000;
+        }
+
+    } else if (strcmp(cf.scenario, "chat") == 0
+               || strcmp(cf.scenario, "sweep") == 0)
+    {
+        if (cf.users < 0) {
+            cf.users = 1000;
+        }
+
+        if (cf.senders < 0) {
+            cf.senders = cf.users / 10 ? cf.users / 10 : 1;
+        }
+
+        if (cf.senders > cf.users) {
+            cf.senders = cf.users;
+        }
+
+        if (cf.rate < 0) {
+            cf.rate = 1000;
+        }
+
+        if (cf.duration < 0) {
+            cf.duration = cf.scenario[0] == 'c' ? 10 : 5;
+        }
+
+        if (cf.users < 2 * cf.procs) {
+            fprintf(stderr, "imbench: need at least 2 users a process\n");
+            return IMB_ERROR;
+        }
+
+    } else if (strcmp(cf.scenario, "fanout") == 0) {
+        if (cf.users < 0) {
+            cf.users = 1000;
+        }
+
+        if (cf.rate < 0) {
+            cf.rate = 100;
+        }
+
+    } else {
+        imb_usage();
+        return IMB_ERROR;
+    }
+
+    if (cf.users > 10000000) {
+        fprintf(stderr, "imbench: -n too large\n");
+        return IMB_ERROR;
+    }
+
+    return IMB_OK;
+}
+
+
+/* REST: users and their tokens */
+
+
+static int
+imb_setup_users(void)
+{
+    long       i;
+    imb_api_t  api;
+    uint64_t   t0;
+    char      *fan[2];
+
+    memset(&api, 0, sizeof(api));
+    api.addr = cf.im;
+    api.api = cf.api_path;
+    api.secret = cf.secret;
+    api.admin = cf.admin;
+    api.parallel = 32;
+
+    t0 = imb_now_ns();
+
+    if (imb_api_admin(&api) != IMB_OK) {
+        fprintf(stderr, "imbench: admin token: %s\n", api.err);
+        return IMB_ERROR;
+    }
+
+    if (strcmp(cf.scenario, "fanout") == 0) {
+        /* a publisher and one subscribing user with many sessions */
+        imb_nusers = 2;
+
+    } else {
+        imb_nusers = cf.users;
+    }
+
+    imb_users = calloc(imb_nusers, sizeof(char *));
+    imb_tokens = calloc(imb_nusers, sizeof(char *));
+    if (imb_users == NULL || imb_tokens == NULL) {
+        return IMB_ERROR;
+    }
+
+    for (i = 0; i < imb_nusers; i++) {
+        if (asprintf(&imb_users[i], "b%s-%ld", cf.tag, i) < 0) {
+            return IMB_ERROR;
+        }
+    }
+
+    if (imb_api_register(&api, imb_users, imb_nusers) != IMB_OK) {
+        fprintf(stderr, "imbench: register: %s\n", api.err);
+        return IMB_ERROR;
+    }
+
+    if (imb_api_tokens(&api, imb_users, imb_nusers, 1, imb_tokens)
+        != IMB_OK)
+    {
+        fprintf(stderr, "imbench: tokens: %s\n", api.err);
+        return IMB_ERROR;
+    }
+
+    if (imb_nusers == 2) {
+        /* the subscriber user on every platform: multi-device */
+        fan[0] = imb_users[1];
+
+        for (i = 1; i <= IMB_PLATFORMS; i++) {
+            if (i == IMB_PLATFORM_ADMIN) {
+                continue;
+            }
+
+            if (imb_api_tokens(&api, fan, 1, (int) i, &imb_tokens_pf[i])
+                != IMB_OK)
+            {
+                fprintf(stderr, "imbench: tokens: %s\n", api.err);
+                return IMB_ERROR;
+            }
+        }
+    }
+
+    fprintf(stderr, "imbench: %ld users registered with tokens in %.1f s\n",
+            imb_nusers, (imb_now_ns() - t0) / 1e9);
+
+    return IMB_OK;
+}
+
+
+/* the load process */
+
+
+static void
+imb_child(int shard, int cmd_fd, int res_fd)
+{
+    long      i, n, lo, hi;
+    imb_io_t  io;
+
+    imb_shard = shard;
+    imb_res_fd = res_fd;
+    imb_srand(cf.seed ? cf.seed + shard + 1 : 0);
+
+    n = cf.users;
+    lo = n * shard / cf.procs;
+    hi = n * (shard + 1) / cf.procs;
+
+    imb_first = lo;
+    imb_nclients = hi - lo;
+    imb_clients = calloc(imb_nclients ? imb_nclients : 1,
+                         sizeof(imb_client_t));
+    if (imb_clients == NULL || imb_loop_init(&imb_loop) != IMB_OK) {
+        fprintf(stderr, "imbench: out of memory\n");
+        exit(1);
+    }
+
+    for (i = 0; i < imb_nclients; i++) {
+        imb_clients[i].id = (uint32_t) (lo + i);
+        imb_clients[i].c.state = IMB_CONN_IDLE;
+    }
+
+    imb_local_senders = cf.senders * (shard + 1) / cf.procs
+                        - cf.senders * shard / cf.procs;
+
+    io.fd = cmd_fd;
+    io.handler = imb_child_cmd;
+
+    if (imb_loop_add_io(&imb_loop, &io) != IMB_OK) {
+        exit(1);
+    }
+
+    imb_loop.tick_ns = 1000000;
+    imb_loop.next_tick = imb_loop.now + imb_loop.tick_ns;
+    imb_loop.tick = imb_child_tick;
+
+    imb_loop_run(&imb_loop);
+
+    exit(0);
+}
+
+
+static void
+imb_child_cmd(imb_io_t *io, uint32_t events)
+{
+    long       i;
+    ssize_t    n;
+    imb_cmd_t  cmd;
+
+    (void) events;
+
+    n = read(io->fd, &cmd, sizeof(cmd));
+    if (n != sizeof(cmd)) {
+        /* the parent is gone */
+        exit(n == 0 ? 0 : 1);
+    }
+
+    memset(&imb_res, 0, sizeof(imb_res));
+    imb_cur = cmd;
+    imb_res.op = cmd.op;
+    imb_res.t_start = imb_loop.now;
+    imb_busy = 1;
+    imb_loop.tick_ns = 1000000;
+    imb_loop.next_tick = imb_loop.now;
+
+    switch (cmd.op) {
+
+    case IMB_CMD_CONNECT:
+        imb_start_connect();
+        break;
+
+    case IMB_CMD_CHAT:
+        imb_nmsgs = 0;
+        imb_order_n = 0;
+        if (imb_order) {
+            memset(imb_order, 0, imb_order_cap * sizeof(imb_order_t));
+        }
+        imb_stop_send = imb_loop.now + (uint64_t) (cmd.duration * 1e9);
+        imb_deadline = imb_stop_send + (uint64_t) (cmd.drain * 1e9);
+        break;
+
+    case IMB_CMD_FANOUT:
+        for (i = 0; i < imb_nclients; i++) {
+            free(imb_clients[i].seen);
+            imb_clients[i].seen = calloc((cmd.count + 7) / 8, 1);
+        }
+        imb_nmsgs = 0;
+        imb_pub_acked = 0;
+        imb_http_sent = 0;
+        imb_stop_send = imb_loop.now
+                        + (uint64_t) (cmd.count / cmd.rate * 1e9);
+        imb_deadline = imb_stop_send + (uint64_t) (cmd.drain * 1e9);
+        break;
+
+    case IMB_CMD_CLOSE:
+        for (i = 0; i < imb_nclients; i++) {
+            imb_conn_close(&imb_clients[i].c, 0);
+        }
+        imb_conn_close(&imb_pub.c, 0);
+        imb_open = 0;
+        imb_child_report();
+        break;
+
+    case IMB_CMD_EXIT:
+        exit(0);
+    }
+}
+
+
+static void
+imb_child_report(void)
+{
+    size_t   off;
+    ssize_t  n;
+    char    *p;
+
+    imb_busy = 0;
+    imb_loop.tick_ns = 100000000;
+    p = (char *) &imb_res;
+
+    for (off = 0; off < sizeof(imb_res); off += n) {
+        n = write(imb_res_fd, p + off, sizeof(imb_res) - off);
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR) {
+                n = 0;
+                continue;
+            }
+            exit(1);
+        }
+    }
+}
+
+
+static void
+imb_child_tick(imb_loop_t *l, void *data)
+{
+    (void) l;
+    (void) data;
+
+    if (!imb_busy) {
+        return;
+    }
+
+    switch (imb_cur.op) {
+
+    case IMB_CMD_CONNECT:
+        imb_connect_some();
+        break;
+
+    case IMB_CMD_CHAT:
+        imb_chat_tick();
+        break;
+
+    case IMB_CMD_FANOUT:
+        imb_fanout_tick();
+        break;
+    }
+}
+
+
+/* connecting */
+
+
+static void
+imb_start_connect(void)
+{
+    imb_next = 0;
+    imb_pending = 0;
+    imb_open = 0;
+    imb_res.clients = imb_nclients;
+
+    if (imb_cur.target == IMB_TARGET_IM && strcmp(cf.scenario, "fanout") == 0
+        && imb_shard == 0)
+    {
+        imb_res.clients++;
+    }
+
+    if (imb_cur.target == IMB_TARGET_NCHAN && imb_shard == 0) {
+        imb_res.clients++;
+    }
+
+    imb_connect_some();
+}
+
+
+static int
+imb_connect_one(imb_client_t *cl, long src)
+{
+    int                  rc, platform;
+    char                 path[2048];
+    const char          *token;
+    struct sockaddr_in  *dst;
+
+    dst = imb_cur.target == IMB_TARGET_NCHAN ? &cf.nchan : &cf.im;
+
+    if (imb_cur.target == IMB_TARGET_NCHAN) {
+        if (cl->role == 1) {
+            rc = imb_conn_connect(&cl->c, &imb_loop, dst, src,
+                                  IMB_KIND_HTTP, NULL, &imb_client_handler,
+                                  cl);
+            goto done;
+        }
+
+        snprintf(path, sizeof(path), "%sb%s", cf.nchan_sub, cf.tag);
+
+    } else if (strcmp(cf.scenario, "fanout") == 0) {
+        if (cl->role == 1) {
+            platform = 1;
+            token = imb_tokens[0];
+            cl->user = 0;
+
+        } else {
+            /* platforms 1..11 without the admin's 10 */
+            platform = 1 + cl->id % (IMB_PLATFORMS - 1);
+            if (platform >= IMB_PLATFORM_ADMIN) {
+                platform++;
+            }
+
+            token = imb_tokens_pf[platform];
+            cl->user = 1;
+        }
+
+        snprintf(path, sizeof(path),
+                 "%s?sendID=%s&token=%s&platformID=%d&operationID=imb%u",
+                 cf.ws_path, imb_users[cl->user], token, platform, cl->id);
+
+    } else {
+        cl->user = cl->id;
+        snprintf(path, sizeof(path),
+                 "%s?sendID=%s&token=%s&platformID=1&operationID=imb%u",
+                 cf.ws_path, imb_users[cl->user], imb_tokens[cl->user],
+                 cl->id);
+    }
+
+    rc = imb_conn_connect(&cl->c, &imb_loop, dst, src, IMB_KIND_WS, path,
+                          &imb_client_handler, cl);
+
+done:
+
+    if (rc != IMB_OK) {
+        imb_res.conn_fail++;
+        imb_errs_count(&imb_res.errs, IMB_END_CONNECT, errno);
+        return IMB_ERROR;
+    }
+
+    imb_pending++;
+    return IMB_OK;
+}
+
+
+static void
+imb_connect_check(void)
+{
+    if (imb_next < imb_nclients || imb_pending > 0) {
+        return;
+    }
+
+    if (imb_res.t_last == 0) {
+        imb_res.t_last = imb_loop.now;
+    }
+
+    imb_child_report();
+}
+
+
+static void
+imb_connect_some(void)
+{
+    long      due;
+    double    rate;
+    uint64_t  elapsed;
+
+    if (imb_next == 0 && imb_pending == 0 && imb_res.t_first == 0) {
+        imb_res.t_first = imb_loop.now;
+
+        /* the publisher first: it is not rate limited */
+        if (imb_res.clients > (uint64_t) imb_nclients) {
+            memset(&imb_pub, 0, sizeof(imb_pub));
+            imb_pub.role = 1;
+            imb_pub.id = (uint32_t) cf.users;
+            (void) imb_connect_one(&imb_pub, (long) cf.users + 1000000);
+        }
+    }
+
+    rate = cf.conn_rate / cf.procs;
+    elapsed = imb_loop.now - imb_res.t_first;
+    due = (long) (elapsed / 1e9 * rate) + 1;
+
+    while (imb_next < imb_nclients && imb_next < due
+           && imb_pending < IMB_MAX_PENDING)
+    {
+        (void) imb_connect_one(&imb_clients[imb_next],
+                               (long) imb_clients[imb_next].id);
+        imb_next++;
+    }
+
+    imb_connect_check();
+}
+
+
+static void
+imb_client_open(imb_conn_t *c)
+{
+    imb_client_t  *cl = c->data;
+
+    if (!imb_busy || imb_cur.op != IMB_CMD_CONNECT) {
+        return;
+    }
+
+    imb_pending--;
+    imb_open += cl->role == 0;
+    imb_res.conn_ok++;
+    imb_res.t_last = imb_loop.now;
+    imb_hist_add(&imb_res.conn, (c->t_open - c->t_connect) / 1000);
+
+    if (imb_cur.op == IMB_CMD_CONNECT) {
+        imb_connect_some();
+    }
+}
+
+
+static void
+imb_client_closed(imb_conn_t *c, int why, int err)
+{
+    imb_client_t  *cl = c->data;
+
+    if (why == IMB_END_LOCAL) {
+        return;
+    }
+
+    if (c->t_open == 0) {
+        /* never opened: a failed connect or refused upgrade */
+        imb_res.conn_fail++;
+        imb_errs_count(&imb_res.errs, why, err);
+
+        if (imb_busy && imb_cur.op == IMB_CMD_CONNECT) {
+            imb_pending--;
+            imb_connect_check();
+        }
+
+        return;
+    }
+
+    imb_open -= cl->role == 0;
+    imb_res.dropped++;
+    imb_errs_count(&imb_res.errs, why, err);
+}
+
+
+static void
+imb_client_response(imb_conn_t *c, int status, char *body, size_t len)
+{
+    imb_client_t  *cl = c->data;
+
+    if (c->state == IMB_CONN_HANDSHAKE) {
+        /* a refused upgrade */
+        if (imb_res.errs.refused < 3) {
+            fprintf(stderr, "imbench: upgrade refused: %d %.*s\n", status,
+                    (int) (len > 200 ? 200 : len), body);
+        }
+        return;
+    }
+
+    /* the Nchan publisher */
+    if (cl->role != 1 || !imb_busy || imb_cur.op != IMB_CMD_FANOUT) {
+        return;
+    }
+
+    if (status >= 200 && status < 300) {
+        imb_res.acked++;
+
+    } else {
+        imb_res.ack_err++;
+        imb_res.last_err = status;
+    }
+
+    if ((size_t) imb_pub_acked < imb_nmsgs) {
+        imb_hist_add(&imb_res.ack,
+                     (imb_loop.now - imb_msgs[imb_pub_acked].t) / 1000);
+    }
+
+    imb_pub_acked++;
+    imb_res.t_last_ack = imb_loop.now;
+}
+
+
+static void
+imb_client_message(imb_conn_t *c, int op, char *data, size_t len)
+{
+    imb_client_t  *cl = c->data;
+
+    (void) op;
+
+    imb_res.bytes_in += len;
+
+    if (!imb_busy) {
+        return;
+    }
+
+    if (imb_cur.op == IMB_CMD_CHAT) {
+        imb_chat_frame(cl, data, len);
+
+    } else if (imb_cur.op == IMB_CMD_FANOUT) {
+        imb_fanout_frame(cl, data, len);
+    }
+}
+
+
+/* chat */
+
+
+static imb_msg_t *
+imb_msg_new(void)
+{
+    size_t      cap;
+    imb_msg_t  *m;
+
+    if (imb_nmsgs == imb_msgs_cap) {
+        cap = imb_msgs_cap ? 2 * imb_msgs_cap : 65536;
+        m = realloc(imb_msgs, cap * sizeof(imb_msg_t));
+        if (m == NULL) {
+            return NULL;
+        }
+
+        imb_msgs = m;
+        imb_msgs_cap = cap;
+    }
+
+    m = &imb_msgs[imb_nmsgs++];
+    memset(m, 0, sizeof(*m));
+
+    return m;
+}
+
+
+static void
+imb_chat_tick(void)
+{
+    size_t      i;
+    uint64_t    due, t, period;
+    imb_msg_t  *m;
+
+    period = (uint64_t) (1e9 / imb_cur.rate);
+
+    if (imb_loop.now < imb_stop_send) {
+        due = (imb_loop.now - imb_res.t_start) / period + 1;
+
+        while (imb_nmsgs < due) {
+            t = imb_res.t_start + imb_nmsgs * period;
+            imb_chat_send(t);
+        }
+
+        return;
+    }
+
+    /* draining: done when every send is answered and every ack
+     * delivered, or at the deadline */
+    if (imb_loop.now < imb_deadline
+        && (imb_res.acked + imb_res.ack_err < imb_res.sent
+            || imb_res.delivered < imb_res.acked))
+    {
+        return;
+    }
+
+    for (i = 0; i < imb_nmsgs; i++) {
+        m = &imb_msgs[i];
+
+        if ((m->flags & IMB_MSG_ACKED) && m->recv == 0 && m->t) {
+            imb_res.lost++;
+        }
+    }
+
+    imb_res.expected = imb_res.acked;
+    imb_child_report();
+}
+
+
+static void
+imb_chat_send(uint64_t t)
+{
+    int            n;
+    long           from, to;
+    char           incr[32], cmid[64];
+    size_t         idx;
+    static char    text[65600];
+    imb_msg_t     *m;
+    imb_client_t  *s, *r;
+
+    m = imb_msg_new();
+    if (m == NULL) {
+        imb_res.skipped++;
+        return;
+    }
+
+    idx = imb_nmsgs - 1;
+    from = imb_rr++ % imb_local_senders;
+    to = imb_randn((uint32_t) (imb_nclients - 1));
+    if (to >= from) {
+        to++;
+    }
+
+    m->t = 0;
+    m->from = (uint32_t) from;
+    m->to = (uint32_t) to;
+
+    s = &imb_clients[from];
+    r = &imb_clients[to];
+
+    if (s->c.state != IMB_CONN_OPEN) {
+        imb_res.skipped++;
+        return;
+    }
+
+    snprintf(incr, sizeof(incr), "%d-%zu", imb_cur.phase, idx);
+    snprintf(cmid, sizeof(cmid), "%s-%d-%d-%zu", cf.tag, imb_shard,
+             imb_cur.phase, idx);
+    n = snprintf(text, sizeof(text), "m%zu-", idx);
+    if (n < cf.size) {
+        memcpy(text + n, imb_padding, cf.size - n);
+        text[cf.size] = '\0';
+    }
+
+    imb_out.len = 0;
+
+    if (cf.codec->send_msg(&imb_out, incr, imb_users[s->user],
+                           imb_users[r->user], cmid, 101, text) != IMB_OK)
+    {
+        imb_res.skipped++;
+        return;
+    }
+
+    if (imb_ws_send(&s->c, cf.codec->opcode, imb_out.data, imb_out.len)
+        != IMB_OK)
+    {
+        imb_res.skipped++;
+        return;
+    }
+
+    m->t = t;
+    imb_res.sent++;
+}
+
+
+/* "<tag>-<shard>-<phase>-<idx>": the message index, or -1 */
+static long
+imb_cmid_index(imb_js_t *s, int *late)
+{
+    long         v[3];
+    int          i;
+    const char  *p;
+
+    *late = 0;
+
+    if (s->e - s->p < 8 || memcmp(s->p, cf.tag, 6) != 0 || s->p[6] != '-') {
+        return -1;
+    }
+
+    p = s->p + 7;
+
+    for (i = 0; i < 3; i++) {
+        v[i] = 0;
+
+        if (p >= s->e || *p < '0' || *p > '9') {
+            return -1;
+        }
+
+        while (p < s->e && *p >= '0' && *p <= '9') {
+            v[i] = v[i] * 10 + (*p++ - '0');
+        }
+
+        if (i < 2) {
+            if (p >= s->e || *p != '-') {
+                return -1;
+            }
+            p++;
+        }
+    }
+
+    if (v[0] != imb_shard) {
+        return -1;
+    }
+
+    if (v[1] != imb_cur.phase) {
+        *late = 1;
+        return -1;
+    }
+
+    return v[2];
+}
+
+
+static void
+imb_chat_ack(imb_js_t *root)
+{
+    long        idx;
+    long long   code;
+    imb_js_t    v, s;
+    imb_msg_t  *m;
+    const char *p;
+
+    if (imb_js_get(root, "msgIncr", &v) != IMB_OK
+        || imb_js_str(&v, &s) != IMB_OK)
+    {
+        imb_res.unexpected++;
+        return;
+    }
+
+    p = memchr(s.p, '-', s.e - s.p);
+    if (p == NULL || atoi(s.p) != imb_cur.phase) {
+        imb_res.late++;
+        return;
+    }
+
+    idx = atol(p + 1);
+    if (idx < 0 || (size_t) idx >= imb_nmsgs) {
+        imb_res.unexpected++;
+        return;
+    }
+
+    m = &imb_msgs[idx];
+
+    if (imb_js_get(root, "errCode", &v) != IMB_OK) {
+        imb_res.unexpected++;
+        return;
+    }
+
+    code = imb_js_int(&v);
+
+    if (code != 0) {
+        m->flags |= IMB_MSG_FAILED;
+        imb_res.ack_err++;
+        imb_res.last_err = code;
+        return;
+    }
+
+    m->flags |= IMB_MSG_ACKED;
+    imb_res.acked++;
+    imb_res.t_last_ack = imb_loop.now;
+    imb_hist_add(&imb_res.ack, (imb_loop.now - m->t) / 1000);
+}
+
+
+static void
+imb_chat_push(imb_client_t *cl, imb_js_t *root)
+{
+    int            late, rc;
+    long           idx;
+    imb_js_t       data, msgs, conv, arr, msg, v, s;
+    imb_msg_t     *m;
+    imb_js_iter_t  ci, mi;
+
+    if (imb_js_get(root, "data", &data) != IMB_OK
+        || imb_js_get(&data, "msgs", &msgs) != IMB_OK
+        || imb_js_iter(&msgs, &ci) != IMB_OK)
+    {
+        imb_res.unexpected++;
+        return;
+    }
+
+    while ((rc = imb_js_next(&ci, &conv, &arr)) == 1) {
+        if (imb_js_iter(&arr, &mi) != IMB_OK) {
+            imb_res.unexpected++;
+            return;
+        }
+
+        while (imb_js_next(&mi, NULL, &msg) == 1) {
+            if (imb_js_get(&msg, "clientMsgID", &v) != IMB_OK
+                || imb_js_str(&v, &s) != IMB_OK)
+            {
+                imb_res.unexpected++;
+                continue;
+            }
+
+            idx = imb_cmid_index(&s, &late);
+
+            if (idx < 0 || (size_t) idx >= imb_nmsgs) {
+                if (late) {
+                    imb_res.late++;
+                } else {
+                    imb_res.unexpected++;
+                }
+                continue;
+            }
+
+            m = &imb_msgs[idx];
+
+            if (&imb_clients[m->to] != cl) {
+                imb_res.unexpected++;
+                continue;
+            }
+
+            if (m->recv < 255) {
+                m->recv++;
+            }
+
+            if (m->recv > 1) {
+                imb_res.dup++;
+                continue;
+            }
+
+            imb_res.delivered++;
+            imb_res.t_last_deliv = imb_loop.now;
+            imb_hist_add(&imb_res.deliv, (imb_loop.now - m->t) / 1000);
+
+            if (imb_js_get(&msg, "seq", &v) == IMB_OK) {
+                imb_order_check(m->to, m->from, imb_js_int(&v));
+            }
+        }
+    }
+}
+
+
+static void
+imb_chat_frame(imb_client_t *cl, char *data, size_t len)
+{
+    long long  id;
+    imb_js_t   root, v;
+
+    if (imb_js_value(data, data + len, &root) != IMB_OK
+        || imb_js_get(&root, "reqIdentifier", &v) != IMB_OK)
+    {
+        imb_res.unexpected++;
+        return;
+    }
+
+    id = imb_js_int(&v);
+
+    if (id == 2001) {
+        imb_chat_push(cl, &root);
+
+    } else if (id == 1003) {
+        imb_chat_ack(&root);
+
+    } else {
+        imb_res.unexpected++;
+    }
+}
+
+
+/* the seq of pushes from one sender to one recipient must grow */
+static void
+imb_order_check(uint32_t to, uint32_t from, uint64_t seq)
+{
+    size_t        i, mask, cap;
+    uint64_t      key;
+    imb_order_t  *o, *old;
+
+    if (imb_order_n * 2 >= imb_order_cap) {
+        old = imb_order;
+        cap = imb_order_cap;
+        imb_order_cap = cap ? 2 * cap : 65536;
+        imb_order = calloc(imb_order_cap, sizeof(imb_order_t));
+        if (imb_order == NULL) {
+            imb_order = old;
+            imb_order_cap = cap;
+            return;
+        }
+
+        imb_order_n = 0;
+
+        for (i = 0; i < cap; i++) {
+            if (old[i].key) {
+                imb_order_check((uint32_t) ((old[i].key - 1) >> 32),
+                                (uint32_t) (old[i].key - 1), old[i].seq);
+            }
+        }
+
+        free(old);
+    }
+
+    key = (((uint64_t) to << 32) | from) + 1;
+    mask = imb_order_cap - 1;
+    i = (size_t) ((key * 0x9e3779b97f4a7c15ULL) >> 20) & mask;
+
+    for ( ;; ) {
+        o = &imb_order[i];
+
+        if (o->key == 0) {
+            o->key = key;
+            o->seq = seq;
+            imb_order_n++;
+            return;
+        }
+
+        if (o->key == key) {
+            if (seq <= o->seq) {
+                imb_res.ooo++;
+
+            } else {
+                o->seq = seq;
+            }
+
+            return;
+        }
+
+        i = (i + 1) & mask;
+    }
+}
+
+
+/* fanout */
+
+
+static void
+imb_fanout_tick(void)
+{
+    long        i, k;
+    char        incr[32], cmid[96], hdr[64];
+    uint64_t    due, t, period;
+    imb_msg_t  *m;
+
+    if (imb_shard == 0 && imb_nmsgs < (size_t) imb_cur.count) {
+        period = (uint64_t) (1e9 / imb_cur.rate);
+        due = (imb_loop.now - imb_res.t_start) / period + 1;
+
+        while (imb_nmsgs < due && imb_nmsgs < (size_t) imb_cur.count) {
+            t = imb_res.t_start + imb_nmsgs * period;
+            k = (long) imb_nmsgs;
+
+            m = imb_msg_new();
+            if (m == NULL) {
+                return;
+            }
+
+            m->t = t;
+
+            snprintf(cmid, sizeof(cmid), "%s-f-%ld-%llu", cf.tag, k,
+                     (unsigned long long) t);
+            imb_out.len = 0;
+
+            if (imb_cur.target == IMB_TARGET_NCHAN) {
+                if (imb_buf_printf(&imb_out, "%s ", cmid) != IMB_OK
+                    || imb_buf_add(&imb_out, imb_padding, cf.size)
+                       != IMB_OK)
+                {
+                    continue;
+                }
+
+                snprintf(hdr, sizeof(hdr), "%sb%s", cf.nchan_pub, cf.tag);
+
+                if (imb_http_request(&imb_pub.c, "POST", hdr,
+                                     "Content-Type: text/plain\r\n",
+                                     imb_out.data, imb_out.len)
+                    != IMB_OK)
+                {
+                    imb_res.skipped++;
+                    continue;
+                }
+
+            } else {
+                snprintf(incr, sizeof(incr), "f-%ld", k);
+
+                if (cf.codec->send_msg(&imb_out, incr, imb_users[0],
+                                       imb_users[1], cmid, 101,
+                                       imb_padding + sizeof(imb_padding)
+                                       - 1 - cf.size)
+                    != IMB_OK
+                    || imb_ws_send(&imb_pub.c, cf.codec->opcode,
+                                   imb_out.data, imb_out.len)
+                       != IMB_OK)
+                {
+                    imb_res.skipped++;
+                    continue;
+                }
+            }
+
+            imb_res.sent++;
+        }
+    }
+
+    if (imb_loop.now < imb_deadline) {
+        if (imb_res.delivered < (uint64_t) imb_cur.count * imb_open) {
+            return;
+        }
+
+        if (imb_shard == 0
+            && imb_res.acked + imb_res.ack_err < imb_res.sent)
+        {
+            return;
+        }
+    }
+
+    imb_res.expected = (uint64_t) imb_cur.count * imb_nclients;
+
+    for (i = 0; i < imb_nclients; i++) {
+        free(imb_clients[i].seen);
+        imb_clients[i].seen = NULL;
+    }
+
+    imb_child_report();
+}
+
+
+static void
+imb_fanout_frame(imb_client_t *cl, char *data, size_t len)
+{
+    long long      id;
+    imb_js_t       root, v, s, d, msgs, conv, arr, msg;
+    imb_js_iter_t  ci, mi;
+
+    if (cl->role == 1) {
+        /* the ngx_im publisher: acks */
+        if (imb_js_value(data, data + len, &root) != IMB_OK
+            || imb_js_get(&root, "reqIdentifier", &v) != IMB_OK
+            || imb_js_int(&v) != 1003
+            || imb_js_get(&root, "errCode", &v) != IMB_OK)
+        {
+            imb_res.unexpected++;
+            return;
+        }
+
+        if (imb_js_int(&v) == 0) {
+            imb_res.acked++;
+
+        } else {
+            imb_res.ack_err++;
+            imb_res.last_err = imb_js_int(&v);
+        }
+
+        if ((size_t) imb_pub_acked < imb_nmsgs) {
+            imb_hist_add(&imb_res.ack,
+                         (imb_loop.now - imb_msgs[imb_pub_acked].t) / 1000);
+        }
+
+        imb_pub_acked++;
+        imb_res.t_last_ack = imb_loop.now;
+        return;
+    }
+
+    if (imb_cur.target == IMB_TARGET_NCHAN) {
+        imb_fanout_got(cl, data, data + len);
+        return;
+    }
+
+    if (imb_js_value(data, data + len, &root) != IMB_OK
+        || imb_js_get(&root, "reqIdentifier", &v) != IMB_OK)
+    {
+        imb_res.unexpected++;
+        return;
+    }
+
+    id = imb_js_int(&v);
+
+    if (id != 2001
+        || imb_js_get(&root, "data", &d) != IMB_OK
+        || imb_js_get(&d, "msgs", &msgs) != IMB_OK
+        || imb_js_iter(&msgs, &ci) != IMB_OK)
+    {
+        imb_res.unexpected++;
+        return;
+    }
+
+    while (imb_js_next(&ci, &conv, &arr) == 1) {
+        if (imb_js_iter(&arr, &mi) != IMB_OK) {
+            break;
+        }
+
+        while (imb_js_next(&mi, NULL, &msg) == 1) {
+            if (imb_js_get(&msg, "clientMsgID", &v) != IMB_OK
+                || imb_js_str(&v, &s) != IMB_OK)
+            {
+                imb_res.unexpected++;
+                continue;
+            }
+
+            imb_fanout_got(cl, s.p, s.e);
+        }
+    }
+}
+
+
+/* "<tag>-f-<k>-<t>" at p */
+static void
+imb_fanout_got(imb_client_t *cl, const char *p, const char *e)
+{
+    long      k;
+    uint64_t  t;
+
+    if (e - p < 10 || memcmp(p, cf.tag, 6) != 0
+        || memcmp(p + 6, "-f-", 3) != 0)
+    {
+        imb_res.unexpected++;
+        return;
+    }
+
+    p += 9;
+    k = 0;
+    while (p < e && *p >= '0' && *p <= '9') {
+        k = k * 10 + (*p++ - '0');
+    }
+
+    if (p >= e || *p != '-' || k >= imb_cur.count || cl->seen == NULL) {
+        imb_res.unexpected++;
+        return;
+    }
+
+    p++;
+    t = 0;
+    while (p < e && *p >= '0' && *p <= '9') {
+        t = t * 10 + (uint64_t) (*p++ - '0');
+    }
+
+    if (cl->seen[k / 8] & (1 << (k % 8))) {
+        imb_res.dup++;
+        return;
+    }
+
+    cl->seen[k / 8] |= (uint8_t) (1 << (k % 8));
+    imb_res.delivered++;
+    imb_res.t_last_deliv = imb_loop.now;
+    imb_hist_add(&imb_res.deliv,
+                 imb_loop.now > t ? (imb_loop.now - t) / 1000 : 0);
+}
+
+
+/* the parent */
+
+
+static int
+imb_spawn(imb_proc_t *procs)
+{
+    int    i, cmd[2], res[2];
+    pid_t  pid;
+
+    for (i = 0; i < cf.procs; i++) {
+        if (pipe(cmd) != 0 || pipe(res) != 0) {
+            perror("imbench: pipe");
+            return IMB_ERROR;
+        }
+
+        pid = fork();
+        if (pid < 0) {
+            perror("imbench: fork");
+            return IMB_ERROR;
+        }
+
+        if (pid == 0) {
+            close(cmd[1]);
+            close(res[0]);
+            imb_child(i, cmd[0], res[1]);
+        }
+
+        close(cmd[0]);
+        close(res[1]);
+        procs[i].fd = cmd[1];
+        procs[i].res = res[0];
+        procs[i].pid = pid;
+    }
+
+    return IMB_OK;
+}
+
+
+static void
+imb_reap(imb_proc_t *procs)
+{
+    int        i;
+    imb_cmd_t  cmd;
+
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.op = IMB_CMD_EXIT;
+
+    for (i = 0; i < cf.procs; i++) {
+        (void) write(procs[i].fd, &cmd, sizeof(cmd));
+        close(procs[i].fd);
+    }
+
+    for (i = 0; i < cf.procs; i++) {
+        (void) waitpid(procs[i].pid, NULL, 0);
+        close(procs[i].res);
+    }
+}
+
+
+static int
+imb_phase(imb_proc_t *procs, imb_cmd_t *cmd, imb_result_t *sum)
+{
+    int            i;
+    size_t         off;
+    ssize_t        n;
+    imb_result_t  *r;
+
+    memset(sum, 0, sizeof(*sum));
+
+    for (i = 0; i < cf.procs; i++) {
+        if (write(procs[i].fd, cmd, sizeof(*cmd)) != sizeof(*cmd)) {
+            perror("imbench: command");
+            return IMB_ERROR;
+        }
+    }
+
+    r = malloc(sizeof(*r));
+    if (r == NULL) {
+        return IMB_ERROR;
+    }
+
+    for (i = 0; i < cf.procs; i++) {
+        for (off = 0; off < sizeof(*r); off += n) {
+            n = read(procs[i].res, (char *) r + off, sizeof(*r) - off);
+            if (n <= 0) {
+                if (n < 0 && errno == EINTR) {
+                    n = 0;
+                    continue;
+                }
+                fprintf(stderr, "imbench: load process %d died\n", i);
+                free(r);
+                return IMB_ERROR;
+            }
+        }
+
+        imb_merge(sum, r);
+    }
+
+    free(r);
+
+    return IMB_OK;
+}
+
+
+static void
+imb_merge(imb_result_t *sum, imb_result_t *r)
+{
+#define imb_add(f)  sum->f += r->f
+#define imb_min(f)  if (r->f && (sum->f == 0 || r->f < sum->f)) sum->f = r->f
+#define imb_max(f)  if (r->f > sum->f) sum->f = r->f
+
+    imb_add(clients);
+    imb_add(conn_ok);
+    imb_add(conn_fail);
+    imb_add(errs.connect_fail);
+    imb_add(errs.refused);
+    imb_add(errs.peer_closed);
+    imb_add(errs.protocol);
+    imb_add(dropped);
+    imb_min(t_first);
+    imb_max(t_last);
+    imb_min(t_start);
+    imb_max(t_last_ack);
+    imb_max(t_last_deliv);
+    imb_add(sent);
+    imb_add(skipped);
+    imb_add(acked);
+    imb_add(ack_err);
+    imb_add(expected);
+    imb_add(delivered);
+    imb_add(lost);
+    imb_add(dup);
+    imb_add(ooo);
+    imb_add(late);
+    imb_add(unexpected);
+    imb_add(bytes_in);
+
+    if (r->errs.last_errno) {
+        sum->errs.last_errno = r->errs.last_errno;
+    }
+
+    if (r->errs.last_status) {
+        sum->errs.last_status = r->errs.last_status;
+    }
+
+    if (r->last_err) {
+        sum->last_err = r->last_err;
+    }
+
+    imb_hist_merge(&sum->conn, &r->conn);
+    imb_hist_merge(&sum->ack, &r->ack);
+    imb_hist_merge(&sum->deliv, &r->deliv);
+
+#undef imb_add
+#undef imb_min
+#undef imb_max
+}
+
+
+/* memory of the nginx workers and the kernel */
+
+
+typedef struct {
+    long                   workers;
+    uint64_t               rss;        /* bytes */
+    uint64_t               anon;
+    uint64_t               sock_mem;   /* TCP pages in bytes */
+    uint64_t               slab;
+    long                   tcp_inuse;
+} imb_mem_t;
+
+
+static uint64_t
+imb_status_kb(const char *path, const char *field)
+{
+    char      line[256];
+    FILE     *f;
+    size_t    n;
+    uint64_t  v;
+
+    f = fopen(path, "r");
+    if (f == NULL) {
+        return 0;
+    }
+
+    v = 0;
+    n = strlen(field);
+
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, field, n) == 0) {
+            v = strtoull(line + n, NULL, 10);
+            break;
+        }
+    }
+
+    fclose(f);
+
+    return v * 1024;
+}
+
+
+static void
+imb_mem(imb_mem_t *m)
+{
+    char            path[300], line[512], *p;
+    long            master, ppid;
+    FILE           *f;
+    DIR            *d;
+    struct dirent  *de;
+
+    memset(m, 0, sizeof(*m));
+
+    f = fopen("/proc/net/sockstat", "r");
+    if (f) {
+        while (fgets(line, sizeof(line), f)) {
+            if (strncmp(line, "TCP:", 4) == 0) {
+                p = strstr(line, "inuse ");
+                m->tcp_inuse = p ? atol(p + 6) : 0;
+                p = strstr(line, "mem ");
+                m->sock_mem = p ? strtoull(p + 4, NULL, 10) * 4096 : 0;
+            }
+        }
+        fclose(f);
+    }
+
+    m->slab = imb_status_kb("/proc/meminfo", "Slab:");
+
+    if (cf.pid_file == NULL) {
+        return;
+    }
+
+    f = fopen(cf.pid_file, "r");
+    if (f == NULL) {
+        return;
+    }
+
+    master = fgets(line, sizeof(line), f) ? atol(line) : 0;
+    fclose(f);
+
+    d = opendir("/proc");
+    if (d == NULL) {
+        return;
+    }
+
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] < '0' || de->d_name[0] > '9') {
+            continue;
+        }
+
+        snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
+        f = fopen(path, "r");
+        if (f == NULL) {
+            continue;
+        }
+
+        ppid = 0;
+        if (fgets(line, sizeof(line), f)) {
+            p = strrchr(line, ')');
+            if (p) {
+                (void) sscanf(p + 2, "%*c %ld", &ppid);
+            }
+        }
+        fclose(f);
+
+        if (ppid != master || master == 0) {
+            continue;
+        }
+
+        snprintf(path, sizeof(path), "/proc/%s/status", de->d_name);
+        m->workers++;
+        m->rss += imb_status_kb(path, "VmRSS:");
+        m->anon += imb_status_kb(path, "RssAnon:");
+    }
+
+    closedir(d);
+}
+
+
+/* CPU seconds of the nginx workers, Redis and the load processes */
+
+
+typedef struct {
+    double                 nginx;
+    double                 redis;
+    double                 load;
+    double                 wall;
+} imb_cpu_t;
+
+
+static double
+imb_proc_cpu(long pid, int children)
+{
+    char                path[64], line[1024], *p;
+    FILE               *f;
+    unsigned long long  ut, st, cut, cst;
+
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    f = fopen(path, "r");
+    if (f == NULL) {
+        return 0;
+    }
+
+    ut = st = cut = cst = 0;
+
+    if (fgets(line, sizeof(line), f) && (p = strrchr(line, ')')) != NULL) {
+        (void) sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+                      "%llu %llu %llu %llu", &ut, &st, &cut, &cst);
+    }
+
+    fclose(f);
+
+    if (!children) {
+        cut = cst = 0;
+    }
+
+    return (double) (ut + st + cut + cst) / sysconf(_SC_CLK_TCK);
+}
+
+
+static long
+imb_pid_file(const char *path)
+{
+    char   line[64];
+    long   pid;
+    FILE  *f;
+
+    if (path == NULL || (f = fopen(path, "r")) == NULL) {
+        return 0;
+    }
+
+    pid = fgets(line, sizeof(line), f) ? atol(line) : 0;
+    fclose(f);
+
+    return pid;
+}
+
+
+static void
+imb_cpu(imb_proc_t *procs, imb_cpu_t *c, const char *ngx_pid_file,
+    const char *redis_pid_file)
+{
+    int             i;
+    long            master, ppid;
+    char            path[300], line[512], *p;
+    FILE           *f;
+    DIR            *d;
+    struct dirent  *de;
+
+    memset(c, 0, sizeof(*c));
+    c->wall = imb_now_ns() / 1e9;
+
+    for (i = 0; i < cf.procs; i++) {
+        c->load += imb_proc_cpu(procs[i].pid, 0);
+    }
+
+    c->redis = imb_proc_cpu(imb_pid_file(redis_pid_file), 1);
+
+    master = imb_pid_file(ngx_pid_file);
+    d = master ? opendir("/proc") : NULL;
+
+    while (d && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] < '0' || de->d_name[0] > '9') {
+            continue;
+        }
+
+        snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
+        f = fopen(path, "r");
+        if (f == NULL) {
+            continue;
+        }
+
+        ppid = 0;
+        if (fgets(line, sizeof(line), f) && (p = strrchr(line, ')'))) {
+            (void) sscanf(p + 2, "%*c %ld", &ppid);
+        }
+        fclose(f);
+
+        if (ppid == master) {
+            c->nginx += imb_proc_cpu(atol(de->d_name), 0);
+        }
+    }
+
+    if (d) {
+        closedir(d);
+    }
+}
+
+
+/* a line (json NULL) or "cpu":{...}: cores busy, CPU per unit of n */
+static void
+imb_cpu_report(imb_cpu_t *a, imb_cpu_t *b, uint64_t n, const char *unit,
+    imb_buf_t *json)
+{
+    double  wall, ng, rd, ld;
+
+    wall = b->wall - a->wall;
+    ng = b->nginx - a->nginx;
+    rd = b->redis - a->redis;
+    ld = b->load - a->load;
+
+    if (wall <= 0 || n == 0) {
+        return;
+    }
+
+    if (json == NULL) {
+        printf("  CPU: nginx workers %.2f cores (%.1f us/%s), redis %.2f "
+               "cores (%.1f us/%s), imbench %.2f cores (%.1f us/%s)\n",
+               ng / wall, ng * 1e6 / n, unit, rd / wall, rd * 1e6 / n, unit,
+               ld / wall, ld * 1e6 / n, unit);
+
+    } else {
+        (void) imb_buf_printf(json, ",\"cpu\":{\"seconds\":%.2f,"
+                              "\"nginx_cores\":%.3f,\"redis_cores\":%.3f,"
+                              "\"imbench_cores\":%.3f,\"nginx_us_per_%s\":"
+                              "%.2f,\"redis_us_per_%s\":%.2f,"
+                              "\"imbench_us_per_%s\":%.2f}", wall,
+                              ng / wall, rd / wall, ld / wall, unit,
+                              ng * 1e6 / n, unit, rd * 1e6 / n, unit,
+                              ld * 1e6 / n);
+    }
+}
+
+
+/* reports */
+
+
+static double
+imb_ms(uint64_t us)
+{
+    return us / 1000.0;
+}
+
+
+static void
+imb_print_hist_row(const char *name, uint64_t n, double rate, imb_hist_t *h)
+{
+    char  r[32];
+
+    r[0] = '\0';
+    if (rate >= 0) {
+        snprintf(r, sizeof(r), "%.1f", rate);
+    }
+
+    printf("  %-12s %10llu %10s %8.2f %8.2f %8.2f %8.2f %8.2f\n",
+           name, (unsigned long long) n, r,
+           imb_ms(imb_hist_pct(h, 50)), imb_ms(imb_hist_pct(h, 90)),
+           imb_ms(imb_hist_pct(h, 99)), imb_ms(imb_hist_pct(h, 99.9)),
+           imb_ms(h->max_us));
+}
+
+
+static void
+imb_json_hist(imb_buf_t *b, const char *name, imb_hist_t *h)
+{
+    (void) imb_buf_printf(b,
+               ",\"%s_ms\":{\"n\":%llu,\"mean\":%.3f,\"p50\":%.3f,"
+               "\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f}",
+               name, (unsigned long long) h->count,
+               h->count ? imb_ms(h->sum_us / h->count) : 0.0,
+               imb_ms(imb_hist_pct(h, 50)), imb_ms(imb_hist_pct(h, 90)),
+               imb_ms(imb_hist_pct(h, 99)), imb_ms(imb_hist_pct(h, 99.9)),
+               imb_ms(h->max_us));
+}
+
+
+static void
+imb_env_json(imb_buf_t *b)
+{
+    long            cores;
+    char            model[256], line[256], *p;
+    FILE           *f;
+    struct rlimit   rl;
+    struct utsname  u;
+
+    model[0] = '\0';
+    f = fopen("/proc/cpuinfo", "r");
+    if (f) {
+        while (fgets(line, sizeof(line), f)) {
+            if (strncmp(line, "model name", 10) == 0) {
+                p = strchr(line, ':');
+                snprintf(model, sizeof(model), "%s", p ? p + 2 : "");
+                model[strcspn(model, "\n")] = '\0';
+                break;
+            }
+        }
+        fclose(f);
+    }
+
+    cores = sysconf(_SC_NPROCESSORS_ONLN);
+    (void) uname(&u);
+    (void) getrlimit(RLIMIT_NOFILE, &rl);
+
+    (void) imb_buf_printf(b, ",\"env\":{\"cpu\":\"%s\",\"cores\":%ld,"
+                          "\"kernel\":\"%s\",\"fd_limit\":%llu}",
+                          model, cores, u.release,
+                          (unsigned long long) rl.rlim_cur);
+}
+
+
+static void
+imb_json_begin(imb_buf_t *b, const char *scenario, const char *target)
+{
+    b->len = 0;
+    (void) imb_buf_printf(b, "{\"scenario\":\"%s\",\"target\":\"%s\","
+                          "\"label\":\"%s\",\"codec\":\"%s\",\"procs\":%d",
+                          scenario, target, cf.label, cf.codec->name,
+                          cf.procs);
+}
+
+
+static void
+imb_json_end(imb_buf_t *b)
+{
+    imb_env_json(b);
+    (void) imb_buf_add(b, "}", 1);
+    printf("%s\n", b->data);
+}
+
+
+static void
+imb_print_errors(imb_result_t *r)
+{
+    if (r->conn_fail || r->dropped) {
+        printf("  connection problems: %llu failed (connect %llu, refused "
+               "%llu, last errno %d \"%s\", last status %d), %llu dropped "
+               "while open\n",
+               (unsigned long long) r->conn_fail,
+               (unsigned long long) r->errs.connect_fail,
+               (unsigned long long) r->errs.refused, r->errs.last_errno,
+               strerror(r->errs.last_errno), r->errs.last_status,
+               (unsigned long long) r->dropped);
+    }
+}
+
+
+static int
+imb_connect_phase(imb_proc_t *procs, int target, imb_result_t *r)
+{
+    imb_cmd_t  cmd;
+    double     secs;
+
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.op = IMB_CMD_CONNECT;
+    cmd.target = target;
+
+    if (imb_phase(procs, &cmd, r) != IMB_OK) {
+        return IMB_ERROR;
+    }
+
+    secs = r->t_last > r->t_first ? (r->t_last - r->t_first) / 1e9 : 0;
+
+    fprintf(stderr, "imbench: %llu of %llu connections open in %.1f s "
+            "(%.0f/s), %llu failed\n",
+            (unsigned long long) r->conn_ok,
+            (unsigned long long) r->clients, secs,
+            secs > 0 ? r->conn_ok / secs : 0.0,
+            (unsigned long long) r->conn_fail);
+
+    return IMB_OK;
+}
+
+
+static int
+imb_close_phase(imb_proc_t *procs)
+{
+    imb_cmd_t     cmd;
+    imb_result_t  r;
+
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.op = IMB_CMD_CLOSE;
+
+    return imb_phase(procs, &cmd, &r);
+}
+
+
+static int
+imb_scenario_connect(imb_proc_t *procs)
+{
+    double        secs, n;
+    imb_buf_t     b;
+    imb_mem_t     before, after;
+    imb_result_t  r;
+
+    imb_mem(&before);
+
+    if (imb_connect_phase(procs, IMB_TARGET_IM, &r) != IMB_OK) {
+        return IMB_ERROR;
+    }
+
+    /* let the server settle before measuring */
+    sleep(2);
+    imb_mem(&after);
+
+    if (cf.hold > 0) {
+        fprintf(stderr, "imbench: holding for %.0f s\n", cf.hold);
+        usleep((useconds_t) (cf.hold * 1e6));
+    }
+
+    secs = r.t_last > r.t_first ? (r.t_last - r.t_first) / 1e9 : 0;
+    n = r.conn_ok ? (double) r.conn_ok : 1;
+
+    printf("\nconnect: %ld authenticated WebSocket connections at %.0f/s "
+           "target, %d load process(es)\n", cf.users, cf.conn_rate,
+           cf.procs);
+    printf("  open %llu, failed %llu, in %.2f s = %.0f conn/s\n",
+           (unsigned long long) r.conn_ok, (unsigned long long) r.conn_fail,
+           secs, secs > 0 ? r.conn_ok / secs : 0.0);
+    printf("  %-12s %10s %10s %8s %8s %8s %8s %8s   (ms)\n", "", "count",
+           "", "p50", "p90", "p99", "p99.9", "max");
+    imb_print_hist_row("handshake", r.conn.count, -1, &r.conn);
+    imb_print_errors(&r);
+
+    if (cf.pid_file) {
+        printf("  nginx workers (%ld): RSS %.1f -> %.1f MiB, anon %.1f -> "
+               "%.1f MiB\n", after.workers, before.rss / 1048576.0,
+               after.rss / 1048576.0, before.anon / 1048576.0,
+               after.anon / 1048576.0);
+        printf("  user-space memory per connection: %.0f B RSS, %.0f B "
+               "anon\n", ((double) after.rss - before.rss) / n,
+               ((double) after.anon - before.anon) / n);
+    }
+
+    printf("  kernel per connection (both ends on loopback): TCP buffers "
+           "%.0f B, slab %.0f B\n",
+           ((double) after.sock_mem - before.sock_mem) / n,
+           ((double) after.slab - before.slab) / n);
+
+    memset(&b, 0, sizeof(b));
+    imb_json_begin(&b, "connect", "ngx_im");
+    (void) imb_buf_printf(&b,
+               ",\"connections\":%ld,\"open\":%llu,\"failed\":%llu,"
+               "\"dropped\":%llu,\"seconds\":%.3f,\"conn_per_s\":%.1f,"
+               "\"workers\":%ld,\"rss_before\":%llu,\"rss_after\":%llu,"
+               "\"anon_before\":%llu,\"anon_after\":%llu,"
+               "\"rss_per_conn\":%.0f,\"anon_per_conn\":%.0f,"
+               "\"kernel_tcp_mem_per_conn\":%.0f,\"slab_per_conn\":%.0f",
+               cf.users, (unsigned long long) r.conn_ok,
+               (unsigned long long) r.conn_fail,
+               (unsigned long long) r.dropped, secs,
+               secs > 0 ? r.conn_ok / secs : 0.0, after.workers,
+               (unsigned long long) before.rss,
+               (unsigned long long) after.rss,
+               (unsigned long long) before.anon,
+               (unsigned long long) after.anon,
+               ((double) after.rss - before.rss) / n,
+               ((double) after.anon - before.anon) / n,
+               ((double) after.sock_mem - before.sock_mem) / n,
+               ((double) after.slab - before.slab) / n);
+    imb_json_hist(&b, "handshake", &r.conn);
+    imb_json_end(&b);
+    imb_buf_free(&b);
+
+    return imb_close_phase(procs);
+}
+
+
+static imb_cpu_t  imb_cpu_a, imb_cpu_b;
+
+
+static int
+imb_chat_phase(imb_proc_t *procs, int phase, double rate, imb_result_t *r)
+{
+    int        rc;
+    imb_cmd_t  cmd;
+
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.op = IMB_CMD_CHAT;
+    cmd.phase = phase;
+    cmd.rate = rate / cf.procs;
+    cmd.duration = cf.duration;
+    cmd.drain = cf.drain;
+
+    imb_cpu(procs, &imb_cpu_a, cf.pid_file, cf.redis_pid_file);
+    rc = imb_phase(procs, &cmd, r);
+    imb_cpu(procs, &imb_cpu_b, cf.pid_file, cf.redis_pid_file);
+
+    /* count the time the work took, not the idle drain after it */
+    if (r->t_last_deliv > r->t_start) {
+        imb_cpu_b.wall = imb_cpu_a.wall
+                         + (double) (r->t_last_deliv - r->t_start) / 1e9;
+    }
+
+    return rc;
+}
+
+
+static void
+imb_chat_rates(imb_result_t *r, double *send, double *ack, double *deliv)
+{
+    double  span;
+
+    *send = r->sent / cf.duration;
+
+    span = r->t_last_ack > r->t_start ? (r->t_last_ack - r->t_start) / 1e9
+                                      : 0;
+    *ack = r->acked / (span > cf.duration ? span : cf.duration);
+
+    span = r->t_last_deliv > r->t_start
+           ? (r->t_last_deliv - r->t_start) / 1e9 : 0;
+    *deliv = r->delivered / (span > cf.duration ? span : cf.duration);
+}
+
+
+static int
+imb_chat_bad(imb_result_t *r)
+{
+    return r->lost || r->dup || r->ooo
+           || r->sent != r->acked + r->ack_err
+           || r->skipped || r->dropped;
+}
+
+
+static void
+imb_chat_print(imb_result_t *r, double rate)
+{
+    double  send, ack, deliv;
+
+    imb_chat_rates(r, &send, &ack, &deliv);
+
+    printf("\nchat: %ld users online, %ld senders, target %.0f msg/s for "
+           "%.0f s, %d B text, %d load process(es)\n", cf.users, cf.senders,
+           rate, cf.duration, cf.size, cf.procs);
+    printf("  %-12s %10s %10s %8s %8s %8s %8s %8s   (ms)\n", "", "count",
+           "rate/s", "p50", "p90", "p99", "p99.9", "max");
+    printf("  %-12s %10llu %10.1f\n", "sent", (unsigned long long) r->sent,
+           send);
+    imb_print_hist_row("acked", r->acked, ack, &r->ack);
+    imb_print_hist_row("delivered", r->delivered, deliv, &r->deliv);
+    printf("  lost (acked, never pushed) %llu  duplicated %llu  "
+           "out-of-order %llu\n  send errors %llu (last errCode %lld)  "
+           "unanswered %llu  not sent %llu\n",
+           (unsigned long long) r->lost, (unsigned long long) r->dup,
+           (unsigned long long) r->ooo, (unsigned long long) r->ack_err,
+           r->last_err,
+           (unsigned long long) (r->sent - r->acked - r->ack_err),
+           (unsigned long long) r->skipped);
+    imb_print_errors(r);
+
+    if (r->lost || r->dup || r->ooo) {
+        printf("  !!!!! DELIVERY VIOLATION: lost %llu, duplicated %llu, "
+               "out of order %llu !!!!!\n",
+               (unsigned long long) r->lost, (unsigned long long) r->dup,
+               (unsigned long long) r->ooo);
+    }
+}
+
+
+static void
+imb_chat_json(imb_buf_t *b, imb_result_t *r, double rate)
+{
+    double  send, ack, deliv;
+
+    imb_chat_rates(r, &send, &ack, &deliv);
+
+    (void) imb_buf_printf(b,
+               "{\"rate\":%.0f,\"sent\":%llu,\"acked\":%llu,"
+               "\"send_errors\":%llu,\"unanswered\":%llu,\"not_sent\":%llu,"
+               "\"delivered\":%llu,\"lost\":%llu,\"duplicated\":%llu,"
+               "\"out_of_order\":%llu,\"dropped\":%llu,\"send_per_s\":%.1f,"
+               "\"ack_per_s\":%.1f,\"deliver_per_s\":%.1f",
+               rate, (unsigned long long) r->sent,
+               (unsigned long long) r->acked,
+               (unsigned long long) r->ack_err,
+               (unsigned long long) (r->sent - r->acked - r->ack_err),
+               (unsigned long long) r->skipped,
+               (unsigned long long) r->delivered,
+               (unsigned long long) r->lost, (unsigned long long) r->dup,
+               (unsigned long long) r->ooo,
+               (unsigned long long) r->dropped, send, ack, deliv);
+    imb_json_hist(b, "ack", &r->ack);
+    imb_json_hist(b, "deliver", &r->deliv);
+    (void) imb_buf_add(b, "}", 1);
+}
+
+
+static int
+imb_scenario_chat(imb_proc_t *procs)
+{
+    imb_buf_t     b;
+    imb_result_t  r;
+
+    if (imb_connect_phase(procs, IMB_TARGET_IM, &r) != IMB_OK) {
+        return IMB_ERROR;
+    }
+
+    if (r.conn_fail) {
+        imb_print_errors(&r);
+    }
+
+    if (imb_chat_phase(procs, 1, cf.rate, &r) != IMB_OK) {
+        return IMB_ERROR;
+    }
+
+    imb_chat_print(&r, cf.rate);
+    imb_cpu_report(&imb_cpu_a, &imb_cpu_b, r.acked, "msg", NULL);
+
+    memset(&b, 0, sizeof(b));
+    imb_json_begin(&b, "chat", "ngx_im");
+    imb_cpu_report(&imb_cpu_a, &imb_cpu_b, r.acked, "msg", &b);
+    (void) imb_buf_printf(&b, ",\"users\":%ld,\"senders\":%ld,"
+                          "\"duration\":%.1f,\"size\":%d,\"result\":",
+                          cf.users, cf.senders, cf.duration, cf.size);
+    imb_chat_json(&b, &r, cf.rate);
+    imb_json_end(&b);
+    imb_buf_free(&b);
+
+    (void) imb_close_phase(procs);
+
+    return imb_chat_bad(&r) ? IMB_ERROR : IMB_OK;
+}
+
+
+static int
+imb_scenario_sweep(imb_proc_t *procs)
+{
+    int            i, n, best_i;
+    double         rate, send, ack, deliv, best;
+    imb_buf_t      b;
+    imb_result_t   r, *res;
+    double         rates[64];
+    const char    *why;
+
+    if (cf.nrates) {
+        n = cf.nrates;
+        memcpy(rates, cf.rates, n * sizeof(double));
+
+    } else {
+        n = 0;
+        for (rate = cf.sweep_start; rate <= cf.sweep_max && n < 64;
+             rate *= cf.sweep_factor)
+        {
+            rates[n++] = (double) (long) rate;
+        }
+    }
+
+    res = calloc(n ? n : 1, sizeof(imb_result_t));
+    if (res == NULL) {
+        return IMB_ERROR;
+    }
+
+    if (imb_connect_phase(procs, IMB_TARGET_IM, &r) != IMB_OK) {
+        free(res);
+        return IMB_ERROR;
+    }
+
+    printf("\nsweep: %ld users online, %ld senders, %.0f s a step, pass = "
+           "delivery p99 < %.0f ms, nothing lost, all answered, delivery "
+           "rate >= 95%% of target\n", cf.users, cf.senders, cf.duration,
+           cf.p99_limit);
+    printf("  %8s %9s %9s %9s %8s %8s %8s %8s %6s  %s\n", "target",
+           "sent/s", "acked/s", "deliv/s", "ack p99", "dlv p50", "dlv p99",
+           "dlv max", "lost", "verdict");
+
+    best = 0;
+    best_i = -1;
+
+    for (i = 0; i < n; i++) {
+        if (imb_chat_phase(procs, i + 1, rates[i], &res[i]) != IMB_OK) {
+            free(res);
+            return IMB_ERROR;
+        }
+
+        imb_chat_rates(&res[i], &send, &ack, &deliv);
+
+        why = NULL;
+        if (res[i].lost || res[i].dup || res[i].ooo) {
+            why = "LOSS/DUP/ORDER";
+
+        } else if (res[i].sent != res[i].acked + res[i].ack_err
+                   || res[i].skipped || res[i].dropped)
+        {
+            why = "unanswered";
+
+        } else if (res[i].ack_err) {
+            why = "send errors";
+
+        } else if (imb_ms(imb_hist_pct(&res[i].deliv, 99)) >= cf.p99_limit)
+        {
+            why = "p99";
+
+        } else if (deliv < 0.95 * rates[i]) {
+            why = "rate";
+        }
+
+        printf("  %8.0f %9.1f %9.1f %9.1f %8.2f %8.2f %8.2f %8.2f %6llu  "
+               "%s\n", rates[i], send, ack, deliv,
+               imb_ms(imb_hist_pct(&res[i].ack, 99)),
+               imb_ms(imb_hist_pct(&res[i].deliv, 50)),
+               imb_ms(imb_hist_pct(&res[i].deliv, 99)),
+               imb_ms(res[i].deliv.max_us),
+               (unsigned long long) res[i].lost, why ? why : "pass");
+        imb_cpu_report(&imb_cpu_a, &imb_cpu_b, res[i].acked, "msg", NULL);
+
+        if (res[i].lost || res[i].dup || res[i].ooo) {
+            printf("  !!!!! DELIVERY VIOLATION at %.0f msg/s: lost %llu, "
+                   "duplicated %llu, out of order %llu !!!!!\n", rates[i],
+                   (unsigned long long) res[i].lost,
+                   (unsigned long long) res[i].dup,
+                   (unsigned long long) res[i].ooo);
+        }
+
+        if (why) {
+            n = i + 1;
+            break;
+        }
+
+        best = rates[i];
+        best_i = i;
+
+        /* let queues empty between steps */
+        sleep(1);
+    }
+
+    printf("  headline: highest rate with delivery p99 < %.0f ms and zero "
+           "loss: %.0f msg/s\n", cf.p99_limit, best);
+
+    memset(&b, 0, sizeof(b));
+    imb_json_begin(&b, "sweep", "ngx_im");
+    (void) imb_buf_printf(&b, ",\"users\":%ld,\"senders\":%ld,"
+                          "\"step_seconds\":%.1f,\"p99_limit_ms\":%.0f,"
+                          "\"best_rate\":%.0f,\"steps\":[", cf.users,
+                          cf.senders, cf.duration, cf.p99_limit, best);
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            (void) imb_buf_add(&b, ",", 1);
+        }
+        imb_chat_json(&b, &res[i], rates[i]);
+    }
+
+    (void) imb_buf_add(&b, "]", 1);
+    imb_json_end(&b);
+    imb_buf_free(&b);
+
+    (void) best_i;
+    free(res);
+
+    return imb_close_phase(procs);
+}
+
+
+typedef struct {
+    imb_result_t           r;
+    imb_cpu_t              cpu_a;
+    imb_cpu_t              cpu_b;
+    double                 secs;
+    double                 rate;
+    uint64_t               lost;
+    int                    ok;
+} imb_fan_t;
+
+
+static int
+imb_fanout_run(imb_proc_t *procs, int target, imb_fan_t *f)
+{
+    imb_cmd_t     cmd;
+    imb_result_t  c;
+    uint64_t      want;
+
+    memset(f, 0, sizeof(*f));
+
+    if (imb_connect_phase(procs, target, &c) != IMB_OK) {
+        return IMB_ERROR;
+    }
+
+    if (c.conn_fail) {
+        imb_print_errors(&c);
+    }
+
+    /* subscriptions settle (Nchan subscribes to Redis after the 101) */
+    sleep(1);
+
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.op = IMB_CMD_FANOUT;
+    cmd.target = target;
+    cmd.rate = cf.rate;
+    cmd.count = cf.count;
+    cmd.drain = cf.drain;
+
+    imb_cpu(procs, &f->cpu_a, target ? cf.nchan_pid_file : cf.pid_file,
+            target ? cf.nchan_redis_pid_file : cf.redis_pid_file);
+
+    if (imb_phase(procs, &cmd, &f->r) != IMB_OK) {
+        return IMB_ERROR;
+    }
+
+    imb_cpu(procs, &f->cpu_b, target ? cf.nchan_pid_file : cf.pid_file,
+            target ? cf.nchan_redis_pid_file : cf.redis_pid_file);
+
+    f->secs = f->r.t_last_deliv > f->r.t_start
+              ? (f->r.t_last_deliv - f->r.t_start) / 1e9 : 0;
+    f->cpu_b.wall = f->cpu_a.wall + f->secs;
+    f->rate = f->secs > 0 ? f->r.delivered / f->secs : 0;
+
+    want = f->r.acked * (uint64_t) cf.users;
+    f->lost = want > f->r.delivered ? want - f->r.delivered : 0;
+    f->ok = 1;
+
+    return imb_close_phase(procs);
+}
+
+
+static void
+imb_fanout_row(const char *name, imb_fan_t *f)
+{
+    imb_hist_t  *h;
+
+    h = &f->r.deliv;
+
+    printf("  %-7s %10llu %10.0f %7.2f %7.2f %7.2f %7.2f %8.2f %7llu %5llu "
+           "%4llu/%llu\n", name, (unsigned long long) f->r.delivered,
+           f->rate, imb_ms(imb_hist_pct(h, 50)), imb_ms(imb_hist_pct(h, 90)),
+           imb_ms(imb_hist_pct(h, 99)), imb_ms(imb_hist_pct(h, 99.9)),
+           imb_ms(h->max_us), (unsigned long long) f->lost,
+           (unsigned long long) f->r.dup,
+           (unsigned long long) f->r.acked,
+           (unsigned long long) f->r.sent);
+}
+
+
+static void
+imb_fanout_json(imb_buf_t *b, const char *target, imb_fan_t *f)
+{
+    (void) imb_buf_printf(b,
+               "\"%s\":{\"published\":%llu,\"publish_ok\":%llu,"
+               "\"publish_errors\":%llu,\"delivered\":%llu,\"lost\":%llu,"
+               "\"duplicated\":%llu,\"dropped\":%llu,\"seconds\":%.3f,"
+               "\"deliver_per_s\":%.1f", target,
+               (unsigned long long) f->r.sent,
+               (unsigned long long) f->r.acked,
+               (unsigned long long) f->r.ack_err,
+               (unsigned long long) f->r.delivered,
+               (unsigned long long) f->lost,
+               (unsigned long long) f->r.dup,
+               (unsigned long long) f->r.dropped, f->secs, f->rate);
+    imb_json_hist(b, "publish", &f->r.ack);
+    imb_json_hist(b, "deliver", &f->r.deliv);
+    imb_cpu_report(&f->cpu_a, &f->cpu_b, f->r.delivered, "delivery", b);
+    (void) imb_buf_add(b, "}", 1);
+}
+
+
+static int
+imb_fan_cmp(const void *a, const void *b)
+{
+    const imb_fan_t  *x = a, *y = b;
+
+    return (x->rate > y->rate) - (x->rate < y->rate);
+}
+
+
+static int
+imb_scenario_fanout(imb_proc_t *procs)
+{
+    int         i;
+    double      p99a, p99b;
+    imb_buf_t   b;
+    imb_fan_t  *im, *nc, *m, *n;
+
+    im = calloc(cf.rounds, sizeof(imb_fan_t));
+    nc = calloc(cf.rounds, sizeof(imb_fan_t));
+    if (im == NULL || nc == NULL) {
+        return IMB_ERROR;
+    }
+
+    for (i = 0; i < cf.rounds; i++) {
+        if (imb_fanout_run(procs, IMB_TARGET_IM, &im[i]) != IMB_OK) {
+            return IMB_ERROR;
+        }
+
+        if (cf.use_nchan
+            && imb_fanout_run(procs, IMB_TARGET_NCHAN, &nc[i]) != IMB_OK)
+        {
+            return IMB_ERROR;
+        }
+    }
+
+    printf("\nfanout: %ld subscribers, %ld messages at %.0f msg/s, %d B "
+           "text, %d load process(es), %d round(s)\n", cf.users, cf.count,
+           cf.rate, cf.size, cf.procs, cf.rounds);
+    printf("  ngx_im: one user with %ld sessions (10 platforms), a "
+           "second user sends 1:1 over WebSocket (1003)\n", cf.users);
+    if (cf.use_nchan) {
+        printf("  nchan:  one channel, %ld WebSocket subscribers, HTTP POST "
+               "publisher, Redis store\n", cf.users);
+    }
+    printf("  %-7s %10s %10s %7s %7s %7s %7s %8s %7s %5s %s\n", "target",
+           "delivered", "deliv/s", "p50", "p90", "p99", "p99.9", "max",
+           "lost", "dup", "pub ok");
+
+    if (cf.rounds > 1) {
+        for (i = 0; i < cf.rounds; i++) {
+            printf("  round %d\n", i + 1);
+            imb_fanout_row("ngx_im", &im[i]);
+            if (cf.use_nchan) {
+                imb_fanout_row("nchan", &nc[i]);
+            }
+        }
+
+        printf("  median round\n");
+    }
+
+    /* the round with the median rate, each target on its own */
+    qsort(im, cf.rounds, sizeof(imb_fan_t), imb_fan_cmp);
+    qsort(nc, cf.rounds, sizeof(imb_fan_t), imb_fan_cmp);
+    m = &im[cf.rounds / 2];
+    n = &nc[cf.rounds / 2];
+
+    imb_fanout_row("ngx_im", m);
+    imb_cpu_report(&m->cpu_a, &m->cpu_b, m->r.delivered, "delivery", NULL);
+
+    if (cf.use_nchan) {
+        imb_fanout_row("nchan", n);
+        imb_cpu_report(&n->cpu_a, &n->cpu_b, n->r.delivered, "delivery",
+                       NULL);
+
+        p99a = imb_ms(imb_hist_pct(&m->r.deliv, 99));
+        p99b = imb_ms(imb_hist_pct(&n->r.deliv, 99));
+        printf("  ratio ngx_im/nchan: deliveries/s %.2fx, p99 latency "
+               "%.2fx (lower is better)\n",
+               n->rate > 0 ? m->rate / n->rate : 0.0,
+               p99b > 0 ? p99a / p99b : 0.0);
+    }
+
+    for (i = 0; i < cf.rounds; i++) {
+        if (im[i].lost || im[i].r.dup) {
+            printf("  !!!!! ngx_im DELIVERY VIOLATION: lost %llu, "
+                   "duplicated %llu !!!!!\n",
+                   (unsigned long long) im[i].lost,
+                   (unsigned long long) im[i].r.dup);
+        }
+    }
+
+    memset(&b, 0, sizeof(b));
+    imb_json_begin(&b, "fanout", cf.use_nchan ? "ngx_im,nchan" : "ngx_im");
+    (void) imb_buf_printf(&b, ",\"subscribers\":%ld,\"messages\":%ld,"
+                          "\"rate\":%.0f,\"size\":%d,\"rounds\":%d,",
+                          cf.users, cf.count, cf.rate, cf.size, cf.rounds);
+    imb_fanout_json(&b, "ngx_im", m);
+
+    if (cf.use_nchan) {
+        (void) imb_buf_add(&b, ",", 1);
+        imb_fanout_json(&b, "nchan", n);
+        (void) imb_buf_printf(&b, ",\"ratio_deliver_per_s\":%.3f",
+                              n->rate > 0 ? m->rate / n->rate : 0.0);
+    }
+
+    (void) imb_buf_printf(&b, ",\"rounds_deliver_per_s\":{\"ngx_im\":[");
+    for (i = 0; i < cf.rounds; i++) {
+        (void) imb_buf_printf(&b, "%s%.0f", i ? "," : "", im[i].rate);
+    }
+    (void) imb_buf_printf(&b, "],\"nchan\":[");
+    for (i = 0; cf.use_nchan && i < cf.rounds; i++) {
+        (void) imb_buf_printf(&b, "%s%.0f", i ? "," : "", nc[i].rate);
+    }
+    (void) imb_buf_add(&b, "]}", 2);
+
+    imb_json_end(&b);
+    imb_buf_free(&b);
+    free(im);
+    free(nc);
+
+    return IMB_OK;
+}
+
+
+static int
+imb_run(void)
+{
+    int         rc;
+    imb_proc_t  procs[IMB_MAX_PROCS];
+
+    if (imb_spawn(procs) != IMB_OK) {
+        return IMB_ERROR;
+    }
+
+    switch (cf.scenario[0]) {
+
+    case 'c':
+        rc = strcmp(cf.scenario, "connect") == 0
+             ? imb_scenario_connect(procs) : imb_scenario_chat(procs);
+        break;
+
+    case 'f':
+        rc = imb_scenario_fanout(procs);
+        break;
+
+    default:
+        rc = imb_scenario_sweep(procs);
+        break;
+    }
+
+    imb_reap(procs);
+
+    return rc;
+}
