@@ -11,24 +11,26 @@
 #include "ngx_http_im_id.h"
 
 
-int
-ngx_http_im_id_make(char *out)
+void
+ngx_http_im_id_format(uint64_t prefix, uint64_t counter, char *out)
 {
     static const char  hex[] = "0123456789abcdef";
 
-    int            i;
-    unsigned char  raw[NGX_HTTP_IM_ID_LEN / 2];
+    int  i;
 
-    if (RAND_bytes(raw, sizeof(raw)) != 1) {
-        return 0;
+    for (i = 15; i >= 0; i--) {
+        out[i] = hex[prefix & 0xf];
+        out[16 + i] = hex[counter & 0xf];
+        prefix >>= 4;
+        counter >>= 4;
     }
+}
 
-    for (i = 0; i < (int) sizeof(raw); i++) {
-        out[2 * i] = hex[raw[i] >> 4];
-        out[2 * i + 1] = hex[raw[i] & 0xf];
-    }
 
-    return 1;
+int
+ngx_http_im_id_random(uint64_t *v)
+{
+    return RAND_bytes((unsigned char *) v, sizeof(uint64_t)) == 1;
 }
 
 

@@ -14,8 +14,17 @@
 #define NGX_HTTP_IM_ID_LEN  32
 
 
-/* 32 lowercase hex digits from 128 random bits; returns 0 on failure */
-int ngx_http_im_id_make(char *out);
+#include <stdint.h>
+
+
+/*
+ * 32 lowercase hex digits from a random per-process prefix and a counter:
+ * unique without drawing randomness per message.
+ */
+void ngx_http_im_id_format(uint64_t prefix, uint64_t counter, char *out);
+
+/* 64 random bits; returns 0 on failure */
+int ngx_http_im_id_random(uint64_t *v);
 
 /*
  * Writes the single-chat conversation ID "si_<a>_<b>", with a and b in

@@ -7,6 +7,7 @@
 #include "ngx_http_im_module.h"
 #include "ngx_http_im_redis.h"
 #include "ngx_http_im_mongo.h"
+#include "ngx_http_im_id.h"
 
 
 #define NGX_HTTP_IM_RECV_SIZE  65536
@@ -354,6 +355,10 @@ ngx_http_im_init_process(ngx_cycle_t *cycle)
                                  ngx_current_msec)
                     - p;
 
+    if (!ngx_http_im_id_random(&w->id_prefix)) {
+        return NGX_ERROR;
+    }
+
     ngx_http_im_worker = w;
 
     w->alive.handler = ngx_http_im_session_alive;
@@ -453,7 +458,7 @@ ngx_http_im_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(imcf->redis_timeout, 5000);
     ngx_conf_init_uint_value(imcf->redis_max_pending, 20000);
     ngx_conf_init_value(imcf->token_expire, 90 * 86400);
-    ngx_conf_init_value(imcf->dedup_ttl, 7 * 86400);
+    ngx_conf_init_value(imcf->dedup_ttl, 86400);
     ngx_conf_init_uint_value(imcf->max_convs, 10000);
     ngx_conf_init_uint_value(imcf->push_stream_max, 100000);
     ngx_conf_init_uint_value(imcf->mongo_clients, 8);

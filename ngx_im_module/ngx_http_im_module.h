@@ -208,6 +208,8 @@ typedef struct {
     size_t                     recv_size;
     ngx_http_im_buf_t          scratch;
     ngx_event_t                alive;
+    uint64_t                   id_prefix;      /* message IDs */
+    uint64_t                   id_counter;
 } ngx_http_im_worker_t;
 
 

@@ -2,10 +2,10 @@
 /*
  * ngx_im: the send path, shared by WebSocket 1003 and the REST API.
  *
- * A stored message costs one script round trip (send.lua), answered with
- * the ack; the publishes to both users follow without waiting.  When the
- * recipient has no subscribed worker anywhere (PUBLISH reached nobody), an
- * offline-push job goes to the im:push stream.  An online-only message is
+ * A stored message costs one script round trip (send.lua): it stores the
+ * message and publishes it to both users, and its reply is the ack.  When
+ * the recipient has no subscribed worker anywhere (the PUBLISH reached
+ * nobody), an offline-push job goes to the im:push stream.  An online-only message is
  * not stored: it is published, and the answer says whether anyone got it.
  */
 
@@ -19,6 +19,7 @@
 #define NGX_HTTP_IM_MAX_MSG_JSON  (1024 * 1024)
 #define NGX_HTTP_IM_CMID_MAX      128
 #define NGX_HTTP_IM_SEQ_RETRIES   8
+#define NGX_HTTP_IM_SEQ_WAIT      1000
 
 /* room for "im:{c:si_<uid>_<uid>}:cmid:<clientMsgID>" */
 #define NGX_HTTP_IM_KEY_MAX                                                 \
@@ -56,6 +57,8 @@ typedef struct {
     ngx_queue_t                link;
     ngx_queue_t                sends;
     ngx_str_t                  conv;
+    ngx_event_t                timer;        /* MongoDB is too slow */
+    ngx_uint_t                 abandoned;
 } ngx_http_im_seq_wait_t;
 
 
@@ -70,7 +73,6 @@ static ngx_int_t ngx_http_im_send_stored(ngx_http_im_send_ctx_t *ctx);
 static void ngx_http_im_send_stored_reply(redisReply *reply, void *data);
 static ngx_int_t ngx_http_im_send_publish(ngx_http_im_send_ctx_t *ctx,
     ngx_str_t *uid, long long seq, ngx_http_im_redis_pt handler);
-static void ngx_http_im_send_published(redisReply *reply, void *data);
 static void ngx_http_im_send_push_job(ngx_http_im_send_ctx_t *ctx);
 static ngx_int_t ngx_http_im_send_online(ngx_http_im_send_ctx_t *ctx);
 static void ngx_http_im_send_exists_reply(redisReply *reply, void *data);
@@ -85,6 +87,7 @@ static void ngx_http_im_send_retry(ngx_http_im_send_ctx_t *ctx);
 static void ngx_http_im_send_force(ngx_http_im_send_ctx_t *ctx);
 static void ngx_http_im_send_resume(ngx_http_im_seq_wait_t *w,
     ngx_uint_t force);
+static void ngx_http_im_send_seq_late(ngx_event_t *ev);
 
 
 /*
@@ -193,14 +196,15 @@ ngx_http_im_send_ctx(ngx_http_im_msg_t *m, ngx_str_t *conv,
     char                     smid[NGX_HTTP_IM_ID_LEN];
     char                     cmid[NGX_HTTP_IM_ID_LEN];
 
-    if (!ngx_http_im_id_make(smid) || !ngx_http_im_id_make(cmid)) {
-        return NULL;
-    }
+    ngx_http_im_id_format(ngx_http_im_worker->id_prefix,
+                          ++ngx_http_im_worker->id_counter, smid);
 
     m->server_msg_id.data = smid;
     m->server_msg_id.len = NGX_HTTP_IM_ID_LEN;
 
     if (m->client_msg_id.len == 0) {
+        ngx_http_im_id_format(ngx_http_im_worker->id_prefix,
+                              ++ngx_http_im_worker->id_counter, cmid);
         m->client_msg_id.data = cmid;
         m->client_msg_id.len = NGX_HTTP_IM_ID_LEN;
     }
@@ -283,13 +287,15 @@ static ngx_int_t
 ngx_http_im_send_stored(ngx_http_im_send_ctx_t *ctx)
 {
     u_char                   *p;
-    size_t                    len[21];
+    size_t                    len[24];
     ngx_uint_t                i;
-    const char               *argv[21];
+    const char               *argv[24];
     ngx_http_im_main_conf_t  *imcf;
     u_char                    keys[10][NGX_HTTP_IM_KEY_MAX];
     u_char                    now_ms[NGX_INT64_LEN], ttl[NGX_INT64_LEN];
     u_char                    nums[2][NGX_INT64_LEN];
+    u_char                    chans[2][NGX_HTTP_IM_UID_MAX + 16];
+    u_char                    head[NGX_MAXHOSTNAMELEN + 256];
 
     imcf = ngx_http_im_worker->imcf;
 
@@ -338,9 +344,27 @@ ngx_http_im_send_stored(ngx_http_im_send_ctx_t *ctx)
     argv[20] = (char *) ctx->server_msg_id.data;
     len[20] = ctx->server_msg_id.len;
 
+    /* the deliveries, published by the script (see session.c) */
+    argv[21] = (char *) head;
+    len[21] = ngx_snprintf(head, sizeof(head), "m %V %uL %V\n",
+                           &ngx_http_im_worker->origin, ctx->opts.sid,
+                           &ctx->conv)
+              - head;
+    argv[22] = (char *) chans[0];
+    len[22] = ngx_sprintf(chans[0], "im:u:%V", &ctx->recv_id) - chans[0];
+    argv[23] = (char *) chans[1];
+    len[23] = 0;
+
+    if (ctx->send_id.len != ctx->recv_id.len
+        || ngx_strncmp(ctx->send_id.data, ctx->recv_id.data,
+                       ctx->send_id.len) != 0)
+    {
+        len[23] = ngx_sprintf(chans[1], "im:u:%V", &ctx->send_id) - chans[1];
+    }
+
     return ngx_http_im_redis_script(NGX_HTTP_IM_LUA_SEND,
                                     ngx_http_im_send_stored_reply, ctx, 10,
-                                    21, argv, len);
+                                    24, argv, len);
 }
 
 
@@ -407,25 +431,13 @@ ngx_http_im_send_stored_reply(redisReply *reply, void *data)
     ngx_http_im_metric_sent(ctx->kind);
     ngx_http_im_send_ack(ctx, ctx->seq, -1);
 
-    /* push is best effort: a lost publish costs latency, never the
-     * message, which is stored and found by seq */
-    if (ctx->send_id.len != ctx->recv_id.len
-        || ngx_strncmp(ctx->send_id.data, ctx->recv_id.data,
-                       ctx->send_id.len) != 0)
+    /* no worker anywhere subscribed to the recipient: offline */
+    if (ctx->opts.offline_push && reply->elements > 2
+        && reply->element[2]->type == REDIS_REPLY_INTEGER
+        && reply->element[2]->integer == 0)
     {
-        (void) ngx_http_im_send_publish(ctx, &ctx->send_id, ctx->seq, NULL);
+        ngx_http_im_send_push_job(ctx);
     }
-
-    if (ctx->opts.offline_push
-        && ngx_http_im_send_publish(ctx, &ctx->recv_id, ctx->seq,
-                                    ngx_http_im_send_published)
-           == NGX_OK)
-    {
-        /* the context lives on until PUBLISH says who got it */
-        return;
-    }
-
-    (void) ngx_http_im_send_publish(ctx, &ctx->recv_id, ctx->seq, NULL);
 
 done:
 
@@ -468,20 +480,6 @@ ngx_http_im_send_publish(ngx_http_im_send_ctx_t *ctx, ngx_str_t *uid,
     len[2] = b->len;
 
     return ngx_http_im_redis_command(handler, ctx, 3, argv, len);
-}
-
-
-/* PUBLISH to the recipient answered: how many workers got it */
-static void
-ngx_http_im_send_published(redisReply *reply, void *data)
-{
-    ngx_http_im_send_ctx_t  *ctx = data;
-
-    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
-        ngx_http_im_send_push_job(ctx);
-    }
-
-    ngx_http_im_send_free(ctx);
 }
 
 
@@ -697,11 +695,17 @@ ngx_http_im_send_seq(ngx_http_im_send_ctx_t *ctx, ngx_uint_t op,
         return;
     }
 
+    ngx_memzero(w, sizeof(ngx_http_im_seq_wait_t));
     w->conv.data = (u_char *) (w + 1);
     w->conv.len = ctx->conv.len;
     ngx_memcpy(w->conv.data, ctx->conv.data, ctx->conv.len);
     ngx_queue_init(&w->sends);
     ngx_queue_insert_tail(&w->sends, &ctx->wait);
+
+    w->timer.handler = ngx_http_im_send_seq_late;
+    w->timer.data = w;
+    w->timer.log = ngx_cycle->log;
+    w->timer.cancelable = 1;
 
     t->done = ngx_http_im_send_seq_done;
     t->data = w;
@@ -713,12 +717,29 @@ ngx_http_im_send_seq(ngx_http_im_send_ctx_t *ctx, ngx_uint_t op,
 
     if (!t->in.failed && ngx_http_im_mongo_post(t) == NGX_OK) {
         ngx_queue_insert_tail(&ngx_http_im_send_waits, &w->link);
+        ngx_add_timer(&w->timer, NGX_HTTP_IM_SEQ_WAIT);
         return;
     }
 
     ngx_http_im_mongo_task_free(t);
     ngx_free(w);
     ngx_http_im_send_force(ctx);
+}
+
+
+/*
+ * MongoDB did not answer in time: the waiting sends go on without a
+ * reservation, so a slow MongoDB never holds a send for long.  The wait
+ * stays until its task completes.
+ */
+static void
+ngx_http_im_send_seq_late(ngx_event_t *ev)
+{
+    ngx_http_im_seq_wait_t  *w = ev->data;
+
+    ngx_queue_remove(&w->link);
+    w->abandoned = 1;
+    ngx_http_im_send_resume(w, 1);
 }
 
 
@@ -744,11 +765,18 @@ ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
     u_char       keys[2][NGX_HTTP_IM_KEY_MAX];
     u_char       nums[2][NGX_INT64_LEN];
 
-    ngx_queue_remove(&w->link);
+    if (w->timer.timer_set) {
+        ngx_del_timer(&w->timer);
+    }
+
+    if (!w->abandoned) {
+        ngx_queue_remove(&w->link);
+    }
 
     if (t->rc != NGX_OK) {
         ngx_http_im_mongo_task_free(t);
         ngx_http_im_send_resume(w, 1);
+        ngx_free(w);
         return;
     }
 
@@ -773,12 +801,14 @@ ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
 
     ngx_http_im_mongo_task_free(t);
 
+    /* an abandoned wait still records its reservation, for later sends */
     if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_SEQ_SEED,
                                  ngx_http_im_send_seeded, w, 2, 4,
                                  argv, len)
         != NGX_OK)
     {
         ngx_http_im_send_resume(w, 0);
+        ngx_free(w);
     }
 }
 
@@ -786,11 +816,15 @@ ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
 static void
 ngx_http_im_send_seeded(redisReply *reply, void *data)
 {
-    ngx_http_im_send_resume(data, 0);
+    ngx_http_im_seq_wait_t  *w = data;
+
+    ngx_http_im_send_resume(w, 0);
+    ngx_free(w);
 }
 
 
-/* runs the waiting sends again, in order; force: without reservation */
+/* runs the waiting sends again, in order; force: without reservation;
+ * the caller frees w */
 static void
 ngx_http_im_send_resume(ngx_http_im_seq_wait_t *w, ngx_uint_t force)
 {
@@ -809,8 +843,6 @@ ngx_http_im_send_resume(ngx_http_im_seq_wait_t *w, ngx_uint_t force)
             ngx_http_im_send_retry(ctx);
         }
     }
-
-    ngx_free(w);
 }
 
 

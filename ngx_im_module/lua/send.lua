@@ -9,8 +9,12 @@
 --       4 conversation ID, 5 dedup TTL (s), 6 check recipient,
 --       7 "1" with MongoDB, 8 hot window, 9 persistence backlog bound,
 --       10 "1" to allocate past the reservation (MongoDB unreachable),
---       11 serverMsgID
--- Returns {1, seq} for a new message, {0, seq, sendTime, serverMsgID} for
+--       11 serverMsgID, 12 delivery header ("m <origin> <session> <conv>\n"),
+--       13 recipient's channel, 14 sender's channel ("" for none)
+-- A new message is published to both channels here, so its delivery is
+-- never refused after the ack.
+-- Returns {1, seq, workers the recipient's channel reached} for a new
+-- message, {0, seq, sendTime, serverMsgID} for
 -- a resend of a known clientMsgID (from the dedup key alone: the message
 -- may have left Redis), -1101 when the recipient is not registered,
 -- -90004 when the persistence backlog is full, {-2} when the seq must
@@ -65,4 +69,10 @@ if persist then
     end
 end
 
-return {1, seq}
+local delivery = ARGV[12] .. ARGV[1] .. seq .. ARGV[2]
+local online = redis.call('PUBLISH', ARGV[13], delivery)
+if ARGV[14] ~= '' then
+    redis.call('PUBLISH', ARGV[14], delivery)
+end
+
+return {1, seq, online}
