@@ -583,3 +583,31 @@ def test_subscriber_heartbeat_keeps_connection(stack, api):
         await cb.close()
 
     run(scenario())
+
+
+def test_script_cache_flushed(own_stack):
+    """SCRIPT FLUSH empties Redis's script cache under a running module:
+    the next EVALSHA gets NOSCRIPT, is re-sent once as EVAL, and every
+    request still succeeds; the scripts are cached again afterwards."""
+    r, ngx = own_stack(workers=1)
+    api = Api(ngx)
+    a, b = uids()
+    api.register(a, b)
+    ta, tb = api.user_token(a), api.user_token(b)
+
+    async def scenario():
+        ca = await Client(ngx, a, ta).connect()
+        cb = await Client(ngx, b, tb).connect()
+        assert (await ca.send_text(b, "before"))["errCode"] == 0
+        assert r.cli("SCRIPT", "FLUSH") == "OK"
+        for i in range(3):
+            ack = await ca.send_text(b, "after %d" % i)
+            assert ack["errCode"] == 0, ack
+        got = await cb.pull(single_conv(a, b), 1, 10)
+        assert [m["seq"] for m in
+                got["data"]["msgs"][single_conv(a, b)]["Msgs"]] == [1, 2, 3, 4]
+        await ca.close()
+        await cb.close()
+
+    run(scenario())
+    assert "resending as EVAL" in ngx.log()
