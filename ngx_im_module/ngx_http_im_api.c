@@ -48,6 +48,7 @@ struct ngx_http_im_api_s {
     ngx_http_im_token_claims_t   claims;
     ngx_http_im_buf_t            data;
     ngx_pool_cleanup_t          *cln;
+    ngx_queue_t                  link;         /* in worker->api_calls */
     ngx_uint_t                   cancelled;
     ngx_int_t                    platform;     /* of the token issued */
     time_t                       expire;
@@ -271,6 +272,7 @@ ngx_http_im_api_body(ngx_http_request_t *r)
     cln->handler = ngx_http_im_api_cleanup;
     cln->data = api;
     api->cln = cln;
+    ngx_queue_insert_tail(&ngx_http_im_worker->api_calls, &api->link);
 
     api->r = r;
     api->route = ngx_http_im_api_route(r);
@@ -454,6 +456,8 @@ ngx_http_im_api_cleanup(void *data)
 static void
 ngx_http_im_api_free_parts(ngx_http_im_api_t *api)
 {
+    ngx_queue_remove(&api->link);
+
     if (api->root) {
         yajl_tree_free(api->root);
     }
@@ -1087,7 +1091,10 @@ ngx_http_im_users_info_reply(redisReply *reply, void *data)
         }
 
         ngx_http_im_buf_str(b, ",\"createTime\":");
-        ngx_http_im_buf_add(b, u->element[3]->str, u->element[3]->len);
+        ngx_http_im_buf_int(b, u->element[3]->type == REDIS_REPLY_STRING
+                               ? ngx_atoof((u_char *) u->element[3]->str,
+                                           u->element[3]->len)
+                               : 0);
         ngx_http_im_buf_str(b, "}");
     }
 
@@ -1214,6 +1221,7 @@ ngx_http_im_api_msg(ngx_http_im_api_t *api, ngx_http_im_msg_t *m,
 {
     int                   online, no_push;
     long long             type;
+    ngx_http_im_loc_conf_t  *conf;
     yajl_val              content, *slot;
     ngx_uint_t            i;
     ngx_http_im_str_t     cls;
@@ -1241,9 +1249,11 @@ ngx_http_im_api_msg(ngx_http_im_api_t *api, ngx_http_im_msg_t *m,
     ngx_http_im_buf_json_val(&api->content, content);
     ngx_http_im_buf_add(&api->content, "", 1);
 
-    if (api->content.failed) {
-        ngx_cpystrn((u_char *) err, (u_char *) "content is too large",
-                    errlen);
+    conf = ngx_http_get_module_loc_conf(api->r, ngx_http_im_module);
+
+    if (api->content.failed || api->content.len - 1 > conf->max_content) {
+        ngx_cpystrn((u_char *) err, (u_char *) "field \"content\" is over "
+                    "the size limit (im_max_content)", errlen);
         return NGX_HTTP_IM_ERR_ARGS;
     }
 
@@ -1526,6 +1536,35 @@ ngx_http_im_batch_finish(ngx_http_im_api_t *api)
 
     ngx_http_im_api_answer(api, api->data.failed
                                 ? NGX_HTTP_IM_ERR_INTERNAL : 0, NULL);
+}
+
+
+/*
+ * The worker is exiting: a call still waiting (on MongoDB, whose thread
+ * pool is gone) would keep its socket open; close them all.
+ */
+void
+ngx_http_im_api_shutdown(void)
+{
+    ngx_queue_t         *q, *next;
+    ngx_connection_t    *c;
+    ngx_http_im_api_t   *api;
+
+    for (q = ngx_queue_head(&ngx_http_im_worker->api_calls);
+         q != ngx_queue_sentinel(&ngx_http_im_worker->api_calls);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        api = ngx_queue_data(q, ngx_http_im_api_t, link);
+
+        if (api->cancelled) {
+            continue;
+        }
+
+        c = api->r->connection;
+        ngx_http_finalize_request(api->r, NGX_HTTP_CLOSE);
+        ngx_http_run_posted_requests(c);
+    }
 }
 
 

@@ -9,6 +9,7 @@
 #include <openssl/rand.h>
 
 #include "ngx_http_im_id.h"
+#include "ngx_http_im_token.h"
 
 
 void
@@ -99,6 +100,13 @@ ngx_http_im_conv_member(const char *conv, size_t conv_len, const char *uid,
     }
 
     first = us - rest;
+
+    /* both sides are user IDs: this also bounds the ID's length */
+    if (!ngx_http_im_user_id_valid(rest, first)
+        || !ngx_http_im_user_id_valid(us + 1, conv + conv_len - us - 1))
+    {
+        return 0;
+    }
 
     if (first == uid_len && memcmp(rest, uid, uid_len) == 0) {
         return 1;

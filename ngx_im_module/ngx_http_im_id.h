@@ -38,8 +38,9 @@ size_t ngx_http_im_conv_notification(const char *send, size_t send_len,
     const char *recv, size_t recv_len, char *out);
 
 /*
- * 1 when uid is one of the two users of a "si_" or "sn_" conversation.
- * User IDs cannot contain '_', so the split is unambiguous.
+ * 1 when uid is one of the two users of a "si_" or "sn_" conversation and
+ * both sides are valid user IDs (so the ID is at most 132 bytes).  User
+ * IDs cannot contain '_', so the split is unambiguous.
  */
 int ngx_http_im_conv_member(const char *conv, size_t conv_len,
     const char *uid, size_t uid_len);

@@ -345,6 +345,7 @@ ngx_http_im_init_process(ngx_cycle_t *cycle)
     ngx_rbtree_init(&w->users, &w->sentinel, ngx_str_rbtree_insert_value);
     ngx_queue_init(&w->user_list);
     ngx_queue_init(&w->sessions);
+    ngx_queue_init(&w->api_calls);
     ngx_http_im_buf_init(&w->scratch, 16 * 1024 * 1024);
 
     /* names this worker across hosts and restarts: deliveries carry it to
@@ -394,6 +395,7 @@ ngx_http_im_exit_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_im_ws_shutdown();
+    ngx_http_im_api_shutdown();
 
     /* this worker's presence entries die with it */
     argv[0] = "DEL";
@@ -529,6 +531,7 @@ ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_im_loc_conf_t *prev = parent;
     ngx_http_im_loc_conf_t *conf = child;
 
+    ngx_http_im_main_conf_t   *imcf;
     ngx_http_core_loc_conf_t  *clcf;
 
     ngx_conf_merge_uint_value(conf->kind, prev->kind, 0);
@@ -548,6 +551,16 @@ ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->api_max_body, prev->api_max_body,
                               1024 * 1024);
     ngx_conf_merge_uint_value(conf->pull_max, prev->pull_max, 100);
+
+    imcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_im_module);
+
+    if ((conf->kind == NGX_HTTP_IM_LOC_WS || conf->kind == NGX_HTTP_IM_LOC_API)
+        && imcf->redis_host.len == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"im_ws\" and \"im_api\" need \"im_redis\"");
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->kind == NGX_HTTP_IM_LOC_API) {
         /* REST bodies are parsed from memory, never from a temp file */
@@ -593,6 +606,10 @@ ngx_http_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
 
     if (ngx_strncmp(value[1].data, "unix:", 5) == 0) {
+        if (value[1].len - 5 >= NGX_HTTP_IM_REDIS_HOST_MAX) {
+            return "has a socket path that is too long";
+        }
+
         imcf->redis_host.data = value[1].data + 5;
         imcf->redis_host.len = value[1].len - 5;
         imcf->redis_port = 0;

@@ -192,6 +192,7 @@ struct ngx_http_im_session_s {
     unsigned                   pinged:1;
     unsigned                   queued:1;       /* in user->sessions */
     unsigned                   binary:1;       /* pushes as protobuf */
+    unsigned                   kicked:1;       /* while logging in */
 };
 
 
@@ -202,6 +203,7 @@ typedef struct {
     ngx_rbtree_node_t          sentinel;
     ngx_queue_t                user_list;
     ngx_queue_t                sessions;
+    ngx_queue_t                api_calls;      /* REST calls in progress */
     ngx_str_t                  origin;         /* unique per worker */
     uint64_t                   next_id;
     u_char                    *recv_buf;
@@ -296,6 +298,7 @@ void ngx_http_im_persist_exit(void);
 ngx_int_t ngx_http_im_api_handler(ngx_http_request_t *r);
 const char *ngx_http_im_api_route_name(ngx_uint_t i);
 ngx_int_t ngx_http_im_api_body_filter_init(ngx_conf_t *cf);
+void ngx_http_im_api_shutdown(void);
 
 
 #endif /* _NGX_HTTP_IM_MODULE_H_INCLUDED_ */

@@ -18,6 +18,9 @@
 #define NGX_HTTP_IM_MAX_RANGES   100
 #define NGX_HTTP_IM_MAX_SEQS     1000
 
+/* a conversation's Redis key: "im:{c:<conv>}:msgs", conv <= 132 bytes */
+#define NGX_HTTP_IM_CONV_KEY     (2 * NGX_HTTP_IM_UID_MAX + 64)
+
 
 
 
@@ -102,6 +105,8 @@ static void ngx_http_im_pull_item(ngx_http_im_call_t *call,
 static void ngx_http_im_pull_mongo(ngx_http_im_call_t *call);
 static void ngx_http_im_pull_found(ngx_http_im_mongo_task_t *t);
 static void ngx_http_im_pull_finish(ngx_http_im_call_t *call);
+static ngx_http_im_mongo_item_t *ngx_http_im_pull_twin(
+    ngx_http_im_mongo_task_t *t, ngx_http_im_mongo_item_t *mi);
 static void ngx_http_im_call_started(ngx_http_im_call_t *call,
     ngx_uint_t n);
 static size_t ngx_http_im_key(u_char *buf, const char *fmt, ngx_str_t *a);
@@ -559,7 +564,7 @@ ngx_http_im_newest(ngx_http_im_call_t *call)
     size_t                  len[3];
     const char             *argv[3];
     ngx_http_im_session_t  *s;
-    u_char                  keys[2][NGX_HTTP_IM_UID_MAX + 32];
+    u_char                  keys[2][NGX_HTTP_IM_CONV_KEY];
     u_char                  max[NGX_INT_T_LEN];
 
     s = call->s;
@@ -588,7 +593,7 @@ ngx_http_im_newest_reply(redisReply *reply, void *data)
 {
     ngx_http_im_call_t  *call = data;
 
-    size_t              i, part;
+    size_t              i, part, count;
     redisReply        **e;
     ngx_http_im_buf_t  *b;
 
@@ -604,6 +609,7 @@ ngx_http_im_newest_reply(redisReply *reply, void *data)
     for (part = 1; part <= 2; part++) {
         ngx_http_im_buf_str(b, part == 1 ? "{\"maxSeqs\":{"
                                          : "},\"hasReadSeqs\":{");
+        count = 0;
 
         for (i = 0; i + 2 < reply->elements; i += 3) {
             if (e[i]->type != REDIS_REPLY_STRING
@@ -612,7 +618,7 @@ ngx_http_im_newest_reply(redisReply *reply, void *data)
                 continue;
             }
 
-            if (i) {
+            if (count++) {
                 ngx_http_im_buf_str(b, ",");
             }
 
@@ -649,7 +655,7 @@ ngx_http_im_pull_range(ngx_http_im_call_t *call, yajl_val data)
     yajl_val                ranges, r;
     const char             *argv[6];
     ngx_http_im_session_t  *s;
-    u_char                  keys[2][2 * NGX_HTTP_IM_UID_MAX + 64];
+    u_char                  keys[2][NGX_HTTP_IM_CONV_KEY];
     u_char                  nums[3][NGX_INT64_LEN];
 
     s = call->s;
@@ -747,7 +753,7 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
     const char            **argv;
     u_char                 *nums, *p;
     ngx_http_im_pulled_t   *it;
-    u_char                  key[2 * NGX_HTTP_IM_UID_MAX + 64];
+    u_char                  key[NGX_HTTP_IM_CONV_KEY];
 
     convs = data ? ngx_http_im_json_get(data, "conversations") : NULL;
 
@@ -795,15 +801,16 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
         return;
     }
 
-    argv = ngx_alloc((total + 2) * (sizeof(char *) + sizeof(size_t)
+    /* one more slot: an empty list still sends a placeholder field */
+    argv = ngx_alloc((total + 3) * (sizeof(char *) + sizeof(size_t)
                                     + NGX_INT64_LEN), ngx_cycle->log);
     if (argv == NULL) {
         ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_INTERNAL, NULL);
         return;
     }
 
-    len = (size_t *) (argv + total + 2);
-    nums = (u_char *) (len + total + 2);
+    len = (size_t *) (argv + total + 3);
+    nums = (u_char *) (len + total + 3);
 
     for (i = 0; i < n; i++) {
         seqs = ngx_http_im_json_get(convs->u.array.values[i], "seqs");
@@ -868,7 +875,8 @@ ngx_http_im_pull_alloc(ngx_http_im_call_t *call, ngx_uint_t n)
 
     call->is_end = (u_char *) (call->items + n);
     ngx_memset(call->is_end, 1, call->nconvs);
-    ngx_http_im_buf_init(&call->store, 64 * 1024 * 1024);
+    /* the answer must fit the send queue anyway */
+    ngx_http_im_buf_init(&call->store, call->s->conf->ws_send_queue);
 
     return NGX_OK;
 }
@@ -1036,7 +1044,12 @@ ngx_http_im_pull_found(ngx_http_im_mongo_task_t *t)
         }
 
         mi = &t->items[k++];
-        if (mi->len) {
+        if (mi->len == 0) {
+            /* a repeated seq is found once: take the twin's answer */
+            mi = ngx_http_im_pull_twin(t, mi);
+        }
+
+        if (mi && mi->len) {
             it->off = call->store.len;
             it->len = mi->len;
             ngx_http_im_buf_add(&call->store, t->out.data + mi->off,
@@ -1046,6 +1059,26 @@ ngx_http_im_pull_found(ngx_http_im_mongo_task_t *t)
 
     ngx_http_im_mongo_task_free(t);
     ngx_http_im_pull_finish(call);
+}
+
+
+static ngx_http_im_mongo_item_t *
+ngx_http_im_pull_twin(ngx_http_im_mongo_task_t *t,
+    ngx_http_im_mongo_item_t *mi)
+{
+    ngx_uint_t  j;
+
+    for (j = 0; j < t->n; j++) {
+        if (t->items[j].len && t->items[j].seq == mi->seq
+            && t->items[j].conv_len == mi->conv_len
+            && ngx_memcmp(t->in.data + t->items[j].conv_off,
+                          t->in.data + mi->conv_off, mi->conv_len) == 0)
+        {
+            return &t->items[j];
+        }
+    }
+
+    return NULL;
 }
 
 
@@ -1109,7 +1142,7 @@ ngx_http_im_conv_seq(ngx_http_im_call_t *call, yajl_val data)
     yajl_val                ids;
     const char            **argv;
     ngx_http_im_session_t  *s;
-    u_char                  keys[2][NGX_HTTP_IM_UID_MAX + 32];
+    u_char                  keys[2][NGX_HTTP_IM_CONV_KEY];
 
     s = call->s;
     ids = data ? ngx_http_im_json_get(data, "conversationIDs") : NULL;
@@ -1274,9 +1307,9 @@ failed:
 }
 
 
-/* a Redis key from a format with one %V; buf must be large enough */
+/* a Redis key from a format with one %V, cut to NGX_HTTP_IM_CONV_KEY */
 static size_t
 ngx_http_im_key(u_char *buf, const char *fmt, ngx_str_t *a)
 {
-    return ngx_sprintf(buf, fmt, a) - buf;
+    return ngx_snprintf(buf, NGX_HTTP_IM_CONV_KEY, fmt, a) - buf;
 }

@@ -179,16 +179,20 @@ ngx_http_im_redis_free_ctx(ngx_http_im_redis_t *rd)
     }
 
     ac = rd->ac;
+
+    if (ac && (ac->c.flags & REDIS_CONNECTED)) {
+        /* what the exiting sessions queued (presence) goes out if the
+         * socket takes it; the write does not block.  On a write error
+         * hiredis frees the context itself, and the disconnect callback
+         * clears rd->ac */
+        redisAsyncHandleWrite(ac);
+    }
+
+    ac = rd->ac;
     rd->ac = NULL;
     rd->state = NGX_HTTP_IM_REDIS_DOWN;
 
     if (ac) {
-        /* what the exiting sessions queued (presence) goes out if the
-         * socket takes it; the write does not block */
-        if (ac->c.flags & REDIS_CONNECTED) {
-            redisAsyncHandleWrite(ac);
-        }
-
         redisAsyncFree(ac);
     }
 }
@@ -211,7 +215,7 @@ ngx_http_im_redis_sub_ready(void)
 static void
 ngx_http_im_redis_connect(ngx_http_im_redis_t *rd)
 {
-    char                      host[NGX_MAXHOSTNAMELEN];
+    char                      host[NGX_HTTP_IM_REDIS_HOST_MAX];
     ngx_log_t                *log;
     redisAsyncContext        *ac;
     ngx_http_im_main_conf_t  *imcf;
@@ -220,6 +224,8 @@ ngx_http_im_redis_connect(ngx_http_im_redis_t *rd)
     log = ngx_http_im_worker->log;
 
     if (imcf->redis_host.len >= sizeof(host)) {
+        /* cannot happen: checked at configuration time */
+        ngx_log_error(NGX_LOG_ALERT, log, 0, "im redis: address too long");
         return;
     }
 

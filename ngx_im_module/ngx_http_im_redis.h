@@ -17,6 +17,10 @@
 #include "ngx_http_im_module.h"
 
 
+/* room for an address or a unix socket path */
+#define NGX_HTTP_IM_REDIS_HOST_MAX  256
+
+
 /* the embedded scripts, in lua/ */
 enum {
     NGX_HTTP_IM_LUA_SEND = 0,

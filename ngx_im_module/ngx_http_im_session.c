@@ -145,6 +145,12 @@ ngx_http_im_session_join(ngx_http_im_session_t *s)
 {
     ngx_http_im_user_t  *u;
 
+    /* a user marked subscribed is not, while the subscriber connection is
+     * down: no login completes until it is back */
+    if (!ngx_http_im_redis_sub_ready()) {
+        return NGX_ERROR;
+    }
+
     u = ngx_http_im_user_get(&s->uid, 1);
     if (u == NULL) {
         return NGX_ERROR;
@@ -404,9 +410,13 @@ ngx_http_im_session_kick(ngx_http_im_user_t *u, ngx_int_t platform)
     {
         s = ngx_queue_data(q, ngx_http_im_session_t, user_link);
 
-        if (!s->upgraded || s->closing
-            || (platform && s->platform != platform))
-        {
+        if (s->closing || (platform && s->platform != platform)) {
+            continue;
+        }
+
+        if (!s->upgraded) {
+            /* its token passed the registry just before the kick */
+            s->kicked = 1;
             continue;
         }
 

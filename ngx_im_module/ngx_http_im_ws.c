@@ -359,6 +359,13 @@ ngx_http_im_session_login_done(ngx_http_im_session_t *s, ngx_int_t ok)
         return;
     }
 
+    if (s->kicked) {
+        ngx_http_im_ws_refuse_async(s, NGX_HTTP_UNAUTHORIZED,
+                                    NGX_HTTP_IM_ERR_TOKEN_KICKED,
+                                    "token kicked");
+        return;
+    }
+
     c = s->c;
     ngx_http_im_ws_upgrade(s);
     ngx_http_run_posted_requests(c);

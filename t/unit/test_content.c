@@ -14,24 +14,12 @@
 #include "ngx_http_im_json.h"
 #include "ngx_http_im_content.h"
 
+#include "check.h"
 
-#define CHECK(cond)                                                         \
-    do {                                                                    \
-        if (cond) {                                                         \
-            passed++;                                                       \
-        } else {                                                            \
-            failed++;                                                       \
-            printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);          \
-        }                                                                   \
-    } while (0)
 
 /* JSON is written with ' for " to stay readable; see content_is() */
 #define OK(type, json)        CHECK(content_is(type, json, NULL))
 #define BAD(type, json, exp)  CHECK(content_is(type, json, exp))
-
-
-static int  passed;
-static int  failed;
 
 
 /*
@@ -107,22 +95,6 @@ static const char  seed_content[] =
     "  }";
 
 
-static yajl_val
-parse(const char *json)
-{
-    char      err[NGX_HTTP_IM_JSON_ERRLEN];
-    yajl_val  v;
-
-    v = ngx_http_im_json_parse((const unsigned char *) json, strlen(json),
-                               err, sizeof(err));
-    if (v == NULL) {
-        printf("  bad test JSON: %s: %s\n", err, json);
-    }
-
-    return v;
-}
-
-
 /*
  * Checks "json" (with ' standing for ") as content of "type".  "exp" NULL:
  * the check must pass; otherwise it must fail with an error text holding
@@ -161,10 +133,7 @@ quotes(const char *s)
 {
     char  *p, *q;
 
-    p = strdup(s);
-    if (p == NULL) {
-        abort();
-    }
+    p = check_strdup(s);
 
     for (q = p; *q; q++) {
         if (*q == '\'') {
@@ -176,23 +145,36 @@ quotes(const char *s)
 }
 
 
+/* checks "json" (with " as is) as content of "type"; "name" shows it */
+
+static int
+text_is(long long type, const char *json, const char *exp, const char *name)
+{
+    int       ok;
+    char     *e;
+    yajl_val  v;
+
+    e = exp ? quotes(exp) : NULL;
+    v = check_parse(json);
+
+    ok = (v != NULL) && check_is(type, v, e, name);
+
+    yajl_tree_free(v);
+    free(e);
+
+    return ok;
+}
+
+
 static int
 content_is(long long type, const char *json, const char *exp)
 {
-    int       ok;
-    char     *j, *e;
-    yajl_val  v;
+    int    ok;
+    char  *j;
 
     j = quotes(json);
-    e = exp ? quotes(exp) : NULL;
-
-    v = parse(j);
-
-    ok = (v != NULL) && check_is(type, v, e, j);
-
-    yajl_tree_free(v);
+    ok = text_is(type, j, exp, j);
     free(j);
-    free(e);
 
     return ok;
 }
@@ -274,7 +256,7 @@ test_generic(void)
 
     /* exact texts */
 
-    v = parse("{\"atUserList\":[]}");
+    v = check_parse("{\"atUserList\":[]}");
     CHECK(v && ngx_http_im_content_check(106, v, err, sizeof(err)) == -1
           && strcmp(err,
                     "content field \"text\" is required for contentType 106")
@@ -477,10 +459,7 @@ test_at_text(void)
 
     /* at most NGX_HTTP_IM_CONTENT_MAX_AT entries */
 
-    json = malloc(64 + 6 * (NGX_HTTP_IM_CONTENT_MAX_AT + 1));
-    if (json == NULL) {
-        abort();
-    }
+    json = check_alloc(64 + 6 * (NGX_HTTP_IM_CONTENT_MAX_AT + 1));
 
     p = json + sprintf(json, "{'text':'hi','atUserList':[");
 
@@ -625,14 +604,10 @@ test_quote(void)
 static int
 seed_with_mix(int mix, const char *exp)
 {
-    int       ok;
-    char     *s, *p, *e;
-    yajl_val  v;
+    int    ok;
+    char  *s, *p;
 
-    s = strdup(seed_content);
-    if (s == NULL) {
-        abort();
-    }
+    s = check_strdup(seed_content);
 
     p = strstr(s, "\"mixType\": 0");
     if (p == NULL) {
@@ -642,13 +617,7 @@ seed_with_mix(int mix, const char *exp)
 
     p[sizeof("\"mixType\": ") - 1] = (char) ('0' + mix);
 
-    e = quotes(exp);
-    v = parse(s);
-
-    ok = (v != NULL) && check_is(1400, v, e, "seed with another mixType");
-
-    yajl_tree_free(v);
-    free(e);
+    ok = text_is(1400, s, exp, "seed with another mixType");
     free(s);
 
     return ok;
@@ -663,7 +632,7 @@ test_oa(void)
 
     /* the seed, verbatim */
 
-    v = parse(seed_content);
+    v = check_parse(seed_content);
     CHECK(v != NULL);
     CHECK(v && ngx_http_im_content_check(1400, v, err, sizeof(err)) == 0);
     CHECK(v && check_is(1400, v, NULL, "seed"));
@@ -795,7 +764,5 @@ main(void)
     test_quote();
     test_oa();
 
-    printf("%d passed, %d failed\n", passed, failed);
-
-    return failed ? 1 : 0;
+    return check_done();
 }

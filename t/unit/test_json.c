@@ -14,42 +14,13 @@
 
 #include "ngx_http_im_json.h"
 
+#include "check.h"
 
-#define CHECK(cond)                                                         \
-    do {                                                                    \
-        if (cond) {                                                         \
-            passed++;                                                       \
-        } else {                                                            \
-            failed++;                                                       \
-            printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);          \
-        }                                                                   \
-    } while (0)
 
 #define S(s)  (const unsigned char *) (s), strlen(s)
 
 /* U+FFFD, the replacement character, in UTF-8 */
 #define R     "\xef\xbf\xbd"
-
-
-static int  passed;
-static int  failed;
-
-
-/* the buffer's bytes equal "s" */
-
-static int
-buf_is(ngx_http_im_buf_t *b, const char *s)
-{
-    if (b->failed || b->len != strlen(s)
-        || (b->len && memcmp(b->data, s, b->len) != 0))
-    {
-        printf("  got: %.*s\n  exp: %s\n", (int) b->len,
-               b->data ? (char *) b->data : "", s);
-        return 0;
-    }
-
-    return 1;
-}
 
 
 /* escapes "in", checks the text, and that yajl reads "in" back */
@@ -65,7 +36,7 @@ escape_is(const char *in, size_t n, const char *exp, int same)
     ngx_http_im_buf_init(&b, 0);
     ngx_http_im_buf_json_str(&b, in, n);
 
-    ok = buf_is(&b, exp);
+    ok = check_buf_is(&b, exp);
 
     v = ngx_http_im_json_parse(b.data, b.len, err, sizeof(err));
     if (v == NULL || !YAJL_IS_STRING(v)) {
@@ -98,13 +69,13 @@ test_buf(void)
     ngx_http_im_buf_add(&b, NULL, 0);
     ngx_http_im_buf_int(&b, -42);
     ngx_http_im_buf_int(&b, 0);
-    CHECK(buf_is(&b, "abcd-420"));
+    CHECK(check_buf_is(&b, "abcd-420"));
 
     ngx_http_im_buf_reset(&b);
     ngx_http_im_buf_int(&b, LLONG_MIN);
     ngx_http_im_buf_str(&b, ",");
     ngx_http_im_buf_int(&b, LLONG_MAX);
-    CHECK(buf_is(&b, "-9223372036854775808,9223372036854775807"));
+    CHECK(check_buf_is(&b, "-9223372036854775808,9223372036854775807"));
 
     /* growth past the first block */
 
@@ -141,38 +112,52 @@ test_buf(void)
 static void
 test_escape(void)
 {
-    CHECK(escape_is("", 0, "\"\"", 1));
-    CHECK(escape_is(NULL, 0, "\"\"", 0));
-    CHECK(escape_is("hello", 5, "\"hello\"", 1));
-    CHECK(escape_is("a\"b", 3, "\"a\\\"b\"", 1));
-    CHECK(escape_is("a\\b", 3, "\"a\\\\b\"", 1));
-    CHECK(escape_is("/", 1, "\"/\"", 1));
-    CHECK(escape_is("\n\r\t\b\f", 5, "\"\\n\\r\\t\\b\\f\"", 1));
-    CHECK(escape_is("\x01\x1f\x7f", 3, "\"\\u0001\\u001f\x7f\"", 1));
-    CHECK(escape_is("a\0b", 3, "\"a\\u0000b\"", 0));
+    size_t  i;
 
-    /* valid UTF-8 as is: 2, 3 and 4 bytes, and the edges */
-    CHECK(escape_is("\xc3\xa9", 2, "\"\xc3\xa9\"", 1));
-    CHECK(escape_is("\xe4\xb8\xad\xe6\x96\x87", 6,
-                    "\"\xe4\xb8\xad\xe6\x96\x87\"", 1));
-    CHECK(escape_is("\xf0\x9f\x98\x80", 4, "\"\xf0\x9f\x98\x80\"", 1));
-    CHECK(escape_is("\xc2\x80\xdf\xbf\xe0\xa0\x80\xef\xbf\xbf", 10,
-                    "\"\xc2\x80\xdf\xbf\xe0\xa0\x80\xef\xbf\xbf\"", 1));
-    CHECK(escape_is("\xf4\x8f\xbf\xbf", 4, "\"\xf4\x8f\xbf\xbf\"", 1));
-    CHECK(escape_is("\xe7\xb3\xbb\xe7\xbb\x9f\"x", 8,
-                    "\"\xe7\xb3\xbb\xe7\xbb\x9f\\\"x\"", 1));
+    static const struct {
+        const char  *in;
+        size_t       n;
+        const char  *exp;
+        int          same;      /* yajl reads "in" back as it was */
+    } escapes[] = {
+        { "", 0, "\"\"", 1 },
+        { NULL, 0, "\"\"", 0 },
+        { "hello", 5, "\"hello\"", 1 },
+        { "a\"b", 3, "\"a\\\"b\"", 1 },
+        { "a\\b", 3, "\"a\\\\b\"", 1 },
+        { "/", 1, "\"/\"", 1 },
+        { "\n\r\t\b\f", 5, "\"\\n\\r\\t\\b\\f\"", 1 },
+        { "\x01\x1f\x7f", 3, "\"\\u0001\\u001f\x7f\"", 1 },
+        { "a\0b", 3, "\"a\\u0000b\"", 0 },
 
-    /* invalid UTF-8: each bad byte becomes U+FFFD, as UTF-8 */
-    CHECK(escape_is("\xff", 1, "\"" R "\"", 0));
-    CHECK(escape_is("a\xc3", 2, "\"a" R "\"", 0));
-    CHECK(escape_is("\xc3(", 2, "\"" R "(\"", 0));
-    CHECK(escape_is("\xc0\xaf", 2, "\"" R R "\"", 0));
-    CHECK(escape_is("\xe0\x80\xaf", 3, "\"" R R R "\"", 0));
-    CHECK(escape_is("\xed\xa0\x80", 3, "\"" R R R "\"", 0));
-    CHECK(escape_is("\xf4\x90\x80\x80", 4, "\"" R R R R "\"", 0));
-    CHECK(escape_is("\xf0\x9f\x98", 3, "\"" R R R "\"", 0));
-    CHECK(escape_is("\xf5\x80\x80\x80", 4, "\"" R R R R "\"", 0));
-    CHECK(escape_is("\x80\xc3\xa9", 3, "\"" R "\xc3\xa9\"", 0));
+        /* valid UTF-8 as is: 2, 3 and 4 bytes, and the edges */
+        { "\xc3\xa9", 2, "\"\xc3\xa9\"", 1 },
+        { "\xe4\xb8\xad\xe6\x96\x87", 6, "\"\xe4\xb8\xad\xe6\x96\x87\"", 1 },
+        { "\xf0\x9f\x98\x80", 4, "\"\xf0\x9f\x98\x80\"", 1 },
+        { "\xc2\x80\xdf\xbf\xe0\xa0\x80\xef\xbf\xbf", 10,
+          "\"\xc2\x80\xdf\xbf\xe0\xa0\x80\xef\xbf\xbf\"", 1 },
+        { "\xf4\x8f\xbf\xbf", 4, "\"\xf4\x8f\xbf\xbf\"", 1 },
+        { "\xe7\xb3\xbb\xe7\xbb\x9f\"x", 8,
+          "\"\xe7\xb3\xbb\xe7\xbb\x9f\\\"x\"", 1 },
+
+        /* invalid UTF-8: each bad byte becomes U+FFFD, as UTF-8 */
+        { "\xff", 1, "\"" R "\"", 0 },
+        { "a\xc3", 2, "\"a" R "\"", 0 },
+        { "\xc3(", 2, "\"" R "(\"", 0 },
+        { "\xc0\xaf", 2, "\"" R R "\"", 0 },
+        { "\xe0\x80\xaf", 3, "\"" R R R "\"", 0 },
+        { "\xed\xa0\x80", 3, "\"" R R R "\"", 0 },
+        { "\xf4\x90\x80\x80", 4, "\"" R R R R "\"", 0 },
+        { "\xf0\x9f\x98", 3, "\"" R R R "\"", 0 },
+        { "\xf5\x80\x80\x80", 4, "\"" R R R R "\"", 0 },
+        { "\x80\xc3\xa9", 3, "\"" R "\xc3\xa9\"", 0 }
+    };
+
+    for (i = 0; i < CHECK_N(escapes); i++) {
+        CHECK_CASE(escape_is(escapes[i].in, escapes[i].n, escapes[i].exp,
+                             escapes[i].same),
+                   escapes[i].exp);
+    }
 }
 
 
@@ -193,7 +178,7 @@ test_parse(void)
 
     ngx_http_im_buf_init(&b, 0);
     ngx_http_im_buf_json_val(&b, v);
-    CHECK(buf_is(&b, doc));
+    CHECK(check_buf_is(&b, doc));
     yajl_tree_free(v);
 
     /* not NUL-terminated: only len bytes are read */
@@ -265,7 +250,7 @@ test_parse(void)
     CHECK(v != NULL && YAJL_IS_STRING(v));
     ngx_http_im_buf_reset(&b);
     ngx_http_im_buf_json_val(&b, v);
-    CHECK(buf_is(&b, "\"a" R R R "b\""));
+    CHECK(check_buf_is(&b, "\"a" R R R "b\""));
     yajl_tree_free(v);
 
     /* a short err buffer is cut, not overrun */
@@ -378,6 +363,21 @@ test_req(void)
 }
 
 
+/* an envelope around data {} in "b" (reset first) is exactly "exp" */
+
+static int
+resp_is(ngx_http_im_buf_t *b, long long id, ngx_http_im_str_t op,
+    ngx_http_im_str_t incr, int code, const char *msg, const char *exp)
+{
+    ngx_http_im_buf_reset(b);
+    ngx_http_im_resp_begin(b, id, op, incr, code, msg);
+    ngx_http_im_buf_str(b, "{}");
+    ngx_http_im_resp_end(b);
+
+    return check_buf_is(b, exp);
+}
+
+
 static void
 test_resp(void)
 {
@@ -391,22 +391,17 @@ test_resp(void)
 
     ngx_http_im_buf_init(&b, 0);
 
-    ngx_http_im_resp_begin(&b, 1003, op, incr, 0, NULL);
-    ngx_http_im_buf_str(&b, "{}");
-    ngx_http_im_resp_end(&b);
-    CHECK(buf_is(&b, "{\"reqIdentifier\":1003,\"operationID\":\"op\\\"1\","
-                     "\"msgIncr\":\"\",\"errCode\":0,\"errMsg\":\"\","
-                     "\"data\":{}}"));
+    CHECK(resp_is(&b, 1003, op, incr, 0, NULL,
+                  "{\"reqIdentifier\":1003,\"operationID\":\"op\\\"1\","
+                  "\"msgIncr\":\"\",\"errCode\":0,\"errMsg\":\"\","
+                  "\"data\":{}}"));
 
-    ngx_http_im_buf_reset(&b);
-    ngx_http_im_resp_begin(&b, 9, incr, incr, 1001,
-                           "field \"seq\" must be an integer");
-    ngx_http_im_buf_str(&b, "{}");
-    ngx_http_im_resp_end(&b);
-    CHECK(buf_is(&b, "{\"reqIdentifier\":9,\"operationID\":\"\","
-                     "\"msgIncr\":\"\",\"errCode\":1001,"
-                     "\"errMsg\":\"field \\\"seq\\\" must be an integer\","
-                     "\"data\":{}}"));
+    CHECK(resp_is(&b, 9, incr, incr, 1001,
+                  "field \"seq\" must be an integer",
+                  "{\"reqIdentifier\":9,\"operationID\":\"\","
+                  "\"msgIncr\":\"\",\"errCode\":1001,"
+                  "\"errMsg\":\"field \\\"seq\\\" must be an integer\","
+                  "\"data\":{}}"));
 
     ngx_http_im_buf_free(&b);
 }
@@ -481,7 +476,7 @@ test_msg_roundtrip(void)
 
     ngx_http_im_buf_init(&b, 0);
     ngx_http_im_msg_to_json(&m, &b, &seq_at);
-    CHECK(buf_is(&b, msg_full));
+    CHECK(check_buf_is(&b, msg_full));
 
     /* the seq split: prefix ends with "seq":, digits up to ',' */
 
@@ -529,7 +524,7 @@ test_msg_roundtrip(void)
 
     ngx_http_im_buf_reset(&b);
     ngx_http_im_msg_to_json(&m, &b, &seq_at);
-    CHECK(buf_is(&b, msg_empty));
+    CHECK(check_buf_is(&b, msg_empty));
     CHECK(memcmp(b.data + seq_at - 6, "\"seq\":0,", 8) == 0);
     ngx_http_im_msg_free(&m);
     yajl_tree_free(v);
@@ -537,13 +532,13 @@ test_msg_roundtrip(void)
     CHECK(ngx_http_im_msg_from_json(NULL, &m, err, sizeof(err)) == 0);
     ngx_http_im_buf_reset(&b);
     ngx_http_im_msg_to_json(&m, &b, NULL);
-    CHECK(buf_is(&b, msg_empty));
+    CHECK(check_buf_is(&b, msg_empty));
     ngx_http_im_msg_free(&m);
 
     ngx_http_im_msg_init(&m);
     ngx_http_im_buf_reset(&b);
     ngx_http_im_msg_to_json(&m, &b, NULL);
-    CHECK(buf_is(&b, msg_empty));
+    CHECK(check_buf_is(&b, msg_empty));
 
     ngx_http_im_buf_free(&b);
 }
@@ -601,9 +596,8 @@ msg_error_is(const char *json, const char *exp)
     yajl_val           v;
     ngx_http_im_msg_t  m;
 
-    v = ngx_http_im_json_parse(S(json), err, sizeof(err));
+    v = check_parse(json);
     if (v == NULL) {
-        printf("  bad test JSON: %s\n", json);
         return 0;
     }
 
@@ -628,6 +622,45 @@ test_msg_errors(void)
 {
     int          i;
     char         json[8192], exp[128], *p;
+
+    static const struct {
+        const char  *json;
+        const char  *err;
+    } errors[] = {
+        { "{\"contentType\":\"101\"}",
+          "field \"contentType\" must be an integer" },
+        { "{\"content\":{\"content\":\"hi\"}}",
+          "field \"content\" must be a string" },
+        { "{\"options\":[]}", "field \"options\" must be an object" },
+        { "{\"options\":{\"a\":1}}",
+          "field \"options\" must map names to booleans" },
+        { "{\"options\":{\"a\":null}}",
+          "field \"options\" must map names to booleans" },
+        { "{\"offlinePushInfo\":\"x\"}",
+          "field \"offlinePushInfo\" must be an object" },
+        { "{\"offlinePushInfo\":{\"title\":1}}",
+          "field \"offlinePushInfo.title\" must be a string" },
+        { "{\"offlinePushInfo\":{\"desc\":[]}}",
+          "field \"offlinePushInfo.desc\" must be a string" },
+        { "{\"offlinePushInfo\":{\"ex\":false}}",
+          "field \"offlinePushInfo.ex\" must be a string" },
+        { "{\"offlinePushInfo\":{\"iOSPushSound\":2}}",
+          "field \"offlinePushInfo.iOSPushSound\" must be a string" },
+        { "{\"offlinePushInfo\":{\"iOSBadgeCount\":\"1\"}}",
+          "field \"offlinePushInfo.iOSBadgeCount\" must be a boolean" },
+        { "{\"atUserIDList\":\"u1\"}",
+          "field \"atUserIDList\" must be an array" },
+        { "{\"atUserIDList\":[\"u1\",2]}",
+          "field \"atUserIDList\" must be an array of strings" },
+        { "{\"atUserIDList\":[\"u1\",null]}",
+          "field \"atUserIDList\" must be an array of strings" },
+        { "[]", "field \"data\" must be an object" },
+        { "\"x\"", "field \"data\" must be an object" },
+
+        /* an error after the @ list was taken frees it (ASan checks) */
+        { "{\"atUserIDList\":[\"u1\"],\"ex\":1}",
+          "field \"ex\" must be a string" }
+    };
 
     static const char  *strs[] = {
         "sendID", "recvID", "groupID", "clientMsgID", "serverMsgID",
@@ -663,42 +696,9 @@ test_msg_errors(void)
         CHECK(msg_error_is(json, exp));
     }
 
-    CHECK(msg_error_is("{\"contentType\":\"101\"}",
-                       "field \"contentType\" must be an integer"));
-    CHECK(msg_error_is("{\"content\":{\"content\":\"hi\"}}",
-                       "field \"content\" must be a string"));
-    CHECK(msg_error_is("{\"options\":[]}",
-                       "field \"options\" must be an object"));
-    CHECK(msg_error_is("{\"options\":{\"a\":1}}",
-                       "field \"options\" must map names to booleans"));
-    CHECK(msg_error_is("{\"options\":{\"a\":null}}",
-                       "field \"options\" must map names to booleans"));
-    CHECK(msg_error_is("{\"offlinePushInfo\":\"x\"}",
-                       "field \"offlinePushInfo\" must be an object"));
-    CHECK(msg_error_is("{\"offlinePushInfo\":{\"title\":1}}",
-                       "field \"offlinePushInfo.title\" must be a string"));
-    CHECK(msg_error_is("{\"offlinePushInfo\":{\"desc\":[]}}",
-                       "field \"offlinePushInfo.desc\" must be a string"));
-    CHECK(msg_error_is("{\"offlinePushInfo\":{\"ex\":false}}",
-                       "field \"offlinePushInfo.ex\" must be a string"));
-    CHECK(msg_error_is("{\"offlinePushInfo\":{\"iOSPushSound\":2}}",
-                       "field \"offlinePushInfo.iOSPushSound\""
-                       " must be a string"));
-    CHECK(msg_error_is("{\"offlinePushInfo\":{\"iOSBadgeCount\":\"1\"}}",
-                       "field \"offlinePushInfo.iOSBadgeCount\""
-                       " must be a boolean"));
-    CHECK(msg_error_is("{\"atUserIDList\":\"u1\"}",
-                       "field \"atUserIDList\" must be an array"));
-    CHECK(msg_error_is("{\"atUserIDList\":[\"u1\",2]}",
-                       "field \"atUserIDList\" must be an array of strings"));
-    CHECK(msg_error_is("{\"atUserIDList\":[\"u1\",null]}",
-                       "field \"atUserIDList\" must be an array of strings"));
-    CHECK(msg_error_is("[]", "field \"data\" must be an object"));
-    CHECK(msg_error_is("\"x\"", "field \"data\" must be an object"));
-
-    /* an error after the @ list was taken frees it (ASan checks) */
-    CHECK(msg_error_is("{\"atUserIDList\":[\"u1\"],\"ex\":1}",
-                       "field \"ex\" must be a string"));
+    for (i = 0; i < (int) CHECK_N(errors); i++) {
+        CHECK(msg_error_is(errors[i].json, errors[i].err));
+    }
 
     /* bounds: 16 options, 1000 @ entries */
 
@@ -762,14 +762,58 @@ test_msg_accepts(void)
 }
 
 
+/* the getter of "type" ('s'tr, 'i'nt, 'b'ool, 'a'rray, 'o'bject) */
+
+static int
+get_any(int type, yajl_val v, const char *key, int required, char *err,
+    size_t errlen)
+{
+    int                bv;
+    yajl_val           o;
+    long long          n;
+    ngx_http_im_str_t  s;
+
+    switch (type) {
+    case 's':
+        return ngx_http_im_json_get_str(v, key, required, &s, err, errlen);
+    case 'i':
+        return ngx_http_im_json_get_int(v, key, required, &n, err, errlen);
+    case 'b':
+        return ngx_http_im_json_get_bool(v, key, required, &bv, err, errlen);
+    case 'a':
+        return ngx_http_im_json_get_array(v, key, required, &o, err, errlen);
+    default:
+        return ngx_http_im_json_get_object(v, key, required, &o, err,
+                                           errlen);
+    }
+}
+
+
 static void
 test_helpers(void)
 {
     int                bv;
     char               err[NGX_HTTP_IM_JSON_ERRLEN];
+    size_t             i;
     yajl_val           v, o;
     long long          n;
     ngx_http_im_str_t  s;
+
+    static const struct {
+        int          type;
+        const char  *key;
+        int          required;
+        const char  *err;
+    } errors[] = {
+        { 's', "zz", 1, "field \"zz\" is required" },
+        { 's', "n", 1, "field \"n\" is required" },
+        { 's', "i", 0, "field \"i\" must be a string" },
+        { 'i', "f", 0, "field \"f\" must be an integer" },
+        { 'i', "s", 0, "field \"s\" must be an integer" },
+        { 'b', "i", 1, "field \"i\" must be a boolean" },
+        { 'a', "o", 0, "field \"o\" must be an array" },
+        { 'o', "a", 1, "field \"a\" must be an object" }
+    };
 
     v = ngx_http_im_json_parse(S("{\"s\":\"x\",\"i\":7,\"f\":1.5,\"b\":true,"
                                  "\"a\":[1],\"o\":{},\"n\":null}"),
@@ -787,38 +831,31 @@ test_helpers(void)
           && str_is(&s, ""));
     CHECK(ngx_http_im_json_get_str(v, "n", 0, &s, err, sizeof(err)) == 0
           && str_is(&s, ""));
-    CHECK(ngx_http_im_json_get_str(v, "zz", 1, &s, err, sizeof(err)) == -1
-          && strcmp(err, "field \"zz\" is required") == 0);
-    CHECK(ngx_http_im_json_get_str(v, "n", 1, &s, err, sizeof(err)) == -1
-          && strcmp(err, "field \"n\" is required") == 0);
-    CHECK(ngx_http_im_json_get_str(v, "i", 0, &s, err, sizeof(err)) == -1
-          && strcmp(err, "field \"i\" must be a string") == 0);
 
     CHECK(ngx_http_im_json_get_int(v, "i", 1, &n, err, sizeof(err)) == 0
           && n == 7);
     CHECK(ngx_http_im_json_get_int(v, "zz", 0, &n, err, sizeof(err)) == 0
           && n == 0);
-    CHECK(ngx_http_im_json_get_int(v, "f", 0, &n, err, sizeof(err)) == -1
-          && strcmp(err, "field \"f\" must be an integer") == 0);
-    CHECK(ngx_http_im_json_get_int(v, "s", 0, &n, err, sizeof(err)) == -1
-          && strcmp(err, "field \"s\" must be an integer") == 0);
 
     CHECK(ngx_http_im_json_get_bool(v, "b", 1, &bv, err, sizeof(err)) == 0
           && bv == 1);
-    CHECK(ngx_http_im_json_get_bool(v, "i", 1, &bv, err, sizeof(err)) == -1
-          && strcmp(err, "field \"i\" must be a boolean") == 0);
 
     CHECK(ngx_http_im_json_get_array(v, "a", 1, &o, err, sizeof(err)) == 0
           && o != NULL && YAJL_IS_ARRAY(o));
     CHECK(ngx_http_im_json_get_array(v, "zz", 0, &o, err, sizeof(err)) == 0
           && o == NULL);
-    CHECK(ngx_http_im_json_get_array(v, "o", 0, &o, err, sizeof(err)) == -1
-          && strcmp(err, "field \"o\" must be an array") == 0);
 
     CHECK(ngx_http_im_json_get_object(v, "o", 1, &o, err, sizeof(err)) == 0
           && o != NULL && YAJL_IS_OBJECT(o));
-    CHECK(ngx_http_im_json_get_object(v, "a", 1, &o, err, sizeof(err)) == -1
-          && strcmp(err, "field \"a\" must be an object") == 0);
+
+    for (i = 0; i < CHECK_N(errors); i++) {
+        err[0] = '\0';
+        CHECK_CASE(get_any(errors[i].type, v, errors[i].key,
+                           errors[i].required, err, sizeof(err))
+                   == -1
+                   && strcmp(err, errors[i].err) == 0,
+                   errors[i].err);
+    }
 
     /* a NULL err is allowed with errlen 0 */
     CHECK(ngx_http_im_json_get_int(v, "s", 0, &n, NULL, 0) == -1);
@@ -841,7 +878,5 @@ main(void)
     test_msg_accepts();
     test_helpers();
 
-    printf("%d passed, %d failed\n", passed, failed);
-
-    return failed ? 1 : 0;
+    return check_done();
 }

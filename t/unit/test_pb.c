@@ -17,22 +17,30 @@
 #include "ngx_http_im_pb.h"
 #include "im.pb-c.h"
 
+#include "check.h"
 
-#define CHECK(cond)                                                         \
-    do {                                                                    \
-        if (cond) {                                                         \
-            passed++;                                                       \
-        } else {                                                            \
-            failed++;                                                       \
-            printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);          \
-        }                                                                   \
-    } while (0)
 
 #define REQ(id)   ngx_http_im_pb_descriptor(id, NGX_HTTP_IM_PB_REQUEST)
 #define RESP(id)  ngx_http_im_pb_descriptor(id, NGX_HTTP_IM_PB_RESPONSE)
 #define PUSH(id)  ngx_http_im_pb_descriptor(id, NGX_HTTP_IM_PB_PUSH)
 
 #define B(s)      (const unsigned char *) (s), sizeof(s) - 1
+
+
+/* JSON for a descriptor, and what must come of it */
+typedef struct {
+    const ProtobufCMessageDescriptor  *d;
+    const char                        *in;
+    const char                        *exp;
+} json_case_t;
+
+/* protobuf for a descriptor, and the error it must give */
+typedef struct {
+    const ProtobufCMessageDescriptor  *d;
+    const unsigned char               *p;
+    size_t                             n;
+    const char                        *exp;
+} pb_case_t;
 
 
 /* docs/protocol.md's MsgData, as our JSON writers write it */
@@ -75,25 +83,6 @@
     "\"ex\":\"\"}"
 
 
-static int  passed;
-static int  failed;
-
-
-static int
-buf_is(const ngx_http_im_buf_t *b, const char *s)
-{
-    if (b->failed || b->len != strlen(s)
-        || (b->len && memcmp(b->data, s, b->len) != 0))
-    {
-        printf("  got: %.*s\n  exp: %s\n", (int) b->len,
-               b->data ? (char *) b->data : "", s);
-        return 0;
-    }
-
-    return 1;
-}
-
-
 static int
 bytes_are(const ngx_http_im_buf_t *b, const unsigned char *p, size_t n)
 {
@@ -114,22 +103,6 @@ bytes_are(const ngx_http_im_buf_t *b, const unsigned char *p, size_t n)
 }
 
 
-static yajl_val
-parse(const char *text)
-{
-    char      err[NGX_HTTP_IM_JSON_ERRLEN];
-    yajl_val  v;
-
-    v = ngx_http_im_json_parse((const unsigned char *) text, strlen(text),
-                               err, sizeof(err));
-    if (v == NULL) {
-        printf("  bad test JSON: %s: %s\n", err, text);
-    }
-
-    return v;
-}
-
-
 /* JSON -> pb into "pb"; 0 or -1 */
 
 static int
@@ -140,7 +113,7 @@ to_pb(const ProtobufCMessageDescriptor *d, const char *in,
     char      err[NGX_HTTP_IM_PB_ERRLEN];
     yajl_val  v;
 
-    v = parse(in);
+    v = check_parse(in);
     if (v == NULL) {
         return -1;
     }
@@ -194,12 +167,39 @@ roundtrip(const ProtobufCMessageDescriptor *d, const char *in,
         goto done;
     }
 
-    ok = buf_is(&json, exp ? exp : in);
+    ok = check_buf_is(&json, exp ? exp : in);
 
 done:
 
     ngx_http_im_buf_free(&pb);
     ngx_http_im_buf_free(&json);
+
+    return ok;
+}
+
+
+/*
+ * The call that returned "rc" failed with the error "exp" (with "prefix":
+ * an error that starts with "exp") and left "out", which held "x", as it
+ * was.  Frees "out".
+ */
+
+static int
+failed_with(int rc, const char *err, const char *exp, int prefix,
+    ngx_http_im_buf_t *out)
+{
+    int  ok;
+
+    /* without "prefix" the NUL of "exp" is compared too */
+    ok = (rc == -1 && strncmp(err, exp, strlen(exp) + !prefix) == 0
+          && check_buf_is(out, "x"));
+
+    if (!ok) {
+        printf("  rc %d, err: %s\n  exp: %s%s\n", rc, err, exp,
+               prefix ? "..." : "");
+    }
+
+    ngx_http_im_buf_free(out);
 
     return ok;
 }
@@ -216,7 +216,7 @@ json_err(const ProtobufCMessageDescriptor *d, const char *in,
     yajl_val            v;
     ngx_http_im_buf_t   pb;
 
-    v = parse(in);
+    v = check_parse(in);
     if (v == NULL) {
         return 0;
     }
@@ -229,15 +229,7 @@ json_err(const ProtobufCMessageDescriptor *d, const char *in,
 
     yajl_tree_free(v);
 
-    if (rc != -1 || strcmp(err, exp) != 0 || !buf_is(&pb, "x")) {
-        printf("  rc %d, err: %s\n  exp: %s\n", rc, err, exp);
-        ngx_http_im_buf_free(&pb);
-        return 0;
-    }
-
-    ngx_http_im_buf_free(&pb);
-
-    return 1;
+    return failed_with(rc, err, exp, 0, &pb);
 }
 
 
@@ -257,17 +249,7 @@ pb_err(const ProtobufCMessageDescriptor *d, const unsigned char *p,
     err[0] = '\0';
     rc = ngx_http_im_pb_to_json(d, p, n, &json, err, sizeof(err));
 
-    if (rc != -1 || strncmp(err, exp, strlen(exp)) != 0
-        || !buf_is(&json, "x"))
-    {
-        printf("  rc %d, err: %s\n  exp: %s...\n", rc, err, exp);
-        ngx_http_im_buf_free(&json);
-        return 0;
-    }
-
-    ngx_http_im_buf_free(&json);
-
-    return 1;
+    return failed_with(rc, err, exp, 1, &json);
 }
 
 
@@ -289,7 +271,7 @@ pb_json(const ProtobufCMessageDescriptor *d, const unsigned char *p,
         return 0;
     }
 
-    ok = buf_is(&json, exp);
+    ok = check_buf_is(&json, exp);
     ngx_http_im_buf_free(&json);
 
     return ok;
@@ -329,146 +311,148 @@ test_table(void)
 static void
 test_roundtrips(void)
 {
-    /* 1001 GetNewestSeq */
+    size_t  i;
 
-    CHECK(roundtrip(REQ(1001), "{}", NULL));
-    CHECK(roundtrip(REQ(1001), "{\"userID\":\"alice\"}", "{}"));
-    CHECK(roundtrip(RESP(1001),
-                    "{\"maxSeqs\":{\"si_alice_bob\":3,\"si_alice_carol\":12},"
-                    "\"hasReadSeqs\":{\"si_alice_bob\":1,"
-                    "\"si_alice_carol\":12}}", NULL));
-    CHECK(roundtrip(RESP(1001), "{}", "{\"maxSeqs\":{},\"hasReadSeqs\":{}}"));
+    json_case_t  cases[] = {
+        /* 1001 GetNewestSeq */
 
-    /* 1002 PullMsgByRange */
+        { REQ(1001), "{}", NULL },
+        { REQ(1001), "{\"userID\":\"alice\"}", "{}" },
+        { RESP(1001),
+          "{\"maxSeqs\":{\"si_alice_bob\":3,\"si_alice_carol\":12},"
+          "\"hasReadSeqs\":{\"si_alice_bob\":1,"
+          "\"si_alice_carol\":12}}", NULL },
+        { RESP(1001), "{}", "{\"maxSeqs\":{},\"hasReadSeqs\":{}}" },
 
-    CHECK(roundtrip(REQ(1002),
-                    "{\"seqRanges\":[{\"conversationID\":\"si_alice_bob\","
-                    "\"begin\":1,\"end\":3,\"num\":100}]}", NULL));
-    CHECK(roundtrip(REQ(1002),
-                    "{\"seqRanges\":[{\"conversationID\":\"a\"},{}]}",
-                    "{\"seqRanges\":[{\"conversationID\":\"a\",\"begin\":0,"
-                    "\"end\":0,\"num\":0},{\"conversationID\":\"\","
-                    "\"begin\":0,\"end\":0,\"num\":0}]}"));
-    CHECK(roundtrip(REQ(1002), "{}", "{\"seqRanges\":[]}"));
-    CHECK(roundtrip(RESP(1002),
-                    "{\"msgs\":{\"si_alice_bob\":{\"Msgs\":[" MSG "," MSG2
-                    "],\"isEnd\":true}}}", NULL));
-    CHECK(roundtrip(RESP(1002),
-                    "{\"msgs\":{\"si_alice_bob\":{\"Msgs\":[],"
-                    "\"isEnd\":false},\"si_alice_carol\":{}}}",
-                    "{\"msgs\":{\"si_alice_bob\":{\"Msgs\":[],"
-                    "\"isEnd\":false},\"si_alice_carol\":{\"Msgs\":[],"
-                    "\"isEnd\":false}}}"));
+        /* 1002 PullMsgByRange */
 
-    /* 1003 SendMsg */
+        { REQ(1002),
+          "{\"seqRanges\":[{\"conversationID\":\"si_alice_bob\","
+          "\"begin\":1,\"end\":3,\"num\":100}]}", NULL },
+        { REQ(1002), "{\"seqRanges\":[{\"conversationID\":\"a\"},{}]}",
+          "{\"seqRanges\":[{\"conversationID\":\"a\",\"begin\":0,"
+          "\"end\":0,\"num\":0},{\"conversationID\":\"\","
+          "\"begin\":0,\"end\":0,\"num\":0}]}" },
+        { REQ(1002), "{}", "{\"seqRanges\":[]}" },
+        { RESP(1002),
+          "{\"msgs\":{\"si_alice_bob\":{\"Msgs\":[" MSG "," MSG2
+          "],\"isEnd\":true}}}", NULL },
+        { RESP(1002),
+          "{\"msgs\":{\"si_alice_bob\":{\"Msgs\":[],"
+          "\"isEnd\":false},\"si_alice_carol\":{}}}",
+          "{\"msgs\":{\"si_alice_bob\":{\"Msgs\":[],"
+          "\"isEnd\":false},\"si_alice_carol\":{\"Msgs\":[],"
+          "\"isEnd\":false}}}" },
 
-    CHECK(roundtrip(REQ(1003), MSG, NULL));
-    CHECK(roundtrip(REQ(1003), MSG2, NULL));
-    CHECK(roundtrip(REQ(1003), "{}", MSG0));
-    CHECK(roundtrip(REQ(1003),
-                    "{\"sendID\":\"alice\",\"recvID\":\"bob\","
-                    "\"sessionType\":1,\"contentType\":101,"
-                    "\"clientMsgID\":\"c1\","
-                    "\"content\":\"{\\\"content\\\":\\\"hi\\\"}\"}",
-                    "{\"sendID\":\"alice\",\"recvID\":\"bob\","
-                    "\"groupID\":\"\",\"clientMsgID\":\"c1\","
-                    "\"serverMsgID\":\"\",\"senderPlatformID\":0,"
-                    "\"senderNickname\":\"\",\"senderFaceURL\":\"\","
-                    "\"sessionType\":1,\"msgFrom\":0,\"contentType\":101,"
-                    "\"content\":\"{\\\"content\\\":\\\"hi\\\"}\","
-                    "\"seq\":0,\"sendTime\":0,\"createTime\":0,\"status\":0,"
-                    "\"options\":{},\"offlinePushInfo\":{\"title\":\"\","
-                    "\"desc\":\"\",\"ex\":\"\",\"iOSPushSound\":\"\","
-                    "\"iOSBadgeCount\":false},\"atUserIDList\":[],"
-                    "\"ex\":\"\"}"));
-    CHECK(roundtrip(RESP(1003),
-                    "{\"serverMsgID\":\"865a8fb2d26a111608f3619aef637741\","
-                    "\"clientMsgID\":\"c1\",\"sendTime\":1795437860134,"
-                    "\"seq\":1}", NULL));
-    CHECK(roundtrip(RESP(1003), "{}",
-                    "{\"serverMsgID\":\"\",\"clientMsgID\":\"\","
-                    "\"sendTime\":0,\"seq\":0}"));
+        /* 1003 SendMsg */
 
-    /* 1005 PullMsgBySeqList */
+        { REQ(1003), MSG, NULL },
+        { REQ(1003), MSG2, NULL },
+        { REQ(1003), "{}", MSG0 },
+        { REQ(1003),
+          "{\"sendID\":\"alice\",\"recvID\":\"bob\","
+          "\"sessionType\":1,\"contentType\":101,"
+          "\"clientMsgID\":\"c1\","
+          "\"content\":\"{\\\"content\\\":\\\"hi\\\"}\"}",
+          "{\"sendID\":\"alice\",\"recvID\":\"bob\","
+          "\"groupID\":\"\",\"clientMsgID\":\"c1\","
+          "\"serverMsgID\":\"\",\"senderPlatformID\":0,"
+          "\"senderNickname\":\"\",\"senderFaceURL\":\"\","
+          "\"sessionType\":1,\"msgFrom\":0,\"contentType\":101,"
+          "\"content\":\"{\\\"content\\\":\\\"hi\\\"}\","
+          "\"seq\":0,\"sendTime\":0,\"createTime\":0,\"status\":0,"
+          "\"options\":{},\"offlinePushInfo\":{\"title\":\"\","
+          "\"desc\":\"\",\"ex\":\"\",\"iOSPushSound\":\"\","
+          "\"iOSBadgeCount\":false},\"atUserIDList\":[],"
+          "\"ex\":\"\"}" },
+        { RESP(1003),
+          "{\"serverMsgID\":\"865a8fb2d26a111608f3619aef637741\","
+          "\"clientMsgID\":\"c1\",\"sendTime\":1795437860134,"
+          "\"seq\":1}", NULL },
+        { RESP(1003), "{}",
+          "{\"serverMsgID\":\"\",\"clientMsgID\":\"\","
+          "\"sendTime\":0,\"seq\":0}" },
 
-    CHECK(roundtrip(REQ(1005),
-                    "{\"conversations\":[{\"conversationID\":"
-                    "\"si_alice_bob\",\"seqs\":[1,5]},{\"conversationID\":"
-                    "\"si_alice_carol\",\"seqs\":[]}]}", NULL));
-    CHECK(roundtrip(RESP(1005),
-                    "{\"msgs\":{\"si_alice_bob\":{\"Msgs\":[" MSG "],"
-                    "\"isEnd\":false}}}", NULL));
+        /* 1005 PullMsgBySeqList */
 
-    /* 1006 GetConvMaxReadSeq */
+        { REQ(1005),
+          "{\"conversations\":[{\"conversationID\":"
+          "\"si_alice_bob\",\"seqs\":[1,5]},{\"conversationID\":"
+          "\"si_alice_carol\",\"seqs\":[]}]}", NULL },
+        { RESP(1005),
+          "{\"msgs\":{\"si_alice_bob\":{\"Msgs\":[" MSG "],"
+          "\"isEnd\":false}}}", NULL },
 
-    CHECK(roundtrip(REQ(1006),
-                    "{\"conversationIDs\":[\"si_alice_bob\",\"sg_g1\"]}",
-                    NULL));
-    CHECK(roundtrip(RESP(1006),
-                    "{\"seqs\":{\"si_alice_bob\":{\"maxSeq\":3,"
-                    "\"hasReadSeq\":3,\"maxSeqTime\":1795437860134}}}",
-                    NULL));
-    CHECK(roundtrip(RESP(1006), "{\"seqs\":{\"a\":{},\"b\":null}}",
-                    "{\"seqs\":{\"a\":{\"maxSeq\":0,\"hasReadSeq\":0,"
-                    "\"maxSeqTime\":0},\"b\":{\"maxSeq\":0,\"hasReadSeq\":0,"
-                    "\"maxSeqTime\":0}}}"));
+        /* 1006 GetConvMaxReadSeq */
 
-    /* 2001 PushMsg: the short form, and the full one read */
+        { REQ(1006), "{\"conversationIDs\":[\"si_alice_bob\",\"sg_g1\"]}",
+          NULL },
+        { RESP(1006),
+          "{\"seqs\":{\"si_alice_bob\":{\"maxSeq\":3,"
+          "\"hasReadSeq\":3,\"maxSeqTime\":1795437860134}}}", NULL },
+        { RESP(1006), "{\"seqs\":{\"a\":{},\"b\":null}}",
+          "{\"seqs\":{\"a\":{\"maxSeq\":0,\"hasReadSeq\":0,"
+          "\"maxSeqTime\":0},\"b\":{\"maxSeq\":0,\"hasReadSeq\":0,"
+          "\"maxSeqTime\":0}}}" },
 
-    CHECK(roundtrip(PUSH(2001),
-                    "{\"msgs\":{\"si_alice_bob\":[" MSG "]}}", NULL));
-    CHECK(roundtrip(PUSH(2001),
-                    "{\"msgs\":{\"si_alice_bob\":[" MSG "," MSG2 "],"
-                    "\"si_alice_carol\":[]}}", NULL));
-    CHECK(roundtrip(PUSH(2001),
-                    "{\"msgs\":{\"si_alice_bob\":{\"Msgs\":[" MSG "],"
-                    "\"isEnd\":true}}}",
-                    "{\"msgs\":{\"si_alice_bob\":[" MSG "]}}"));
-    CHECK(roundtrip(PUSH(2001), "{\"msgs\":{\"c\":null}}",
-                    "{\"msgs\":{\"c\":[]}}"));
+        /* 2001 PushMsg: the short form, and the full one read */
 
-    /* 2002 KickOnline, 2003 Logout */
+        { PUSH(2001), "{\"msgs\":{\"si_alice_bob\":[" MSG "]}}", NULL },
+        { PUSH(2001),
+          "{\"msgs\":{\"si_alice_bob\":[" MSG "," MSG2 "],"
+          "\"si_alice_carol\":[]}}", NULL },
+        { PUSH(2001),
+          "{\"msgs\":{\"si_alice_bob\":{\"Msgs\":[" MSG "],"
+          "\"isEnd\":true}}}", "{\"msgs\":{\"si_alice_bob\":[" MSG "]}}" },
+        { PUSH(2001), "{\"msgs\":{\"c\":null}}", "{\"msgs\":{\"c\":[]}}" },
 
-    CHECK(roundtrip(PUSH(2002), "{}", NULL));
-    CHECK(roundtrip(REQ(2003), "{}", NULL));
-    CHECK(roundtrip(RESP(2003), "{\"any\":1}", "{}"));
+        /* 2002 KickOnline, 2003 Logout */
 
-    /* unknown keys and null members are ignored */
+        { PUSH(2002), "{}", NULL },
+        { REQ(2003), "{}", NULL },
+        { RESP(2003), "{\"any\":1}", "{}" },
 
-    CHECK(roundtrip(RESP(1003),
-                    "{\"x\":[1,{}],\"serverMsgID\":null,\"seq\":7,"
-                    "\"modify\":{}}",
-                    "{\"serverMsgID\":\"\",\"clientMsgID\":\"\","
-                    "\"sendTime\":0,\"seq\":7}"));
+        /* unknown keys and null members are ignored */
 
-    /* of keys given twice the first counts, as in the JSON codec */
+        { RESP(1003),
+          "{\"x\":[1,{}],\"serverMsgID\":null,\"seq\":7,"
+          "\"modify\":{}}",
+          "{\"serverMsgID\":\"\",\"clientMsgID\":\"\","
+          "\"sendTime\":0,\"seq\":7}" },
 
-    CHECK(roundtrip(RESP(1003), "{\"seq\":1,\"seq\":2,\"seq\":\"x\"}",
-                    "{\"serverMsgID\":\"\",\"clientMsgID\":\"\","
-                    "\"sendTime\":0,\"seq\":1}"));
-    CHECK(roundtrip(RESP(1003), "{\"seq\":null,\"seq\":2}",
-                    "{\"serverMsgID\":\"\",\"clientMsgID\":\"\","
-                    "\"sendTime\":0,\"seq\":0}"));
+        /* of keys given twice the first counts, as in the JSON codec */
 
-    /* int64 extremes, negative int32 */
+        { RESP(1003), "{\"seq\":1,\"seq\":2,\"seq\":\"x\"}",
+          "{\"serverMsgID\":\"\",\"clientMsgID\":\"\","
+          "\"sendTime\":0,\"seq\":1}" },
+        { RESP(1003), "{\"seq\":null,\"seq\":2}",
+          "{\"serverMsgID\":\"\",\"clientMsgID\":\"\","
+          "\"sendTime\":0,\"seq\":0}" },
 
-    CHECK(roundtrip(REQ(1002),
-                    "{\"seqRanges\":[{\"conversationID\":\"c\","
-                    "\"begin\":-9223372036854775807,"
-                    "\"end\":9223372036854775807,\"num\":-1}]}", NULL));
-    CHECK(roundtrip(REQ(1003),
-                    "{\"sessionType\":-2147483648,\"msgFrom\":2147483647}",
-                    "{\"sendID\":\"\",\"recvID\":\"\",\"groupID\":\"\","
-                    "\"clientMsgID\":\"\",\"serverMsgID\":\"\","
-                    "\"senderPlatformID\":0,\"senderNickname\":\"\","
-                    "\"senderFaceURL\":\"\",\"sessionType\":-2147483648,"
-                    "\"msgFrom\":2147483647,\"contentType\":0,"
-                    "\"content\":\"\",\"seq\":0,\"sendTime\":0,"
-                    "\"createTime\":0,\"status\":0,\"options\":{},"
-                    "\"offlinePushInfo\":{\"title\":\"\",\"desc\":\"\","
-                    "\"ex\":\"\",\"iOSPushSound\":\"\","
-                    "\"iOSBadgeCount\":false},\"atUserIDList\":[],"
-                    "\"ex\":\"\"}"));
+        /* int64 extremes, negative int32 */
+
+        { REQ(1002),
+          "{\"seqRanges\":[{\"conversationID\":\"c\","
+          "\"begin\":-9223372036854775807,"
+          "\"end\":9223372036854775807,\"num\":-1}]}", NULL },
+        { REQ(1003), "{\"sessionType\":-2147483648,\"msgFrom\":2147483647}",
+          "{\"sendID\":\"\",\"recvID\":\"\",\"groupID\":\"\","
+          "\"clientMsgID\":\"\",\"serverMsgID\":\"\","
+          "\"senderPlatformID\":0,\"senderNickname\":\"\","
+          "\"senderFaceURL\":\"\",\"sessionType\":-2147483648,"
+          "\"msgFrom\":2147483647,\"contentType\":0,"
+          "\"content\":\"\",\"seq\":0,\"sendTime\":0,"
+          "\"createTime\":0,\"status\":0,\"options\":{},"
+          "\"offlinePushInfo\":{\"title\":\"\",\"desc\":\"\","
+          "\"ex\":\"\",\"iOSPushSound\":\"\","
+          "\"iOSBadgeCount\":false},\"atUserIDList\":[],"
+          "\"ex\":\"\"}" }
+    };
+
+    for (i = 0; i < CHECK_N(cases); i++) {
+        CHECK_CASE(roundtrip(cases[i].d, cases[i].in, cases[i].exp),
+                   cases[i].in);
+    }
 }
 
 
@@ -494,7 +478,7 @@ test_same_as_json_codec(void)
         ngx_http_im_buf_init(&a, 0);
         ngx_http_im_buf_init(&b, 0);
 
-        v = parse(in[i]);
+        v = check_parse(in[i]);
         CHECK(v != NULL);
         if (v == NULL) {
             continue;
@@ -521,6 +505,21 @@ test_same_as_json_codec(void)
 }
 
 
+/* JSON -> pb gives exactly the "n" bytes "p": two checks */
+
+static void
+wire_is(const ProtobufCMessageDescriptor *d, const char *in,
+    const unsigned char *p, size_t n)
+{
+    ngx_http_im_buf_t  pb;
+
+    ngx_http_im_buf_init(&pb, 0);
+    CHECK_CASE(to_pb(d, in, &pb) == 0, in);
+    CHECK_CASE(bytes_are(&pb, p, n), in);
+    ngx_http_im_buf_free(&pb);
+}
+
+
 /* field numbers and encodings on the wire, as OpenIM's */
 
 static void
@@ -530,30 +529,23 @@ test_wire(void)
 
     /* MsgData: sendID = 1, content = 12 (bytes), seq = 14, options = 19 */
 
-    ngx_http_im_buf_init(&pb, 0);
-    CHECK(to_pb(REQ(1003),
-                "{\"sendID\":\"a\",\"content\":\"x\",\"seq\":5,"
-                "\"options\":{\"k\":true}}", &pb) == 0);
-    CHECK(bytes_are(&pb, B("\x0a\x01\x61\x62\x01\x78\x70\x05"
-                           "\x9a\x01\x05\x0a\x01\x6b\x10\x01")));
-    ngx_http_im_buf_free(&pb);
+    wire_is(REQ(1003),
+            "{\"sendID\":\"a\",\"content\":\"x\",\"seq\":5,"
+            "\"options\":{\"k\":true}}",
+            B("\x0a\x01\x61\x62\x01\x78\x70\x05"
+              "\x9a\x01\x05\x0a\x01\x6b\x10\x01"));
 
     /* GetMaxSeqResp: maxSeqs = 1, hasReadSeqs = 3 */
 
-    ngx_http_im_buf_init(&pb, 0);
-    CHECK(to_pb(RESP(1001), "{\"maxSeqs\":{\"c\":3},\"hasReadSeqs\":"
-                "{\"c\":1}}", &pb) == 0);
-    CHECK(bytes_are(&pb, B("\x0a\x05\x0a\x01\x63\x10\x03"
-                           "\x1a\x05\x0a\x01\x63\x10\x01")));
-    ngx_http_im_buf_free(&pb);
+    wire_is(RESP(1001), "{\"maxSeqs\":{\"c\":3},\"hasReadSeqs\":{\"c\":1}}",
+            B("\x0a\x05\x0a\x01\x63\x10\x03"
+              "\x1a\x05\x0a\x01\x63\x10\x01"));
 
     /* ConversationSeqs: conversationID = 2, seqs = 3, packed */
 
-    ngx_http_im_buf_init(&pb, 0);
-    CHECK(to_pb(REQ(1005), "{\"conversations\":[{\"conversationID\":\"c\","
-                "\"seqs\":[1,300]}]}", &pb) == 0);
-    CHECK(bytes_are(&pb, B("\x12\x08\x12\x01\x63\x1a\x03\x01\xac\x02")));
-    ngx_http_im_buf_free(&pb);
+    wire_is(REQ(1005), "{\"conversations\":[{\"conversationID\":\"c\","
+            "\"seqs\":[1,300]}]}",
+            B("\x12\x08\x12\x01\x63\x1a\x03\x01\xac\x02"));
 
     /* empty: nothing */
 
@@ -603,58 +595,64 @@ test_wire(void)
 static void
 test_json_errors(void)
 {
-    CHECK(json_err(REQ(1002), "{\"seqRanges\":[{\"begin\":\"x\"}]}",
-                   "field \"seqRanges[0].begin\" must be an integer"));
-    CHECK(json_err(REQ(1002), "{\"seqRanges\":[{},{\"num\":1.5}]}",
-                   "field \"seqRanges[1].num\" must be an integer"));
-    CHECK(json_err(REQ(1002), "{\"seqRanges\":{}}",
-                   "field \"seqRanges\" must be an array"));
-    CHECK(json_err(REQ(1002), "{\"seqRanges\":[null]}",
-                   "field \"seqRanges[0]\" must be an object"));
-    CHECK(json_err(REQ(1002),
-                   "{\"seqRanges\":[{\"end\":9223372036854775808}]}",
-                   "field \"seqRanges[0].end\" is out of range"));
-    CHECK(json_err(REQ(1002), "{\"seqRanges\":[{\"conversationID\":7}]}",
-                   "field \"seqRanges[0].conversationID\" must be a string"));
+    size_t  i;
 
-    CHECK(json_err(REQ(1003), "{\"sessionType\":4294967296}",
-                   "field \"sessionType\" is out of range"));
-    CHECK(json_err(REQ(1003), "{\"sessionType\":true}",
-                   "field \"sessionType\" must be an integer"));
-    CHECK(json_err(REQ(1003), "{\"seq\":1e3}",
-                   "field \"seq\" must be an integer"));
-    CHECK(json_err(REQ(1003), "{\"content\":{\"content\":\"hi\"}}",
-                   "field \"content\" must be a string"));
-    CHECK(json_err(REQ(1003), "{\"options\":{\"history\":1}}",
-                   "field \"options.history\" must be a boolean"));
-    CHECK(json_err(REQ(1003), "{\"options\":[]}",
-                   "field \"options\" must be an object"));
-    CHECK(json_err(REQ(1003), "{\"offlinePushInfo\":[]}",
-                   "field \"offlinePushInfo\" must be an object"));
-    CHECK(json_err(REQ(1003), "{\"offlinePushInfo\":{\"iOSBadgeCount\":1}}",
-                   "field \"offlinePushInfo.iOSBadgeCount\" must be a "
-                   "boolean"));
-    CHECK(json_err(REQ(1003), "{\"atUserIDList\":[\"a\",3]}",
-                   "field \"atUserIDList[1]\" must be a string"));
-    CHECK(json_err(REQ(1003), "{\"atUserIDList\":\"a\"}",
-                   "field \"atUserIDList\" must be an array"));
+    json_case_t  cases[] = {
+        { REQ(1002), "{\"seqRanges\":[{\"begin\":\"x\"}]}",
+          "field \"seqRanges[0].begin\" must be an integer" },
+        { REQ(1002), "{\"seqRanges\":[{},{\"num\":1.5}]}",
+          "field \"seqRanges[1].num\" must be an integer" },
+        { REQ(1002), "{\"seqRanges\":{}}",
+          "field \"seqRanges\" must be an array" },
+        { REQ(1002), "{\"seqRanges\":[null]}",
+          "field \"seqRanges[0]\" must be an object" },
+        { REQ(1002), "{\"seqRanges\":[{\"end\":9223372036854775808}]}",
+          "field \"seqRanges[0].end\" is out of range" },
+        { REQ(1002), "{\"seqRanges\":[{\"conversationID\":7}]}",
+          "field \"seqRanges[0].conversationID\" must be a string" },
 
-    CHECK(json_err(RESP(1001), "{\"maxSeqs\":{\"c\":\"1\"}}",
-                   "field \"maxSeqs.c\" must be an integer"));
-    CHECK(json_err(RESP(1002),
-                   "{\"msgs\":{\"c\":{\"Msgs\":[{\"seq\":\"1\"}]}}}",
-                   "field \"msgs.c.Msgs[0].seq\" must be an integer"));
-    CHECK(json_err(RESP(1002), "{\"msgs\":{\"c\":[]}}",
-                   "field \"msgs.c\" must be an object"));
-    CHECK(json_err(RESP(1006), "{\"seqs\":{\"c\":{\"maxSeq\":[]}}}",
-                   "field \"seqs.c.maxSeq\" must be an integer"));
-    CHECK(json_err(PUSH(2001), "{\"msgs\":{\"c\":5}}",
-                   "field \"msgs.c\" must be an object"));
-    CHECK(json_err(PUSH(2001), "{\"msgs\":{\"c\":[{},{\"seq\":\"x\"}]}}",
-                   "field \"msgs.c[1].seq\" must be an integer"));
+        { REQ(1003), "{\"sessionType\":4294967296}",
+          "field \"sessionType\" is out of range" },
+        { REQ(1003), "{\"sessionType\":true}",
+          "field \"sessionType\" must be an integer" },
+        { REQ(1003), "{\"seq\":1e3}", "field \"seq\" must be an integer" },
+        { REQ(1003), "{\"content\":{\"content\":\"hi\"}}",
+          "field \"content\" must be a string" },
+        { REQ(1003), "{\"options\":{\"history\":1}}",
+          "field \"options.history\" must be a boolean" },
+        { REQ(1003), "{\"options\":[]}",
+          "field \"options\" must be an object" },
+        { REQ(1003), "{\"offlinePushInfo\":[]}",
+          "field \"offlinePushInfo\" must be an object" },
+        { REQ(1003), "{\"offlinePushInfo\":{\"iOSBadgeCount\":1}}",
+          "field \"offlinePushInfo.iOSBadgeCount\" must be a "
+          "boolean" },
+        { REQ(1003), "{\"atUserIDList\":[\"a\",3]}",
+          "field \"atUserIDList[1]\" must be a string" },
+        { REQ(1003), "{\"atUserIDList\":\"a\"}",
+          "field \"atUserIDList\" must be an array" },
 
-    CHECK(json_err(REQ(1001), "[]", "field \"data\" must be an object"));
-    CHECK(json_err(REQ(1001), "\"x\"", "field \"data\" must be an object"));
+        { RESP(1001), "{\"maxSeqs\":{\"c\":\"1\"}}",
+          "field \"maxSeqs.c\" must be an integer" },
+        { RESP(1002), "{\"msgs\":{\"c\":{\"Msgs\":[{\"seq\":\"1\"}]}}}",
+          "field \"msgs.c.Msgs[0].seq\" must be an integer" },
+        { RESP(1002), "{\"msgs\":{\"c\":[]}}",
+          "field \"msgs.c\" must be an object" },
+        { RESP(1006), "{\"seqs\":{\"c\":{\"maxSeq\":[]}}}",
+          "field \"seqs.c.maxSeq\" must be an integer" },
+        { PUSH(2001), "{\"msgs\":{\"c\":5}}",
+          "field \"msgs.c\" must be an object" },
+        { PUSH(2001), "{\"msgs\":{\"c\":[{},{\"seq\":\"x\"}]}}",
+          "field \"msgs.c[1].seq\" must be an integer" },
+
+        { REQ(1001), "[]", "field \"data\" must be an object" },
+        { REQ(1001), "\"x\"", "field \"data\" must be an object" }
+    };
+
+    for (i = 0; i < CHECK_N(cases); i++) {
+        CHECK_CASE(json_err(cases[i].d, cases[i].in, cases[i].exp),
+                   cases[i].in);
+    }
 }
 
 
@@ -662,7 +660,35 @@ static void
 test_utf8(void)
 {
     char                err[NGX_HTTP_IM_PB_ERRLEN];
+    size_t              i;
     ngx_http_im_buf_t   json;
+
+    pb_case_t  utf8[] = {
+        { REQ(1003), B("\x0a\x02\xc3\x28"),
+          "field \"sendID\" is not valid UTF-8" },
+        { REQ(1003), B("\x0a\x03\xed\xa0\x80"),
+          "field \"sendID\" is not valid UTF-8" },
+        { REQ(1003), B("\x0a\x02\xc0\x80"),
+          "field \"sendID\" is not valid UTF-8" },
+        { REQ(1003), B("\x0a\x04\xf4\x90\x80\x80"),
+          "field \"sendID\" is not valid UTF-8" },
+        { REQ(1003), B("\x0a\x01\xe4"), "field \"sendID\" is not valid UTF-8" },
+        { REQ(1003), B("\x62\x03{\xff}"),
+          "field \"content\" is not valid UTF-8" },
+        { REQ(1003), B("\x12\x03" "a\0b"),
+          "field \"recvID\" contains a NUL byte" },
+        { REQ(1003), B("\x62\x01\0"), "field \"content\" contains a NUL byte" },
+        { REQ(1003), B("\xaa\x01\x01\x61\xaa\x01\x01\xff"),
+          "field \"atUserIDList[1]\" is not valid UTF-8" },
+        { REQ(1003), B("\x9a\x01\x05\x0a\x01\x80\x10\x01"),
+          "field \"options[0].key\" is not valid UTF-8" },
+        { REQ(1003), B("\xa2\x01\x03\x0a\x01\xfe"),
+          "field \"offlinePushInfo.title\" is not valid UTF-8" },
+        { RESP(1002),
+          B("\x0a\x0c\x0a\x01\x63\x12\x07\x0a\x05\x12\x03\x61\xff"
+            "\x62"),
+          "field \"msgs[0].value.Msgs[0].recvID\" is not valid UTF-8" }
+    };
 
     /* multi-byte text goes through unchanged */
 
@@ -672,33 +698,10 @@ test_utf8(void)
 
     /* pb strings and bytes must be UTF-8 without NUL */
 
-    CHECK(pb_err(REQ(1003), B("\x0a\x02\xc3\x28"),
-                 "field \"sendID\" is not valid UTF-8"));
-    CHECK(pb_err(REQ(1003), B("\x0a\x03\xed\xa0\x80"),
-                 "field \"sendID\" is not valid UTF-8"));
-    CHECK(pb_err(REQ(1003), B("\x0a\x02\xc0\x80"),
-                 "field \"sendID\" is not valid UTF-8"));
-    CHECK(pb_err(REQ(1003), B("\x0a\x04\xf4\x90\x80\x80"),
-                 "field \"sendID\" is not valid UTF-8"));
-    CHECK(pb_err(REQ(1003), B("\x0a\x01\xe4"),
-                 "field \"sendID\" is not valid UTF-8"));
-    CHECK(pb_err(REQ(1003), B("\x62\x03{\xff}"),
-                 "field \"content\" is not valid UTF-8"));
-    CHECK(pb_err(REQ(1003), B("\x12\x03" "a\0b"),
-                 "field \"recvID\" contains a NUL byte"));
-    CHECK(pb_err(REQ(1003), B("\x62\x01\0"),
-                 "field \"content\" contains a NUL byte"));
-    CHECK(pb_err(REQ(1003), B("\xaa\x01\x01\x61\xaa\x01\x01\xff"),
-                 "field \"atUserIDList[1]\" is not valid UTF-8"));
-    CHECK(pb_err(REQ(1003), B("\x9a\x01\x05\x0a\x01\x80\x10\x01"),
-                 "field \"options[0].key\" is not valid UTF-8"));
-    CHECK(pb_err(REQ(1003), B("\xa2\x01\x03\x0a\x01\xfe"),
-                 "field \"offlinePushInfo.title\" is not valid UTF-8"));
-    CHECK(pb_err(RESP(1002),
-                 B("\x0a\x0c\x0a\x01\x63\x12\x07\x0a\x05\x12\x03\x61\xff"
-                   "\x62"),
-                 "field \"msgs[0].value.Msgs[0].recvID\" is not valid "
-                 "UTF-8"));
+    for (i = 0; i < CHECK_N(utf8); i++) {
+        CHECK_CASE(pb_err(utf8[i].d, utf8[i].p, utf8[i].n, utf8[i].exp),
+                   utf8[i].exp);
+    }
 
     /* unknown fields are not text-checked */
 
@@ -743,34 +746,34 @@ test_malformed(void)
         PUSH(2002), REQ(2003), RESP(2003), NULL
     };
 
-    CHECK(pb_err(REQ(1003), B("\x0a"), "invalid protobuf: truncated"));
-    CHECK(pb_err(REQ(1003), B("\x0a\x05\x61"),
-                 "invalid protobuf: truncated"));
-    CHECK(pb_err(REQ(1003), B("\x70"), "invalid protobuf: bad varint"));
-    CHECK(pb_err(REQ(1003), B("\x70\x80\x80"),
-                 "invalid protobuf: bad varint"));
-    CHECK(pb_err(REQ(1003), B("\x70\xff\xff\xff\xff\xff\xff\xff\xff\xff"
-                              "\xff\x01"),
-                 "invalid protobuf: bad varint"));
-    CHECK(pb_err(REQ(1003), B("\x80"), "invalid protobuf: bad tag"));
-    CHECK(pb_err(REQ(1003), B("\x00\x00"),
-                 "invalid protobuf: bad field number"));
-    CHECK(pb_err(REQ(1003), B("\x0b\x0c"),
-                 "invalid protobuf: unsupported wire type"));
-    CHECK(pb_err(REQ(1003), B("\x0f"),
-                 "invalid protobuf: unsupported wire type"));
-    CHECK(pb_err(REQ(1003), B("\x75\x01\x02"),
-                 "invalid protobuf: truncated"));
-    CHECK(pb_err(REQ(1003), B("\x08\x01"),
-                 "invalid protobuf: wrong wire type in field \"sendID\""));
-    CHECK(pb_err(REQ(1003), B("\x72\x01\x01"),
-                 "invalid protobuf: wrong wire type in field \"seq\""));
-    CHECK(pb_err(REQ(1003), B("\xa2\x01\x02\x0a\x05"),
-                 "invalid protobuf: truncated in field "
-                 "\"offlinePushInfo\""));
-    CHECK(pb_err(REQ(1005), B("\x12\x04\x1a\x02\x01\x80"),
-                 "invalid protobuf: bad packed field in field "
-                 "\"conversations[0].seqs\""));
+    pb_case_t  malformed[] = {
+        { REQ(1003), B("\x0a"), "invalid protobuf: truncated" },
+        { REQ(1003), B("\x0a\x05\x61"), "invalid protobuf: truncated" },
+        { REQ(1003), B("\x70"), "invalid protobuf: bad varint" },
+        { REQ(1003), B("\x70\x80\x80"), "invalid protobuf: bad varint" },
+        { REQ(1003), B("\x70\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"),
+          "invalid protobuf: bad varint" },
+        { REQ(1003), B("\x80"), "invalid protobuf: bad tag" },
+        { REQ(1003), B("\x00\x00"), "invalid protobuf: bad field number" },
+        { REQ(1003), B("\x0b\x0c"), "invalid protobuf: unsupported wire type" },
+        { REQ(1003), B("\x0f"), "invalid protobuf: unsupported wire type" },
+        { REQ(1003), B("\x75\x01\x02"), "invalid protobuf: truncated" },
+        { REQ(1003), B("\x08\x01"),
+          "invalid protobuf: wrong wire type in field \"sendID\"" },
+        { REQ(1003), B("\x72\x01\x01"),
+          "invalid protobuf: wrong wire type in field \"seq\"" },
+        { REQ(1003), B("\xa2\x01\x02\x0a\x05"),
+          "invalid protobuf: truncated in field \"offlinePushInfo\"" },
+        { REQ(1005), B("\x12\x04\x1a\x02\x01\x80"),
+          "invalid protobuf: bad packed field in field "
+          "\"conversations[0].seqs\"" }
+    };
+
+    for (i = 0; i < CHECK_N(malformed); i++) {
+        CHECK_CASE(pb_err(malformed[i].d, malformed[i].p, malformed[i].n,
+                          malformed[i].exp),
+                   malformed[i].exp);
+    }
 
     /* the envelope too */
 
@@ -812,6 +815,18 @@ test_malformed(void)
 }
 
 
+/* packs "r" into "*n" bytes at "*p" (free() it); 0 if the sizes differ */
+
+static int
+pack_req(const Im__Req *r, uint8_t **p, size_t *n)
+{
+    *n = im__req__get_packed_size(r);
+    *p = check_alloc(*n);
+
+    return im__req__pack(r, *p) == *n;
+}
+
+
 static void
 test_envelopes(void)
 {
@@ -840,9 +855,7 @@ test_envelopes(void)
     r.data.data = data.data;
     r.data.len = data.len;
 
-    n = im__req__get_packed_size(&r);
-    p = malloc(n);
-    CHECK(p != NULL && im__req__pack(&r, p) == n);
+    CHECK(pack_req(&r, &p, &n));
 
     rc = ngx_http_im_pb_req_decode(p, n, &req, err, sizeof(err));
     CHECK(rc == 0);
@@ -852,17 +865,17 @@ test_envelopes(void)
     CHECK(req.msg_incr.len == 4
           && memcmp(req.msg_incr.data, "u1-1", 4) == 0);
     CHECK(req.send_id.len == 5 && req.token.len == 3);
-    CHECK(buf_is(&req.data,
-                 "{\"sendID\":\"\",\"recvID\":\"bob\",\"groupID\":\"\","
-                 "\"clientMsgID\":\"\",\"serverMsgID\":\"\","
-                 "\"senderPlatformID\":0,\"senderNickname\":\"\","
-                 "\"senderFaceURL\":\"\",\"sessionType\":1,\"msgFrom\":0,"
-                 "\"contentType\":101,"
-                 "\"content\":\"{\\\"content\\\":\\\"hi\\\"}\",\"seq\":0,"
-                 "\"sendTime\":0,\"createTime\":0,\"status\":0,"
-                 "\"options\":{},\"offlinePushInfo\":{\"title\":\"\","
-                 "\"desc\":\"\",\"ex\":\"\",\"iOSPushSound\":\"\","
-                 "\"iOSBadgeCount\":false},\"atUserIDList\":[],"
+    CHECK(check_buf_is(&req.data,
+                       "{\"sendID\":\"\",\"recvID\":\"bob\",\"groupID\":\"\","
+                       "\"clientMsgID\":\"\",\"serverMsgID\":\"\","
+                       "\"senderPlatformID\":0,\"senderNickname\":\"\","
+                       "\"senderFaceURL\":\"\",\"sessionType\":1,\"msgFrom\":0,"
+                       "\"contentType\":101,"
+                       "\"content\":\"{\\\"content\\\":\\\"hi\\\"}\",\"seq\":0,"
+                       "\"sendTime\":0,\"createTime\":0,\"status\":0,"
+                       "\"options\":{},\"offlinePushInfo\":{\"title\":\"\","
+                       "\"desc\":\"\",\"ex\":\"\",\"iOSPushSound\":\"\","
+                       "\"iOSBadgeCount\":false},\"atUserIDList\":[],"
                  "\"ex\":\"\"}"));
     ngx_http_im_pb_req_free(&req);
     CHECK(req.env == NULL && req.data.data == NULL);
@@ -871,11 +884,9 @@ test_envelopes(void)
     /* unknown reqIdentifier: data {} whatever it holds */
 
     r.reqidentifier = 1234;
-    n = im__req__get_packed_size(&r);
-    p = malloc(n);
-    im__req__pack(&r, p);
+    (void) pack_req(&r, &p, &n);
     CHECK(ngx_http_im_pb_req_decode(p, n, &req, err, sizeof(err)) == 0);
-    CHECK(req.req_identifier == 1234 && buf_is(&req.data, "{}"));
+    CHECK(req.req_identifier == 1234 && check_buf_is(&req.data, "{}"));
     ngx_http_im_pb_req_free(&req);
     free(p);
 
@@ -884,9 +895,7 @@ test_envelopes(void)
     r.reqidentifier = 1003;
     r.data.data = (uint8_t *) "\x0a\x02\xc3\x28";
     r.data.len = 4;
-    n = im__req__get_packed_size(&r);
-    p = malloc(n);
-    im__req__pack(&r, p);
+    (void) pack_req(&r, &p, &n);
     CHECK(ngx_http_im_pb_req_decode(p, n, &req, err, sizeof(err)) == -1);
     CHECK(strcmp(err, "field \"sendID\" is not valid UTF-8") == 0);
     CHECK(req.req_identifier == 1003 && req.msg_incr.len == 4
@@ -905,11 +914,11 @@ test_envelopes(void)
     CHECK(ngx_http_im_pb_req_decode(B("\x08\xe9\x07\x32\x03\x78\x96\x01"),
                                     &req, err, sizeof(err))
           == 0);
-    CHECK(req.req_identifier == 1001 && buf_is(&req.data, "{}"));
+    CHECK(req.req_identifier == 1001 && check_buf_is(&req.data, "{}"));
     ngx_http_im_pb_req_free(&req);
 
     CHECK(ngx_http_im_pb_req_decode(NULL, 0, &req, err, sizeof(err)) == 0);
-    CHECK(req.req_identifier == 0 && buf_is(&req.data, "{}"));
+    CHECK(req.req_identifier == 0 && check_buf_is(&req.data, "{}"));
     ngx_http_im_pb_req_free(&req);
 
     ngx_http_im_buf_free(&data);
@@ -1040,7 +1049,7 @@ test_envelopes(void)
     CHECK(ngx_http_im_pb_resp_encode(1003, opid, opid, 0, NULL, B("{"),
                                      &out, err, sizeof(err))
           == -1);
-    CHECK(strncmp(err, "invalid JSON", 12) == 0 && buf_is(&out, "x"));
+    CHECK(strncmp(err, "invalid JSON", 12) == 0 && check_buf_is(&out, "x"));
     CHECK(ngx_http_im_pb_resp_encode(1003, opid, opid, 0, NULL,
                                      B("{\"seq\":\"1\"}"), &out, err,
                                      sizeof(err))
@@ -1049,7 +1058,7 @@ test_envelopes(void)
     CHECK(ngx_http_im_pb_resp_encode(1LL << 40, opid, opid, 0, NULL, NULL,
                                      0, &out, err, sizeof(err))
           == -1);
-    CHECK(buf_is(&out, "x"));
+    CHECK(check_buf_is(&out, "x"));
 
     ngx_http_im_buf_free(&out);
     ngx_http_im_buf_free(&json);
@@ -1196,15 +1205,15 @@ test_bounds(void)
     CHECK(ngx_http_im_pb_to_json(REQ(1003), NULL, 0, &json, err,
                                  sizeof(err))
           == -1);
-    CHECK(strcmp(err, "JSON too large") == 0 && buf_is(&json, "abc"));
+    CHECK(strcmp(err, "JSON too large") == 0 && check_buf_is(&json, "abc"));
 
     ngx_http_im_buf_free(&pb);
     ngx_http_im_buf_init(&pb, 10);
     ngx_http_im_buf_str(&pb, "abc");
-    v = parse("{\"serverMsgID\":\"0123456789\"}");
+    v = check_parse("{\"serverMsgID\":\"0123456789\"}");
     CHECK(ngx_http_im_json_to_pb(RESP(1003), v, &pb, err, sizeof(err))
           == -1);
-    CHECK(strcmp(err, "message too large") == 0 && buf_is(&pb, "abc"));
+    CHECK(strcmp(err, "message too large") == 0 && check_buf_is(&pb, "abc"));
     yajl_tree_free(v);
 
     ngx_http_im_buf_free(&b);
@@ -1226,7 +1235,5 @@ main(void)
     test_envelopes();
     test_bounds();
 
-    printf("%d passed, %d failed\n", passed, failed);
-
-    return failed ? 1 : 0;
+    return check_done();
 }

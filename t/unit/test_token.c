@@ -13,19 +13,11 @@
 
 #include "ngx_http_im_token.h"
 
+#include "check.h"
+
 
 #define SECRET      (const unsigned char *) "openIM123"
 #define SECRET_LEN  9
-
-#define CHECK(cond)                                                         \
-    do {                                                                    \
-        if (cond) {                                                         \
-            passed++;                                                       \
-        } else {                                                            \
-            failed++;                                                       \
-            printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);          \
-        }                                                                   \
-    } while (0)
 
 
 /*
@@ -38,10 +30,6 @@ static const char  known[] =
     "eyJVc2VySUQiOiJvcGVuSU0xMjM0NTYiLCJQbGF0Zm9ybUlEIjoxMCwiZXhwIjoxOTk5"
     "OTk5OTk5LCJuYmYiOjE2OTk5OTk5OTUsImlhdCI6MTY5OTk5OTk5NX0."
     "LVhGuC_lJFQnQps73u5M4LrG3ZxNapIcGiD1mkrOlug";
-
-
-static int  passed;
-static int  failed;
 
 
 /* builds header.payload.signature from JSON texts, signing independently */
@@ -313,49 +301,50 @@ test_tamper(void)
 }
 
 
+/* a token, or its claims, and the verdict on it */
+
+typedef struct {
+    const char  *text;
+    int          rc;
+} case_t;
+
+
 static void
 test_alg(void)
 {
     char         tok[1024];
+    size_t       i;
     const char  *claims;
+
+    static const case_t  headers[] = {
+        { "{\"alg\":\"none\",\"typ\":\"JWT\"}", NGX_HTTP_IM_TOKEN_INVALID },
+        { "{\"alg\":\"HS512\",\"typ\":\"JWT\"}", NGX_HTTP_IM_TOKEN_INVALID },
+        { "{\"alg\":\"hs256\"}", NGX_HTTP_IM_TOKEN_INVALID },
+        { "{\"typ\":\"JWT\"}", NGX_HTTP_IM_TOKEN_INVALID },
+        { "{\"alg\":1}", NGX_HTTP_IM_TOKEN_INVALID },
+
+        /* another signer's header layout is fine */
+        { "{\"typ\":\"JWT\",\"alg\":\"HS256\"}", NGX_HTTP_IM_TOKEN_OK },
+        { "{\"alg\":\"HS256\"}", NGX_HTTP_IM_TOKEN_OK },
+
+        /* the header is not JSON */
+        { "{\"alg\":\"HS256\"", NGX_HTTP_IM_TOKEN_MALFORMED },
+        { "[\"HS256\"]", NGX_HTTP_IM_TOKEN_MALFORMED }
+    };
 
     claims = "{\"UserID\":\"u1\",\"PlatformID\":1,\"exp\":1800000000}";
 
-    /* alg none, with and without a signature */
+    for (i = 0; i < CHECK_N(headers); i++) {
+        sign(headers[i].text, claims, "openIM123", tok);
+        CHECK_CASE(verify(tok, 1700000000, NULL) == headers[i].rc,
+                   headers[i].text);
+    }
+
+    /* alg none without a signature */
 
     sign("{\"alg\":\"none\",\"typ\":\"JWT\"}", claims, "openIM123", tok);
-    CHECK(verify(tok, 1700000000, NULL) == NGX_HTTP_IM_TOKEN_INVALID);
-
     *(strrchr(tok, '.') + 1) = '\0';
     CHECK(verify(tok, 1700000000, NULL) == NGX_HTTP_IM_TOKEN_INVALID);
-
-    sign("{\"alg\":\"HS512\",\"typ\":\"JWT\"}", claims, "openIM123", tok);
-    CHECK(verify(tok, 1700000000, NULL) == NGX_HTTP_IM_TOKEN_INVALID);
-
-    sign("{\"alg\":\"hs256\"}", claims, "openIM123", tok);
-    CHECK(verify(tok, 1700000000, NULL) == NGX_HTTP_IM_TOKEN_INVALID);
-
-    sign("{\"typ\":\"JWT\"}", claims, "openIM123", tok);
-    CHECK(verify(tok, 1700000000, NULL) == NGX_HTTP_IM_TOKEN_INVALID);
-
-    sign("{\"alg\":1}", claims, "openIM123", tok);
-    CHECK(verify(tok, 1700000000, NULL) == NGX_HTTP_IM_TOKEN_INVALID);
-
-    /* another signer's header layout is fine */
-
-    sign("{\"typ\":\"JWT\",\"alg\":\"HS256\"}", claims, "openIM123", tok);
-    CHECK(verify(tok, 1700000000, NULL) == NGX_HTTP_IM_TOKEN_OK);
-
-    sign("{\"alg\":\"HS256\"}", claims, "openIM123", tok);
-    CHECK(verify(tok, 1700000000, NULL) == NGX_HTTP_IM_TOKEN_OK);
-
-    /* the header is not JSON */
-
-    sign("{\"alg\":\"HS256\"", claims, "openIM123", tok);
-    CHECK(verify(tok, 1700000000, NULL) == NGX_HTTP_IM_TOKEN_MALFORMED);
-
-    sign("[\"HS256\"]", claims, "openIM123", tok);
-    CHECK(verify(tok, 1700000000, NULL) == NGX_HTTP_IM_TOKEN_MALFORMED);
 }
 
 
@@ -364,15 +353,55 @@ test_malformed(void)
 {
     char    tok[5000];
     char    issued[NGX_HTTP_IM_TOKEN_ISSUE_MAX];
-    size_t  n;
+    size_t  i, n;
 
-    CHECK(verify("", 1, NULL) == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify("abc", 1, NULL) == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify("a.b", 1, NULL) == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify("..", 1, NULL) == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify("a.b.c.d", 1, NULL) == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify("a!.b.c", 1, NULL) == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify("Bearer x.y.z", 1, NULL) == NGX_HTTP_IM_TOKEN_MALFORMED);
+    static const char  *shapes[] = {
+        "", "abc", "a.b", "..", "a.b.c.d", "a!.b.c", "Bearer x.y.z"
+    };
+
+    /* signed, but the claims are not acceptable */
+
+    static const case_t  claims[] = {
+        { "{\"UserID\":\"u1\",\"PlatformID\":1,\"exp\":1800000000}",
+          NGX_HTTP_IM_TOKEN_OK },
+        { "not json", NGX_HTTP_IM_TOKEN_MALFORMED },
+        { "[1]", NGX_HTTP_IM_TOKEN_MALFORMED },
+        { "{\"PlatformID\":1,\"exp\":1800000000}",
+          NGX_HTTP_IM_TOKEN_MALFORMED },
+        { "{\"UserID\":\"u1\",\"exp\":1800000000}",
+          NGX_HTTP_IM_TOKEN_MALFORMED },
+        { "{\"UserID\":\"u1\",\"PlatformID\":1}", NGX_HTTP_IM_TOKEN_MALFORMED },
+        { "{\"UserID\":\"\",\"PlatformID\":1,\"exp\":1800000000}",
+          NGX_HTTP_IM_TOKEN_MALFORMED },
+        { "{\"UserID\":\"a_b\",\"PlatformID\":1,\"exp\":1800000000}",
+          NGX_HTTP_IM_TOKEN_MALFORMED },
+        { "{\"UserID\":7,\"PlatformID\":1,\"exp\":1800000000}",
+          NGX_HTTP_IM_TOKEN_MALFORMED },
+        { "{\"UserID\":\"u1\",\"PlatformID\":0,\"exp\":1800000000}",
+          NGX_HTTP_IM_TOKEN_MALFORMED },
+        { "{\"UserID\":\"u1\",\"PlatformID\":12,\"exp\":1800000000}",
+          NGX_HTTP_IM_TOKEN_MALFORMED },
+        { "{\"UserID\":\"u1\",\"PlatformID\":\"1\",\"exp\":1800000000}",
+          NGX_HTTP_IM_TOKEN_MALFORMED },
+        { "{\"UserID\":\"u1\",\"PlatformID\":1.0,\"exp\":1800000000}",
+          NGX_HTTP_IM_TOKEN_MALFORMED },
+        { "{\"UserID\":\"u1\",\"PlatformID\":1,\"exp\":1.8e9}",
+          NGX_HTTP_IM_TOKEN_MALFORMED },
+        { "{\"UserID\":\"u1\",\"PlatformID\":1,\"exp\":1800000000,"
+          "\"iat\":\"x\"}",
+          NGX_HTTP_IM_TOKEN_MALFORMED },
+        { "{\"UserID\":\"u1\",\"PlatformID\":1,\"exp\":1600000000}",
+          NGX_HTTP_IM_TOKEN_EXPIRED },
+        { "{\"UserID\":\"u1\",\"PlatformID\":1,\"exp\":1800000000,"
+          "\"nbf\":1750000000}",
+          NGX_HTTP_IM_TOKEN_NOT_YET_VALID }
+    };
+
+    for (i = 0; i < CHECK_N(shapes); i++) {
+        CHECK_CASE(verify(shapes[i], 1, NULL) == NGX_HTTP_IM_TOKEN_MALFORMED,
+                   shapes[i]);
+    }
+
     CHECK(ngx_http_im_token_verify(SECRET, SECRET_LEN, NULL, 0, 1, NULL)
           == NGX_HTTP_IM_TOKEN_MALFORMED);
 
@@ -402,52 +431,10 @@ test_malformed(void)
     tok[4097] = '\0';
     CHECK(verify(tok, 1, NULL) == NGX_HTTP_IM_TOKEN_MALFORMED);
 
-    /* signed, but the claims are not acceptable */
-
-    CHECK(verify_claims("{\"UserID\":\"u1\",\"PlatformID\":1,"
-                        "\"exp\":1800000000}")
-          == NGX_HTTP_IM_TOKEN_OK);
-    CHECK(verify_claims("not json") == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify_claims("[1]") == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify_claims("{\"PlatformID\":1,\"exp\":1800000000}")
-          == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify_claims("{\"UserID\":\"u1\",\"exp\":1800000000}")
-          == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify_claims("{\"UserID\":\"u1\",\"PlatformID\":1}")
-          == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify_claims("{\"UserID\":\"\",\"PlatformID\":1,"
-                        "\"exp\":1800000000}")
-          == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify_claims("{\"UserID\":\"a_b\",\"PlatformID\":1,"
-                        "\"exp\":1800000000}")
-          == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify_claims("{\"UserID\":7,\"PlatformID\":1,"
-                        "\"exp\":1800000000}")
-          == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify_claims("{\"UserID\":\"u1\",\"PlatformID\":0,"
-                        "\"exp\":1800000000}")
-          == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify_claims("{\"UserID\":\"u1\",\"PlatformID\":12,"
-                        "\"exp\":1800000000}")
-          == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify_claims("{\"UserID\":\"u1\",\"PlatformID\":\"1\","
-                        "\"exp\":1800000000}")
-          == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify_claims("{\"UserID\":\"u1\",\"PlatformID\":1.0,"
-                        "\"exp\":1800000000}")
-          == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify_claims("{\"UserID\":\"u1\",\"PlatformID\":1,"
-                        "\"exp\":1.8e9}")
-          == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify_claims("{\"UserID\":\"u1\",\"PlatformID\":1,"
-                        "\"exp\":1800000000,\"iat\":\"x\"}")
-          == NGX_HTTP_IM_TOKEN_MALFORMED);
-    CHECK(verify_claims("{\"UserID\":\"u1\",\"PlatformID\":1,"
-                        "\"exp\":1600000000}")
-          == NGX_HTTP_IM_TOKEN_EXPIRED);
-    CHECK(verify_claims("{\"UserID\":\"u1\",\"PlatformID\":1,"
-                        "\"exp\":1800000000,\"nbf\":1750000000}")
-          == NGX_HTTP_IM_TOKEN_NOT_YET_VALID);
+    for (i = 0; i < CHECK_N(claims); i++) {
+        CHECK_CASE(verify_claims(claims[i].text) == claims[i].rc,
+                   claims[i].text);
+    }
 }
 
 
@@ -491,7 +478,5 @@ main(void)
     test_malformed();
     test_issue_args();
 
-    printf("%d passed, %d failed\n", passed, failed);
-
-    return failed ? 1 : 0;
+    return check_done();
 }

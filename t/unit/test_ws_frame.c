@@ -16,8 +16,8 @@
 
 #include "ngx_http_im_ws_frame.h"
 
+#include "check.h"
 
-#define TEST_N(a)  (sizeof(a) / sizeof((a)[0]))
 
 #define TEST_MSG(op, s)                                                     \
     { NGX_HTTP_IM_WS_MESSAGE, op, 0, s, sizeof(s) - 1 }
@@ -67,8 +67,32 @@ typedef struct {
 } test_run_t;
 
 
-static unsigned  test_passed;
-static unsigned  test_failed;
+/* a masked client frame of a stream; "set" is 0 past the last one */
+typedef struct {
+    int              set;
+    int              fin;
+    int              opcode;
+    const void      *data;
+    size_t           len;
+} test_part_t;
+
+#define TEST_FRAME(fin, op, s)   { 1, fin, op, s, sizeof(s) - 1 }
+#define TEST_NO_PAYLOAD(fin, op) { 1, fin, op, NULL, 0 }
+
+#define TEST_PARTS_MAX    7
+
+
+/* a stream of frames that parses into "exp" without limits */
+typedef struct {
+    const char          *name;
+    const test_event_t  *exp;
+    size_t               n;
+    int                  idle;
+    size_t               err_max;
+    test_part_t          part[TEST_PARTS_MAX];
+} test_stream_t;
+
+#define TEST_EXPECT(events)  events, CHECK_N(events)
 
 
 static uint32_t
@@ -83,31 +107,12 @@ test_rand(uint32_t *seed)
 }
 
 
-static void *
-test_alloc(size_t n)
-{
-    void  *p;
-
-    p = malloc(n ? n : 1);
-    if (p == NULL) {
-        fprintf(stderr, "out of memory\n");
-        exit(2);
-    }
-
-    return p;
-}
-
-
 static void
 test_put(test_buf_t *b, const void *data, size_t len)
 {
     if (b->len + len > b->cap) {
         b->cap = (b->len + len) * 2;
-        b->data = realloc(b->data, b->cap);
-        if (b->data == NULL) {
-            fprintf(stderr, "out of memory\n");
-            exit(2);
-        }
+        b->data = check_realloc(b->data, b->cap);
     }
 
     if (len) {
@@ -132,7 +137,7 @@ test_frame(test_buf_t *b, int fin, int opcode, const void *payload,
     mask[2] = (unsigned char) (0x21 ^ b->len);
     mask[3] = 0x3d;
 
-    out = test_alloc(len + NGX_HTTP_IM_WS_HEADER_MAX);
+    out = check_alloc(len + NGX_HTTP_IM_WS_HEADER_MAX);
     n = ngx_http_im_ws_frame_client(out, fin, opcode, mask, payload, len);
     test_put(b, out, n);
     free(out);
@@ -178,13 +183,25 @@ test_frame_form(test_buf_t *b, int b0, int form, const void *payload,
     memcpy(hdr + n, mask, 4);
     test_put(b, hdr, n + 4);
 
-    body = test_alloc(len);
+    body = check_alloc(len);
     for (i = 0; (size_t) i < len; i++) {
         body[i] = ((const unsigned char *) payload)[i] ^ mask[i & 3];
     }
 
     test_put(b, body, len);
     free(body);
+}
+
+
+static void
+test_event(test_event_t *e, int rc, int opcode, int code, const void *data,
+    size_t len)
+{
+    e->rc = rc;
+    e->opcode = opcode;
+    e->code = code;
+    e->data = data;
+    e->len = len;
 }
 
 
@@ -196,28 +213,20 @@ test_record(test_run_t *r, int rc, ngx_http_im_ws_event_t *ev)
 
     if (r->n == r->cap) {
         r->cap = r->cap ? r->cap * 2 : 16;
-        r->ev = realloc(r->ev, r->cap * sizeof(test_event_t));
-        if (r->ev == NULL) {
-            fprintf(stderr, "out of memory\n");
-            exit(2);
-        }
+        r->ev = check_realloc(r->ev, r->cap * sizeof(test_event_t));
     }
 
     if (ev->data == NULL) {
         r->broken = "ev->data is NULL";
     }
 
-    copy = test_alloc(ev->len);
+    copy = check_alloc(ev->len);
     if (ev->len) {
         memcpy(copy, ev->data, ev->len);
     }
 
     e = &r->ev[r->n++];
-    e->rc = rc;
-    e->opcode = ev->opcode;
-    e->code = ev->close_code;
-    e->data = copy;
-    e->len = ev->len;
+    test_event(e, rc, ev->opcode, ev->close_code, copy, ev->len);
 }
 
 
@@ -322,7 +331,7 @@ test_feed(test_run_t *r, const test_buf_t *b, size_t max_frame,
             n = b->len - off;
         }
 
-        chunk = test_alloc(n);
+        chunk = check_alloc(n);
         memcpy(chunk, b->data + off, n);
         rc = test_chunk(r, &p, chunk, n, off);
         free(chunk);
@@ -383,19 +392,6 @@ test_compare(const test_run_t *r, const test_event_t *exp, size_t n,
 }
 
 
-static void
-test_result(const char *name, int ok, const char *why)
-{
-    if (ok) {
-        test_passed++;
-        return;
-    }
-
-    test_failed++;
-    fprintf(stderr, "FAIL %s: %s\n", name, why);
-}
-
-
 /*
  * Parses b in every feeding mode and checks the events, the idle state
  * at the end and, if err_max is not 0, that the error came no later
@@ -420,9 +416,10 @@ test_case(const char *name, const test_buf_t *b, size_t max_frame,
 
     ok = 1;
     err_one = 0;
+    msg[0] = '\0';
 
-    for (i = 0; ok && i < TEST_N(modes) + 6; i++) {
-        mode = i < TEST_N(modes) ? modes[i] : 2 + i * 11;
+    for (i = 0; ok && i < CHECK_N(modes) + 6; i++) {
+        mode = i < CHECK_N(modes) ? modes[i] : 2 + i * 11;
         seed = 2463534242u + (uint32_t) i * 7919;
 
         test_feed(&r, b, max_frame, max_message, mode, seed);
@@ -446,32 +443,47 @@ test_case(const char *name, const test_buf_t *b, size_t max_frame,
 
         if (!ok) {
             snprintf(msg, sizeof(msg), "%s (chunks of %zu)", why, mode);
-            test_result(name, 0, msg);
         }
 
         test_run_free(&r);
     }
 
-    if (ok) {
-        test_result(name, 1, NULL);
-    }
+    check_named(ok, name, msg);
 
     return err_one;
 }
 
 
+/* builds each stream of "s" and runs it as a test case */
+
 static void
-test_check(const char *name, int ok)
+test_streams(const test_stream_t *s, size_t n)
 {
-    test_result(name, ok, "check failed");
+    size_t              i, k;
+    test_buf_t          b;
+    const test_part_t  *f;
+
+    memset(&b, 0, sizeof(test_buf_t));
+
+    for (i = 0; i < n; i++) {
+        b.len = 0;
+
+        for (k = 0; k < TEST_PARTS_MAX && s[i].part[k].set; k++) {
+            f = &s[i].part[k];
+            test_frame(&b, f->fin, f->opcode, f->data, f->len);
+        }
+
+        test_case(s[i].name, &b, 0, 0, s[i].exp, s[i].n, s[i].idle,
+                  s[i].err_max);
+    }
+
+    free(b.data);
 }
 
 
 static void
 test_single(void)
 {
-    test_buf_t  b;
-
     static const test_event_t  text[] = { TEST_TEXT("Hello") };
     static const test_event_t  bin[] = {
         TEST_BINARY("\x00\x01\xff\x80\x7f\xc0\xed\xa0\x80")
@@ -487,85 +499,76 @@ test_single(void)
         TEST_CLOSE(1000, "\x03\xe8" "bye")
     };
 
-    memset(&b, 0, sizeof(test_buf_t));
+    static const test_stream_t  streams[] = {
+        { "single text", TEST_EXPECT(text), TEST_IDLE, 0,
+          { TEST_FRAME(1, TEST_OP_TEXT, "Hello") } },
 
-    test_frame_str(&b, 1, TEST_OP_TEXT, "Hello");
-    test_case("single text", &b, 0, 0, text, TEST_N(text), TEST_IDLE, 0);
+        { "single binary", TEST_EXPECT(bin), TEST_IDLE, 0,
+          { TEST_FRAME(1, TEST_OP_BINARY,
+                       "\x00\x01\xff\x80\x7f\xc0\xed\xa0\x80") } },
 
-    b.len = 0;
-    test_frame(&b, 1, TEST_OP_BINARY, bin[0].data, bin[0].len);
-    test_case("single binary", &b, 0, 0, bin, 1, TEST_IDLE, 0);
+        { "empty frames", TEST_EXPECT(empty), TEST_IDLE, 0,
+          { TEST_NO_PAYLOAD(1, TEST_OP_TEXT),
+            TEST_NO_PAYLOAD(1, TEST_OP_BINARY),
+            TEST_NO_PAYLOAD(1, TEST_OP_PING),
+            TEST_NO_PAYLOAD(1, TEST_OP_PONG),
+            TEST_NO_PAYLOAD(0, TEST_OP_TEXT),
+            TEST_NO_PAYLOAD(0, TEST_OP_CONT),
+            TEST_NO_PAYLOAD(1, TEST_OP_CONT) } },
 
-    b.len = 0;
-    test_frame(&b, 1, TEST_OP_TEXT, NULL, 0);
-    test_frame(&b, 1, TEST_OP_BINARY, NULL, 0);
-    test_frame(&b, 1, TEST_OP_PING, NULL, 0);
-    test_frame(&b, 1, TEST_OP_PONG, NULL, 0);
-    test_frame(&b, 0, TEST_OP_TEXT, NULL, 0);
-    test_frame(&b, 0, TEST_OP_CONT, NULL, 0);
-    test_frame(&b, 1, TEST_OP_CONT, NULL, 0);
-    test_case("empty frames", &b, 0, 0, empty, TEST_N(empty), TEST_IDLE, 0);
+        { "back to back", TEST_EXPECT(many), TEST_IDLE, 0,
+          { TEST_FRAME(1, TEST_OP_TEXT, "one"),
+            TEST_FRAME(1, TEST_OP_PING, "\xff\x00 binary ok"),
+            TEST_FRAME(1, TEST_OP_BINARY, "two"),
+            TEST_FRAME(1, TEST_OP_PONG, "pong"),
+            TEST_FRAME(1, TEST_OP_TEXT, "\xe4\xb8\xad\xe6\x96\x87"),
+            TEST_FRAME(1, TEST_OP_CLOSE, "\x03\xe8" "bye") } }
+    };
 
-    b.len = 0;
-    test_frame_str(&b, 1, TEST_OP_TEXT, "one");
-    test_frame(&b, 1, TEST_OP_PING, "\xff\x00 binary ok", 12);
-    test_frame_str(&b, 1, TEST_OP_BINARY, "two");
-    test_frame_str(&b, 1, TEST_OP_PONG, "pong");
-    test_frame_str(&b, 1, TEST_OP_TEXT, "\xe4\xb8\xad\xe6\x96\x87");
-    test_frame(&b, 1, TEST_OP_CLOSE, "\x03\xe8" "bye", 5);
-    test_case("back to back", &b, 0, 0, many, TEST_N(many), TEST_IDLE, 0);
-
-    free(b.data);
+    test_streams(streams, CHECK_N(streams));
 }
 
 
 static void
 test_fragmented(void)
 {
-    test_buf_t  b;
-
     static const test_event_t  text[] = { TEST_TEXT("Hello, world") };
     static const test_event_t  bin[] = { TEST_BINARY("\x00\x01\x02\x03\xff") };
     static const test_event_t  two[] = {
         TEST_TEXT("ab"), TEST_BINARY("cd")
     };
 
-    memset(&b, 0, sizeof(test_buf_t));
+    static const test_stream_t  streams[] = {
+        { "fragmented text", TEST_EXPECT(text), TEST_IDLE, 0,
+          { TEST_FRAME(0, TEST_OP_TEXT, "Hel"),
+            TEST_FRAME(0, TEST_OP_CONT, ""),
+            TEST_FRAME(0, TEST_OP_CONT, "lo, "),
+            TEST_FRAME(1, TEST_OP_CONT, "world") } },
 
-    test_frame_str(&b, 0, TEST_OP_TEXT, "Hel");
-    test_frame_str(&b, 0, TEST_OP_CONT, "");
-    test_frame_str(&b, 0, TEST_OP_CONT, "lo, ");
-    test_frame_str(&b, 1, TEST_OP_CONT, "world");
-    test_case("fragmented text", &b, 0, 0, text, 1, TEST_IDLE, 0);
+        { "fragmented binary", TEST_EXPECT(bin), TEST_IDLE, 0,
+          { TEST_FRAME(0, TEST_OP_BINARY, "\x00"),
+            TEST_FRAME(0, TEST_OP_CONT, "\x01\x02"),
+            TEST_FRAME(0, TEST_OP_CONT, "\x03"),
+            TEST_FRAME(1, TEST_OP_CONT, "\xff") } },
 
-    b.len = 0;
-    test_frame(&b, 0, TEST_OP_BINARY, "\x00", 1);
-    test_frame(&b, 0, TEST_OP_CONT, "\x01\x02", 2);
-    test_frame(&b, 0, TEST_OP_CONT, "\x03", 1);
-    test_frame(&b, 1, TEST_OP_CONT, "\xff", 1);
-    test_case("fragmented binary", &b, 0, 0, bin, 1, TEST_IDLE, 0);
+        { "empty first fragment", TEST_EXPECT(text), TEST_IDLE, 0,
+          { TEST_FRAME(0, TEST_OP_TEXT, ""),
+            TEST_FRAME(1, TEST_OP_CONT, "Hello, world") } },
 
-    b.len = 0;
-    test_frame_str(&b, 0, TEST_OP_TEXT, "");
-    test_frame_str(&b, 1, TEST_OP_CONT, "Hello, world");
-    test_case("empty first fragment", &b, 0, 0, text, 1, TEST_IDLE, 0);
+        { "two fragmented messages", TEST_EXPECT(two), TEST_IDLE, 0,
+          { TEST_FRAME(0, TEST_OP_TEXT, "a"),
+            TEST_FRAME(1, TEST_OP_CONT, "b"),
+            TEST_FRAME(0, TEST_OP_BINARY, "c"),
+            TEST_FRAME(1, TEST_OP_CONT, "d") } }
+    };
 
-    b.len = 0;
-    test_frame_str(&b, 0, TEST_OP_TEXT, "a");
-    test_frame_str(&b, 1, TEST_OP_CONT, "b");
-    test_frame_str(&b, 0, TEST_OP_BINARY, "c");
-    test_frame_str(&b, 1, TEST_OP_CONT, "d");
-    test_case("two fragmented messages", &b, 0, 0, two, 2, TEST_IDLE, 0);
-
-    free(b.data);
+    test_streams(streams, CHECK_N(streams));
 }
 
 
 static void
 test_interleaved(void)
 {
-    test_buf_t  b;
-
     static const test_event_t  ev[] = {
         TEST_CTL(TEST_OP_PING, "p1"), TEST_CTL(TEST_OP_PONG, ""),
         TEST_CTL(TEST_OP_PING, ""), TEST_TEXT("Hello world")
@@ -574,25 +577,22 @@ test_interleaved(void)
         TEST_CLOSE(1001, "\x03\xe9")
     };
 
-    memset(&b, 0, sizeof(test_buf_t));
+    static const test_stream_t  streams[] = {
+        { "ping inside fragmented text", TEST_EXPECT(ev), TEST_IDLE, 0,
+          { TEST_FRAME(0, TEST_OP_TEXT, "Hel"),
+            TEST_FRAME(1, TEST_OP_PING, "p1"),
+            TEST_FRAME(0, TEST_OP_CONT, "lo "),
+            TEST_FRAME(1, TEST_OP_PONG, ""),
+            TEST_FRAME(0, TEST_OP_CONT, ""),
+            TEST_FRAME(1, TEST_OP_PING, ""),
+            TEST_FRAME(1, TEST_OP_CONT, "world") } },
 
-    test_frame_str(&b, 0, TEST_OP_TEXT, "Hel");
-    test_frame_str(&b, 1, TEST_OP_PING, "p1");
-    test_frame_str(&b, 0, TEST_OP_CONT, "lo ");
-    test_frame_str(&b, 1, TEST_OP_PONG, "");
-    test_frame_str(&b, 0, TEST_OP_CONT, "");
-    test_frame_str(&b, 1, TEST_OP_PING, "");
-    test_frame_str(&b, 1, TEST_OP_CONT, "world");
-    test_case("ping inside fragmented text", &b, 0, 0, ev, TEST_N(ev),
-              TEST_IDLE, 0);
+        { "close inside fragmented binary", TEST_EXPECT(closed), TEST_BUSY, 0,
+          { TEST_FRAME(0, TEST_OP_BINARY, "abc"),
+            TEST_FRAME(1, TEST_OP_CLOSE, "\x03\xe9") } }
+    };
 
-    b.len = 0;
-    test_frame_str(&b, 0, TEST_OP_BINARY, "abc");
-    test_frame(&b, 1, TEST_OP_CLOSE, "\x03\xe9", 2);
-    test_case("close inside fragmented binary", &b, 0, 0, closed, 1,
-              TEST_BUSY, 0);
-
-    free(b.data);
+    test_streams(streams, CHECK_N(streams));
 }
 
 
@@ -604,7 +604,7 @@ test_length(const char *name, int opcode, size_t len, int form)
     test_event_t    ev;
     unsigned char  *data;
 
-    data = test_alloc(len);
+    data = check_alloc(len);
     for (i = 0; i < len; i++) {
         data[i] = (unsigned char) (opcode == TEST_OP_TEXT
                                    ? 'a' + i % 26 : i * 7);
@@ -615,17 +615,13 @@ test_length(const char *name, int opcode, size_t len, int form)
     if (form < 0) {
         test_frame(&b, 1, opcode, data, len);
         form = len < 126 ? 0 : (len < 65536 ? 126 : 127);
-        test_check(name, (b.data[1] & 0x7f) == (form ? form : (int) len));
+        CHECK_CASE((b.data[1] & 0x7f) == (form ? form : (int) len), name);
 
     } else {
         test_frame_form(&b, 0x80 | opcode, form, data, len);
     }
 
-    ev.rc = NGX_HTTP_IM_WS_MESSAGE;
-    ev.opcode = opcode;
-    ev.code = 0;
-    ev.data = data;
-    ev.len = len;
+    test_event(&ev, NGX_HTTP_IM_WS_MESSAGE, opcode, 0, data, len);
 
     test_case(name, &b, len, len, &ev, 1, TEST_IDLE, 0);
 
@@ -666,12 +662,39 @@ test_protocol_errors(void)
         TEST_CTL(TEST_OP_PING, ""), TEST_ERR(1002)
     };
 
+    static const test_stream_t  streams[] = {
+        { "fragmented ping", TEST_EXPECT(e1002), TEST_IDLE, 2,
+          { TEST_FRAME(0, TEST_OP_PING, "x") } },
+
+        { "fragmented close", TEST_EXPECT(e1002), TEST_IDLE, 2,
+          { TEST_FRAME(0, TEST_OP_CLOSE, "\x03\xe8") } },
+
+        { "continuation first", TEST_EXPECT(e1002), TEST_IDLE, 2,
+          { TEST_FRAME(1, TEST_OP_CONT, "x") } },
+
+        { "continuation after message", TEST_EXPECT(msg_e1002), TEST_IDLE, 0,
+          { TEST_FRAME(1, TEST_OP_TEXT, "ok"),
+            TEST_FRAME(0, TEST_OP_CONT, "x") } },
+
+        { "text inside fragmented text", TEST_EXPECT(e1002), TEST_IDLE, 0,
+          { TEST_FRAME(0, TEST_OP_TEXT, "a"),
+            TEST_FRAME(1, TEST_OP_TEXT, "b") } },
+
+        { "binary inside fragmented text", TEST_EXPECT(ping_e1002),
+          TEST_IDLE, 0,
+          { TEST_FRAME(0, TEST_OP_TEXT, "a"),
+            TEST_FRAME(1, TEST_OP_PING, ""),
+            TEST_FRAME(0, TEST_OP_BINARY, "b") } }
+    };
+
+    test_streams(streams, CHECK_N(streams));
+
     memset(&b, 0, sizeof(test_buf_t));
 
     b.len = ngx_http_im_ws_frame_client(data, 1, TEST_OP_TEXT, NULL,
                                         (const unsigned char *) "Hello", 5);
-    test_check("unmasked client frame",
-               b.len == 7 && memcmp(data, "\x81\x05Hello", 7) == 0);
+    CHECK_CASE(b.len == 7 && memcmp(data, "\x81\x05Hello", 7) == 0,
+               "unmasked client frame");
 
     b.len = 0;
     test_put(&b, "\x81\x05Hello", 7);
@@ -708,37 +731,6 @@ test_protocol_errors(void)
     b.len = 0;
     test_frame_form(&b, 0x80 | TEST_OP_PONG, 126, "abc", 3);
     test_case("pong with 16-bit length", &b, 0, 0, e1002, 1, TEST_IDLE, 2);
-
-    b.len = 0;
-    test_frame_str(&b, 0, TEST_OP_PING, "x");
-    test_case("fragmented ping", &b, 0, 0, e1002, 1, TEST_IDLE, 2);
-
-    b.len = 0;
-    test_frame(&b, 0, TEST_OP_CLOSE, "\x03\xe8", 2);
-    test_case("fragmented close", &b, 0, 0, e1002, 1, TEST_IDLE, 2);
-
-    b.len = 0;
-    test_frame_str(&b, 1, TEST_OP_CONT, "x");
-    test_case("continuation first", &b, 0, 0, e1002, 1, TEST_IDLE, 2);
-
-    b.len = 0;
-    test_frame_str(&b, 1, TEST_OP_TEXT, "ok");
-    test_frame_str(&b, 0, TEST_OP_CONT, "x");
-    test_case("continuation after message", &b, 0, 0, msg_e1002, 2,
-              TEST_IDLE, 0);
-
-    b.len = 0;
-    test_frame_str(&b, 0, TEST_OP_TEXT, "a");
-    test_frame_str(&b, 1, TEST_OP_TEXT, "b");
-    test_case("text inside fragmented text", &b, 0, 0, e1002, 1,
-              TEST_IDLE, 0);
-
-    b.len = 0;
-    test_frame_str(&b, 0, TEST_OP_TEXT, "a");
-    test_frame_str(&b, 1, TEST_OP_PING, "");
-    test_frame_str(&b, 0, TEST_OP_BINARY, "b");
-    test_case("binary inside fragmented text", &b, 0, 0, ping_e1002, 2,
-              TEST_IDLE, 0);
 
     b.len = 0;
     test_put(&b, "\x82\xff\x80\x00\x00\x00\x00\x00\x00\x01" "abcd", 14);
@@ -800,7 +792,7 @@ test_limits(void)
     test_put(&b, data, 100);
     err = test_case("2^62 bytes over limits", &b, 1 << 20, 1 << 20, e1009, 1,
                     TEST_IDLE, 14);
-    test_check("2^62 bytes fails on the header", err == 14);
+    CHECK_CASE(err == 14, "2^62 bytes fails on the header");
 
     /* without limits, memory grows only with bytes that arrived */
     test_case("2^62 bytes, no limits", &b, 0, 0, none, 0, TEST_BUSY, 0);
@@ -826,64 +818,58 @@ test_utf8_errors(void)
         TEST_CTL(TEST_OP_PING, "\xc0\xaf\xff")
     };
 
+    static const test_stream_t  streams[] = {
+        { "invalid UTF-8 text", TEST_EXPECT(e1007), TEST_IDLE, 0,
+          { TEST_FRAME(1, TEST_OP_TEXT, "ab\xc0\xaf") } },
+
+        { "invalid UTF-8 across fragments", TEST_EXPECT(e1007), TEST_IDLE, 0,
+          { TEST_FRAME(0, TEST_OP_TEXT, "ab\xe2\x82"),
+            TEST_FRAME(1, TEST_OP_CONT, "(") } },
+
+        { "valid UTF-8 across fragments", TEST_EXPECT(ok), TEST_IDLE, 0,
+          { TEST_FRAME(0, TEST_OP_TEXT, "ab\xe2\x82"),
+            TEST_FRAME(1, TEST_OP_CONT, "\xac" "cd") } },
+
+        { "truncated UTF-8 at end", TEST_EXPECT(e1007), TEST_IDLE, 0,
+          { TEST_FRAME(1, TEST_OP_TEXT, "ab\xe2\x82") } },
+
+        { "truncated UTF-8 in final fragment", TEST_EXPECT(e1007),
+          TEST_IDLE, 0,
+          { TEST_FRAME(0, TEST_OP_TEXT, "a"),
+            TEST_FRAME(0, TEST_OP_CONT, "\xf0\x9f"),
+            TEST_FRAME(1, TEST_OP_CONT, "\x98") } },
+
+        { "truncated UTF-8, empty final fragment", TEST_EXPECT(e1007),
+          TEST_IDLE, 0,
+          { TEST_FRAME(0, TEST_OP_TEXT, "a\xf0\x9f"),
+            TEST_FRAME(1, TEST_OP_CONT, "") } },
+
+        { "binary is not UTF-8 checked", TEST_EXPECT(bin), TEST_IDLE, 0,
+          { TEST_FRAME(0, TEST_OP_BINARY, "\xc0"),
+            TEST_FRAME(1, TEST_OP_CONT, "\xaf\xff") } },
+
+        { "ping is not UTF-8 checked", TEST_EXPECT(ping), TEST_IDLE, 0,
+          { TEST_FRAME(1, TEST_OP_PING, "\xc0\xaf\xff") } }
+    };
+
+    test_streams(streams, CHECK_N(streams));
+
     memset(&b, 0, sizeof(test_buf_t));
 
-    test_frame_str(&b, 1, TEST_OP_TEXT, "ab\xc0\xaf");
-    test_case("invalid UTF-8 text", &b, 0, 0, e1007, 1, TEST_IDLE, 0);
-
-    b.len = 0;
-    test_frame_str(&b, 0, TEST_OP_TEXT, "ab\xe2\x82");
-    test_frame_str(&b, 1, TEST_OP_CONT, "(");
-    test_case("invalid UTF-8 across fragments", &b, 0, 0, e1007, 1,
-              TEST_IDLE, 0);
-
-    b.len = 0;
-    test_frame_str(&b, 0, TEST_OP_TEXT, "ab\xe2\x82");
-    test_frame_str(&b, 1, TEST_OP_CONT, "\xac" "cd");
-    test_case("valid UTF-8 across fragments", &b, 0, 0, ok, 1, TEST_IDLE,
-              0);
-
     /* the bad byte is the 4th of the payload, after a 6-byte header */
-    b.len = 0;
     test_frame_str(&b, 0, TEST_OP_TEXT, "abc\xc0\xaf" "def");
     test_frame_str(&b, 0, TEST_OP_CONT, "ghi");
     test_frame_str(&b, 1, TEST_OP_CONT, "jkl");
     err = test_case("invalid UTF-8 fails early", &b, 0, 0, e1007, 1,
                     TEST_IDLE, 6 + 8);
-    test_check("invalid UTF-8 fails at the byte", err == 6 + 4);
+    CHECK_CASE(err == 6 + 4, "invalid UTF-8 fails at the byte");
 
     b.len = 0;
     test_frame_str(&b, 0, TEST_OP_TEXT, "abc\xed\xa0");
     test_frame_str(&b, 1, TEST_OP_CONT, "\x80");
     err = test_case("surrogate fails at its second byte", &b, 0, 0, e1007, 1,
                     TEST_IDLE, 6 + 5);
-    test_check("surrogate fails at the byte", err == 6 + 5);
-
-    b.len = 0;
-    test_frame_str(&b, 1, TEST_OP_TEXT, "ab\xe2\x82");
-    test_case("truncated UTF-8 at end", &b, 0, 0, e1007, 1, TEST_IDLE, 0);
-
-    b.len = 0;
-    test_frame_str(&b, 0, TEST_OP_TEXT, "a");
-    test_frame_str(&b, 0, TEST_OP_CONT, "\xf0\x9f");
-    test_frame_str(&b, 1, TEST_OP_CONT, "\x98");
-    test_case("truncated UTF-8 in final fragment", &b, 0, 0, e1007, 1,
-              TEST_IDLE, 0);
-
-    b.len = 0;
-    test_frame_str(&b, 0, TEST_OP_TEXT, "a\xf0\x9f");
-    test_frame_str(&b, 1, TEST_OP_CONT, "");
-    test_case("truncated UTF-8, empty final fragment", &b, 0, 0, e1007, 1,
-              TEST_IDLE, 0);
-
-    b.len = 0;
-    test_frame_str(&b, 0, TEST_OP_BINARY, "\xc0");
-    test_frame_str(&b, 1, TEST_OP_CONT, "\xaf\xff");
-    test_case("binary is not UTF-8 checked", &b, 0, 0, bin, 1, TEST_IDLE, 0);
-
-    b.len = 0;
-    test_frame_str(&b, 1, TEST_OP_PING, "\xc0\xaf\xff");
-    test_case("ping is not UTF-8 checked", &b, 0, 0, ping, 1, TEST_IDLE, 0);
+    CHECK_CASE(err == 6 + 5, "surrogate fails at the byte");
 
     free(b.data);
 }
@@ -953,7 +939,7 @@ test_utf8_table(void)
 
     memset(&b, 0, sizeof(test_buf_t));
 
-    for (i = 0; i < TEST_N(test_utf8_cases); i++) {
+    for (i = 0; i < CHECK_N(test_utf8_cases); i++) {
         s = test_utf8_cases[i].s;
         n = strlen(s);
 
@@ -978,16 +964,12 @@ test_utf8_table(void)
         }
 
         snprintf(name, sizeof(name), "utf8 case %zu", i);
-        test_check(name, !bad && one == st);
+        CHECK_CASE(!bad && one == st, name);
 
         b.len = 0;
         test_frame(&b, 1, TEST_OP_TEXT, s, n);
 
-        ev.rc = NGX_HTTP_IM_WS_MESSAGE;
-        ev.opcode = TEST_OP_TEXT;
-        ev.code = 0;
-        ev.data = s;
-        ev.len = n;
+        test_event(&ev, NGX_HTTP_IM_WS_MESSAGE, TEST_OP_TEXT, 0, s, n);
 
         snprintf(name, sizeof(name), "utf8 case %zu in a frame", i);
         test_case(name, &b, 0, 0, test_utf8_cases[i].result ? e1007 : &ev,
@@ -1015,15 +997,15 @@ test_utf8_table(void)
         bad |= st == NGX_HTTP_IM_UTF8_ACCEPT;
 
         snprintf(name, sizeof(name), "utf8 non-ASCII at %zu", i);
-        test_check(name, !bad);
+        CHECK_CASE(!bad, name);
     }
 
     st = ngx_http_im_utf8_step(NGX_HTTP_IM_UTF8_REJECT,
                                (const unsigned char *) "abc", 3);
-    test_check("utf8 reject is sticky", st == NGX_HTTP_IM_UTF8_REJECT);
+    CHECK_CASE(st == NGX_HTTP_IM_UTF8_REJECT, "utf8 reject is sticky");
 
     st = ngx_http_im_utf8_step(1000, (const unsigned char *) "abc", 3);
-    test_check("utf8 bad state rejects", st == NGX_HTTP_IM_UTF8_REJECT);
+    CHECK_CASE(st == NGX_HTTP_IM_UTF8_REJECT, "utf8 bad state rejects");
 
     free(b.data);
 }
@@ -1046,11 +1028,7 @@ test_utf8_splits(void)
     n = sizeof(s) - 1;
     memset(&b, 0, sizeof(test_buf_t));
 
-    ev.rc = NGX_HTTP_IM_WS_MESSAGE;
-    ev.opcode = TEST_OP_TEXT;
-    ev.code = 0;
-    ev.data = s;
-    ev.len = n;
+    test_event(&ev, NGX_HTTP_IM_WS_MESSAGE, TEST_OP_TEXT, 0, s, n);
 
     ok = 1;
 
@@ -1066,17 +1044,17 @@ test_utf8_splits(void)
             test_frame(&b, 0, TEST_OP_CONT, s + i, j - i);
             test_frame(&b, 1, TEST_OP_CONT, s + j, n - j);
 
-            err = test_failed;
+            err = check_failed;
             test_case("utf8 split in 3 fragments", &b, 0, 0, &ev, 1,
                       TEST_IDLE, 0);
 
-            if (err != test_failed) {
-                fprintf(stderr, "  split at %zu and %zu\n", i, j);
+            if (err != check_failed) {
+                printf("  split at %zu and %zu\n", i, j);
             }
         }
     }
 
-    test_check("utf8_step split at every byte", ok);
+    CHECK_CASE(ok, "utf8_step split at every byte");
 
     free(b.data);
 }
@@ -1111,47 +1089,43 @@ test_close(void)
         TEST_CLOSE(1000, "\x03\xe8" "bye \xe2\x82\xac")
     };
 
+    static const test_stream_t  streams[] = {
+        { "close without payload", TEST_EXPECT(empty), TEST_IDLE, 0,
+          { TEST_NO_PAYLOAD(1, TEST_OP_CLOSE) } },
+
+        { "close with reason", TEST_EXPECT(bye), TEST_IDLE, 0,
+          { TEST_FRAME(1, TEST_OP_CLOSE, "\x03\xe8" "bye \xe2\x82\xac") } },
+
+        { "close payload of 1 byte", TEST_EXPECT(e1002), TEST_IDLE, 0,
+          { TEST_FRAME(1, TEST_OP_CLOSE, "\x03") } },
+
+        { "close reason not UTF-8", TEST_EXPECT(e1007), TEST_IDLE, 0,
+          { TEST_FRAME(1, TEST_OP_CLOSE, "\x03\xe8" "b\xff") } },
+
+        { "close reason truncated UTF-8", TEST_EXPECT(e1007), TEST_IDLE, 0,
+          { TEST_FRAME(1, TEST_OP_CLOSE, "\x03\xe8" "b\xe2\x82") } }
+    };
+
+    test_streams(streams, CHECK_N(streams));
+
     memset(&b, 0, sizeof(test_buf_t));
 
-    test_frame(&b, 1, TEST_OP_CLOSE, NULL, 0);
-    test_case("close without payload", &b, 0, 0, empty, 1, TEST_IDLE, 0);
-
-    b.len = 0;
-    test_frame(&b, 1, TEST_OP_CLOSE, bye[0].data, bye[0].len);
-    test_case("close with reason", &b, 0, 0, bye, 1, TEST_IDLE, 0);
-
-    b.len = 0;
-    test_frame(&b, 1, TEST_OP_CLOSE, "\x03", 1);
-    test_case("close payload of 1 byte", &b, 0, 0, e1002, 1, TEST_IDLE, 0);
-
-    b.len = 0;
-    test_frame(&b, 1, TEST_OP_CLOSE, "\x03\xe8" "b\xff", 4);
-    test_case("close reason not UTF-8", &b, 0, 0, e1007, 1, TEST_IDLE, 0);
-
-    b.len = 0;
-    test_frame(&b, 1, TEST_OP_CLOSE, "\x03\xe8" "b\xe2\x82", 5);
-    test_case("close reason truncated UTF-8", &b, 0, 0, e1007, 1,
-              TEST_IDLE, 0);
-
-    for (i = 0; i < TEST_N(codes); i++) {
+    for (i = 0; i < CHECK_N(codes); i++) {
         pl[0] = (unsigned char) (codes[i].code >> 8);
         pl[1] = (unsigned char) codes[i].code;
 
         b.len = 0;
         test_frame(&b, 1, TEST_OP_CLOSE, pl, 2);
 
-        ev.rc = NGX_HTTP_IM_WS_CONTROL;
-        ev.opcode = TEST_OP_CLOSE;
-        ev.code = codes[i].code;
-        ev.data = pl;
-        ev.len = 2;
+        test_event(&ev, NGX_HTTP_IM_WS_CONTROL, TEST_OP_CLOSE, codes[i].code,
+                   pl, 2);
 
         snprintf(name, sizeof(name), "close code %d", codes[i].code);
         test_case(name, &b, 0, 0, codes[i].valid ? &ev : e1002, 1,
                   TEST_IDLE, 0);
 
         valid = ngx_http_im_ws_close_code_valid(codes[i].code);
-        test_check(name, valid == codes[i].valid);
+        CHECK_CASE(valid == codes[i].valid, name);
     }
 
     free(b.data);
@@ -1169,18 +1143,18 @@ test_close_payload(void)
     unsigned char   out[NGX_HTTP_IM_WS_CONTROL_MAX];
 
     n = ngx_http_im_ws_close_payload(out, 1001, NULL);
-    test_check("close payload without reason",
-               n == 2 && out[0] == 0x03 && out[1] == 0xe9);
+    CHECK_CASE(n == 2 && out[0] == 0x03 && out[1] == 0xe9,
+               "close payload without reason");
 
     n = ngx_http_im_ws_close_payload(out, 4001, "going");
-    test_check("close payload with reason",
-               n == 7 && out[0] == 0x0f && out[1] == 0xa1
-               && memcmp(out + 2, "going", 5) == 0);
+    CHECK_CASE(n == 7 && out[0] == 0x0f && out[1] == 0xa1
+               && memcmp(out + 2, "going", 5) == 0,
+               "close payload with reason");
 
     memset(reason, 'r', sizeof(reason) - 1);
     reason[sizeof(reason) - 1] = '\0';
     n = ngx_http_im_ws_close_payload(out, 1000, reason);
-    test_check("close payload truncated", n == 125);
+    CHECK_CASE(n == 125, "close payload truncated");
 
     /* 2-byte characters: 123 would cut the 62nd one */
     for (n = 0; n + 2 < sizeof(reason); n += 2) {
@@ -1192,16 +1166,12 @@ test_close_payload(void)
     n = ngx_http_im_ws_close_payload(out, 1000, reason);
     ok = n == 124
          && ngx_http_im_utf8_step(0, out + 2, n - 2) == 0;
-    test_check("close payload cut on a character", ok);
+    CHECK_CASE(ok, "close payload cut on a character");
 
     memset(&b, 0, sizeof(test_buf_t));
     test_frame(&b, 1, TEST_OP_CLOSE, out, n);
 
-    ev.rc = NGX_HTTP_IM_WS_CONTROL;
-    ev.opcode = TEST_OP_CLOSE;
-    ev.code = 1000;
-    ev.data = out;
-    ev.len = n;
+    test_event(&ev, NGX_HTTP_IM_WS_CONTROL, TEST_OP_CLOSE, 1000, out, n);
     test_case("close payload parses", &b, 0, 0, &ev, 1, TEST_IDLE, 0);
 
     free(b.data);
@@ -1224,26 +1194,26 @@ test_frame_header(void)
         { 0x7fffffffffffffffULL, 10 }
     };
 
-    for (i = 0; i < TEST_N(sizes); i++) {
+    for (i = 0; i < CHECK_N(sizes); i++) {
         n = ngx_http_im_ws_frame_header(out, TEST_OP_BINARY, sizes[i].len);
         snprintf(name, sizeof(name), "frame header for %llu bytes",
                  (unsigned long long) sizes[i].len);
-        test_check(name, n == sizes[i].size && out[0] == 0x82
-                         && !(out[1] & 0x80));
+        CHECK_CASE(n == sizes[i].size && out[0] == 0x82 && !(out[1] & 0x80),
+                   name);
     }
 
     n = ngx_http_im_ws_frame_header(out, TEST_OP_TEXT, 5);
-    test_check("frame header bytes, 7-bit",
-               n == 2 && memcmp(out, "\x81\x05", 2) == 0);
+    CHECK_CASE(n == 2 && memcmp(out, "\x81\x05", 2) == 0,
+               "frame header bytes, 7-bit");
 
     n = ngx_http_im_ws_frame_header(out, TEST_OP_PING, 300);
-    test_check("frame header bytes, 16-bit",
-               n == 4 && memcmp(out, "\x89\x7e\x01\x2c", 4) == 0);
+    CHECK_CASE(n == 4 && memcmp(out, "\x89\x7e\x01\x2c", 4) == 0,
+               "frame header bytes, 16-bit");
 
     n = ngx_http_im_ws_frame_header(out, TEST_OP_CLOSE, 0x123456789aULL);
-    test_check("frame header bytes, 64-bit",
-               n == 10 && memcmp(out, "\x88\x7f\x00\x00\x00\x12\x34\x56"
-                                      "\x78\x9a", 10) == 0);
+    CHECK_CASE(n == 10 && memcmp(out, "\x88\x7f\x00\x00\x00\x12\x34\x56"
+                                      "\x78\x9a", 10) == 0,
+               "frame header bytes, 64-bit");
 }
 
 
@@ -1277,14 +1247,14 @@ test_handshake(void)
     memset(out, 'x', sizeof(out));
     n = ngx_http_im_ws_accept_key((const unsigned char *)
                                   "dGhlIHNhbXBsZSBub25jZQ==", 24, out);
-    test_check("accept key of RFC 6455",
-               n == 28 && strcmp(out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") == 0);
+    CHECK_CASE(n == 28 && strcmp(out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") == 0,
+               "accept key of RFC 6455");
 
-    for (i = 0; i < TEST_N(keys); i++) {
+    for (i = 0; i < CHECK_N(keys); i++) {
         n = ngx_http_im_ws_key_valid((const unsigned char *) keys[i].key,
                                      strlen(keys[i].key));
-        test_check(keys[i].key[0] ? keys[i].key : "empty key",
-                   (int) n == keys[i].valid);
+        CHECK_CASE((int) n == keys[i].valid,
+                   keys[i].key[0] ? keys[i].key : "empty key");
     }
 }
 
@@ -1317,7 +1287,7 @@ test_release(void)
     ngx_http_im_ws_parser_init(&p, 0, 0);
     ngx_http_im_ws_parser_release(&p);
     ngx_http_im_ws_parser_release(&p);
-    test_check("release of a fresh parser", ngx_http_im_ws_parser_idle(&p));
+    CHECK_CASE(ngx_http_im_ws_parser_idle(&p), "release of a fresh parser");
 
     test_frame_str(&b, 1, TEST_OP_TEXT, "first");
     rc = test_parse_one(&p, &b, &ev);
@@ -1332,7 +1302,7 @@ test_release(void)
     rc = test_parse_one(&p, &b, &ev);
     ok = ok && rc == NGX_HTTP_IM_WS_MESSAGE && ev.len == 6
          && memcmp(ev.data, "second", 6) == 0;
-    test_check("release after a message", ok);
+    CHECK_CASE(ok, "release after a message");
 
     /* a partial header and an empty first fragment hold no message data */
     test_frame_str(&b, 0, TEST_OP_TEXT, "");
@@ -1344,7 +1314,7 @@ test_release(void)
     ok = ok && rc == NGX_HTTP_IM_WS_MESSAGE && ev.len == 5
          && memcmp(ev.data, "third", 5) == 0
          && ngx_http_im_ws_parser_idle(&p);
-    test_check("release with a partial header", ok);
+    CHECK_CASE(ok, "release with a partial header");
     b.len = 0;
 
     /* a control frame keeps a fragmented message pending */
@@ -1352,7 +1322,7 @@ test_release(void)
     test_frame_str(&b, 1, TEST_OP_PING, "");
     rc = test_parse_one(&p, &b, &ev);
     ok = rc == NGX_HTTP_IM_WS_CONTROL && !ngx_http_im_ws_parser_idle(&p);
-    test_check("not idle inside a message", ok);
+    CHECK_CASE(ok, "not idle inside a message");
 
     /* releasing buffered data is a bug of the caller, but must be safe */
     ngx_http_im_ws_parser_release(&p);
@@ -1360,7 +1330,7 @@ test_release(void)
     rc = test_parse_one(&p, &b, &ev);
     ok = rc == NGX_HTTP_IM_WS_ERROR && ev.close_code == 1011
          && ngx_http_im_ws_parser_idle(&p);
-    test_check("release inside a message fails", ok);
+    CHECK_CASE(ok, "release inside a message fails");
     ngx_http_im_ws_parser_release(&p);
 
     /* release while the error holds the buffer */
@@ -1369,8 +1339,8 @@ test_release(void)
     test_frame_str(&b, 1, TEST_OP_CONT, "\xff");
     rc = test_parse_one(&p, &b, &ev);
     ngx_http_im_ws_parser_release(&p);
-    test_check("release after an error",
-               rc == NGX_HTTP_IM_WS_ERROR && ev.close_code == 1007);
+    CHECK_CASE(rc == NGX_HTTP_IM_WS_ERROR && ev.close_code == 1007,
+               "release after an error");
 
     free(b.data);
 }
@@ -1396,8 +1366,7 @@ test_buffer(void)
     rc = ngx_http_im_ws_parse(&p, b.data + 1, b.len - 1, &used, &ev);
     ok = ok && rc == NGX_HTTP_IM_WS_CONTROL && ngx_http_im_ws_parser_idle(&p)
          && p.msg == NULL;
-    test_check("partial header is not idle; control frames allocate none",
-               ok);
+    CHECK_CASE(ok, "partial header is not idle; control frames allocate none");
 
     /* grown a byte at a time, the buffer still stops at max_message */
     b.len = 0;
@@ -1412,7 +1381,7 @@ test_buffer(void)
 
     ok = rc == NGX_HTTP_IM_WS_MESSAGE && ev.len == 999
          && p.msg_cap == 999 && memcmp(ev.data, data, 999) == 0;
-    test_check("message buffer capped at max_message", ok);
+    CHECK_CASE(ok, "message buffer capped at max_message");
 
     ngx_http_im_ws_parser_release(&p);
 
@@ -1426,7 +1395,7 @@ test_buffer(void)
     }
 
     ok = rc == NGX_HTTP_IM_WS_MESSAGE && ev.len == 300 && p.msg_cap == 512;
-    test_check("message buffer grows geometrically", ok);
+    CHECK_CASE(ok, "message buffer grows geometrically");
 
     ngx_http_im_ws_parser_release(&p);
     free(b.data);
@@ -1495,17 +1464,15 @@ test_random_control(test_buf_t *b, test_event_t *e, uint32_t *seed)
     unsigned char  *data;
 
     len = test_rand(seed) % 126;
-    data = test_alloc(len);
+    data = check_alloc(len);
 
     for (i = 0; i < len; i++) {
         data[i] = (unsigned char) test_rand(seed);
     }
 
-    e->rc = NGX_HTTP_IM_WS_CONTROL;
-    e->opcode = test_rand(seed) & 1 ? TEST_OP_PING : TEST_OP_PONG;
-    e->code = 0;
-    e->data = data;
-    e->len = len;
+    test_event(e, NGX_HTTP_IM_WS_CONTROL,
+               test_rand(seed) & 1 ? TEST_OP_PING : TEST_OP_PONG, 0, data,
+               len);
 
     test_frame(b, 1, e->opcode, data, len);
 }
@@ -1560,12 +1527,8 @@ test_random_stream(uint32_t seed)
             off = cut;
         }
 
-        ev[nev].rc = NGX_HTTP_IM_WS_MESSAGE;
-        ev[nev].opcode = op;
-        ev[nev].code = 0;
-        ev[nev].data = m.data ? m.data : test_alloc(0);
-        ev[nev].len = m.len;
-        nev++;
+        test_event(&ev[nev++], NGX_HTTP_IM_WS_MESSAGE, op, 0,
+                   m.data ? m.data : check_alloc(0), m.len);
     }
 
     snprintf(name, sizeof(name), "random stream %u", (unsigned) seed);
@@ -1604,7 +1567,5 @@ main(void)
         test_random_stream(seed * 2654435761u);
     }
 
-    printf("%u passed, %u failed\n", test_passed, test_failed);
-
-    return test_failed ? 1 : 0;
+    return check_done();
 }
