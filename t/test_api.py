@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import http.client
+import os
 import json
 import re
 import socket
@@ -1041,3 +1042,18 @@ def test_metrics_summed_over_workers(stack, api):
 def test_metrics_method(stack):
     status, _ = http_call(stack, "POST", "/im/metrics", body=b"{}")
     assert status == 405
+
+
+def test_im_ws_without_im_redis_is_a_config_error(base_dir):
+    """A location with im_ws (or im_api) but no im_redis once crashed on
+    the first request; nginx now refuses the configuration."""
+    from conftest import Nginx
+    ngx = Nginx(base_dir, "127.0.0.1:1")
+    conf = os.path.join(ngx.dir, "conf/nginx.conf")
+    with open(conf) as f:
+        text = f.read()
+    with open(conf, "w") as f:
+        f.write(text.replace("im_redis 127.0.0.1:1;", ""))
+    out = ngx.nginx("-t")
+    assert out.returncode != 0
+    assert "need \"im_redis\"" in out.stderr, out.stderr

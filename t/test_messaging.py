@@ -7,7 +7,7 @@ import json
 import time
 import uuid
 
-from conftest import Api, single_conv, uids
+from conftest import Api, Client, run, single_conv, uids
 from helpers_msg import (pipeline, pull_all, push_msgs, raw_request,
                          run_clients, silence, text_msg, worker_of)
 
@@ -585,3 +585,48 @@ def test_conv_max_read_seq(stack, api):
         await cb.close()
 
     run_clients(scenario)
+
+
+def test_long_conversation_ids_refused(stack, api):
+    """A conversationID whose other side is not a user ID (here 3000
+    bytes) is refused with 1002 for 1002/1005/1006; it once overflowed a
+    key buffer and killed the worker."""
+    a = uids(1)[0]
+    api.register(a)
+    t = api.user_token(a)
+    workers = sorted(stack.worker_pids())
+    long_conv = "si_%s_%s" % (a, "A" * 3000)
+
+    async def scenario():
+        c = await Client(stack, a, t).connect()
+        r = await c.request(1002, {"seqRanges": [
+            {"conversationID": long_conv, "begin": 1, "end": 5, "num": 5}]})
+        assert r["errCode"] == 1002, r
+        r = await c.request(1005, {"conversations": [
+            {"conversationID": long_conv, "seqs": [1]}]})
+        assert r["errCode"] == 1002, r
+        r = await c.request(1006, {"conversationIDs": [long_conv]})
+        assert r["errCode"] == 1002, r
+        assert (await c.newest())["errCode"] == 0
+        await c.close()
+
+    run(scenario())
+    assert sorted(stack.worker_pids()) == workers
+
+
+def test_pull_seqs_all_empty_lists(stack, api):
+    """1005 whose conversations all ask for no seqs answers empty lists."""
+    a, b = uids()
+    api.register(a, b)
+    t = api.user_token(a)
+    conv = single_conv(a, b)
+
+    async def scenario():
+        c = await Client(stack, a, t).connect()
+        r = await c.request(1005, {"conversations": [
+            {"conversationID": conv, "seqs": []}]})
+        assert r["errCode"] == 0, r
+        assert r["data"]["msgs"][conv]["Msgs"] == []
+        await c.close()
+
+    run(scenario())
