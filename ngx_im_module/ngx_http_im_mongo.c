@@ -44,6 +44,11 @@ static int ngx_http_im_mongo_write_errors(ngx_http_im_mongo_task_t *t,
     bson_t *reply, ngx_uint_t *map, ngx_uint_t n);
 static void ngx_http_im_mongo_id(char *id, ngx_http_im_mongo_task_t *t,
     ngx_http_im_mongo_item_t *it, int64_t n);
+static bool ngx_http_im_mongo_same_msgs(ngx_http_im_mongo_task_t *t,
+    mongoc_collection_t *coll, bson_t **docs, ngx_uint_t *map,
+    ngx_uint_t n);
+static const char *ngx_http_im_mongo_smid(const bson_t *doc,
+    const char *path);
 
 
 #define NGX_HTTP_IM_MONGO_DOWN  5000
@@ -410,7 +415,7 @@ ngx_http_im_mongo_insert(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
                                                  n, &opts, &reply, &error);
 
     if (!ok && ngx_http_im_mongo_write_errors(t, &reply, map, n)) {
-        ok = true;
+        ok = ngx_http_im_mongo_same_msgs(t, coll, docs, map, n);
     }
 
     if (!ok) {
@@ -475,10 +480,94 @@ ngx_http_im_mongo_write_errors(ngx_http_im_mongo_task_t *t, bson_t *reply,
 
         if (code != 11000) {
             t->items[map[index]].failed = 1;
+
+        } else {
+            t->items[map[index]].duplicate = 1;
         }
     }
 
     return 1;
+}
+
+
+/*
+ * A duplicate key is "stored by an earlier try" only if the stored
+ * document is the same message: a different serverMsgID under the same
+ * seq means the seq was used twice (Redis lost data), and that message is
+ * marked failed, so it stays in Redis.  Returns false when the check
+ * itself failed (the batch is retried).
+ */
+static bool
+ngx_http_im_mongo_same_msgs(ngx_http_im_mongo_task_t *t,
+    mongoc_collection_t *coll, bson_t **docs, ngx_uint_t *map, ngx_uint_t n)
+{
+    bool                       ok;
+    bson_t                    *filter, *opts;
+    ngx_uint_t                 i;
+    const char                *mine, *stored;
+    bson_iter_t                iter;
+    const bson_t              *doc;
+    bson_error_t               error;
+    mongoc_cursor_t           *cursor;
+    ngx_http_im_mongo_item_t  *it;
+
+    ok = true;
+
+    for (i = 0; ok && i < n; i++) {
+        it = &t->items[map[i]];
+        if (!it->duplicate) {
+            continue;
+        }
+
+        if (!bson_iter_init_find(&iter, docs[i], "_id")) {
+            continue;
+        }
+
+        filter = BCON_NEW("_id", BCON_UTF8(bson_iter_utf8(&iter, NULL)));
+        opts = BCON_NEW("projection", "{", "msg.serverMsgID", BCON_INT32(1),
+                        "}");
+        cursor = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+
+        mine = ngx_http_im_mongo_smid(docs[i], "msg.serverMsgID");
+        stored = NULL;
+
+        if (mongoc_cursor_next(cursor, &doc)) {
+            stored = ngx_http_im_mongo_smid(doc, "msg.serverMsgID");
+        }
+
+        if (mongoc_cursor_error(cursor, &error)) {
+            ngx_http_im_mongo_error(t, "duplicate check", &error);
+            ok = false;
+
+        } else if (mine == NULL || stored == NULL
+                   || strcmp(mine, stored) != 0)
+        {
+            it->failed = 1;
+            it->collision = 1;
+        }
+
+        mongoc_cursor_destroy(cursor);
+        bson_destroy(filter);
+        bson_destroy(opts);
+    }
+
+    return ok;
+}
+
+
+static const char *
+ngx_http_im_mongo_smid(const bson_t *doc, const char *path)
+{
+    bson_iter_t  iter, field;
+
+    if (!bson_iter_init(&iter, doc)
+        || !bson_iter_find_descendant(&iter, path, &field)
+        || !BSON_ITER_HOLDS_UTF8(&field))
+    {
+        return NULL;
+    }
+
+    return bson_iter_utf8(&field, NULL);
 }
 
 

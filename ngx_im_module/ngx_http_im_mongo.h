@@ -29,6 +29,8 @@ typedef struct {
     size_t                     id_off;     /* stream entry ID, to ack */
     size_t                     id_len;
     ngx_uint_t                 failed;     /* INSERT: refused for good */
+    ngx_uint_t                 duplicate;  /* INSERT: the _id exists */
+    ngx_uint_t                 collision;  /* ... as another message */
 } ngx_http_im_mongo_item_t;
 
 

@@ -258,6 +258,14 @@ ngx_http_im_persist_inserted(ngx_http_im_mongo_task_t *t)
         argv[4 + 3 * i] = (char *) t->in.data + it->conv_off;
         len[4 + 3 * i] = it->conv_len;
 
+        if (it->collision) {
+            /* cannot happen: seqs only move forward */
+            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                          "im: seq %L of \"%*s\" is stored in MongoDB "
+                          "as another message", (long long) it->seq,
+                          it->conv_len, t->in.data + it->conv_off);
+        }
+
         if (it->failed) {
             /* acknowledged, but kept in Redis for good: never trimmed */
             ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,

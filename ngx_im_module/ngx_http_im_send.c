@@ -21,6 +21,11 @@
 #define NGX_HTTP_IM_SEQ_RETRIES   8
 #define NGX_HTTP_IM_SEQ_WAIT      1000
 
+/* what becomes of sends that waited for MongoDB */
+#define NGX_HTTP_IM_SEQ_RETRY     0
+#define NGX_HTTP_IM_SEQ_FORCE     1      /* without a new reservation */
+#define NGX_HTTP_IM_SEQ_REFUSE    2      /* 90004: no re-seed possible */
+
 /* room for "im:{c:si_<uid>_<uid>}:cmid:<clientMsgID>" */
 #define NGX_HTTP_IM_KEY_MAX                                                 \
     (sizeof("im:{c:si__}:cmid:") + 2 * NGX_HTTP_IM_UID_MAX                  \
@@ -59,6 +64,7 @@ typedef struct {
     ngx_str_t                  conv;
     ngx_event_t                timer;        /* MongoDB is too slow */
     ngx_uint_t                 abandoned;
+    ngx_uint_t                 reseed;
 } ngx_http_im_seq_wait_t;
 
 
@@ -86,8 +92,10 @@ static void ngx_http_im_send_seeded(redisReply *reply, void *data);
 static void ngx_http_im_send_retry(ngx_http_im_send_ctx_t *ctx);
 static void ngx_http_im_send_force(ngx_http_im_send_ctx_t *ctx);
 static void ngx_http_im_send_resume(ngx_http_im_seq_wait_t *w,
-    ngx_uint_t force);
+    ngx_uint_t how);
 static void ngx_http_im_send_seq_late(ngx_event_t *ev);
+static void ngx_http_im_send_cannot(ngx_http_im_send_ctx_t *ctx,
+    ngx_uint_t op);
 
 
 /*
@@ -691,7 +699,7 @@ ngx_http_im_send_seq(ngx_http_im_send_ctx_t *ctx, ngx_uint_t op,
         if (t) {
             ngx_http_im_mongo_task_free(t);
         }
-        ngx_http_im_send_force(ctx);
+        ngx_http_im_send_cannot(ctx, op);
         return;
     }
 
@@ -701,6 +709,7 @@ ngx_http_im_send_seq(ngx_http_im_send_ctx_t *ctx, ngx_uint_t op,
     ngx_memcpy(w->conv.data, ctx->conv.data, ctx->conv.len);
     ngx_queue_init(&w->sends);
     ngx_queue_insert_tail(&w->sends, &ctx->wait);
+    w->reseed = (op == NGX_HTTP_IM_MONGO_RESEED);
 
     w->timer.handler = ngx_http_im_send_seq_late;
     w->timer.data = w;
@@ -723,14 +732,32 @@ ngx_http_im_send_seq(ngx_http_im_send_ctx_t *ctx, ngx_uint_t op,
 
     ngx_http_im_mongo_task_free(t);
     ngx_free(w);
+    ngx_http_im_send_cannot(ctx, op);
+}
+
+
+/* MongoDB cannot be asked now: a reservation can wait, a re-seed not */
+static void
+ngx_http_im_send_cannot(ngx_http_im_send_ctx_t *ctx, ngx_uint_t op)
+{
+    if (op == NGX_HTTP_IM_MONGO_RESEED) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "im: MongoDB unavailable to seed the seq of \"%V\"",
+                      &ctx->conv);
+        ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        ngx_http_im_send_free(ctx);
+        return;
+    }
+
     ngx_http_im_send_force(ctx);
 }
 
 
 /*
- * MongoDB did not answer in time: the waiting sends go on without a
- * reservation, so a slow MongoDB never holds a send for long.  The wait
- * stays until its task completes.
+ * MongoDB did not answer in time: waiting sends go on without a new
+ * reservation, so a slow MongoDB never holds a send for long; sends that
+ * need a re-seed cannot (their seq would start over) and get 90004.  The
+ * wait stays until its task completes.
  */
 static void
 ngx_http_im_send_seq_late(ngx_event_t *ev)
@@ -739,7 +766,8 @@ ngx_http_im_send_seq_late(ngx_event_t *ev)
 
     ngx_queue_remove(&w->link);
     w->abandoned = 1;
-    ngx_http_im_send_resume(w, 1);
+    ngx_http_im_send_resume(w, w->reseed ? NGX_HTTP_IM_SEQ_REFUSE
+                                         : NGX_HTTP_IM_SEQ_FORCE);
 }
 
 
@@ -774,8 +802,10 @@ ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
     }
 
     if (t->rc != NGX_OK) {
+        ngx_http_im_send_resume(w, t->op == NGX_HTTP_IM_MONGO_RESEED
+                                   ? NGX_HTTP_IM_SEQ_REFUSE
+                                   : NGX_HTTP_IM_SEQ_FORCE);
         ngx_http_im_mongo_task_free(t);
-        ngx_http_im_send_resume(w, 1);
         ngx_free(w);
         return;
     }
@@ -786,11 +816,12 @@ ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
     argv[1] = (char *) keys[1];
 
     if (t->op == NGX_HTTP_IM_MONGO_RESEED) {
-        /* a fresh block starts at the mark; reserve it before using it */
+        /* the seq moves to the mark, and the reservation with it: the next
+         * send then reserves a fresh block before using it */
         argv[2] = (char *) nums[0];
         len[2] = ngx_sprintf(nums[0], "%L", (long long) t->value) - nums[0];
-        argv[3] = "0";
-        len[3] = 1;
+        argv[3] = (char *) nums[0];
+        len[3] = len[2];
 
     } else {
         argv[2] = "";
@@ -807,7 +838,7 @@ ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
                                  argv, len)
         != NGX_OK)
     {
-        ngx_http_im_send_resume(w, 0);
+        ngx_http_im_send_resume(w, NGX_HTTP_IM_SEQ_RETRY);
         ngx_free(w);
     }
 }
@@ -818,15 +849,15 @@ ngx_http_im_send_seeded(redisReply *reply, void *data)
 {
     ngx_http_im_seq_wait_t  *w = data;
 
-    ngx_http_im_send_resume(w, 0);
+    ngx_http_im_send_resume(w, NGX_HTTP_IM_SEQ_RETRY);
     ngx_free(w);
 }
 
 
-/* runs the waiting sends again, in order; force: without reservation;
- * the caller frees w */
+/* the waiting sends, in order: sent again, forced or refused; the
+ * caller frees w */
 static void
-ngx_http_im_send_resume(ngx_http_im_seq_wait_t *w, ngx_uint_t force)
+ngx_http_im_send_resume(ngx_http_im_seq_wait_t *w, ngx_uint_t how)
 {
     ngx_queue_t             *q;
     ngx_http_im_send_ctx_t  *ctx;
@@ -836,10 +867,19 @@ ngx_http_im_send_resume(ngx_http_im_seq_wait_t *w, ngx_uint_t force)
         ngx_queue_remove(q);
         ctx = ngx_queue_data(q, ngx_http_im_send_ctx_t, wait);
 
-        if (force) {
-            ngx_http_im_send_force(ctx);
+        switch (how) {
 
-        } else {
+        case NGX_HTTP_IM_SEQ_FORCE:
+            ngx_http_im_send_force(ctx);
+            break;
+
+        case NGX_HTTP_IM_SEQ_REFUSE:
+            ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE,
+                           NULL);
+            ngx_http_im_send_free(ctx);
+            break;
+
+        default: /* NGX_HTTP_IM_SEQ_RETRY */
             ngx_http_im_send_retry(ctx);
         }
     }

@@ -784,12 +784,10 @@ def test_outage_send_past_reservation_not_stalled(mstack):
 
 
 def test_outage_new_conversation_send(mstack):
-    """MongoDB down: the first message of a new conversation.  Today the
-    seq key is missing, so send.lua asks for a re-seed; the re-seed fails
-    after server selection (30 s), the retry with force=1 asks for a
-    re-seed again (force does not cover a missing seq key), three times:
-    90004 after ~90 s.  Expected: an answer within a few seconds (an ack,
-    or at worst a quick 90004)."""
+    """MongoDB down: the first message of a new conversation needs a
+    re-seed from MongoDB (its seq must not start over), so it gets a quick
+    90004 rather than an ack, and never a wait; existing conversations go
+    on."""
     st = mstack(workers=1)
     (a, b, c), tok = st.users(3)
 

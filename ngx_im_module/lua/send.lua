@@ -18,8 +18,9 @@
 -- a resend of a known clientMsgID (from the dedup key alone: the message
 -- may have left Redis), -1101 when the recipient is not registered,
 -- -90004 when the persistence backlog is full, {-2} when the seq must
--- first be seeded from MongoDB, {-3, seq} when MongoDB must first
--- reserve seqs past seq.
+-- first be seeded from MongoDB (never skipped: seqs must not repeat),
+-- {-3, seq} when MongoDB must first reserve seqs past seq (skipped with
+-- ARGV[10] while MongoDB is unreachable).
 if ARGV[6] == '1' and redis.call('EXISTS', KEYS[7]) == 0 then
     return -1101
 end
@@ -36,14 +37,16 @@ if persist then
         return -90004
     end
     local cur = redis.call('GET', KEYS[1])
-    if ARGV[10] ~= '1' then
-        if not cur then
-            return {-2}
-        end
-        cur = tonumber(cur)
-        if cur + 1 > tonumber(redis.call('GET', KEYS[9]) or '0') then
-            return {-3, cur}
-        end
+    local reserved = redis.call('GET', KEYS[9])
+    -- a missing reservation means Redis lost data, perhaps only the last
+    -- second of it, and the seq key may lag behind seqs already used:
+    -- re-seed from MongoDB, which jumps past them
+    if not cur or not reserved then
+        return {-2}
+    end
+    cur = tonumber(cur)
+    if ARGV[10] ~= '1' and cur + 1 > tonumber(reserved) then
+        return {-3, cur}
     end
 end
 

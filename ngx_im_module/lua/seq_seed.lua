@@ -1,14 +1,19 @@
--- Seeds a conversation's seq from MongoDB's high-water mark, and raises
+-- Seeds a conversation's seq from MongoDB's high-water mark, or raises
 -- its reservation.
 -- KEYS: 1 conv seq, 2 conv reserved seq
--- ARGV: 1 seq to seed when the key is missing ("" to leave it),
---       2 new reservation
--- Returns 0.
+-- ARGV: 1 the mark to seed from ("" to leave the seq), 2 new reservation
+-- The seq only moves forward: past the mark, every seq ever reserved or
+-- stored, so a seq is never used twice even if the key lagged behind.
+-- Missing keys are created.  Returns 0.
+local function raise(key, value)
+    local cur = redis.call('GET', key)
+    if not cur or tonumber(cur) < tonumber(value) then
+        redis.call('SET', key, value)
+    end
+end
+
 if ARGV[1] ~= '' then
-    redis.call('SET', KEYS[1], ARGV[1], 'NX')
+    raise(KEYS[1], ARGV[1])
 end
-local r = tonumber(redis.call('GET', KEYS[2]) or '0')
-if r < tonumber(ARGV[2]) then
-    redis.call('SET', KEYS[2], ARGV[2])
-end
+raise(KEYS[2], ARGV[2])
 return 0
