@@ -20,6 +20,7 @@
 #define NGX_HTTP_IM_CMID_MAX      128
 #define NGX_HTTP_IM_SEQ_RETRIES   8
 #define NGX_HTTP_IM_SEQ_WAIT      1000
+#define NGX_HTTP_IM_RESEED_WAIT   5000
 
 /* what becomes of sends that waited for MongoDB */
 #define NGX_HTTP_IM_SEQ_RETRY     0
@@ -725,8 +726,10 @@ ngx_http_im_send_seq(ngx_http_im_send_ctx_t *ctx, ngx_uint_t op,
     ngx_http_im_buf_add(&t->in, w->conv.data, w->conv.len);
 
     if (!t->in.failed && ngx_http_im_mongo_post(t) == NGX_OK) {
+        /* a reservation can be skipped soon; a re-seed only waits */
         ngx_queue_insert_tail(&ngx_http_im_send_waits, &w->link);
-        ngx_add_timer(&w->timer, NGX_HTTP_IM_SEQ_WAIT);
+        ngx_add_timer(&w->timer, w->reseed ? NGX_HTTP_IM_RESEED_WAIT
+                                           : NGX_HTTP_IM_SEQ_WAIT);
         return;
     }
 
@@ -740,10 +743,18 @@ ngx_http_im_send_seq(ngx_http_im_send_ctx_t *ctx, ngx_uint_t op,
 static void
 ngx_http_im_send_cannot(ngx_http_im_send_ctx_t *ctx, ngx_uint_t op)
 {
+    static ngx_msec_t  logged;
+
     if (op == NGX_HTTP_IM_MONGO_RESEED) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "im: MongoDB unavailable to seed the seq of \"%V\"",
-                      &ctx->conv);
+        /* once a second at most: under load this would be every send */
+        if (ngx_current_msec - logged >= 1000) {
+            logged = ngx_current_msec;
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "im: MongoDB unavailable to seed the seq of "
+                          "\"%V\" (and maybe others): refused with 90004",
+                          &ctx->conv);
+        }
+
         ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
         ngx_http_im_send_free(ctx);
         return;
@@ -775,9 +786,16 @@ ngx_http_im_send_seq_late(ngx_event_t *ev)
 static void
 ngx_http_im_send_force(ngx_http_im_send_ctx_t *ctx)
 {
-    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                  "im: MongoDB unavailable for the seq of \"%V\"; "
-                  "allocating without a reservation", &ctx->conv);
+    static ngx_msec_t  logged;
+
+    if (ngx_current_msec - logged >= 1000) {
+        logged = ngx_current_msec;
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "im: MongoDB unavailable for the seq of \"%V\" (and "
+                      "maybe others); allocating without a reservation",
+                      &ctx->conv);
+    }
+
     ctx->force = 1;
     ngx_http_im_send_retry(ctx);
 }

@@ -435,6 +435,12 @@ ngx_http_im_ws_upgrade(ngx_http_im_session_t *s)
         goto failed;
     }
 
+    /* frames are small and latency-bound: do not let Nagle's algorithm
+     * hold a push back for the peer's delayed ACK */
+    if (ngx_tcp_nodelay(c) != NGX_OK) {
+        goto failed;
+    }
+
     s->upgraded = 1;
     s->last_in = ngx_current_msec;
     ngx_http_im_metric_inc(NGX_HTTP_IM_M_LOGINS);
