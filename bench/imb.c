@@ -9,6 +9,7 @@
 
 #define _GNU_SOURCE
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -2132,4 +2133,47 @@ imb_codec(const char *name)
 
     /* "pb": binary protobuf frames, once the server speaks them */
     return NULL;
+}
+
+
+int
+imb_children(long ppid, long *pids, int max)
+{
+    int             n;
+    long            parent;
+    char            path[300], line[512], *p;
+    FILE           *f;
+    DIR            *d;
+    struct dirent  *de;
+
+    n = 0;
+    d = ppid > 0 ? opendir("/proc") : NULL;
+
+    while (d && (de = readdir(d)) != NULL && n < max) {
+        if (de->d_name[0] < '0' || de->d_name[0] > '9') {
+            continue;
+        }
+
+        snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
+        f = fopen(path, "r");
+        if (f == NULL) {
+            continue;
+        }
+
+        parent = 0;
+        if (fgets(line, sizeof(line), f) && (p = strrchr(line, ')'))) {
+            (void) sscanf(p + 2, "%*c %ld", &parent);
+        }
+        fclose(f);
+
+        if (parent == ppid) {
+            pids[n++] = atol(de->d_name);
+        }
+    }
+
+    if (d) {
+        closedir(d);
+    }
+
+    return n;
 }

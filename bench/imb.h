@@ -336,4 +336,8 @@ int imb_buf_json_str(imb_buf_t *b, const char *s);
 void imb_conv_single(const char *a, const char *b, char *out, size_t size);
 
 
+/* the pids of ppid's children (at most max), from /proc; returns how many */
+int imb_children(long ppid, long *pids, int max);
+
+
 #endif /* _IMB_H_INCLUDED_ */

@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <unistd.h>
 #include <sys/resource.h>
 #include <sys/utsname.h>
@@ -1833,11 +1832,10 @@ imb_status_kb(const char *path, const char *field)
 static void
 imb_mem(imb_mem_t *m)
 {
-    char            path[300], line[512], *p;
-    long            master, ppid;
-    FILE           *f;
-    DIR            *d;
-    struct dirent  *de;
+    int    i, n;
+    char   path[300], line[512], *p;
+    long   master, pids[64];
+    FILE  *f;
 
     memset(m, 0, sizeof(*m));
 
@@ -1868,42 +1866,14 @@ imb_mem(imb_mem_t *m)
     master = fgets(line, sizeof(line), f) ? atol(line) : 0;
     fclose(f);
 
-    d = opendir("/proc");
-    if (d == NULL) {
-        return;
-    }
+    n = imb_children(master, pids, 64);
 
-    while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] < '0' || de->d_name[0] > '9') {
-            continue;
-        }
-
-        snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
-        f = fopen(path, "r");
-        if (f == NULL) {
-            continue;
-        }
-
-        ppid = 0;
-        if (fgets(line, sizeof(line), f)) {
-            p = strrchr(line, ')');
-            if (p) {
-                (void) sscanf(p + 2, "%*c %ld", &ppid);
-            }
-        }
-        fclose(f);
-
-        if (ppid != master || master == 0) {
-            continue;
-        }
-
-        snprintf(path, sizeof(path), "/proc/%s/status", de->d_name);
+    for (i = 0; i < n; i++) {
+        snprintf(path, sizeof(path), "/proc/%ld/status", pids[i]);
         m->workers++;
         m->rss += imb_status_kb(path, "VmRSS:");
         m->anon += imb_status_kb(path, "RssAnon:");
     }
-
-    closedir(d);
 }
 
 
@@ -1970,12 +1940,8 @@ static void
 imb_cpu(imb_proc_t *procs, imb_cpu_t *c, const char *ngx_pid_file,
     const char *redis_pid_file)
 {
-    int             i;
-    long            master, ppid;
-    char            path[300], line[512], *p;
-    FILE           *f;
-    DIR            *d;
-    struct dirent  *de;
+    int    i, n;
+    long   master, pids[64];
 
     memset(c, 0, sizeof(*c));
     c->wall = imb_now_ns() / 1e9;
@@ -1987,32 +1953,10 @@ imb_cpu(imb_proc_t *procs, imb_cpu_t *c, const char *ngx_pid_file,
     c->redis = imb_proc_cpu(imb_pid_file(redis_pid_file), 1);
 
     master = imb_pid_file(ngx_pid_file);
-    d = master ? opendir("/proc") : NULL;
+    n = imb_children(master, pids, 64);
 
-    while (d && (de = readdir(d)) != NULL) {
-        if (de->d_name[0] < '0' || de->d_name[0] > '9') {
-            continue;
-        }
-
-        snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
-        f = fopen(path, "r");
-        if (f == NULL) {
-            continue;
-        }
-
-        ppid = 0;
-        if (fgets(line, sizeof(line), f) && (p = strrchr(line, ')'))) {
-            (void) sscanf(p + 2, "%*c %ld", &ppid);
-        }
-        fclose(f);
-
-        if (ppid == master) {
-            c->nginx += imb_proc_cpu(atol(de->d_name), 0);
-        }
-    }
-
-    if (d) {
-        closedir(d);
+    for (i = 0; i < n; i++) {
+        c->nginx += imb_proc_cpu(pids[i], 0);
     }
 }
 

@@ -31,7 +31,6 @@
 #define _GNU_SOURCE
 
 #include <errno.h>
-#include <dirent.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -667,12 +666,10 @@ imr_tick(imb_loop_t *l, void *data)
 static void
 imr_faults(void)
 {
-    int            i, n, status;
-    long           master, ppid, pids[64];
-    char           path[300], line[512], *p;
+    int            i, j, k, n, status;
+    long           master, pids[64], all[64];
+    char           path[300], line[512];
     FILE          *f;
-    DIR           *d;
-    struct dirent *de;
     imr_client_t  *c;
 
     if (redis_child > 0
@@ -756,31 +753,12 @@ imr_faults(void)
     next_kill = rc.kills_max && st.kills >= (uint64_t) rc.kills_max
                 ? 0 : next_kill + imr_sec(rc.kill_every);
 
+    /* workers still serving, not ones shutting down after a reload */
+    k = imb_children(master, all, 64);
     n = 0;
-    d = master > 0 ? opendir("/proc") : NULL;
 
-    while (d && (de = readdir(d)) != NULL && n < 64) {
-        if (de->d_name[0] < '0' || de->d_name[0] > '9') {
-            continue;
-        }
-
-        snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
-        f = fopen(path, "r");
-        if (f == NULL) {
-            continue;
-        }
-
-        ppid = 0;
-        if (fgets(line, sizeof(line), f)) {
-            p = strrchr(line, ')');
-            if (p) {
-                (void) sscanf(p + 2, "%*c %ld", &ppid);
-            }
-        }
-        fclose(f);
-
-        /* workers still serving, not ones shutting down after a reload */
-        snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
+    for (j = 0; j < k; j++) {
+        snprintf(path, sizeof(path), "/proc/%ld/cmdline", all[j]);
         f = fopen(path, "r");
         line[0] = '\0';
         if (f) {
@@ -789,15 +767,10 @@ imr_faults(void)
             fclose(f);
         }
 
-        if (ppid == master && strstr(line, "worker process")
-            && !strstr(line, "shutting down"))
+        if (strstr(line, "worker process") && !strstr(line, "shutting down"))
         {
-            pids[n++] = atol(de->d_name);
+            pids[n++] = all[j];
         }
-    }
-
-    if (d) {
-        closedir(d);
     }
 
     if (n == 0) {
