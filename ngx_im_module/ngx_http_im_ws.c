@@ -421,6 +421,17 @@ ngx_http_im_ws_upgrade(ngx_http_im_session_t *s)
     h->value.data = accept;
     h->value.len = n;
 
+    /*
+     * Count the session before the 101 leaves: a client that has its 101
+     * may ask for metrics or presence at once, and the kernel may run it
+     * before this worker gets the CPU back.  A failure from here on goes
+     * through the session cleanup, which undoes all three.
+     */
+    s->upgraded = 1;
+    ngx_http_im_metric_inc(NGX_HTTP_IM_M_LOGINS);
+    ngx_http_im_metric_inc(NGX_HTTP_IM_M_CONNECTIONS);
+    ngx_http_im_session_presence(s, 1);
+
     rc = ngx_http_send_header(r);
     if (rc == NGX_ERROR || rc > NGX_OK
         || ngx_http_send_special(r, NGX_HTTP_FLUSH) == NGX_ERROR)
@@ -441,11 +452,7 @@ ngx_http_im_ws_upgrade(ngx_http_im_session_t *s)
         goto failed;
     }
 
-    s->upgraded = 1;
     s->last_in = ngx_current_msec;
-    ngx_http_im_metric_inc(NGX_HTTP_IM_M_LOGINS);
-    ngx_http_im_metric_inc(NGX_HTTP_IM_M_CONNECTIONS);
-    ngx_http_im_session_presence(s, 1);
     ngx_http_im_ws_parser_init(&s->parser, s->conf->ws_max_frame,
                                s->conf->ws_max_message);
 
@@ -927,7 +934,7 @@ ngx_http_im_ws_goodbye(ngx_http_im_session_t *s)
     size_t  n;
 
     if (!s->upgraded || s->closing || s->out_pos != s->out_len
-        || !(ngx_exiting || ngx_terminate))
+        || s->c->buffered || !(ngx_exiting || ngx_terminate))
     {
         return;
     }

@@ -723,8 +723,9 @@ def test_online_status_across_hosts(stack, stack2, api):
         c2 = await Client(stack2, a, t2, 2).connect()
         c5 = await Client(stack2, a, t5, 5).connect()
         # asked through the OTHER host (stack), in list order.  A session
-        # records its presence right after its 101 (not before), so allow
-        # that write a moment to land.
+        # issues its presence write just before its 101, but that write
+        # and this query travel on different Redis connections, so allow
+        # it a moment to land.
         t0 = time.time()
         while True:
             r = api.post("/user/get_users_online_status",
