@@ -438,15 +438,20 @@ ngx_http_im_send_stored_reply(redisReply *reply, void *data)
 
     ctx->seq = reply->element[1]->integer;
     ngx_http_im_metric_sent(ctx->kind);
-    ngx_http_im_send_ack(ctx, ctx->seq, -1);
 
-    /* no worker anywhere subscribed to the recipient: offline */
+    /*
+     * No worker anywhere subscribed to the recipient: offline.  The job
+     * goes out before the ack, so that whoever holds the ack also sees
+     * the job counted.
+     */
     if (ctx->opts.offline_push && reply->elements > 2
         && reply->element[2]->type == REDIS_REPLY_INTEGER
         && reply->element[2]->integer == 0)
     {
         ngx_http_im_send_push_job(ctx);
     }
+
+    ngx_http_im_send_ack(ctx, ctx->seq, -1);
 
 done:
 

@@ -424,6 +424,9 @@ ngx_http_im_session_kick(ngx_http_im_user_t *u, ngx_int_t platform)
                       "im: \"%V\" platform %i kicked offline",
                       &s->uid, s->platform);
 
+        /* counters move before the frames that a client can observe */
+        ngx_http_im_metric_inc(NGX_HTTP_IM_M_KICKS);
+
         if (!s->binary) {
             ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_TEXT, kick,
                                 sizeof(kick) - 1);
@@ -441,7 +444,6 @@ ngx_http_im_session_kick(ngx_http_im_user_t *u, ngx_int_t platform)
         }
 
         ngx_http_im_ws_close(s, 1000, "kicked");
-        ngx_http_im_metric_inc(NGX_HTTP_IM_M_KICKS);
     }
 }
 
@@ -599,6 +601,8 @@ ngx_http_im_session_push(ngx_http_im_user_t *u, u_char *data, size_t len)
             continue;
         }
 
+        ngx_http_im_metric_inc(NGX_HTTP_IM_M_PUSHES);
+
         if (!s->binary) {
             ngx_http_im_ws_send_json(s, b);
 
@@ -611,8 +615,6 @@ ngx_http_im_session_push(ngx_http_im_user_t *u, u_char *data, size_t len)
             ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_BINARY, pb.data,
                                 pb.len);
         }
-
-        ngx_http_im_metric_inc(NGX_HTTP_IM_M_PUSHES);
     }
 
     ngx_http_im_buf_free(&pb);
