@@ -193,6 +193,7 @@ struct ngx_http_im_session_s {
     unsigned                   queued:1;       /* in user->sessions */
     unsigned                   binary:1;       /* pushes as protobuf */
     unsigned                   kicked:1;       /* while logging in */
+    unsigned                   registry:1;     /* registry check sent */
 };
 
 

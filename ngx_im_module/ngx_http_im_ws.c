@@ -22,6 +22,7 @@ static ngx_int_t ngx_http_im_ws_refuse(ngx_http_request_t *r,
     ngx_uint_t status, ngx_int_t code, const char *msg);
 static void ngx_http_im_ws_refuse_async(ngx_http_im_session_t *s,
     ngx_uint_t status, ngx_int_t code, const char *msg);
+static ngx_int_t ngx_http_im_ws_registry(ngx_http_im_session_t *s);
 static void ngx_http_im_ws_auth_done(redisReply *reply, void *data);
 static void ngx_http_im_ws_upgrade(ngx_http_im_session_t *s);
 static void ngx_http_im_ws_read_handler(ngx_http_request_t *r);
@@ -39,8 +40,8 @@ static ngx_str_t *ngx_http_im_ws_dup(ngx_str_t *dst, ngx_str_t *src);
 
 /*
  * The content handler of an im_ws location.  Validates the handshake and
- * the token synchronously, then checks the token registry in Redis and
- * subscribes the user's channel; only then does it send 101.
+ * the token synchronously, then subscribes the user's channel and checks
+ * the token registry in Redis; only then does it send 101.
  */
 ngx_int_t
 ngx_http_im_ws_handler(ngx_http_request_t *r)
@@ -131,16 +132,23 @@ ngx_http_im_ws_handler(ngx_http_request_t *r)
 
     s->platform = platform;
 
-    if (ngx_http_im_token_lookup((char *) uid.data, uid.len, &s->token, 1,
-                                 ngx_http_im_ws_auth_done, s)
-        != NGX_OK)
-    {
+    /*
+     * Join first, check the token registry second: a force_logout that
+     * marks the token after the check publishes its kick after the
+     * SUBSCRIBE, so this login hears it (see ngx_http_im_session_kick()).
+     */
+    rc = ngx_http_im_session_join(s);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_im_ws_registry(s);
+    }
+
+    if (rc == NGX_ERROR) {
+        ngx_http_im_session_leave(s);
         return ngx_http_im_ws_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                      NGX_HTTP_IM_ERR_UNAVAILABLE,
                                      "redis unavailable");
     }
-
-    ngx_http_im_session_ref(s);
 
     /* the login must not wait forever for Redis */
     s->ping.handler = ngx_http_im_ws_timer_handler;
@@ -149,7 +157,7 @@ ngx_http_im_ws_handler(ngx_http_request_t *r)
     s->ping.cancelable = 1;
     ngx_add_timer(&s->ping, imcf->redis_timeout + 1000);
 
-    r->connection->log->action = "authenticating websocket";
+    r->connection->log->action = "logging websocket in";
     r->main->count++;
 
     return NGX_DONE;
@@ -293,7 +301,8 @@ ngx_http_im_ws_auth_done(redisReply *reply, void *data)
 {
     ngx_http_im_session_t  *s = data;
 
-    ngx_int_t  code;
+    ngx_int_t          code;
+    ngx_connection_t  *c;
 
     if (s->closed) {
         goto done;
@@ -321,21 +330,25 @@ ngx_http_im_ws_auth_done(redisReply *reply, void *data)
         goto done;
     }
 
-    switch (ngx_http_im_session_join(s)) {
+    if (s->kicked) {
+        ngx_http_im_ws_refuse_async(s, NGX_HTTP_UNAUTHORIZED,
+                                    NGX_HTTP_IM_ERR_TOKEN_KICKED,
+                                    "token kicked");
+        goto done;
+    }
 
-    case NGX_OK:
-        ngx_http_im_session_login_done(s, 1);
-        break;
-
-    case NGX_AGAIN:
-        s->c->log->action = "subscribing websocket user";
-        break;
-
-    default:
+    if (s->user == NULL || s->user->state != NGX_HTTP_IM_SUB_DONE) {
+        /* the subscriber connection dropped meanwhile: a 101 now would
+         * promise deliveries that cannot arrive */
         ngx_http_im_ws_refuse_async(s, NGX_HTTP_SERVICE_UNAVAILABLE,
                                     NGX_HTTP_IM_ERR_UNAVAILABLE,
                                     "redis unavailable");
+        goto done;
     }
+
+    c = s->c;
+    ngx_http_im_ws_upgrade(s);
+    ngx_http_run_posted_requests(c);
 
 done:
 
@@ -344,31 +357,40 @@ done:
 
 
 /*
- * Called once the user's channel is subscribed (ok) or could not be: the
- * handshake finishes either way.
+ * Called once the user's channel is subscribed (ok) or could not be:
+ * the login goes on to the token registry, or is refused.
  */
 void
 ngx_http_im_session_login_done(ngx_http_im_session_t *s, ngx_int_t ok)
 {
-    ngx_connection_t  *c;
+    if (s->registry) {
+        /* subscribed earlier; its registry check is in flight */
+        return;
+    }
 
-    if (!ok) {
+    if (!ok || ngx_http_im_ws_registry(s) != NGX_OK) {
         ngx_http_im_ws_refuse_async(s, NGX_HTTP_SERVICE_UNAVAILABLE,
                                     NGX_HTTP_IM_ERR_UNAVAILABLE,
                                     "redis unavailable");
-        return;
+    }
+}
+
+
+/* asks the token registry about a subscribed login */
+static ngx_int_t
+ngx_http_im_ws_registry(ngx_http_im_session_t *s)
+{
+    if (ngx_http_im_token_lookup((char *) s->uid.data, s->uid.len,
+                                 &s->token, 1, ngx_http_im_ws_auth_done, s)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
-    if (s->kicked) {
-        ngx_http_im_ws_refuse_async(s, NGX_HTTP_UNAUTHORIZED,
-                                    NGX_HTTP_IM_ERR_TOKEN_KICKED,
-                                    "token kicked");
-        return;
-    }
+    s->registry = 1;
+    ngx_http_im_session_ref(s);
 
-    c = s->c;
-    ngx_http_im_ws_upgrade(s);
-    ngx_http_run_posted_requests(c);
+    return NGX_OK;
 }
 
 

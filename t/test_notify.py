@@ -1093,3 +1093,56 @@ def test_push_stream_consumer_group(api, redis_server):
     assert mine[0][1]["class"] == "im"
     assert r.xack("im:push", group, mine[0][0]) == 1
     r.xgroup_destroy("im:push", group)
+
+
+def spin(seconds):
+    """Waits finer than time.sleep() can."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_force_logout_racing_logins(stack, api):
+    """A kick fired while a login is still in flight: every login ends
+    refused with 1506, or opened and then kicked with 2002 + Close 1000.
+    None may stay open with a kicked token.  The kick lands at staggered
+    points of the handshake (registry check, SUBSCRIBE, 101)."""
+    import rawws
+    u = uids(1, "kr")[0]
+    api.register(u)
+    adm = api.admin_token()
+    kick = json.dumps({"userID": u, "platformID": 3}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
+    outcomes = {"refused": 0, "kicked": 0}
+    for i in range(200):
+        tok = api.user_token(u, 3)
+        ws = rawws.RawWS(stack.port)
+        req, ws.key = rawws.handshake_request(rawws.ws_path(u, tok, 3))
+        # the kick goes from 400 us before the login to 100 us after it
+        offset = ((i * 7) % 51 - 40) * 0.00001
+        if offset >= 0:
+            ws.send(req)
+            spin(offset)
+        conn.request("POST", "/im/api/auth/force_logout", body=kick,
+                     headers={"token": adm, "operationID": "kr-%d" % i,
+                              "Content-Type": "application/json"})
+        if offset < 0:
+            spin(-offset)
+            ws.send(req)
+        resp = conn.getresponse()
+        assert json.loads(resp.read())["errCode"] == 0
+        status = ws.read_response()
+        if status == 401:
+            assert ws.body_json()["errCode"] == 1506, ws.body
+            outcomes["refused"] += 1
+        else:
+            assert status == 101, (status, ws.body)
+            f = ws.recv_frame(timeout=3)
+            assert f.opcode == rawws.OP_TEXT, f
+            assert f.json()["reqIdentifier"] == 2002, f
+            assert ws.expect_close(timeout=3).close_code == 1000
+            outcomes["kicked"] += 1
+        ws.sock.close()
+    conn.close()
+    # both orders happened, so the race was really run
+    assert outcomes["refused"] and outcomes["kicked"], outcomes
