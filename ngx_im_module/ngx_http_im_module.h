@@ -45,6 +45,7 @@
 #define NGX_HTTP_IM_REQ_PUSH          2001
 #define NGX_HTTP_IM_REQ_KICK          2002
 #define NGX_HTTP_IM_REQ_LOGOUT        2003
+#define NGX_HTTP_IM_REQ_BACKGROUND    2004
 
 
 /* contentTypes from here on are system notifications, not for users */
@@ -194,6 +195,7 @@ struct ngx_http_im_session_s {
     unsigned                   binary:1;       /* pushes as protobuf */
     unsigned                   kicked:1;       /* while logging in */
     unsigned                   registry:1;     /* registry check sent */
+    unsigned                   background:1;   /* app in background */
 };
 
 
@@ -267,6 +269,9 @@ void ngx_http_im_session_resubscribe(void);
 void ngx_http_im_session_login_done(ngx_http_im_session_t *s,
     ngx_int_t ok);
 void ngx_http_im_session_presence(ngx_http_im_session_t *s, ngx_uint_t on);
+ngx_int_t ngx_http_im_session_presence_write(ngx_http_im_session_t *s,
+    ngx_uint_t on, void (*handler)(struct redisReply *reply, void *data),
+    void *data);
 void ngx_http_im_session_alive(ngx_event_t *ev);
 
 /* msg.c */

@@ -110,6 +110,8 @@ static ngx_http_im_mongo_item_t *ngx_http_im_pull_twin(
 static void ngx_http_im_call_started(ngx_http_im_call_t *call,
     ngx_uint_t n);
 static size_t ngx_http_im_key(u_char *buf, const char *fmt, ngx_str_t *a);
+static void ngx_http_im_background(ngx_http_im_call_t *call, yajl_val data);
+static void ngx_http_im_background_reply(redisReply *reply, void *data);
 
 
 /*
@@ -245,6 +247,10 @@ ngx_http_im_handle(ngx_http_im_session_t *s, ngx_http_im_env_t *env,
     case NGX_HTTP_IM_REQ_LOGOUT:
         ngx_http_im_call_finish(call);
         ngx_http_im_ws_close(s, 1000, "logout");
+        break;
+
+    case NGX_HTTP_IM_REQ_BACKGROUND:
+        ngx_http_im_background(call, data);
         break;
 
     default:
@@ -1312,4 +1318,73 @@ static size_t
 ngx_http_im_key(u_char *buf, const char *fmt, ngx_str_t *a)
 {
     return ngx_snprintf(buf, NGX_HTTP_IM_CONV_KEY, fmt, a) - buf;
+}
+
+
+/*
+ * 2004 SetBackgroundStatus {userID, isBackground}: while every session of
+ * a user is in the background, messages to it also make offline-push
+ * jobs.  Pushes still go to the sessions.  proto3 leaves a false
+ * isBackground out, so a missing one means foreground.
+ */
+static void
+ngx_http_im_background(ngx_http_im_call_t *call, yajl_val data)
+{
+    int                     background;
+    char                    err[128];
+    ngx_http_im_str_t       uid;
+    ngx_http_im_session_t  *s;
+
+    s = call->s;
+    background = 0;
+    uid.len = 0;
+
+    if (data == NULL || !YAJL_IS_OBJECT(data)
+        || ngx_http_im_json_get_str(data, "userID", 0, &uid, err,
+                                    sizeof(err)) != 0
+        || ngx_http_im_json_get_bool(data, "isBackground", 0, &background,
+                                     err, sizeof(err)) != 0)
+    {
+        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS,
+                              data == NULL || !YAJL_IS_OBJECT(data)
+                              ? "data must be an object" : err);
+        return;
+    }
+
+    if (uid.len && (uid.len != s->uid.len
+                    || ngx_strncmp(uid.data, s->uid.data, uid.len) != 0))
+    {
+        ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
+                      "im: \"%V\" asked to set another user's "
+                      "background status", &s->uid);
+        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_PERMISSION,
+                              "userID is not this session's user");
+        return;
+    }
+
+    s->background = background ? 1 : 0;
+
+    /* answered once Redis has it: a message sent after the answer sees
+     * the new state */
+    if (ngx_http_im_session_presence_write(s, 1,
+                                           ngx_http_im_background_reply,
+                                           call)
+        != NGX_OK)
+    {
+        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    }
+}
+
+
+static void
+ngx_http_im_background_reply(redisReply *reply, void *data)
+{
+    ngx_http_im_call_t  *call = data;
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        return;
+    }
+
+    ngx_http_im_call_finish(call);
 }

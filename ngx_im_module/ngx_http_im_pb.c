@@ -214,6 +214,9 @@ static const ngx_http_im_pb_route_t  ngx_http_im_pb_routes[] = {
     { 2003, { &im__del_user_push_token_req__descriptor,
               &im__del_user_push_token_resp__descriptor, NULL } },
 
+    { 2004, { &im__set_app_background_status_req__descriptor,
+              &im__set_app_background_status_resp__descriptor, NULL } },
+
     { 0, { NULL, NULL, NULL } }
 };
 

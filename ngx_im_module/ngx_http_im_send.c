@@ -296,11 +296,11 @@ static ngx_int_t
 ngx_http_im_send_stored(ngx_http_im_send_ctx_t *ctx)
 {
     u_char                   *p;
-    size_t                    len[24];
+    size_t                    len[25];
     ngx_uint_t                i;
-    const char               *argv[24];
+    const char               *argv[25];
     ngx_http_im_main_conf_t  *imcf;
-    u_char                    keys[10][NGX_HTTP_IM_KEY_MAX];
+    u_char                    keys[11][NGX_HTTP_IM_KEY_MAX];
     u_char                    now_ms[NGX_INT64_LEN], ttl[NGX_INT64_LEN];
     u_char                    nums[2][NGX_INT64_LEN];
     u_char                    chans[2][NGX_HTTP_IM_UID_MAX + 16];
@@ -323,57 +323,59 @@ ngx_http_im_send_stored(ngx_http_im_send_ctx_t *ctx)
     len[8] = ngx_sprintf(keys[8], "im:{c:%V}:reserved", &ctx->conv)
              - keys[8];
     len[9] = ngx_sprintf(keys[9], "im:{c:%V}:done", &ctx->conv) - keys[9];
+    len[10] = ngx_sprintf(keys[10], "im:{u:%V}:online", &ctx->recv_id)
+              - keys[10];
 
-    for (i = 0; i < 10; i++) {
+    for (i = 0; i < 11; i++) {
         argv[i] = (char *) keys[i];
     }
 
     /* the script puts the seq between these two halves */
-    argv[10] = (char *) ctx->json.data;
-    len[10] = ctx->seq_at;
-    argv[11] = (char *) ctx->json.data + ctx->seq_at + 1;
-    len[11] = ctx->json.len - ctx->seq_at - 1;
-    argv[12] = (char *) now_ms;
-    len[12] = ngx_sprintf(now_ms, "%L", ctx->send_time) - now_ms;
-    argv[13] = (char *) ctx->conv.data;
-    len[13] = ctx->conv.len;
-    argv[14] = (char *) ttl;
-    len[14] = ngx_sprintf(ttl, "%T", imcf->dedup_ttl) - ttl;
-    argv[15] = "1";
-    len[15] = 1;
-    argv[16] = ngx_http_im_mongo_enabled() ? "1" : "0";
+    argv[11] = (char *) ctx->json.data;
+    len[11] = ctx->seq_at;
+    argv[12] = (char *) ctx->json.data + ctx->seq_at + 1;
+    len[12] = ctx->json.len - ctx->seq_at - 1;
+    argv[13] = (char *) now_ms;
+    len[13] = ngx_sprintf(now_ms, "%L", ctx->send_time) - now_ms;
+    argv[14] = (char *) ctx->conv.data;
+    len[14] = ctx->conv.len;
+    argv[15] = (char *) ttl;
+    len[15] = ngx_sprintf(ttl, "%T", imcf->dedup_ttl) - ttl;
+    argv[16] = "1";
     len[16] = 1;
-    argv[17] = (char *) nums[0];
-    len[17] = ngx_sprintf(nums[0], "%ui", imcf->hot_window) - nums[0];
-    argv[18] = (char *) nums[1];
-    len[18] = ngx_sprintf(nums[1], "%ui", imcf->persist_stream_max)
+    argv[17] = ngx_http_im_mongo_enabled() ? "1" : "0";
+    len[17] = 1;
+    argv[18] = (char *) nums[0];
+    len[18] = ngx_sprintf(nums[0], "%ui", imcf->hot_window) - nums[0];
+    argv[19] = (char *) nums[1];
+    len[19] = ngx_sprintf(nums[1], "%ui", imcf->persist_stream_max)
               - nums[1];
-    argv[19] = ctx->force ? "1" : "0";
-    len[19] = 1;
-    argv[20] = (char *) ctx->server_msg_id.data;
-    len[20] = ctx->server_msg_id.len;
+    argv[20] = ctx->force ? "1" : "0";
+    len[20] = 1;
+    argv[21] = (char *) ctx->server_msg_id.data;
+    len[21] = ctx->server_msg_id.len;
 
     /* the deliveries, published by the script (see session.c) */
-    argv[21] = (char *) head;
-    len[21] = ngx_snprintf(head, sizeof(head), "m %V %uL %V\n",
+    argv[22] = (char *) head;
+    len[22] = ngx_snprintf(head, sizeof(head), "m %V %uL %V\n",
                            &ngx_http_im_worker->origin, ctx->opts.sid,
                            &ctx->conv)
               - head;
-    argv[22] = (char *) chans[0];
-    len[22] = ngx_sprintf(chans[0], "im:u:%V", &ctx->recv_id) - chans[0];
-    argv[23] = (char *) chans[1];
-    len[23] = 0;
+    argv[23] = (char *) chans[0];
+    len[23] = ngx_sprintf(chans[0], "im:u:%V", &ctx->recv_id) - chans[0];
+    argv[24] = (char *) chans[1];
+    len[24] = 0;
 
     if (ctx->send_id.len != ctx->recv_id.len
         || ngx_strncmp(ctx->send_id.data, ctx->recv_id.data,
                        ctx->send_id.len) != 0)
     {
-        len[23] = ngx_sprintf(chans[1], "im:u:%V", &ctx->send_id) - chans[1];
+        len[24] = ngx_sprintf(chans[1], "im:u:%V", &ctx->send_id) - chans[1];
     }
 
     return ngx_http_im_redis_script(NGX_HTTP_IM_LUA_SEND,
-                                    ngx_http_im_send_stored_reply, ctx, 10,
-                                    24, argv, len);
+                                    ngx_http_im_send_stored_reply, ctx, 11,
+                                    25, argv, len);
 }
 
 

@@ -471,19 +471,28 @@ ngx_http_im_push_pb(u_char *data, size_t len, long long req_identifier,
 }
 
 
+void
+ngx_http_im_session_presence(ngx_http_im_session_t *s, ngx_uint_t on)
+{
+    (void) ngx_http_im_session_presence_write(s, on, NULL, NULL);
+}
+
+
 /*
  * Records (on) or removes a session in its user's presence hash.  The
  * field names the worker, whose liveness key lets readers drop entries
- * of crashed workers.
+ * of crashed workers; the value is the time, prefixed with "b" while the
+ * app is in the background (send.lua reads that).
  */
-void
-ngx_http_im_session_presence(ngx_http_im_session_t *s, ngx_uint_t on)
+ngx_int_t
+ngx_http_im_session_presence_write(ngx_http_im_session_t *s, ngx_uint_t on,
+    ngx_http_im_redis_pt handler, void *data)
 {
     u_char      *p;
     size_t       len[4];
     const char  *argv[4];
     u_char       key[NGX_HTTP_IM_UID_MAX + 32];
-    u_char       field[NGX_MAXHOSTNAMELEN + 128], now[NGX_INT64_LEN];
+    u_char       field[NGX_MAXHOSTNAMELEN + 128], now[NGX_INT64_LEN + 1];
 
     argv[0] = on ? "HSET" : "HDEL";
     len[0] = 4;
@@ -496,9 +505,10 @@ ngx_http_im_session_presence(ngx_http_im_session_t *s, ngx_uint_t on)
     len[2] = p - field;
 
     argv[3] = (char *) now;
-    len[3] = ngx_sprintf(now, "%T", ngx_time()) - now;
+    len[3] = ngx_sprintf(now, s->background ? "b%T" : "%T", ngx_time())
+             - now;
 
-    (void) ngx_http_im_redis_command(NULL, NULL, on ? 4 : 3, argv, len);
+    return ngx_http_im_redis_command(handler, data, on ? 4 : 3, argv, len);
 }
 
 

@@ -1146,3 +1146,74 @@ def test_force_logout_racing_logins(stack, api):
     conn.close()
     # both orders happened, so the race was really run
     assert outcomes["refused"] and outcomes["kicked"], outcomes
+
+
+# ---------------------------------------------------------------------------
+# 2004 SetBackgroundStatus: background-only recipients get push jobs
+
+
+def test_background_sessions_get_push_jobs(stack, stack2, api,
+                                           redis_server):
+    b = uids(1, "bg")[0]
+    api.register(b)
+    t1, t2 = api.user_token(b, 1), api.user_token(b, 2)
+
+    async def scenario():
+        c1 = await Client(stack, b, t1, 1).connect()
+        # foreground: pushed, no job
+        assert send_v3(api, b)["errCode"] == 0
+        await push_frame(c1)
+        assert no_jobs_after(redis_server, b, 0.3) == []
+
+        r = await c1.request(2004, {"userID": b, "isBackground": True})
+        assert r["errCode"] == 0 and r["data"] == {}, r
+        # background: still pushed, and a job for the push gateway
+        assert send_v3(api, b)["errCode"] == 0
+        await push_frame(c1)
+        assert len(wait_jobs(redis_server, b, 1)) == 1
+
+        # a second device in the foreground, on the other host: no job
+        c2 = await Client(stack2, b, t2, 2).connect()
+        assert send_v3(api, b)["errCode"] == 0
+        await push_frame(c1)
+        await push_frame(c2)
+        assert len(no_jobs_after(redis_server, b, 0.3)) == 1
+
+        # both in the background (userID may be left out)
+        r = await c2.request(2004, {"isBackground": True})
+        assert r["errCode"] == 0, r
+        assert send_v3(api, b)["errCode"] == 0
+        assert len(wait_jobs(redis_server, b, 2)) == 2
+
+        # back in the foreground (proto3 leaves false out: the default)
+        r = await c1.request(2004, {"userID": b})
+        assert r["errCode"] == 0, r
+        assert send_v3(api, b)["errCode"] == 0
+        await push_frame(c1)
+        assert len(no_jobs_after(redis_server, b, 0.3)) == 2
+        await c1.close()
+        await c2.close()
+
+    run(scenario())
+
+
+def test_background_status_errors(stack, api):
+    a, b = uids(2, "be")
+    api.register(a, b)
+    ta = api.user_token(a, 1)
+
+    async def scenario():
+        c = await Client(stack, a, ta, 1).connect()
+        r = await c.request(2004, {"userID": b, "isBackground": True})
+        assert r["errCode"] == 1002, r
+        r = await c.request(2004, {"isBackground": "yes"})
+        assert r["errCode"] == 1001 and "isBackground" in r["errMsg"], r
+        r = await c.request(2004, {"userID": 7})
+        assert r["errCode"] == 1001 and "userID" in r["errMsg"], r
+        r = await c.request(2004, [1, 2])
+        assert r["errCode"] == 1001, r
+        # still open and working
+        assert (await c.newest())["errCode"] == 0
+        await c.close()
+
+    run(scenario())

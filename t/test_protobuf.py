@@ -180,3 +180,34 @@ def test_malformed_protobuf_is_refused(stack, api, im_pb2):
         await c.ws.close()
 
     run(scenario())
+
+
+def test_protobuf_background_status(stack, api, im_pb2, redis_server):
+    """2004 in protobuf: true sets the background, and false (which
+    proto3 leaves out of the bytes) sets the foreground again."""
+    pb = im_pb2
+    a, b = uids()
+    api.register(a, b)
+    ta = api.user_token(a)
+    key = "im:{u:%s}:online" % a
+
+    def states():
+        vals = redis_server.cli("HVALS", key).split()
+        return sorted(v[:1] == "b" for v in vals)
+
+    async def scenario():
+        ca = await PbClient(pb, stack, a, ta).connect()
+        r = await ca.request(2004, pb.SetAppBackgroundStatusReq(
+            userID=a, isBackground=True))
+        assert r.errCode == 0, r.errMsg
+        assert states() == [True]
+        r = await ca.request(2004, pb.SetAppBackgroundStatusReq(
+            isBackground=False))
+        assert r.errCode == 0, r.errMsg
+        assert states() == [False]
+        r = await ca.request(2004, pb.SetAppBackgroundStatusReq(
+            userID=b, isBackground=True))
+        assert r.errCode == 1002
+        await ca.ws.close()
+
+    run(scenario())

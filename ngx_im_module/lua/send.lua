@@ -4,7 +4,7 @@
 --       5 recipient's conversation index, 6 sender's read seqs,
 --       7 recipient's profile (checked when ARGV[6] is "1"),
 --       8 persistence stream, 9 conv reserved seq, 10 conv persisted-
---       and-hot seqs
+--       and-hot seqs, 11 recipient's presence hash
 -- ARGV: 1 JSON up to "seq":, 2 JSON after the seq digits, 3 now (ms),
 --       4 conversation ID, 5 dedup TTL (s), 6 check recipient,
 --       7 "1" with MongoDB, 8 hot window, 9 persistence backlog bound,
@@ -13,7 +13,8 @@
 --       13 recipient's channel, 14 sender's channel ("" for none)
 -- A new message is published to both channels here, so its delivery is
 -- never refused after the ack.
--- Returns {1, seq, workers the recipient's channel reached} for a new
+-- Returns {1, seq, workers the recipient's channel reached, or 0 when
+-- every session of the recipient is in the background} for a new
 -- message, {0, seq, sendTime, serverMsgID} for
 -- a resend of a known clientMsgID (from the dedup key alone: the message
 -- may have left Redis), -1101 when the recipient is not registered,
@@ -76,6 +77,24 @@ local delivery = ARGV[12] .. ARGV[1] .. seq .. ARGV[2]
 local online = redis.call('PUBLISH', ARGV[13], delivery)
 if ARGV[14] ~= '' then
     redis.call('PUBLISH', ARGV[14], delivery)
+end
+
+-- sessions in the background (2004) do not count as online for the
+-- offline push; no presence entry yet means a login is just landing
+if online > 0 then
+    local entries = redis.call('HGETALL', KEYS[11])
+    local foreground = #entries == 0
+    for i = 1, #entries, 2 do
+        local worker = string.match(entries[i], '^%d+:(.*):%d+$')
+        if string.sub(entries[i + 1], 1, 1) ~= 'b' and worker
+           and redis.call('EXISTS', worker) == 1 then
+            foreground = true
+            break
+        end
+    end
+    if not foreground then
+        online = 0
+    end
 end
 
 return {1, seq, online}
