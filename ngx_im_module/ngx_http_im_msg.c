@@ -18,6 +18,15 @@
 #define NGX_HTTP_IM_MAX_RANGES   100
 #define NGX_HTTP_IM_MAX_SEQS     1000
 
+/* the largest seq a pull may name: Lua numbers are exact below 2^53 */
+#define NGX_HTTP_IM_SEQ_MAX      9007199254740991LL
+
+/*
+ * Pulls of one connection in flight at once: each weighs this share of
+ * im_ws_max_inflight, so a client cannot pipeline many large answers.
+ */
+#define NGX_HTTP_IM_PULLS        4
+
 /* a conversation's Redis key: "im:{c:<conv>}:msgs", conv <= 132 bytes */
 #define NGX_HTTP_IM_CONV_KEY     (2 * NGX_HTTP_IM_UID_MAX + 64)
 
@@ -27,12 +36,16 @@
 typedef struct ngx_http_im_call_s  ngx_http_im_call_t;
 
 
-/* a message of a pull: JSON at off in call->store; len 0 while missing */
+/*
+ * A message of a pull: JSON at off in call->store; len 0 while missing,
+ * or for good when it was left out to keep the answer within its budget.
+ */
 typedef struct {
     ngx_uint_t                 section;      /* index in call->convs */
     long long                  seq;
     size_t                     off;
     size_t                     len;
+    unsigned                   skipped:1;
 } ngx_http_im_pulled_t;
 
 /* what an answer echoes, and its encoding */
@@ -50,6 +63,7 @@ struct ngx_http_im_call_s {
     long long                  req_identifier;
     ngx_uint_t                 pending;
     ngx_uint_t                 sections;
+    ngx_uint_t                 weight;       /* in s->inflight */
     ngx_int_t                  err;
     const char                *errmsg;
     ngx_http_im_buf_t          body;         /* the data object */
@@ -62,6 +76,7 @@ struct ngx_http_im_call_s {
     ngx_uint_t                 missing;
     u_char                    *is_end;       /* per conversation */
     ngx_http_im_buf_t          store;        /* the items' JSON */
+    size_t                     budget;       /* most bytes in store */
 };
 
 
@@ -325,8 +340,16 @@ ngx_http_im_call_create(ngx_http_im_session_t *s, ngx_http_im_env_t *env)
     call->req_identifier = env->req_identifier;
     ngx_http_im_buf_init(&call->body, s->conf->ws_send_queue);
 
+    call->weight = 1;
+    if (call->req_identifier == NGX_HTTP_IM_REQ_PULL_RANGE
+        || call->req_identifier == NGX_HTTP_IM_REQ_PULL_SEQS)
+    {
+        call->weight = ngx_max(1, s->conf->ws_max_inflight
+                                  / NGX_HTTP_IM_PULLS);
+    }
+
     ngx_http_im_session_ref(s);
-    s->inflight++;
+    s->inflight += call->weight;
 
     return call;
 }
@@ -336,10 +359,11 @@ ngx_http_im_call_create(ngx_http_im_session_t *s, ngx_http_im_env_t *env)
 static void
 ngx_http_im_call_finish(ngx_http_im_call_t *call)
 {
-    ngx_uint_t              i;
+    ngx_uint_t              i, weight;
     ngx_http_im_session_t  *s;
 
     s = call->s;
+    weight = call->weight;
 
     if (call->body.failed && call->err == 0) {
         call->err = NGX_HTTP_IM_ERR_ARGS;
@@ -363,7 +387,7 @@ ngx_http_im_call_finish(ngx_http_im_call_t *call)
     ngx_http_im_buf_free(&call->store);
     ngx_free(call);
 
-    s->inflight--;
+    s->inflight -= weight;
     if (!s->closed) {
         ngx_http_im_ws_resume(s);
     }
@@ -655,14 +679,14 @@ static void
 ngx_http_im_pull_range(ngx_http_im_call_t *call, yajl_val data)
 {
     char                    err[128];
-    size_t                  len[6];
-    ngx_uint_t              i, n;
+    size_t                  len[7];
+    ngx_uint_t              i, n, share;
     long long               v[3];
     yajl_val                ranges, r;
-    const char             *argv[6];
+    const char             *argv[7];
     ngx_http_im_session_t  *s;
     u_char                  keys[2][NGX_HTTP_IM_CONV_KEY];
-    u_char                  nums[3][NGX_INT64_LEN];
+    u_char                  nums[4][NGX_INT64_LEN];
 
     s = call->s;
     ranges = data ? ngx_http_im_json_get(data, "seqRanges") : NULL;
@@ -700,7 +724,10 @@ ngx_http_im_pull_range(ngx_http_im_call_t *call, yajl_val data)
         }
     }
 
-    if (ngx_http_im_pull_alloc(call, n * s->conf->pull_max) != NGX_OK) {
+    /* every range gets a fair share of the messages and bytes of a call */
+    share = ngx_min(s->conf->pull_max, NGX_HTTP_IM_MAX_SEQS / n);
+
+    if (ngx_http_im_pull_alloc(call, n * share) != NGX_OK) {
         return;
     }
 
@@ -714,9 +741,12 @@ ngx_http_im_pull_range(ngx_http_im_call_t *call, yajl_val data)
         (void) ngx_http_im_json_get_int(r, "num", 0, &v[2], err,
                                         sizeof(err));
 
-        if (v[2] <= 0 || v[2] > (long long) s->conf->pull_max) {
-            v[2] = s->conf->pull_max;
+        if (v[2] <= 0 || v[2] > (long long) share) {
+            v[2] = share;
         }
+
+        v[0] = ngx_max(v[0], 1);
+        v[1] = ngx_min(v[1], NGX_HTTP_IM_SEQ_MAX);
 
         len[0] = ngx_http_im_key(keys[0], "im:{c:%V}:msgs", &call->convs[i]);
         len[1] = ngx_http_im_key(keys[1], "im:{c:%V}:seq", &call->convs[i]);
@@ -731,9 +761,11 @@ ngx_http_im_pull_range(ngx_http_im_call_t *call, yajl_val data)
         argv[4] = (char *) nums[2];
         argv[5] = ngx_http_im_mongo_enabled() ? "1" : "0";
         len[5] = 1;
+        argv[6] = (char *) nums[3];
+        len[6] = ngx_sprintf(nums[3], "%uz", call->budget / n) - nums[3];
 
         if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_PULL,
-                                     ngx_http_im_pull_reply, call, 2, 6,
+                                     ngx_http_im_pull_reply, call, 2, 7,
                                      argv, len)
             != NGX_OK)
         {
@@ -790,7 +822,9 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
 
         for (j = 0; j < seqs->u.array.len; j++) {
             if (!YAJL_IS_INTEGER(seqs->u.array.values[j])
-                || YAJL_GET_INTEGER(seqs->u.array.values[j]) < 1)
+                || YAJL_GET_INTEGER(seqs->u.array.values[j]) < 1
+                || YAJL_GET_INTEGER(seqs->u.array.values[j])
+                   > NGX_HTTP_IM_SEQ_MAX)
             {
                 goto invalid;
             }
@@ -807,7 +841,6 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
         return;
     }
 
-    /* one more slot: an empty list still sends a placeholder field */
     argv = ngx_alloc((total + 3) * (sizeof(char *) + sizeof(size_t)
                                     + NGX_INT64_LEN), ngx_cycle->log);
     if (argv == NULL) {
@@ -821,32 +854,29 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
     for (i = 0; i < n; i++) {
         seqs = ngx_http_im_json_get(convs->u.array.values[i], "seqs");
 
-        argv[0] = "HMGET";
-        len[0] = 5;
-        argv[1] = (char *) key;
-        len[1] = ngx_http_im_key(key, "im:{c:%V}:msgs", &call->convs[i]);
+        argv[0] = (char *) key;
+        len[0] = ngx_http_im_key(key, "im:{c:%V}:msgs", &call->convs[i]);
 
         p = nums;
+        argv[1] = (char *) p;
+        len[1] = ngx_sprintf(p, "%uz", call->budget / n) - p;
+        p += len[1];
+
         for (j = 0; j < seqs->u.array.len; j++) {
             it = &call->items[call->nitems++];
             it->section = i;
             it->seq = YAJL_GET_INTEGER(seqs->u.array.values[j]);
             it->len = 0;
+            it->skipped = 0;
 
             argv[j + 2] = (char *) p;
             len[j + 2] = ngx_sprintf(p, "%L", it->seq) - p;
             p += len[j + 2];
         }
 
-        if (j == 0) {
-            /* HMGET needs a field: ask for one that cannot exist */
-            argv[2] = "0";
-            len[2] = 1;
-            j = 1;
-        }
-
-        if (ngx_http_im_redis_command(ngx_http_im_pull_reply, call, j + 2,
-                                      argv, len)
+        if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_PULL_SEQS,
+                                     ngx_http_im_pull_reply, call, 1, j + 2,
+                                     argv, len)
             != NGX_OK)
         {
             break;
@@ -883,6 +913,9 @@ ngx_http_im_pull_alloc(ngx_http_im_call_t *call, ngx_uint_t n)
     ngx_memset(call->is_end, 1, call->nconvs);
     /* the answer must fit the send queue anyway */
     ngx_http_im_buf_init(&call->store, call->s->conf->ws_send_queue);
+    /* half of it for the messages: the envelope and the encoding's
+     * overhead take the rest */
+    call->budget = call->s->conf->ws_send_queue / 2;
 
     return NGX_OK;
 }
@@ -941,6 +974,7 @@ ngx_http_im_pull_reply(redisReply *reply, void *data)
             it = &call->items[call->nitems++];
             it->section = section;
             it->seq = seq++;
+            it->skipped = 0;
             ngx_http_im_pull_item(call, it, e[i]);
         }
 
@@ -966,8 +1000,19 @@ static void
 ngx_http_im_pull_item(ngx_http_im_call_t *call, ngx_http_im_pulled_t *it,
     redisReply *e)
 {
+    it->len = 0;
+
+    if (e->type == REDIS_REPLY_INTEGER
+        || (e->type == REDIS_REPLY_STRING
+            && call->store.len + e->len > call->budget))
+    {
+        /* the scripts left it out, or the call's whole budget is spent */
+        it->skipped = 1;
+        call->is_end[it->section] = 0;
+        return;
+    }
+
     if (e->type != REDIS_REPLY_STRING) {
-        it->len = 0;
         call->missing++;
         return;
     }
@@ -1002,7 +1047,7 @@ ngx_http_im_pull_mongo(ngx_http_im_call_t *call)
 
     for (i = 0; i < call->nitems; i++) {
         it = &call->items[i];
-        if (it->len) {
+        if (it->len || it->skipped) {
             continue;
         }
 
@@ -1045,7 +1090,7 @@ ngx_http_im_pull_found(ngx_http_im_mongo_task_t *t)
     k = 0;
     for (i = 0; t->rc == NGX_OK && i < call->nitems && k < t->n; i++) {
         it = &call->items[i];
-        if (it->len) {
+        if (it->len || it->skipped) {
             continue;
         }
 
@@ -1053,6 +1098,12 @@ ngx_http_im_pull_found(ngx_http_im_mongo_task_t *t)
         if (mi->len == 0) {
             /* a repeated seq is found once: take the twin's answer */
             mi = ngx_http_im_pull_twin(t, mi);
+        }
+
+        if (mi && call->store.len + mi->len > call->budget) {
+            it->skipped = 1;
+            call->is_end[it->section] = 0;
+            continue;
         }
 
         if (mi && mi->len) {
@@ -1255,6 +1306,7 @@ ngx_http_im_conv_seq_reply(redisReply *reply, void *data)
 static ngx_int_t
 ngx_http_im_call_conv(ngx_http_im_call_t *call, yajl_val v)
 {
+    ngx_uint_t              i;
     ngx_str_t              *conv;
     ngx_http_im_str_t       id;
     ngx_http_im_session_t  *s;
@@ -1284,6 +1336,20 @@ ngx_http_im_call_conv(ngx_http_im_call_t *call, yajl_val v)
         ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_PERMISSION,
                               "not a member of the conversation");
         return NGX_ERROR;
+    }
+
+    /*
+     * A conversation named twice would be read twice for one answer (whose
+     * keys are the IDs anyway): n <= 1000, so the scan stays cheap.
+     */
+    for (i = 0; i < call->nconvs; i++) {
+        if (call->convs[i].len == id.len
+            && ngx_memcmp(call->convs[i].data, id.data, id.len) == 0)
+        {
+            ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS,
+                                  "a conversationID is listed twice");
+            return NGX_ERROR;
+        }
     }
 
     if (call->convs == NULL) {

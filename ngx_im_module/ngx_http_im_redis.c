@@ -92,6 +92,8 @@ static ngx_uint_t            ngx_http_im_redis_exiting;
 static ngx_http_im_script_t  ngx_http_im_scripts[NGX_HTTP_IM_LUA_N] = {
     { ngx_http_im_lua_send, sizeof(ngx_http_im_lua_send) - 1, "" },
     { ngx_http_im_lua_pull, sizeof(ngx_http_im_lua_pull) - 1, "" },
+    { ngx_http_im_lua_pull_seqs, sizeof(ngx_http_im_lua_pull_seqs) - 1,
+      "" },
     { ngx_http_im_lua_newest, sizeof(ngx_http_im_lua_newest) - 1, "" },
     { ngx_http_im_lua_conv_seq, sizeof(ngx_http_im_lua_conv_seq) - 1, "" },
     { ngx_http_im_lua_auth, sizeof(ngx_http_im_lua_auth) - 1, "" },
