@@ -6,7 +6,7 @@
 
 
 #include "ngx_http_im_module.h"
-#include "ngx_http_im_redis.h"
+#include "ngx_http_im_store.h"
 #include "ngx_http_im_id.h"
 
 
@@ -52,9 +52,10 @@ struct ngx_http_im_api_s {
     ngx_uint_t                   cancelled;
     ngx_int_t                    platform;     /* of the token issued */
     time_t                       expire;
-    yajl_val                     users;        /* the userIDs asked for */
+    ngx_str_t                   *users;        /* the userIDs asked for */
     ngx_http_im_buf_t            content;      /* a message's content */
     ngx_http_im_buf_t            failed;       /* batch: failedUserIDs */
+    ngx_uint_t                   nusers;
     yajl_val                     recv_ids;     /* batch: recvIDs */
     ngx_uint_t                  *order;        /* batch: index per send */
     ngx_uint_t                   issued;
@@ -67,7 +68,7 @@ struct ngx_http_im_api_s {
 static void ngx_http_im_api_body(ngx_http_request_t *r);
 static void ngx_http_im_api_cleanup(void *data);
 static void ngx_http_im_api_free_parts(ngx_http_im_api_t *api);
-static void ngx_http_im_api_authorized(redisReply *reply, void *data);
+static void ngx_http_im_api_authorized(void *data, ngx_int_t err);
 static void ngx_http_im_api_answer(ngx_http_im_api_t *api, ngx_int_t code,
     const char *msg);
 static void ngx_http_im_api_finish(ngx_http_im_api_t *api, ngx_int_t code,
@@ -81,19 +82,20 @@ static void ngx_http_im_admin_token(ngx_http_im_api_t *api);
 static void ngx_http_im_user_token(ngx_http_im_api_t *api);
 static void ngx_http_im_issue_token(ngx_http_im_api_t *api, ngx_str_t *uid,
     ngx_int_t platform, ngx_uint_t registered);
-static void ngx_http_im_token_issued(redisReply *reply, void *data);
+static void ngx_http_im_token_issued(void *data, ngx_int_t err);
 static void ngx_http_im_user_register(ngx_http_im_api_t *api);
-static void ngx_http_im_user_registered(redisReply *reply, void *data);
+static void ngx_http_im_user_registered(void *data, ngx_int_t err);
 static void ngx_http_im_parse_token(ngx_http_im_api_t *api);
-static void ngx_http_im_token_parsed(redisReply *reply, void *data);
+static void ngx_http_im_token_parsed(void *data, ngx_int_t err);
 static void ngx_http_im_force_logout(ngx_http_im_api_t *api);
 static void ngx_http_im_users_info(ngx_http_im_api_t *api);
-static void ngx_http_im_users_info_reply(redisReply *reply, void *data);
+static void ngx_http_im_users_info_reply(void *data, ngx_int_t err,
+    ngx_http_im_store_user_t *users, ngx_uint_t n);
 static void ngx_http_im_online_status(ngx_http_im_api_t *api);
-static void ngx_http_im_online_status_reply(redisReply *reply,
-    void *data);
+static void ngx_http_im_online_status_reply(void *data, ngx_int_t err,
+    ngx_http_im_store_online_t *users, ngx_uint_t n);
 static void ngx_http_im_push_token(ngx_http_im_api_t *api);
-static void ngx_http_im_done_reply(redisReply *reply, void *data);
+static void ngx_http_im_done_reply(void *data, ngx_int_t err);
 static void ngx_http_im_send_msg(ngx_http_im_api_t *api);
 static void ngx_http_im_send_msg_done(void *data, ngx_int_t err,
     ngx_http_im_buf_t *ack);
@@ -106,8 +108,7 @@ static ngx_int_t ngx_http_im_api_msg(ngx_http_im_api_t *api,
     size_t errlen);
 static ngx_int_t ngx_http_im_api_conv(ngx_http_im_msg_t *m,
     ngx_str_t *conv, u_char *buf);
-static ngx_int_t ngx_http_im_api_users(ngx_http_im_api_t *api,
-    ngx_uint_t script, const char *fmt, ngx_http_im_redis_pt handler);
+static ngx_str_t *ngx_http_im_api_users(ngx_http_im_api_t *api);
 
 
 static ngx_http_request_body_filter_pt  ngx_http_im_next_body_filter;
@@ -241,6 +242,7 @@ ngx_http_im_api_body(ngx_http_request_t *r)
 {
     char                     err[256];
     ngx_int_t                rc;
+    ngx_str_t                uid;
     ngx_pool_cleanup_t      *cln;
     ngx_http_im_api_t       *api;
     ngx_http_im_api_body_t  *body;
@@ -293,11 +295,13 @@ ngx_http_im_api_body(ngx_http_request_t *r)
     }
 
     /* the token's signature is good: is it still in the registry? */
-    if (ngx_http_im_token_lookup(api->claims.user_id,
-                                 ngx_strlen(api->claims.user_id), &api->token,
-                                 api->claims.platform_id
-                                 != NGX_HTTP_IM_PLATFORM_ADMIN,
-                                 ngx_http_im_api_authorized, api)
+    uid.data = (u_char *) api->claims.user_id;
+    uid.len = ngx_strlen(api->claims.user_id);
+
+    if (ngx_http_im_store_token_check(&uid, &api->token,
+                                      api->claims.platform_id
+                                      != NGX_HTTP_IM_PLATFORM_ADMIN,
+                                      ngx_http_im_api_authorized, api)
         != NGX_OK)
     {
         ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
@@ -344,7 +348,7 @@ ngx_http_im_api_parse(ngx_http_im_api_t *api, char *err, size_t len)
                                       (char *) api->token.data,
                                       api->token.len, (long long) ngx_time(),
                                       &api->claims);
-        if (rc != NGX_HTTP_IM_TOKEN_OK) {
+        if (rc != NGX_HTTP_IM_OK) {
             ngx_cpystrn((u_char *) err, (u_char *) ngx_http_im_errmsg(rc),
                         len);
             return rc;
@@ -416,7 +420,7 @@ ngx_http_im_api_parse(ngx_http_im_api_t *api, char *err, size_t len)
 
 
 static void
-ngx_http_im_api_authorized(redisReply *reply, void *data)
+ngx_http_im_api_authorized(void *data, ngx_int_t err)
 {
     ngx_http_im_api_t  *api = data;
 
@@ -427,13 +431,8 @@ ngx_http_im_api_authorized(redisReply *reply, void *data)
         return;
     }
 
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
-        ngx_http_im_api_answer(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
-        return;
-    }
-
-    if (reply->integer != 0) {
-        ngx_http_im_api_answer(api, (ngx_int_t) reply->integer, NULL);
+    if (err) {
+        ngx_http_im_api_answer(api, err, NULL);
         return;
     }
 
@@ -466,6 +465,7 @@ ngx_http_im_api_free_parts(ngx_http_im_api_t *api)
     ngx_http_im_buf_free(&api->content);
     ngx_http_im_buf_free(&api->failed);
     ngx_free(api->order);
+    ngx_free(api->users);
 }
 
 
@@ -623,11 +623,9 @@ static void
 ngx_http_im_issue_token(ngx_http_im_api_t *api, ngx_str_t *uid,
     ngx_int_t platform, ngx_uint_t registered)
 {
-    size_t       n, argvlen[7];
-    time_t       now;
-    const char  *argv[7];
-    u_char       keys[2][NGX_HTTP_IM_UID_MAX + 32];
-    u_char       nums[3][NGX_INT64_LEN];
+    size_t     n;
+    time_t     now;
+    ngx_str_t  token;
 
     now = ngx_time();
     api->platform = platform;
@@ -643,24 +641,12 @@ ngx_http_im_issue_token(ngx_http_im_api_t *api, ngx_str_t *uid,
         return;
     }
 
-    argv[0] = (char *) keys[0];
-    argvlen[0] = ngx_sprintf(keys[0], "im:{u:%V}:tok", uid) - keys[0];
-    argv[1] = (char *) keys[1];
-    argvlen[1] = ngx_sprintf(keys[1], "im:user:%V", uid) - keys[1];
-    argv[2] = api->token_out;
-    argvlen[2] = n;
-    argv[3] = (char *) nums[0];
-    argvlen[3] = ngx_sprintf(nums[0], "%T", now + api->expire) - nums[0];
-    argv[4] = (char *) nums[1];
-    argvlen[4] = ngx_sprintf(nums[1], "%i", platform) - nums[1];
-    argv[5] = (char *) nums[2];
-    argvlen[5] = ngx_sprintf(nums[2], "%T", now) - nums[2];
-    argv[6] = registered ? "1" : "0";
-    argvlen[6] = 1;
+    token.data = (u_char *) api->token_out;
+    token.len = n;
 
-    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_TOKEN,
-                                 ngx_http_im_token_issued, api, 2, 7,
-                                 argv, argvlen)
+    if (ngx_http_im_store_token_save(uid, &token, platform, now,
+                                     api->expire, registered,
+                                     ngx_http_im_token_issued, api)
         != NGX_OK)
     {
         ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
@@ -669,17 +655,12 @@ ngx_http_im_issue_token(ngx_http_im_api_t *api, ngx_str_t *uid,
 
 
 static void
-ngx_http_im_token_issued(redisReply *reply, void *data)
+ngx_http_im_token_issued(void *data, ngx_int_t err)
 {
     ngx_http_im_api_t  *api = data;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
-        ngx_http_im_api_answer(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
-        return;
-    }
-
-    if (reply->integer != 0) {
-        ngx_http_im_api_answer(api, (ngx_int_t) reply->integer, NULL);
+    if (err) {
+        ngx_http_im_api_answer(api, err, NULL);
         return;
     }
 
@@ -698,14 +679,11 @@ ngx_http_im_token_issued(redisReply *reply, void *data)
 static void
 ngx_http_im_user_register(ngx_http_im_api_t *api)
 {
-    char                err[128];
-    u_char             *p, *keys;
-    size_t             *len;
-    ngx_uint_t          i, j, n, argc;
-    yajl_val            users, u;
-    const char        **argv;
-    ngx_http_im_str_t   f[4];
-    u_char              now[NGX_INT64_LEN];
+    char                       err[128];
+    ngx_uint_t                 i, j, k, n;
+    yajl_val                   users, u;
+    ngx_http_im_str_t          f[4];
+    ngx_http_im_store_user_t  *list;
 
     users = ngx_http_im_json_get(api->root, "users");
 
@@ -719,17 +697,12 @@ ngx_http_im_user_register(ngx_http_im_api_t *api)
     }
 
     n = users->u.array.len;
-    argc = 4 * n + 1;
 
-    argv = ngx_alloc(argc * (sizeof(char *) + sizeof(size_t))
-                     + n * (NGX_HTTP_IM_UID_MAX + 16), ngx_cycle->log);
-    if (argv == NULL) {
+    list = ngx_alloc(n * sizeof(ngx_http_im_store_user_t), ngx_cycle->log);
+    if (list == NULL) {
         ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_INTERNAL, NULL);
         return;
     }
-
-    len = (size_t *) (argv + argc);
-    keys = (u_char *) (len + argc);
 
     for (i = 0; i < n; i++) {
         u = users->u.array.values[i];
@@ -744,7 +717,7 @@ ngx_http_im_user_register(ngx_http_im_api_t *api)
             || ngx_http_im_json_get_str(u, "ex", 0, &f[3], err,
                                         sizeof(err)) != 0)
         {
-            ngx_free(argv);
+            ngx_free(list);
             ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
                                    YAJL_IS_OBJECT(u) ? err
                                    : "field \"users\" must hold objects");
@@ -752,21 +725,19 @@ ngx_http_im_user_register(ngx_http_im_api_t *api)
         }
 
         if (!ngx_http_im_user_id_valid(f[0].data, f[0].len)) {
-            ngx_free(argv);
+            ngx_free(list);
             ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
                                    "field \"userID\" must be 1..64 of "
                                    "A-Z a-z 0-9 . @ + -");
             return;
         }
 
-        p = keys + i * (NGX_HTTP_IM_UID_MAX + 16);
-        argv[i] = (char *) p;
-        len[i] = ngx_sprintf(p, "im:user:%*s", f[0].len, f[0].data) - p;
-
         for (j = 0; j < i; j++) {
-            if (len[j] == len[i] && ngx_strncmp(argv[j], argv[i], len[i]) == 0)
+            if (list[j].user_id.len == f[0].len
+                && ngx_strncmp(list[j].user_id.data, f[0].data, f[0].len)
+                   == 0)
             {
-                ngx_free(argv);
+                ngx_free(list);
                 ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
                                        "a userID appears twice in "
                                        "\"users\"");
@@ -774,41 +745,46 @@ ngx_http_im_user_register(ngx_http_im_api_t *api)
             }
         }
 
-        for (j = 1; j < 4; j++) {
-            argv[n + 3 * i + j - 1] = f[j].data ? f[j].data : "";
-            len[n + 3 * i + j - 1] = f[j].len;
+        for (k = 0; k < 4; k++) {
+            if (f[k].data == NULL) {
+                f[k].data = "";
+                f[k].len = 0;
+            }
         }
+
+        list[i].user_id.data = (u_char *) f[0].data;
+        list[i].user_id.len = f[0].len;
+        list[i].nickname.data = (u_char *) f[1].data;
+        list[i].nickname.len = f[1].len;
+        list[i].face_url.data = (u_char *) f[2].data;
+        list[i].face_url.len = f[2].len;
+        list[i].ex.data = (u_char *) f[3].data;
+        list[i].ex.len = f[3].len;
     }
 
-    argv[argc - 1] = (char *) now;
-    len[argc - 1] = ngx_sprintf(now, "%L", (long long) ngx_time() * 1000)
-                    - now;
-
-    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_REGISTER,
-                                 ngx_http_im_user_registered, api, n, argc,
-                                 argv, len)
+    if (ngx_http_im_store_users_register(list, n,
+                                         (long long) ngx_time() * 1000,
+                                         ngx_http_im_user_registered, api)
         != NGX_OK)
     {
-        ngx_free(argv);
         ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
-        return;
     }
 
-    ngx_free(argv);
+    ngx_free(list);
 }
 
 
 static void
-ngx_http_im_user_registered(redisReply *reply, void *data)
+ngx_http_im_user_registered(void *data, ngx_int_t err)
 {
     ngx_http_im_api_t  *api = data;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
-        ngx_http_im_api_answer(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    if (err && err != NGX_HTTP_IM_ERR_REGISTERED) {
+        ngx_http_im_api_answer(api, err, NULL);
         return;
     }
 
-    if (reply->integer != 0) {
+    if (err) {
         ngx_http_im_api_answer(api, NGX_HTTP_IM_ERR_REGISTERED,
                                "a userID is already registered");
         return;
@@ -825,7 +801,7 @@ ngx_http_im_parse_token(ngx_http_im_api_t *api)
 {
     char                err[128];
     ngx_int_t           rc;
-    ngx_str_t           t;
+    ngx_str_t           t, uid;
     ngx_http_im_str_t   token;
 
     if (ngx_http_im_json_get_str(api->root, "token", 1, &token, err,
@@ -839,19 +815,20 @@ ngx_http_im_parse_token(ngx_http_im_api_t *api)
                                   api->imcf->secret.len, token.data,
                                   token.len, (long long) ngx_time(),
                                   &api->claims);
-    if (rc != NGX_HTTP_IM_TOKEN_OK) {
+    if (rc != NGX_HTTP_IM_OK) {
         ngx_http_im_api_finish(api, rc, NULL);
         return;
     }
 
     t.data = (u_char *) token.data;
     t.len = token.len;
+    uid.data = (u_char *) api->claims.user_id;
+    uid.len = ngx_strlen(api->claims.user_id);
 
-    if (ngx_http_im_token_lookup(api->claims.user_id,
-                                 ngx_strlen(api->claims.user_id), &t,
-                                 api->claims.platform_id
-                                 != NGX_HTTP_IM_PLATFORM_ADMIN,
-                                 ngx_http_im_token_parsed, api)
+    if (ngx_http_im_store_token_check(&uid, &t,
+                                      api->claims.platform_id
+                                      != NGX_HTTP_IM_PLATFORM_ADMIN,
+                                      ngx_http_im_token_parsed, api)
         != NGX_OK)
     {
         ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
@@ -860,19 +837,14 @@ ngx_http_im_parse_token(ngx_http_im_api_t *api)
 
 
 static void
-ngx_http_im_token_parsed(redisReply *reply, void *data)
+ngx_http_im_token_parsed(void *data, ngx_int_t err)
 {
     ngx_http_im_api_t  *api = data;
 
     ngx_http_im_buf_t  *b;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
-        ngx_http_im_api_answer(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
-        return;
-    }
-
-    if (reply->integer != 0) {
-        ngx_http_im_api_answer(api, (ngx_int_t) reply->integer, NULL);
+    if (err) {
+        ngx_http_im_api_answer(api, err, NULL);
         return;
     }
 
@@ -899,13 +871,9 @@ static void
 ngx_http_im_force_logout(ngx_http_im_api_t *api)
 {
     char               err[128];
-    size_t             len[3];
     long long          platform;
-    const char        *argv[3];
+    ngx_str_t          uid;
     ngx_http_im_str_t  id;
-    u_char             key[NGX_HTTP_IM_UID_MAX + 32];
-    u_char             chan[NGX_HTTP_IM_UID_MAX + 16];
-    u_char             num[NGX_INT64_LEN + 2];
 
     if (ngx_http_im_json_get_str(api->root, "userID", 1, &id, err,
                                  sizeof(err)) != 0
@@ -925,61 +893,38 @@ ngx_http_im_force_logout(ngx_http_im_api_t *api)
         return;
     }
 
-    argv[0] = (char *) key;
-    len[0] = ngx_sprintf(key, "im:{u:%*s}:tok", id.len, id.data) - key;
-    argv[1] = (char *) num;
-    len[1] = ngx_sprintf(num, "%L", platform) - num;
+    uid.data = (u_char *) id.data;
+    uid.len = id.len;
 
-    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_KICK,
-                                 ngx_http_im_done_reply, api, 1, 2,
-                                 argv, len)
+    if (ngx_http_im_store_token_kick(&uid, (ngx_int_t) platform,
+                                     ngx_http_im_done_reply, api)
         != NGX_OK)
     {
         ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
-        return;
     }
-
-    argv[0] = "PUBLISH";
-    len[0] = 7;
-    argv[1] = (char *) chan;
-    len[1] = ngx_sprintf(chan, "im:u:%*s", id.len, id.data) - chan;
-    argv[2] = (char *) num;
-    len[2] = ngx_sprintf(num, "k %L", platform) - num;
-
-    (void) ngx_http_im_redis_command(NULL, NULL, 3, argv, len);
 }
 
 
 /* a reply that only says "done" */
 static void
-ngx_http_im_done_reply(redisReply *reply, void *data)
+ngx_http_im_done_reply(void *data, ngx_int_t err)
 {
     ngx_http_im_api_t  *api = data;
 
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        ngx_http_im_api_answer(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
-        return;
-    }
-
-    ngx_http_im_api_answer(api, 0, NULL);
+    ngx_http_im_api_answer(api, err, NULL);
 }
 
 
 /*
- * Runs script with one key per entry of the body's "userIDs" (a key made
- * from fmt and the user ID).  Answers the call itself on bad input.
+ * The body's "userIDs" (1..1000 valid IDs) in api->users.  Answers the
+ * call itself on bad input and returns NULL.
  */
-static ngx_int_t
-ngx_http_im_api_users(ngx_http_im_api_t *api, ngx_uint_t script,
-    const char *fmt, ngx_http_im_redis_pt handler)
+static ngx_str_t *
+ngx_http_im_api_users(ngx_http_im_api_t *api)
 {
     char         err[128];
-    u_char      *p, *keys;
-    size_t      *len;
-    ngx_int_t    rc;
     ngx_uint_t   i, n;
     yajl_val     ids, v;
-    const char **argv;
 
     if (ngx_http_im_json_get_array(api->root, "userIDs", 1, &ids, err,
                                    sizeof(err)) != 0
@@ -989,10 +934,16 @@ ngx_http_im_api_users(ngx_http_im_api_t *api, ngx_uint_t script,
         ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
                                "field \"userIDs\" must be an array of "
                                "1..1000 user IDs");
-        return NGX_ERROR;
+        return NULL;
     }
 
     n = ids->u.array.len;
+
+    api->users = ngx_alloc(n * sizeof(ngx_str_t), ngx_cycle->log);
+    if (api->users == NULL) {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_INTERNAL, NULL);
+        return NULL;
+    }
 
     for (i = 0; i < n; i++) {
         v = ids->u.array.values[i];
@@ -1004,37 +955,16 @@ ngx_http_im_api_users(ngx_http_im_api_t *api, ngx_uint_t script,
             ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
                                    "field \"userIDs\" holds an invalid "
                                    "user ID");
-            return NGX_ERROR;
+            return NULL;
         }
+
+        api->users[i].data = (u_char *) v->u.string;
+        api->users[i].len = ngx_strlen(v->u.string);
     }
 
-    argv = ngx_alloc(n * (sizeof(char *) + sizeof(size_t)
-                          + NGX_HTTP_IM_UID_MAX + 32), ngx_cycle->log);
-    if (argv == NULL) {
-        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_INTERNAL, NULL);
-        return NGX_ERROR;
-    }
+    api->nusers = n;
 
-    len = (size_t *) (argv + n);
-    keys = (u_char *) (len + n);
-
-    for (i = 0; i < n; i++) {
-        p = keys + i * (NGX_HTTP_IM_UID_MAX + 32);
-        argv[i] = (char *) p;
-        len[i] = ngx_sprintf(p, fmt, ids->u.array.values[i]->u.string) - p;
-    }
-
-    api->users = ids;
-
-    rc = ngx_http_im_redis_script(script, handler, api, n, n, argv, len);
-    ngx_free(argv);
-
-    if (rc != NGX_OK) {
-        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
+    return api->users;
 }
 
 
@@ -1042,26 +972,30 @@ ngx_http_im_api_users(ngx_http_im_api_t *api, ngx_uint_t script,
 static void
 ngx_http_im_users_info(ngx_http_im_api_t *api)
 {
-    (void) ngx_http_im_api_users(api, NGX_HTTP_IM_LUA_USERS_INFO,
-                                 "im:user:%s", ngx_http_im_users_info_reply);
+    if (ngx_http_im_api_users(api) == NULL) {
+        return;
+    }
+
+    if (ngx_http_im_store_users_info(api->users, api->nusers,
+                                     ngx_http_im_users_info_reply, api)
+        != NGX_OK)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    }
 }
 
 
 static void
-ngx_http_im_users_info_reply(redisReply *reply, void *data)
+ngx_http_im_users_info_reply(void *data, ngx_int_t err,
+    ngx_http_im_store_user_t *users, ngx_uint_t n)
 {
     ngx_http_im_api_t  *api = data;
 
-    char                *uid;
-    ngx_uint_t           i, j, count;
-    redisReply          *u;
-    ngx_http_im_buf_t   *b;
-    static const char   *names[] = { "nickname", "faceURL", "ex" };
+    ngx_uint_t          i, count;
+    ngx_http_im_buf_t  *b;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || api->cancelled || reply->elements != api->users->u.array.len)
-    {
-        ngx_http_im_api_answer(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    if (err || api->cancelled) {
+        ngx_http_im_api_answer(api, err, NULL);
         return;
     }
 
@@ -1069,32 +1003,25 @@ ngx_http_im_users_info_reply(redisReply *reply, void *data)
     ngx_http_im_buf_str(b, "{\"usersInfo\":[");
 
     count = 0;
-    for (i = 0; i < reply->elements; i++) {
-        u = reply->element[i];
-        if (u->type != REDIS_REPLY_ARRAY || u->elements != 4) {
+    for (i = 0; i < n; i++) {
+        if (!users[i].found) {
             continue;
         }
 
-        uid = api->users->u.array.values[i]->u.string;
-
         ngx_http_im_buf_str(b, count++ ? ",{\"userID\":" : "{\"userID\":");
-        ngx_http_im_buf_json_str(b, uid, ngx_strlen(uid));
-
-        for (j = 0; j < 3; j++) {
-            ngx_http_im_buf_str(b, ",\"");
-            ngx_http_im_buf_str(b, names[j]);
-            ngx_http_im_buf_str(b, "\":");
-            ngx_http_im_buf_json_str(b, u->element[j]->str,
-                                     u->element[j]->type
-                                     == REDIS_REPLY_STRING
-                                     ? u->element[j]->len : 0);
-        }
-
+        ngx_http_im_buf_json_str(b, (char *) users[i].user_id.data,
+                                 users[i].user_id.len);
+        ngx_http_im_buf_str(b, ",\"nickname\":");
+        ngx_http_im_buf_json_str(b, (char *) users[i].nickname.data,
+                                 users[i].nickname.len);
+        ngx_http_im_buf_str(b, ",\"faceURL\":");
+        ngx_http_im_buf_json_str(b, (char *) users[i].face_url.data,
+                                 users[i].face_url.len);
+        ngx_http_im_buf_str(b, ",\"ex\":");
+        ngx_http_im_buf_json_str(b, (char *) users[i].ex.data,
+                                 users[i].ex.len);
         ngx_http_im_buf_str(b, ",\"createTime\":");
-        ngx_http_im_buf_int(b, u->element[3]->type == REDIS_REPLY_STRING
-                               ? ngx_atoof((u_char *) u->element[3]->str,
-                                           u->element[3]->len)
-                               : 0);
+        ngx_http_im_buf_int(b, users[i].create_time);
         ngx_http_im_buf_str(b, "}");
     }
 
@@ -1107,46 +1034,49 @@ ngx_http_im_users_info_reply(redisReply *reply, void *data)
 static void
 ngx_http_im_online_status(ngx_http_im_api_t *api)
 {
-    (void) ngx_http_im_api_users(api, NGX_HTTP_IM_LUA_ONLINE,
-                                 "im:{u:%s}:online",
-                                 ngx_http_im_online_status_reply);
+    if (ngx_http_im_api_users(api) == NULL) {
+        return;
+    }
+
+    if (ngx_http_im_store_users_online(api->users, api->nusers,
+                                       ngx_http_im_online_status_reply, api)
+        != NGX_OK)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    }
 }
 
 
 static void
-ngx_http_im_online_status_reply(redisReply *reply, void *data)
+ngx_http_im_online_status_reply(void *data, ngx_int_t err,
+    ngx_http_im_store_online_t *users, ngx_uint_t n)
 {
     ngx_http_im_api_t  *api = data;
 
-    char               *uid;
     ngx_uint_t          i, j;
-    redisReply         *u;
     ngx_http_im_buf_t  *b;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || api->cancelled || reply->elements != api->users->u.array.len)
-    {
-        ngx_http_im_api_answer(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    if (err || api->cancelled) {
+        ngx_http_im_api_answer(api, err, NULL);
         return;
     }
 
     b = &api->data;
     ngx_http_im_buf_str(b, "{\"statusList\":[");
 
-    for (i = 0; i < reply->elements; i++) {
-        u = reply->element[i];
-        uid = api->users->u.array.values[i]->u.string;
-
+    for (i = 0; i < n; i++) {
         ngx_http_im_buf_str(b, i ? ",{\"userID\":" : "{\"userID\":");
-        ngx_http_im_buf_json_str(b, uid, ngx_strlen(uid));
-        ngx_http_im_buf_str(b, u->elements ? ",\"status\":\"online\""
-                                           : ",\"status\":\"offline\"");
+        ngx_http_im_buf_json_str(b, (char *) users[i].user_id.data,
+                                 users[i].user_id.len);
+        ngx_http_im_buf_str(b, users[i].nplatforms
+                               ? ",\"status\":\"online\""
+                               : ",\"status\":\"offline\"");
         ngx_http_im_buf_str(b, ",\"detailPlatformStatus\":[");
 
-        for (j = 0; j < u->elements; j++) {
+        for (j = 0; j < users[i].nplatforms; j++) {
             ngx_http_im_buf_str(b, j ? ",{\"platformID\":"
                                      : "{\"platformID\":");
-            ngx_http_im_buf_int(b, u->element[j]->integer);
+            ngx_http_im_buf_int(b, users[i].platforms[j]);
             ngx_http_im_buf_str(b, ",\"status\":\"online\"}");
         }
 
@@ -1167,12 +1097,9 @@ static void
 ngx_http_im_push_token(ngx_http_im_api_t *api)
 {
     char               err[128];
-    size_t             len[4];
     long long          platform;
-    const char        *argv[4];
+    ngx_str_t          uid, t;
     ngx_http_im_str_t  token;
-    u_char             key[NGX_HTTP_IM_UID_MAX + 32];
-    u_char             num[NGX_INT64_LEN];
 
     if (ngx_http_im_json_get_int(api->root, "platformID", 1, &platform, err,
                                  sizeof(err)) != 0
@@ -1191,16 +1118,13 @@ ngx_http_im_push_token(ngx_http_im_api_t *api)
         return;
     }
 
-    argv[0] = "HSET";
-    len[0] = 4;
-    argv[1] = (char *) key;
-    len[1] = ngx_sprintf(key, "im:{u:%s}:push", api->claims.user_id) - key;
-    argv[2] = (char *) num;
-    len[2] = ngx_sprintf(num, "%L", platform) - num;
-    argv[3] = token.data;
-    len[3] = token.len;
+    uid.data = (u_char *) api->claims.user_id;
+    uid.len = ngx_strlen(api->claims.user_id);
+    t.data = (u_char *) token.data;
+    t.len = token.len;
 
-    if (ngx_http_im_redis_command(ngx_http_im_done_reply, api, 4, argv, len)
+    if (ngx_http_im_store_push_token(&uid, (ngx_int_t) platform, &t,
+                                     ngx_http_im_done_reply, api)
         != NGX_OK)
     {
         ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);

@@ -51,11 +51,6 @@ static const char  *ngx_http_im_session_names[] = {
     "single", "group", "notification", "online_only"
 };
 
-static ngx_int_t  ngx_http_im_metric_codes[] = {
-    0, 500, 1001, 1002, 1004, 1101, 1102, 1201, 1203, 1302, 1303,
-    1501, 1502, 1503, 1506, 1507, 1601, 1602, 90004
-};
-
 
 typedef struct {
     ngx_atomic_t               plain[NGX_HTTP_IM_M_N];
@@ -68,7 +63,6 @@ typedef struct {
 
 static ngx_int_t ngx_http_im_metrics_zone_init(ngx_shm_zone_t *zone,
     void *data);
-static ngx_uint_t ngx_http_im_metric_code(ngx_int_t code);
 
 
 static ngx_http_im_counters_t  *ngx_http_im_counters;
@@ -146,7 +140,7 @@ ngx_http_im_metric_rest(ngx_uint_t route, ngx_int_t code)
     if (ngx_http_im_counters && route < NGX_HTTP_IM_ROUTES_MAX) {
         (void) ngx_atomic_fetch_add(
                  &ngx_http_im_counters->rest[route]
-                                            [ngx_http_im_metric_code(code)],
+                                            [ngx_http_im_error_index(code)],
                  1);
     }
 }
@@ -158,38 +152,8 @@ ngx_http_im_metric_ws(ngx_int_t code)
 {
     if (ngx_http_im_counters) {
         (void) ngx_atomic_fetch_add(
-                 &ngx_http_im_counters->ws[ngx_http_im_metric_code(code)],
+                 &ngx_http_im_counters->ws[ngx_http_im_error_index(code)],
                  1);
-    }
-}
-
-
-/* the index of a code; the last slot counts codes not listed */
-static ngx_uint_t
-ngx_http_im_metric_code(ngx_int_t code)
-{
-    ngx_uint_t  i, n;
-
-    n = sizeof(ngx_http_im_metric_codes) / sizeof(ngx_int_t);
-
-    for (i = 0; i < n; i++) {
-        if (ngx_http_im_metric_codes[i] == code) {
-            return i;
-        }
-    }
-
-    return NGX_HTTP_IM_CODES_MAX - 1;
-}
-
-
-static void
-ngx_http_im_metrics_code(ngx_http_im_buf_t *b, ngx_uint_t i)
-{
-    if (i < sizeof(ngx_http_im_metric_codes) / sizeof(ngx_int_t)) {
-        ngx_http_im_buf_int(b, ngx_http_im_metric_codes[i]);
-
-    } else {
-        ngx_http_im_buf_str(b, "other");
     }
 }
 
@@ -252,14 +216,14 @@ ngx_http_im_metrics_handler(ngx_http_request_t *r)
                         "responses, by errCode\n"
                         "# TYPE im_ws_responses_total counter\n");
 
-    for (i = 0; i < NGX_HTTP_IM_CODES_MAX; i++) {
+    for (i = 0; i < ngx_http_im_errors_n; i++) {
         v = m->ws[i];
         if (v == 0) {
             continue;
         }
 
         ngx_http_im_buf_str(&b, "im_ws_responses_total{code=\"");
-        ngx_http_im_metrics_code(&b, i);
+        ngx_http_im_buf_str(&b, ngx_http_im_errors[i].metric);
         ngx_http_im_buf_str(&b, "\"} ");
         ngx_http_im_buf_int(&b, (long long) v);
         ngx_http_im_buf_str(&b, "\n");
@@ -270,7 +234,7 @@ ngx_http_im_metrics_handler(ngx_http_request_t *r)
                         "# TYPE im_rest_requests_total counter\n");
 
     for (i = 0; i < NGX_HTTP_IM_ROUTES_MAX; i++) {
-        for (j = 0; j < NGX_HTTP_IM_CODES_MAX; j++) {
+        for (j = 0; j < ngx_http_im_errors_n; j++) {
             v = m->rest[i][j];
             if (v == 0 || ngx_http_im_api_route_name(i) == NULL) {
                 continue;
@@ -279,7 +243,7 @@ ngx_http_im_metrics_handler(ngx_http_request_t *r)
             ngx_http_im_buf_str(&b, "im_rest_requests_total{path=\"");
             ngx_http_im_buf_str(&b, ngx_http_im_api_route_name(i));
             ngx_http_im_buf_str(&b, "\",code=\"");
-            ngx_http_im_metrics_code(&b, j);
+            ngx_http_im_buf_str(&b, ngx_http_im_errors[j].metric);
             ngx_http_im_buf_str(&b, "\"} ");
             ngx_http_im_buf_int(&b, (long long) v);
             ngx_http_im_buf_str(&b, "\n");

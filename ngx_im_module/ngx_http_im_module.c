@@ -5,6 +5,7 @@
 
 
 #include "ngx_http_im_module.h"
+#include "ngx_http_im_store.h"
 #include "ngx_http_im_redis.h"
 #include "ngx_http_im_mongo.h"
 #include "ngx_http_im_id.h"
@@ -376,16 +377,13 @@ ngx_http_im_init_process(ngx_cycle_t *cycle)
         ngx_http_im_persist_init(cycle);
     }
 
-    return ngx_http_im_redis_init(cycle);
+    return ngx_http_im_store_init(cycle, &ngx_http_im_session_routes);
 }
 
 
 static void
 ngx_http_im_exit_process(ngx_cycle_t *cycle)
 {
-    size_t       len[2];
-    const char  *argv[2];
-
     if (ngx_http_im_worker == NULL) {
         return;
     }
@@ -397,15 +395,9 @@ ngx_http_im_exit_process(ngx_cycle_t *cycle)
     ngx_http_im_ws_shutdown();
     ngx_http_im_api_shutdown();
 
-    /* this worker's presence entries die with it */
-    argv[0] = "DEL";
-    len[0] = 3;
-    argv[1] = (char *) ngx_http_im_worker->origin.data;
-    len[1] = ngx_http_im_worker->origin.len;
-    (void) ngx_http_im_redis_command(NULL, NULL, 2, argv, len);
-
+    ngx_http_im_store_worker_gone();
     ngx_http_im_persist_exit();
-    ngx_http_im_redis_exit();
+    ngx_http_im_store_exit();
     ngx_http_im_mongo_exit();
     ngx_http_im_buf_free(&ngx_http_im_worker->scratch);
     ngx_http_im_worker = NULL;
@@ -764,68 +756,6 @@ ngx_http_im_header(ngx_http_request_t *r, const char *name, size_t len)
         {
             return &h[i];
         }
-    }
-}
-
-
-/*
- * Asks Redis whether a token that verified is still in its user's
- * registry (not kicked, issued by this server) and, with check_user, that
- * the user is still registered: auth.lua answers 0 or an error code.
- */
-ngx_int_t
-ngx_http_im_token_lookup(const char *uid, size_t uid_len, ngx_str_t *token,
-    ngx_uint_t check_user, ngx_http_im_redis_pt handler, void *data)
-{
-    size_t       len[4];
-    const char  *argv[4];
-    u_char       keys[2][NGX_HTTP_IM_UID_MAX + 32];
-
-    argv[0] = (char *) keys[0];
-    len[0] = ngx_sprintf(keys[0], "im:{u:%*s}:tok", uid_len, uid) - keys[0];
-    argv[1] = (char *) keys[1];
-    len[1] = ngx_sprintf(keys[1], "im:user:%*s", uid_len, uid) - keys[1];
-    argv[2] = (char *) token->data;
-    len[2] = token->len;
-    argv[3] = check_user ? "1" : "0";
-    len[3] = 1;
-
-    return ngx_http_im_redis_script(NGX_HTTP_IM_LUA_AUTH, handler, data, 2,
-                                    4, argv, len);
-}
-
-
-/* the default errMsg of an error code */
-const char *
-ngx_http_im_errmsg(ngx_int_t code)
-{
-    switch (code) {
-    case 0:
-        return "";
-    case NGX_HTTP_IM_ERR_ARGS:
-        return "invalid arguments";
-    case NGX_HTTP_IM_ERR_PERMISSION:
-        return "no permission";
-    case NGX_HTTP_IM_ERR_NOT_FOUND:
-        return "record not found";
-    case NGX_HTTP_IM_ERR_USER_ID:
-        return "user not registered";
-    case NGX_HTTP_IM_ERR_REGISTERED:
-        return "user already registered";
-    case NGX_HTTP_IM_TOKEN_EXPIRED:
-        return "token expired";
-    case NGX_HTTP_IM_TOKEN_INVALID:
-        return "token invalid";
-    case NGX_HTTP_IM_TOKEN_MALFORMED:
-        return "token malformed";
-    case NGX_HTTP_IM_ERR_TOKEN_KICKED:
-        return "token kicked";
-    case NGX_HTTP_IM_ERR_TOKEN_NONE:
-        return "token not exist";
-    case NGX_HTTP_IM_ERR_UNAVAILABLE:
-        return "storage unavailable";
-    default:
-        return "internal error";
     }
 }
 

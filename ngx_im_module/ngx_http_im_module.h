@@ -14,26 +14,11 @@
 #include <ngx_http.h>
 #include <ngx_thread_pool.h>
 
+#include "ngx_http_im_error.h"
 #include "ngx_http_im_ws_frame.h"
 #include "ngx_http_im_json.h"
 #include "ngx_http_im_token.h"
 #include "ngx_http_im_content.h"
-
-
-/* error codes of the external contract (DESIGN.md, 1.1) */
-#define NGX_HTTP_IM_OK                0
-#define NGX_HTTP_IM_ERR_INTERNAL      500
-#define NGX_HTTP_IM_ERR_ARGS          1001
-#define NGX_HTTP_IM_ERR_PERMISSION    1002
-#define NGX_HTTP_IM_ERR_NOT_FOUND     1004
-#define NGX_HTTP_IM_ERR_USER_ID       1101
-#define NGX_HTTP_IM_ERR_REGISTERED    1102
-#define NGX_HTTP_IM_ERR_GROUP_ID      1201
-#define NGX_HTTP_IM_ERR_TOKEN_KICKED  1506
-#define NGX_HTTP_IM_ERR_TOKEN_NONE    1507
-#define NGX_HTTP_IM_ERR_CONN_LIMIT    1601
-#define NGX_HTTP_IM_ERR_CONN_ARGS     1602
-#define NGX_HTTP_IM_ERR_UNAVAILABLE   90004
 
 
 /* request identifiers (DESIGN.md, 1.2) */
@@ -46,6 +31,10 @@
 #define NGX_HTTP_IM_REQ_KICK          2002
 #define NGX_HTTP_IM_REQ_LOGOUT        2003
 #define NGX_HTTP_IM_REQ_BACKGROUND    2004
+
+
+/* longest clientMsgID */
+#define NGX_HTTP_IM_CMID_MAX          128
 
 
 /* contentTypes from here on are system notifications, not for users */
@@ -82,7 +71,7 @@ enum {
 /* im_messages_sent_total{kind}: sessionType 1, 3, 4, and online-only */
 #define NGX_HTTP_IM_SESSION_N         4
 #define NGX_HTTP_IM_ROUTES_MAX        32
-#define NGX_HTTP_IM_CODES_MAX         20
+#define NGX_HTTP_IM_CODES_MAX         24    /* >= ngx_http_im_errors_n */
 
 
 #if (NGX_DEBUG)
@@ -155,7 +144,6 @@ struct ngx_http_im_user_s {
     ngx_queue_t                sessions;
     ngx_uint_t                 state;
     ngx_uint_t                 busy;
-    ngx_str_t                  channel;        /* im:u:<uid> */
 };
 
 
@@ -224,12 +212,8 @@ extern ngx_http_im_worker_t   *ngx_http_im_worker;
 
 /* module.c */
 ngx_int_t ngx_http_im_is_admin(ngx_http_im_main_conf_t *imcf, ngx_str_t *uid);
-const char *ngx_http_im_errmsg(ngx_int_t code);
 ngx_table_elt_t *ngx_http_im_header(ngx_http_request_t *r, const char *name,
     size_t len);
-ngx_int_t ngx_http_im_token_lookup(const char *uid, size_t uid_len,
-    ngx_str_t *token, ngx_uint_t check_user,
-    void (*handler)(struct redisReply *reply, void *data), void *data);
 ngx_int_t ngx_http_im_send_body(ngx_http_request_t *r, ngx_uint_t status,
     const char *type, ngx_http_im_buf_t *b);
 #define ngx_http_im_send_json(r, status, b)                                 \
@@ -262,16 +246,13 @@ void ngx_http_im_session_ref(ngx_http_im_session_t *s);
 void ngx_http_im_session_unref(ngx_http_im_session_t *s);
 ngx_int_t ngx_http_im_session_join(ngx_http_im_session_t *s);
 void ngx_http_im_session_leave(ngx_http_im_session_t *s);
-void ngx_http_im_session_subscribed(ngx_str_t *channel, ngx_int_t ok);
-void ngx_http_im_session_message(ngx_str_t *channel, u_char *data,
+void ngx_http_im_session_subscribed(ngx_str_t *uid, ngx_int_t ok);
+void ngx_http_im_session_delivery(ngx_str_t *uid, u_char *data,
     size_t len);
 void ngx_http_im_session_resubscribe(void);
 void ngx_http_im_session_login_done(ngx_http_im_session_t *s,
     ngx_int_t ok);
 void ngx_http_im_session_presence(ngx_http_im_session_t *s, ngx_uint_t on);
-ngx_int_t ngx_http_im_session_presence_write(ngx_http_im_session_t *s,
-    ngx_uint_t on, void (*handler)(struct redisReply *reply, void *data),
-    void *data);
 void ngx_http_im_session_alive(ngx_event_t *ev);
 
 /* msg.c */

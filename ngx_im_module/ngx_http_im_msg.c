@@ -9,7 +9,7 @@
 
 
 #include "ngx_http_im_module.h"
-#include "ngx_http_im_redis.h"
+#include "ngx_http_im_store.h"
 #include "ngx_http_im_id.h"
 #include "ngx_http_im_mongo.h"
 #include "ngx_http_im_pb.h"
@@ -27,8 +27,6 @@
  */
 #define NGX_HTTP_IM_PULLS        4
 
-/* a conversation's Redis key: "im:{c:<conv>}:msgs", conv <= 132 bytes */
-#define NGX_HTTP_IM_CONV_KEY     (2 * NGX_HTTP_IM_UID_MAX + 64)
 
 
 
@@ -104,19 +102,22 @@ static void ngx_http_im_send_request(ngx_http_im_call_t *call,
 static void ngx_http_im_send_done(void *data, ngx_int_t err,
     ngx_http_im_buf_t *ack);
 static void ngx_http_im_newest(ngx_http_im_call_t *call);
-static void ngx_http_im_newest_reply(redisReply *reply, void *data);
+static void ngx_http_im_newest_reply(void *data, ngx_int_t err,
+    ngx_http_im_store_conv_t *convs, ngx_uint_t n);
 static void ngx_http_im_pull_range(ngx_http_im_call_t *call,
     yajl_val data);
 static void ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data);
-static void ngx_http_im_pull_reply(redisReply *reply, void *data);
+static void ngx_http_im_pull_reply(void *data,
+    ngx_http_im_store_msgs_t *r);
 static void ngx_http_im_conv_seq(ngx_http_im_call_t *call, yajl_val data);
-static void ngx_http_im_conv_seq_reply(redisReply *reply, void *data);
+static void ngx_http_im_conv_seq_reply(void *data, ngx_int_t err,
+    ngx_http_im_store_conv_t *convs, ngx_uint_t n);
 static ngx_int_t ngx_http_im_call_conv(ngx_http_im_call_t *call,
     yajl_val v);
 static ngx_int_t ngx_http_im_pull_alloc(ngx_http_im_call_t *call,
     ngx_uint_t n);
 static void ngx_http_im_pull_item(ngx_http_im_call_t *call,
-    ngx_http_im_pulled_t *it, redisReply *e);
+    ngx_http_im_pulled_t *it, ngx_http_im_store_item_t *e);
 static void ngx_http_im_pull_mongo(ngx_http_im_call_t *call);
 static void ngx_http_im_pull_found(ngx_http_im_mongo_task_t *t);
 static void ngx_http_im_pull_finish(ngx_http_im_call_t *call);
@@ -124,9 +125,8 @@ static ngx_http_im_mongo_item_t *ngx_http_im_pull_twin(
     ngx_http_im_mongo_task_t *t, ngx_http_im_mongo_item_t *mi);
 static void ngx_http_im_call_started(ngx_http_im_call_t *call,
     ngx_uint_t n);
-static size_t ngx_http_im_key(u_char *buf, const char *fmt, ngx_str_t *a);
 static void ngx_http_im_background(ngx_http_im_call_t *call, yajl_val data);
-static void ngx_http_im_background_reply(redisReply *reply, void *data);
+static void ngx_http_im_background_reply(void *data, ngx_int_t err);
 
 
 /*
@@ -591,26 +591,9 @@ ngx_http_im_send_done(void *data, ngx_int_t err, ngx_http_im_buf_t *ack)
 static void
 ngx_http_im_newest(ngx_http_im_call_t *call)
 {
-    size_t                  len[3];
-    const char             *argv[3];
-    ngx_http_im_session_t  *s;
-    u_char                  keys[2][NGX_HTTP_IM_CONV_KEY];
-    u_char                  max[NGX_INT_T_LEN];
-
-    s = call->s;
-
-    len[0] = ngx_http_im_key(keys[0], "im:{u:%V}:convs", &s->uid);
-    len[1] = ngx_http_im_key(keys[1], "im:{u:%V}:read", &s->uid);
-    len[2] = ngx_sprintf(max, "%ui", ngx_http_im_worker->imcf->max_convs)
-             - max;
-
-    argv[0] = (char *) keys[0];
-    argv[1] = (char *) keys[1];
-    argv[2] = (char *) max;
-
-    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_NEWEST,
-                                 ngx_http_im_newest_reply, call, 2, 3,
-                                 argv, len)
+    if (ngx_http_im_store_newest(&call->s->uid,
+                                 ngx_http_im_worker->imcf->max_convs,
+                                 ngx_http_im_newest_reply, call)
         != NGX_OK)
     {
         ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
@@ -619,42 +602,36 @@ ngx_http_im_newest(ngx_http_im_call_t *call)
 
 
 static void
-ngx_http_im_newest_reply(redisReply *reply, void *data)
+ngx_http_im_newest_reply(void *data, ngx_int_t err,
+    ngx_http_im_store_conv_t *convs, ngx_uint_t n)
 {
     ngx_http_im_call_t  *call = data;
 
-    size_t              i, part, count;
-    redisReply        **e;
+    ngx_uint_t          i, part;
     ngx_http_im_buf_t  *b;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
-        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    if (err) {
+        ngx_http_im_call_fail(call, err, NULL);
         return;
     }
 
     b = &call->body;
-    e = reply->element;
 
-    /* two maps over the same triples: maxSeqs, then hasReadSeqs */
+    /* two maps over the same conversations: maxSeqs, then hasReadSeqs */
     for (part = 1; part <= 2; part++) {
         ngx_http_im_buf_str(b, part == 1 ? "{\"maxSeqs\":{"
                                          : "},\"hasReadSeqs\":{");
-        count = 0;
 
-        for (i = 0; i + 2 < reply->elements; i += 3) {
-            if (e[i]->type != REDIS_REPLY_STRING
-                || e[i + part]->type != REDIS_REPLY_INTEGER)
-            {
-                continue;
-            }
-
-            if (count++) {
+        for (i = 0; i < n; i++) {
+            if (i) {
                 ngx_http_im_buf_str(b, ",");
             }
 
-            ngx_http_im_buf_json_str(b, e[i]->str, e[i]->len);
+            ngx_http_im_buf_json_str(b, (char *) convs[i].conv.data,
+                                     convs[i].conv.len);
             ngx_http_im_buf_str(b, ":");
-            ngx_http_im_buf_int(b, e[i + part]->integer);
+            ngx_http_im_buf_int(b, part == 1 ? convs[i].max_seq
+                                             : convs[i].read_seq);
         }
     }
 
@@ -679,14 +656,10 @@ static void
 ngx_http_im_pull_range(ngx_http_im_call_t *call, yajl_val data)
 {
     char                    err[128];
-    size_t                  len[7];
     ngx_uint_t              i, n, share;
     long long               v[3];
     yajl_val                ranges, r;
-    const char             *argv[7];
     ngx_http_im_session_t  *s;
-    u_char                  keys[2][NGX_HTTP_IM_CONV_KEY];
-    u_char                  nums[4][NGX_INT64_LEN];
 
     s = call->s;
     ranges = data ? ngx_http_im_json_get(data, "seqRanges") : NULL;
@@ -748,25 +721,9 @@ ngx_http_im_pull_range(ngx_http_im_call_t *call, yajl_val data)
         v[0] = ngx_max(v[0], 1);
         v[1] = ngx_min(v[1], NGX_HTTP_IM_SEQ_MAX);
 
-        len[0] = ngx_http_im_key(keys[0], "im:{c:%V}:msgs", &call->convs[i]);
-        len[1] = ngx_http_im_key(keys[1], "im:{c:%V}:seq", &call->convs[i]);
-        len[2] = ngx_sprintf(nums[0], "%L", v[0]) - nums[0];
-        len[3] = ngx_sprintf(nums[1], "%L", v[1]) - nums[1];
-        len[4] = ngx_sprintf(nums[2], "%L", v[2]) - nums[2];
-
-        argv[0] = (char *) keys[0];
-        argv[1] = (char *) keys[1];
-        argv[2] = (char *) nums[0];
-        argv[3] = (char *) nums[1];
-        argv[4] = (char *) nums[2];
-        argv[5] = ngx_http_im_mongo_enabled() ? "1" : "0";
-        len[5] = 1;
-        argv[6] = (char *) nums[3];
-        len[6] = ngx_sprintf(nums[3], "%uz", call->budget / n) - nums[3];
-
-        if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_PULL,
-                                     ngx_http_im_pull_reply, call, 2, 7,
-                                     argv, len)
+        if (ngx_http_im_store_pull_range(&call->convs[i], v[0], v[1], v[2],
+                                         call->budget / n,
+                                         ngx_http_im_pull_reply, call)
             != NGX_OK)
         {
             break;
@@ -785,13 +742,10 @@ ngx_http_im_pull_range(ngx_http_im_call_t *call, yajl_val data)
 static void
 ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
 {
-    size_t                 *len;
+    long long              *list;
     ngx_uint_t              i, j, n, total;
     yajl_val                convs, c, seqs;
-    const char            **argv;
-    u_char                 *nums, *p;
     ngx_http_im_pulled_t   *it;
-    u_char                  key[NGX_HTTP_IM_CONV_KEY];
 
     convs = data ? ngx_http_im_json_get(data, "conversations") : NULL;
 
@@ -841,26 +795,14 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
         return;
     }
 
-    argv = ngx_alloc((total + 3) * (sizeof(char *) + sizeof(size_t)
-                                    + NGX_INT64_LEN), ngx_cycle->log);
-    if (argv == NULL) {
+    list = ngx_alloc((total + 1) * sizeof(long long), ngx_cycle->log);
+    if (list == NULL) {
         ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_INTERNAL, NULL);
         return;
     }
 
-    len = (size_t *) (argv + total + 3);
-    nums = (u_char *) (len + total + 3);
-
     for (i = 0; i < n; i++) {
         seqs = ngx_http_im_json_get(convs->u.array.values[i], "seqs");
-
-        argv[0] = (char *) key;
-        len[0] = ngx_http_im_key(key, "im:{c:%V}:msgs", &call->convs[i]);
-
-        p = nums;
-        argv[1] = (char *) p;
-        len[1] = ngx_sprintf(p, "%uz", call->budget / n) - p;
-        p += len[1];
 
         for (j = 0; j < seqs->u.array.len; j++) {
             it = &call->items[call->nitems++];
@@ -868,15 +810,12 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
             it->seq = YAJL_GET_INTEGER(seqs->u.array.values[j]);
             it->len = 0;
             it->skipped = 0;
-
-            argv[j + 2] = (char *) p;
-            len[j + 2] = ngx_sprintf(p, "%L", it->seq) - p;
-            p += len[j + 2];
+            list[j] = it->seq;
         }
 
-        if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_PULL_SEQS,
-                                     ngx_http_im_pull_reply, call, 1, j + 2,
-                                     argv, len)
+        if (ngx_http_im_store_pull_seqs(&call->convs[i], list, j,
+                                        call->budget / n,
+                                        ngx_http_im_pull_reply, call)
             != NGX_OK)
         {
             break;
@@ -885,7 +824,7 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
         call->pending++;
     }
 
-    ngx_free(argv);
+    ngx_free(list);
     ngx_http_im_call_started(call, n);
     return;
 
@@ -937,54 +876,44 @@ ngx_http_im_call_started(ngx_http_im_call_t *call, ngx_uint_t n)
 }
 
 
-/*
- * The reply for one conversation: pull.lua's {max, isEnd, first seq,
- * JSON...} for 1002, HMGET's {JSON...} for 1005 (whose items exist
- * already).  A nil element is a message outside the hot window.
- */
+/* the reply for one conversation: its items, in seq order */
 static void
-ngx_http_im_pull_reply(redisReply *reply, void *data)
+ngx_http_im_pull_reply(void *data, ngx_http_im_store_msgs_t *r)
 {
     ngx_http_im_call_t  *call = data;
 
-    size_t                 i, first;
-    ngx_uint_t             section;
+    ngx_uint_t             i, k, section;
     long long              seq;
-    redisReply           **e;
     ngx_http_im_pulled_t  *it;
 
     section = call->sections++;
     call->pending--;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || (call->req_identifier == NGX_HTTP_IM_REQ_PULL_RANGE
-            && reply->elements < 3))
-    {
+    if (r->err) {
         call->err = NGX_HTTP_IM_ERR_UNAVAILABLE;
         goto next;
     }
 
-    e = reply->element;
-
     if (call->req_identifier == NGX_HTTP_IM_REQ_PULL_RANGE) {
-        call->is_end[section] = e[1]->integer == 1;
-        seq = e[2]->integer;
+        call->is_end[section] = r->is_end;
+        seq = r->first;
 
-        for (i = 3; i < reply->elements; i++) {
+        for (i = 0; i < r->n; i++) {
             it = &call->items[call->nitems++];
             it->section = section;
             it->seq = seq++;
             it->skipped = 0;
-            ngx_http_im_pull_item(call, it, e[i]);
+            ngx_http_im_pull_item(call, it, &r->items[i]);
         }
 
         goto next;
     }
 
-    first = 0;
-    for (i = 0; i < call->nitems && first < reply->elements; i++) {
+    /* 1005: the items exist already, in the order asked */
+    k = 0;
+    for (i = 0; i < call->nitems && k < r->n; i++) {
         if (call->items[i].section == section) {
-            ngx_http_im_pull_item(call, &call->items[i], e[first++]);
+            ngx_http_im_pull_item(call, &call->items[i], &r->items[k++]);
         }
     }
 
@@ -998,28 +927,28 @@ next:
 
 static void
 ngx_http_im_pull_item(ngx_http_im_call_t *call, ngx_http_im_pulled_t *it,
-    redisReply *e)
+    ngx_http_im_store_item_t *e)
 {
     it->len = 0;
 
-    if (e->type == REDIS_REPLY_INTEGER
-        || (e->type == REDIS_REPLY_STRING
-            && call->store.len + e->len > call->budget))
+    if (e->state == NGX_HTTP_IM_ITEM_SKIPPED
+        || (e->state == NGX_HTTP_IM_ITEM_FOUND
+            && call->store.len + e->json.len > call->budget))
     {
-        /* the scripts left it out, or the call's whole budget is spent */
+        /* the store left it out, or the call's whole budget is spent */
         it->skipped = 1;
         call->is_end[it->section] = 0;
         return;
     }
 
-    if (e->type != REDIS_REPLY_STRING) {
+    if (e->state == NGX_HTTP_IM_ITEM_MISSING) {
         call->missing++;
         return;
     }
 
     it->off = call->store.len;
-    it->len = e->len;
-    ngx_http_im_buf_add(&call->store, e->str, e->len);
+    it->len = e->json.len;
+    ngx_http_im_buf_add(&call->store, e->json.data, e->json.len);
 }
 
 
@@ -1194,14 +1123,9 @@ ngx_http_im_pull_finish(ngx_http_im_call_t *call)
 static void
 ngx_http_im_conv_seq(ngx_http_im_call_t *call, yajl_val data)
 {
-    size_t                 *len;
-    ngx_uint_t              i, n;
-    yajl_val                ids;
-    const char            **argv;
-    ngx_http_im_session_t  *s;
-    u_char                  keys[2][NGX_HTTP_IM_CONV_KEY];
+    ngx_uint_t  i, n;
+    yajl_val    ids;
 
-    s = call->s;
     ids = data ? ngx_http_im_json_get(data, "conversationIDs") : NULL;
 
     if (ids == NULL || !YAJL_IS_ARRAY(ids) || ids->u.array.len == 0
@@ -1222,73 +1146,45 @@ ngx_http_im_conv_seq(ngx_http_im_call_t *call, yajl_val data)
         }
     }
 
-    argv = ngx_alloc((n + 2) * (sizeof(char *) + sizeof(size_t)),
-                     ngx_cycle->log);
-    if (argv == NULL) {
-        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_INTERNAL, NULL);
-        return;
-    }
-
-    len = (size_t *) (argv + n + 2);
-
-    len[0] = ngx_http_im_key(keys[0], "im:{u:%V}:read", &s->uid);
-    len[1] = ngx_http_im_key(keys[1], "im:{u:%V}:convs", &s->uid);
-    argv[0] = (char *) keys[0];
-    argv[1] = (char *) keys[1];
-
-    for (i = 0; i < n; i++) {
-        argv[i + 2] = (char *) call->convs[i].data;
-        len[i + 2] = call->convs[i].len;
-    }
-
-    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_CONV_SEQ,
-                                 ngx_http_im_conv_seq_reply, call, 2, n + 2,
-                                 argv, len)
+    if (ngx_http_im_store_conv_seqs(&call->s->uid, call->convs, n,
+                                    ngx_http_im_conv_seq_reply, call)
         != NGX_OK)
     {
-        ngx_free(argv);
         ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
-        return;
     }
-
-    ngx_free(argv);
 }
 
 
 static void
-ngx_http_im_conv_seq_reply(redisReply *reply, void *data)
+ngx_http_im_conv_seq_reply(void *data, ngx_int_t err,
+    ngx_http_im_store_conv_t *convs, ngx_uint_t n)
 {
     ngx_http_im_call_t  *call = data;
 
     ngx_uint_t          i;
-    redisReply        **e;
     ngx_http_im_buf_t  *b;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 3 * call->nconvs)
-    {
-        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    if (err) {
+        ngx_http_im_call_fail(call, err, NULL);
         return;
     }
 
     b = &call->body;
-    e = reply->element;
-
     ngx_http_im_buf_str(b, "{\"seqs\":{");
 
-    for (i = 0; i < call->nconvs; i++) {
+    for (i = 0; i < n; i++) {
         if (i) {
             ngx_http_im_buf_str(b, ",");
         }
 
-        ngx_http_im_buf_json_str(b, (char *) call->convs[i].data,
-                                 call->convs[i].len);
+        ngx_http_im_buf_json_str(b, (char *) convs[i].conv.data,
+                                 convs[i].conv.len);
         ngx_http_im_buf_str(b, ":{\"maxSeq\":");
-        ngx_http_im_buf_int(b, e[3 * i]->integer);
+        ngx_http_im_buf_int(b, convs[i].max_seq);
         ngx_http_im_buf_str(b, ",\"hasReadSeq\":");
-        ngx_http_im_buf_int(b, e[3 * i + 1]->integer);
+        ngx_http_im_buf_int(b, convs[i].read_seq);
         ngx_http_im_buf_str(b, ",\"maxSeqTime\":");
-        ngx_http_im_buf_int(b, e[3 * i + 2]->integer);
+        ngx_http_im_buf_int(b, convs[i].time);
         ngx_http_im_buf_str(b, "}");
     }
 
@@ -1379,14 +1275,6 @@ failed:
 }
 
 
-/* a Redis key from a format with one %V, cut to NGX_HTTP_IM_CONV_KEY */
-static size_t
-ngx_http_im_key(u_char *buf, const char *fmt, ngx_str_t *a)
-{
-    return ngx_snprintf(buf, NGX_HTTP_IM_CONV_KEY, fmt, a) - buf;
-}
-
-
 /*
  * 2004 SetBackgroundStatus {userID, isBackground}: while every session of
  * a user is in the background, messages to it also make offline-push
@@ -1432,9 +1320,9 @@ ngx_http_im_background(ngx_http_im_call_t *call, yajl_val data)
 
     /* answered once Redis has it: a message sent after the answer sees
      * the new state */
-    if (ngx_http_im_session_presence_write(s, 1,
-                                           ngx_http_im_background_reply,
-                                           call)
+    if (ngx_http_im_store_presence(&s->uid, s->platform, s->id, 1,
+                                   s->background,
+                                   ngx_http_im_background_reply, call)
         != NGX_OK)
     {
         ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
@@ -1443,11 +1331,11 @@ ngx_http_im_background(ngx_http_im_call_t *call, yajl_val data)
 
 
 static void
-ngx_http_im_background_reply(redisReply *reply, void *data)
+ngx_http_im_background_reply(void *data, ngx_int_t err)
 {
     ngx_http_im_call_t  *call = data;
 
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+    if (err) {
         ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
         return;
     }

@@ -85,9 +85,11 @@ static void ngx_http_im_redis_arm_timeout(ngx_http_im_redis_t *rd);
 static void ngx_http_im_redis_free_ctx(ngx_http_im_redis_t *rd);
 
 
-static ngx_http_im_redis_t   ngx_http_im_redis_cmd;
-static ngx_http_im_redis_t   ngx_http_im_redis_sub;
-static ngx_uint_t            ngx_http_im_redis_exiting;
+static ngx_http_im_redis_t            ngx_http_im_redis_cmd;
+static ngx_http_im_redis_t            ngx_http_im_redis_sub;
+static ngx_uint_t                     ngx_http_im_redis_exiting;
+static ngx_http_im_redis_handlers_t  *ngx_http_im_redis_up;
+static ngx_str_t                      ngx_http_im_redis_heartbeat;
 
 static ngx_http_im_script_t  ngx_http_im_scripts[NGX_HTTP_IM_LUA_N] = {
     { ngx_http_im_lua_send, sizeof(ngx_http_im_lua_send) - 1, "" },
@@ -117,7 +119,8 @@ static ngx_http_im_script_t  ngx_http_im_scripts[NGX_HTTP_IM_LUA_N] = {
  * on a timer, so this only fails on allocation errors.
  */
 ngx_int_t
-ngx_http_im_redis_init(ngx_cycle_t *cycle)
+ngx_http_im_redis_init(ngx_cycle_t *cycle,
+    ngx_http_im_redis_handlers_t *handlers, ngx_str_t *heartbeat)
 {
     u_char                 md[SHA_DIGEST_LENGTH];
     ngx_uint_t             i;
@@ -133,6 +136,8 @@ ngx_http_im_redis_init(ngx_cycle_t *cycle)
     rds[0] = &ngx_http_im_redis_cmd;
     rds[1] = &ngx_http_im_redis_sub;
     ngx_http_im_redis_exiting = 0;
+    ngx_http_im_redis_up = handlers;
+    ngx_http_im_redis_heartbeat = *heartbeat;
 
     for (i = 0; i < 2; i++) {
         ngx_memzero(rds[i], sizeof(ngx_http_im_redis_t));
@@ -396,8 +401,8 @@ ngx_http_im_redis_ready_up(ngx_http_im_redis_t *rd)
         /* the worker channel keeps the context subscribed to at least one
          * channel at all times: hiredis 0.14 asserts if a subscribe reply
          * arrives after the subscription count dropped to zero */
-        ngx_http_im_redis_subscribe(&ngx_http_im_worker->origin);
-        ngx_http_im_session_resubscribe();
+        ngx_http_im_redis_subscribe(&ngx_http_im_redis_heartbeat);
+        ngx_http_im_redis_up->up(1);
         return;
     }
 
@@ -413,7 +418,7 @@ ngx_http_im_redis_ready_up(ngx_http_im_redis_t *rd)
         (void) ngx_http_im_redis_command(NULL, NULL, 3, argv, argvlen);
     }
 
-    ngx_http_im_session_alive(NULL);
+    ngx_http_im_redis_up->up(0);
 }
 
 
@@ -773,28 +778,28 @@ ngx_http_im_redis_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     if (kind.len == 7 && ngx_strncmp(kind.data, "message", 7) == 0) {
         if (reply->element[2]->type == REDIS_REPLY_STRING) {
-            ngx_http_im_session_message(&channel,
-                                        (u_char *) reply->element[2]->str,
-                                        reply->element[2]->len);
+            ngx_http_im_redis_up->message(&channel,
+                                    (u_char *) reply->element[2]->str,
+                                    reply->element[2]->len);
         }
         return;
     }
 
     if (kind.len == 9 && ngx_strncmp(kind.data, "subscribe", 9) == 0) {
-        if (channel.len == ngx_http_im_worker->origin.len
-            && ngx_strncmp(channel.data, ngx_http_im_worker->origin.data,
+        if (channel.len == ngx_http_im_redis_heartbeat.len
+            && ngx_strncmp(channel.data, ngx_http_im_redis_heartbeat.data,
                            channel.len) == 0)
         {
             ngx_http_im_redis_sub_alive();
             return;
         }
 
-        ngx_http_im_session_subscribed(&channel, 1);
+        ngx_http_im_redis_up->subscribed(&channel, 1);
         return;
     }
 
     if (kind.len == 11 && ngx_strncmp(kind.data, "unsubscribe", 11) == 0) {
-        ngx_http_im_session_subscribed(&channel, 0);
+        ngx_http_im_redis_up->subscribed(&channel, 0);
     }
 }
 
@@ -941,7 +946,7 @@ ngx_http_im_redis_sub_ping(void)
         return;
     }
 
-    if (ngx_http_im_redis_subscribe(&ngx_http_im_worker->origin) == NGX_OK) {
+    if (ngx_http_im_redis_subscribe(&ngx_http_im_redis_heartbeat) == NGX_OK) {
         rd->pending++;
         ngx_http_im_redis_arm_timeout(rd);
     }

@@ -50,7 +50,25 @@ enum {
 typedef void (*ngx_http_im_redis_pt)(redisReply *reply, void *data);
 
 
-ngx_int_t ngx_http_im_redis_init(ngx_cycle_t *cycle);
+/*
+ * What the transport calls upward, registered at init: a pub/sub message,
+ * a (un)subscribe answer (ok 0: unsubscribed), and a connection that
+ * became ready (subscriber 1: every subscription must be made again).
+ */
+typedef struct {
+    void  (*message)(ngx_str_t *channel, u_char *data, size_t len);
+    void  (*subscribed)(ngx_str_t *channel, ngx_int_t ok);
+    void  (*up)(ngx_uint_t subscriber);
+} ngx_http_im_redis_handlers_t;
+
+
+/*
+ * Starts both connections of this worker.  heartbeat is a channel only
+ * this worker subscribes to: it keeps the subscriber connection
+ * subscribed, and its re-subscribe is the connection's heartbeat.
+ */
+ngx_int_t ngx_http_im_redis_init(ngx_cycle_t *cycle,
+    ngx_http_im_redis_handlers_t *handlers, ngx_str_t *heartbeat);
 void ngx_http_im_redis_exit(void);
 
 /*
@@ -68,7 +86,7 @@ ngx_int_t ngx_http_im_redis_script(ngx_uint_t script,
     ngx_http_im_redis_pt handler, void *data, int nkeys, int argc,
     const char **argv, const size_t *argvlen);
 
-/* Pub/sub connection: the results arrive through session.c. */
+/* Pub/sub connection: the results arrive through the handlers. */
 ngx_int_t ngx_http_im_redis_subscribe(ngx_str_t *channel);
 ngx_int_t ngx_http_im_redis_unsubscribe(ngx_str_t *channel);
 ngx_int_t ngx_http_im_redis_sub_ready(void);

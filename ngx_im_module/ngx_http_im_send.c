@@ -2,22 +2,21 @@
 /*
  * ngx_im: the send path, shared by WebSocket 1003 and the REST API.
  *
- * A stored message costs one script round trip (send.lua): it stores the
- * message and publishes it to both users, and its reply is the ack.  When
- * the recipient has no subscribed worker anywhere (the PUBLISH reached
- * nobody), an offline-push job goes to the im:push stream.  An online-only message is
- * not stored: it is published, and the answer says whether anyone got it.
+ * A stored message costs one store round trip: it stores the message and
+ * delivers it to both users, and its reply is the ack.  When the
+ * recipient has no subscribed worker anywhere, an offline-push job goes
+ * out.  An online-only message is not stored: it is delivered, and the
+ * answer says whether anyone got it.
  */
 
 
 #include "ngx_http_im_module.h"
-#include "ngx_http_im_redis.h"
+#include "ngx_http_im_store.h"
 #include "ngx_http_im_id.h"
 #include "ngx_http_im_mongo.h"
 
 
 #define NGX_HTTP_IM_MAX_MSG_JSON  (1024 * 1024)
-#define NGX_HTTP_IM_CMID_MAX      128
 #define NGX_HTTP_IM_SEQ_RETRIES   8
 #define NGX_HTTP_IM_SEQ_WAIT      1000
 #define NGX_HTTP_IM_RESEED_WAIT   5000
@@ -26,12 +25,6 @@
 #define NGX_HTTP_IM_SEQ_RETRY     0
 #define NGX_HTTP_IM_SEQ_FORCE     1      /* without a new reservation */
 #define NGX_HTTP_IM_SEQ_REFUSE    2      /* 90004: no re-seed possible */
-
-/* room for "im:{c:si_<uid>_<uid>}:cmid:<clientMsgID>" */
-#define NGX_HTTP_IM_KEY_MAX                                                 \
-    (sizeof("im:{c:si__}:cmid:") + 2 * NGX_HTTP_IM_UID_MAX                  \
-     + NGX_HTTP_IM_CMID_MAX)
-
 
 typedef struct {
     ngx_http_im_send_t         opts;
@@ -50,8 +43,6 @@ typedef struct {
     long long                  session_type;
     long long                  seq;
     ngx_uint_t                 kind;         /* for metrics */
-    ngx_uint_t                 recv_known;
-    ngx_uint_t                 failed;
     ngx_uint_t                 force;        /* MongoDB could not reserve */
     ngx_uint_t                 retries;
     ngx_queue_t                wait;         /* in a seq wait */
@@ -76,20 +67,21 @@ static ngx_queue_t  ngx_http_im_send_waits;
 static ngx_http_im_send_ctx_t *ngx_http_im_send_ctx(ngx_http_im_msg_t *m,
     ngx_str_t *conv, ngx_http_im_send_t *opts);
 static void ngx_http_im_send_free(ngx_http_im_send_ctx_t *ctx);
+static void ngx_http_im_send_msg(ngx_http_im_send_ctx_t *ctx,
+    ngx_http_im_store_msg_t *m);
 static ngx_int_t ngx_http_im_send_stored(ngx_http_im_send_ctx_t *ctx);
-static void ngx_http_im_send_stored_reply(redisReply *reply, void *data);
-static ngx_int_t ngx_http_im_send_publish(ngx_http_im_send_ctx_t *ctx,
-    ngx_str_t *uid, long long seq, ngx_http_im_redis_pt handler);
+static void ngx_http_im_send_stored_reply(void *data,
+    ngx_http_im_store_sent_t *r);
 static void ngx_http_im_send_push_job(ngx_http_im_send_ctx_t *ctx);
 static ngx_int_t ngx_http_im_send_online(ngx_http_im_send_ctx_t *ctx);
-static void ngx_http_im_send_exists_reply(redisReply *reply, void *data);
-static void ngx_http_im_send_online_reply(redisReply *reply, void *data);
+static void ngx_http_im_send_online_reply(void *data, ngx_int_t err,
+    ngx_int_t n);
 static void ngx_http_im_send_ack(ngx_http_im_send_ctx_t *ctx,
     long long seq, ngx_int_t online);
 static void ngx_http_im_send_seq(ngx_http_im_send_ctx_t *ctx,
     ngx_uint_t op, long long cur);
 static void ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t);
-static void ngx_http_im_send_seeded(redisReply *reply, void *data);
+static void ngx_http_im_send_seeded(void *data, ngx_int_t err);
 static void ngx_http_im_send_retry(ngx_http_im_send_ctx_t *ctx);
 static void ngx_http_im_send_force(ngx_http_im_send_ctx_t *ctx);
 static void ngx_http_im_send_resume(ngx_http_im_seq_wait_t *w,
@@ -292,153 +284,72 @@ ngx_http_im_send_free(ngx_http_im_send_ctx_t *ctx)
 }
 
 
+/* what the store needs of a message */
+static void
+ngx_http_im_send_msg(ngx_http_im_send_ctx_t *ctx, ngx_http_im_store_msg_t *m)
+{
+    m->conv = ctx->conv;
+    m->send_id = ctx->send_id;
+    m->recv_id = ctx->recv_id;
+    m->client_msg_id = ctx->client_msg_id;
+    m->server_msg_id = ctx->server_msg_id;
+    m->json.data = ctx->json.data;
+    m->json.len = ctx->json.len;
+    m->seq_at = ctx->seq_at;
+    m->send_time = ctx->send_time;
+    m->sid = ctx->opts.sid;
+    m->force = ctx->force;
+}
+
+
 static ngx_int_t
 ngx_http_im_send_stored(ngx_http_im_send_ctx_t *ctx)
 {
-    u_char                   *p;
-    size_t                    len[25];
-    ngx_uint_t                i;
-    const char               *argv[25];
-    ngx_http_im_main_conf_t  *imcf;
-    u_char                    keys[11][NGX_HTTP_IM_KEY_MAX];
-    u_char                    now_ms[NGX_INT64_LEN], ttl[NGX_INT64_LEN];
-    u_char                    nums[2][NGX_INT64_LEN];
-    u_char                    chans[2][NGX_HTTP_IM_UID_MAX + 16];
-    u_char                    head[NGX_MAXHOSTNAMELEN + 256];
+    ngx_http_im_store_msg_t  m;
 
-    imcf = ngx_http_im_worker->imcf;
+    ngx_http_im_send_msg(ctx, &m);
 
-    len[0] = ngx_sprintf(keys[0], "im:{c:%V}:seq", &ctx->conv) - keys[0];
-    len[1] = ngx_sprintf(keys[1], "im:{c:%V}:msgs", &ctx->conv) - keys[1];
-    p = ngx_sprintf(keys[2], "im:{c:%V}:cmid:%V", &ctx->conv,
-                    &ctx->client_msg_id);
-    len[2] = p - keys[2];
-    len[3] = ngx_sprintf(keys[3], "im:{u:%V}:convs", &ctx->send_id)
-             - keys[3];
-    len[4] = ngx_sprintf(keys[4], "im:{u:%V}:convs", &ctx->recv_id)
-             - keys[4];
-    len[5] = ngx_sprintf(keys[5], "im:{u:%V}:read", &ctx->send_id) - keys[5];
-    len[6] = ngx_sprintf(keys[6], "im:user:%V", &ctx->recv_id) - keys[6];
-    len[7] = ngx_sprintf(keys[7], "im:persist") - keys[7];
-    len[8] = ngx_sprintf(keys[8], "im:{c:%V}:reserved", &ctx->conv)
-             - keys[8];
-    len[9] = ngx_sprintf(keys[9], "im:{c:%V}:done", &ctx->conv) - keys[9];
-    len[10] = ngx_sprintf(keys[10], "im:{u:%V}:online", &ctx->recv_id)
-              - keys[10];
-
-    for (i = 0; i < 11; i++) {
-        argv[i] = (char *) keys[i];
-    }
-
-    /* the script puts the seq between these two halves */
-    argv[11] = (char *) ctx->json.data;
-    len[11] = ctx->seq_at;
-    argv[12] = (char *) ctx->json.data + ctx->seq_at + 1;
-    len[12] = ctx->json.len - ctx->seq_at - 1;
-    argv[13] = (char *) now_ms;
-    len[13] = ngx_sprintf(now_ms, "%L", ctx->send_time) - now_ms;
-    argv[14] = (char *) ctx->conv.data;
-    len[14] = ctx->conv.len;
-    argv[15] = (char *) ttl;
-    len[15] = ngx_sprintf(ttl, "%T", imcf->dedup_ttl) - ttl;
-    argv[16] = "1";
-    len[16] = 1;
-    argv[17] = ngx_http_im_mongo_enabled() ? "1" : "0";
-    len[17] = 1;
-    argv[18] = (char *) nums[0];
-    len[18] = ngx_sprintf(nums[0], "%ui", imcf->hot_window) - nums[0];
-    argv[19] = (char *) nums[1];
-    len[19] = ngx_sprintf(nums[1], "%ui", imcf->persist_stream_max)
-              - nums[1];
-    argv[20] = ctx->force ? "1" : "0";
-    len[20] = 1;
-    argv[21] = (char *) ctx->server_msg_id.data;
-    len[21] = ctx->server_msg_id.len;
-
-    /* the deliveries, published by the script (see session.c) */
-    argv[22] = (char *) head;
-    len[22] = ngx_snprintf(head, sizeof(head), "m %V %uL %V\n",
-                           &ngx_http_im_worker->origin, ctx->opts.sid,
-                           &ctx->conv)
-              - head;
-    argv[23] = (char *) chans[0];
-    len[23] = ngx_sprintf(chans[0], "im:u:%V", &ctx->recv_id) - chans[0];
-    argv[24] = (char *) chans[1];
-    len[24] = 0;
-
-    if (ctx->send_id.len != ctx->recv_id.len
-        || ngx_strncmp(ctx->send_id.data, ctx->recv_id.data,
-                       ctx->send_id.len) != 0)
-    {
-        len[24] = ngx_sprintf(chans[1], "im:u:%V", &ctx->send_id) - chans[1];
-    }
-
-    return ngx_http_im_redis_script(NGX_HTTP_IM_LUA_SEND,
-                                    ngx_http_im_send_stored_reply, ctx, 11,
-                                    25, argv, len);
+    return ngx_http_im_store_msg_save(&m, ngx_http_im_send_stored_reply,
+                                      ctx);
 }
 
 
 static void
-ngx_http_im_send_stored_reply(redisReply *reply, void *data)
+ngx_http_im_send_stored_reply(void *data, ngx_http_im_store_sent_t *r)
 {
     ngx_http_im_send_ctx_t  *ctx = data;
 
-    redisReply  *e;
-
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    if (r->err) {
+        ctx->opts.done(ctx->opts.data, r->err, NULL);
         goto done;
     }
 
-    if (reply->type == REDIS_REPLY_INTEGER) {
-        if (reply->integer == -NGX_HTTP_IM_ERR_UNAVAILABLE) {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "im: persistence backlog reached "
-                          "im_persist_stream_max, refusing messages "
-                          "until MongoDB catches up");
-            ngx_http_im_metric_inc(NGX_HTTP_IM_M_PERSIST_FULL);
-        }
+    switch (r->status) {
 
-        ctx->opts.done(ctx->opts.data, (ngx_int_t) -reply->integer, NULL);
-        goto done;
-    }
-
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1
-        && reply->element[0]->type == REDIS_REPLY_INTEGER
-        && (reply->element[0]->integer == -2
-            || reply->element[0]->integer == -3))
-    {
+    case NGX_HTTP_IM_STORE_RESEED:
+    case NGX_HTTP_IM_STORE_RESERVE:
         /* MongoDB first: seed a lost seq, or reserve the next block */
-        ngx_http_im_send_seq(ctx, reply->element[0]->integer == -2
+        ngx_http_im_send_seq(ctx, r->status == NGX_HTTP_IM_STORE_RESEED
                                   ? NGX_HTTP_IM_MONGO_RESEED
                                   : NGX_HTTP_IM_MONGO_RESERVE,
-                             reply->elements > 1
-                             ? reply->element[1]->integer : 0);
+                             r->seq);
         return;
-    }
 
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2
-        || reply->element[1]->type != REDIS_REPLY_INTEGER)
-    {
-        ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_INTERNAL, NULL);
-        goto done;
-    }
-
-    if (reply->element[0]->integer == 0 && reply->elements == 4
-        && reply->element[2]->type == REDIS_REPLY_INTEGER
-        && reply->element[3]->type == REDIS_REPLY_STRING)
-    {
+    case NGX_HTTP_IM_STORE_RESENT:
         /* a resend: answer with the first ack, deliver nothing */
-        e = reply->element[3];
-        ctx->send_time = reply->element[2]->integer;
-        ctx->server_msg_id.len = ngx_min(e->len, NGX_HTTP_IM_ID_LEN);
-        ngx_memcpy(ctx->server_msg_id.data, e->str, ctx->server_msg_id.len);
-        ngx_http_im_send_ack(ctx, reply->element[1]->integer, -1);
+        ctx->send_time = r->send_time;
+        ctx->server_msg_id.len = ngx_min(r->server_msg_id.len,
+                                         NGX_HTTP_IM_ID_LEN);
+        ngx_memcpy(ctx->server_msg_id.data, r->server_msg_id.data,
+                   ctx->server_msg_id.len);
+        ngx_http_im_send_ack(ctx, r->seq, -1);
         goto done;
+
+    default: /* NGX_HTTP_IM_STORE_SENT */
+        break;
     }
 
-    ctx->seq = reply->element[1]->integer;
+    ctx->seq = r->seq;
     ngx_http_im_metric_sent(ctx->kind);
 
     /*
@@ -446,10 +357,7 @@ ngx_http_im_send_stored_reply(redisReply *reply, void *data)
      * goes out before the ack, so that whoever holds the ack also sees
      * the job counted.
      */
-    if (ctx->opts.offline_push && reply->elements > 2
-        && reply->element[2]->type == REDIS_REPLY_INTEGER
-        && reply->element[2]->integer == 0)
-    {
+    if (ctx->opts.offline_push && !r->online) {
         ngx_http_im_send_push_job(ctx);
     }
 
@@ -461,163 +369,54 @@ done:
 }
 
 
-/* a delivery is "m <origin> <session id> <conversation>\n<MsgData>" */
-static ngx_int_t
-ngx_http_im_send_publish(ngx_http_im_send_ctx_t *ctx, ngx_str_t *uid,
-    long long seq, ngx_http_im_redis_pt handler)
-{
-    u_char             *p;
-    size_t              len[3];
-    const char         *argv[3];
-    ngx_http_im_buf_t  *b;
-    u_char              chan[NGX_HTTP_IM_UID_MAX + 16];
-    u_char              line[NGX_MAXHOSTNAMELEN + 256];
-
-    b = &ngx_http_im_worker->scratch;
-    ngx_http_im_buf_reset(b);
-
-    p = ngx_snprintf(line, sizeof(line), "m %V %uL %V\n",
-                     &ngx_http_im_worker->origin, ctx->opts.sid, &ctx->conv);
-    ngx_http_im_buf_add(b, line, p - line);
-    ngx_http_im_buf_add(b, ctx->json.data, ctx->seq_at);
-    ngx_http_im_buf_int(b, seq);
-    ngx_http_im_buf_add(b, ctx->json.data + ctx->seq_at + 1,
-                        ctx->json.len - ctx->seq_at - 1);
-
-    if (b->failed) {
-        return NGX_ERROR;
-    }
-
-    argv[0] = "PUBLISH";
-    len[0] = 7;
-    argv[1] = (char *) chan;
-    len[1] = ngx_sprintf(chan, "im:u:%V", uid) - chan;
-    argv[2] = (char *) b->data;
-    len[2] = b->len;
-
-    return ngx_http_im_redis_command(handler, ctx, 3, argv, len);
-}
-
-
-/*
- * The recipient is offline: leave a job for the push gateway on the
- * im:push stream (fields in docs/api.md).  push_job.lua adds the
- * recipient's device tokens.
- */
+/* the recipient is offline: a job for the push gateway */
 static void
 ngx_http_im_send_push_job(ngx_http_im_send_ctx_t *ctx)
 {
-    size_t       len[25];
-    const char  *argv[25];
-    u_char       key[NGX_HTTP_IM_UID_MAX + 32];
-    u_char       nums[4][NGX_INT64_LEN];
+    ngx_http_im_store_job_t  job;
 
-    argv[0] = (char *) key;
-    len[0] = ngx_sprintf(key, "im:{u:%V}:push", &ctx->recv_id) - key;
-    argv[1] = "im:push";
-    len[1] = 7;
-    argv[2] = (char *) nums[0];
-    len[2] = ngx_sprintf(nums[0], "%ui",
-                         ngx_http_im_worker->imcf->push_stream_max)
-             - nums[0];
+    job.recv_id = ctx->recv_id;
+    job.send_id = ctx->send_id;
+    job.conv = ctx->conv;
+    job.seq = ctx->seq;
+    job.server_msg_id = ctx->server_msg_id;
+    job.content_type = ctx->content_type;
+    job.session_type = ctx->session_type;
+    job.push_class = ctx->opts.push_class;
+    job.title = ctx->title;
+    job.desc = ctx->desc;
+    job.ex = ctx->ex;
 
-#define ngx_http_im_job_field(i, name, val, n)                              \
-    argv[i] = name; len[i] = sizeof(name) - 1;                              \
-    argv[i + 1] = (char *) (val); len[i + 1] = (n)
-
-    ngx_http_im_job_field(3, "recvID", ctx->recv_id.data, ctx->recv_id.len);
-    ngx_http_im_job_field(5, "sendID", ctx->send_id.data, ctx->send_id.len);
-    ngx_http_im_job_field(7, "conversationID", ctx->conv.data,
-                          ctx->conv.len);
-    ngx_http_im_job_field(9, "seq", nums[1],
-                          ngx_sprintf(nums[1], "%L", ctx->seq) - nums[1]);
-    ngx_http_im_job_field(11, "serverMsgID", ctx->server_msg_id.data,
-                          ctx->server_msg_id.len);
-    ngx_http_im_job_field(13, "contentType", nums[2],
-                          ngx_sprintf(nums[2], "%L", ctx->content_type)
-                          - nums[2]);
-    ngx_http_im_job_field(15, "sessionType", nums[3],
-                          ngx_sprintf(nums[3], "%L", ctx->session_type)
-                          - nums[3]);
-    ngx_http_im_job_field(17, "class", ctx->opts.push_class.data,
-                          ctx->opts.push_class.len);
-    ngx_http_im_job_field(19, "title", ctx->title.data, ctx->title.len);
-    ngx_http_im_job_field(21, "desc", ctx->desc.data, ctx->desc.len);
-    ngx_http_im_job_field(23, "ex", ctx->ex.data, ctx->ex.len);
-
-#undef ngx_http_im_job_field
-
-    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_PUSH_JOB, NULL, NULL, 2, 25,
-                                 argv, len)
-        == NGX_OK)
-    {
+    if (ngx_http_im_store_push_job(&job) == NGX_OK) {
         ngx_http_im_metric_inc(NGX_HTTP_IM_M_PUSH_JOBS);
     }
 }
 
 
-/* online-only: EXISTS the recipient, then PUBLISH, pipelined */
+/* online-only: published if the recipient exists, never stored */
 static ngx_int_t
 ngx_http_im_send_online(ngx_http_im_send_ctx_t *ctx)
 {
-    size_t       len[2];
-    const char  *argv[2];
-    u_char       key[NGX_HTTP_IM_UID_MAX + 16];
+    ngx_http_im_store_msg_t  m;
 
-    argv[0] = "EXISTS";
-    len[0] = 6;
-    argv[1] = (char *) key;
-    len[1] = ngx_sprintf(key, "im:user:%V", &ctx->recv_id) - key;
+    ngx_http_im_send_msg(ctx, &m);
 
-    if (ngx_http_im_redis_command(ngx_http_im_send_exists_reply, ctx, 2,
-                                  argv, len)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_im_send_publish(ctx, &ctx->recv_id, 0,
-                                 ngx_http_im_send_online_reply)
-        != NGX_OK)
-    {
-        /* the EXISTS reply will find this and answer 90004 */
-        ctx->failed = 1;
-    }
-
-    return NGX_OK;
+    return ngx_http_im_store_msg_online(&m, ngx_http_im_send_online_reply,
+                                        ctx);
 }
 
 
 static void
-ngx_http_im_send_exists_reply(redisReply *reply, void *data)
+ngx_http_im_send_online_reply(void *data, ngx_int_t err, ngx_int_t n)
 {
     ngx_http_im_send_ctx_t  *ctx = data;
 
-    if (ctx->failed) {
-        ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
-        ngx_http_im_send_free(ctx);
-        return;
-    }
-
-    ctx->recv_known = reply && reply->type == REDIS_REPLY_INTEGER
-                      && reply->integer == 1;
-}
-
-
-static void
-ngx_http_im_send_online_reply(redisReply *reply, void *data)
-{
-    ngx_http_im_send_ctx_t  *ctx = data;
-
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
-        ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
-
-    } else if (!ctx->recv_known) {
-        ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_USER_ID, NULL);
+    if (err) {
+        ctx->opts.done(ctx->opts.data, err, NULL);
 
     } else {
         ngx_http_im_metric_sent(ctx->kind);
-        ngx_http_im_send_ack(ctx, 0, reply->integer > 0);
+        ngx_http_im_send_ack(ctx, 0, n > 0);
     }
 
     ngx_http_im_send_free(ctx);
@@ -813,10 +612,7 @@ ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
 {
     ngx_http_im_seq_wait_t  *w = t->data;
 
-    size_t       len[4];
-    const char  *argv[4];
-    u_char       keys[2][NGX_HTTP_IM_KEY_MAX];
-    u_char       nums[2][NGX_INT64_LEN];
+    long long  seq, reserved;
 
     if (w->timer.timer_set) {
         ngx_del_timer(&w->timer);
@@ -835,32 +631,16 @@ ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
         return;
     }
 
-    len[0] = ngx_sprintf(keys[0], "im:{c:%V}:seq", &w->conv) - keys[0];
-    len[1] = ngx_sprintf(keys[1], "im:{c:%V}:reserved", &w->conv) - keys[1];
-    argv[0] = (char *) keys[0];
-    argv[1] = (char *) keys[1];
-
-    if (t->op == NGX_HTTP_IM_MONGO_RESEED) {
-        /* the seq moves to the mark, and the reservation with it: the next
-         * send then reserves a fresh block before using it */
-        argv[2] = (char *) nums[0];
-        len[2] = ngx_sprintf(nums[0], "%L", (long long) t->value) - nums[0];
-        argv[3] = (char *) nums[0];
-        len[3] = len[2];
-
-    } else {
-        argv[2] = "";
-        len[2] = 0;
-        argv[3] = (char *) nums[1];
-        len[3] = ngx_sprintf(nums[1], "%L", (long long) t->value) - nums[1];
-    }
+    /* a re-seed moves the seq to the mark, and the reservation with it:
+     * the next send then reserves a fresh block before using it */
+    reserved = (long long) t->value;
+    seq = t->op == NGX_HTTP_IM_MONGO_RESEED ? reserved : -1;
 
     ngx_http_im_mongo_task_free(t);
 
     /* an abandoned wait still records its reservation, for later sends */
-    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_SEQ_SEED,
-                                 ngx_http_im_send_seeded, w, 2, 4,
-                                 argv, len)
+    if (ngx_http_im_store_seq_seed(&w->conv, seq, reserved,
+                                   ngx_http_im_send_seeded, w)
         != NGX_OK)
     {
         ngx_http_im_send_resume(w, NGX_HTTP_IM_SEQ_RETRY);
@@ -870,7 +650,7 @@ ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
 
 
 static void
-ngx_http_im_send_seeded(redisReply *reply, void *data)
+ngx_http_im_send_seeded(void *data, ngx_int_t err)
 {
     ngx_http_im_seq_wait_t  *w = data;
 

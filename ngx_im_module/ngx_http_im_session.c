@@ -3,8 +3,8 @@
  * ngx_im: the worker's table of users and their sessions, and the routing
  * of pub/sub messages to them.
  *
- * A user with sessions on this worker is subscribed to im:u:<uid> once,
- * however many devices it has here.  The subscription moves through
+ * A user with sessions on this worker is subscribed to its deliveries
+ * once, however many devices it has here.  The subscription moves through
  * NONE -> PENDING -> DONE -> LEAVING -> (freed or PENDING again); a new
  * SUBSCRIBE is never sent while an UNSUBSCRIBE is in flight, because
  * hiredis drops the channel's callback when the unsubscribe reply comes.
@@ -12,11 +12,8 @@
 
 
 #include "ngx_http_im_module.h"
-#include "ngx_http_im_redis.h"
+#include "ngx_http_im_store.h"
 #include "ngx_http_im_pb.h"
-
-
-#define NGX_HTTP_IM_CHANNEL_PREFIX  "im:u:"
 
 
 static ngx_http_im_user_t *ngx_http_im_user_get(ngx_str_t *uid,
@@ -25,14 +22,21 @@ static void ngx_http_im_user_free(ngx_http_im_user_t *u);
 static void ngx_http_im_user_idle(ngx_http_im_user_t *u);
 static void ngx_http_im_user_notify(ngx_http_im_user_t *u, ngx_int_t ok);
 static void ngx_http_im_session_cleanup(void *data);
-static void ngx_http_im_session_push(ngx_http_im_user_t *u, u_char *data,
-    size_t len);
-static void ngx_http_im_worker_message(u_char *data, size_t len);
+static void ngx_http_im_session_push(ngx_http_im_user_t *u,
+    ngx_http_im_delivery_t *d);
 static void ngx_http_im_session_kick(ngx_http_im_user_t *u,
     ngx_int_t platform);
 static ngx_int_t ngx_http_im_push_pb(u_char *data, size_t len,
     long long req_identifier, ngx_http_im_buf_t *out, char *err,
     size_t errlen);
+
+
+/* what the store layer calls: deliveries and subscription answers */
+ngx_http_im_store_routes_t  ngx_http_im_session_routes = {
+    ngx_http_im_session_delivery,
+    ngx_http_im_session_subscribed,
+    ngx_http_im_session_resubscribe
+};
 
 
 /*
@@ -147,7 +151,7 @@ ngx_http_im_session_join(ngx_http_im_session_t *s)
 
     /* a user marked subscribed is not, while the subscriber connection is
      * down: no login completes until it is back */
-    if (!ngx_http_im_redis_sub_ready()) {
+    if (!ngx_http_im_store_routing_ready()) {
         return NGX_ERROR;
     }
 
@@ -157,7 +161,7 @@ ngx_http_im_session_join(ngx_http_im_session_t *s)
     }
 
     if (u->state == NGX_HTTP_IM_SUB_NONE) {
-        if (ngx_http_im_redis_subscribe(&u->channel) != NGX_OK) {
+        if (ngx_http_im_store_subscribe(&u->sn.str) != NGX_OK) {
             if (ngx_queue_empty(&u->sessions)) {
                 ngx_http_im_user_free(u);
             }
@@ -204,7 +208,7 @@ ngx_http_im_user_idle(ngx_http_im_user_t *u)
     switch (u->state) {
 
     case NGX_HTTP_IM_SUB_DONE:
-        if (ngx_http_im_redis_unsubscribe(&u->channel) == NGX_OK) {
+        if (ngx_http_im_store_unsubscribe(&u->sn.str) == NGX_OK) {
             u->state = NGX_HTTP_IM_SUB_LEAVING;
             return;
         }
@@ -225,24 +229,13 @@ ngx_http_im_user_idle(ngx_http_im_user_t *u)
 }
 
 
-/* A (un)subscribe reply for channel arrived. */
+/* A (un)subscribe reply for a user's deliveries arrived. */
 void
-ngx_http_im_session_subscribed(ngx_str_t *channel, ngx_int_t ok)
+ngx_http_im_session_subscribed(ngx_str_t *uid, ngx_int_t ok)
 {
-    ngx_str_t            uid;
     ngx_http_im_user_t  *u;
 
-    if (channel->len <= sizeof(NGX_HTTP_IM_CHANNEL_PREFIX) - 1
-        || ngx_strncmp(channel->data, NGX_HTTP_IM_CHANNEL_PREFIX,
-                       sizeof(NGX_HTTP_IM_CHANNEL_PREFIX) - 1) != 0)
-    {
-        return;
-    }
-
-    uid.data = channel->data + sizeof(NGX_HTTP_IM_CHANNEL_PREFIX) - 1;
-    uid.len = channel->len - (sizeof(NGX_HTTP_IM_CHANNEL_PREFIX) - 1);
-
-    u = ngx_http_im_user_get(&uid, 0);
+    u = ngx_http_im_user_get(uid, 0);
     if (u == NULL) {
         return;
     }
@@ -259,7 +252,7 @@ ngx_http_im_session_subscribed(ngx_str_t *channel, ngx_int_t ok)
 
         /* a device logged in while we were leaving */
         u->state = NGX_HTTP_IM_SUB_NONE;
-        if (ngx_http_im_redis_subscribe(&u->channel) == NGX_OK) {
+        if (ngx_http_im_store_subscribe(&u->sn.str) == NGX_OK) {
             u->state = NGX_HTTP_IM_SUB_PENDING;
             return;
         }
@@ -273,7 +266,7 @@ ngx_http_im_session_subscribed(ngx_str_t *channel, ngx_int_t ok)
     }
 
     if (ngx_queue_empty(&u->sessions)) {
-        if (ngx_http_im_redis_unsubscribe(&u->channel) == NGX_OK) {
+        if (ngx_http_im_store_unsubscribe(&u->sn.str) == NGX_OK) {
             u->state = NGX_HTTP_IM_SUB_LEAVING;
         } else {
             ngx_http_im_user_free(u);
@@ -340,7 +333,7 @@ ngx_http_im_session_resubscribe(void)
 
         u->state = NGX_HTTP_IM_SUB_NONE;
 
-        if (ngx_http_im_redis_subscribe(&u->channel) == NGX_OK) {
+        if (ngx_http_im_store_subscribe(&u->sn.str) == NGX_OK) {
             u->state = NGX_HTTP_IM_SUB_PENDING;
             continue;
         }
@@ -352,39 +345,30 @@ ngx_http_im_session_resubscribe(void)
 }
 
 
-/* A pub/sub message arrived on channel. */
+/* A delivery for a user arrived. */
 void
-ngx_http_im_session_message(ngx_str_t *channel, u_char *data, size_t len)
+ngx_http_im_session_delivery(ngx_str_t *uid, u_char *data, size_t len)
 {
-    ngx_str_t            uid;
-    ngx_http_im_user_t  *u;
+    ngx_http_im_user_t      *u;
+    ngx_http_im_delivery_t   d;
 
-    if (channel->len == ngx_http_im_worker->origin.len
-        && ngx_strncmp(channel->data, ngx_http_im_worker->origin.data,
-                       channel->len) == 0)
-    {
-        ngx_http_im_worker_message(data, len);
+    u = ngx_http_im_user_get(uid, 0);
+    if (u == NULL || u->state != NGX_HTTP_IM_SUB_DONE) {
         return;
     }
 
-    if (channel->len <= sizeof(NGX_HTTP_IM_CHANNEL_PREFIX) - 1) {
+    if (ngx_http_im_store_delivery_parse(data, len, &d) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_http_im_worker->log, 0,
+                      "im: malformed delivery for \"%V\"", uid);
         return;
     }
 
-    uid.data = channel->data + sizeof(NGX_HTTP_IM_CHANNEL_PREFIX) - 1;
-    uid.len = channel->len - (sizeof(NGX_HTTP_IM_CHANNEL_PREFIX) - 1);
-
-    u = ngx_http_im_user_get(&uid, 0);
-    if (u == NULL || u->state != NGX_HTTP_IM_SUB_DONE || len < 2) {
+    if (d.kind == NGX_HTTP_IM_DELIVERY_KICK) {
+        ngx_http_im_session_kick(u, d.platform);
         return;
     }
 
-    if (data[0] == 'k') {
-        ngx_http_im_session_kick(u, ngx_atoi(data + 2, len - 2));
-        return;
-    }
-
-    ngx_http_im_session_push(u, data, len);
+    ngx_http_im_session_push(u, &d);
 }
 
 
@@ -474,113 +458,36 @@ ngx_http_im_push_pb(u_char *data, size_t len, long long req_identifier,
 void
 ngx_http_im_session_presence(ngx_http_im_session_t *s, ngx_uint_t on)
 {
-    (void) ngx_http_im_session_presence_write(s, on, NULL, NULL);
+    (void) ngx_http_im_store_presence(&s->uid, s->platform, s->id, on,
+                                      s->background, NULL, NULL);
 }
 
 
-/*
- * Records (on) or removes a session in its user's presence hash.  The
- * field names the worker, whose liveness key lets readers drop entries
- * of crashed workers; the value is the time, prefixed with "b" while the
- * app is in the background (send.lua reads that).
- */
-ngx_int_t
-ngx_http_im_session_presence_write(ngx_http_im_session_t *s, ngx_uint_t on,
-    ngx_http_im_redis_pt handler, void *data)
-{
-    u_char      *p;
-    size_t       len[4];
-    const char  *argv[4];
-    u_char       key[NGX_HTTP_IM_UID_MAX + 32];
-    u_char       field[NGX_MAXHOSTNAMELEN + 128], now[NGX_INT64_LEN + 1];
-
-    argv[0] = on ? "HSET" : "HDEL";
-    len[0] = 4;
-    argv[1] = (char *) key;
-    len[1] = ngx_sprintf(key, "im:{u:%V}:online", &s->uid) - key;
-
-    p = ngx_snprintf(field, sizeof(field), "%i:%V:%uL", s->platform,
-                     &ngx_http_im_worker->origin, s->id);
-    argv[2] = (char *) field;
-    len[2] = p - field;
-
-    argv[3] = (char *) now;
-    len[3] = ngx_sprintf(now, s->background ? "b%T" : "%T", ngx_time())
-             - now;
-
-    return ngx_http_im_redis_command(handler, data, on ? 4 : 3, argv, len);
-}
-
-
-/* keeps this worker's liveness key, which presence entries rely on */
+/* every 10 s: this worker is alive, which presence entries rely on */
 void
 ngx_http_im_session_alive(ngx_event_t *ev)
 {
-    const char  *argv[5];
-    size_t       len[5];
+    ngx_http_im_store_worker_alive();
 
-    argv[0] = "SET";
-    len[0] = 3;
-    argv[1] = (char *) ngx_http_im_worker->origin.data;
-    len[1] = ngx_http_im_worker->origin.len;
-    argv[2] = "1";
-    len[2] = 1;
-    argv[3] = "EX";
-    len[3] = 2;
-    argv[4] = "30";
-    len[4] = 2;
-
-    (void) ngx_http_im_redis_command(NULL, NULL, 5, argv, len);
-    ngx_http_im_redis_sub_ping();
-
-    if (ev && !ngx_exiting) {
+    if (!ngx_exiting) {
         ngx_add_timer(ev, 10000);
     }
 }
 
 
 /*
- * A delivery is "m <origin> <session id> <conversation>\n<MsgData JSON>":
- * every upgraded session of the user gets one 2001 frame, except the
- * session that sent the message.  The frame is built once per encoding:
- * sessions that spoke protobuf get it as protobuf.
+ * A message for u: every upgraded session of the user gets one 2001
+ * frame, except the session that sent the message.  The frame is built
+ * once per encoding: sessions that spoke protobuf get it as protobuf.
  */
 static void
-ngx_http_im_session_push(ngx_http_im_user_t *u, u_char *data, size_t len)
+ngx_http_im_session_push(ngx_http_im_user_t *u, ngx_http_im_delivery_t *d)
 {
-    u_char                 *p, *last, *f[4];
     size_t                  head;
-    uint64_t                sid;
-    ngx_uint_t              n, self;
     ngx_queue_t            *q, *next;
     ngx_http_im_buf_t      *b, pb;
     ngx_http_im_session_t  *s;
     char                    err[NGX_HTTP_IM_PB_ERRLEN];
-
-    last = data + len;
-    p = data;
-
-    for (n = 0; n < 4 && p < last; n++) {
-        f[n] = p;
-        while (p < last && *p != ' ' && *p != '\n') {
-            p++;
-        }
-        if (p == last || (n < 3 && *p != ' ') || (n == 3 && *p != '\n')) {
-            break;
-        }
-        p++;
-    }
-
-    if (n != 4 || f[0][0] != 'm') {
-        ngx_log_error(NGX_LOG_ALERT, ngx_http_im_worker->log, 0,
-                      "im: malformed delivery on im:u:%V", &u->sn.str);
-        return;
-    }
-
-    self = (size_t) (f[2] - f[1] - 1) == ngx_http_im_worker->origin.len
-           && ngx_strncmp(f[1], ngx_http_im_worker->origin.data,
-                          ngx_http_im_worker->origin.len) == 0;
-    sid = (uint64_t) ngx_atoof(f[2], f[3] - f[2] - 1);
 
     b = &ngx_http_im_worker->scratch;
     ngx_http_im_buf_reset(b);
@@ -589,9 +496,9 @@ ngx_http_im_session_push(ngx_http_im_user_t *u, u_char *data, size_t len)
                         "\"data\":");
     head = b->len;
     ngx_http_im_buf_str(b, "{\"msgs\":{");
-    ngx_http_im_buf_json_str(b, (char *) f[3], p - 1 - f[3]);
+    ngx_http_im_buf_json_str(b, (char *) d->conv.data, d->conv.len);
     ngx_http_im_buf_str(b, ":[");
-    ngx_http_im_buf_add(b, p, last - p);
+    ngx_http_im_buf_add(b, d->json.data, d->json.len);
     ngx_http_im_buf_str(b, "]}}}");
 
     if (b->failed) {
@@ -607,7 +514,7 @@ ngx_http_im_session_push(ngx_http_im_user_t *u, u_char *data, size_t len)
         next = ngx_queue_next(q);
         s = ngx_queue_data(q, ngx_http_im_session_t, user_link);
 
-        if (!s->upgraded || s->closing || (self && s->id == sid)) {
+        if (!s->upgraded || s->closing || (d->self && s->id == d->sid)) {
             continue;
         }
 
@@ -631,14 +538,6 @@ ngx_http_im_session_push(ngx_http_im_user_t *u, u_char *data, size_t len)
 }
 
 
-static void
-ngx_http_im_worker_message(u_char *data, size_t len)
-{
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_http_im_worker->log, 0,
-                   "im worker message: %*s", len, data);
-}
-
-
 static ngx_http_im_user_t *
 ngx_http_im_user_get(ngx_str_t *uid, ngx_uint_t create)
 {
@@ -655,8 +554,7 @@ ngx_http_im_user_get(ngx_str_t *uid, ngx_uint_t create)
         return u;
     }
 
-    u = ngx_alloc(sizeof(ngx_http_im_user_t) + 2 * uid->len
-                  + sizeof(NGX_HTTP_IM_CHANNEL_PREFIX), ngx_cycle->log);
+    u = ngx_alloc(sizeof(ngx_http_im_user_t) + uid->len, ngx_cycle->log);
     if (u == NULL) {
         return NULL;
     }
@@ -665,13 +563,7 @@ ngx_http_im_user_get(ngx_str_t *uid, ngx_uint_t create)
 
     u->sn.str.data = p;
     u->sn.str.len = uid->len;
-    p = ngx_cpymem(p, uid->data, uid->len);
-
-    u->channel.data = p;
-    p = ngx_cpymem(p, NGX_HTTP_IM_CHANNEL_PREFIX,
-                   sizeof(NGX_HTTP_IM_CHANNEL_PREFIX) - 1);
-    p = ngx_cpymem(p, uid->data, uid->len);
-    u->channel.len = p - u->channel.data;
+    ngx_memcpy(p, uid->data, uid->len);
 
     u->sn.node.key = hash;
     u->state = NGX_HTTP_IM_SUB_NONE;

@@ -249,30 +249,30 @@ ngx_http_im_token_verify(const unsigned char *secret, size_t secret_len,
                             NGX_HTTP_IM_TOKEN_MAX_LEN)];
 
     if (token == NULL || len == 0 || len > NGX_HTTP_IM_TOKEN_MAX_LEN) {
-        return NGX_HTTP_IM_TOKEN_MALFORMED;
+        return NGX_HTTP_IM_ERR_TOKEN_MALFORMED;
     }
 
     end = token + len;
 
     dot1 = memchr(token, '.', len);
     if (dot1 == NULL) {
-        return NGX_HTTP_IM_TOKEN_MALFORMED;
+        return NGX_HTTP_IM_ERR_TOKEN_MALFORMED;
     }
 
     dot2 = memchr(dot1 + 1, '.', end - (dot1 + 1));
     if (dot2 == NULL || memchr(dot2 + 1, '.', end - (dot2 + 1)) != NULL) {
-        return NGX_HTTP_IM_TOKEN_MALFORMED;
+        return NGX_HTTP_IM_ERR_TOKEN_MALFORMED;
     }
 
     rc = ngx_http_im_token_header(token, dot1 - token);
-    if (rc != NGX_HTTP_IM_TOKEN_OK) {
+    if (rc != NGX_HTTP_IM_OK) {
         return rc;
     }
 
     if (ngx_http_im_base64url_decode(dot2 + 1, end - (dot2 + 1), sig, &n)
         != 0)
     {
-        return NGX_HTTP_IM_TOKEN_MALFORMED;
+        return NGX_HTTP_IM_ERR_TOKEN_MALFORMED;
     }
 
     if (n != NGX_HTTP_IM_TOKEN_MAC_LEN
@@ -280,11 +280,11 @@ ngx_http_im_token_verify(const unsigned char *secret, size_t secret_len,
                                  mac)
            != 0)
     {
-        return NGX_HTTP_IM_TOKEN_INVALID;
+        return NGX_HTTP_IM_ERR_TOKEN_INVALID;
     }
 
     if (CRYPTO_memcmp(sig, mac, NGX_HTTP_IM_TOKEN_MAC_LEN) != 0) {
-        return NGX_HTTP_IM_TOKEN_INVALID;
+        return NGX_HTTP_IM_ERR_TOKEN_INVALID;
     }
 
     /* the claims are trusted only from here on */
@@ -335,14 +335,14 @@ ngx_http_im_token_header(const char *b64, size_t len)
         != 0
         || n == 0 || memchr(json, '\0', n) != NULL)
     {
-        return NGX_HTTP_IM_TOKEN_MALFORMED;
+        return NGX_HTTP_IM_ERR_TOKEN_MALFORMED;
     }
 
     json[n] = '\0';
 
     root = yajl_tree_parse(json, NULL, 0);
     if (root == NULL || !YAJL_IS_OBJECT(root)) {
-        rc = NGX_HTTP_IM_TOKEN_MALFORMED;
+        rc = NGX_HTTP_IM_ERR_TOKEN_MALFORMED;
         goto done;
     }
 
@@ -351,11 +351,11 @@ ngx_http_im_token_header(const char *b64, size_t len)
     if (alg == NULL || !YAJL_IS_STRING(alg)
         || strcmp(alg->u.string, "HS256") != 0)
     {
-        rc = NGX_HTTP_IM_TOKEN_INVALID;
+        rc = NGX_HTTP_IM_ERR_TOKEN_INVALID;
         goto done;
     }
 
-    rc = NGX_HTTP_IM_TOKEN_OK;
+    rc = NGX_HTTP_IM_OK;
 
 done:
 
@@ -380,12 +380,12 @@ ngx_http_im_token_claims(const char *b64, size_t len, long long now,
         != 0
         || n == 0 || memchr(json, '\0', n) != NULL)
     {
-        return NGX_HTTP_IM_TOKEN_MALFORMED;
+        return NGX_HTTP_IM_ERR_TOKEN_MALFORMED;
     }
 
     json[n] = '\0';
 
-    rc = NGX_HTTP_IM_TOKEN_MALFORMED;
+    rc = NGX_HTTP_IM_ERR_TOKEN_MALFORMED;
 
     root = yajl_tree_parse(json, NULL, 0);
     if (root == NULL || !YAJL_IS_OBJECT(root)) {
@@ -411,12 +411,12 @@ ngx_http_im_token_claims(const char *b64, size_t len, long long now,
     }
 
     if (nbf > now) {
-        rc = NGX_HTTP_IM_TOKEN_NOT_YET_VALID;
+        rc = NGX_HTTP_IM_ERR_TOKEN_NOT_YET;
         goto done;
     }
 
     if (exp <= now) {
-        rc = NGX_HTTP_IM_TOKEN_EXPIRED;
+        rc = NGX_HTTP_IM_ERR_TOKEN_EXPIRED;
         goto done;
     }
 
@@ -427,7 +427,7 @@ ngx_http_im_token_claims(const char *b64, size_t len, long long now,
         claims->iat = iat;
     }
 
-    rc = NGX_HTTP_IM_TOKEN_OK;
+    rc = NGX_HTTP_IM_OK;
 
 done:
 

@@ -12,12 +12,8 @@
 
 #include <stddef.h>
 
+#include "ngx_http_im_error.h"
 
-#define NGX_HTTP_IM_TOKEN_OK             0
-#define NGX_HTTP_IM_TOKEN_EXPIRED        1501
-#define NGX_HTTP_IM_TOKEN_INVALID        1502  /* signature, alg, secret */
-#define NGX_HTTP_IM_TOKEN_MALFORMED      1503  /* shape, JSON, claims */
-#define NGX_HTTP_IM_TOKEN_NOT_YET_VALID  1504  /* nbf in the future */
 
 #define NGX_HTTP_IM_TOKEN_MAX_LEN        4096
 #define NGX_HTTP_IM_UID_MAX              64
@@ -60,14 +56,15 @@ size_t ngx_http_im_token_issue(const unsigned char *secret, size_t secret_len,
 /*
  * Checks a token at time "now" (seconds).  The signature is checked, in
  * constant time, before any claim is read.  Returns
- *   NGX_HTTP_IM_TOKEN_OK             claims filled in;
- *   NGX_HTTP_IM_TOKEN_MALFORMED      not three base64url parts, longer than
- *                                    4096 bytes, bad JSON, claims missing
- *                                    or of the wrong type or range;
- *   NGX_HTTP_IM_TOKEN_INVALID        alg is not HS256, or bad signature;
- *   NGX_HTTP_IM_TOKEN_NOT_YET_VALID  nbf > now;
- *   NGX_HTTP_IM_TOKEN_EXPIRED        exp <= now.
- * "claims" may be NULL; it is written only on NGX_HTTP_IM_TOKEN_OK.
+ *   NGX_HTTP_IM_OK                   claims filled in;
+ *   NGX_HTTP_IM_ERR_TOKEN_MALFORMED  not three base64url parts, longer
+ *                                    than 4096 bytes, bad JSON, claims
+ *                                    missing or of the wrong type or
+ *                                    range;
+ *   NGX_HTTP_IM_ERR_TOKEN_INVALID    alg is not HS256, or bad signature;
+ *   NGX_HTTP_IM_ERR_TOKEN_NOT_YET    nbf > now;
+ *   NGX_HTTP_IM_ERR_TOKEN_EXPIRED    exp <= now.
+ * "claims" may be NULL; it is written only on NGX_HTTP_IM_OK.
  */
 int ngx_http_im_token_verify(const unsigned char *secret, size_t secret_len,
     const char *token, size_t len, long long now,

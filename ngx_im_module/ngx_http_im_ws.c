@@ -7,7 +7,7 @@
 
 
 #include "ngx_http_im_module.h"
-#include "ngx_http_im_redis.h"
+#include "ngx_http_im_store.h"
 
 
 #define NGX_HTTP_IM_WS_CLOSE_WAIT  5000
@@ -23,7 +23,7 @@ static ngx_int_t ngx_http_im_ws_refuse(ngx_http_request_t *r,
 static void ngx_http_im_ws_refuse_async(ngx_http_im_session_t *s,
     ngx_uint_t status, ngx_int_t code, const char *msg);
 static ngx_int_t ngx_http_im_ws_registry(ngx_http_im_session_t *s);
-static void ngx_http_im_ws_auth_done(redisReply *reply, void *data);
+static void ngx_http_im_ws_auth_done(void *data, ngx_int_t code);
 static void ngx_http_im_ws_upgrade(ngx_http_im_session_t *s);
 static void ngx_http_im_ws_read_handler(ngx_http_request_t *r);
 static void ngx_http_im_ws_write_handler(ngx_http_request_t *r);
@@ -96,7 +96,7 @@ ngx_http_im_ws_handler(ngx_http_request_t *r)
     rc = ngx_http_im_token_verify(imcf->secret.data, imcf->secret.len,
                                   (char *) token.data, token.len,
                                   (long long) ngx_time(), &claims);
-    if (rc != NGX_HTTP_IM_TOKEN_OK) {
+    if (rc != NGX_HTTP_IM_OK) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "im: websocket token of \"%V\" refused: %i",
                       &uid, rc);
@@ -111,7 +111,7 @@ ngx_http_im_ws_handler(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "im: token does not match sendID \"%V\"", &uid);
         return ngx_http_im_ws_refuse(r, NGX_HTTP_UNAUTHORIZED,
-                                     NGX_HTTP_IM_TOKEN_INVALID,
+                                     NGX_HTTP_IM_ERR_TOKEN_INVALID,
                                      "token does not match sendID "
                                      "or platformID");
     }
@@ -297,25 +297,22 @@ ngx_http_im_ws_refuse_async(ngx_http_im_session_t *s, ngx_uint_t status,
 
 
 static void
-ngx_http_im_ws_auth_done(redisReply *reply, void *data)
+ngx_http_im_ws_auth_done(void *data, ngx_int_t code)
 {
     ngx_http_im_session_t  *s = data;
 
-    ngx_int_t          code;
     ngx_connection_t  *c;
 
     if (s->closed) {
         goto done;
     }
 
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+    if (code == NGX_HTTP_IM_ERR_UNAVAILABLE) {
         ngx_http_im_ws_refuse_async(s, NGX_HTTP_SERVICE_UNAVAILABLE,
                                     NGX_HTTP_IM_ERR_UNAVAILABLE,
                                     "redis unavailable");
         goto done;
     }
-
-    code = (ngx_int_t) reply->integer;
 
     if (code != 0) {
         ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
@@ -380,8 +377,8 @@ ngx_http_im_session_login_done(ngx_http_im_session_t *s, ngx_int_t ok)
 static ngx_int_t
 ngx_http_im_ws_registry(ngx_http_im_session_t *s)
 {
-    if (ngx_http_im_token_lookup((char *) s->uid.data, s->uid.len,
-                                 &s->token, 1, ngx_http_im_ws_auth_done, s)
+    if (ngx_http_im_store_token_check(&s->uid, &s->token, 1,
+                                      ngx_http_im_ws_auth_done, s)
         != NGX_OK)
     {
         return NGX_ERROR;

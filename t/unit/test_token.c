@@ -161,7 +161,7 @@ test_known_vector(void)
     memset(&cl, 0, sizeof(cl));
 
     rc = verify(known, 1700000000, &cl);
-    CHECK(rc == NGX_HTTP_IM_TOKEN_OK);
+    CHECK(rc == NGX_HTTP_IM_OK);
     CHECK(strcmp(cl.user_id, "openIM123456") == 0);
     CHECK(cl.platform_id == 10);
     CHECK(cl.exp == 1999999999LL);
@@ -192,31 +192,31 @@ test_roundtrip(void)
     CHECK(n > 0 && n == strlen(tok));
 
     memset(&cl, 0, sizeof(cl));
-    CHECK(verify(tok, 1001, &cl) == NGX_HTTP_IM_TOKEN_OK);
+    CHECK(verify(tok, 1001, &cl) == NGX_HTTP_IM_OK);
     CHECK(strcmp(cl.user_id, "u1") == 0 && cl.platform_id == 1);
     CHECK(cl.exp == 1060 && cl.iat == 995);
 
-    CHECK(verify(tok, 1001, NULL) == NGX_HTTP_IM_TOKEN_OK);
-    CHECK(verify(tok, 1059, NULL) == NGX_HTTP_IM_TOKEN_OK);
+    CHECK(verify(tok, 1001, NULL) == NGX_HTTP_IM_OK);
+    CHECK(verify(tok, 1059, NULL) == NGX_HTTP_IM_OK);
 
     /* exp <= now */
-    CHECK(verify(tok, 1060, NULL) == NGX_HTTP_IM_TOKEN_EXPIRED);
-    CHECK(verify(tok, 99999, NULL) == NGX_HTTP_IM_TOKEN_EXPIRED);
+    CHECK(verify(tok, 1060, NULL) == NGX_HTTP_IM_ERR_TOKEN_EXPIRED);
+    CHECK(verify(tok, 99999, NULL) == NGX_HTTP_IM_ERR_TOKEN_EXPIRED);
 
     /* nbf = iat = now - 5 */
-    CHECK(verify(tok, 995, NULL) == NGX_HTTP_IM_TOKEN_OK);
-    CHECK(verify(tok, 994, NULL) == NGX_HTTP_IM_TOKEN_NOT_YET_VALID);
+    CHECK(verify(tok, 995, NULL) == NGX_HTTP_IM_OK);
+    CHECK(verify(tok, 994, NULL) == NGX_HTTP_IM_ERR_TOKEN_NOT_YET);
 
     /* wrong secret */
     CHECK(ngx_http_im_token_verify((unsigned char *) "openIM124", 9, tok, n,
                                    1001, NULL)
-          == NGX_HTTP_IM_TOKEN_INVALID);
+          == NGX_HTTP_IM_ERR_TOKEN_INVALID);
     CHECK(ngx_http_im_token_verify((unsigned char *) "openIM12", 8, tok, n,
                                    1001, NULL)
-          == NGX_HTTP_IM_TOKEN_INVALID);
+          == NGX_HTTP_IM_ERR_TOKEN_INVALID);
     CHECK(ngx_http_im_token_verify((unsigned char *) "", 0, tok, n,
                                    1001, NULL)
-          == NGX_HTTP_IM_TOKEN_INVALID);
+          == NGX_HTTP_IM_ERR_TOKEN_INVALID);
 
     /* a 64-byte user ID, the longest */
 
@@ -226,7 +226,7 @@ test_roundtrip(void)
     n = ngx_http_im_token_issue(SECRET, SECRET_LEN, uid, 64, 11, 1000, 60,
                                 tok, sizeof(tok));
     CHECK(n > 0);
-    CHECK(verify(tok, 1001, &cl) == NGX_HTTP_IM_TOKEN_OK);
+    CHECK(verify(tok, 1001, &cl) == NGX_HTTP_IM_OK);
     CHECK(strcmp(cl.user_id, uid) == 0 && cl.platform_id == 11);
 
     /* the claims of one token under the signature of another */
@@ -241,7 +241,7 @@ test_roundtrip(void)
     d1 = strrchr(tok, '.');
     d2 = strrchr(other, '.');
     snprintf(mix, sizeof(mix), "%.*s%s", (int) (d2 - other), other, d1);
-    CHECK(verify(mix, 1001, NULL) == NGX_HTTP_IM_TOKEN_INVALID);
+    CHECK(verify(mix, 1001, NULL) == NGX_HTTP_IM_ERR_TOKEN_INVALID);
 }
 
 
@@ -262,29 +262,29 @@ test_tamper(void)
     /* a payload byte changed */
     memcpy(bad, tok, n + 1);
     bad[dot1 - tok + 5] ^= 0x01;
-    CHECK(verify(bad, 1001, NULL) == NGX_HTTP_IM_TOKEN_INVALID);
+    CHECK(verify(bad, 1001, NULL) == NGX_HTTP_IM_ERR_TOKEN_INVALID);
 
     /* a signature byte changed */
     memcpy(bad, tok, n + 1);
     bad[dot2 - tok + 1] = (bad[dot2 - tok + 1] == 'A') ? 'B' : 'A';
-    CHECK(verify(bad, 1001, NULL) == NGX_HTTP_IM_TOKEN_INVALID);
+    CHECK(verify(bad, 1001, NULL) == NGX_HTTP_IM_ERR_TOKEN_INVALID);
 
     /* the last signature char with non-zero spare bits: not base64url */
     memcpy(bad, tok, n + 1);
     bad[n - 1] = (bad[n - 1] == 'B') ? 'C' : 'B';
-    CHECK(verify(bad, 1001, NULL) != NGX_HTTP_IM_TOKEN_OK);
+    CHECK(verify(bad, 1001, NULL) != NGX_HTTP_IM_OK);
 
     /* a header byte changed */
     memcpy(bad, tok, n + 1);
     bad[3] ^= 0x01;
-    CHECK(verify(bad, 1001, NULL) != NGX_HTTP_IM_TOKEN_OK);
+    CHECK(verify(bad, 1001, NULL) != NGX_HTTP_IM_OK);
 
     /* signature cut short, signature empty */
     memcpy(bad, tok, n + 1);
     bad[n - 3] = '\0';
-    CHECK(verify(bad, 1001, NULL) == NGX_HTTP_IM_TOKEN_INVALID);
+    CHECK(verify(bad, 1001, NULL) == NGX_HTTP_IM_ERR_TOKEN_INVALID);
     bad[dot2 - tok + 1] = '\0';
-    CHECK(verify(bad, 1001, NULL) == NGX_HTTP_IM_TOKEN_INVALID);
+    CHECK(verify(bad, 1001, NULL) == NGX_HTTP_IM_ERR_TOKEN_INVALID);
 
     /* every single-byte change is refused */
 
@@ -292,7 +292,7 @@ test_tamper(void)
         memcpy(bad, tok, n + 1);
         bad[i] = (bad[i] == 'x') ? 'y' : 'x';
 
-        if (verify(bad, 1001, NULL) == NGX_HTTP_IM_TOKEN_OK) {
+        if (verify(bad, 1001, NULL) == NGX_HTTP_IM_OK) {
             break;
         }
     }
@@ -317,19 +317,19 @@ test_alg(void)
     const char  *claims;
 
     static const case_t  headers[] = {
-        { "{\"alg\":\"none\",\"typ\":\"JWT\"}", NGX_HTTP_IM_TOKEN_INVALID },
-        { "{\"alg\":\"HS512\",\"typ\":\"JWT\"}", NGX_HTTP_IM_TOKEN_INVALID },
-        { "{\"alg\":\"hs256\"}", NGX_HTTP_IM_TOKEN_INVALID },
-        { "{\"typ\":\"JWT\"}", NGX_HTTP_IM_TOKEN_INVALID },
-        { "{\"alg\":1}", NGX_HTTP_IM_TOKEN_INVALID },
+        { "{\"alg\":\"none\",\"typ\":\"JWT\"}", NGX_HTTP_IM_ERR_TOKEN_INVALID },
+        { "{\"alg\":\"HS512\",\"typ\":\"JWT\"}", NGX_HTTP_IM_ERR_TOKEN_INVALID },
+        { "{\"alg\":\"hs256\"}", NGX_HTTP_IM_ERR_TOKEN_INVALID },
+        { "{\"typ\":\"JWT\"}", NGX_HTTP_IM_ERR_TOKEN_INVALID },
+        { "{\"alg\":1}", NGX_HTTP_IM_ERR_TOKEN_INVALID },
 
         /* another signer's header layout is fine */
-        { "{\"typ\":\"JWT\",\"alg\":\"HS256\"}", NGX_HTTP_IM_TOKEN_OK },
-        { "{\"alg\":\"HS256\"}", NGX_HTTP_IM_TOKEN_OK },
+        { "{\"typ\":\"JWT\",\"alg\":\"HS256\"}", NGX_HTTP_IM_OK },
+        { "{\"alg\":\"HS256\"}", NGX_HTTP_IM_OK },
 
         /* the header is not JSON */
-        { "{\"alg\":\"HS256\"", NGX_HTTP_IM_TOKEN_MALFORMED },
-        { "[\"HS256\"]", NGX_HTTP_IM_TOKEN_MALFORMED }
+        { "{\"alg\":\"HS256\"", NGX_HTTP_IM_ERR_TOKEN_MALFORMED },
+        { "[\"HS256\"]", NGX_HTTP_IM_ERR_TOKEN_MALFORMED }
     };
 
     claims = "{\"UserID\":\"u1\",\"PlatformID\":1,\"exp\":1800000000}";
@@ -344,7 +344,7 @@ test_alg(void)
 
     sign("{\"alg\":\"none\",\"typ\":\"JWT\"}", claims, "openIM123", tok);
     *(strrchr(tok, '.') + 1) = '\0';
-    CHECK(verify(tok, 1700000000, NULL) == NGX_HTTP_IM_TOKEN_INVALID);
+    CHECK(verify(tok, 1700000000, NULL) == NGX_HTTP_IM_ERR_TOKEN_INVALID);
 }
 
 
@@ -363,47 +363,47 @@ test_malformed(void)
 
     static const case_t  claims[] = {
         { "{\"UserID\":\"u1\",\"PlatformID\":1,\"exp\":1800000000}",
-          NGX_HTTP_IM_TOKEN_OK },
-        { "not json", NGX_HTTP_IM_TOKEN_MALFORMED },
-        { "[1]", NGX_HTTP_IM_TOKEN_MALFORMED },
+          NGX_HTTP_IM_OK },
+        { "not json", NGX_HTTP_IM_ERR_TOKEN_MALFORMED },
+        { "[1]", NGX_HTTP_IM_ERR_TOKEN_MALFORMED },
         { "{\"PlatformID\":1,\"exp\":1800000000}",
-          NGX_HTTP_IM_TOKEN_MALFORMED },
+          NGX_HTTP_IM_ERR_TOKEN_MALFORMED },
         { "{\"UserID\":\"u1\",\"exp\":1800000000}",
-          NGX_HTTP_IM_TOKEN_MALFORMED },
-        { "{\"UserID\":\"u1\",\"PlatformID\":1}", NGX_HTTP_IM_TOKEN_MALFORMED },
+          NGX_HTTP_IM_ERR_TOKEN_MALFORMED },
+        { "{\"UserID\":\"u1\",\"PlatformID\":1}", NGX_HTTP_IM_ERR_TOKEN_MALFORMED },
         { "{\"UserID\":\"\",\"PlatformID\":1,\"exp\":1800000000}",
-          NGX_HTTP_IM_TOKEN_MALFORMED },
+          NGX_HTTP_IM_ERR_TOKEN_MALFORMED },
         { "{\"UserID\":\"a_b\",\"PlatformID\":1,\"exp\":1800000000}",
-          NGX_HTTP_IM_TOKEN_MALFORMED },
+          NGX_HTTP_IM_ERR_TOKEN_MALFORMED },
         { "{\"UserID\":7,\"PlatformID\":1,\"exp\":1800000000}",
-          NGX_HTTP_IM_TOKEN_MALFORMED },
+          NGX_HTTP_IM_ERR_TOKEN_MALFORMED },
         { "{\"UserID\":\"u1\",\"PlatformID\":0,\"exp\":1800000000}",
-          NGX_HTTP_IM_TOKEN_MALFORMED },
+          NGX_HTTP_IM_ERR_TOKEN_MALFORMED },
         { "{\"UserID\":\"u1\",\"PlatformID\":12,\"exp\":1800000000}",
-          NGX_HTTP_IM_TOKEN_MALFORMED },
+          NGX_HTTP_IM_ERR_TOKEN_MALFORMED },
         { "{\"UserID\":\"u1\",\"PlatformID\":\"1\",\"exp\":1800000000}",
-          NGX_HTTP_IM_TOKEN_MALFORMED },
+          NGX_HTTP_IM_ERR_TOKEN_MALFORMED },
         { "{\"UserID\":\"u1\",\"PlatformID\":1.0,\"exp\":1800000000}",
-          NGX_HTTP_IM_TOKEN_MALFORMED },
+          NGX_HTTP_IM_ERR_TOKEN_MALFORMED },
         { "{\"UserID\":\"u1\",\"PlatformID\":1,\"exp\":1.8e9}",
-          NGX_HTTP_IM_TOKEN_MALFORMED },
+          NGX_HTTP_IM_ERR_TOKEN_MALFORMED },
         { "{\"UserID\":\"u1\",\"PlatformID\":1,\"exp\":1800000000,"
           "\"iat\":\"x\"}",
-          NGX_HTTP_IM_TOKEN_MALFORMED },
+          NGX_HTTP_IM_ERR_TOKEN_MALFORMED },
         { "{\"UserID\":\"u1\",\"PlatformID\":1,\"exp\":1600000000}",
-          NGX_HTTP_IM_TOKEN_EXPIRED },
+          NGX_HTTP_IM_ERR_TOKEN_EXPIRED },
         { "{\"UserID\":\"u1\",\"PlatformID\":1,\"exp\":1800000000,"
           "\"nbf\":1750000000}",
-          NGX_HTTP_IM_TOKEN_NOT_YET_VALID }
+          NGX_HTTP_IM_ERR_TOKEN_NOT_YET }
     };
 
     for (i = 0; i < CHECK_N(shapes); i++) {
-        CHECK_CASE(verify(shapes[i], 1, NULL) == NGX_HTTP_IM_TOKEN_MALFORMED,
+        CHECK_CASE(verify(shapes[i], 1, NULL) == NGX_HTTP_IM_ERR_TOKEN_MALFORMED,
                    shapes[i]);
     }
 
     CHECK(ngx_http_im_token_verify(SECRET, SECRET_LEN, NULL, 0, 1, NULL)
-          == NGX_HTTP_IM_TOKEN_MALFORMED);
+          == NGX_HTTP_IM_ERR_TOKEN_MALFORMED);
 
     n = ngx_http_im_token_issue(SECRET, SECRET_LEN, "u1", 2, 1, 1000, 60,
                                 issued, sizeof(issued));
@@ -412,16 +412,16 @@ test_malformed(void)
     /* a valid token with trailing bytes, a fourth part, padding */
 
     snprintf(tok, sizeof(tok), "%s.", issued);
-    CHECK(verify(tok, 1001, NULL) == NGX_HTTP_IM_TOKEN_MALFORMED);
+    CHECK(verify(tok, 1001, NULL) == NGX_HTTP_IM_ERR_TOKEN_MALFORMED);
     snprintf(tok, sizeof(tok), "%s=", issued);
-    CHECK(verify(tok, 1001, NULL) != NGX_HTTP_IM_TOKEN_OK);
+    CHECK(verify(tok, 1001, NULL) != NGX_HTTP_IM_OK);
     snprintf(tok, sizeof(tok), " %s", issued);
-    CHECK(verify(tok, 1001, NULL) == NGX_HTTP_IM_TOKEN_MALFORMED);
+    CHECK(verify(tok, 1001, NULL) == NGX_HTTP_IM_ERR_TOKEN_MALFORMED);
 
     /* a valid token passed with a shorter length */
     CHECK(ngx_http_im_token_verify(SECRET, SECRET_LEN, issued, n - 1, 1001,
                                    NULL)
-          != NGX_HTTP_IM_TOKEN_OK);
+          != NGX_HTTP_IM_OK);
 
     /* longer than 4096 bytes */
 
@@ -429,7 +429,7 @@ test_malformed(void)
     tok[100] = '.';
     tok[200] = '.';
     tok[4097] = '\0';
-    CHECK(verify(tok, 1, NULL) == NGX_HTTP_IM_TOKEN_MALFORMED);
+    CHECK(verify(tok, 1, NULL) == NGX_HTTP_IM_ERR_TOKEN_MALFORMED);
 
     for (i = 0; i < CHECK_N(claims); i++) {
         CHECK_CASE(verify_claims(claims[i].text) == claims[i].rc,

@@ -1,0 +1,917 @@
+
+/*
+ * ngx_im: the store layer's common part, users, tokens, presence and
+ * routing (see ngx_http_im_store.h).  Messages are in
+ * ngx_http_im_store_msg.c.
+ *
+ * Key and channel names (docs/architecture.md lists them all):
+ *   im:{u:<uid>}:tok      token registry       im:user:<uid>   profile
+ *   im:{u:<uid>}:online   presence             im:{u:<uid>}:push  tokens
+ *   im:u:<uid>            a user's deliveries  im:w:<...>      a worker
+ *
+ * Every operation holds a small "op" from a per-worker free list: the
+ * caller's callback and data, and what the reply parser needs.
+ */
+
+
+#include "ngx_http_im_store.h"
+#include "ngx_http_im_store_int.h"
+
+
+#define NGX_HTTP_IM_STORE_FREE_MAX  4096
+#define NGX_HTTP_IM_CHANNEL         "im:u:"
+
+
+static void ngx_http_im_store_message(ngx_str_t *channel, u_char *data,
+    size_t len);
+static void ngx_http_im_store_subscribed(ngx_str_t *channel, ngx_int_t ok);
+static void ngx_http_im_store_up(ngx_uint_t subscriber);
+static ngx_int_t ngx_http_im_store_channel_uid(ngx_str_t *channel,
+    ngx_str_t *uid);
+static ngx_int_t ngx_http_im_store_sub(ngx_str_t *uid, ngx_uint_t on);
+static void ngx_http_im_store_code_reply(redisReply *reply, void *data);
+static void ngx_http_im_store_done_reply(redisReply *reply, void *data);
+static void ngx_http_im_store_info_reply(redisReply *reply, void *data);
+static void ngx_http_im_store_online_reply(redisReply *reply, void *data);
+static void ngx_http_im_store_register_reply(redisReply *reply,
+    void *data);
+static ngx_int_t ngx_http_im_store_users(ngx_uint_t script,
+    const char *fmt, ngx_str_t *uids, ngx_uint_t n,
+    ngx_http_im_redis_pt handler, ngx_http_im_store_op_t *op);
+
+
+static ngx_http_im_store_routes_t  *ngx_http_im_store_up_routes;
+static ngx_http_im_store_op_t      *ngx_http_im_store_free;
+static ngx_uint_t                   ngx_http_im_store_nfree;
+
+
+/* ----------------------------------------------------------------------
+ * ops
+ */
+
+
+ngx_http_im_store_op_t *
+ngx_http_im_store_op(void *handler, void *data)
+{
+    ngx_http_im_store_op_t  *op;
+
+    op = ngx_http_im_store_free;
+
+    if (op) {
+        ngx_http_im_store_free = op->next;
+        ngx_http_im_store_nfree--;
+
+    } else {
+        op = ngx_alloc(sizeof(ngx_http_im_store_op_t), ngx_cycle->log);
+        if (op == NULL) {
+            return NULL;
+        }
+    }
+
+    ngx_memzero(op, sizeof(ngx_http_im_store_op_t));
+    op->handler = handler;
+    op->data = data;
+
+    return op;
+}
+
+
+void
+ngx_http_im_store_op_free(ngx_http_im_store_op_t *op)
+{
+    if (ngx_http_im_store_nfree >= NGX_HTTP_IM_STORE_FREE_MAX) {
+        ngx_free(op);
+        return;
+    }
+
+    op->next = ngx_http_im_store_free;
+    ngx_http_im_store_free = op;
+    ngx_http_im_store_nfree++;
+}
+
+
+/* queues a script for op; frees op when it cannot */
+ngx_int_t
+ngx_http_im_store_script(ngx_uint_t script, ngx_http_im_redis_pt handler,
+    ngx_http_im_store_op_t *op, int nkeys, int argc, const char **argv,
+    const size_t *len)
+{
+    if (ngx_http_im_redis_script(script, handler, op, nkeys, argc, argv,
+                                 len)
+        != NGX_OK)
+    {
+        ngx_http_im_store_op_free(op);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/* like ngx_http_im_store_script(), for a plain command */
+ngx_int_t
+ngx_http_im_store_command(ngx_http_im_redis_pt handler,
+    ngx_http_im_store_op_t *op, int argc, const char **argv,
+    const size_t *len)
+{
+    if (ngx_http_im_redis_command(handler, op, argc, argv, len) != NGX_OK) {
+        if (op) {
+            ngx_http_im_store_op_free(op);
+        }
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/* a key from a format with one %V, never longer than the buffer */
+size_t
+ngx_http_im_store_key(u_char *buf, size_t size, const char *fmt,
+    ngx_str_t *a)
+{
+    return ngx_snprintf(buf, size, fmt, a) - buf;
+}
+
+
+/* ----------------------------------------------------------------------
+ * life cycle and routing
+ */
+
+
+ngx_int_t
+ngx_http_im_store_init(ngx_cycle_t *cycle,
+    ngx_http_im_store_routes_t *routes)
+{
+    static ngx_http_im_redis_handlers_t  handlers = {
+        ngx_http_im_store_message,
+        ngx_http_im_store_subscribed,
+        ngx_http_im_store_up
+    };
+
+    ngx_http_im_store_up_routes = routes;
+
+    return ngx_http_im_redis_init(cycle, &handlers,
+                                  &ngx_http_im_worker->origin);
+}
+
+
+void
+ngx_http_im_store_exit(void)
+{
+    ngx_http_im_store_op_t  *op;
+
+    ngx_http_im_redis_exit();
+
+    while (ngx_http_im_store_free) {
+        op = ngx_http_im_store_free;
+        ngx_http_im_store_free = op->next;
+        ngx_free(op);
+    }
+
+    ngx_http_im_store_nfree = 0;
+}
+
+
+ngx_int_t
+ngx_http_im_store_ready(void)
+{
+    return ngx_http_im_redis_ready();
+}
+
+
+ngx_int_t
+ngx_http_im_store_routing_ready(void)
+{
+    return ngx_http_im_redis_sub_ready();
+}
+
+
+static void
+ngx_http_im_store_message(ngx_str_t *channel, u_char *data, size_t len)
+{
+    ngx_str_t  uid;
+
+    if (ngx_http_im_store_channel_uid(channel, &uid) == NGX_OK) {
+        ngx_http_im_store_up_routes->delivery(&uid, data, len);
+    }
+
+    /* messages on the worker channel carry nothing yet */
+}
+
+
+static void
+ngx_http_im_store_subscribed(ngx_str_t *channel, ngx_int_t ok)
+{
+    ngx_str_t  uid;
+
+    if (ngx_http_im_store_channel_uid(channel, &uid) == NGX_OK) {
+        ngx_http_im_store_up_routes->subscribed(&uid, ok);
+    }
+}
+
+
+static void
+ngx_http_im_store_up(ngx_uint_t subscriber)
+{
+    if (subscriber) {
+        ngx_http_im_store_up_routes->resubscribe();
+        return;
+    }
+
+    ngx_http_im_store_worker_alive();
+}
+
+
+static ngx_int_t
+ngx_http_im_store_channel_uid(ngx_str_t *channel, ngx_str_t *uid)
+{
+    size_t  n;
+
+    n = sizeof(NGX_HTTP_IM_CHANNEL) - 1;
+
+    if (channel->len <= n
+        || ngx_strncmp(channel->data, NGX_HTTP_IM_CHANNEL, n) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    uid->data = channel->data + n;
+    uid->len = channel->len - n;
+
+    return NGX_OK;
+}
+
+
+/* a user's channel name into buf (NGX_HTTP_IM_STORE_CHANNEL_LEN) */
+size_t
+ngx_http_im_store_channel(u_char *buf, ngx_str_t *uid)
+{
+    return ngx_http_im_store_key(buf, NGX_HTTP_IM_STORE_CHANNEL_LEN,
+                                 NGX_HTTP_IM_CHANNEL "%V", uid);
+}
+
+
+ngx_int_t
+ngx_http_im_store_subscribe(ngx_str_t *uid)
+{
+    return ngx_http_im_store_sub(uid, 1);
+}
+
+
+ngx_int_t
+ngx_http_im_store_unsubscribe(ngx_str_t *uid)
+{
+    return ngx_http_im_store_sub(uid, 0);
+}
+
+
+static ngx_int_t
+ngx_http_im_store_sub(ngx_str_t *uid, ngx_uint_t on)
+{
+    ngx_str_t  channel;
+    u_char     buf[NGX_HTTP_IM_STORE_CHANNEL_LEN];
+
+    channel.data = buf;
+    channel.len = ngx_http_im_store_channel(buf, uid);
+
+    return on ? ngx_http_im_redis_subscribe(&channel)
+              : ngx_http_im_redis_unsubscribe(&channel);
+}
+
+
+/* keeps this worker's liveness key, which presence entries rely on */
+void
+ngx_http_im_store_worker_alive(void)
+{
+    const char  *argv[5];
+    size_t       len[5];
+
+    argv[0] = "SET";
+    len[0] = 3;
+    argv[1] = (char *) ngx_http_im_worker->origin.data;
+    len[1] = ngx_http_im_worker->origin.len;
+    argv[2] = "1";
+    len[2] = 1;
+    argv[3] = "EX";
+    len[3] = 2;
+    argv[4] = "30";
+    len[4] = 2;
+
+    (void) ngx_http_im_redis_command(NULL, NULL, 5, argv, len);
+    ngx_http_im_redis_sub_ping();
+}
+
+
+/* this worker's presence entries die with it */
+void
+ngx_http_im_store_worker_gone(void)
+{
+    size_t       len[2];
+    const char  *argv[2];
+
+    argv[0] = "DEL";
+    len[0] = 3;
+    argv[1] = (char *) ngx_http_im_worker->origin.data;
+    len[1] = ngx_http_im_worker->origin.len;
+
+    (void) ngx_http_im_redis_command(NULL, NULL, 2, argv, len);
+}
+
+
+/*
+ * Deliveries are "m <origin> <session id> <conversation>\n<MsgData>"
+ * (written by send.lua and ngx_http_im_store_msg_online()) and
+ * "k <platform>" (a kick).
+ */
+ngx_int_t
+ngx_http_im_store_delivery_parse(u_char *data, size_t len,
+    ngx_http_im_delivery_t *d)
+{
+    u_char      *p, *last, *f[4];
+    ngx_uint_t   n;
+
+    ngx_memzero(d, sizeof(ngx_http_im_delivery_t));
+
+    if (len >= 2 && data[0] == 'k' && data[1] == ' ') {
+        d->kind = NGX_HTTP_IM_DELIVERY_KICK;
+        d->platform = ngx_atoi(data + 2, len - 2);
+        return d->platform == NGX_ERROR ? NGX_ERROR : NGX_OK;
+    }
+
+    last = data + len;
+    p = data;
+
+    for (n = 0; n < 4 && p < last; n++) {
+        f[n] = p;
+        while (p < last && *p != ' ' && *p != '\n') {
+            p++;
+        }
+        if (p == last || (n < 3 && *p != ' ') || (n == 3 && *p != '\n')) {
+            break;
+        }
+        p++;
+    }
+
+    if (n != 4 || f[0][0] != 'm') {
+        return NGX_ERROR;
+    }
+
+    d->kind = NGX_HTTP_IM_DELIVERY_MSG;
+    d->self = (size_t) (f[2] - f[1] - 1) == ngx_http_im_worker->origin.len
+              && ngx_strncmp(f[1], ngx_http_im_worker->origin.data,
+                             ngx_http_im_worker->origin.len) == 0;
+    d->sid = (uint64_t) ngx_atoof(f[2], f[3] - f[2] - 1);
+    d->conv.data = f[3];
+    d->conv.len = p - 1 - f[3];
+    d->json.data = p;
+    d->json.len = last - p;
+
+    return NGX_OK;
+}
+
+
+/* ----------------------------------------------------------------------
+ * tokens
+ */
+
+
+ngx_int_t
+ngx_http_im_store_token_save(ngx_str_t *uid, ngx_str_t *token,
+    ngx_int_t platform, time_t now, time_t expire, ngx_uint_t registered,
+    ngx_http_im_store_done_pt done, void *data)
+{
+    size_t                   len[7];
+    const char              *argv[7];
+    ngx_http_im_store_op_t  *op;
+    u_char                   keys[2][NGX_HTTP_IM_STORE_KEY_LEN];
+    u_char                   nums[3][NGX_INT64_LEN];
+
+    op = ngx_http_im_store_op(done, data);
+    if (op == NULL) {
+        return NGX_DECLINED;
+    }
+
+    /* token.lua: KEYS registry, profile; ARGV token, expiry, platform,
+     * now, must be registered */
+    argv[0] = (char *) keys[0];
+    len[0] = ngx_http_im_store_key(keys[0], sizeof(keys[0]),
+                                   "im:{u:%V}:tok", uid);
+    argv[1] = (char *) keys[1];
+    len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
+                                   "im:user:%V", uid);
+    argv[2] = (char *) token->data;
+    len[2] = token->len;
+    argv[3] = (char *) nums[0];
+    len[3] = ngx_sprintf(nums[0], "%T", now + expire) - nums[0];
+    argv[4] = (char *) nums[1];
+    len[4] = ngx_sprintf(nums[1], "%i", platform) - nums[1];
+    argv[5] = (char *) nums[2];
+    len[5] = ngx_sprintf(nums[2], "%T", now) - nums[2];
+    argv[6] = registered ? "1" : "0";
+    len[6] = 1;
+
+    return ngx_http_im_store_script(NGX_HTTP_IM_LUA_TOKEN,
+                                    ngx_http_im_store_code_reply, op, 2, 7,
+                                    argv, len);
+}
+
+
+ngx_int_t
+ngx_http_im_store_token_check(ngx_str_t *uid, ngx_str_t *token,
+    ngx_uint_t check_user, ngx_http_im_store_done_pt done, void *data)
+{
+    size_t                   len[4];
+    const char              *argv[4];
+    ngx_http_im_store_op_t  *op;
+    u_char                   keys[2][NGX_HTTP_IM_STORE_KEY_LEN];
+
+    op = ngx_http_im_store_op(done, data);
+    if (op == NULL) {
+        return NGX_DECLINED;
+    }
+
+    /* auth.lua: KEYS registry, profile; ARGV token, must be registered */
+    argv[0] = (char *) keys[0];
+    len[0] = ngx_http_im_store_key(keys[0], sizeof(keys[0]),
+                                   "im:{u:%V}:tok", uid);
+    argv[1] = (char *) keys[1];
+    len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
+                                   "im:user:%V", uid);
+    argv[2] = (char *) token->data;
+    len[2] = token->len;
+    argv[3] = check_user ? "1" : "0";
+    len[3] = 1;
+
+    return ngx_http_im_store_script(NGX_HTTP_IM_LUA_AUTH,
+                                    ngx_http_im_store_code_reply, op, 2, 4,
+                                    argv, len);
+}
+
+
+/*
+ * The platform's tokens are marked kicked, then every host closes that
+ * platform's sessions (a "k" delivery on the user's channel, queued right
+ * behind, so a login that checks its token after the mark hears it).
+ */
+ngx_int_t
+ngx_http_im_store_token_kick(ngx_str_t *uid, ngx_int_t platform,
+    ngx_http_im_store_done_pt done, void *data)
+{
+    size_t                   len[3];
+    const char              *argv[3];
+    ngx_http_im_store_op_t  *op;
+    u_char                   key[NGX_HTTP_IM_STORE_KEY_LEN];
+    u_char                   chan[NGX_HTTP_IM_STORE_CHANNEL_LEN];
+    u_char                   num[NGX_INT64_LEN + 2];
+
+    op = ngx_http_im_store_op(done, data);
+    if (op == NULL) {
+        return NGX_DECLINED;
+    }
+
+    /* kick.lua: KEYS registry; ARGV platform */
+    argv[0] = (char *) key;
+    len[0] = ngx_http_im_store_key(key, sizeof(key), "im:{u:%V}:tok", uid);
+    argv[1] = (char *) num;
+    len[1] = ngx_sprintf(num, "%i", platform) - num;
+
+    if (ngx_http_im_store_script(NGX_HTTP_IM_LUA_KICK,
+                                 ngx_http_im_store_done_reply, op, 1, 2,
+                                 argv, len)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    argv[0] = "PUBLISH";
+    len[0] = 7;
+    argv[1] = (char *) chan;
+    len[1] = ngx_http_im_store_channel(chan, uid);
+    argv[2] = (char *) num;
+    len[2] = ngx_sprintf(num, "k %i", platform) - num;
+
+    (void) ngx_http_im_redis_command(NULL, NULL, 3, argv, len);
+
+    return NGX_OK;
+}
+
+
+/* a script that answers 0 or an error code */
+static void
+ngx_http_im_store_code_reply(redisReply *reply, void *data)
+{
+    ngx_http_im_store_op_t  *op = data;
+
+    ngx_int_t                   err;
+    ngx_http_im_store_done_pt   done;
+
+    err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+
+    if (reply && reply->type == REDIS_REPLY_INTEGER) {
+        err = (ngx_int_t) reply->integer;
+    }
+
+    done = (ngx_http_im_store_done_pt) op->handler;
+    done(op->data, err);
+    ngx_http_im_store_op_free(op);
+}
+
+
+/* a command whose reply only says "done" */
+static void
+ngx_http_im_store_done_reply(redisReply *reply, void *data)
+{
+    ngx_http_im_store_op_t  *op = data;
+
+    ngx_http_im_store_done_pt  done;
+
+    done = (ngx_http_im_store_done_pt) op->handler;
+
+    if (done) {
+        done(op->data, reply == NULL || reply->type == REDIS_REPLY_ERROR
+                       ? NGX_HTTP_IM_ERR_UNAVAILABLE : 0);
+    }
+
+    ngx_http_im_store_op_free(op);
+}
+
+
+/* ----------------------------------------------------------------------
+ * users
+ */
+
+
+ngx_int_t
+ngx_http_im_store_users_register(ngx_http_im_store_user_t *users,
+    ngx_uint_t n, long long now_ms, ngx_http_im_store_done_pt done,
+    void *data)
+{
+    u_char                  *p, *keys;
+    size_t                  *len;
+    ngx_int_t                rc;
+    ngx_uint_t               i, argc;
+    const char             **argv;
+    ngx_http_im_store_op_t  *op;
+    u_char                   now[NGX_INT64_LEN];
+
+    /* register.lua: KEYS the profiles; ARGV nickname, faceURL, ex per
+     * user, then the time */
+    argc = 4 * n + 1;
+
+    argv = ngx_alloc(argc * (sizeof(char *) + sizeof(size_t))
+                     + n * NGX_HTTP_IM_STORE_KEY_LEN, ngx_cycle->log);
+    if (argv == NULL) {
+        return NGX_DECLINED;
+    }
+
+    len = (size_t *) (argv + argc);
+    keys = (u_char *) (len + argc);
+
+    for (i = 0; i < n; i++) {
+        p = keys + i * NGX_HTTP_IM_STORE_KEY_LEN;
+        argv[i] = (char *) p;
+        len[i] = ngx_http_im_store_key(p, NGX_HTTP_IM_STORE_KEY_LEN,
+                                       "im:user:%V", &users[i].user_id);
+
+        argv[n + 3 * i] = (char *) users[i].nickname.data;
+        len[n + 3 * i] = users[i].nickname.len;
+        argv[n + 3 * i + 1] = (char *) users[i].face_url.data;
+        len[n + 3 * i + 1] = users[i].face_url.len;
+        argv[n + 3 * i + 2] = (char *) users[i].ex.data;
+        len[n + 3 * i + 2] = users[i].ex.len;
+    }
+
+    argv[argc - 1] = (char *) now;
+    len[argc - 1] = ngx_sprintf(now, "%L", now_ms) - now;
+
+    op = ngx_http_im_store_op(done, data);
+    rc = NGX_DECLINED;
+
+    if (op) {
+        rc = ngx_http_im_store_script(NGX_HTTP_IM_LUA_REGISTER,
+                                      ngx_http_im_store_register_reply, op,
+                                      n, argc, argv, len);
+    }
+
+    ngx_free(argv);
+
+    return rc;
+}
+
+
+/* register.lua answers 0, or the index of a user that exists */
+static void
+ngx_http_im_store_register_reply(redisReply *reply, void *data)
+{
+    ngx_http_im_store_op_t  *op = data;
+
+    ngx_int_t                   err;
+    ngx_http_im_store_done_pt   done;
+
+    err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+
+    if (reply && reply->type == REDIS_REPLY_INTEGER) {
+        err = reply->integer ? NGX_HTTP_IM_ERR_REGISTERED : 0;
+    }
+
+    done = (ngx_http_im_store_done_pt) op->handler;
+    done(op->data, err);
+    ngx_http_im_store_op_free(op);
+}
+
+
+ngx_int_t
+ngx_http_im_store_users_info(ngx_str_t *uids, ngx_uint_t n,
+    ngx_http_im_store_users_pt done, void *data)
+{
+    ngx_http_im_store_op_t  *op;
+
+    op = ngx_http_im_store_op(done, data);
+    if (op == NULL) {
+        return NGX_DECLINED;
+    }
+
+    op->uids = uids;
+    op->n = n;
+
+    /* users_info.lua: KEYS the profiles */
+    return ngx_http_im_store_users(NGX_HTTP_IM_LUA_USERS_INFO, "im:user:%V",
+                                   uids, n, ngx_http_im_store_info_reply,
+                                   op);
+}
+
+
+ngx_int_t
+ngx_http_im_store_users_online(ngx_str_t *uids, ngx_uint_t n,
+    ngx_http_im_store_online_pt done, void *data)
+{
+    ngx_http_im_store_op_t  *op;
+
+    op = ngx_http_im_store_op(done, data);
+    if (op == NULL) {
+        return NGX_DECLINED;
+    }
+
+    op->uids = uids;
+    op->n = n;
+
+    /* online.lua: KEYS the presence hashes */
+    return ngx_http_im_store_users(NGX_HTTP_IM_LUA_ONLINE,
+                                   "im:{u:%V}:online", uids, n,
+                                   ngx_http_im_store_online_reply, op);
+}
+
+
+/* runs script with one key per user, made from fmt */
+static ngx_int_t
+ngx_http_im_store_users(ngx_uint_t script, const char *fmt,
+    ngx_str_t *uids, ngx_uint_t n, ngx_http_im_redis_pt handler,
+    ngx_http_im_store_op_t *op)
+{
+    u_char      *p, *keys;
+    size_t      *len;
+    ngx_int_t    rc;
+    ngx_uint_t   i;
+    const char **argv;
+
+    argv = ngx_alloc(n * (sizeof(char *) + sizeof(size_t)
+                          + NGX_HTTP_IM_STORE_KEY_LEN), ngx_cycle->log);
+    if (argv == NULL) {
+        ngx_http_im_store_op_free(op);
+        return NGX_DECLINED;
+    }
+
+    len = (size_t *) (argv + n);
+    keys = (u_char *) (len + n);
+
+    for (i = 0; i < n; i++) {
+        p = keys + i * NGX_HTTP_IM_STORE_KEY_LEN;
+        argv[i] = (char *) p;
+        len[i] = ngx_http_im_store_key(p, NGX_HTTP_IM_STORE_KEY_LEN, fmt,
+                                       &uids[i]);
+    }
+
+    rc = ngx_http_im_store_script(script, handler, op, n, n, argv, len);
+    ngx_free(argv);
+
+    return rc;
+}
+
+
+/* users_info.lua: per user {} or {nickname, faceURL, ex, createTime} */
+static void
+ngx_http_im_store_info_reply(redisReply *reply, void *data)
+{
+    ngx_http_im_store_op_t  *op = data;
+
+    ngx_uint_t                   i;
+    redisReply                  *u;
+    ngx_http_im_store_user_t    *users;
+    ngx_http_im_store_users_pt   done;
+
+    done = (ngx_http_im_store_users_pt) op->handler;
+
+    users = NULL;
+    if (reply && reply->type == REDIS_REPLY_ARRAY
+        && reply->elements == op->n)
+    {
+        users = ngx_calloc(op->n * sizeof(ngx_http_im_store_user_t),
+                           ngx_cycle->log);
+    }
+
+    if (users == NULL) {
+        done(op->data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL, 0);
+        ngx_http_im_store_op_free(op);
+        return;
+    }
+
+    for (i = 0; i < op->n; i++) {
+        u = reply->element[i];
+        users[i].user_id = op->uids[i];
+
+        if (u->type != REDIS_REPLY_ARRAY || u->elements != 4) {
+            continue;
+        }
+
+        users[i].found = 1;
+        ngx_http_im_store_str(u->element[0], &users[i].nickname);
+        ngx_http_im_store_str(u->element[1], &users[i].face_url);
+        ngx_http_im_store_str(u->element[2], &users[i].ex);
+        users[i].create_time = ngx_http_im_store_int(u->element[3]);
+    }
+
+    done(op->data, 0, users, op->n);
+    ngx_free(users);
+    ngx_http_im_store_op_free(op);
+}
+
+
+/* online.lua: per user an array of platform IDs */
+static void
+ngx_http_im_store_online_reply(redisReply *reply, void *data)
+{
+    ngx_http_im_store_op_t  *op = data;
+
+    ngx_int_t                    *platforms;
+    ngx_uint_t                    i, j, total;
+    redisReply                   *u;
+    ngx_http_im_store_online_t   *users;
+    ngx_http_im_store_online_pt   done;
+
+    done = (ngx_http_im_store_online_pt) op->handler;
+    users = NULL;
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY
+        && reply->elements == op->n)
+    {
+        total = 0;
+        for (i = 0; i < op->n; i++) {
+            u = reply->element[i];
+            total += u->type == REDIS_REPLY_ARRAY ? u->elements : 0;
+        }
+
+        users = ngx_calloc(op->n * sizeof(ngx_http_im_store_online_t)
+                           + total * sizeof(ngx_int_t), ngx_cycle->log);
+    }
+
+    if (users == NULL) {
+        done(op->data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL, 0);
+        ngx_http_im_store_op_free(op);
+        return;
+    }
+
+    platforms = (ngx_int_t *) (users + op->n);
+
+    for (i = 0; i < op->n; i++) {
+        u = reply->element[i];
+        users[i].user_id = op->uids[i];
+        users[i].platforms = platforms;
+
+        for (j = 0; u->type == REDIS_REPLY_ARRAY && j < u->elements; j++) {
+            platforms[users[i].nplatforms++] =
+                (ngx_int_t) ngx_http_im_store_int(u->element[j]);
+        }
+
+        platforms += users[i].nplatforms;
+    }
+
+    done(op->data, 0, users, op->n);
+    ngx_free(users);
+    ngx_http_im_store_op_free(op);
+}
+
+
+ngx_int_t
+ngx_http_im_store_push_token(ngx_str_t *uid, ngx_int_t platform,
+    ngx_str_t *token, ngx_http_im_store_done_pt done, void *data)
+{
+    size_t                   len[4];
+    const char              *argv[4];
+    ngx_http_im_store_op_t  *op;
+    u_char                   key[NGX_HTTP_IM_STORE_KEY_LEN];
+    u_char                   num[NGX_INT64_LEN];
+
+    op = ngx_http_im_store_op(done, data);
+    if (op == NULL) {
+        return NGX_DECLINED;
+    }
+
+    argv[0] = "HSET";
+    len[0] = 4;
+    argv[1] = (char *) key;
+    len[1] = ngx_http_im_store_key(key, sizeof(key), "im:{u:%V}:push", uid);
+    argv[2] = (char *) num;
+    len[2] = ngx_sprintf(num, "%i", platform) - num;
+    argv[3] = (char *) token->data;
+    len[3] = token->len;
+
+    return ngx_http_im_store_command(ngx_http_im_store_done_reply, op, 4,
+                                     argv, len);
+}
+
+
+/*
+ * The field names the worker, whose liveness key lets readers drop
+ * entries of crashed workers; the value is the time, prefixed with "b"
+ * while the app is in the background (send.lua reads that).
+ */
+ngx_int_t
+ngx_http_im_store_presence(ngx_str_t *uid, ngx_int_t platform,
+    uint64_t sid, ngx_uint_t on, ngx_uint_t background,
+    ngx_http_im_store_done_pt done, void *data)
+{
+    u_char                  *p;
+    size_t                   len[4];
+    const char              *argv[4];
+    ngx_http_im_store_op_t  *op;
+    u_char                   key[NGX_HTTP_IM_STORE_KEY_LEN];
+    u_char                   field[NGX_MAXHOSTNAMELEN + 128];
+    u_char                   now[NGX_INT64_LEN + 1];
+
+    op = NULL;
+
+    if (done) {
+        op = ngx_http_im_store_op(done, data);
+        if (op == NULL) {
+            return NGX_DECLINED;
+        }
+    }
+
+    argv[0] = on ? "HSET" : "HDEL";
+    len[0] = 4;
+    argv[1] = (char *) key;
+    len[1] = ngx_http_im_store_key(key, sizeof(key), "im:{u:%V}:online",
+                                   uid);
+
+    p = ngx_snprintf(field, sizeof(field), "%i:%V:%uL", platform,
+                     &ngx_http_im_worker->origin, sid);
+    argv[2] = (char *) field;
+    len[2] = p - field;
+
+    argv[3] = (char *) now;
+    len[3] = ngx_sprintf(now, background ? "b%T" : "%T", ngx_time()) - now;
+
+    return ngx_http_im_store_command(op ? ngx_http_im_store_done_reply
+                                        : NULL,
+                                     op, on ? 4 : 3, argv, len);
+}
+
+
+/* ----------------------------------------------------------------------
+ * reply helpers
+ */
+
+
+void
+ngx_http_im_store_str(redisReply *e, ngx_str_t *s)
+{
+    if (e->type == REDIS_REPLY_STRING) {
+        s->data = (u_char *) e->str;
+        s->len = e->len;
+
+    } else {
+        s->data = (u_char *) "";
+        s->len = 0;
+    }
+}
+
+
+long long
+ngx_http_im_store_int(redisReply *e)
+{
+    off_t  n;
+
+    switch (e->type) {
+
+    case REDIS_REPLY_INTEGER:
+        return e->integer;
+
+    case REDIS_REPLY_STRING:
+        n = ngx_atoof((u_char *) e->str, e->len);
+        return n == NGX_ERROR ? 0 : n;
+
+    default:
+        return 0;
+    }
+}

@@ -1,0 +1,310 @@
+
+/*
+ * ngx_im: the store layer.  It owns every Redis key name, every script
+ * call with its KEYS/ARGV order, every channel name and every reply's
+ * parsing.  The layers above call typed functions and get typed results
+ * through callbacks; none of them sees a redisReply or a key.
+ *
+ * Every function that takes a callback returns NGX_OK when the operation
+ * was queued: the callback then runs exactly once, with err 0 or an error
+ * code (90004 when Redis failed, disconnected or timed out).  Any other
+ * return (NGX_DECLINED: Redis down or at its pending bound) means the
+ * callback will not run; the caller answers 90004.  Strings and arrays
+ * in a result live only while the callback runs.
+ */
+
+
+#ifndef _NGX_HTTP_IM_STORE_H_INCLUDED_
+#define _NGX_HTTP_IM_STORE_H_INCLUDED_
+
+
+#include "ngx_http_im_module.h"
+
+
+typedef void (*ngx_http_im_store_done_pt)(void *data, ngx_int_t err);
+
+
+/* ----------------------------------------------------------------------
+ * Life cycle and routing
+ */
+
+/*
+ * What the store calls upward: the session layer registers it once per
+ * worker, before ngx_http_im_store_init().
+ */
+typedef struct {
+    /* a delivery for a user with sessions here (see below) */
+    void  (*delivery)(ngx_str_t *uid, u_char *data, size_t len);
+    /* the subscription of a user's channel answered: ok, or gone */
+    void  (*subscribed)(ngx_str_t *uid, ngx_int_t ok);
+    /* the routing connection came (back): subscribe every user again */
+    void  (*resubscribe)(void);
+} ngx_http_im_store_routes_t;
+
+ngx_int_t ngx_http_im_store_init(ngx_cycle_t *cycle,
+    ngx_http_im_store_routes_t *routes);
+
+/* session.c's */
+extern ngx_http_im_store_routes_t  ngx_http_im_session_routes;
+void ngx_http_im_store_exit(void);
+
+/* 1 while commands can be sent; 1 while subscriptions can be made */
+ngx_int_t ngx_http_im_store_ready(void);
+ngx_int_t ngx_http_im_store_routing_ready(void);
+
+/* (un)subscribes this worker to a user's deliveries */
+ngx_int_t ngx_http_im_store_subscribe(ngx_str_t *uid);
+ngx_int_t ngx_http_im_store_unsubscribe(ngx_str_t *uid);
+
+/* this worker is alive (every 10 s), or gone (its presence with it) */
+void ngx_http_im_store_worker_alive(void);
+void ngx_http_im_store_worker_gone(void);
+
+
+/*
+ * A delivery, as the session layer reads it: a message of conversation
+ * conv (json, its MsgData) sent by session sid of worker "self" (1: this
+ * worker), or a kick of a platform (0: every platform).
+ */
+#define NGX_HTTP_IM_DELIVERY_MSG   1
+#define NGX_HTTP_IM_DELIVERY_KICK  2
+
+typedef struct {
+    ngx_uint_t                 kind;
+    ngx_uint_t                 self;
+    uint64_t                   sid;
+    ngx_int_t                  platform;
+    ngx_str_t                  conv;
+    ngx_str_t                  json;
+} ngx_http_im_delivery_t;
+
+/* parses what routes->delivery got; NGX_ERROR when it is malformed */
+ngx_int_t ngx_http_im_store_delivery_parse(u_char *data, size_t len,
+    ngx_http_im_delivery_t *d);
+
+
+/* ----------------------------------------------------------------------
+ * Tokens and users
+ */
+
+/* records a token issued to uid: err 0, or 1101 when registered is set
+ * and uid is not a registered user */
+ngx_int_t ngx_http_im_store_token_save(ngx_str_t *uid, ngx_str_t *token,
+    ngx_int_t platform, time_t now, time_t expire, ngx_uint_t registered,
+    ngx_http_im_store_done_pt done, void *data);
+
+/* a verified token is still in the registry (not kicked: else 1506 or
+ * 1507), and with check_user its user is registered (1101) */
+ngx_int_t ngx_http_im_store_token_check(ngx_str_t *uid, ngx_str_t *token,
+    ngx_uint_t check_user, ngx_http_im_store_done_pt done, void *data);
+
+/* marks a platform's tokens kicked, then tells every host's sessions */
+ngx_int_t ngx_http_im_store_token_kick(ngx_str_t *uid, ngx_int_t platform,
+    ngx_http_im_store_done_pt done, void *data);
+
+
+typedef struct {
+    ngx_str_t                  user_id;
+    ngx_str_t                  nickname;
+    ngx_str_t                  face_url;
+    ngx_str_t                  ex;
+    long long                  create_time;
+    ngx_uint_t                 found;        /* in results */
+} ngx_http_im_store_user_t;
+
+typedef void (*ngx_http_im_store_users_pt)(void *data, ngx_int_t err,
+    ngx_http_im_store_user_t *users, ngx_uint_t n);
+
+/* registers users (distinct IDs): err 0, or 1102 when one exists */
+ngx_int_t ngx_http_im_store_users_register(ngx_http_im_store_user_t *users,
+    ngx_uint_t n, long long now_ms, ngx_http_im_store_done_pt done,
+    void *data);
+
+/* the profiles of users, in order; unknown ones have found 0 */
+ngx_int_t ngx_http_im_store_users_info(ngx_str_t *uids, ngx_uint_t n,
+    ngx_http_im_store_users_pt done, void *data);
+
+
+typedef struct {
+    ngx_str_t                  user_id;
+    ngx_int_t                 *platforms;
+    ngx_uint_t                 nplatforms;
+} ngx_http_im_store_online_t;
+
+typedef void (*ngx_http_im_store_online_pt)(void *data, ngx_int_t err,
+    ngx_http_im_store_online_t *users, ngx_uint_t n);
+
+/* the platforms each user is online on, in order */
+ngx_int_t ngx_http_im_store_users_online(ngx_str_t *uids, ngx_uint_t n,
+    ngx_http_im_store_online_pt done, void *data);
+
+/* the device token of a push gateway for uid on a platform */
+ngx_int_t ngx_http_im_store_push_token(ngx_str_t *uid, ngx_int_t platform,
+    ngx_str_t *token, ngx_http_im_store_done_pt done, void *data);
+
+/* records (on) or removes a session in its user's presence; background
+ * marks an app in the background (its user may get offline pushes) */
+ngx_int_t ngx_http_im_store_presence(ngx_str_t *uid, ngx_int_t platform,
+    uint64_t sid, ngx_uint_t on, ngx_uint_t background,
+    ngx_http_im_store_done_pt done, void *data);
+
+
+/* ----------------------------------------------------------------------
+ * Messages
+ */
+
+/* a message to store: its MsgData JSON has "seq":0, the 0 at seq_at */
+typedef struct {
+    ngx_str_t                  conv;
+    ngx_str_t                  send_id;
+    ngx_str_t                  recv_id;
+    ngx_str_t                  client_msg_id;
+    ngx_str_t                  server_msg_id;
+    ngx_str_t                  json;
+    size_t                     seq_at;
+    long long                  send_time;
+    uint64_t                   sid;          /* sending session, or 0 */
+    ngx_uint_t                 force;        /* past the reservation */
+} ngx_http_im_store_msg_t;
+
+#define NGX_HTTP_IM_STORE_SENT     1     /* stored now, with seq */
+#define NGX_HTTP_IM_STORE_RESENT   2     /* known clientMsgID: the first */
+#define NGX_HTTP_IM_STORE_RESEED   3     /* seed the seq from MongoDB */
+#define NGX_HTTP_IM_STORE_RESERVE  4     /* reserve seqs past seq first */
+
+typedef struct {
+    ngx_int_t                  err;
+    ngx_uint_t                 status;
+    long long                  seq;
+    long long                  send_time;    /* RESENT */
+    ngx_str_t                  server_msg_id;  /* RESENT */
+    ngx_int_t                  online;       /* SENT: 0 when offline */
+} ngx_http_im_store_sent_t;
+
+typedef void (*ngx_http_im_store_sent_pt)(void *data,
+    ngx_http_im_store_sent_t *r);
+
+/*
+ * Stores a message: dedup by clientMsgID, the next seq, the hot window,
+ * both users' conversation indexes, the persistence queue, then the
+ * deliveries to both users.  err 1101 when the recipient is not
+ * registered, 90004 when the persistence backlog is full.
+ */
+ngx_int_t ngx_http_im_store_msg_save(ngx_http_im_store_msg_t *m,
+    ngx_http_im_store_sent_pt done, void *data);
+
+/* moves a conversation's seq and reservation forward: seq < 0 leaves
+ * the seq as it is */
+ngx_int_t ngx_http_im_store_seq_seed(ngx_str_t *conv, long long seq,
+    long long reserved, ngx_http_im_store_done_pt done, void *data);
+
+typedef void (*ngx_http_im_store_count_pt)(void *data, ngx_int_t err,
+    ngx_int_t n);
+
+/* a message that is not stored: to the recipient's sessions only; n is
+ * the number of workers it reached, err 1101 for an unknown recipient */
+ngx_int_t ngx_http_im_store_msg_online(ngx_http_im_store_msg_t *m,
+    ngx_http_im_store_count_pt done, void *data);
+
+
+/* an offline-push job (fields in docs/api.md) */
+typedef struct {
+    ngx_str_t                  recv_id;
+    ngx_str_t                  send_id;
+    ngx_str_t                  conv;
+    long long                  seq;
+    ngx_str_t                  server_msg_id;
+    long long                  content_type;
+    long long                  session_type;
+    ngx_str_t                  push_class;
+    ngx_str_t                  title;
+    ngx_str_t                  desc;
+    ngx_str_t                  ex;
+} ngx_http_im_store_job_t;
+
+ngx_int_t ngx_http_im_store_push_job(ngx_http_im_store_job_t *job);
+
+
+/* a message of a pull */
+#define NGX_HTTP_IM_ITEM_FOUND     0
+#define NGX_HTTP_IM_ITEM_MISSING   1     /* not in Redis: ask MongoDB */
+#define NGX_HTTP_IM_ITEM_SKIPPED   2     /* left out for the budget */
+
+typedef struct {
+    ngx_uint_t                 state;
+    ngx_str_t                  json;
+} ngx_http_im_store_item_t;
+
+typedef struct {
+    ngx_int_t                  err;
+    long long                  max;          /* the conversation's seq */
+    ngx_uint_t                 is_end;       /* ranges: begin reached */
+    long long                  first;        /* ranges: first item's seq */
+    ngx_http_im_store_item_t  *items;
+    ngx_uint_t                 n;
+} ngx_http_im_store_msgs_t;
+
+typedef void (*ngx_http_im_store_msgs_pt)(void *data,
+    ngx_http_im_store_msgs_t *r);
+
+/* the newest num messages with seq in [begin, end], at most budget bytes
+ * (the newest always) */
+ngx_int_t ngx_http_im_store_pull_range(ngx_str_t *conv, long long begin,
+    long long end, long long num, size_t budget,
+    ngx_http_im_store_msgs_pt done, void *data);
+
+/* the messages of seqs (n <= 1000), in that order, at most budget bytes
+ * (the first always) */
+ngx_int_t ngx_http_im_store_pull_seqs(ngx_str_t *conv, long long *seqs,
+    ngx_uint_t n, size_t budget, ngx_http_im_store_msgs_pt done,
+    void *data);
+
+
+/* a conversation's seqs as a user sees them */
+typedef struct {
+    ngx_str_t                  conv;
+    long long                  max_seq;
+    long long                  read_seq;
+    long long                  time;         /* last message, ms */
+} ngx_http_im_store_conv_t;
+
+typedef void (*ngx_http_im_store_convs_pt)(void *data, ngx_int_t err,
+    ngx_http_im_store_conv_t *convs, ngx_uint_t n);
+
+/* the user's most recent conversations (at most max; no time) */
+ngx_int_t ngx_http_im_store_newest(ngx_str_t *uid, ngx_uint_t max,
+    ngx_http_im_store_convs_pt done, void *data);
+
+/* the given conversations of a user, in order */
+ngx_int_t ngx_http_im_store_conv_seqs(ngx_str_t *uid, ngx_str_t *convs,
+    ngx_uint_t n, ngx_http_im_store_convs_pt done, void *data);
+
+
+/* ----------------------------------------------------------------------
+ * Persistence to MongoDB
+ */
+
+typedef struct {
+    ngx_str_t                  id;           /* the queue entry */
+    ngx_str_t                  conv;
+    long long                  seq;
+    ngx_str_t                  json;         /* empty: gone from Redis */
+    ngx_uint_t                 failed;       /* MongoDB refused it */
+} ngx_http_im_store_entry_t;
+
+typedef void (*ngx_http_im_store_entries_pt)(void *data, ngx_int_t err,
+    ngx_http_im_store_entry_t *e, ngx_uint_t n);
+
+/* a batch for this worker: its own unacknowledged entries first, then
+ * those of workers idle for claim ms, then new ones; tidy forgets idle
+ * workers */
+ngx_int_t ngx_http_im_store_persist_take(ngx_uint_t count,
+    ngx_msec_t claim, ngx_uint_t tidy, ngx_http_im_store_entries_pt done,
+    void *data);
+
+/* a batch is in MongoDB: acknowledged, and the hot window may shrink */
+ngx_int_t ngx_http_im_store_persist_done(ngx_http_im_store_entry_t *e,
+    ngx_uint_t n, ngx_http_im_store_done_pt done, void *data);
+
+
+#endif /* _NGX_HTTP_IM_STORE_H_INCLUDED_ */

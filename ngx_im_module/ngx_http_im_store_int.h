@@ -1,0 +1,49 @@
+
+/*
+ * ngx_im: what the store layer's files share, and nobody else sees.
+ */
+
+
+#ifndef _NGX_HTTP_IM_STORE_INT_H_INCLUDED_
+#define _NGX_HTTP_IM_STORE_INT_H_INCLUDED_
+
+
+#include "ngx_http_im_store.h"
+#include "ngx_http_im_redis.h"
+
+
+/* a user's or conversation's key ("im:{c:<conv>}:reserved") */
+#define NGX_HTTP_IM_STORE_KEY_LEN      (2 * NGX_HTTP_IM_UID_MAX + 64)
+#define NGX_HTTP_IM_STORE_CHANNEL_LEN  (NGX_HTTP_IM_UID_MAX + 16)
+
+
+typedef struct ngx_http_im_store_op_s  ngx_http_im_store_op_t;
+
+/* one operation in flight; handler is the caller's typed callback */
+struct ngx_http_im_store_op_s {
+    void                      *handler;
+    void                      *data;
+    ngx_http_im_store_op_t    *next;        /* in the free list */
+    ngx_str_t                 *uids;
+    ngx_uint_t                 n;
+    ngx_uint_t                 failed;
+    ngx_uint_t                 known;
+};
+
+
+ngx_http_im_store_op_t *ngx_http_im_store_op(void *handler, void *data);
+void ngx_http_im_store_op_free(ngx_http_im_store_op_t *op);
+ngx_int_t ngx_http_im_store_script(ngx_uint_t script,
+    ngx_http_im_redis_pt handler, ngx_http_im_store_op_t *op, int nkeys,
+    int argc, const char **argv, const size_t *len);
+ngx_int_t ngx_http_im_store_command(ngx_http_im_redis_pt handler,
+    ngx_http_im_store_op_t *op, int argc, const char **argv,
+    const size_t *len);
+size_t ngx_http_im_store_key(u_char *buf, size_t size, const char *fmt,
+    ngx_str_t *a);
+size_t ngx_http_im_store_channel(u_char *buf, ngx_str_t *uid);
+void ngx_http_im_store_str(redisReply *e, ngx_str_t *s);
+long long ngx_http_im_store_int(redisReply *e);
+
+
+#endif /* _NGX_HTTP_IM_STORE_INT_H_INCLUDED_ */

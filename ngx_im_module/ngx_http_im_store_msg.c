@@ -1,0 +1,995 @@
+
+/*
+ * ngx_im: the store layer for messages: sends, seqs, pulls, the users'
+ * conversation seqs, offline-push jobs and the persistence queue (see
+ * ngx_http_im_store.h).
+ *
+ * Keys of a conversation (one hash slot, by the tag):
+ *   im:{c:<conv>}:seq       max seq        im:{c:<conv>}:msgs   seq -> JSON
+ *   im:{c:<conv>}:cmid:<id> dedup          im:{c:<conv>}:reserved  MongoDB
+ *   im:{c:<conv>}:done      persisted seqs still hot
+ * of a user: im:{u:<uid>}:convs (conv -> last ms), im:{u:<uid>}:read
+ * (conv -> hasReadSeq); streams im:persist and im:push.
+ *
+ * The positions of each script's KEYS and ARGV and its reply codes are
+ * named next to its call; the script's header says the same.
+ */
+
+
+#include "ngx_http_im_store_int.h"
+#include "ngx_http_im_mongo.h"
+
+
+/* room for "im:{c:si_<uid>_<uid>}:cmid:<clientMsgID>" */
+#define NGX_HTTP_IM_STORE_CMID_KEY                                          \
+    (sizeof("im:{c:si__}:cmid:") + 2 * NGX_HTTP_IM_UID_MAX                  \
+     + NGX_HTTP_IM_CMID_MAX)
+
+#define NGX_HTTP_IM_STORE_HEAD_LEN  (NGX_MAXHOSTNAMELEN + 256)
+
+
+/* send.lua */
+enum {
+    NGX_HTTP_IM_SEND_K_SEQ = 0,
+    NGX_HTTP_IM_SEND_K_MSGS,
+    NGX_HTTP_IM_SEND_K_CMID,
+    NGX_HTTP_IM_SEND_K_SENDER_CONVS,
+    NGX_HTTP_IM_SEND_K_RECV_CONVS,
+    NGX_HTTP_IM_SEND_K_SENDER_READ,
+    NGX_HTTP_IM_SEND_K_RECV_USER,
+    NGX_HTTP_IM_SEND_K_PERSIST,
+    NGX_HTTP_IM_SEND_K_RESERVED,
+    NGX_HTTP_IM_SEND_K_DONE,
+    NGX_HTTP_IM_SEND_K_RECV_ONLINE,
+    NGX_HTTP_IM_SEND_NKEYS,
+    NGX_HTTP_IM_SEND_A_HEAD = NGX_HTTP_IM_SEND_NKEYS,
+    NGX_HTTP_IM_SEND_A_TAIL,
+    NGX_HTTP_IM_SEND_A_NOW,
+    NGX_HTTP_IM_SEND_A_CONV,
+    NGX_HTTP_IM_SEND_A_DEDUP_TTL,
+    NGX_HTTP_IM_SEND_A_CHECK_RECV,
+    NGX_HTTP_IM_SEND_A_MONGO,
+    NGX_HTTP_IM_SEND_A_HOT_WINDOW,
+    NGX_HTTP_IM_SEND_A_BACKLOG_MAX,
+    NGX_HTTP_IM_SEND_A_FORCE,
+    NGX_HTTP_IM_SEND_A_SERVER_MSG_ID,
+    NGX_HTTP_IM_SEND_A_DELIVERY,
+    NGX_HTTP_IM_SEND_A_RECV_CHANNEL,
+    NGX_HTTP_IM_SEND_A_SENDER_CHANNEL,
+    NGX_HTTP_IM_SEND_N
+};
+
+/* send.lua's replies: {code, ...} or -error */
+#define NGX_HTTP_IM_SEND_R_RESENT   0
+#define NGX_HTTP_IM_SEND_R_SENT     1
+#define NGX_HTTP_IM_SEND_R_RESEED   -2
+#define NGX_HTTP_IM_SEND_R_RESERVE  -3
+
+
+/* pull.lua */
+enum {
+    NGX_HTTP_IM_PULL_K_MSGS = 0,
+    NGX_HTTP_IM_PULL_K_SEQ,
+    NGX_HTTP_IM_PULL_NKEYS,
+    NGX_HTTP_IM_PULL_A_BEGIN = NGX_HTTP_IM_PULL_NKEYS,
+    NGX_HTTP_IM_PULL_A_END,
+    NGX_HTTP_IM_PULL_A_NUM,
+    NGX_HTTP_IM_PULL_A_MONGO,
+    NGX_HTTP_IM_PULL_A_BUDGET,
+    NGX_HTTP_IM_PULL_N
+};
+
+
+static void ngx_http_im_store_sent_reply(redisReply *reply, void *data);
+static void ngx_http_im_store_sent_new(ngx_http_im_store_sent_t *r,
+    redisReply *reply);
+static void ngx_http_im_store_exists_reply(redisReply *reply, void *data);
+static void ngx_http_im_store_published(redisReply *reply, void *data);
+static void ngx_http_im_store_seeded(redisReply *reply, void *data);
+static void ngx_http_im_store_msgs_reply(redisReply *reply, void *data);
+static void ngx_http_im_store_item(ngx_http_im_store_item_t *it,
+    redisReply *e);
+static void ngx_http_im_store_convs_reply(redisReply *reply, void *data);
+static void ngx_http_im_store_taken(redisReply *reply, void *data);
+static size_t ngx_http_im_store_delivery_head(u_char *buf,
+    ngx_http_im_store_msg_t *m);
+
+
+/* ----------------------------------------------------------------------
+ * sends
+ */
+
+
+ngx_int_t
+ngx_http_im_store_msg_save(ngx_http_im_store_msg_t *m,
+    ngx_http_im_store_sent_pt done, void *data)
+{
+    u_char                   *p;
+    size_t                    len[NGX_HTTP_IM_SEND_N];
+    ngx_uint_t                i;
+    const char               *argv[NGX_HTTP_IM_SEND_N];
+    ngx_http_im_store_op_t   *op;
+    ngx_http_im_main_conf_t  *imcf;
+    u_char                    keys[NGX_HTTP_IM_SEND_NKEYS]
+                                  [NGX_HTTP_IM_STORE_CMID_KEY];
+    u_char                    now_ms[NGX_INT64_LEN], ttl[NGX_INT64_LEN];
+    u_char                    nums[2][NGX_INT64_LEN];
+    u_char                    chans[2][NGX_HTTP_IM_STORE_CHANNEL_LEN];
+    u_char                    head[NGX_HTTP_IM_STORE_HEAD_LEN];
+
+    imcf = ngx_http_im_worker->imcf;
+
+    op = ngx_http_im_store_op(done, data);
+    if (op == NULL) {
+        return NGX_DECLINED;
+    }
+
+#define ngx_http_im_send_key(k, fmt, a)                                     \
+    len[k] = ngx_http_im_store_key(keys[k], sizeof(keys[k]), fmt, a)
+
+    ngx_http_im_send_key(NGX_HTTP_IM_SEND_K_SEQ, "im:{c:%V}:seq", &m->conv);
+    ngx_http_im_send_key(NGX_HTTP_IM_SEND_K_MSGS, "im:{c:%V}:msgs",
+                         &m->conv);
+    p = ngx_snprintf(keys[NGX_HTTP_IM_SEND_K_CMID], sizeof(keys[0]),
+                     "im:{c:%V}:cmid:%V", &m->conv, &m->client_msg_id);
+    len[NGX_HTTP_IM_SEND_K_CMID] = p - keys[NGX_HTTP_IM_SEND_K_CMID];
+    ngx_http_im_send_key(NGX_HTTP_IM_SEND_K_SENDER_CONVS, "im:{u:%V}:convs",
+                         &m->send_id);
+    ngx_http_im_send_key(NGX_HTTP_IM_SEND_K_RECV_CONVS, "im:{u:%V}:convs",
+                         &m->recv_id);
+    ngx_http_im_send_key(NGX_HTTP_IM_SEND_K_SENDER_READ, "im:{u:%V}:read",
+                         &m->send_id);
+    ngx_http_im_send_key(NGX_HTTP_IM_SEND_K_RECV_USER, "im:user:%V",
+                         &m->recv_id);
+    len[NGX_HTTP_IM_SEND_K_PERSIST] =
+        ngx_cpymem(keys[NGX_HTTP_IM_SEND_K_PERSIST], "im:persist", 10)
+        - keys[NGX_HTTP_IM_SEND_K_PERSIST];
+    ngx_http_im_send_key(NGX_HTTP_IM_SEND_K_RESERVED, "im:{c:%V}:reserved",
+                         &m->conv);
+    ngx_http_im_send_key(NGX_HTTP_IM_SEND_K_DONE, "im:{c:%V}:done",
+                         &m->conv);
+    ngx_http_im_send_key(NGX_HTTP_IM_SEND_K_RECV_ONLINE, "im:{u:%V}:online",
+                         &m->recv_id);
+
+#undef ngx_http_im_send_key
+
+    for (i = 0; i < NGX_HTTP_IM_SEND_NKEYS; i++) {
+        argv[i] = (char *) keys[i];
+    }
+
+#define ngx_http_im_send_arg(a, v, n)                                       \
+    argv[a] = (char *) (v); len[a] = (n)
+
+    /* the script puts the seq between these two halves */
+    ngx_http_im_send_arg(NGX_HTTP_IM_SEND_A_HEAD, m->json.data, m->seq_at);
+    ngx_http_im_send_arg(NGX_HTTP_IM_SEND_A_TAIL,
+                         m->json.data + m->seq_at + 1,
+                         m->json.len - m->seq_at - 1);
+    ngx_http_im_send_arg(NGX_HTTP_IM_SEND_A_NOW, now_ms,
+                         ngx_sprintf(now_ms, "%L", m->send_time) - now_ms);
+    ngx_http_im_send_arg(NGX_HTTP_IM_SEND_A_CONV, m->conv.data, m->conv.len);
+    ngx_http_im_send_arg(NGX_HTTP_IM_SEND_A_DEDUP_TTL, ttl,
+                         ngx_sprintf(ttl, "%T", imcf->dedup_ttl) - ttl);
+    ngx_http_im_send_arg(NGX_HTTP_IM_SEND_A_CHECK_RECV, "1", 1);
+    ngx_http_im_send_arg(NGX_HTTP_IM_SEND_A_MONGO,
+                         ngx_http_im_mongo_enabled() ? "1" : "0", 1);
+    ngx_http_im_send_arg(NGX_HTTP_IM_SEND_A_HOT_WINDOW, nums[0],
+                         ngx_sprintf(nums[0], "%ui", imcf->hot_window)
+                         - nums[0]);
+    ngx_http_im_send_arg(NGX_HTTP_IM_SEND_A_BACKLOG_MAX, nums[1],
+                         ngx_sprintf(nums[1], "%ui",
+                                     imcf->persist_stream_max) - nums[1]);
+    ngx_http_im_send_arg(NGX_HTTP_IM_SEND_A_FORCE, m->force ? "1" : "0", 1);
+    ngx_http_im_send_arg(NGX_HTTP_IM_SEND_A_SERVER_MSG_ID,
+                         m->server_msg_id.data, m->server_msg_id.len);
+
+    /* the deliveries, published by the script */
+    ngx_http_im_send_arg(NGX_HTTP_IM_SEND_A_DELIVERY, head,
+                         ngx_http_im_store_delivery_head(head, m));
+    ngx_http_im_send_arg(NGX_HTTP_IM_SEND_A_RECV_CHANNEL, chans[0],
+                         ngx_http_im_store_channel(chans[0], &m->recv_id));
+    ngx_http_im_send_arg(NGX_HTTP_IM_SEND_A_SENDER_CHANNEL, chans[1], 0);
+
+    if (m->send_id.len != m->recv_id.len
+        || ngx_strncmp(m->send_id.data, m->recv_id.data, m->send_id.len)
+           != 0)
+    {
+        len[NGX_HTTP_IM_SEND_A_SENDER_CHANNEL] =
+            ngx_http_im_store_channel(chans[1], &m->send_id);
+    }
+
+#undef ngx_http_im_send_arg
+
+    return ngx_http_im_store_script(NGX_HTTP_IM_LUA_SEND,
+                                    ngx_http_im_store_sent_reply, op,
+                                    NGX_HTTP_IM_SEND_NKEYS,
+                                    NGX_HTTP_IM_SEND_N, argv, len);
+}
+
+
+static void
+ngx_http_im_store_sent_reply(redisReply *reply, void *data)
+{
+    ngx_http_im_store_op_t  *op = data;
+
+    redisReply                 **e;
+    ngx_http_im_store_sent_t     r;
+    ngx_http_im_store_sent_pt    done;
+
+    ngx_memzero(&r, sizeof(ngx_http_im_store_sent_t));
+    r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+    done = (ngx_http_im_store_sent_pt) op->handler;
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        goto done;
+    }
+
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        r.err = (ngx_int_t) -reply->integer;
+
+        if (r.err == NGX_HTTP_IM_ERR_UNAVAILABLE) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "im: persistence backlog reached "
+                          "im_persist_stream_max, refusing messages "
+                          "until MongoDB catches up");
+            ngx_http_im_metric_inc(NGX_HTTP_IM_M_PERSIST_FULL);
+        }
+
+        goto done;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1
+        || reply->element[0]->type != REDIS_REPLY_INTEGER)
+    {
+        r.err = NGX_HTTP_IM_ERR_INTERNAL;
+        goto done;
+    }
+
+    e = reply->element;
+    r.err = 0;
+
+    switch (e[0]->integer) {
+
+    case NGX_HTTP_IM_SEND_R_RESEED:
+        r.status = NGX_HTTP_IM_STORE_RESEED;
+        break;
+
+    case NGX_HTTP_IM_SEND_R_RESERVE:
+        r.status = NGX_HTTP_IM_STORE_RESERVE;
+        r.seq = reply->elements > 1 ? ngx_http_im_store_int(e[1]) : 0;
+        break;
+
+    case NGX_HTTP_IM_SEND_R_RESENT:
+        if (reply->elements != 4 || e[3]->type != REDIS_REPLY_STRING) {
+            r.err = NGX_HTTP_IM_ERR_INTERNAL;
+            break;
+        }
+
+        /* a resend: the first ack, from the dedup key alone */
+        r.status = NGX_HTTP_IM_STORE_RESENT;
+        r.seq = ngx_http_im_store_int(e[1]);
+        r.send_time = ngx_http_im_store_int(e[2]);
+        ngx_http_im_store_str(e[3], &r.server_msg_id);
+        break;
+
+    case NGX_HTTP_IM_SEND_R_SENT:
+        ngx_http_im_store_sent_new(&r, reply);
+        break;
+
+    default:
+        r.err = NGX_HTTP_IM_ERR_INTERNAL;
+    }
+
+done:
+
+    done(op->data, &r);
+    ngx_http_im_store_op_free(op);
+}
+
+
+/* {1, seq, workers reached (0: the recipient is offline)} */
+static void
+ngx_http_im_store_sent_new(ngx_http_im_store_sent_t *r, redisReply *reply)
+{
+    if (reply->elements < 3 || reply->element[1]->type != REDIS_REPLY_INTEGER)
+    {
+        r->err = NGX_HTTP_IM_ERR_INTERNAL;
+        return;
+    }
+
+    r->status = NGX_HTTP_IM_STORE_SENT;
+    r->seq = reply->element[1]->integer;
+    r->online = ngx_http_im_store_int(reply->element[2]) != 0;
+}
+
+
+/* "m <origin> <session id> <conversation>\n" (see session.c) */
+static size_t
+ngx_http_im_store_delivery_head(u_char *buf, ngx_http_im_store_msg_t *m)
+{
+    return ngx_snprintf(buf, NGX_HTTP_IM_STORE_HEAD_LEN, "m %V %uL %V\n",
+                        &ngx_http_im_worker->origin, m->sid, &m->conv)
+           - buf;
+}
+
+
+ngx_int_t
+ngx_http_im_store_seq_seed(ngx_str_t *conv, long long seq,
+    long long reserved, ngx_http_im_store_done_pt done, void *data)
+{
+    size_t                   len[4];
+    const char              *argv[4];
+    ngx_http_im_store_op_t  *op;
+    u_char                   keys[2][NGX_HTTP_IM_STORE_KEY_LEN];
+    u_char                   nums[2][NGX_INT64_LEN];
+
+    op = ngx_http_im_store_op(done, data);
+    if (op == NULL) {
+        return NGX_DECLINED;
+    }
+
+    /* seq_seed.lua: KEYS seq, reserved; ARGV mark ("": keep the seq),
+     * reservation */
+    argv[0] = (char *) keys[0];
+    len[0] = ngx_http_im_store_key(keys[0], sizeof(keys[0]),
+                                   "im:{c:%V}:seq", conv);
+    argv[1] = (char *) keys[1];
+    len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
+                                   "im:{c:%V}:reserved", conv);
+    argv[2] = (char *) nums[0];
+    len[2] = seq < 0 ? 0 : ngx_sprintf(nums[0], "%L", seq) - nums[0];
+    argv[3] = (char *) nums[1];
+    len[3] = ngx_sprintf(nums[1], "%L", reserved) - nums[1];
+
+    return ngx_http_im_store_script(NGX_HTTP_IM_LUA_SEQ_SEED,
+                                    ngx_http_im_store_seeded, op, 2, 4,
+                                    argv, len);
+}
+
+
+static void
+ngx_http_im_store_seeded(redisReply *reply, void *data)
+{
+    ngx_http_im_store_op_t  *op = data;
+
+    ngx_http_im_store_done_pt  done;
+
+    done = (ngx_http_im_store_done_pt) op->handler;
+    done(op->data, reply && reply->type != REDIS_REPLY_ERROR
+                   ? 0 : NGX_HTTP_IM_ERR_UNAVAILABLE);
+    ngx_http_im_store_op_free(op);
+}
+
+
+/*
+ * Online-only: EXISTS the recipient, then PUBLISH, pipelined; one op
+ * sees both replies, in order.
+ */
+ngx_int_t
+ngx_http_im_store_msg_online(ngx_http_im_store_msg_t *m,
+    ngx_http_im_store_count_pt done, void *data)
+{
+    size_t                   len[3];
+    const char              *argv[3];
+    ngx_http_im_buf_t       *b;
+    ngx_http_im_store_op_t  *op;
+    u_char                   key[NGX_HTTP_IM_STORE_KEY_LEN];
+    u_char                   chan[NGX_HTTP_IM_STORE_CHANNEL_LEN];
+    u_char                   head[NGX_HTTP_IM_STORE_HEAD_LEN];
+
+    op = ngx_http_im_store_op(done, data);
+    if (op == NULL) {
+        return NGX_DECLINED;
+    }
+
+    b = &ngx_http_im_worker->scratch;
+    ngx_http_im_buf_reset(b);
+    ngx_http_im_buf_add(b, head, ngx_http_im_store_delivery_head(head, m));
+    ngx_http_im_buf_add(b, m->json.data, m->seq_at);
+    ngx_http_im_buf_str(b, "0");
+    ngx_http_im_buf_add(b, m->json.data + m->seq_at + 1,
+                        m->json.len - m->seq_at - 1);
+
+    if (b->failed) {
+        ngx_http_im_store_op_free(op);
+        return NGX_DECLINED;
+    }
+
+    argv[0] = "EXISTS";
+    len[0] = 6;
+    argv[1] = (char *) key;
+    len[1] = ngx_http_im_store_key(key, sizeof(key), "im:user:%V",
+                                   &m->recv_id);
+
+    if (ngx_http_im_store_command(ngx_http_im_store_exists_reply, op, 2,
+                                  argv, len)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    argv[0] = "PUBLISH";
+    len[0] = 7;
+    argv[1] = (char *) chan;
+    len[1] = ngx_http_im_store_channel(chan, &m->recv_id);
+    argv[2] = (char *) b->data;
+    len[2] = b->len;
+
+    if (ngx_http_im_redis_command(ngx_http_im_store_published, op, 3, argv,
+                                  len)
+        != NGX_OK)
+    {
+        /* the EXISTS reply finds this and answers 90004 */
+        op->failed = 1;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_im_store_exists_reply(redisReply *reply, void *data)
+{
+    ngx_http_im_store_op_t  *op = data;
+
+    ngx_http_im_store_count_pt  done;
+
+    if (op->failed) {
+        done = (ngx_http_im_store_count_pt) op->handler;
+        done(op->data, NGX_HTTP_IM_ERR_UNAVAILABLE, 0);
+        ngx_http_im_store_op_free(op);
+        return;
+    }
+
+    op->known = reply && reply->type == REDIS_REPLY_INTEGER
+                && reply->integer == 1;
+}
+
+
+static void
+ngx_http_im_store_published(redisReply *reply, void *data)
+{
+    ngx_http_im_store_op_t  *op = data;
+
+    ngx_http_im_store_count_pt  done;
+
+    done = (ngx_http_im_store_count_pt) op->handler;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        done(op->data, NGX_HTTP_IM_ERR_UNAVAILABLE, 0);
+
+    } else if (!op->known) {
+        done(op->data, NGX_HTTP_IM_ERR_USER_ID, 0);
+
+    } else {
+        done(op->data, 0, (ngx_int_t) reply->integer);
+    }
+
+    ngx_http_im_store_op_free(op);
+}
+
+
+/*
+ * push_job.lua: KEYS the recipient's push tokens, the job stream; ARGV
+ * the stream's bound, then field/value pairs.
+ */
+ngx_int_t
+ngx_http_im_store_push_job(ngx_http_im_store_job_t *job)
+{
+    size_t       len[25];
+    const char  *argv[25];
+    u_char       key[NGX_HTTP_IM_STORE_KEY_LEN];
+    u_char       nums[4][NGX_INT64_LEN];
+
+    argv[0] = (char *) key;
+    len[0] = ngx_http_im_store_key(key, sizeof(key), "im:{u:%V}:push",
+                                   &job->recv_id);
+    argv[1] = "im:push";
+    len[1] = 7;
+    argv[2] = (char *) nums[0];
+    len[2] = ngx_sprintf(nums[0], "%ui",
+                         ngx_http_im_worker->imcf->push_stream_max)
+             - nums[0];
+
+#define ngx_http_im_job_field(i, name, val, n)                              \
+    argv[i] = name; len[i] = sizeof(name) - 1;                              \
+    argv[i + 1] = (char *) (val); len[i + 1] = (n)
+
+    ngx_http_im_job_field(3, "recvID", job->recv_id.data, job->recv_id.len);
+    ngx_http_im_job_field(5, "sendID", job->send_id.data, job->send_id.len);
+    ngx_http_im_job_field(7, "conversationID", job->conv.data,
+                          job->conv.len);
+    ngx_http_im_job_field(9, "seq", nums[1],
+                          ngx_sprintf(nums[1], "%L", job->seq) - nums[1]);
+    ngx_http_im_job_field(11, "serverMsgID", job->server_msg_id.data,
+                          job->server_msg_id.len);
+    ngx_http_im_job_field(13, "contentType", nums[2],
+                          ngx_sprintf(nums[2], "%L", job->content_type)
+                          - nums[2]);
+    ngx_http_im_job_field(15, "sessionType", nums[3],
+                          ngx_sprintf(nums[3], "%L", job->session_type)
+                          - nums[3]);
+    ngx_http_im_job_field(17, "class", job->push_class.data,
+                          job->push_class.len);
+    ngx_http_im_job_field(19, "title", job->title.data, job->title.len);
+    ngx_http_im_job_field(21, "desc", job->desc.data, job->desc.len);
+    ngx_http_im_job_field(23, "ex", job->ex.data, job->ex.len);
+
+#undef ngx_http_im_job_field
+
+    return ngx_http_im_redis_script(NGX_HTTP_IM_LUA_PUSH_JOB, NULL, NULL, 2,
+                                    25, argv, len);
+}
+
+
+/* ----------------------------------------------------------------------
+ * pulls
+ */
+
+
+ngx_int_t
+ngx_http_im_store_pull_range(ngx_str_t *conv, long long begin,
+    long long end, long long num, size_t budget,
+    ngx_http_im_store_msgs_pt done, void *data)
+{
+    size_t                   len[NGX_HTTP_IM_PULL_N];
+    const char              *argv[NGX_HTTP_IM_PULL_N];
+    ngx_http_im_store_op_t  *op;
+    u_char                   keys[2][NGX_HTTP_IM_STORE_KEY_LEN];
+    u_char                   nums[4][NGX_INT64_LEN];
+
+    op = ngx_http_im_store_op(done, data);
+    if (op == NULL) {
+        return NGX_DECLINED;
+    }
+
+    op->known = 1;      /* a range: {max, isEnd, first, JSON...} */
+
+    argv[NGX_HTTP_IM_PULL_K_MSGS] = (char *) keys[0];
+    len[NGX_HTTP_IM_PULL_K_MSGS] =
+        ngx_http_im_store_key(keys[0], sizeof(keys[0]), "im:{c:%V}:msgs",
+                              conv);
+    argv[NGX_HTTP_IM_PULL_K_SEQ] = (char *) keys[1];
+    len[NGX_HTTP_IM_PULL_K_SEQ] =
+        ngx_http_im_store_key(keys[1], sizeof(keys[1]), "im:{c:%V}:seq",
+                              conv);
+    argv[NGX_HTTP_IM_PULL_A_BEGIN] = (char *) nums[0];
+    len[NGX_HTTP_IM_PULL_A_BEGIN] = ngx_sprintf(nums[0], "%L", begin)
+                                    - nums[0];
+    argv[NGX_HTTP_IM_PULL_A_END] = (char *) nums[1];
+    len[NGX_HTTP_IM_PULL_A_END] = ngx_sprintf(nums[1], "%L", end) - nums[1];
+    argv[NGX_HTTP_IM_PULL_A_NUM] = (char *) nums[2];
+    len[NGX_HTTP_IM_PULL_A_NUM] = ngx_sprintf(nums[2], "%L", num) - nums[2];
+    argv[NGX_HTTP_IM_PULL_A_MONGO] = ngx_http_im_mongo_enabled() ? "1" : "0";
+    len[NGX_HTTP_IM_PULL_A_MONGO] = 1;
+    argv[NGX_HTTP_IM_PULL_A_BUDGET] = (char *) nums[3];
+    len[NGX_HTTP_IM_PULL_A_BUDGET] = ngx_sprintf(nums[3], "%uz", budget)
+                                     - nums[3];
+
+    return ngx_http_im_store_script(NGX_HTTP_IM_LUA_PULL,
+                                    ngx_http_im_store_msgs_reply, op,
+                                    NGX_HTTP_IM_PULL_NKEYS,
+                                    NGX_HTTP_IM_PULL_N, argv, len);
+}
+
+
+/* pull_seqs.lua: KEYS msgs; ARGV budget, then the seqs */
+ngx_int_t
+ngx_http_im_store_pull_seqs(ngx_str_t *conv, long long *seqs,
+    ngx_uint_t n, size_t budget, ngx_http_im_store_msgs_pt done,
+    void *data)
+{
+    u_char                  *p, *nums;
+    size_t                  *len;
+    ngx_int_t                rc;
+    ngx_uint_t               i;
+    const char             **argv;
+    ngx_http_im_store_op_t  *op;
+    u_char                   key[NGX_HTTP_IM_STORE_KEY_LEN];
+
+    argv = ngx_alloc((n + 2) * (sizeof(char *) + sizeof(size_t)
+                                + NGX_INT64_LEN), ngx_cycle->log);
+    if (argv == NULL) {
+        return NGX_DECLINED;
+    }
+
+    len = (size_t *) (argv + n + 2);
+    nums = (u_char *) (len + n + 2);
+
+    argv[0] = (char *) key;
+    len[0] = ngx_http_im_store_key(key, sizeof(key), "im:{c:%V}:msgs", conv);
+
+    p = nums;
+    argv[1] = (char *) p;
+    len[1] = ngx_sprintf(p, "%uz", budget) - p;
+    p += len[1];
+
+    for (i = 0; i < n; i++) {
+        argv[i + 2] = (char *) p;
+        len[i + 2] = ngx_sprintf(p, "%L", seqs[i]) - p;
+        p += len[i + 2];
+    }
+
+    rc = NGX_DECLINED;
+    op = ngx_http_im_store_op(done, data);
+
+    if (op) {
+        rc = ngx_http_im_store_script(NGX_HTTP_IM_LUA_PULL_SEQS,
+                                      ngx_http_im_store_msgs_reply, op, 1,
+                                      n + 2, argv, len);
+    }
+
+    ngx_free(argv);
+
+    return rc;
+}
+
+
+/* pull.lua's {max, isEnd, first seq, JSON...}, pull_seqs.lua's {JSON...} */
+static void
+ngx_http_im_store_msgs_reply(redisReply *reply, void *data)
+{
+    ngx_http_im_store_op_t  *op = data;
+
+    size_t                      i, skip;
+    ngx_http_im_store_msgs_t    r;
+    ngx_http_im_store_msgs_pt   done;
+
+    ngx_memzero(&r, sizeof(ngx_http_im_store_msgs_t));
+    r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+    r.is_end = 1;
+    done = (ngx_http_im_store_msgs_pt) op->handler;
+    skip = op->known ? 3 : 0;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements < skip)
+    {
+        goto done;
+    }
+
+    if (op->known) {
+        r.max = ngx_http_im_store_int(reply->element[0]);
+        r.is_end = ngx_http_im_store_int(reply->element[1]) == 1;
+        r.first = ngx_http_im_store_int(reply->element[2]);
+    }
+
+    r.n = reply->elements - skip;
+
+    if (r.n) {
+        r.items = ngx_alloc(r.n * sizeof(ngx_http_im_store_item_t),
+                            ngx_cycle->log);
+        if (r.items == NULL) {
+            r.n = 0;
+            goto done;
+        }
+    }
+
+    for (i = 0; i < r.n; i++) {
+        ngx_http_im_store_item(&r.items[i], reply->element[i + skip]);
+    }
+
+    r.err = 0;
+
+done:
+
+    done(op->data, &r);
+    ngx_free(r.items);
+    ngx_http_im_store_op_free(op);
+}
+
+
+/* a nil element is outside the hot window; an integer was left out */
+static void
+ngx_http_im_store_item(ngx_http_im_store_item_t *it, redisReply *e)
+{
+    it->json.len = 0;
+    it->json.data = NULL;
+
+    switch (e->type) {
+
+    case REDIS_REPLY_STRING:
+        it->state = NGX_HTTP_IM_ITEM_FOUND;
+        it->json.data = (u_char *) e->str;
+        it->json.len = e->len;
+        break;
+
+    case REDIS_REPLY_INTEGER:
+        it->state = NGX_HTTP_IM_ITEM_SKIPPED;
+        break;
+
+    default:
+        it->state = NGX_HTTP_IM_ITEM_MISSING;
+    }
+}
+
+
+/* ----------------------------------------------------------------------
+ * conversations of a user
+ */
+
+
+/* newest.lua: KEYS conversation index, read seqs; ARGV max */
+ngx_int_t
+ngx_http_im_store_newest(ngx_str_t *uid, ngx_uint_t max,
+    ngx_http_im_store_convs_pt done, void *data)
+{
+    size_t                   len[3];
+    const char              *argv[3];
+    ngx_http_im_store_op_t  *op;
+    u_char                   keys[2][NGX_HTTP_IM_STORE_KEY_LEN];
+    u_char                   num[NGX_INT_T_LEN];
+
+    op = ngx_http_im_store_op(done, data);
+    if (op == NULL) {
+        return NGX_DECLINED;
+    }
+
+    argv[0] = (char *) keys[0];
+    len[0] = ngx_http_im_store_key(keys[0], sizeof(keys[0]),
+                                   "im:{u:%V}:convs", uid);
+    argv[1] = (char *) keys[1];
+    len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
+                                   "im:{u:%V}:read", uid);
+    argv[2] = (char *) num;
+    len[2] = ngx_sprintf(num, "%ui", max) - num;
+
+    return ngx_http_im_store_script(NGX_HTTP_IM_LUA_NEWEST,
+                                    ngx_http_im_store_convs_reply, op, 2, 3,
+                                    argv, len);
+}
+
+
+/* conv_seq.lua: KEYS read seqs, conversation index; ARGV the convs */
+ngx_int_t
+ngx_http_im_store_conv_seqs(ngx_str_t *uid, ngx_str_t *convs, ngx_uint_t n,
+    ngx_http_im_store_convs_pt done, void *data)
+{
+    size_t                  *len;
+    ngx_int_t                rc;
+    ngx_uint_t               i;
+    const char             **argv;
+    ngx_http_im_store_op_t  *op;
+    u_char                   keys[2][NGX_HTTP_IM_STORE_KEY_LEN];
+
+    argv = ngx_alloc((n + 2) * (sizeof(char *) + sizeof(size_t)),
+                     ngx_cycle->log);
+    if (argv == NULL) {
+        return NGX_DECLINED;
+    }
+
+    len = (size_t *) (argv + n + 2);
+
+    argv[0] = (char *) keys[0];
+    len[0] = ngx_http_im_store_key(keys[0], sizeof(keys[0]),
+                                   "im:{u:%V}:read", uid);
+    argv[1] = (char *) keys[1];
+    len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
+                                   "im:{u:%V}:convs", uid);
+
+    for (i = 0; i < n; i++) {
+        argv[i + 2] = (char *) convs[i].data;
+        len[i + 2] = convs[i].len;
+    }
+
+    rc = NGX_DECLINED;
+    op = ngx_http_im_store_op(done, data);
+
+    if (op) {
+        op->uids = convs;
+        op->n = n;
+        rc = ngx_http_im_store_script(NGX_HTTP_IM_LUA_CONV_SEQ,
+                                      ngx_http_im_store_convs_reply, op, 2,
+                                      n + 2, argv, len);
+    }
+
+    ngx_free(argv);
+
+    return rc;
+}
+
+
+/*
+ * newest.lua answers triples {conv, max, read}; conv_seq.lua triples
+ * {max, read, time} in the order asked (op->uids holds the convs).
+ */
+static void
+ngx_http_im_store_convs_reply(redisReply *reply, void *data)
+{
+    ngx_http_im_store_op_t  *op = data;
+
+    ngx_uint_t                   i, n;
+    redisReply                 **e;
+    ngx_http_im_store_conv_t    *convs;
+    ngx_http_im_store_convs_pt   done;
+
+    done = (ngx_http_im_store_convs_pt) op->handler;
+    convs = NULL;
+    n = 0;
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY
+        && (op->uids == NULL || reply->elements == 3 * op->n))
+    {
+        n = reply->elements / 3;
+        convs = ngx_calloc((n ? n : 1) * sizeof(ngx_http_im_store_conv_t),
+                           ngx_cycle->log);
+    }
+
+    if (convs == NULL) {
+        done(op->data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL, 0);
+        ngx_http_im_store_op_free(op);
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+        e = &reply->element[3 * i];
+
+        if (op->uids) {
+            convs[i].conv = op->uids[i];
+            convs[i].max_seq = ngx_http_im_store_int(e[0]);
+            convs[i].read_seq = ngx_http_im_store_int(e[1]);
+            convs[i].time = ngx_http_im_store_int(e[2]);
+            continue;
+        }
+
+        ngx_http_im_store_str(e[0], &convs[i].conv);
+        convs[i].max_seq = ngx_http_im_store_int(e[1]);
+        convs[i].read_seq = ngx_http_im_store_int(e[2]);
+    }
+
+    done(op->data, 0, convs, n);
+    ngx_free(convs);
+    ngx_http_im_store_op_free(op);
+}
+
+
+/* ----------------------------------------------------------------------
+ * persistence queue
+ */
+
+
+#define NGX_HTTP_IM_PERSIST_GROUP  "persist"
+
+
+/* persist_take.lua: KEYS the stream; ARGV group, consumer, count, claim
+ * ms, tidy */
+ngx_int_t
+ngx_http_im_store_persist_take(ngx_uint_t count, ngx_msec_t claim,
+    ngx_uint_t tidy, ngx_http_im_store_entries_pt done, void *data)
+{
+    size_t                   len[6];
+    const char              *argv[6];
+    ngx_http_im_store_op_t  *op;
+    u_char                   nums[2][NGX_INT_T_LEN];
+
+    op = ngx_http_im_store_op(done, data);
+    if (op == NULL) {
+        return NGX_DECLINED;
+    }
+
+    argv[0] = "im:persist";
+    len[0] = 10;
+    argv[1] = NGX_HTTP_IM_PERSIST_GROUP;
+    len[1] = sizeof(NGX_HTTP_IM_PERSIST_GROUP) - 1;
+    argv[2] = (char *) ngx_http_im_worker->origin.data;
+    len[2] = ngx_http_im_worker->origin.len;
+    argv[3] = (char *) nums[0];
+    len[3] = ngx_sprintf(nums[0], "%ui", count) - nums[0];
+    argv[4] = (char *) nums[1];
+    len[4] = ngx_sprintf(nums[1], "%M", claim) - nums[1];
+    argv[5] = tidy ? "1" : "0";
+    len[5] = 1;
+
+    return ngx_http_im_store_script(NGX_HTTP_IM_LUA_PERSIST_TAKE,
+                                    ngx_http_im_store_taken, op, 1, 6,
+                                    argv, len);
+}
+
+
+/* {id, conversation, seq, JSON, ...} */
+static void
+ngx_http_im_store_taken(redisReply *reply, void *data)
+{
+    ngx_http_im_store_op_t  *op = data;
+
+    ngx_uint_t                     i, n, k;
+    redisReply                   **e;
+    ngx_http_im_store_entry_t     *entries;
+    ngx_http_im_store_entries_pt   done;
+
+    done = (ngx_http_im_store_entries_pt) op->handler;
+    entries = NULL;
+    n = 0;
+    k = 0;
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY) {
+        n = reply->elements / 4;
+        entries = ngx_calloc((n ? n : 1) * sizeof(ngx_http_im_store_entry_t),
+                             ngx_cycle->log);
+    }
+
+    if (entries == NULL) {
+        done(op->data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL, 0);
+        ngx_http_im_store_op_free(op);
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+        e = &reply->element[4 * i];
+
+        if (e[0]->type != REDIS_REPLY_STRING
+            || e[1]->type != REDIS_REPLY_STRING
+            || e[2]->type != REDIS_REPLY_STRING
+            || e[3]->type != REDIS_REPLY_STRING)
+        {
+            continue;
+        }
+
+        ngx_http_im_store_str(e[0], &entries[k].id);
+        ngx_http_im_store_str(e[1], &entries[k].conv);
+        entries[k].seq = ngx_http_im_store_int(e[2]);
+        ngx_http_im_store_str(e[3], &entries[k].json);
+        k++;
+    }
+
+    done(op->data, 0, entries, k);
+    ngx_free(entries);
+    ngx_http_im_store_op_free(op);
+}
+
+
+/* persist_done.lua: KEYS the stream; ARGV group, hot window, then
+ * triples: entry ID, conversation ("" when refused), seq */
+ngx_int_t
+ngx_http_im_store_persist_done(ngx_http_im_store_entry_t *e, ngx_uint_t n,
+    ngx_http_im_store_done_pt done, void *data)
+{
+    u_char                  *nums, *p;
+    size_t                  *len;
+    ngx_int_t                rc;
+    ngx_uint_t               i, argc;
+    const char             **argv;
+    ngx_http_im_store_op_t  *op;
+
+    argc = 3 + 3 * n;
+    argv = ngx_alloc(argc * (sizeof(char *) + sizeof(size_t))
+                     + (n + 1) * NGX_INT64_LEN, ngx_cycle->log);
+    if (argv == NULL) {
+        return NGX_DECLINED;
+    }
+
+    len = (size_t *) (argv + argc);
+    nums = (u_char *) (len + argc);
+
+    argv[0] = "im:persist";
+    len[0] = 10;
+    argv[1] = NGX_HTTP_IM_PERSIST_GROUP;
+    len[1] = sizeof(NGX_HTTP_IM_PERSIST_GROUP) - 1;
+    argv[2] = (char *) nums;
+    len[2] = ngx_sprintf(nums, "%ui", ngx_http_im_worker->imcf->hot_window)
+             - nums;
+    p = nums + NGX_INT64_LEN;
+
+    for (i = 0; i < n; i++) {
+        argv[3 + 3 * i] = (char *) e[i].id.data;
+        len[3 + 3 * i] = e[i].id.len;
+        /* a refused message is acknowledged but kept in Redis for good */
+        argv[4 + 3 * i] = (char *) e[i].conv.data;
+        len[4 + 3 * i] = e[i].failed ? 0 : e[i].conv.len;
+        argv[5 + 3 * i] = (char *) p;
+        len[5 + 3 * i] = ngx_sprintf(p, "%L", e[i].seq) - p;
+        p += NGX_INT64_LEN;
+    }
+
+    rc = NGX_DECLINED;
+    op = ngx_http_im_store_op(done, data);
+
+    if (op) {
+        rc = ngx_http_im_store_script(NGX_HTTP_IM_LUA_PERSIST_DONE,
+                                      ngx_http_im_store_seeded, op, 1,
+                                      (int) argc, argv, len);
+    }
+
+    ngx_free(argv);
+
+    return rc;
+}
