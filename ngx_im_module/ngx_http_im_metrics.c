@@ -65,12 +65,15 @@ static ngx_int_t ngx_http_im_metrics_zone_init(ngx_shm_zone_t *zone,
     void *data);
 
 
-static ngx_http_im_counters_t  *ngx_http_im_counters;
+static ngx_http_im_counters_t     *ngx_http_im_counters;
+static ngx_http_im_route_name_pt   ngx_http_im_route_name;
 
 
-/* at configuration time: the zone every worker adds to */
+/* at configuration time: the zone every worker adds to, and the names
+ * of the REST routes that the page shows */
 ngx_int_t
-ngx_http_im_metrics_add_zone(ngx_conf_t *cf)
+ngx_http_im_metrics_add_zone(ngx_conf_t *cf,
+    ngx_http_im_route_name_pt route_name)
 {
     ngx_str_t        name = ngx_string("ngx_http_im_metrics");
     ngx_shm_zone_t  *zone;
@@ -84,6 +87,7 @@ ngx_http_im_metrics_add_zone(ngx_conf_t *cf)
     }
 
     zone->init = ngx_http_im_metrics_zone_init;
+    ngx_http_im_route_name = route_name;
 
     return NGX_OK;
 }
@@ -236,12 +240,12 @@ ngx_http_im_metrics_handler(ngx_http_request_t *r)
     for (i = 0; i < NGX_HTTP_IM_ROUTES_MAX; i++) {
         for (j = 0; j < ngx_http_im_errors_n; j++) {
             v = m->rest[i][j];
-            if (v == 0 || ngx_http_im_api_route_name(i) == NULL) {
+            if (v == 0 || ngx_http_im_route_name(i) == NULL) {
                 continue;
             }
 
             ngx_http_im_buf_str(&b, "im_rest_requests_total{path=\"");
-            ngx_http_im_buf_str(&b, ngx_http_im_api_route_name(i));
+            ngx_http_im_buf_str(&b, ngx_http_im_route_name(i));
             ngx_http_im_buf_str(&b, "\",code=\"");
             ngx_http_im_buf_str(&b, ngx_http_im_errors[j].metric);
             ngx_http_im_buf_str(&b, "\"} ");

@@ -125,8 +125,6 @@ typedef struct {
 } ngx_http_im_loc_conf_t;
 
 
-struct redisReply;
-
 typedef struct ngx_http_im_user_s     ngx_http_im_user_t;
 typedef struct ngx_http_im_session_s  ngx_http_im_session_t;
 
@@ -135,6 +133,21 @@ typedef struct ngx_http_im_session_s  ngx_http_im_session_t;
 #define NGX_HTTP_IM_SUB_PENDING       1
 #define NGX_HTTP_IM_SUB_DONE          2
 #define NGX_HTTP_IM_SUB_LEAVING       3
+
+
+/*
+ * What a session's connection does for the layers below the WebSocket
+ * surface: ws.c fills it in, so session.c and msg.c never call ws.c.
+ */
+typedef struct {
+    void  (*send)(ngx_http_im_session_t *s, ngx_uint_t opcode,
+                  u_char *data, size_t len);
+    void  (*close)(ngx_http_im_session_t *s, ngx_int_t code,
+                   const char *reason);
+    void  (*goodbye)(ngx_http_im_session_t *s);
+    void  (*resume)(ngx_http_im_session_t *s);
+    void  (*login_done)(ngx_http_im_session_t *s, ngx_int_t ok);
+} ngx_http_im_session_io_t;
 
 
 /* one per user id with sessions on this worker */
@@ -148,6 +161,7 @@ struct ngx_http_im_user_s {
 
 
 struct ngx_http_im_session_s {
+    ngx_http_im_session_io_t  *io;
     ngx_http_request_t        *r;
     ngx_connection_t          *c;
     ngx_http_im_loc_conf_t    *conf;
@@ -210,7 +224,7 @@ extern ngx_module_t            ngx_http_im_module;
 extern ngx_http_im_worker_t   *ngx_http_im_worker;
 
 
-/* module.c */
+/* http.c */
 ngx_int_t ngx_http_im_is_admin(ngx_http_im_main_conf_t *imcf, ngx_str_t *uid);
 ngx_table_elt_t *ngx_http_im_header(ngx_http_request_t *r, const char *name,
     size_t len);
@@ -220,7 +234,10 @@ ngx_int_t ngx_http_im_send_body(ngx_http_request_t *r, ngx_uint_t status,
     ngx_http_im_send_body(r, status, "application/json", b)
 
 /* metrics.c */
-ngx_int_t ngx_http_im_metrics_add_zone(ngx_conf_t *cf);
+typedef const char *(*ngx_http_im_route_name_pt)(ngx_uint_t i);
+
+ngx_int_t ngx_http_im_metrics_add_zone(ngx_conf_t *cf,
+    ngx_http_im_route_name_pt route_name);
 ngx_int_t ngx_http_im_metrics_handler(ngx_http_request_t *r);
 void ngx_http_im_metric_add(ngx_uint_t metric, ngx_atomic_int_t n);
 void ngx_http_im_metric_sent(ngx_uint_t session);
@@ -232,8 +249,6 @@ void ngx_http_im_metric_ws(ngx_int_t code);
 ngx_int_t ngx_http_im_ws_handler(ngx_http_request_t *r);
 void ngx_http_im_ws_send(ngx_http_im_session_t *s, ngx_uint_t opcode,
     u_char *data, size_t len);
-void ngx_http_im_ws_send_json(ngx_http_im_session_t *s,
-    ngx_http_im_buf_t *b);
 void ngx_http_im_ws_close(ngx_http_im_session_t *s, ngx_int_t code,
     const char *reason);
 void ngx_http_im_ws_shutdown(void);
@@ -241,7 +256,8 @@ void ngx_http_im_ws_goodbye(ngx_http_im_session_t *s);
 void ngx_http_im_ws_resume(ngx_http_im_session_t *s);
 
 /* session.c */
-ngx_http_im_session_t *ngx_http_im_session_create(ngx_http_request_t *r);
+ngx_http_im_session_t *ngx_http_im_session_create(ngx_http_request_t *r,
+    ngx_http_im_session_io_t *io);
 void ngx_http_im_session_ref(ngx_http_im_session_t *s);
 void ngx_http_im_session_unref(ngx_http_im_session_t *s);
 ngx_int_t ngx_http_im_session_join(ngx_http_im_session_t *s);
@@ -250,8 +266,6 @@ void ngx_http_im_session_subscribed(ngx_str_t *uid, ngx_int_t ok);
 void ngx_http_im_session_delivery(ngx_str_t *uid, u_char *data,
     size_t len);
 void ngx_http_im_session_resubscribe(void);
-void ngx_http_im_session_login_done(ngx_http_im_session_t *s,
-    ngx_int_t ok);
 void ngx_http_im_session_presence(ngx_http_im_session_t *s, ngx_uint_t on);
 void ngx_http_im_session_alive(ngx_event_t *ev);
 

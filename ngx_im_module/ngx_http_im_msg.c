@@ -233,7 +233,7 @@ ngx_http_im_handle(ngx_http_im_session_t *s, ngx_http_im_env_t *env,
 
     call = ngx_http_im_call_create(s, env);
     if (call == NULL) {
-        ngx_http_im_ws_close(s, 1011, "out of memory");
+        s->io->close(s, 1011, "out of memory");
         return;
     }
 
@@ -261,7 +261,7 @@ ngx_http_im_handle(ngx_http_im_session_t *s, ngx_http_im_env_t *env,
 
     case NGX_HTTP_IM_REQ_LOGOUT:
         ngx_http_im_call_finish(call);
-        ngx_http_im_ws_close(s, 1000, "logout");
+        s->io->close(s, 1000, "logout");
         break;
 
     case NGX_HTTP_IM_REQ_BACKGROUND:
@@ -310,7 +310,7 @@ ngx_http_im_browser_ping(ngx_http_im_session_t *s, u_char *data, size_t len)
 
     yajl_tree_free(root);
 
-    ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_TEXT,
+    s->io->send(s, NGX_HTTP_IM_WS_OP_TEXT,
                         (u_char *) "{\"type\":\"pong\"}", 15);
     return NGX_OK;
 }
@@ -389,7 +389,7 @@ ngx_http_im_call_finish(ngx_http_im_call_t *call)
 
     s->inflight -= weight;
     if (!s->closed) {
-        ngx_http_im_ws_resume(s);
+        s->io->resume(s);
     }
 
     ngx_http_im_session_unref(s);
@@ -436,11 +436,11 @@ ngx_http_im_reply(ngx_http_im_session_t *s, ngx_http_im_env_t *env,
         {
             ngx_log_error(NGX_LOG_ALERT, s->c->log, 0,
                           "im: cannot encode a protobuf answer: %s", pberr);
-            ngx_http_im_ws_close(s, 1011, "internal error");
+            s->io->close(s, 1011, "internal error");
             return;
         }
 
-        ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_BINARY, b->data, b->len);
+        s->io->send(s, NGX_HTTP_IM_WS_OP_BINARY, b->data, b->len);
         return;
     }
 
@@ -457,11 +457,11 @@ ngx_http_im_reply(ngx_http_im_session_t *s, ngx_http_im_env_t *env,
     ngx_http_im_resp_end(b);
 
     if (b->failed) {
-        ngx_http_im_ws_close(s, 1011, "response too large");
+        s->io->close(s, 1011, "response too large");
         return;
     }
 
-    ngx_http_im_ws_send_json(s, b);
+    s->io->send(s, NGX_HTTP_IM_WS_OP_TEXT, b->data, b->len);
 }
 
 

@@ -45,7 +45,8 @@ ngx_http_im_store_routes_t  ngx_http_im_session_routes = {
  * holds another, so callbacks never see freed memory.
  */
 ngx_http_im_session_t *
-ngx_http_im_session_create(ngx_http_request_t *r)
+ngx_http_im_session_create(ngx_http_request_t *r,
+    ngx_http_im_session_io_t *io)
 {
     ngx_pool_cleanup_t     *cln;
     ngx_http_im_session_t  *s;
@@ -64,6 +65,7 @@ ngx_http_im_session_create(ngx_http_request_t *r)
     cln->handler = ngx_http_im_session_cleanup;
     cln->data = s;
 
+    s->io = io;
     s->r = r;
     s->c = r->connection;
     s->refs = 1;
@@ -113,7 +115,7 @@ ngx_http_im_session_cleanup(void *data)
 {
     ngx_http_im_session_t  *s = data;
 
-    ngx_http_im_ws_goodbye(s);
+    s->io->goodbye(s);
 
     if (s->upgraded) {
         ngx_http_im_metric_add(NGX_HTTP_IM_M_CONNECTIONS, -1);
@@ -142,7 +144,7 @@ ngx_http_im_session_cleanup(void *data)
 /*
  * Adds a session to its user's list.  Returns NGX_OK when the user's
  * channel is already subscribed, NGX_AGAIN when the caller must wait for
- * ngx_http_im_session_login_done(), and NGX_ERROR when Redis is down.
+ * s->io->login_done(), and NGX_ERROR when Redis is down.
  */
 ngx_int_t
 ngx_http_im_session_join(ngx_http_im_session_t *s)
@@ -300,7 +302,7 @@ ngx_http_im_user_notify(ngx_http_im_user_t *u, ngx_int_t ok)
         s = ngx_queue_data(q, ngx_http_im_session_t, user_link);
 
         if (!s->upgraded) {
-            ngx_http_im_session_login_done(s, ok);
+            s->io->login_done(s, ok);
         }
     }
 
@@ -412,7 +414,7 @@ ngx_http_im_session_kick(ngx_http_im_user_t *u, ngx_int_t platform)
         ngx_http_im_metric_inc(NGX_HTTP_IM_M_KICKS);
 
         if (!s->binary) {
-            ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_TEXT, kick,
+            s->io->send(s, NGX_HTTP_IM_WS_OP_TEXT, kick,
                                 sizeof(kick) - 1);
 
         } else {
@@ -421,13 +423,13 @@ ngx_http_im_session_kick(ngx_http_im_user_t *u, ngx_int_t platform)
                                     &pb, err, sizeof(err))
                 == NGX_OK)
             {
-                ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_BINARY, pb.data,
+                s->io->send(s, NGX_HTTP_IM_WS_OP_BINARY, pb.data,
                                     pb.len);
             }
             ngx_http_im_buf_free(&pb);
         }
 
-        ngx_http_im_ws_close(s, 1000, "kicked");
+        s->io->close(s, 1000, "kicked");
     }
 }
 
@@ -521,7 +523,7 @@ ngx_http_im_session_push(ngx_http_im_user_t *u, ngx_http_im_delivery_t *d)
         ngx_http_im_metric_inc(NGX_HTTP_IM_M_PUSHES);
 
         if (!s->binary) {
-            ngx_http_im_ws_send_json(s, b);
+            s->io->send(s, NGX_HTTP_IM_WS_OP_TEXT, b->data, b->len);
 
         } else if (pb.len
                    || ngx_http_im_push_pb(b->data + head, b->len - head - 1,
@@ -529,7 +531,7 @@ ngx_http_im_session_push(ngx_http_im_user_t *u, ngx_http_im_delivery_t *d)
                                           sizeof(err))
                       == NGX_OK)
         {
-            ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_BINARY, pb.data,
+            s->io->send(s, NGX_HTTP_IM_WS_OP_BINARY, pb.data,
                                 pb.len);
         }
     }

@@ -36,6 +36,18 @@ static void ngx_http_im_ws_heartbeat(ngx_http_im_session_t *s);
 static void ngx_http_im_ws_finish(ngx_http_im_session_t *s);
 static void ngx_http_im_ws_post_write(ngx_http_im_session_t *s);
 static ngx_str_t *ngx_http_im_ws_dup(ngx_str_t *dst, ngx_str_t *src);
+static void ngx_http_im_ws_login_done(ngx_http_im_session_t *s,
+    ngx_int_t ok);
+
+
+/* what the session layer calls to reach a session's connection */
+static ngx_http_im_session_io_t  ngx_http_im_ws_io = {
+    ngx_http_im_ws_send,
+    ngx_http_im_ws_close,
+    ngx_http_im_ws_goodbye,
+    ngx_http_im_ws_resume,
+    ngx_http_im_ws_login_done
+};
 
 
 /*
@@ -116,7 +128,7 @@ ngx_http_im_ws_handler(ngx_http_request_t *r)
                                      "or platformID");
     }
 
-    s = ngx_http_im_session_create(r);
+    s = ngx_http_im_session_create(r, &ngx_http_im_ws_io);
     if (s == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -357,8 +369,8 @@ done:
  * Called once the user's channel is subscribed (ok) or could not be:
  * the login goes on to the token registry, or is refused.
  */
-void
-ngx_http_im_session_login_done(ngx_http_im_session_t *s, ngx_int_t ok)
+static void
+ngx_http_im_ws_login_done(ngx_http_im_session_t *s, ngx_int_t ok)
 {
     if (s->registry) {
         /* subscribed earlier; its registry check is in flight */
@@ -735,13 +747,6 @@ ngx_http_im_ws_send(ngx_http_im_session_t *s, ngx_uint_t opcode,
     s->out_len += hlen + len;
 
     ngx_http_im_ws_post_write(s);
-}
-
-
-void
-ngx_http_im_ws_send_json(ngx_http_im_session_t *s, ngx_http_im_buf_t *b)
-{
-    ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_TEXT, b->data, b->len);
 }
 
 
