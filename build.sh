@@ -11,6 +11,7 @@ NGX_SRC=/usr/share/nginx/src
 MODULE=$BUILD/nginx/ngx_http_im_module.so
 PORT=${IM_PORT:-8080}
 REDIS_PORT=${IM_REDIS_PORT:-6390}
+CLUSTER_PORT=${IM_CLUSTER_PORT:-7000}
 MONGO_PORT=${IM_MONGO_PORT:-27018}
 FERRET=$BUILD/bin/imferret
 
@@ -87,7 +88,7 @@ render_conf() {
     local dir=$1 listen=$2 redis=$3 mongo=$4
     mkdir -p "$dir/conf" "$dir/logs" "$dir/temp"
     sed -e "s|@MODULE@|$MODULE|" -e "s|@WORKERS@|2|" \
-        -e "s|@LOG_LEVEL@|info|" -e "s|@REDIS@|$redis|" \
+        -e "s|@LOG_LEVEL@|info|" -e "s|@REDIS@|$redis;|" \
         -e "s|@MONGO@|${mongo:+im_mongo $mongo;}|" \
         -e "s|@LISTEN@|$listen|" -e "s|@EXTRA_HTTP@||" -e "s|@EXTRA_WS@||" \
         "$ROOT/conf/nginx.conf" >"$dir/conf/nginx.conf"
@@ -128,18 +129,37 @@ wait_api() {
     exit 1
 }
 
+# IM_REDIS_CLUSTER=1: 3 masters + 3 replicas on CLUSTER_PORT.., instead of
+# the single Redis (and, for now, without MongoDB: docs/architecture.md)
+start_cluster() {
+    local seeds
+    seeds=$("$ROOT/t/redis_cluster.sh" start "$RUN/cluster" "$CLUSTER_PORT" \
+            3 1 | tail -1)
+    echo "im_redis_cluster ${seeds//,/ }"
+}
+
 start() {
     deps
     build
     stop_quiet
-    start_redis
-    start_mongo
-    render_conf "$RUN" "127.0.0.1:$PORT" "127.0.0.1:$REDIS_PORT" \
-        "mongodb://127.0.0.1:$MONGO_PORT/"
+    if [ "${IM_REDIS_CLUSTER:-0}" = 1 ]; then
+        render_conf "$RUN" "127.0.0.1:$PORT" "$(start_cluster)" ""
+    else
+        start_redis
+        start_mongo
+        render_conf "$RUN" "127.0.0.1:$PORT" \
+            "im_redis 127.0.0.1:$REDIS_PORT" \
+            "mongodb://127.0.0.1:$MONGO_PORT/"
+    fi
     nginx -p "$RUN" -c conf/nginx.conf -e "$RUN/logs/error.log"
     wait_api
     log "serving ws://127.0.0.1:$PORT/im/ws and http://127.0.0.1:$PORT/im/api"
-    log "redis 127.0.0.1:$REDIS_PORT, MongoDB (FerretDB) 127.0.0.1:$MONGO_PORT/im"
+    if [ "${IM_REDIS_CLUSTER:-0}" = 1 ]; then
+        log "redis cluster 127.0.0.1:$CLUSTER_PORT..$((CLUSTER_PORT + 5))"
+    else
+        log "redis 127.0.0.1:$REDIS_PORT," \
+            "MongoDB (FerretDB) 127.0.0.1:$MONGO_PORT/im"
+    fi
 }
 
 stop_quiet() {
@@ -154,6 +174,10 @@ stop_quiet() {
     if [ -f "$RUN/mongo/pid" ]; then
         kill "$(cat "$RUN/mongo/pid")" 2>/dev/null || true
         rm -f "$RUN/mongo/pid"
+    fi
+    if [ -d "$RUN/cluster" ]; then
+        "$ROOT/t/redis_cluster.sh" stop "$RUN/cluster" "$CLUSTER_PORT" 3 1 \
+            >/dev/null 2>&1 || true
     fi
     if [ -f "$RUN/redis/redis.pid" ]; then
         redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true

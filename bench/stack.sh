@@ -90,7 +90,7 @@ render_im() {
     cp "$MODULE" "$dir/ngx_http_im_module.so"
     sed -e "s|@MODULE@|$dir/ngx_http_im_module.so|" -e "s|@WORKERS@|$4|" \
         -e "s|@LOG_LEVEL@|${IMB_LOG_LEVEL:-notice}|" \
-        -e "s|@REDIS@|127.0.0.1:$3|" -e "s|@LISTEN@|127.0.0.1:$2|" \
+        -e "s|@REDIS@|im_redis 127.0.0.1:$3;|" -e "s|@LISTEN@|127.0.0.1:$2|" \
         -e "s|@EXTRA_HTTP@|${IMB_EXTRA_HTTP:-}|" \
         -e "s|@EXTRA_WS@|${IMB_EXTRA_WS:-}|" \
         -e "s|@MONGO@|${IMB_MONGO:+im_mongo $IMB_MONGO;}|" \
@@ -160,17 +160,17 @@ nginx_start() {
     wait_port "$port"
 }
 
-# ngx_im is ready when every worker's Redis subscriber is connected: its
-# own Redis then shows one subscribed client per worker
+# ngx_im is ready when every worker's two Redis connections (commands,
+# pub/sub) are up: its own Redis then counts them
 im_wait_ready() {
     local name=$1 redis_port=$2 workers=$3 n
     for _ in $(seq 200); do
         n=$(redis-cli -p "$redis_port" client list 2>/dev/null |
-            grep -c 'sub=[1-9]' || true)
-        [ "$n" -ge "$workers" ] && return 0
+            grep -vc 'cmd=client' || true)
+        [ "$n" -ge $((2 * workers)) ] && return 0
         sleep 0.05
     done
-    log "ngx_im $name: workers not subscribed in redis :$redis_port;" \
+    log "ngx_im $name: workers not connected to redis :$redis_port;" \
         "see $BASE/$name/logs/error.log"
     return 1
 }

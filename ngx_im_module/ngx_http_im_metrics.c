@@ -43,7 +43,15 @@ static ngx_http_im_metric_info_t  ngx_http_im_metric_info[] = {
     { "im_persist_full_total", "counter",
       "messages refused because the persistence backlog was full" },
     { "im_mongo_reads_total", "counter",
-      "pulls that needed messages from MongoDB" }
+      "pulls that needed messages from MongoDB" },
+    { "im_redis_moved_total", "counter",
+      "Redis Cluster MOVED redirects followed" },
+    { "im_redis_ask_total", "counter",
+      "Redis Cluster ASK redirects followed" },
+    { "im_redis_slot_refreshes_total", "counter",
+      "Redis Cluster slot maps loaded (CLUSTER SLOTS)" },
+    { "im_redis_resubscribes_total", "counter",
+      "sharded subscriptions moved to their slot's new master" }
 };
 
 

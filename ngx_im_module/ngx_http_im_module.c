@@ -21,6 +21,10 @@ static char *ngx_http_im_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_im_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static char *ngx_http_im_redis_cluster_seeds(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_im_redis_parse(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_im_redis_addr_t *addr);
 static char *ngx_http_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_im_location(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -76,6 +80,13 @@ static ngx_command_t  ngx_http_im_commands[] = {
     { ngx_string("im_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_im_redis_addr,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("im_redis_cluster"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_im_redis_cluster_seeds,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -483,6 +494,14 @@ ngx_http_im_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (imcf->redis_cluster && imcf->mongo_uri.len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"im_mongo\" does not work with "
+                           "\"im_redis_cluster\" yet: its persistence "
+                           "queue is one Redis stream");
+        return NGX_CONF_ERROR;
+    }
+
     if (imcf->redis_host.len && imcf->secret.len < 8) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"im_secret\" of at least 8 bytes is required "
@@ -589,9 +608,9 @@ ngx_http_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_im_main_conf_t *imcf = conf;
 
-    u_char     *p;
-    ngx_str_t  *value;
-    ngx_url_t   u;
+    char                      *rv;
+    ngx_str_t                 *value;
+    ngx_http_im_redis_addr_t   addr;
 
     if (imcf->redis_host.len) {
         return "is duplicate";
@@ -599,24 +618,99 @@ ngx_http_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    if (ngx_strncmp(value[1].data, "unix:", 5) == 0) {
-        if (value[1].len - 5 >= NGX_HTTP_IM_REDIS_HOST_MAX) {
+    rv = ngx_http_im_redis_parse(cf, &value[1], &addr);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    imcf->redis_host = addr.host;
+    imcf->redis_port = addr.port;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * im_redis_cluster 10.0.0.5:7000 10.0.0.6:7000 ...: seeds of a Redis
+ * Cluster; the masters are learned from them at run time.  The first
+ * seed also fills redis_host, which says "Redis is configured".
+ */
+static char *
+ngx_http_im_redis_cluster_seeds(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_im_main_conf_t *imcf = conf;
+
+    char                      *rv;
+    ngx_str_t                 *value;
+    ngx_uint_t                 i;
+    ngx_http_im_redis_addr_t  *addr;
+
+    if (imcf->redis_host.len) {
+        return "is duplicate, or used with \"im_redis\"";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts - 1 > 16) {
+        return "takes at most 16 seeds";
+    }
+
+    imcf->redis_cluster = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                           sizeof(ngx_http_im_redis_addr_t));
+    if (imcf->redis_cluster == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        addr = ngx_array_push(imcf->redis_cluster);
+        if (addr == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        rv = ngx_http_im_redis_parse(cf, &value[i], addr);
+        if (rv != NGX_CONF_OK) {
+            return rv;
+        }
+
+        if (addr->port == 0) {
+            return "takes host:port seeds, not unix sockets";
+        }
+    }
+
+    addr = imcf->redis_cluster->elts;
+    imcf->redis_host = addr[0].host;
+    imcf->redis_port = addr[0].port;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_im_redis_parse(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_im_redis_addr_t *addr)
+{
+    u_char     *p;
+    ngx_url_t   u;
+
+    if (ngx_strncmp(value->data, "unix:", 5) == 0) {
+        if (value->len - 5 >= NGX_HTTP_IM_REDIS_HOST_MAX) {
             return "has a socket path that is too long";
         }
 
-        imcf->redis_host.data = value[1].data + 5;
-        imcf->redis_host.len = value[1].len - 5;
-        imcf->redis_port = 0;
+        addr->host.data = value->data + 5;
+        addr->host.len = value->len - 5;
+        addr->port = 0;
         return NGX_CONF_OK;
     }
 
     ngx_memzero(&u, sizeof(ngx_url_t));
-    u.url = value[1];
+    u.url = *value;
     u.default_port = 6379;
 
     if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid redis address "
-                           "\"%V\": %s", &value[1],
+                           "\"%V\": %s", value,
                            u.err ? u.err : "no address");
         return NGX_CONF_ERROR;
     }
@@ -626,11 +720,10 @@ ngx_http_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    imcf->redis_host.data = p;
-    imcf->redis_host.len = ngx_sock_ntop(u.addrs[0].sockaddr,
-                                         u.addrs[0].socklen, p,
-                                         NGX_SOCKADDR_STRLEN, 0);
-    imcf->redis_port = ngx_inet_get_port(u.addrs[0].sockaddr);
+    addr->host.data = p;
+    addr->host.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                                   p, NGX_SOCKADDR_STRLEN, 0);
+    addr->port = ngx_inet_get_port(u.addrs[0].sockaddr);
 
     return NGX_CONF_OK;
 }

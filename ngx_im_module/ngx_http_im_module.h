@@ -65,6 +65,10 @@ enum {
     NGX_HTTP_IM_M_PERSIST_ERRORS,
     NGX_HTTP_IM_M_PERSIST_FULL,
     NGX_HTTP_IM_M_MONGO_READS,
+    NGX_HTTP_IM_M_REDIS_MOVED,
+    NGX_HTTP_IM_M_REDIS_ASK,
+    NGX_HTTP_IM_M_REDIS_REFRESHES,
+    NGX_HTTP_IM_M_REDIS_RESUBSCRIBES,
     NGX_HTTP_IM_M_N
 };
 
@@ -90,6 +94,7 @@ typedef struct {
     ngx_array_t               *admins;          /* of ngx_str_t */
     ngx_str_t                  redis_host;      /* IP text or unix path */
     ngx_int_t                  redis_port;      /* 0 for a unix socket */
+    ngx_array_t               *redis_cluster;   /* seeds, of redis_addr */
     ngx_msec_t                 redis_connect_timeout;
     ngx_msec_t                 redis_timeout;
     ngx_uint_t                 redis_max_pending;

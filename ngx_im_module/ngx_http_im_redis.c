@@ -1,19 +1,31 @@
 
 /*
- * ngx_im: hiredis async contexts driven by the nginx event loop.
+ * ngx_im: the Redis transport: hiredis async command connections driven
+ * by the nginx event loop, pub/sub connections of our own
+ * (ngx_http_im_redis_sub.c), and with Redis Cluster the routing of each
+ * command to the master of its key's slot.
  *
- * Each worker keeps two connections: one for commands and scripts, one
- * for pub/sub.  hiredis owns the socket; the nginx connection only wraps
- * the fd for event notification and is freed, never closed, in the
- * cleanup hook.  Event handlers return as soon as hiredis returns, since
- * hiredis may have freed the context (and through cleanup, the nginx
- * connection) inside the call.
+ * One node (im_redis) or the masters of a cluster (im_redis_cluster):
+ * every node has one command connection and one pub/sub connection per
+ * worker.  A cluster's slot map comes from CLUSTER SLOTS; MOVED updates
+ * it and resends, ASK resends once with ASKING, TRYAGAIN and CLUSTERDOWN
+ * are retried a bounded number of times, then the caller gets NULL
+ * (90004).  A node that is down refuses its slots' commands at once.
+ *
+ * hiredis owns the command sockets; the nginx connection only wraps the
+ * fd for event notification and is freed, never closed, in the cleanup
+ * hook.  Event handlers return as soon as hiredis returns, since hiredis
+ * may have freed the context (and through cleanup, the nginx connection)
+ * inside the call.  The transport calls upward only through the handlers
+ * registered at init.
  */
 
 
 #include <openssl/sha.h>
 
 #include "ngx_http_im_redis.h"
+#include "ngx_http_im_redis_sub.h"
+#include "ngx_http_im_slot.h"
 #include "ngx_http_im_scripts.h"
 
 
@@ -24,27 +36,55 @@
 #define NGX_HTTP_IM_BACKOFF_MIN       100
 #define NGX_HTTP_IM_BACKOFF_MAX       5000
 
+#define NGX_HTTP_IM_REDIS_NODES_MAX   64
+#define NGX_HTTP_IM_REDIS_REDIRECTS   5       /* MOVED/ASK per command */
+#define NGX_HTTP_IM_REDIS_RETRIES     20      /* TRYAGAIN, CLUSTERDOWN */
+#define NGX_HTTP_IM_REDIS_RETRY_WAIT  100
+#define NGX_HTTP_IM_REDIS_REFRESH_MIN 100     /* between CLUSTER SLOTS */
+#define NGX_HTTP_IM_REDIS_REFRESH     10000   /* every so often anyway */
+#define NGX_HTTP_IM_REDIS_PING        10000
 
+
+typedef struct ngx_http_im_redis_node_s  ngx_http_im_redis_node_t;
+
+
+/* a hiredis command connection */
 typedef struct {
     redisAsyncContext         *ac;
     ngx_uint_t                 state;
-    ngx_uint_t                 subscriber;
     ngx_uint_t                 pending;
     ngx_uint_t                 connects;
     ngx_msec_t                 backoff;
     ngx_event_t                reconnect;   /* also the connect timeout */
     ngx_event_t                timeout;     /* a reply is overdue */
-    const char                *name;
+    ngx_http_im_redis_node_t  *node;
 } ngx_http_im_redis_t;
+
+
+struct ngx_http_im_redis_node_s {
+    ngx_str_t                  host;        /* IP text or unix path */
+    ngx_int_t                  port;        /* 0: unix socket */
+    ngx_http_im_redis_t        cmd;
+    ngx_http_im_redis_sub_t   *sub;
+    ngx_uint_t                 sub_up;
+    u_char                     text[NGX_HTTP_IM_REDIS_HOST_MAX];
+};
 
 
 /* a command waiting for its reply */
 typedef struct {
     ngx_http_im_redis_pt       handler;
     void                      *data;
-    char                      *cmd;        /* formatted EVALSHA, for */
-    int                        len;        /* a retry after NOSCRIPT */
-    ngx_uint_t                 script;
+    char                      *cmd;        /* formatted: for redirects */
+    int                        len;        /* and NOSCRIPT retries */
+    ngx_uint_t                 script;     /* NGX_HTTP_IM_LUA_N: none */
+    ngx_uint_t                 slot;
+    ngx_uint_t                 redirects;
+    ngx_uint_t                 retries;
+    ngx_uint_t                 asking;
+    ngx_http_im_redis_t       *ask;        /* ASK: where it must go */
+    ngx_http_im_redis_t       *rd;         /* where it went */
+    ngx_queue_t                link;       /* in the retry queue */
 } ngx_http_im_redis_op_t;
 
 
@@ -55,6 +95,30 @@ typedef struct {
 } ngx_http_im_script_t;
 
 
+/* this worker's view of Redis */
+typedef struct {
+    ngx_http_im_redis_node_t   nodes[NGX_HTTP_IM_REDIS_NODES_MAX];
+    ngx_uint_t                 nnodes;
+    ngx_uint_t                 cluster;
+    uint16_t                  *owner;      /* slot -> node, cluster only */
+    ngx_http_im_slot_map_t    *map;        /* CLUSTER SLOTS, parsed */
+    ngx_uint_t                 pending;    /* commands, all nodes */
+    ngx_uint_t                 exiting;
+    ngx_uint_t                 refreshing;
+    ngx_uint_t                 resubscribe;
+    ngx_msec_t                 refreshed;
+    ngx_event_t                refresh;
+    ngx_event_t                retry;
+    ngx_event_t                ping;
+    ngx_queue_t                retries;
+    ngx_http_im_redis_handlers_t  *up;
+} ngx_http_im_redis_ctx_t;
+
+
+static ngx_int_t ngx_http_im_redis_node_add(ngx_str_t *host,
+    ngx_int_t port);
+static ngx_http_im_redis_node_t *ngx_http_im_redis_node_find(
+    ngx_str_t *host, ngx_int_t port);
 static void ngx_http_im_redis_connect(ngx_http_im_redis_t *rd);
 static void ngx_http_im_redis_schedule(ngx_http_im_redis_t *rd);
 static void ngx_http_im_redis_reconnect_handler(ngx_event_t *ev);
@@ -64,6 +128,37 @@ static void ngx_http_im_redis_connected(const redisAsyncContext *ac,
 static void ngx_http_im_redis_disconnected(const redisAsyncContext *ac,
     int status);
 static void ngx_http_im_redis_ready_up(ngx_http_im_redis_t *rd);
+static void ngx_http_im_redis_free_ctx(ngx_http_im_redis_t *rd);
+static ngx_http_im_redis_t *ngx_http_im_redis_route(ngx_uint_t slot);
+static ngx_int_t ngx_http_im_redis_queue(ngx_http_im_redis_pt handler,
+    void *data, char *cmd, int len, ngx_uint_t script, ngx_uint_t slot);
+static ngx_int_t ngx_http_im_redis_send(ngx_http_im_redis_op_t *op,
+    ngx_http_im_redis_t *rd);
+static void ngx_http_im_redis_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static ngx_int_t ngx_http_im_redis_redirect(ngx_http_im_redis_op_t *op,
+    redisReply *reply);
+static void ngx_http_im_redis_done(ngx_http_im_redis_op_t *op,
+    redisReply *reply);
+static void ngx_http_im_redis_retry_later(ngx_http_im_redis_op_t *op);
+static void ngx_http_im_redis_retry_handler(ngx_event_t *ev);
+static ngx_int_t ngx_http_im_redis_noscript(ngx_http_im_redis_op_t *op);
+static void ngx_http_im_redis_refresh_soon(void);
+static void ngx_http_im_redis_refresh_handler(ngx_event_t *ev);
+static void ngx_http_im_redis_slots_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static ngx_uint_t ngx_http_im_redis_slots_apply(ngx_http_im_redis_t *rd);
+static void ngx_http_im_redis_sub_message(void *data, ngx_str_t *channel,
+    u_char *msg, size_t len);
+static void ngx_http_im_redis_sub_answer(void *data, ngx_str_t *channel,
+    ngx_int_t ok);
+static void ngx_http_im_redis_sub_moved(void *data, ngx_str_t *channel);
+static void ngx_http_im_redis_sub_state(void *data, ngx_uint_t up);
+static ngx_http_im_redis_sub_t *ngx_http_im_redis_sub_of(
+    ngx_str_t *channel);
+static ngx_uint_t ngx_http_im_redis_ip(ngx_str_t *host);
+static ngx_uint_t ngx_http_im_redis_slot(int n, const char **argv,
+    const size_t *argvlen);
 static ngx_int_t ngx_http_im_redis_attach(redisAsyncContext *ac,
     ngx_log_t *log);
 static void ngx_http_im_redis_add_read(void *data);
@@ -73,23 +168,10 @@ static void ngx_http_im_redis_del_write(void *data);
 static void ngx_http_im_redis_cleanup(void *data);
 static void ngx_http_im_redis_read_handler(ngx_event_t *ev);
 static void ngx_http_im_redis_write_handler(ngx_event_t *ev);
-static void ngx_http_im_redis_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
-static ngx_int_t ngx_http_im_redis_retry(ngx_http_im_redis_op_t *op);
-static void ngx_http_im_redis_sub_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
-static ngx_int_t ngx_http_im_redis_sub_command(const char *cmd,
-    ngx_str_t *channel);
-static void ngx_http_im_redis_sub_alive(void);
 static void ngx_http_im_redis_arm_timeout(ngx_http_im_redis_t *rd);
-static void ngx_http_im_redis_free_ctx(ngx_http_im_redis_t *rd);
 
 
-static ngx_http_im_redis_t            ngx_http_im_redis_cmd;
-static ngx_http_im_redis_t            ngx_http_im_redis_sub;
-static ngx_uint_t                     ngx_http_im_redis_exiting;
-static ngx_http_im_redis_handlers_t  *ngx_http_im_redis_up;
-static ngx_str_t                      ngx_http_im_redis_heartbeat;
+static ngx_http_im_redis_ctx_t  ngx_http_im_redis;
 
 static ngx_http_im_script_t  ngx_http_im_scripts[NGX_HTTP_IM_LUA_N] = {
     { ngx_http_im_lua_send, sizeof(ngx_http_im_lua_send) - 1, "" },
@@ -110,21 +192,36 @@ static ngx_http_im_script_t  ngx_http_im_scripts[NGX_HTTP_IM_LUA_N] = {
     { ngx_http_im_lua_persist_take,
       sizeof(ngx_http_im_lua_persist_take) - 1, "" },
     { ngx_http_im_lua_persist_done,
-      sizeof(ngx_http_im_lua_persist_done) - 1, "" }
+      sizeof(ngx_http_im_lua_persist_done) - 1, "" },
+    { ngx_http_im_lua_conv_index, sizeof(ngx_http_im_lua_conv_index) - 1,
+      "" },
+    { ngx_http_im_lua_send_conv, sizeof(ngx_http_im_lua_send_conv) - 1,
+      "" },
+    { ngx_http_im_lua_deliver, sizeof(ngx_http_im_lua_deliver) - 1, "" }
+};
+
+static ngx_http_im_redis_sub_handlers_t  ngx_http_im_redis_sub_handlers = {
+    ngx_http_im_redis_sub_message,
+    ngx_http_im_redis_sub_answer,
+    ngx_http_im_redis_sub_moved,
+    ngx_http_im_redis_sub_state
 };
 
 
 /*
- * Starts both connections of this worker; failures to connect are retried
- * on a timer, so this only fails on allocation errors.
+ * Starts the connections of this worker: to the one node, or to the
+ * cluster's seeds (the masters are learned from them).  Failures to
+ * connect are retried on timers, so this only fails on allocation errors.
  */
 ngx_int_t
 ngx_http_im_redis_init(ngx_cycle_t *cycle,
-    ngx_http_im_redis_handlers_t *handlers, ngx_str_t *heartbeat)
+    ngx_http_im_redis_handlers_t *handlers)
 {
-    u_char                 md[SHA_DIGEST_LENGTH];
-    ngx_uint_t             i;
-    ngx_http_im_redis_t   *rds[2];
+    u_char                     md[SHA_DIGEST_LENGTH];
+    ngx_uint_t                 i;
+    ngx_http_im_redis_ctx_t   *r;
+    ngx_http_im_main_conf_t   *imcf;
+    ngx_http_im_redis_addr_t  *seeds;
 
     for (i = 0; i < NGX_HTTP_IM_LUA_N; i++) {
         SHA1((u_char *) ngx_http_im_scripts[i].body,
@@ -133,42 +230,179 @@ ngx_http_im_redis_init(ngx_cycle_t *cycle,
                      SHA_DIGEST_LENGTH);
     }
 
-    rds[0] = &ngx_http_im_redis_cmd;
-    rds[1] = &ngx_http_im_redis_sub;
-    ngx_http_im_redis_exiting = 0;
-    ngx_http_im_redis_up = handlers;
-    ngx_http_im_redis_heartbeat = *heartbeat;
+    r = &ngx_http_im_redis;
+    ngx_memzero(r, sizeof(ngx_http_im_redis_ctx_t));
+    r->up = handlers;
+    ngx_queue_init(&r->retries);
 
-    for (i = 0; i < 2; i++) {
-        ngx_memzero(rds[i], sizeof(ngx_http_im_redis_t));
-        rds[i]->subscriber = i;
-        rds[i]->name = i ? "subscriber" : "command";
-        rds[i]->backoff = NGX_HTTP_IM_BACKOFF_MIN;
+    imcf = ngx_http_im_worker->imcf;
+    r->cluster = imcf->redis_cluster != NULL;
 
-        rds[i]->reconnect.handler = ngx_http_im_redis_reconnect_handler;
-        rds[i]->reconnect.data = rds[i];
-        rds[i]->reconnect.log = cycle->log;
-        rds[i]->reconnect.cancelable = 1;
+    r->refresh.handler = ngx_http_im_redis_refresh_handler;
+    r->retry.handler = ngx_http_im_redis_retry_handler;
 
-        rds[i]->timeout.handler = ngx_http_im_redis_timeout_handler;
-        rds[i]->timeout.data = rds[i];
-        rds[i]->timeout.log = cycle->log;
-        rds[i]->timeout.cancelable = 1;
+    r->refresh.log = cycle->log;
+    r->retry.log = cycle->log;
+    r->refresh.cancelable = 1;
+    r->retry.cancelable = 1;
 
-        ngx_http_im_redis_connect(rds[i]);
+    if (!r->cluster) {
+        return ngx_http_im_redis_node_add(&imcf->redis_host,
+                                          imcf->redis_port);
     }
+
+    r->owner = ngx_alloc(NGX_HTTP_IM_SLOT_COUNT * sizeof(uint16_t),
+                         cycle->log);
+    r->map = ngx_alloc(sizeof(ngx_http_im_slot_map_t), cycle->log);
+    if (r->owner == NULL || r->map == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < NGX_HTTP_IM_SLOT_COUNT; i++) {
+        r->owner[i] = NGX_HTTP_IM_SLOT_NONE;
+    }
+
+    seeds = imcf->redis_cluster->elts;
+
+    for (i = 0; i < imcf->redis_cluster->nelts; i++) {
+        if (ngx_http_im_redis_node_add(&seeds[i].host, seeds[i].port)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_add_timer(&r->refresh, NGX_HTTP_IM_REDIS_REFRESH);
 
     return NGX_OK;
 }
 
 
-/* Frees both contexts; every pending handler runs with a NULL reply. */
+/* Frees every connection; every pending handler runs with a NULL reply. */
 void
 ngx_http_im_redis_exit(void)
 {
-    ngx_http_im_redis_exiting = 1;
-    ngx_http_im_redis_free_ctx(&ngx_http_im_redis_cmd);
-    ngx_http_im_redis_free_ctx(&ngx_http_im_redis_sub);
+    ngx_uint_t                 i;
+    ngx_queue_t               *q;
+    ngx_http_im_redis_op_t    *op;
+    ngx_http_im_redis_ctx_t   *r;
+    ngx_http_im_redis_node_t  *node;
+
+    r = &ngx_http_im_redis;
+    r->exiting = 1;
+
+    if (r->refresh.timer_set) {
+        ngx_del_timer(&r->refresh);
+    }
+
+    if (r->retry.timer_set) {
+        ngx_del_timer(&r->retry);
+    }
+
+    while (!ngx_queue_empty(&r->retries)) {
+        q = ngx_queue_head(&r->retries);
+        ngx_queue_remove(q);
+        op = ngx_queue_data(q, ngx_http_im_redis_op_t, link);
+        ngx_http_im_redis_done(op, NULL);
+    }
+
+    for (i = 0; i < r->nnodes; i++) {
+        node = &r->nodes[i];
+        ngx_http_im_redis_free_ctx(&node->cmd);
+
+        if (node->sub) {
+            ngx_http_im_redis_sub_free(node->sub);
+            node->sub = NULL;
+        }
+    }
+
+    ngx_free(r->owner);
+    ngx_free(r->map);
+    r->owner = NULL;
+    r->map = NULL;
+}
+
+
+/* a node with its two connections; they start connecting now */
+static ngx_int_t
+ngx_http_im_redis_node_add(ngx_str_t *host, ngx_int_t port)
+{
+    ngx_http_im_redis_t           *rd;
+    ngx_http_im_redis_ctx_t       *r;
+    ngx_http_im_redis_node_t      *node;
+    ngx_http_im_redis_sub_conf_t   sc;
+
+    r = &ngx_http_im_redis;
+
+    if (r->nnodes == NGX_HTTP_IM_REDIS_NODES_MAX
+        || host->len >= NGX_HTTP_IM_REDIS_HOST_MAX)
+    {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "im redis: cannot add node \"%V:%i\": at most %d "
+                      "nodes", host, port, NGX_HTTP_IM_REDIS_NODES_MAX);
+        return NGX_DECLINED;
+    }
+
+    node = &r->nodes[r->nnodes];
+    ngx_memzero(node, sizeof(ngx_http_im_redis_node_t));
+
+    node->host.data = node->text;
+    node->host.len = host->len;
+    ngx_memcpy(node->text, host->data, host->len);
+    node->port = port;
+
+    rd = &node->cmd;
+    rd->node = node;
+    rd->backoff = NGX_HTTP_IM_BACKOFF_MIN;
+    rd->reconnect.handler = ngx_http_im_redis_reconnect_handler;
+    rd->reconnect.data = rd;
+    rd->reconnect.log = ngx_cycle->log;
+    rd->reconnect.cancelable = 1;
+    rd->timeout.handler = ngx_http_im_redis_timeout_handler;
+    rd->timeout.data = rd;
+    rd->timeout.log = ngx_cycle->log;
+    rd->timeout.cancelable = 1;
+
+    ngx_memzero(&sc, sizeof(ngx_http_im_redis_sub_conf_t));
+    sc.host = node->host;
+    sc.port = port;
+    sc.sharded = r->cluster;
+    sc.connect_timeout = ngx_http_im_worker->imcf->redis_connect_timeout;
+    sc.timeout = ngx_http_im_worker->imcf->redis_timeout;
+    sc.ping = NGX_HTTP_IM_REDIS_PING;
+    sc.log = ngx_cycle->log;
+    sc.handlers = &ngx_http_im_redis_sub_handlers;
+    sc.data = node;
+
+    node->sub = ngx_http_im_redis_sub_create(&sc);
+    if (node->sub == NULL) {
+        return NGX_ERROR;
+    }
+
+    r->nnodes++;
+    ngx_http_im_redis_connect(rd);
+
+    return NGX_OK;
+}
+
+
+static ngx_http_im_redis_node_t *
+ngx_http_im_redis_node_find(ngx_str_t *host, ngx_int_t port)
+{
+    ngx_uint_t                 i;
+    ngx_http_im_redis_node_t  *node;
+
+    for (i = 0; i < ngx_http_im_redis.nnodes; i++) {
+        node = &ngx_http_im_redis.nodes[i];
+
+        if (node->port == port && node->host.len == host->len
+            && ngx_strncmp(node->host.data, host->data, host->len) == 0)
+        {
+            return node;
+        }
+    }
+
+    return NULL;
 }
 
 
@@ -205,44 +439,64 @@ ngx_http_im_redis_free_ctx(ngx_http_im_redis_t *rd)
 }
 
 
+/* 1 when commands can be sent: to the node, or to some cluster node */
 ngx_int_t
 ngx_http_im_redis_ready(void)
 {
-    return ngx_http_im_redis_cmd.state == NGX_HTTP_IM_REDIS_READY;
+    ngx_uint_t  i;
+
+    for (i = 0; i < ngx_http_im_redis.nnodes; i++) {
+        if (ngx_http_im_redis.nodes[i].cmd.state == NGX_HTTP_IM_REDIS_READY)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* 1 when subscriptions can be made (on some node, in a cluster) */
+ngx_int_t
+ngx_http_im_redis_sub_ready(void)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < ngx_http_im_redis.nnodes; i++) {
+        if (ngx_http_im_redis.nodes[i].sub_up) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
 ngx_int_t
-ngx_http_im_redis_sub_ready(void)
+ngx_http_im_redis_cluster(void)
 {
-    return ngx_http_im_redis_sub.state == NGX_HTTP_IM_REDIS_READY;
+    return ngx_http_im_redis.cluster;
 }
 
 
 static void
 ngx_http_im_redis_connect(ngx_http_im_redis_t *rd)
 {
-    char                      host[NGX_HTTP_IM_REDIS_HOST_MAX];
-    ngx_log_t                *log;
-    redisAsyncContext        *ac;
-    ngx_http_im_main_conf_t  *imcf;
+    char                       host[NGX_HTTP_IM_REDIS_HOST_MAX];
+    ngx_log_t                 *log;
+    redisAsyncContext         *ac;
+    ngx_http_im_redis_node_t  *node;
 
-    imcf = ngx_http_im_worker->imcf;
+    node = rd->node;
     log = ngx_http_im_worker->log;
 
-    if (imcf->redis_host.len >= sizeof(host)) {
-        /* cannot happen: checked at configuration time */
-        ngx_log_error(NGX_LOG_ALERT, log, 0, "im redis: address too long");
-        return;
-    }
+    ngx_memcpy(host, node->host.data, node->host.len);
+    host[node->host.len] = '\0';
 
-    ngx_memcpy(host, imcf->redis_host.data, imcf->redis_host.len);
-    host[imcf->redis_host.len] = '\0';
-
-    /* the host is an address resolved at configuration time, so no
-     * name lookup can block here */
-    if (imcf->redis_port) {
-        ac = redisAsyncConnect(host, (int) imcf->redis_port);
+    /* the host is an address (checked when it was added), so no name
+     * lookup can block here */
+    if (node->port) {
+        ac = redisAsyncConnect(host, (int) node->port);
 
     } else {
         ac = redisAsyncConnectUnix(host);
@@ -256,8 +510,8 @@ ngx_http_im_redis_connect(ngx_http_im_redis_t *rd)
 
     if (ac->err) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "im redis %s connect to \"%V\" failed: %s",
-                      rd->name, &imcf->redis_host, ac->errstr);
+                      "im redis connect to \"%V:%i\" failed: %s",
+                      &node->host, node->port, ac->errstr);
         redisAsyncFree(ac);
         ngx_http_im_redis_schedule(rd);
         return;
@@ -280,14 +534,15 @@ ngx_http_im_redis_connect(ngx_http_im_redis_t *rd)
     /* hiredis notices a finished connect(2) on the first writable event */
     ngx_http_im_redis_add_write(ac->ev.data);
 
-    ngx_add_timer(&rd->reconnect, imcf->redis_connect_timeout);
+    ngx_add_timer(&rd->reconnect,
+                  ngx_http_im_worker->imcf->redis_connect_timeout);
 }
 
 
 static void
 ngx_http_im_redis_schedule(ngx_http_im_redis_t *rd)
 {
-    if (ngx_http_im_redis_exiting || ngx_exiting || ngx_terminate) {
+    if (ngx_http_im_redis.exiting || ngx_exiting || ngx_terminate) {
         return;
     }
 
@@ -300,6 +555,11 @@ ngx_http_im_redis_schedule(ngx_http_im_redis_t *rd)
     rd->backoff *= 2;
     if (rd->backoff > NGX_HTTP_IM_BACKOFF_MAX) {
         rd->backoff = NGX_HTTP_IM_BACKOFF_MAX;
+    }
+
+    /* a cluster node that went away may have been failed over */
+    if (ngx_http_im_redis.cluster) {
+        ngx_http_im_redis_refresh_soon();
     }
 }
 
@@ -316,7 +576,8 @@ ngx_http_im_redis_reconnect_handler(ngx_event_t *ev)
         /* connect timed out: the context was never connected, so hiredis
          * calls no disconnect callback; retry from here */
         ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                      "im redis %s connect timed out", rd->name);
+                      "im redis connect to \"%V:%i\" timed out",
+                      &rd->node->host, rd->node->port);
         ac = rd->ac;
         rd->ac = NULL;
         rd->state = NGX_HTTP_IM_REDIS_DOWN;
@@ -343,8 +604,8 @@ ngx_http_im_redis_timeout_handler(ngx_event_t *ev)
     }
 
     ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                  "im redis %s: no reply for %M ms, %ui commands pending, "
-                  "reconnecting", rd->name,
+                  "im redis \"%V:%i\": no reply for %M ms, %ui commands "
+                  "pending, reconnecting", &rd->node->host, rd->node->port,
                   ngx_http_im_worker->imcf->redis_timeout, rd->pending);
 
     /* fails every pending command, then calls the disconnect callback;
@@ -366,8 +627,8 @@ ngx_http_im_redis_connected(const redisAsyncContext *ac, int status)
 
     if (status != REDIS_OK) {
         ngx_log_error(NGX_LOG_ERR, ngx_http_im_worker->log, 0,
-                      "im redis %s connect to \"%V\" failed: %s", rd->name,
-                      &ngx_http_im_worker->imcf->redis_host, ac->errstr);
+                      "im redis connect to \"%V:%i\" failed: %s",
+                      &rd->node->host, rd->node->port, ac->errstr);
 
         /* hiredis frees the context after this callback */
         rd->ac = NULL;
@@ -377,7 +638,8 @@ ngx_http_im_redis_connected(const redisAsyncContext *ac, int status)
     }
 
     ngx_log_error(NGX_LOG_INFO, ngx_http_im_worker->log, 0,
-                  "im redis %s connected", rd->name);
+                  "im redis command connection to \"%V:%i\" connected",
+                  &rd->node->host, rd->node->port);
 
     if (rd->connects++) {
         ngx_http_im_metric_inc(NGX_HTTP_IM_M_REDIS_RECONNECTS);
@@ -397,15 +659,6 @@ ngx_http_im_redis_ready_up(ngx_http_im_redis_t *rd)
 
     rd->state = NGX_HTTP_IM_REDIS_READY;
 
-    if (rd->subscriber) {
-        /* the worker channel keeps the context subscribed to at least one
-         * channel at all times: hiredis 0.14 asserts if a subscribe reply
-         * arrives after the subscription count dropped to zero */
-        ngx_http_im_redis_subscribe(&ngx_http_im_redis_heartbeat);
-        ngx_http_im_redis_up->up(1);
-        return;
-    }
-
     /* scripts go first in the pipeline, so EVALSHA finds them */
     argv[0] = "SCRIPT";
     argvlen[0] = 6;
@@ -415,10 +668,14 @@ ngx_http_im_redis_ready_up(ngx_http_im_redis_t *rd)
     for (i = 0; i < NGX_HTTP_IM_LUA_N; i++) {
         argv[2] = ngx_http_im_scripts[i].body;
         argvlen[2] = ngx_http_im_scripts[i].len;
-        (void) ngx_http_im_redis_command(NULL, NULL, 3, argv, argvlen);
+        (void) redisAsyncCommandArgv(rd->ac, NULL, NULL, 3, argv, argvlen);
     }
 
-    ngx_http_im_redis_up->up(0);
+    if (ngx_http_im_redis.cluster) {
+        ngx_http_im_redis_refresh_soon();
+    }
+
+    ngx_http_im_redis.up->up(0);
 }
 
 
@@ -429,9 +686,10 @@ ngx_http_im_redis_disconnected(const redisAsyncContext *ac, int status)
 
     rd = ac->data;
 
-    if (!ngx_http_im_redis_exiting) {
+    if (!ngx_http_im_redis.exiting) {
         ngx_log_error(NGX_LOG_ERR, ngx_http_im_worker->log, 0,
-                      "im redis %s disconnected: %s", rd->name,
+                      "im redis \"%V:%i\" disconnected: %s",
+                      &rd->node->host, rd->node->port,
                       ac->err ? ac->errstr : "closed");
     }
 
@@ -447,56 +705,76 @@ ngx_http_im_redis_disconnected(const redisAsyncContext *ac, int status)
 }
 
 
+/* the connection for a slot: the node's, or the slot owner's; NULL when
+ * it is not ready (the caller answers 90004 at once) */
+static ngx_http_im_redis_t *
+ngx_http_im_redis_route(ngx_uint_t slot)
+{
+    ngx_uint_t            i;
+    ngx_http_im_redis_t  *rd;
+
+    if (!ngx_http_im_redis.cluster) {
+        rd = &ngx_http_im_redis.nodes[0].cmd;
+
+    } else if (slot < NGX_HTTP_IM_SLOT_COUNT) {
+        i = ngx_http_im_redis.owner[slot];
+        if (i == NGX_HTTP_IM_SLOT_NONE) {
+            return NULL;
+        }
+
+        rd = &ngx_http_im_redis.nodes[i].cmd;
+
+    } else {
+        /* no key: any node will do */
+        for (i = 0; i < ngx_http_im_redis.nnodes; i++) {
+            rd = &ngx_http_im_redis.nodes[i].cmd;
+            if (rd->state == NGX_HTTP_IM_REDIS_READY) {
+                return rd;
+            }
+        }
+
+        return NULL;
+    }
+
+    return rd->state == NGX_HTTP_IM_REDIS_READY ? rd : NULL;
+}
+
+
+/* a key's slot, or NGX_HTTP_IM_SLOT_COUNT for none */
+static ngx_uint_t
+ngx_http_im_redis_slot(int n, const char **argv, const size_t *argvlen)
+{
+    if (!ngx_http_im_redis.cluster || n < 0) {
+        return NGX_HTTP_IM_SLOT_COUNT;
+    }
+
+    return ngx_http_im_slot(argv[n], argvlen[n]);
+}
+
+
+/*
+ * Queues a command; its key (for routing in a cluster) is argv[1].
+ * Returns NGX_OK, or NGX_DECLINED when Redis (the key's node) is
+ * unavailable or the pending-command bound is reached (the caller answers
+ * 90004); the handler is not called then.  A NULL handler means nobody
+ * waits for the reply.
+ */
 ngx_int_t
 ngx_http_im_redis_command(ngx_http_im_redis_pt handler, void *data,
     int argc, const char **argv, const size_t *argvlen)
 {
-    char                    *cmd;
-    int                      len;
-    ngx_http_im_redis_t     *rd;
-    ngx_http_im_redis_op_t  *op;
-
-    rd = &ngx_http_im_redis_cmd;
-
-    if (rd->state != NGX_HTTP_IM_REDIS_READY
-        || rd->pending >= ngx_http_im_worker->imcf->redis_max_pending)
-    {
-        ngx_http_im_metric_inc(NGX_HTTP_IM_M_REDIS_BUSY);
-        return NGX_DECLINED;
-    }
+    int    len;
+    char  *cmd;
 
     len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
     if (len < 0) {
         return NGX_DECLINED;
     }
 
-    op = ngx_alloc(sizeof(ngx_http_im_redis_op_t), ngx_cycle->log);
-    if (op == NULL) {
-        redisFreeCommand(cmd);
-        return NGX_DECLINED;
-    }
-
-    op->handler = handler;
-    op->data = data;
-    op->cmd = NULL;
-    op->len = 0;
-    op->script = NGX_HTTP_IM_LUA_N;
-
-    if (redisAsyncFormattedCommand(rd->ac, ngx_http_im_redis_reply, op,
-                                   cmd, len)
-        != REDIS_OK)
-    {
-        redisFreeCommand(cmd);
-        ngx_free(op);
-        return NGX_DECLINED;
-    }
-
-    redisFreeCommand(cmd);
-
-    rd->pending++;
-    ngx_http_im_redis_arm_timeout(rd);
-
-    return NGX_OK;
+    return ngx_http_im_redis_queue(handler, data, cmd, len,
+                                   NGX_HTTP_IM_LUA_N,
+                                   ngx_http_im_redis_slot(argc > 1 ? 1 : -1,
+                                                          argv, argvlen));
 }
 
 
@@ -505,21 +783,10 @@ ngx_http_im_redis_script(ngx_uint_t script, ngx_http_im_redis_pt handler,
     void *data, int nkeys, int argc, const char **argv,
     const size_t *argvlen)
 {
-    int                      i, len;
-    char                    *cmd, nk[NGX_INT_T_LEN];
-    size_t                  *avlen, avlen_small[32];
-    const char             **av, *av_small[32];
-    ngx_http_im_redis_t     *rd;
-    ngx_http_im_redis_op_t  *op;
-
-    rd = &ngx_http_im_redis_cmd;
-
-    if (rd->state != NGX_HTTP_IM_REDIS_READY
-        || rd->pending >= ngx_http_im_worker->imcf->redis_max_pending)
-    {
-        ngx_http_im_metric_inc(NGX_HTTP_IM_M_REDIS_BUSY);
-        return NGX_DECLINED;
-    }
+    int           i, len;
+    char         *cmd, nk[NGX_INT_T_LEN];
+    size_t       *avlen, avlen_small[32];
+    const char  **av, *av_small[32];
 
     av = av_small;
     avlen = avlen_small;
@@ -556,7 +823,32 @@ ngx_http_im_redis_script(ngx_uint_t script, ngx_http_im_redis_pt handler,
         return NGX_DECLINED;
     }
 
-    op = ngx_alloc(sizeof(ngx_http_im_redis_op_t), ngx_cycle->log);
+    return ngx_http_im_redis_queue(handler, data, cmd, len, script,
+                                   ngx_http_im_redis_slot(nkeys ? 0 : -1,
+                                                          argv, argvlen));
+}
+
+
+/* takes cmd (formatted by hiredis) in every case */
+static ngx_int_t
+ngx_http_im_redis_queue(ngx_http_im_redis_pt handler, void *data,
+    char *cmd, int len, ngx_uint_t script, ngx_uint_t slot)
+{
+    ngx_http_im_redis_t     *rd;
+    ngx_http_im_redis_op_t  *op;
+
+    rd = ngx_http_im_redis_route(slot);
+
+    if (rd == NULL
+        || ngx_http_im_redis.pending
+           >= ngx_http_im_worker->imcf->redis_max_pending)
+    {
+        ngx_http_im_metric_inc(NGX_HTTP_IM_M_REDIS_BUSY);
+        redisFreeCommand(cmd);
+        return NGX_DECLINED;
+    }
+
+    op = ngx_calloc(sizeof(ngx_http_im_redis_op_t), ngx_cycle->log);
     if (op == NULL) {
         redisFreeCommand(cmd);
         return NGX_DECLINED;
@@ -567,17 +859,40 @@ ngx_http_im_redis_script(ngx_uint_t script, ngx_http_im_redis_pt handler,
     op->cmd = cmd;
     op->len = len;
     op->script = script;
+    op->slot = slot;
 
-    if (redisAsyncFormattedCommand(rd->ac, ngx_http_im_redis_reply, op,
-                                   cmd, len)
-        != REDIS_OK)
-    {
+    if (ngx_http_im_redis_send(op, rd) != NGX_OK) {
         redisFreeCommand(cmd);
         ngx_free(op);
         return NGX_DECLINED;
     }
 
+    return NGX_OK;
+}
+
+
+/* op goes out on rd (with ASKING first when it was asked to) */
+static ngx_int_t
+ngx_http_im_redis_send(ngx_http_im_redis_op_t *op, ngx_http_im_redis_t *rd)
+{
+    if (op->asking
+        && redisAsyncCommand(rd->ac, NULL, NULL, "ASKING") != REDIS_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    op->asking = 0;
+
+    if (redisAsyncFormattedCommand(rd->ac, ngx_http_im_redis_reply, op,
+                                   op->cmd, op->len)
+        != REDIS_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    op->rd = rd;
     rd->pending++;
+    ngx_http_im_redis.pending++;
     ngx_http_im_redis_arm_timeout(rd);
 
     return NGX_OK;
@@ -600,12 +915,16 @@ ngx_http_im_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
     ngx_http_im_redis_t     *rd;
     ngx_http_im_redis_op_t  *op;
 
-    rd = &ngx_http_im_redis_cmd;
     op = privdata;
     reply = r;
+    rd = op->rd;
 
     if (rd->pending) {
         rd->pending--;
+    }
+
+    if (ngx_http_im_redis.pending) {
+        ngx_http_im_redis.pending--;
     }
 
     if (rd->timeout.timer_set) {
@@ -616,13 +935,20 @@ ngx_http_im_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
         ngx_http_im_redis_arm_timeout(rd);
     }
 
-    if (reply && reply->type == REDIS_REPLY_ERROR && op->cmd
-        && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
-        && ngx_http_im_redis_retry(op) == NGX_OK)
+    if (reply && reply->type == REDIS_REPLY_ERROR
+        && ngx_http_im_redis_redirect(op, reply) == NGX_OK)
     {
         return;
     }
 
+    ngx_http_im_redis_done(op, reply);
+}
+
+
+/* the command's answer reaches its handler, and op is freed */
+static void
+ngx_http_im_redis_done(ngx_http_im_redis_op_t *op, redisReply *reply)
+{
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
         ngx_http_im_metric_inc(NGX_HTTP_IM_M_REDIS_ERRORS);
     }
@@ -637,11 +963,149 @@ ngx_http_im_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
         op->handler(reply, op->data);
     }
 
-    if (op->cmd) {
-        redisFreeCommand(op->cmd);
+    redisFreeCommand(op->cmd);
+    ngx_free(op);
+}
+
+
+/*
+ * An error reply that asks for the command again: NOSCRIPT (the script
+ * cache was flushed), and in a cluster MOVED, ASK, TRYAGAIN and
+ * CLUSTERDOWN.  Returns NGX_OK when the command went out again (or will),
+ * else the error reaches the handler.
+ */
+static ngx_int_t
+ngx_http_im_redis_redirect(ngx_http_im_redis_op_t *op, redisReply *reply)
+{
+    int                        port, ask;
+    unsigned                   slot;
+    ngx_str_t                  host;
+    ngx_http_im_redis_t       *rd;
+    ngx_http_im_redis_node_t  *node;
+    char                       text[NGX_HTTP_IM_REDIS_HOST_MAX];
+
+    if (ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+        return ngx_http_im_redis_noscript(op);
     }
 
-    ngx_free(op);
+    if (!ngx_http_im_redis.cluster) {
+        return NGX_DECLINED;
+    }
+
+    switch (ngx_http_im_slot_error_kind(reply->str, reply->len)) {
+
+    case NGX_HTTP_IM_SLOT_ERR_TRYAGAIN:
+    case NGX_HTTP_IM_SLOT_ERR_CLUSTERDOWN:
+        if (op->retries++ >= NGX_HTTP_IM_REDIS_RETRIES) {
+            return NGX_DECLINED;
+        }
+
+        ngx_http_im_redis_retry_later(op);
+        return NGX_OK;
+
+    case NGX_HTTP_IM_SLOT_ERR_MOVED:
+    case NGX_HTTP_IM_SLOT_ERR_ASK:
+        break;
+
+    default:
+        return NGX_DECLINED;
+    }
+
+    if (op->redirects++ >= NGX_HTTP_IM_REDIS_REDIRECTS
+        || ngx_http_im_slot_redirect(reply->str, reply->len, &slot, text,
+                                     sizeof(text), &port, &ask) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    host.data = (u_char *) text;
+    host.len = ngx_strlen(text);
+
+    if (host.len == 0) {
+        /* "the address you reached me at" */
+        host = op->rd->node->host;
+    }
+
+    node = ngx_http_im_redis_node_find(&host, port);
+
+    if (node == NULL) {
+        if (ngx_http_im_redis_node_add(&host, port) != NGX_OK) {
+            return NGX_DECLINED;
+        }
+
+        node = &ngx_http_im_redis.nodes[ngx_http_im_redis.nnodes - 1];
+    }
+
+    rd = &node->cmd;
+
+    if (ask) {
+        op->asking = 1;
+        op->ask = rd;
+
+    } else {
+        ngx_http_im_metric_inc(NGX_HTTP_IM_M_REDIS_MOVED);
+        ngx_http_im_redis.owner[slot] = node - ngx_http_im_redis.nodes;
+        ngx_http_im_redis_refresh_soon();
+    }
+
+    if (ask) {
+        ngx_http_im_metric_inc(NGX_HTTP_IM_M_REDIS_ASK);
+    }
+
+    if (rd->state != NGX_HTTP_IM_REDIS_READY) {
+        /* a node just learned of: try once it is connected */
+        ngx_http_im_redis_retry_later(op);
+        return NGX_OK;
+    }
+
+    return ngx_http_im_redis_send(op, rd);
+}
+
+
+static void
+ngx_http_im_redis_retry_later(ngx_http_im_redis_op_t *op)
+{
+    ngx_queue_insert_tail(&ngx_http_im_redis.retries, &op->link);
+
+    if (!ngx_http_im_redis.retry.timer_set) {
+        ngx_add_timer(&ngx_http_im_redis.retry,
+                      NGX_HTTP_IM_REDIS_RETRY_WAIT);
+    }
+}
+
+
+/* sends the waiting commands again, to where their slots are now */
+static void
+ngx_http_im_redis_retry_handler(ngx_event_t *ev)
+{
+    ngx_queue_t              queue, *q;
+    ngx_http_im_redis_t     *rd;
+    ngx_http_im_redis_op_t  *op;
+
+    ngx_queue_init(&queue);
+    ngx_queue_add(&queue, &ngx_http_im_redis.retries);
+    ngx_queue_init(&ngx_http_im_redis.retries);
+
+    while (!ngx_queue_empty(&queue)) {
+        q = ngx_queue_head(&queue);
+        ngx_queue_remove(q);
+        op = ngx_queue_data(q, ngx_http_im_redis_op_t, link);
+
+        rd = op->asking ? op->ask : ngx_http_im_redis_route(op->slot);
+
+        if (rd == NULL || rd->state != NGX_HTTP_IM_REDIS_READY
+            || ngx_http_im_redis_send(op, rd) != NGX_OK)
+        {
+            if (op->retries++ < NGX_HTTP_IM_REDIS_RETRIES
+                && !ngx_http_im_redis.exiting)
+            {
+                ngx_http_im_redis_retry_later(op);
+                continue;
+            }
+
+            ngx_http_im_redis_done(op, NULL);
+        }
+    }
 }
 
 
@@ -651,19 +1115,19 @@ ngx_http_im_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
  * EVALSHA is "*N\r\n$7\r\nEVALSHA\r\n$40\r\n<sha>\r\n<rest>".
  */
 static ngx_int_t
-ngx_http_im_redis_retry(ngx_http_im_redis_op_t *op)
+ngx_http_im_redis_noscript(ngx_http_im_redis_op_t *op)
 {
     u_char                *p, *rest, *cmd;
     size_t                 len, nlen;
     ngx_http_im_script_t  *sc;
-    ngx_http_im_redis_t   *rd;
 
-    rd = &ngx_http_im_redis_cmd;
-    sc = &ngx_http_im_scripts[op->script];
-
-    if (rd->state != NGX_HTTP_IM_REDIS_READY) {
+    if (op->script == NGX_HTTP_IM_LUA_N
+        || op->rd->state != NGX_HTTP_IM_REDIS_READY)
+    {
         return NGX_DECLINED;
     }
+
+    sc = &ngx_http_im_scripts[op->script];
 
     p = (u_char *) ngx_strchr(op->cmd, '\n');
     if (p == NULL) {
@@ -691,120 +1155,302 @@ ngx_http_im_redis_retry(ngx_http_im_redis_op_t *op)
     ngx_log_error(NGX_LOG_NOTICE, ngx_http_im_worker->log, 0,
                   "im redis: script cache was flushed, resending as EVAL");
 
-    if (redisAsyncFormattedCommand(rd->ac, ngx_http_im_redis_reply, op,
-                                   (char *) cmd, p - cmd)
-        != REDIS_OK)
-    {
-        ngx_free(cmd);
-        return NGX_DECLINED;
+    /* the EVAL replaces the EVALSHA; a second NOSCRIPT cannot come */
+    redisFreeCommand(op->cmd);
+    op->cmd = (char *) cmd;
+    op->len = p - cmd;
+    op->script = NGX_HTTP_IM_LUA_N;
+
+    return ngx_http_im_redis_send(op, op->rd);
+}
+
+
+/* ----------------------------------------------------------------------
+ * the cluster's slot map
+ */
+
+
+static void
+ngx_http_im_redis_refresh_soon(void)
+{
+    ngx_msec_t                delay, since;
+    ngx_http_im_redis_ctx_t  *r;
+
+    r = &ngx_http_im_redis;
+
+    if (r->exiting || ngx_exiting || ngx_terminate) {
+        return;
     }
 
-    ngx_free(cmd);
+    since = ngx_current_msec - r->refreshed;
+    delay = since < NGX_HTTP_IM_REDIS_REFRESH_MIN
+            ? NGX_HTTP_IM_REDIS_REFRESH_MIN - since : 1;
 
-    /* do not loop: a second NOSCRIPT reaches the handler */
-    redisFreeCommand(op->cmd);
-    op->cmd = NULL;
+    if (r->refresh.timer_set && r->refresh.timer.key <= ngx_current_msec
+                                                        + delay)
+    {
+        return;
+    }
 
-    rd->pending++;
-    ngx_http_im_redis_arm_timeout(rd);
+    if (r->refresh.timer_set) {
+        ngx_del_timer(&r->refresh);
+    }
 
-    return NGX_OK;
+    ngx_add_timer(&r->refresh, delay);
 }
+
+
+/* asks a ready node for CLUSTER SLOTS; again every so often anyway */
+static void
+ngx_http_im_redis_refresh_handler(ngx_event_t *ev)
+{
+    ngx_uint_t                i;
+    ngx_http_im_redis_t      *rd;
+    ngx_http_im_redis_ctx_t  *r;
+
+    r = &ngx_http_im_redis;
+
+    if (r->exiting || ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    ngx_add_timer(&r->refresh, NGX_HTTP_IM_REDIS_REFRESH);
+
+    if (r->refreshing) {
+        return;
+    }
+
+    /* the nodes in turn, so one that answers wrongly is not always it */
+    for (i = 0; i < r->nnodes; i++) {
+        rd = &r->nodes[(r->refreshed + i) % r->nnodes].cmd;
+
+        if (rd->state == NGX_HTTP_IM_REDIS_READY
+            && redisAsyncCommand(rd->ac, ngx_http_im_redis_slots_reply, rd,
+                                 "CLUSTER SLOTS")
+               == REDIS_OK)
+        {
+            r->refreshing = 1;
+            r->refreshed = ngx_current_msec;
+            return;
+        }
+    }
+}
+
+
+static void
+ngx_http_im_redis_slots_reply(redisAsyncContext *ac, void *reply,
+    void *privdata)
+{
+    char                      err[128];
+    ngx_uint_t                changed;
+    ngx_http_im_redis_ctx_t  *r;
+
+    r = &ngx_http_im_redis;
+    r->refreshing = 0;
+
+    if (reply == NULL || r->exiting) {
+        return;
+    }
+
+    if (ngx_http_im_slot_map_parse(r->map, reply, err, sizeof(err)) != 0) {
+        ngx_log_error(NGX_LOG_ERR, ngx_http_im_worker->log, 0,
+                      "im redis: bad CLUSTER SLOTS reply: %s", err);
+        return;
+    }
+
+    changed = ngx_http_im_redis_slots_apply(privdata);
+    ngx_http_im_metric_inc(NGX_HTTP_IM_M_REDIS_REFRESHES);
+
+    if (changed || r->resubscribe) {
+        /* subscriptions follow their slots to their new masters */
+        r->resubscribe = 0;
+        r->up->up(1);
+    }
+}
+
+
+/* the parsed map becomes the routing table; returns 1 if it changed */
+static ngx_uint_t
+ngx_http_im_redis_slots_apply(ngx_http_im_redis_t *asked)
+{
+    ngx_int_t                  port;
+    ngx_str_t                  host;
+    ngx_uint_t                 i, changed;
+    uint16_t                   index[NGX_HTTP_IM_SLOT_NODES_MAX], o;
+    ngx_http_im_redis_ctx_t   *r;
+    ngx_http_im_redis_node_t  *node;
+
+    r = &ngx_http_im_redis;
+
+    for (i = 0; i < r->map->nnodes; i++) {
+        host.data = (u_char *) r->map->nodes[i].host;
+        host.len = ngx_strlen(r->map->nodes[i].host);
+        port = r->map->nodes[i].port;
+        index[i] = NGX_HTTP_IM_SLOT_NONE;
+
+        if (host.len == 0) {
+            host = asked->node->host;
+        }
+
+        if (!ngx_http_im_redis_ip(&host)) {
+            /* a name would need a lookup, which could block */
+            ngx_log_error(NGX_LOG_ERR, ngx_http_im_worker->log, 0,
+                          "im redis: cluster node \"%V\" is not an IP "
+                          "address; announce IPs (cluster-announce-ip)",
+                          &host);
+            continue;
+        }
+
+        node = ngx_http_im_redis_node_find(&host, port);
+
+        if (node == NULL && ngx_http_im_redis_node_add(&host, port) == NGX_OK)
+        {
+            node = &r->nodes[r->nnodes - 1];
+        }
+
+        if (node) {
+            index[i] = node - r->nodes;
+        }
+    }
+
+    changed = 0;
+
+    for (i = 0; i < NGX_HTTP_IM_SLOT_COUNT; i++) {
+        o = r->map->owner[i];
+        o = o == NGX_HTTP_IM_SLOT_NONE ? o : index[o];
+
+        if (r->owner[i] != o) {
+            r->owner[i] = o;
+            changed = 1;
+        }
+    }
+
+    return changed;
+}
+
+
+/* 1 when host is an IPv4 or IPv6 literal */
+static ngx_uint_t
+ngx_http_im_redis_ip(ngx_str_t *host)
+{
+    u_char  buf[sizeof(struct in6_addr)];
+    char    text[NGX_HTTP_IM_REDIS_HOST_MAX];
+
+    if (host->len == 0 || host->len >= sizeof(text)) {
+        return 0;
+    }
+
+    ngx_memcpy(text, host->data, host->len);
+    text[host->len] = '\0';
+
+    return inet_pton(AF_INET, text, buf) == 1
+           || inet_pton(AF_INET6, text, buf) == 1;
+}
+
+
+/* ----------------------------------------------------------------------
+ * pub/sub
+ */
 
 
 ngx_int_t
 ngx_http_im_redis_subscribe(ngx_str_t *channel)
 {
-    return ngx_http_im_redis_sub_command("SUBSCRIBE", channel);
+    ngx_http_im_redis_sub_t  *sub;
+
+    sub = ngx_http_im_redis_sub_of(channel);
+
+    return sub ? ngx_http_im_redis_sub_subscribe(sub, channel)
+               : NGX_DECLINED;
 }
 
 
 ngx_int_t
 ngx_http_im_redis_unsubscribe(ngx_str_t *channel)
 {
-    return ngx_http_im_redis_sub_command("UNSUBSCRIBE", channel);
+    ngx_http_im_redis_sub_t  *sub;
+
+    sub = ngx_http_im_redis_sub_of(channel);
+
+    return sub ? ngx_http_im_redis_sub_unsubscribe(sub, channel)
+               : NGX_DECLINED;
 }
 
 
-static ngx_int_t
-ngx_http_im_redis_sub_command(const char *cmd, ngx_str_t *channel)
+/* the ready pub/sub connection a channel lives on, or NULL */
+static ngx_http_im_redis_sub_t *
+ngx_http_im_redis_sub_of(ngx_str_t *channel)
 {
-    const char           *argv[2];
-    size_t                argvlen[2];
-    ngx_http_im_redis_t  *rd;
+    ngx_uint_t                 i;
+    ngx_http_im_redis_node_t  *node;
 
-    rd = &ngx_http_im_redis_sub;
+    if (!ngx_http_im_redis.cluster) {
+        node = &ngx_http_im_redis.nodes[0];
 
-    if (rd->state != NGX_HTTP_IM_REDIS_READY) {
-        return NGX_DECLINED;
+    } else {
+        i = ngx_http_im_redis.owner[ngx_http_im_slot((char *) channel->data,
+                                                     channel->len)];
+        if (i == NGX_HTTP_IM_SLOT_NONE) {
+            return NULL;
+        }
+
+        node = &ngx_http_im_redis.nodes[i];
     }
 
-    argv[0] = cmd;
-    argvlen[0] = ngx_strlen(cmd);
-    argv[1] = (const char *) channel->data;
-    argvlen[1] = channel->len;
-
-    if (redisAsyncCommandArgv(rd->ac, ngx_http_im_redis_sub_reply, NULL, 2,
-                              argv, argvlen)
-        != REDIS_OK)
-    {
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
+    return node->sub_up ? node->sub : NULL;
 }
 
 
 static void
-ngx_http_im_redis_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
+ngx_http_im_redis_sub_message(void *data, ngx_str_t *channel, u_char *msg,
+    size_t len)
 {
-    ngx_str_t    kind, channel;
-    redisReply  *reply;
+    ngx_http_im_redis.up->message(channel, msg, len);
+}
 
-    reply = r;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements < 3
-        || reply->element[0]->type != REDIS_REPLY_STRING
-        || reply->element[1]->type != REDIS_REPLY_STRING)
-    {
+static void
+ngx_http_im_redis_sub_answer(void *data, ngx_str_t *channel, ngx_int_t ok)
+{
+    if (ok < 0) {
+        ngx_http_im_metric_inc(NGX_HTTP_IM_M_REDIS_RESUBSCRIBES);
+    }
+
+    ngx_http_im_redis.up->subscribed(channel, ok);
+}
+
+
+/* the channel's slot is elsewhere: subscribe again after a refresh */
+static void
+ngx_http_im_redis_sub_moved(void *data, ngx_str_t *channel)
+{
+    ngx_http_im_metric_inc(NGX_HTTP_IM_M_REDIS_RESUBSCRIBES);
+    ngx_http_im_redis.resubscribe = 1;
+    ngx_http_im_redis_refresh_soon();
+}
+
+
+static void
+ngx_http_im_redis_sub_state(void *data, ngx_uint_t up)
+{
+    ngx_http_im_redis_node_t  *node = data;
+
+    node->sub_up = up;
+
+    if (up) {
+        ngx_http_im_redis.up->up(1);
         return;
     }
 
-    kind.data = (u_char *) reply->element[0]->str;
-    kind.len = reply->element[0]->len;
-    channel.data = (u_char *) reply->element[1]->str;
-    channel.len = reply->element[1]->len;
-
-    if (kind.len == 7 && ngx_strncmp(kind.data, "message", 7) == 0) {
-        if (reply->element[2]->type == REDIS_REPLY_STRING) {
-            ngx_http_im_redis_up->message(&channel,
-                                    (u_char *) reply->element[2]->str,
-                                    reply->element[2]->len);
-        }
-        return;
-    }
-
-    if (kind.len == 9 && ngx_strncmp(kind.data, "subscribe", 9) == 0) {
-        if (channel.len == ngx_http_im_redis_heartbeat.len
-            && ngx_strncmp(channel.data, ngx_http_im_redis_heartbeat.data,
-                           channel.len) == 0)
-        {
-            ngx_http_im_redis_sub_alive();
-            return;
-        }
-
-        ngx_http_im_redis_up->subscribed(&channel, 1);
-        return;
-    }
-
-    if (kind.len == 11 && ngx_strncmp(kind.data, "unsubscribe", 11) == 0) {
-        ngx_http_im_redis_up->subscribed(&channel, 0);
+    if (ngx_http_im_redis.cluster) {
+        ngx_http_im_redis_refresh_soon();
     }
 }
 
 
-/* the hiredis event-library hooks */
+/* ----------------------------------------------------------------------
+ * the hiredis event-library hooks
+ */
 
 
 static ngx_int_t
@@ -925,47 +1571,4 @@ ngx_http_im_redis_write_handler(ngx_event_t *ev)
 
     c = ev->data;
     redisAsyncHandleWrite(c->data);
-}
-
-
-/*
- * A heartbeat on the subscriber connection: a silent network partition
- * would otherwise leave it "connected" and deaf.  The reply timeout
- * applies as on the command connection.  It is a SUBSCRIBE of the worker
- * channel, which is subscribed already: hiredis 0.14 drops the reply of a
- * PING on a subscribed connection without calling its callback.
- */
-void
-ngx_http_im_redis_sub_ping(void)
-{
-    ngx_http_im_redis_t  *rd;
-
-    rd = &ngx_http_im_redis_sub;
-
-    if (rd->state != NGX_HTTP_IM_REDIS_READY || rd->pending) {
-        return;
-    }
-
-    if (ngx_http_im_redis_subscribe(&ngx_http_im_redis_heartbeat) == NGX_OK) {
-        rd->pending++;
-        ngx_http_im_redis_arm_timeout(rd);
-    }
-}
-
-
-/* the worker channel's (re)subscribe answered: the connection is alive */
-static void
-ngx_http_im_redis_sub_alive(void)
-{
-    ngx_http_im_redis_t  *rd;
-
-    rd = &ngx_http_im_redis_sub;
-
-    if (rd->pending) {
-        rd->pending--;
-    }
-
-    if (rd->pending == 0 && rd->timeout.timer_set) {
-        ngx_del_timer(&rd->timeout);
-    }
 }

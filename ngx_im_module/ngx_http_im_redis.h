@@ -21,6 +21,13 @@
 #define NGX_HTTP_IM_REDIS_HOST_MAX  256
 
 
+/* a node's address from the configuration */
+typedef struct {
+    ngx_str_t                  host;       /* IP text or unix path */
+    ngx_int_t                  port;       /* 0: unix socket */
+} ngx_http_im_redis_addr_t;
+
+
 /* the embedded scripts, in lua/ */
 enum {
     NGX_HTTP_IM_LUA_SEND = 0,
@@ -38,6 +45,9 @@ enum {
     NGX_HTTP_IM_LUA_SEQ_SEED,
     NGX_HTTP_IM_LUA_PERSIST_TAKE,
     NGX_HTTP_IM_LUA_PERSIST_DONE,
+    NGX_HTTP_IM_LUA_CONV_INDEX,
+    NGX_HTTP_IM_LUA_SEND_CONV,
+    NGX_HTTP_IM_LUA_DELIVER,
     NGX_HTTP_IM_LUA_N
 };
 
@@ -62,13 +72,9 @@ typedef struct {
 } ngx_http_im_redis_handlers_t;
 
 
-/*
- * Starts both connections of this worker.  heartbeat is a channel only
- * this worker subscribes to: it keeps the subscriber connection
- * subscribed, and its re-subscribe is the connection's heartbeat.
- */
+/* Starts this worker's connections (to the node, or the cluster). */
 ngx_int_t ngx_http_im_redis_init(ngx_cycle_t *cycle,
-    ngx_http_im_redis_handlers_t *handlers, ngx_str_t *heartbeat);
+    ngx_http_im_redis_handlers_t *handlers);
 void ngx_http_im_redis_exit(void);
 
 /*
@@ -86,14 +92,20 @@ ngx_int_t ngx_http_im_redis_script(ngx_uint_t script,
     ngx_http_im_redis_pt handler, void *data, int nkeys, int argc,
     const char **argv, const size_t *argvlen);
 
-/* Pub/sub connection: the results arrive through the handlers. */
+/*
+ * Pub/sub, on the channel's node: the results arrive through the
+ * handlers.  In a cluster the channels are sharded (SSUBSCRIBE), and
+ * publishing is SPUBLISH (see ngx_http_im_redis_cluster()).
+ */
 ngx_int_t ngx_http_im_redis_subscribe(ngx_str_t *channel);
 ngx_int_t ngx_http_im_redis_unsubscribe(ngx_str_t *channel);
 ngx_int_t ngx_http_im_redis_sub_ready(void);
-void ngx_http_im_redis_sub_ping(void);
 
-/* 1 while the command connection is usable */
+/* 1 while commands can be sent (to some node, in a cluster) */
 ngx_int_t ngx_http_im_redis_ready(void);
+
+/* 1 with Redis Cluster (im_redis_cluster) */
+ngx_int_t ngx_http_im_redis_cluster(void);
 
 
 #endif /* _NGX_HTTP_IM_REDIS_H_INCLUDED_ */

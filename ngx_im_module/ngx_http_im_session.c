@@ -21,6 +21,7 @@ static ngx_http_im_user_t *ngx_http_im_user_get(ngx_str_t *uid,
 static void ngx_http_im_user_free(ngx_http_im_user_t *u);
 static void ngx_http_im_user_idle(ngx_http_im_user_t *u);
 static void ngx_http_im_user_notify(ngx_http_im_user_t *u, ngx_int_t ok);
+static ngx_int_t ngx_http_im_session_dropped(ngx_http_im_user_t *u);
 static void ngx_http_im_session_cleanup(void *data);
 static void ngx_http_im_session_push(ngx_http_im_user_t *u,
     ngx_http_im_delivery_t *d);
@@ -242,6 +243,14 @@ ngx_http_im_session_subscribed(ngx_str_t *uid, ngx_int_t ok)
         return;
     }
 
+    if (ok == NGX_HTTP_IM_STORE_DROPPED) {
+        if (ngx_http_im_session_dropped(u) != NGX_DECLINED) {
+            return;
+        }
+
+        ok = 0;
+    }
+
     if (!ok) {
         if (u->state != NGX_HTTP_IM_SUB_LEAVING) {
             return;
@@ -281,6 +290,41 @@ ngx_http_im_session_subscribed(ngx_str_t *uid, ngx_int_t ok)
 failed:
 
     ngx_http_im_user_notify(u, ok);
+}
+
+
+/*
+ * Redis dropped u's subscription (its slot moved to another master), or
+ * refused it.  A subscribed user subscribes again, where its slot is
+ * now; logins waiting on a refused one fail.  NGX_DECLINED: it was an
+ * unsubscribe after all.
+ */
+static ngx_int_t
+ngx_http_im_session_dropped(ngx_http_im_user_t *u)
+{
+    switch (u->state) {
+
+    case NGX_HTTP_IM_SUB_DONE:
+        if (ngx_queue_empty(&u->sessions)) {
+            return NGX_DECLINED;
+        }
+
+        u->state = NGX_HTTP_IM_SUB_NONE;
+        if (ngx_http_im_store_subscribe(&u->sn.str) == NGX_OK) {
+            u->state = NGX_HTTP_IM_SUB_PENDING;
+        }
+
+        /* else the next resubscribe() tries again */
+        return NGX_OK;
+
+    case NGX_HTTP_IM_SUB_PENDING:
+        u->state = NGX_HTTP_IM_SUB_NONE;
+        ngx_http_im_user_notify(u, 0);
+        return NGX_OK;
+
+    default:
+        return NGX_DECLINED;
+    }
 }
 
 

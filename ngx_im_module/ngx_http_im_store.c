@@ -5,12 +5,18 @@
  * ngx_http_im_store_msg.c.
  *
  * Key and channel names (docs/architecture.md lists them all):
- *   im:{u:<uid>}:tok      token registry       im:user:<uid>   profile
- *   im:{u:<uid>}:online   presence             im:{u:<uid>}:push  tokens
- *   im:u:<uid>            a user's deliveries  im:w:<...>      a worker
+ *   im:{u:<uid>}:tok      token registry    im:{u:<uid>}:profile  profile
+ *   im:{u:<uid>}:online   presence          im:{u:<uid>}:push     tokens
+ *   im:w:<...>            a worker's liveness
+ *   im:u:<uid>            a user's deliveries (im:{u:<uid>}:ch, sharded,
+ *                         in a Redis Cluster)
  *
  * Every operation holds a small "op" from a per-worker free list: the
  * caller's callback and data, and what the reply parser needs.
+ *
+ * In a Redis Cluster every script touches the keys of one slot: a script
+ * over many users' keys runs once per user, and the replies are gathered
+ * into the array the single script would have answered.
  */
 
 
@@ -20,6 +26,24 @@
 
 #define NGX_HTTP_IM_STORE_FREE_MAX  4096
 #define NGX_HTTP_IM_CHANNEL         "im:u:"
+#define NGX_HTTP_IM_CHANNEL_SHARD   "im:{u:"
+#define NGX_HTTP_IM_CHANNEL_TAIL    "}:ch"
+
+
+/* the gathering of per-user replies in a cluster */
+typedef struct {
+    ngx_http_im_store_op_t    *op;
+    ngx_http_im_redis_pt       handler;
+    redisReply                *all;
+    ngx_uint_t                 pending;
+    ngx_uint_t                 failed;
+    ngx_uint_t                 unwrap;      /* take each reply's [0] */
+} ngx_http_im_store_gather_t;
+
+typedef struct {
+    ngx_http_im_store_gather_t  *g;
+    ngx_uint_t                   i;
+} ngx_http_im_store_part_t;
 
 
 static void ngx_http_im_store_message(ngx_str_t *channel, u_char *data,
@@ -35,9 +59,19 @@ static void ngx_http_im_store_info_reply(redisReply *reply, void *data);
 static void ngx_http_im_store_online_reply(redisReply *reply, void *data);
 static void ngx_http_im_store_register_reply(redisReply *reply,
     void *data);
+static ngx_int_t ngx_http_im_store_register_each(const char **argv,
+    size_t *len, ngx_uint_t n, ngx_http_im_store_op_t *op);
 static ngx_int_t ngx_http_im_store_users(ngx_uint_t script,
     const char *fmt, ngx_str_t *uids, ngx_uint_t n,
     ngx_http_im_redis_pt handler, ngx_http_im_store_op_t *op);
+static ngx_int_t ngx_http_im_store_gather(ngx_uint_t n,
+    ngx_uint_t unwrap, ngx_http_im_redis_pt handler,
+    ngx_http_im_store_op_t *op, ngx_http_im_store_part_t **parts);
+static void ngx_http_im_store_part_reply(redisReply *reply, void *data);
+static void ngx_http_im_store_gathered(ngx_http_im_store_gather_t *g);
+static redisReply *ngx_http_im_store_copy(redisReply *r);
+static void ngx_http_im_store_registered_all(redisReply *reply,
+    void *data);
 
 
 static ngx_http_im_store_routes_t  *ngx_http_im_store_up_routes;
@@ -151,8 +185,7 @@ ngx_http_im_store_init(ngx_cycle_t *cycle,
 
     ngx_http_im_store_up_routes = routes;
 
-    return ngx_http_im_redis_init(cycle, &handlers,
-                                  &ngx_http_im_worker->origin);
+    return ngx_http_im_redis_init(cycle, &handlers);
 }
 
 
@@ -226,29 +259,60 @@ ngx_http_im_store_up(ngx_uint_t subscriber)
 static ngx_int_t
 ngx_http_im_store_channel_uid(ngx_str_t *channel, ngx_str_t *uid)
 {
-    size_t  n;
+    size_t  n, t;
 
     n = sizeof(NGX_HTTP_IM_CHANNEL) - 1;
 
-    if (channel->len <= n
-        || ngx_strncmp(channel->data, NGX_HTTP_IM_CHANNEL, n) != 0)
+    if (channel->len > n
+        && ngx_strncmp(channel->data, NGX_HTTP_IM_CHANNEL, n) == 0)
     {
-        return NGX_DECLINED;
+        uid->data = channel->data + n;
+        uid->len = channel->len - n;
+        return NGX_OK;
     }
 
-    uid->data = channel->data + n;
-    uid->len = channel->len - n;
+    n = sizeof(NGX_HTTP_IM_CHANNEL_SHARD) - 1;
+    t = sizeof(NGX_HTTP_IM_CHANNEL_TAIL) - 1;
 
-    return NGX_OK;
+    if (channel->len > n + t
+        && ngx_strncmp(channel->data, NGX_HTTP_IM_CHANNEL_SHARD, n) == 0
+        && ngx_strncmp(channel->data + channel->len - t,
+                       NGX_HTTP_IM_CHANNEL_TAIL, t) == 0)
+    {
+        uid->data = channel->data + n;
+        uid->len = channel->len - n - t;
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
 }
 
 
-/* a user's channel name into buf (NGX_HTTP_IM_STORE_CHANNEL_LEN) */
+/*
+ * A user's channel name into buf (NGX_HTTP_IM_STORE_CHANNEL_LEN).  In a
+ * cluster it is sharded, in the slot of the user's keys, so that a
+ * script of that slot may publish on it.
+ */
 size_t
 ngx_http_im_store_channel(u_char *buf, ngx_str_t *uid)
 {
+    if (ngx_http_im_redis_cluster()) {
+        return ngx_http_im_store_key(buf, NGX_HTTP_IM_STORE_CHANNEL_LEN,
+                                     NGX_HTTP_IM_CHANNEL_SHARD "%V"
+                                     NGX_HTTP_IM_CHANNEL_TAIL, uid);
+    }
+
     return ngx_http_im_store_key(buf, NGX_HTTP_IM_STORE_CHANNEL_LEN,
                                  NGX_HTTP_IM_CHANNEL "%V", uid);
+}
+
+
+/* PUBLISH, or SPUBLISH for a sharded channel */
+const char *
+ngx_http_im_store_publish_cmd(size_t *len)
+{
+    *len = ngx_http_im_redis_cluster() ? 8 : 7;
+    return ngx_http_im_redis_cluster() ? "SPUBLISH" : "PUBLISH";
 }
 
 
@@ -299,7 +363,6 @@ ngx_http_im_store_worker_alive(void)
     len[4] = 2;
 
     (void) ngx_http_im_redis_command(NULL, NULL, 5, argv, len);
-    ngx_http_im_redis_sub_ping();
 }
 
 
@@ -399,7 +462,7 @@ ngx_http_im_store_token_save(ngx_str_t *uid, ngx_str_t *token,
                                    "im:{u:%V}:tok", uid);
     argv[1] = (char *) keys[1];
     len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
-                                   "im:user:%V", uid);
+                                   "im:{u:%V}:profile", uid);
     argv[2] = (char *) token->data;
     len[2] = token->len;
     argv[3] = (char *) nums[0];
@@ -437,7 +500,7 @@ ngx_http_im_store_token_check(ngx_str_t *uid, ngx_str_t *token,
                                    "im:{u:%V}:tok", uid);
     argv[1] = (char *) keys[1];
     len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
-                                   "im:user:%V", uid);
+                                   "im:{u:%V}:profile", uid);
     argv[2] = (char *) token->data;
     len[2] = token->len;
     argv[3] = check_user ? "1" : "0";
@@ -484,8 +547,7 @@ ngx_http_im_store_token_kick(ngx_str_t *uid, ngx_int_t platform,
         return NGX_DECLINED;
     }
 
-    argv[0] = "PUBLISH";
-    len[0] = 7;
+    argv[0] = ngx_http_im_store_publish_cmd(&len[0]);
     argv[1] = (char *) chan;
     len[1] = ngx_http_im_store_channel(chan, uid);
     argv[2] = (char *) num;
@@ -572,7 +634,7 @@ ngx_http_im_store_users_register(ngx_http_im_store_user_t *users,
         p = keys + i * NGX_HTTP_IM_STORE_KEY_LEN;
         argv[i] = (char *) p;
         len[i] = ngx_http_im_store_key(p, NGX_HTTP_IM_STORE_KEY_LEN,
-                                       "im:user:%V", &users[i].user_id);
+                                       "im:{u:%V}:profile", &users[i].user_id);
 
         argv[n + 3 * i] = (char *) users[i].nickname.data;
         len[n + 3 * i] = users[i].nickname.len;
@@ -588,15 +650,97 @@ ngx_http_im_store_users_register(ngx_http_im_store_user_t *users,
     op = ngx_http_im_store_op(done, data);
     rc = NGX_DECLINED;
 
-    if (op) {
+    if (op && !ngx_http_im_redis_cluster()) {
         rc = ngx_http_im_store_script(NGX_HTTP_IM_LUA_REGISTER,
                                       ngx_http_im_store_register_reply, op,
                                       n, argc, argv, len);
+
+    } else if (op) {
+        rc = ngx_http_im_store_register_each(argv, len, n, op);
     }
 
     ngx_free(argv);
 
     return rc;
+}
+
+
+/*
+ * A cluster registers each user apart (their keys are in different
+ * slots): a duplicate still answers 1102, but the others of the call
+ * are registered (all or none holds on one Redis only).
+ */
+static ngx_int_t
+ngx_http_im_store_register_each(const char **argv, size_t *len,
+    ngx_uint_t n, ngx_http_im_store_op_t *op)
+{
+    ngx_uint_t                 i, j;
+    const char                *av[5];
+    size_t                     avlen[5];
+    ngx_http_im_store_part_t  *parts;
+
+    if (ngx_http_im_store_gather(n, 0, ngx_http_im_store_registered_all,
+                                 op, &parts)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < n; i++) {
+        av[0] = argv[i];
+        avlen[0] = len[i];
+
+        for (j = 0; j < 3; j++) {
+            av[j + 1] = argv[n + 3 * i + j];
+            avlen[j + 1] = len[n + 3 * i + j];
+        }
+
+        av[4] = argv[4 * n];
+        avlen[4] = len[4 * n];
+
+        if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_REGISTER,
+                                     ngx_http_im_store_part_reply,
+                                     &parts[i], 1, 5, av, avlen)
+            != NGX_OK)
+        {
+            parts[i].g->failed = 1;
+            continue;
+        }
+
+        parts[i].g->pending++;
+    }
+
+    ngx_http_im_store_gathered(parts[0].g);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_im_store_registered_all(redisReply *reply, void *data)
+{
+    ngx_http_im_store_op_t  *op = data;
+
+    ngx_int_t                   err;
+    ngx_uint_t                  i;
+    ngx_http_im_store_done_pt   done;
+
+    err = reply ? 0 : NGX_HTTP_IM_ERR_UNAVAILABLE;
+
+    for (i = 0; reply && i < reply->elements; i++) {
+        if (reply->element[i]->type != REDIS_REPLY_INTEGER) {
+            err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+            break;
+        }
+
+        if (reply->element[i]->integer) {
+            err = NGX_HTTP_IM_ERR_REGISTERED;
+        }
+    }
+
+    done = (ngx_http_im_store_done_pt) op->handler;
+    done(op->data, err);
+    ngx_http_im_store_op_free(op);
 }
 
 
@@ -636,7 +780,7 @@ ngx_http_im_store_users_info(ngx_str_t *uids, ngx_uint_t n,
     op->n = n;
 
     /* users_info.lua: KEYS the profiles */
-    return ngx_http_im_store_users(NGX_HTTP_IM_LUA_USERS_INFO, "im:user:%V",
+    return ngx_http_im_store_users(NGX_HTTP_IM_LUA_USERS_INFO, "im:{u:%V}:profile",
                                    uids, n, ngx_http_im_store_info_reply,
                                    op);
 }
@@ -656,34 +800,39 @@ ngx_http_im_store_users_online(ngx_str_t *uids, ngx_uint_t n,
     op->uids = uids;
     op->n = n;
 
-    /* online.lua: KEYS the presence hashes */
+    /* online.lua: KEYS the presence hashes; ARGV "1" in a cluster */
     return ngx_http_im_store_users(NGX_HTTP_IM_LUA_ONLINE,
                                    "im:{u:%V}:online", uids, n,
                                    ngx_http_im_store_online_reply, op);
 }
 
 
-/* runs script with one key per user, made from fmt */
+/*
+ * Runs script with one key per user, made from fmt, and one argument:
+ * "1" in a cluster, where it runs once per user.
+ */
 static ngx_int_t
 ngx_http_im_store_users(ngx_uint_t script, const char *fmt,
     ngx_str_t *uids, ngx_uint_t n, ngx_http_im_redis_pt handler,
     ngx_http_im_store_op_t *op)
 {
-    u_char      *p, *keys;
-    size_t      *len;
-    ngx_int_t    rc;
-    ngx_uint_t   i;
-    const char **argv;
+    u_char                    *p, *keys;
+    size_t                    *len;
+    ngx_int_t                  rc;
+    ngx_uint_t                 i;
+    const char               **argv;
+    ngx_http_im_store_part_t  *parts;
 
-    argv = ngx_alloc(n * (sizeof(char *) + sizeof(size_t)
-                          + NGX_HTTP_IM_STORE_KEY_LEN), ngx_cycle->log);
+    argv = ngx_alloc((n + 1) * (sizeof(char *) + sizeof(size_t)
+                                + NGX_HTTP_IM_STORE_KEY_LEN),
+                     ngx_cycle->log);
     if (argv == NULL) {
         ngx_http_im_store_op_free(op);
         return NGX_DECLINED;
     }
 
-    len = (size_t *) (argv + n);
-    keys = (u_char *) (len + n);
+    len = (size_t *) (argv + n + 1);
+    keys = (u_char *) (len + n + 1);
 
     for (i = 0; i < n; i++) {
         p = keys + i * NGX_HTTP_IM_STORE_KEY_LEN;
@@ -692,10 +841,204 @@ ngx_http_im_store_users(ngx_uint_t script, const char *fmt,
                                        &uids[i]);
     }
 
-    rc = ngx_http_im_store_script(script, handler, op, n, n, argv, len);
+    argv[n] = ngx_http_im_redis_cluster() ? "1" : "0";
+    len[n] = 1;
+
+    if (!ngx_http_im_redis_cluster()) {
+        rc = ngx_http_im_store_script(script, handler, op, n, n + 1, argv,
+                                      len);
+        ngx_free(argv);
+        return rc;
+    }
+
+    rc = ngx_http_im_store_gather(n, 1, handler, op, &parts);
+
+    for (i = 0; rc == NGX_OK && i < n; i++) {
+        const char  *av[2];
+        size_t       avlen[2];
+
+        av[0] = argv[i];
+        avlen[0] = len[i];
+        av[1] = "1";
+        avlen[1] = 1;
+
+        if (ngx_http_im_redis_script(script, ngx_http_im_store_part_reply,
+                                     &parts[i], 1, 2, av, avlen)
+            != NGX_OK)
+        {
+            parts[i].g->failed = 1;
+            continue;
+        }
+
+        parts[i].g->pending++;
+    }
+
+    if (rc == NGX_OK) {
+        ngx_http_im_store_gathered(parts[0].g);
+    }
+
     ngx_free(argv);
 
     return rc;
+}
+
+
+/*
+ * Room to gather n replies for handler(all, op).  The caller counts
+ * g->pending per call queued, then calls ngx_http_im_store_gathered()
+ * once, so the handler runs after the last reply (or at once, when none
+ * was queued).  Frees op when it fails.
+ */
+static ngx_int_t
+ngx_http_im_store_gather(ngx_uint_t n, ngx_uint_t unwrap,
+    ngx_http_im_redis_pt handler, ngx_http_im_store_op_t *op,
+    ngx_http_im_store_part_t **parts)
+{
+    ngx_uint_t                   i;
+    ngx_http_im_store_gather_t  *g;
+    ngx_http_im_store_part_t    *p;
+
+    g = ngx_calloc(sizeof(ngx_http_im_store_gather_t)
+                   + n * sizeof(ngx_http_im_store_part_t), ngx_cycle->log);
+    if (g == NULL) {
+        ngx_http_im_store_op_free(op);
+        return NGX_DECLINED;
+    }
+
+    /* freeReplyObject() frees it: malloc'ed like hiredis's own */
+    g->all = calloc(1, sizeof(redisReply));
+    if (g->all) {
+        g->all->element = calloc(n ? n : 1, sizeof(redisReply *));
+    }
+
+    if (g->all == NULL || g->all->element == NULL) {
+        free(g->all);
+        ngx_free(g);
+        ngx_http_im_store_op_free(op);
+        return NGX_DECLINED;
+    }
+
+    g->all->type = REDIS_REPLY_ARRAY;
+    g->all->elements = n;
+    g->op = op;
+    g->handler = handler;
+    g->unwrap = unwrap;
+    g->pending = 1;         /* the caller's, until it is done queueing */
+
+    p = (ngx_http_im_store_part_t *) (g + 1);
+
+    for (i = 0; i < n; i++) {
+        p[i].g = g;
+        p[i].i = i;
+    }
+
+    *parts = p;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_im_store_part_reply(redisReply *reply, void *data)
+{
+    ngx_http_im_store_part_t  *part = data;
+
+    redisReply                  *r;
+    ngx_http_im_store_gather_t  *g;
+
+    g = part->g;
+    r = reply;
+
+    if (r && g->unwrap && r->type == REDIS_REPLY_ARRAY && r->elements == 1)
+    {
+        r = r->element[0];
+    }
+
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        g->failed = 1;
+
+    } else {
+        g->all->element[part->i] = ngx_http_im_store_copy(r);
+        if (g->all->element[part->i] == NULL) {
+            g->failed = 1;
+        }
+    }
+
+    ngx_http_im_store_gathered(g);
+}
+
+
+/* one reply less to wait for; the last one runs the handler */
+static void
+ngx_http_im_store_gathered(ngx_http_im_store_gather_t *g)
+{
+    ngx_uint_t  i;
+
+    if (--g->pending) {
+        return;
+    }
+
+    for (i = 0; !g->failed && i < g->all->elements; i++) {
+        if (g->all->element[i] == NULL) {
+            g->failed = 1;
+        }
+    }
+
+    g->handler(g->failed ? NULL : g->all, g->op);
+
+    freeReplyObject(g->all);
+    ngx_free(g);
+}
+
+
+/* a deep copy of a reply (strings, integers, arrays of them) */
+static redisReply *
+ngx_http_im_store_copy(redisReply *r)
+{
+    size_t       i;
+    redisReply  *c;
+
+    c = calloc(1, sizeof(redisReply));
+    if (c == NULL) {
+        return NULL;
+    }
+
+    c->type = r->type;
+    c->integer = r->integer;
+
+    if (r->str) {
+        c->str = malloc(r->len + 1);
+        if (c->str == NULL) {
+            freeReplyObject(c);
+            return NULL;
+        }
+
+        ngx_memcpy(c->str, r->str, r->len);
+        c->str[r->len] = '\0';
+        c->len = r->len;
+    }
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+        return c;
+    }
+
+    c->element = calloc(r->elements, sizeof(redisReply *));
+    if (c->element == NULL) {
+        freeReplyObject(c);
+        return NULL;
+    }
+
+    c->elements = r->elements;
+
+    for (i = 0; i < r->elements; i++) {
+        c->element[i] = ngx_http_im_store_copy(r->element[i]);
+        if (c->element[i] == NULL) {
+            freeReplyObject(c);
+            return NULL;
+        }
+    }
+
+    return c;
 }
 
 

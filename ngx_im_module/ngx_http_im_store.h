@@ -24,6 +24,9 @@
 typedef void (*ngx_http_im_store_done_pt)(void *data, ngx_int_t err);
 
 
+#define NGX_HTTP_IM_STORE_DROPPED  -1
+
+
 /* ----------------------------------------------------------------------
  * Life cycle and routing
  */
@@ -35,7 +38,9 @@ typedef void (*ngx_http_im_store_done_pt)(void *data, ngx_int_t err);
 typedef struct {
     /* a delivery for a user with sessions here (see below) */
     void  (*delivery)(ngx_str_t *uid, u_char *data, size_t len);
-    /* the subscription of a user's channel answered: ok, or gone */
+    /* the subscription of a user's deliveries answered: 1 subscribed,
+     * 0 unsubscribed, NGX_HTTP_IM_STORE_DROPPED dropped or refused by
+     * Redis (its slot moved: subscribe again) */
     void  (*subscribed)(ngx_str_t *uid, ngx_int_t ok);
     /* the routing connection came (back): subscribe every user again */
     void  (*resubscribe)(void);

@@ -42,6 +42,7 @@ ngx_int_t ngx_http_im_store_command(ngx_http_im_redis_pt handler,
 size_t ngx_http_im_store_key(u_char *buf, size_t size, const char *fmt,
     ngx_str_t *a);
 size_t ngx_http_im_store_channel(u_char *buf, ngx_str_t *uid);
+const char *ngx_http_im_store_publish_cmd(size_t *len);
 void ngx_http_im_store_str(redisReply *e, ngx_str_t *s);
 long long ngx_http_im_store_int(redisReply *e);
 

@@ -13,6 +13,15 @@
  *
  * The positions of each script's KEYS and ARGV and its reply codes are
  * named next to its call; the script's header says the same.
+ *
+ * In a Redis Cluster a send is three steps, each in one slot: the
+ * conversation goes into both users' indexes (conv_index.lua, checking
+ * that the recipient is registered), then the message is stored in the
+ * conversation's slot (send_conv.lua), then each user's max seq, the
+ * sender's read seq and the deliveries (deliver.lua).  The ack follows
+ * the last step.  A send that stops halfway was not acked; its resend
+ * (same clientMsgID) runs every step again, and each is idempotent, so
+ * an acked message is always in both users' sync.
  */
 
 
@@ -26,6 +35,21 @@
      + NGX_HTTP_IM_CMID_MAX)
 
 #define NGX_HTTP_IM_STORE_HEAD_LEN  (NGX_MAXHOSTNAMELEN + 256)
+
+
+/* a send in a cluster, step by step */
+typedef struct ngx_http_im_store_csend_s  ngx_http_im_store_csend_t;
+
+struct ngx_http_im_store_csend_s {
+    ngx_http_im_store_msg_t    msg;
+    ngx_http_im_store_sent_pt  done;
+    void                      *data;
+    ngx_uint_t                 step;
+    ngx_uint_t                 pending;
+    ngx_http_im_store_sent_t   r;
+    ngx_str_t                  server_msg_id;    /* a resend's */
+    u_char                     smid[64];
+};
 
 
 /* send.lua */
@@ -93,6 +117,20 @@ static void ngx_http_im_store_convs_reply(redisReply *reply, void *data);
 static void ngx_http_im_store_taken(redisReply *reply, void *data);
 static size_t ngx_http_im_store_delivery_head(u_char *buf,
     ngx_http_im_store_msg_t *m);
+static ngx_int_t ngx_http_im_store_cluster_send(ngx_http_im_store_msg_t *m,
+    ngx_http_im_store_sent_pt done, void *data);
+static ngx_int_t ngx_http_im_store_index(ngx_http_im_store_csend_t *cs,
+    ngx_str_t *uid, ngx_uint_t check);
+static void ngx_http_im_store_indexed(redisReply *reply, void *data);
+static void ngx_http_im_store_conv_stored(redisReply *reply, void *data);
+static ngx_int_t ngx_http_im_store_deliver(ngx_http_im_store_csend_t *cs,
+    ngx_str_t *uid, ngx_uint_t sender, ngx_uint_t publish);
+static void ngx_http_im_store_delivered(redisReply *reply, void *data);
+static void ngx_http_im_store_reached(redisReply *reply, void *data);
+static void ngx_http_im_store_csend_step(ngx_http_im_store_csend_t *cs);
+static ngx_int_t ngx_http_im_store_job_split(const char **argv,
+    size_t *len);
+static void ngx_http_im_store_job_tokens(redisReply *reply, void *data);
 
 
 /* ----------------------------------------------------------------------
@@ -119,6 +157,10 @@ ngx_http_im_store_msg_save(ngx_http_im_store_msg_t *m,
 
     imcf = ngx_http_im_worker->imcf;
 
+    if (ngx_http_im_redis_cluster()) {
+        return ngx_http_im_store_cluster_send(m, done, data);
+    }
+
     op = ngx_http_im_store_op(done, data);
     if (op == NULL) {
         return NGX_DECLINED;
@@ -139,7 +181,7 @@ ngx_http_im_store_msg_save(ngx_http_im_store_msg_t *m,
                          &m->recv_id);
     ngx_http_im_send_key(NGX_HTTP_IM_SEND_K_SENDER_READ, "im:{u:%V}:read",
                          &m->send_id);
-    ngx_http_im_send_key(NGX_HTTP_IM_SEND_K_RECV_USER, "im:user:%V",
+    ngx_http_im_send_key(NGX_HTTP_IM_SEND_K_RECV_USER, "im:{u:%V}:profile",
                          &m->recv_id);
     len[NGX_HTTP_IM_SEND_K_PERSIST] =
         ngx_cpymem(keys[NGX_HTTP_IM_SEND_K_PERSIST], "im:persist", 10)
@@ -313,6 +355,320 @@ ngx_http_im_store_delivery_head(u_char *buf, ngx_http_im_store_msg_t *m)
 }
 
 
+/* ----------------------------------------------------------------------
+ * a send in a cluster
+ */
+
+
+static ngx_int_t
+ngx_http_im_store_cluster_send(ngx_http_im_store_msg_t *m,
+    ngx_http_im_store_sent_pt done, void *data)
+{
+    ngx_http_im_store_csend_t  *cs;
+
+    cs = ngx_calloc(sizeof(ngx_http_im_store_csend_t), ngx_cycle->log);
+    if (cs == NULL) {
+        return NGX_DECLINED;
+    }
+
+    cs->msg = *m;
+    cs->done = done;
+    cs->data = data;
+
+    /* step 1: the conversation in both users' indexes */
+    if (ngx_http_im_store_index(cs, &m->recv_id, 1) != NGX_OK) {
+        ngx_free(cs);
+        return NGX_DECLINED;
+    }
+
+    cs->pending++;
+
+    if (ngx_http_im_store_index(cs, &m->send_id, 0) == NGX_OK) {
+        cs->pending++;
+
+    } else {
+        cs->r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+    }
+
+    return NGX_OK;
+}
+
+
+/* conv_index.lua: KEYS profile, conversation index; ARGV must be
+ * registered, now, conv */
+static ngx_int_t
+ngx_http_im_store_index(ngx_http_im_store_csend_t *cs, ngx_str_t *uid,
+    ngx_uint_t check)
+{
+    size_t       len[5];
+    const char  *argv[5];
+    u_char       keys[2][NGX_HTTP_IM_STORE_KEY_LEN];
+    u_char       now[NGX_INT64_LEN];
+
+    argv[0] = (char *) keys[0];
+    len[0] = ngx_http_im_store_key(keys[0], sizeof(keys[0]),
+                                   "im:{u:%V}:profile", uid);
+    argv[1] = (char *) keys[1];
+    len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
+                                   "im:{u:%V}:convs", uid);
+    argv[2] = check ? "1" : "0";
+    len[2] = 1;
+    argv[3] = (char *) now;
+    len[3] = ngx_sprintf(now, "%L", cs->msg.send_time) - now;
+    argv[4] = (char *) cs->msg.conv.data;
+    len[4] = cs->msg.conv.len;
+
+    return ngx_http_im_redis_script(NGX_HTTP_IM_LUA_CONV_INDEX,
+                                    ngx_http_im_store_indexed, cs, 2, 5,
+                                    argv, len);
+}
+
+
+static void
+ngx_http_im_store_indexed(redisReply *reply, void *data)
+{
+    ngx_http_im_store_csend_t  *cs = data;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        cs->r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+
+    } else if (reply->integer && cs->r.err == 0) {
+        cs->r.err = (ngx_int_t) -reply->integer;
+    }
+
+    ngx_http_im_store_csend_step(cs);
+}
+
+
+/* one reply less; after a step's last reply, the next step */
+static void
+ngx_http_im_store_csend_step(ngx_http_im_store_csend_t *cs)
+{
+    size_t                     len[8];
+    const char                *argv[8];
+    ngx_http_im_store_msg_t   *m;
+    u_char                     keys[3][NGX_HTTP_IM_STORE_CMID_KEY];
+    u_char                     now[NGX_INT64_LEN], ttl[NGX_INT64_LEN];
+
+    if (--cs->pending) {
+        return;
+    }
+
+    if (cs->r.err || cs->step == 2) {
+        cs->done(cs->data, &cs->r);
+        ngx_free(cs);
+        return;
+    }
+
+    m = &cs->msg;
+
+    if (cs->step++ == 1) {
+        /* step 3: each user's side, and the deliveries (a resend
+         * delivers nothing again) */
+        if (ngx_http_im_store_deliver(cs, &m->recv_id, 0,
+                                      cs->r.status
+                                      == NGX_HTTP_IM_STORE_SENT)
+            == NGX_OK)
+        {
+            cs->pending++;
+        }
+
+        if (ngx_http_im_store_deliver(cs, &m->send_id, 1,
+                                      cs->r.status
+                                      == NGX_HTTP_IM_STORE_SENT)
+            == NGX_OK)
+        {
+            cs->pending++;
+        }
+
+        if (cs->pending == 0) {
+            cs->pending = 1;
+            cs->r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+            ngx_http_im_store_csend_step(cs);
+        }
+
+        return;
+    }
+
+    /* step 2: send_conv.lua: KEYS seq, msgs, dedup; ARGV JSON head and
+     * tail, now, dedup TTL, serverMsgID */
+    len[0] = ngx_http_im_store_key(keys[0], sizeof(keys[0]),
+                                   "im:{c:%V}:seq", &m->conv);
+    len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
+                                   "im:{c:%V}:msgs", &m->conv);
+    len[2] = ngx_snprintf(keys[2], sizeof(keys[2]), "im:{c:%V}:cmid:%V",
+                          &m->conv, &m->client_msg_id) - keys[2];
+    argv[0] = (char *) keys[0];
+    argv[1] = (char *) keys[1];
+    argv[2] = (char *) keys[2];
+    argv[3] = (char *) m->json.data;
+    len[3] = m->seq_at;
+    argv[4] = (char *) m->json.data + m->seq_at + 1;
+    len[4] = m->json.len - m->seq_at - 1;
+    argv[5] = (char *) now;
+    len[5] = ngx_sprintf(now, "%L", m->send_time) - now;
+    argv[6] = (char *) ttl;
+    len[6] = ngx_sprintf(ttl, "%T", ngx_http_im_worker->imcf->dedup_ttl)
+             - ttl;
+    argv[7] = (char *) m->server_msg_id.data;
+    len[7] = m->server_msg_id.len;
+
+    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_SEND_CONV,
+                                 ngx_http_im_store_conv_stored, cs, 3, 8,
+                                 argv, len)
+        != NGX_OK)
+    {
+        cs->pending = 1;
+        cs->step = 2;
+        cs->r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+        ngx_http_im_store_csend_step(cs);
+        return;
+    }
+
+    cs->pending = 1;
+}
+
+
+/* {1, seq} for a new message, {0, seq, sendTime, serverMsgID} */
+static void
+ngx_http_im_store_conv_stored(redisReply *reply, void *data)
+{
+    ngx_http_im_store_csend_t  *cs = data;
+
+    redisReply  **e;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements < 2)
+    {
+        cs->r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+        cs->step = 2;
+        ngx_http_im_store_csend_step(cs);
+        return;
+    }
+
+    e = reply->element;
+    cs->r.seq = ngx_http_im_store_int(e[1]);
+
+    if (ngx_http_im_store_int(e[0]) == NGX_HTTP_IM_SEND_R_SENT) {
+        cs->r.status = NGX_HTTP_IM_STORE_SENT;
+
+    } else if (reply->elements == 4 && e[3]->type == REDIS_REPLY_STRING) {
+        /* the reply is gone when the ack is written: keep the ID */
+        cs->r.status = NGX_HTTP_IM_STORE_RESENT;
+        cs->r.send_time = ngx_http_im_store_int(e[2]);
+        cs->r.server_msg_id.data = cs->smid;
+        cs->r.server_msg_id.len = ngx_min(e[3]->len, sizeof(cs->smid));
+        ngx_memcpy(cs->smid, e[3]->str, cs->r.server_msg_id.len);
+
+    } else {
+        cs->r.err = NGX_HTTP_IM_ERR_INTERNAL;
+        cs->step = 2;
+    }
+
+    ngx_http_im_store_csend_step(cs);
+}
+
+
+/* deliver.lua: KEYS index, max seqs, read seqs, presence; ARGV conv,
+ * now, seq, sender, channel, delivery */
+static ngx_int_t
+ngx_http_im_store_deliver(ngx_http_im_store_csend_t *cs, ngx_str_t *uid,
+    ngx_uint_t sender, ngx_uint_t publish)
+{
+    size_t                    len[10];
+    const char               *argv[10];
+    ngx_http_im_buf_t        *b;
+    ngx_http_im_store_msg_t  *m;
+    u_char                    keys[4][NGX_HTTP_IM_STORE_KEY_LEN];
+    u_char                    nums[2][NGX_INT64_LEN];
+    u_char                    chan[NGX_HTTP_IM_STORE_CHANNEL_LEN];
+    u_char                    head[NGX_HTTP_IM_STORE_HEAD_LEN];
+
+    m = &cs->msg;
+
+    if (sender && m->send_id.len == m->recv_id.len
+        && ngx_strncmp(m->send_id.data, m->recv_id.data, m->send_id.len)
+           == 0)
+    {
+        /* a message to oneself is delivered once */
+        publish = 0;
+    }
+
+    b = &ngx_http_im_worker->scratch;
+    ngx_http_im_buf_reset(b);
+
+    if (publish) {
+        ngx_http_im_buf_add(b, head,
+                            ngx_http_im_store_delivery_head(head, m));
+        ngx_http_im_buf_add(b, m->json.data, m->seq_at);
+        ngx_http_im_buf_int(b, cs->r.seq);
+        ngx_http_im_buf_add(b, m->json.data + m->seq_at + 1,
+                            m->json.len - m->seq_at - 1);
+
+        if (b->failed) {
+            return NGX_DECLINED;
+        }
+    }
+
+    len[0] = ngx_http_im_store_key(keys[0], sizeof(keys[0]),
+                                   "im:{u:%V}:convs", uid);
+    len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
+                                   "im:{u:%V}:max", uid);
+    len[2] = ngx_http_im_store_key(keys[2], sizeof(keys[2]),
+                                   "im:{u:%V}:read", uid);
+    len[3] = ngx_http_im_store_key(keys[3], sizeof(keys[3]),
+                                   "im:{u:%V}:online", uid);
+    argv[0] = (char *) keys[0];
+    argv[1] = (char *) keys[1];
+    argv[2] = (char *) keys[2];
+    argv[3] = (char *) keys[3];
+    argv[4] = (char *) m->conv.data;
+    len[4] = m->conv.len;
+    argv[5] = (char *) nums[0];
+    len[5] = ngx_sprintf(nums[0], "%L", m->send_time) - nums[0];
+    argv[6] = (char *) nums[1];
+    len[6] = ngx_sprintf(nums[1], "%L", cs->r.seq) - nums[1];
+    argv[7] = sender ? "1" : "0";
+    len[7] = 1;
+    argv[8] = (char *) chan;
+    len[8] = ngx_http_im_store_channel(chan, uid);
+    argv[9] = (char *) b->data;
+    len[9] = publish ? b->len : 0;
+
+    return ngx_http_im_redis_script(NGX_HTTP_IM_LUA_DELIVER,
+                                    sender ? ngx_http_im_store_delivered
+                                           : ngx_http_im_store_reached,
+                                    cs, 4, 10, argv, len);
+}
+
+
+/* the recipient's answer: the workers its delivery reached */
+static void
+ngx_http_im_store_reached(redisReply *reply, void *data)
+{
+    ngx_http_im_store_csend_t  *cs = data;
+
+    if (reply && reply->type == REDIS_REPLY_INTEGER) {
+        cs->r.online = reply->integer != 0;
+    }
+
+    ngx_http_im_store_delivered(reply, data);
+}
+
+
+static void
+ngx_http_im_store_delivered(redisReply *reply, void *data)
+{
+    ngx_http_im_store_csend_t  *cs = data;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        cs->r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+    }
+
+    ngx_http_im_store_csend_step(cs);
+}
+
+
 ngx_int_t
 ngx_http_im_store_seq_seed(ngx_str_t *conv, long long seq,
     long long reserved, ngx_http_im_store_done_pt done, void *data)
@@ -398,7 +754,7 @@ ngx_http_im_store_msg_online(ngx_http_im_store_msg_t *m,
     argv[0] = "EXISTS";
     len[0] = 6;
     argv[1] = (char *) key;
-    len[1] = ngx_http_im_store_key(key, sizeof(key), "im:user:%V",
+    len[1] = ngx_http_im_store_key(key, sizeof(key), "im:{u:%V}:profile",
                                    &m->recv_id);
 
     if (ngx_http_im_store_command(ngx_http_im_store_exists_reply, op, 2,
@@ -408,8 +764,7 @@ ngx_http_im_store_msg_online(ngx_http_im_store_msg_t *m,
         return NGX_DECLINED;
     }
 
-    argv[0] = "PUBLISH";
-    len[0] = 7;
+    argv[0] = ngx_http_im_store_publish_cmd(&len[0]);
     argv[1] = (char *) chan;
     len[1] = ngx_http_im_store_channel(chan, &m->recv_id);
     argv[2] = (char *) b->data;
@@ -517,8 +872,131 @@ ngx_http_im_store_push_job(ngx_http_im_store_job_t *job)
 
 #undef ngx_http_im_job_field
 
+    if (ngx_http_im_redis_cluster()) {
+        return ngx_http_im_store_job_split(argv, len);
+    }
+
     return ngx_http_im_redis_script(NGX_HTTP_IM_LUA_PUSH_JOB, NULL, NULL, 2,
                                     25, argv, len);
+}
+
+
+/*
+ * In a cluster the tokens and the stream are in different slots: the
+ * tokens are read first, then the job is added with them.  The fields
+ * are copied: the send that made the job is gone by then.
+ */
+static ngx_int_t
+ngx_http_im_store_job_split(const char **argv, size_t *len)
+{
+    ngx_uint_t          i;
+    ngx_http_im_buf_t  *b;
+    const char         *av[2];
+    size_t              avlen[2];
+
+    b = ngx_alloc(sizeof(ngx_http_im_buf_t), ngx_cycle->log);
+    if (b == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_im_buf_init(b, 256 * 1024);
+
+    /* the fields as <len><bytes>, from the stream's bound on */
+    for (i = 2; i < 25; i++) {
+        ngx_http_im_buf_add(b, &len[i], sizeof(size_t));
+        ngx_http_im_buf_add(b, argv[i], len[i]);
+    }
+
+    av[0] = "HGETALL";
+    avlen[0] = 7;
+    av[1] = argv[0];
+    avlen[1] = len[0];
+
+    if (b->failed
+        || ngx_http_im_redis_command(ngx_http_im_store_job_tokens, b, 2, av,
+                                     avlen)
+           != NGX_OK)
+    {
+        ngx_http_im_buf_free(b);
+        ngx_free(b);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the recipient's push tokens: the job goes out with them */
+static void
+ngx_http_im_store_job_tokens(redisReply *reply, void *data)
+{
+    ngx_http_im_buf_t  *b = data;
+
+    u_char             *p;
+    size_t              len[32];
+    ngx_uint_t          i, k, n;
+    const char         *argv[32];
+    ngx_http_im_buf_t   tokens, platforms;
+
+    ngx_http_im_buf_init(&tokens, 64 * 1024);
+    ngx_http_im_buf_init(&platforms, 1024);
+    ngx_http_im_buf_str(&tokens, "{");
+
+    n = reply && reply->type == REDIS_REPLY_ARRAY ? reply->elements / 2 : 0;
+
+    for (i = 0; i < n && i < 32; i++) {
+        ngx_http_im_buf_str(&platforms, i ? "," : "");
+        ngx_http_im_buf_add(&platforms, reply->element[2 * i]->str,
+                            reply->element[2 * i]->len);
+        ngx_http_im_buf_str(&tokens, i ? "," : "");
+        ngx_http_im_buf_json_str(&tokens, reply->element[2 * i]->str,
+                                 reply->element[2 * i]->len);
+        ngx_http_im_buf_str(&tokens, ":");
+        ngx_http_im_buf_json_str(&tokens, reply->element[2 * i + 1]->str,
+                                 reply->element[2 * i + 1]->len);
+    }
+
+    ngx_http_im_buf_str(&tokens, "}");
+
+    /* XADD im:push MAXLEN ~ <bound> * <fields> platforms .. tokens .. */
+    argv[0] = "XADD";
+    argv[1] = "im:push";
+    argv[2] = "MAXLEN";
+    argv[3] = "~";
+    len[0] = 4;
+    len[1] = 7;
+    len[2] = 6;
+    len[3] = 1;
+
+    argv[5] = "*";
+    len[5] = 1;
+    p = b->data;
+
+    /* the bound, then (after the ID) the 22 field names and values */
+    for (i = 0; i < 23; i++) {
+        k = i ? i + 5 : 4;
+        ngx_memcpy(&len[k], p, sizeof(size_t));
+        argv[k] = (char *) p + sizeof(size_t);
+        p += sizeof(size_t) + len[k];
+    }
+
+    argv[28] = "platforms";
+    len[28] = 9;
+    argv[29] = (char *) platforms.data;
+    len[29] = platforms.len;
+    argv[30] = "tokens";
+    len[30] = 6;
+    argv[31] = (char *) tokens.data;
+    len[31] = tokens.len;
+
+    if (reply && !tokens.failed && !platforms.failed) {
+        (void) ngx_http_im_redis_command(NULL, NULL, 32, argv, len);
+    }
+
+    ngx_http_im_buf_free(&tokens);
+    ngx_http_im_buf_free(&platforms);
+    ngx_http_im_buf_free(b);
+    ngx_free(b);
 }
 
 
@@ -708,15 +1186,16 @@ ngx_http_im_store_item(ngx_http_im_store_item_t *it, redisReply *e)
  */
 
 
-/* newest.lua: KEYS conversation index, read seqs; ARGV max */
+/* newest.lua: KEYS conversation index, read seqs, max seqs; ARGV max,
+ * cluster */
 ngx_int_t
 ngx_http_im_store_newest(ngx_str_t *uid, ngx_uint_t max,
     ngx_http_im_store_convs_pt done, void *data)
 {
-    size_t                   len[3];
-    const char              *argv[3];
+    size_t                   len[5];
+    const char              *argv[5];
     ngx_http_im_store_op_t  *op;
-    u_char                   keys[2][NGX_HTTP_IM_STORE_KEY_LEN];
+    u_char                   keys[3][NGX_HTTP_IM_STORE_KEY_LEN];
     u_char                   num[NGX_INT_T_LEN];
 
     op = ngx_http_im_store_op(done, data);
@@ -730,16 +1209,22 @@ ngx_http_im_store_newest(ngx_str_t *uid, ngx_uint_t max,
     argv[1] = (char *) keys[1];
     len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
                                    "im:{u:%V}:read", uid);
-    argv[2] = (char *) num;
-    len[2] = ngx_sprintf(num, "%ui", max) - num;
+    argv[2] = (char *) keys[2];
+    len[2] = ngx_http_im_store_key(keys[2], sizeof(keys[2]),
+                                   "im:{u:%V}:max", uid);
+    argv[3] = (char *) num;
+    len[3] = ngx_sprintf(num, "%ui", max) - num;
+    argv[4] = ngx_http_im_redis_cluster() ? "1" : "0";
+    len[4] = 1;
 
     return ngx_http_im_store_script(NGX_HTTP_IM_LUA_NEWEST,
-                                    ngx_http_im_store_convs_reply, op, 2, 3,
+                                    ngx_http_im_store_convs_reply, op, 3, 5,
                                     argv, len);
 }
 
 
-/* conv_seq.lua: KEYS read seqs, conversation index; ARGV the convs */
+/* conv_seq.lua: KEYS read seqs, conversation index, max seqs; ARGV
+ * cluster, then the convs */
 ngx_int_t
 ngx_http_im_store_conv_seqs(ngx_str_t *uid, ngx_str_t *convs, ngx_uint_t n,
     ngx_http_im_store_convs_pt done, void *data)
@@ -749,15 +1234,15 @@ ngx_http_im_store_conv_seqs(ngx_str_t *uid, ngx_str_t *convs, ngx_uint_t n,
     ngx_uint_t               i;
     const char             **argv;
     ngx_http_im_store_op_t  *op;
-    u_char                   keys[2][NGX_HTTP_IM_STORE_KEY_LEN];
+    u_char                   keys[3][NGX_HTTP_IM_STORE_KEY_LEN];
 
-    argv = ngx_alloc((n + 2) * (sizeof(char *) + sizeof(size_t)),
+    argv = ngx_alloc((n + 4) * (sizeof(char *) + sizeof(size_t)),
                      ngx_cycle->log);
     if (argv == NULL) {
         return NGX_DECLINED;
     }
 
-    len = (size_t *) (argv + n + 2);
+    len = (size_t *) (argv + n + 4);
 
     argv[0] = (char *) keys[0];
     len[0] = ngx_http_im_store_key(keys[0], sizeof(keys[0]),
@@ -765,10 +1250,15 @@ ngx_http_im_store_conv_seqs(ngx_str_t *uid, ngx_str_t *convs, ngx_uint_t n,
     argv[1] = (char *) keys[1];
     len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
                                    "im:{u:%V}:convs", uid);
+    argv[2] = (char *) keys[2];
+    len[2] = ngx_http_im_store_key(keys[2], sizeof(keys[2]),
+                                   "im:{u:%V}:max", uid);
+    argv[3] = ngx_http_im_redis_cluster() ? "1" : "0";
+    len[3] = 1;
 
     for (i = 0; i < n; i++) {
-        argv[i + 2] = (char *) convs[i].data;
-        len[i + 2] = convs[i].len;
+        argv[i + 4] = (char *) convs[i].data;
+        len[i + 4] = convs[i].len;
     }
 
     rc = NGX_DECLINED;
@@ -778,8 +1268,8 @@ ngx_http_im_store_conv_seqs(ngx_str_t *uid, ngx_str_t *convs, ngx_uint_t n,
         op->uids = convs;
         op->n = n;
         rc = ngx_http_im_store_script(NGX_HTTP_IM_LUA_CONV_SEQ,
-                                      ngx_http_im_store_convs_reply, op, 2,
-                                      n + 2, argv, len);
+                                      ngx_http_im_store_convs_reply, op, 3,
+                                      n + 4, argv, len);
     }
 
     ngx_free(argv);

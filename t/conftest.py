@@ -142,8 +142,11 @@ class Nginx:
             os.makedirs(os.path.join(self.dir, sub))
         with open(os.path.join(ROOT, "conf/nginx.conf")) as f:
             conf = f.read()
+        # "a:1 b:2" (several seeds) is a Redis Cluster
+        redis = ("im_redis_cluster %s;" % redis_addr if " " in redis_addr
+                 else "im_redis %s;" % redis_addr)
         for key, val in (("MODULE", MODULE), ("WORKERS", str(workers)),
-                         ("LOG_LEVEL", "info"), ("REDIS", redis_addr),
+                         ("LOG_LEVEL", "info"), ("REDIS", redis),
                          ("LISTEN", "127.0.0.1:%d" % self.port),
                          ("EXTRA_HTTP", http), ("EXTRA_WS", ws),
                          ("MONGO", "im_mongo %s;" % mongo if mongo else "")):
@@ -181,7 +184,10 @@ class Nginx:
 
     def redis_ready(self):
         log = self.log()
-        return log.count("subscriber connected") >= self.worker_count()
+        n = self.worker_count()
+        return (log.count("subscriber connected") >= n
+                and len(re.findall(r"command connection to \S+ connected",
+                                   log)) >= n)
 
     def worker_count(self):
         return len(self.worker_pids()) or 1

@@ -1,0 +1,39 @@
+-- Redis Cluster: a stored message reaches one of its users, in that
+-- user's slot: the conversation's last activity and max seq in the
+-- user's index, the sender's own read seq, and the delivery on the
+-- user's sharded channel.  Idempotent but for the delivery.
+-- KEYS: 1 conversation index, 2 max seqs (conv -> seq), 3 read seqs,
+--       4 presence hash
+-- ARGV: 1 conv, 2 now (ms), 3 seq, 4 "1" for the sender, 5 channel,
+--       6 delivery ("" for none)
+-- Returns the workers the delivery reached, 0 when every session of the
+-- user is in the background (2004).
+local seq = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') < seq then
+    redis.call('HSET', KEYS[2], ARGV[1], seq)
+end
+if ARGV[4] == '1'
+   and tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') < seq then
+    redis.call('HSET', KEYS[3], ARGV[1], seq)
+end
+if ARGV[6] == '' then
+    return 0
+end
+
+local online = redis.call('SPUBLISH', ARGV[5], ARGV[6])
+if online > 0 then
+    -- no worker liveness here: those keys live in other slots
+    local entries = redis.call('HVALS', KEYS[4])
+    local foreground = #entries == 0
+    for i = 1, #entries do
+        if string.sub(entries[i], 1, 1) ~= 'b' then
+            foreground = true
+            break
+        end
+    end
+    if not foreground then
+        online = 0
+    end
+end
+return online
