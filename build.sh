@@ -197,12 +197,23 @@ unit() {
     make -s -C "$ROOT/t/unit" O="$BUILD/unit" run
 }
 
+# the files that run a second time with the shared stacks on a Redis
+# Cluster (3 masters + 3 replicas) instead of one Redis
+CLUSTER_TESTS="t/test_messaging.py t/test_api.py t/test_notify.py
+               t/test_protobuf.py t/test_handshake.py"
+
 tests() {
     deps
     build
     unit
     cd "$ROOT"
     IM_MODULE="$MODULE" /usr/bin/python3 -m pytest -q t "$@"
+    if [ $# -eq 0 ]; then
+        log "again on a Redis Cluster: $(echo $CLUSTER_TESTS)"
+        # shellcheck disable=SC2086
+        IM_MODULE="$MODULE" IM_TEST_REDIS=cluster \
+            /usr/bin/python3 -m pytest -q $CLUSTER_TESTS
+    fi
 }
 
 cmd=${1:-}

@@ -22,6 +22,14 @@
 typedef struct ngx_http_im_api_s  ngx_http_im_api_t;
 
 
+/* a send of a batch: its answer names its recipient, whatever the order
+ * the answers come back in (a cluster answers from several nodes) */
+typedef struct {
+    ngx_http_im_api_t           *api;
+    ngx_uint_t                   index;       /* in recvIDs */
+} ngx_http_im_batch_item_t;
+
+
 /* the request's module context while its body is read */
 typedef struct {
     off_t                        size;
@@ -57,7 +65,8 @@ struct ngx_http_im_api_s {
     ngx_http_im_buf_t            failed;       /* batch: failedUserIDs */
     ngx_uint_t                   nusers;
     yajl_val                     recv_ids;     /* batch: recvIDs */
-    ngx_uint_t                  *order;        /* batch: index per send */
+    ngx_http_im_batch_item_t    *items;        /* batch: one per send */
+    ngx_uint_t                   issuing;
     ngx_uint_t                   issued;
     ngx_uint_t                   answered;
     ngx_uint_t                   results;
@@ -464,7 +473,7 @@ ngx_http_im_api_free_parts(ngx_http_im_api_t *api)
     ngx_http_im_buf_free(&api->data);
     ngx_http_im_buf_free(&api->content);
     ngx_http_im_buf_free(&api->failed);
-    ngx_free(api->order);
+    ngx_free(api->items);
     ngx_free(api->users);
 }
 
@@ -1372,21 +1381,21 @@ ngx_http_im_batch_send_msg(ngx_http_im_api_t *api)
     }
 
     n = api->recv_ids->u.array.len;
-    api->order = ngx_alloc(n * sizeof(ngx_uint_t), ngx_cycle->log);
-    if (api->order == NULL) {
+    api->items = ngx_alloc(n * sizeof(ngx_http_im_batch_item_t),
+                           ngx_cycle->log);
+    if (api->items == NULL) {
         ngx_http_im_msg_free(&m);
         ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_INTERNAL, NULL);
         return;
     }
 
     opts.done = ngx_http_im_batch_done;
-    opts.data = api;
 
     ngx_http_im_buf_str(&api->data, "{\"results\":[");
     ngx_http_im_buf_str(&api->failed, "],\"failedUserIDs\":[");
 
-    /* every send issued here answers later, even if a later one fails */
-    api->answered = 1;
+    /* no answer finishes the call before every send is issued */
+    api->issuing = 1;
 
     for (i = 0; i < n; i++) {
         uid = YAJL_IS_STRING(api->recv_ids->u.array.values[i])
@@ -1399,7 +1408,9 @@ ngx_http_im_batch_send_msg(ngx_http_im_api_t *api)
         rc = NGX_HTTP_IM_ERR_ARGS;
 
         if (ngx_http_im_api_conv(&m, &conv, buf) == NGX_OK) {
-            api->order[api->issued] = i;
+            api->items[i].api = api;
+            api->items[i].index = i;
+            opts.data = &api->items[i];
             rc = ngx_http_im_msg_send(&m, &conv, &opts);
         }
 
@@ -1415,9 +1426,9 @@ ngx_http_im_batch_send_msg(ngx_http_im_api_t *api)
 
     ngx_http_im_msg_free(&m);
 
-    api->answered = 0;
+    api->issuing = 0;
 
-    if (api->issued == 0) {
+    if (api->answered == api->issued) {
         ngx_http_im_batch_finish(api);
     }
 }
@@ -1426,12 +1437,14 @@ ngx_http_im_batch_send_msg(ngx_http_im_api_t *api)
 static void
 ngx_http_im_batch_done(void *data, ngx_int_t err, ngx_http_im_buf_t *ack)
 {
-    ngx_http_im_api_t  *api = data;
+    ngx_http_im_batch_item_t  *item = data;
 
-    char  *uid;
+    char               *uid;
+    ngx_http_im_api_t  *api;
 
-    uid = api->recv_ids->u.array.values[api->order[api->answered++]]
-              ->u.string;
+    api = item->api;
+    api->answered++;
+    uid = api->recv_ids->u.array.values[item->index]->u.string;
 
     if (err == 0 && !api->cancelled) {
         /* the ack object, with the recipient added */
@@ -1446,7 +1459,7 @@ ngx_http_im_batch_done(void *data, ngx_int_t err, ngx_http_im_buf_t *ack)
         ngx_http_im_buf_json_str(&api->failed, uid, ngx_strlen(uid));
     }
 
-    if (api->answered == api->issued) {
+    if (!api->issuing && api->answered == api->issued) {
         ngx_http_im_batch_finish(api);
     }
 }

@@ -72,6 +72,8 @@ static void ngx_http_im_store_gathered(ngx_http_im_store_gather_t *g);
 static redisReply *ngx_http_im_store_copy(redisReply *r);
 static void ngx_http_im_store_registered_all(redisReply *reply,
     void *data);
+static void ngx_http_im_store_register_checked(redisReply *reply,
+    void *data);
 
 
 static ngx_http_im_store_routes_t  *ngx_http_im_store_up_routes;
@@ -609,26 +611,27 @@ ngx_http_im_store_users_register(ngx_http_im_store_user_t *users,
     ngx_uint_t n, long long now_ms, ngx_http_im_store_done_pt done,
     void *data)
 {
-    u_char                  *p, *keys;
+    u_char                  *p, *keys, *now;
     size_t                  *len;
     ngx_int_t                rc;
     ngx_uint_t               i, argc;
     const char             **argv;
     ngx_http_im_store_op_t  *op;
-    u_char                   now[NGX_INT64_LEN];
 
     /* register.lua: KEYS the profiles; ARGV nickname, faceURL, ex per
      * user, then the time */
     argc = 4 * n + 1;
 
     argv = ngx_alloc(argc * (sizeof(char *) + sizeof(size_t))
-                     + n * NGX_HTTP_IM_STORE_KEY_LEN, ngx_cycle->log);
+                     + n * NGX_HTTP_IM_STORE_KEY_LEN + NGX_INT64_LEN,
+                     ngx_cycle->log);
     if (argv == NULL) {
         return NGX_DECLINED;
     }
 
     len = (size_t *) (argv + argc);
     keys = (u_char *) (len + argc);
+    now = keys + n * NGX_HTTP_IM_STORE_KEY_LEN;
 
     for (i = 0; i < n; i++) {
         p = keys + i * NGX_HTTP_IM_STORE_KEY_LEN;
@@ -656,7 +659,8 @@ ngx_http_im_store_users_register(ngx_http_im_store_user_t *users,
                                       n, argc, argv, len);
 
     } else if (op) {
-        rc = ngx_http_im_store_register_each(argv, len, n, op);
+        /* argv stays with op until the last step */
+        return ngx_http_im_store_register_each(argv, len, n, op);
     }
 
     ngx_free(argv);
@@ -667,23 +671,91 @@ ngx_http_im_store_users_register(ngx_http_im_store_user_t *users,
 
 /*
  * A cluster registers each user apart (their keys are in different
- * slots): a duplicate still answers 1102, but the others of the call
- * are registered (all or none holds on one Redis only).
+ * slots): first every profile is looked for, and only when none exists
+ * are they written, each by register.lua.  A duplicate still answers 1102
+ * with nothing written; only two calls racing for the same new IDs can
+ * each register a part (on one Redis the script is all or none).  argv
+ * (and the keys after it) belongs to op from here on.
  */
 static ngx_int_t
 ngx_http_im_store_register_each(const char **argv, size_t *len,
     ngx_uint_t n, ngx_http_im_store_op_t *op)
 {
-    ngx_uint_t                 i, j;
-    const char                *av[5];
+    ngx_uint_t                 i;
+    const char                *av[2];
+    size_t                     avlen[2];
+    ngx_http_im_store_part_t  *parts;
+
+    op->hold = argv;
+    op->n = n;
+
+    if (ngx_http_im_store_gather(n, 0, ngx_http_im_store_register_checked,
+                                 op, &parts)
+        != NGX_OK)
+    {
+        ngx_free(argv);
+        ngx_http_im_store_op_free(op);
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < n; i++) {
+        av[0] = "EXISTS";
+        avlen[0] = 6;
+        av[1] = argv[i];
+        avlen[1] = len[i];
+
+        if (ngx_http_im_redis_command(ngx_http_im_store_part_reply,
+                                      &parts[i], 2, av, avlen)
+            != NGX_OK)
+        {
+            parts[i].g->failed = 1;
+            continue;
+        }
+
+        parts[i].g->pending++;
+    }
+
+    ngx_http_im_store_gathered(parts[0].g);
+
+    return NGX_OK;
+}
+
+
+/* the profiles were looked for: 1102 if one exists, else write them */
+static void
+ngx_http_im_store_register_checked(redisReply *reply, void *data)
+{
+    ngx_http_im_store_op_t  *op = data;
+
+    size_t                    *len;
+    ngx_uint_t                 i, j, n;
+    const char               **argv, *av[5];
     size_t                     avlen[5];
     ngx_http_im_store_part_t  *parts;
+
+    for (i = 0; reply && i < reply->elements; i++) {
+        if (reply->element[i]->type != REDIS_REPLY_INTEGER
+            || reply->element[i]->integer)
+        {
+            break;
+        }
+    }
+
+    if (reply == NULL || i < reply->elements) {
+        ngx_http_im_store_registered_all(reply, op);
+        return;
+    }
+
+    n = op->n;
+    argv = op->hold;
+    len = (size_t *) (argv + 4 * n + 1);
 
     if (ngx_http_im_store_gather(n, 0, ngx_http_im_store_registered_all,
                                  op, &parts)
         != NGX_OK)
     {
-        return NGX_DECLINED;
+        ngx_http_im_store_registered_all(NULL, op);
+        return;
     }
 
     for (i = 0; i < n; i++) {
@@ -711,8 +783,6 @@ ngx_http_im_store_register_each(const char **argv, size_t *len,
     }
 
     ngx_http_im_store_gathered(parts[0].g);
-
-    return NGX_OK;
 }
 
 
@@ -737,6 +807,9 @@ ngx_http_im_store_registered_all(redisReply *reply, void *data)
             err = NGX_HTTP_IM_ERR_REGISTERED;
         }
     }
+
+    ngx_free(op->hold);
+    op->hold = NULL;
 
     done = (ngx_http_im_store_done_pt) op->handler;
     done(op->data, err);
@@ -852,6 +925,9 @@ ngx_http_im_store_users(ngx_uint_t script, const char *fmt,
     }
 
     rc = ngx_http_im_store_gather(n, 1, handler, op, &parts);
+    if (rc != NGX_OK) {
+        ngx_http_im_store_op_free(op);
+    }
 
     for (i = 0; rc == NGX_OK && i < n; i++) {
         const char  *av[2];
@@ -887,7 +963,7 @@ ngx_http_im_store_users(ngx_uint_t script, const char *fmt,
  * Room to gather n replies for handler(all, op).  The caller counts
  * g->pending per call queued, then calls ngx_http_im_store_gathered()
  * once, so the handler runs after the last reply (or at once, when none
- * was queued).  Frees op when it fails.
+ * was queued).
  */
 static ngx_int_t
 ngx_http_im_store_gather(ngx_uint_t n, ngx_uint_t unwrap,
@@ -901,7 +977,6 @@ ngx_http_im_store_gather(ngx_uint_t n, ngx_uint_t unwrap,
     g = ngx_calloc(sizeof(ngx_http_im_store_gather_t)
                    + n * sizeof(ngx_http_im_store_part_t), ngx_cycle->log);
     if (g == NULL) {
-        ngx_http_im_store_op_free(op);
         return NGX_DECLINED;
     }
 
@@ -914,7 +989,6 @@ ngx_http_im_store_gather(ngx_uint_t n, ngx_uint_t unwrap,
     if (g->all == NULL || g->all->element == NULL) {
         free(g->all);
         ngx_free(g);
-        ngx_http_im_store_op_free(op);
         return NGX_DECLINED;
     }
 

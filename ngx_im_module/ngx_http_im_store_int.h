@@ -28,6 +28,7 @@ struct ngx_http_im_store_op_s {
     ngx_uint_t                 n;
     ngx_uint_t                 failed;
     ngx_uint_t                 known;
+    void                      *hold;        /* memory of a multi-step op */
 };
 
 

@@ -368,9 +368,51 @@ def base_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("im"))
 
 
+class ClusterRedis:
+    """The shared stacks' Redis as a 3+3 Redis Cluster (IM_TEST_REDIS=
+    cluster): the same face as Redis for the tests that look inside."""
+
+    def __init__(self, base):
+        from helpers_cluster import RedisCluster
+        self.cluster = RedisCluster(base, masters=3, replicas=1)
+
+    def start(self):
+        self.cluster.start()
+        return self
+
+    def stop(self):
+        self.cluster.stop()
+
+    def cli(self, *args):
+        """redis-cli -c on a master: key commands follow MOVED; KEYS and
+        PUBSUB see that node only."""
+        port = self.cluster.masters()[0]
+        out = subprocess.run(["redis-cli", "-c", "-p", str(port)]
+                             + list(args), capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip()
+
+    @property
+    def port(self):
+        """The master of im:push, for clients reading the job stream."""
+        return self.cluster.master_of_slot(self.cluster.slot_of("im:push"))
+
+    @property
+    def addr(self):
+        return self.cluster.seeds
+
+
+CLUSTER = os.environ.get("IM_TEST_REDIS") == "cluster"
+
+
+def channel(uid):
+    """A user's delivery channel (docs/architecture.md)."""
+    return "im:{u:%s}:ch" % uid if CLUSTER else "im:u:%s" % uid
+
+
 @pytest.fixture(scope="session")
 def redis_server(base_dir):
-    r = Redis(base_dir).start()
+    r = (ClusterRedis if CLUSTER else Redis)(base_dir).start()
     yield r
     r.stop()
 

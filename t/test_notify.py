@@ -26,7 +26,7 @@ import pytest
 import redis as pyredis
 import websockets
 
-from conftest import Api, Client, run, single_conv, uids
+from conftest import CLUSTER, channel, Api, Client, run, single_conv, uids
 
 
 # A verbatim copy of ../shared/reference/send_msg_example.json (the tests
@@ -166,7 +166,8 @@ def no_jobs_after(redis_server, recv, settle=0.5):
 
 
 def subscribers(redis_server, uid):
-    out = redis_server.cli("PUBSUB", "NUMSUB", "im:u:%s" % uid).split()
+    out = redis_server.cli("PUBSUB", "SHARDNUMSUB" if CLUSTER else "NUMSUB",
+                           channel(uid)).split()
     return int(out[1])
 
 
