@@ -12,6 +12,9 @@
 #                                    workers), longer chat and sweep steps
 #   bench/bench.sh --mongo           ngx_im with MongoDB history
 #                                    (build/bin/imferret, see build.sh)
+#   bench/bench.sh --cluster         ngx_im on a local Redis Cluster of 3
+#                                    masters (no replicas), instead of one
+#                                    Redis
 #
 # Environment: IMB_PORT, IMB_REDIS_PORT, IMB_NCHAN_PORT,
 # IMB_NCHAN_REDIS_PORT (18080, 16390, 18081, 16391), IMB_WORKERS (2),
@@ -34,11 +37,14 @@ log() { printf 'bench.sh: %s\n' "$*" >&2; }
 
 full=0
 mongo=0
+cluster=0
+CLUSTER_PORT=${IMB_CLUSTER_PORT:-17000}
 scenarios=()
 for a in "$@"; do
     case "$a" in
         --full) full=1 ;;
         --mongo) mongo=1 ;;
+        --cluster) cluster=1 ;;
         connect|chat|fanout|sweep) scenarios+=("$a") ;;
         -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) log "unknown argument $a"; exit 2 ;;
@@ -64,6 +70,8 @@ cleanup() {
             redis:*) x=${s#redis:}
                      "$STACK" redis-stop "${x%:*}" "${x##*:}" || true ;;
             ferret:*) kill "${s#ferret:}" 2>/dev/null || true ;;
+            cluster:*) "$ROOT/t/redis_cluster.sh" stop "${s#cluster:}" \
+                           "$CLUSTER_PORT" 3 0 >/dev/null 2>&1 || true ;;
         esac
     done
     started=()
@@ -71,8 +79,24 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 143' TERM INT
 
+# a 3-master Redis Cluster in place of the Redis of ngx_im
+cluster_up() {
+    local dir=$IMB_BASE/$1-cluster seeds
+    rm -rf "$dir"
+    seeds=$("$ROOT/t/redis_cluster.sh" start "$dir" "$CLUSTER_PORT" 3 0 |
+            tail -1)
+    started+=("cluster:$dir")
+    export IMB_REDIS_DIRECTIVE="im_redis_cluster ${seeds//,/ };"
+}
+
 im_up() {
     local name=$1 workers=$2
+    if [ "$cluster" = 1 ]; then
+        cluster_up "$name"
+        "$STACK" im-start "$name" "$PORT" "$CLUSTER_PORT" "$workers"
+        started+=("nginx:$name")
+        return
+    fi
     rm -rf "${IMB_BASE:?}/$name-redis"
     "$STACK" redis-start "$name-redis" "$REDIS_PORT"
     started+=("redis:$name-redis:$REDIS_PORT")
@@ -129,6 +153,7 @@ environment() {
     say "fd limit: soft $(ulimit -Sn), hard $(ulimit -Hn); nginx worker_connections 16384"
     say "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min, before the run)"
     say "mongo:   $([ "$mongo" = 1 ] && echo "on (FerretDB)" || echo "off (Redis hot store only)")"
+    say "store:   $([ "$cluster" = 1 ] && echo "Redis Cluster, 3 masters on :$CLUSTER_PORT.. (Redis CPU: the first master only)" || echo "one Redis")"
 }
 
 environment
@@ -136,6 +161,10 @@ environment
 PIDF=$IMB_BASE/im/logs/nginx.pid
 S=(-s "127.0.0.1:$PORT" --pid-file "$PIDF"
    --redis-pid-file "$IMB_BASE/im-redis/redis.pid")
+if [ "$cluster" = 1 ]; then
+    S=(-s "127.0.0.1:$PORT" --pid-file "$PIDF"
+       --redis-pid-file "$IMB_BASE/im-cluster/$CLUSTER_PORT/redis.pid")
+fi
 
 for sc in "${scenarios[@]}"; do
     case "$sc" in

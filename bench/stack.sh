@@ -90,7 +90,8 @@ render_im() {
     cp "$MODULE" "$dir/ngx_http_im_module.so"
     sed -e "s|@MODULE@|$dir/ngx_http_im_module.so|" -e "s|@WORKERS@|$4|" \
         -e "s|@LOG_LEVEL@|${IMB_LOG_LEVEL:-notice}|" \
-        -e "s|@REDIS@|im_redis 127.0.0.1:$3;|" -e "s|@LISTEN@|127.0.0.1:$2|" \
+        -e "s|@REDIS@|${IMB_REDIS_DIRECTIVE:-im_redis 127.0.0.1:$3;}|" \
+        -e "s|@LISTEN@|127.0.0.1:$2|" \
         -e "s|@EXTRA_HTTP@|${IMB_EXTRA_HTTP:-}|" \
         -e "s|@EXTRA_WS@|${IMB_EXTRA_WS:-}|" \
         -e "s|@MONGO@|${IMB_MONGO:+im_mongo $IMB_MONGO;}|" \

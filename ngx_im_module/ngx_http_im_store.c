@@ -161,6 +161,116 @@ ngx_http_im_store_command(ngx_http_im_redis_pt handler,
 }
 
 
+void
+ngx_http_im_store_args(ngx_http_im_store_args_t *a)
+{
+    a->n = 0;
+    a->failed = 0;
+    a->pos = a->room;
+}
+
+
+void
+ngx_http_im_store_arg(ngx_http_im_store_args_t *a, const void *data,
+    size_t len)
+{
+    if (a->n == NGX_HTTP_IM_STORE_ARGS) {
+        a->failed = 1;
+        return;
+    }
+
+    a->argv[a->n] = data ? data : "";
+    a->len[a->n++] = len;
+}
+
+
+/* copies what was formatted at a->pos up to last into the argv */
+static void
+ngx_http_im_store_arg_room(ngx_http_im_store_args_t *a, u_char *last)
+{
+    if (last == a->room + NGX_HTTP_IM_STORE_ROOM) {
+        /* ngx_snprintf() stopped at the end: it may have cut */
+        a->failed = 1;
+    }
+
+    ngx_http_im_store_arg(a, a->pos, last - a->pos);
+    a->pos = last;
+}
+
+
+void
+ngx_http_im_store_arg_key(ngx_http_im_store_args_t *a, const char *fmt,
+    ngx_str_t *v)
+{
+    ngx_http_im_store_arg_room(a, ngx_snprintf(a->pos,
+                                   a->room + NGX_HTTP_IM_STORE_ROOM - a->pos,
+                                   fmt, v));
+}
+
+
+void
+ngx_http_im_store_arg_int(ngx_http_im_store_args_t *a, long long v)
+{
+    ngx_http_im_store_arg_room(a, ngx_snprintf(a->pos,
+                                   a->room + NGX_HTTP_IM_STORE_ROOM - a->pos,
+                                   "%L", v));
+}
+
+
+void
+ngx_http_im_store_arg_channel(ngx_http_im_store_args_t *a, ngx_str_t *uid)
+{
+    if ((size_t) (a->room + NGX_HTTP_IM_STORE_ROOM - a->pos)
+        <= NGX_HTTP_IM_STORE_CHANNEL_LEN)
+    {
+        a->failed = 1;
+        return;
+    }
+
+    ngx_http_im_store_arg_room(a, a->pos
+                                  + ngx_http_im_store_channel(a->pos, uid));
+}
+
+
+/* runs a script on the arguments built; frees op when it cannot */
+ngx_int_t
+ngx_http_im_store_run(ngx_uint_t script, ngx_http_im_redis_pt handler,
+    ngx_http_im_store_op_t *op, int nkeys, ngx_http_im_store_args_t *a)
+{
+    if (a->failed) {
+        if (op) {
+            ngx_http_im_store_op_free(op);
+        }
+        return NGX_DECLINED;
+    }
+
+    if (op == NULL) {
+        return ngx_http_im_redis_script(script, NULL, NULL, nkeys, a->n,
+                                        a->argv, a->len);
+    }
+
+    return ngx_http_im_store_script(script, handler, op, nkeys, a->n,
+                                    a->argv, a->len);
+}
+
+
+/* sends the command built (its name is the first argument) */
+ngx_int_t
+ngx_http_im_store_send(ngx_http_im_redis_pt handler,
+    ngx_http_im_store_op_t *op, ngx_http_im_store_args_t *a)
+{
+    if (a->failed) {
+        if (op) {
+            ngx_http_im_store_op_free(op);
+        }
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_im_store_command(op ? handler : NULL, op, a->n, a->argv,
+                                     a->len);
+}
+
+
 /* a key from a format with one %V, never longer than the buffer */
 size_t
 ngx_http_im_store_key(u_char *buf, size_t size, const char *fmt,
@@ -446,11 +556,8 @@ ngx_http_im_store_token_save(ngx_str_t *uid, ngx_str_t *token,
     ngx_int_t platform, time_t now, time_t expire, ngx_uint_t registered,
     ngx_http_im_store_done_pt done, void *data)
 {
-    size_t                   len[7];
-    const char              *argv[7];
-    ngx_http_im_store_op_t  *op;
-    u_char                   keys[2][NGX_HTTP_IM_STORE_KEY_LEN];
-    u_char                   nums[3][NGX_INT64_LEN];
+    ngx_http_im_store_op_t    *op;
+    ngx_http_im_store_args_t   a;
 
     op = ngx_http_im_store_op(done, data);
     if (op == NULL) {
@@ -459,26 +566,17 @@ ngx_http_im_store_token_save(ngx_str_t *uid, ngx_str_t *token,
 
     /* token.lua: KEYS registry, profile; ARGV token, expiry, platform,
      * now, must be registered */
-    argv[0] = (char *) keys[0];
-    len[0] = ngx_http_im_store_key(keys[0], sizeof(keys[0]),
-                                   "im:{u:%V}:tok", uid);
-    argv[1] = (char *) keys[1];
-    len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
-                                   "im:{u:%V}:profile", uid);
-    argv[2] = (char *) token->data;
-    len[2] = token->len;
-    argv[3] = (char *) nums[0];
-    len[3] = ngx_sprintf(nums[0], "%T", now + expire) - nums[0];
-    argv[4] = (char *) nums[1];
-    len[4] = ngx_sprintf(nums[1], "%i", platform) - nums[1];
-    argv[5] = (char *) nums[2];
-    len[5] = ngx_sprintf(nums[2], "%T", now) - nums[2];
-    argv[6] = registered ? "1" : "0";
-    len[6] = 1;
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:tok", uid);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:profile", uid);
+    ngx_http_im_store_arg(&a, token->data, token->len);
+    ngx_http_im_store_arg_int(&a, now + expire);
+    ngx_http_im_store_arg_int(&a, platform);
+    ngx_http_im_store_arg_int(&a, now);
+    ngx_http_im_store_arg(&a, registered ? "1" : "0", 1);
 
-    return ngx_http_im_store_script(NGX_HTTP_IM_LUA_TOKEN,
-                                    ngx_http_im_store_code_reply, op, 2, 7,
-                                    argv, len);
+    return ngx_http_im_store_run(NGX_HTTP_IM_LUA_TOKEN,
+                                 ngx_http_im_store_code_reply, op, 2, &a);
 }
 
 
@@ -486,10 +584,8 @@ ngx_int_t
 ngx_http_im_store_token_check(ngx_str_t *uid, ngx_str_t *token,
     ngx_uint_t check_user, ngx_http_im_store_done_pt done, void *data)
 {
-    size_t                   len[4];
-    const char              *argv[4];
-    ngx_http_im_store_op_t  *op;
-    u_char                   keys[2][NGX_HTTP_IM_STORE_KEY_LEN];
+    ngx_http_im_store_op_t    *op;
+    ngx_http_im_store_args_t   a;
 
     op = ngx_http_im_store_op(done, data);
     if (op == NULL) {
@@ -497,20 +593,14 @@ ngx_http_im_store_token_check(ngx_str_t *uid, ngx_str_t *token,
     }
 
     /* auth.lua: KEYS registry, profile; ARGV token, must be registered */
-    argv[0] = (char *) keys[0];
-    len[0] = ngx_http_im_store_key(keys[0], sizeof(keys[0]),
-                                   "im:{u:%V}:tok", uid);
-    argv[1] = (char *) keys[1];
-    len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
-                                   "im:{u:%V}:profile", uid);
-    argv[2] = (char *) token->data;
-    len[2] = token->len;
-    argv[3] = check_user ? "1" : "0";
-    len[3] = 1;
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:tok", uid);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:profile", uid);
+    ngx_http_im_store_arg(&a, token->data, token->len);
+    ngx_http_im_store_arg(&a, check_user ? "1" : "0", 1);
 
-    return ngx_http_im_store_script(NGX_HTTP_IM_LUA_AUTH,
-                                    ngx_http_im_store_code_reply, op, 2, 4,
-                                    argv, len);
+    return ngx_http_im_store_run(NGX_HTTP_IM_LUA_AUTH,
+                                 ngx_http_im_store_code_reply, op, 2, &a);
 }
 
 
@@ -523,12 +613,11 @@ ngx_int_t
 ngx_http_im_store_token_kick(ngx_str_t *uid, ngx_int_t platform,
     ngx_http_im_store_done_pt done, void *data)
 {
-    size_t                   len[3];
-    const char              *argv[3];
-    ngx_http_im_store_op_t  *op;
-    u_char                   key[NGX_HTTP_IM_STORE_KEY_LEN];
-    u_char                   chan[NGX_HTTP_IM_STORE_CHANNEL_LEN];
-    u_char                   num[NGX_INT64_LEN + 2];
+    size_t                     n;
+    const char                *cmd;
+    ngx_http_im_store_op_t    *op;
+    ngx_http_im_store_args_t   a;
+    u_char                     kick[NGX_INT64_LEN + 2];
 
     op = ngx_http_im_store_op(done, data);
     if (op == NULL) {
@@ -536,26 +625,26 @@ ngx_http_im_store_token_kick(ngx_str_t *uid, ngx_int_t platform,
     }
 
     /* kick.lua: KEYS registry; ARGV platform */
-    argv[0] = (char *) key;
-    len[0] = ngx_http_im_store_key(key, sizeof(key), "im:{u:%V}:tok", uid);
-    argv[1] = (char *) num;
-    len[1] = ngx_sprintf(num, "%i", platform) - num;
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:tok", uid);
+    ngx_http_im_store_arg_int(&a, platform);
 
-    if (ngx_http_im_store_script(NGX_HTTP_IM_LUA_KICK,
-                                 ngx_http_im_store_done_reply, op, 1, 2,
-                                 argv, len)
+    if (ngx_http_im_store_run(NGX_HTTP_IM_LUA_KICK,
+                              ngx_http_im_store_done_reply, op, 1, &a)
         != NGX_OK)
     {
         return NGX_DECLINED;
     }
 
-    argv[0] = ngx_http_im_store_publish_cmd(&len[0]);
-    argv[1] = (char *) chan;
-    len[1] = ngx_http_im_store_channel(chan, uid);
-    argv[2] = (char *) num;
-    len[2] = ngx_sprintf(num, "k %i", platform) - num;
+    cmd = ngx_http_im_store_publish_cmd(&n);
 
-    (void) ngx_http_im_redis_command(NULL, NULL, 3, argv, len);
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg(&a, cmd, n);
+    ngx_http_im_store_arg_channel(&a, uid);
+    ngx_http_im_store_arg(&a, kick, ngx_sprintf(kick, "k %i", platform)
+                                    - kick);
+
+    (void) ngx_http_im_store_send(NULL, NULL, &a);
 
     return NGX_OK;
 }
@@ -1223,28 +1312,21 @@ ngx_int_t
 ngx_http_im_store_push_token(ngx_str_t *uid, ngx_int_t platform,
     ngx_str_t *token, ngx_http_im_store_done_pt done, void *data)
 {
-    size_t                   len[4];
-    const char              *argv[4];
-    ngx_http_im_store_op_t  *op;
-    u_char                   key[NGX_HTTP_IM_STORE_KEY_LEN];
-    u_char                   num[NGX_INT64_LEN];
+    ngx_http_im_store_op_t    *op;
+    ngx_http_im_store_args_t   a;
 
     op = ngx_http_im_store_op(done, data);
     if (op == NULL) {
         return NGX_DECLINED;
     }
 
-    argv[0] = "HSET";
-    len[0] = 4;
-    argv[1] = (char *) key;
-    len[1] = ngx_http_im_store_key(key, sizeof(key), "im:{u:%V}:push", uid);
-    argv[2] = (char *) num;
-    len[2] = ngx_sprintf(num, "%i", platform) - num;
-    argv[3] = (char *) token->data;
-    len[3] = token->len;
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg(&a, "HSET", 4);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:push", uid);
+    ngx_http_im_store_arg_int(&a, platform);
+    ngx_http_im_store_arg(&a, token->data, token->len);
 
-    return ngx_http_im_store_command(ngx_http_im_store_done_reply, op, 4,
-                                     argv, len);
+    return ngx_http_im_store_send(ngx_http_im_store_done_reply, op, &a);
 }
 
 
@@ -1258,13 +1340,11 @@ ngx_http_im_store_presence(ngx_str_t *uid, ngx_int_t platform,
     uint64_t sid, ngx_uint_t on, ngx_uint_t background,
     ngx_http_im_store_done_pt done, void *data)
 {
-    u_char                  *p;
-    size_t                   len[4];
-    const char              *argv[4];
-    ngx_http_im_store_op_t  *op;
-    u_char                   key[NGX_HTTP_IM_STORE_KEY_LEN];
-    u_char                   field[NGX_MAXHOSTNAMELEN + 128];
-    u_char                   now[NGX_INT64_LEN + 1];
+    u_char                    *p;
+    ngx_http_im_store_op_t    *op;
+    ngx_http_im_store_args_t   a;
+    u_char                     field[NGX_MAXHOSTNAMELEN + 128];
+    u_char                     now[NGX_INT64_LEN + 1];
 
     op = NULL;
 
@@ -1275,23 +1355,22 @@ ngx_http_im_store_presence(ngx_str_t *uid, ngx_int_t platform,
         }
     }
 
-    argv[0] = on ? "HSET" : "HDEL";
-    len[0] = 4;
-    argv[1] = (char *) key;
-    len[1] = ngx_http_im_store_key(key, sizeof(key), "im:{u:%V}:online",
-                                   uid);
-
     p = ngx_snprintf(field, sizeof(field), "%i:%V:%uL", platform,
                      &ngx_http_im_worker->origin, sid);
-    argv[2] = (char *) field;
-    len[2] = p - field;
 
-    argv[3] = (char *) now;
-    len[3] = ngx_sprintf(now, background ? "b%T" : "%T", ngx_time()) - now;
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg(&a, on ? "HSET" : "HDEL", 4);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:online", uid);
+    ngx_http_im_store_arg(&a, field, p - field);
 
-    return ngx_http_im_store_command(op ? ngx_http_im_store_done_reply
-                                        : NULL,
-                                     op, on ? 4 : 3, argv, len);
+    if (on) {
+        ngx_http_im_store_arg(&a, now, ngx_sprintf(now, background ? "b%T"
+                                                                   : "%T",
+                                                   ngx_time())
+                                       - now);
+    }
+
+    return ngx_http_im_store_send(ngx_http_im_store_done_reply, op, &a);
 }
 
 

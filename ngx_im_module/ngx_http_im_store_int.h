@@ -17,6 +17,25 @@
 #define NGX_HTTP_IM_STORE_CHANNEL_LEN  (NGX_HTTP_IM_UID_MAX + 16)
 
 
+#define NGX_HTTP_IM_STORE_ARGS         32
+#define NGX_HTTP_IM_STORE_ROOM         4096
+
+
+/*
+ * The argv of one command or script, built in order: keys, channels and
+ * numbers are formatted into room; other strings are referenced.  A
+ * script's KEYS come first, as its header lists them.
+ */
+typedef struct {
+    const char                *argv[NGX_HTTP_IM_STORE_ARGS];
+    size_t                     len[NGX_HTTP_IM_STORE_ARGS];
+    ngx_uint_t                 n;
+    ngx_uint_t                 failed;      /* out of room or slots */
+    u_char                    *pos;
+    u_char                     room[NGX_HTTP_IM_STORE_ROOM];
+} ngx_http_im_store_args_t;
+
+
 typedef struct ngx_http_im_store_op_s  ngx_http_im_store_op_t;
 
 /* one operation in flight; handler is the caller's typed callback */
@@ -42,6 +61,19 @@ ngx_int_t ngx_http_im_store_command(ngx_http_im_redis_pt handler,
     const size_t *len);
 size_t ngx_http_im_store_key(u_char *buf, size_t size, const char *fmt,
     ngx_str_t *a);
+void ngx_http_im_store_args(ngx_http_im_store_args_t *a);
+void ngx_http_im_store_arg(ngx_http_im_store_args_t *a, const void *data,
+    size_t len);
+void ngx_http_im_store_arg_key(ngx_http_im_store_args_t *a,
+    const char *fmt, ngx_str_t *v);
+void ngx_http_im_store_arg_int(ngx_http_im_store_args_t *a, long long v);
+void ngx_http_im_store_arg_channel(ngx_http_im_store_args_t *a,
+    ngx_str_t *uid);
+ngx_int_t ngx_http_im_store_run(ngx_uint_t script,
+    ngx_http_im_redis_pt handler, ngx_http_im_store_op_t *op, int nkeys,
+    ngx_http_im_store_args_t *a);
+ngx_int_t ngx_http_im_store_send(ngx_http_im_redis_pt handler,
+    ngx_http_im_store_op_t *op, ngx_http_im_store_args_t *a);
 size_t ngx_http_im_store_channel(u_char *buf, ngx_str_t *uid);
 const char *ngx_http_im_store_publish_cmd(size_t *len);
 void ngx_http_im_store_str(redisReply *e, ngx_str_t *s);
