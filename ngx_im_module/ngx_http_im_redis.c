@@ -105,6 +105,7 @@ typedef struct {
     ngx_uint_t                 pending;    /* commands, all nodes */
     ngx_uint_t                 exiting;
     ngx_uint_t                 refreshing;
+    ngx_uint_t                 mapped;     /* a slot map was loaded */
     ngx_uint_t                 resubscribe;
     ngx_msec_t                 refreshed;
     ngx_event_t                refresh;
@@ -303,6 +304,7 @@ ngx_http_im_redis_exit(void)
         q = ngx_queue_head(&r->retries);
         ngx_queue_remove(q);
         op = ngx_queue_data(q, ngx_http_im_redis_op_t, link);
+        r->pending--;
         ngx_http_im_redis_done(op, NULL);
     }
 
@@ -716,7 +718,7 @@ ngx_http_im_redis_route(ngx_uint_t slot)
     if (!ngx_http_im_redis.cluster) {
         rd = &ngx_http_im_redis.nodes[0].cmd;
 
-    } else if (slot < NGX_HTTP_IM_SLOT_COUNT) {
+    } else if (slot < NGX_HTTP_IM_SLOT_COUNT && ngx_http_im_redis.mapped) {
         i = ngx_http_im_redis.owner[slot];
         if (i == NGX_HTTP_IM_SLOT_NONE) {
             return NULL;
@@ -725,7 +727,7 @@ ngx_http_im_redis_route(ngx_uint_t slot)
         rd = &ngx_http_im_redis.nodes[i].cmd;
 
     } else {
-        /* no key: any node will do */
+        /* no key, or no slot map yet (MOVED will redirect): any node */
         for (i = 0; i < ngx_http_im_redis.nnodes; i++) {
             rd = &ngx_http_im_redis.nodes[i].cmd;
             if (rd->state == NGX_HTTP_IM_REDIS_READY) {
@@ -1062,10 +1064,13 @@ ngx_http_im_redis_redirect(ngx_http_im_redis_op_t *op, redisReply *reply)
 }
 
 
+/* a command waiting to be sent again still counts as pending, so the
+ * pending bound covers it too */
 static void
 ngx_http_im_redis_retry_later(ngx_http_im_redis_op_t *op)
 {
     ngx_queue_insert_tail(&ngx_http_im_redis.retries, &op->link);
+    ngx_http_im_redis.pending++;
 
     if (!ngx_http_im_redis.retry.timer_set) {
         ngx_add_timer(&ngx_http_im_redis.retry,
@@ -1090,6 +1095,7 @@ ngx_http_im_redis_retry_handler(ngx_event_t *ev)
         q = ngx_queue_head(&queue);
         ngx_queue_remove(q);
         op = ngx_queue_data(q, ngx_http_im_redis_op_t, link);
+        ngx_http_im_redis.pending--;
 
         rd = op->asking ? op->ask : ngx_http_im_redis_route(op->slot);
 
@@ -1259,6 +1265,7 @@ ngx_http_im_redis_slots_reply(redisAsyncContext *ac, void *reply,
     }
 
     changed = ngx_http_im_redis_slots_apply(privdata);
+    r->mapped = 1;
     ngx_http_im_metric_inc(NGX_HTTP_IM_M_REDIS_REFRESHES);
 
     if (changed || r->resubscribe) {
@@ -1386,16 +1393,27 @@ ngx_http_im_redis_sub_of(ngx_str_t *channel)
 
     if (!ngx_http_im_redis.cluster) {
         node = &ngx_http_im_redis.nodes[0];
+        return node->sub_up ? node->sub : NULL;
+    }
 
-    } else {
-        i = ngx_http_im_redis.owner[ngx_http_im_slot((char *) channel->data,
-                                                     channel->len)];
-        if (i == NGX_HTTP_IM_SLOT_NONE) {
-            return NULL;
+    if (!ngx_http_im_redis.mapped) {
+        /* no slot map yet: a node that is up answers MOVED if it must */
+        for (i = 0; i < ngx_http_im_redis.nnodes; i++) {
+            if (ngx_http_im_redis.nodes[i].sub_up) {
+                return ngx_http_im_redis.nodes[i].sub;
+            }
         }
 
-        node = &ngx_http_im_redis.nodes[i];
+        return NULL;
     }
+
+    i = ngx_http_im_redis.owner[ngx_http_im_slot((char *) channel->data,
+                                                 channel->len)];
+    if (i == NGX_HTTP_IM_SLOT_NONE) {
+        return NULL;
+    }
+
+    node = &ngx_http_im_redis.nodes[i];
 
     return node->sub_up ? node->sub : NULL;
 }
@@ -1424,7 +1442,6 @@ ngx_http_im_redis_sub_answer(void *data, ngx_str_t *channel, ngx_int_t ok)
 static void
 ngx_http_im_redis_sub_moved(void *data, ngx_str_t *channel)
 {
-    ngx_http_im_metric_inc(NGX_HTTP_IM_M_REDIS_RESUBSCRIBES);
     ngx_http_im_redis.resubscribe = 1;
     ngx_http_im_redis_refresh_soon();
 }

@@ -377,6 +377,16 @@ ngx_http_im_session_resubscribe(void)
             continue;
         }
 
+        if (u->state == NGX_HTTP_IM_SUB_DONE) {
+            /*
+             * Subscribed again where its slot is now (a no-op where it
+             * was): deliveries on a subscription that never stopped keep
+             * flowing meanwhile.  One that did stop came back as dropped.
+             */
+            (void) ngx_http_im_store_subscribe(&u->sn.str);
+            continue;
+        }
+
         u->state = NGX_HTTP_IM_SUB_NONE;
 
         if (ngx_http_im_store_subscribe(&u->sn.str) == NGX_OK) {
