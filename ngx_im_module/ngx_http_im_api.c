@@ -115,8 +115,10 @@ static void ngx_http_im_batch_finish(ngx_http_im_api_t *api);
 static ngx_int_t ngx_http_im_api_msg(ngx_http_im_api_t *api,
     ngx_http_im_msg_t *m, ngx_http_im_send_t *opts, char *err,
     size_t errlen);
-static ngx_int_t ngx_http_im_api_conv(ngx_http_im_msg_t *m,
-    ngx_str_t *conv, u_char *buf);
+static ngx_int_t ngx_http_im_batch_issue(ngx_http_im_api_t *api,
+    ngx_http_im_msg_t *m, ngx_http_im_send_t *opts);
+static ngx_int_t ngx_http_im_api_push_class(ngx_http_im_msg_t *m,
+    ngx_http_im_str_t *cls, ngx_http_im_send_t *opts);
 static ngx_str_t *ngx_http_im_api_users(ngx_http_im_api_t *api);
 
 
@@ -1145,20 +1147,21 @@ ngx_http_im_push_token(ngx_http_im_api_t *api)
 /*
  * Reads a message in OpenIM v3's REST shape (also the seed's
  * /manager/send_msg shape) into m and opts: "content" is an object there,
- * validated for its contentType and turned into the string MsgData
- * carries.  Returns 0 or an error code with err.
+ * turned into the string MsgData carries.  ngx_http_im_msg_send() checks
+ * the message, as it checks one from a WebSocket.  Returns 0 or an error
+ * code with err.
  */
 static ngx_int_t
 ngx_http_im_api_msg(ngx_http_im_api_t *api, ngx_http_im_msg_t *m,
     ngx_http_im_send_t *opts, char *err, size_t errlen)
 {
-    int                   online, no_push;
-    long long             type;
+    int                      online, no_push;
+    long long                type;
+    yajl_val                 content, *slot;
+    ngx_uint_t               i;
+    ngx_http_im_str_t        cls;
+    struct yajl_val_s        text;
     ngx_http_im_loc_conf_t  *conf;
-    yajl_val              content, *slot;
-    ngx_uint_t            i;
-    ngx_http_im_str_t     cls;
-    struct yajl_val_s     text;
 
     if (ngx_http_im_json_get_int(api->root, "contentType", 1, &type, err,
                                  errlen) != 0
@@ -1174,17 +1177,11 @@ ngx_http_im_api_msg(ngx_http_im_api_t *api, ngx_http_im_msg_t *m,
         return NGX_HTTP_IM_ERR_ARGS;
     }
 
-    if (ngx_http_im_content_check(type, content, err, errlen) != 0) {
-        return NGX_HTTP_IM_ERR_ARGS;
-    }
-
     ngx_http_im_buf_reset(&api->content);
     ngx_http_im_buf_json_val(&api->content, content);
     ngx_http_im_buf_add(&api->content, "", 1);
 
-    conf = ngx_http_get_module_loc_conf(api->r, ngx_http_im_module);
-
-    if (api->content.failed || api->content.len - 1 > conf->max_content) {
+    if (api->content.failed) {
         ngx_cpystrn((u_char *) err, (u_char *) "field \"content\" is over "
                     "the size limit (im_max_content)", errlen);
         return NGX_HTTP_IM_ERR_ARGS;
@@ -1216,53 +1213,17 @@ ngx_http_im_api_msg(ngx_http_im_api_t *api, ngx_http_im_msg_t *m,
         m->session_type = 4;
     }
 
-    if (m->session_type != 1 && m->session_type != 4) {
-        ngx_http_im_msg_free(m);
-        ngx_cpystrn((u_char *) err, (u_char *) "field \"sessionType\" must "
-                    "be 1 (single) or 4 (notification); groups are not "
-                    "supported yet", errlen);
-        return NGX_HTTP_IM_ERR_ARGS;
-    }
-
-    if (!ngx_http_im_user_id_valid(m->send_id.data, m->send_id.len)) {
-        ngx_http_im_msg_free(m);
-        ngx_cpystrn((u_char *) err, (u_char *) "field \"sendID\" must be a "
-                    "valid user ID", errlen);
-        return NGX_HTTP_IM_ERR_ARGS;
-    }
-
-    if (cls.len == 0 && m->session_type == 4) {
-        ngx_str_set(&opts->push_class, "notification");
-
-    } else if (cls.len == 0) {
-        ngx_str_set(&opts->push_class, "im");
-
-    } else if ((cls.len == 2 && ngx_strncmp(cls.data, "im", 2) == 0)
-               || (cls.len == 12
-                   && ngx_strncmp(cls.data, "notification", 12) == 0)
-               || (cls.len == 5 && ngx_strncmp(cls.data, "order", 5) == 0)
-               || (cls.len == 9
-                   && ngx_strncmp(cls.data, "marketing", 9) == 0))
-    {
-        opts->push_class.data = (u_char *) cls.data;
-        opts->push_class.len = cls.len;
-
-    } else {
+    if (ngx_http_im_api_push_class(m, &cls, opts) != NGX_OK) {
         ngx_http_im_msg_free(m);
         ngx_cpystrn((u_char *) err, (u_char *) "field \"pushClass\" must be "
                     "im, notification, order or marketing", errlen);
         return NGX_HTTP_IM_ERR_ARGS;
     }
 
-    if (ngx_http_im_msg_check(m) != NULL) {
-        ngx_cpystrn((u_char *) err, (u_char *) ngx_http_im_msg_check(m),
-                    errlen);
-        ngx_http_im_msg_free(m);
-        return NGX_HTTP_IM_ERR_ARGS;
-    }
+    conf = ngx_http_get_module_loc_conf(api->r, ngx_http_im_module);
 
     m->msg_from = 200;
-    m->content_type = type;
+    m->max_content = conf->max_content;
 
     opts->online_only = online;
     opts->offline_push = !no_push && !online
@@ -1272,24 +1233,34 @@ ngx_http_im_api_msg(ngx_http_im_api_t *api, ngx_http_im_msg_t *m,
 }
 
 
-/* the conversation of m, written into buf */
+/* "pushClass": one of four, by default after the sessionType */
 static ngx_int_t
-ngx_http_im_api_conv(ngx_http_im_msg_t *m, ngx_str_t *conv, u_char *buf)
+ngx_http_im_api_push_class(ngx_http_im_msg_t *m, ngx_http_im_str_t *cls,
+    ngx_http_im_send_t *opts)
 {
-    if (!ngx_http_im_user_id_valid(m->recv_id.data, m->recv_id.len)) {
-        return NGX_ERROR;
+    if (cls->len == 0) {
+        if (m->session_type == 4) {
+            ngx_str_set(&opts->push_class, "notification");
+
+        } else {
+            ngx_str_set(&opts->push_class, "im");
+        }
+
+        return NGX_OK;
     }
 
-    conv->data = buf;
-    conv->len = m->session_type == 4
-                ? ngx_http_im_conv_notification(m->send_id.data,
-                                                m->send_id.len,
-                                                m->recv_id.data,
-                                                m->recv_id.len, (char *) buf)
-                : ngx_http_im_conv_single(m->send_id.data, m->send_id.len,
-                                          m->recv_id.data, m->recv_id.len,
-                                          (char *) buf);
-    return NGX_OK;
+    if ((cls->len == 2 && ngx_strncmp(cls->data, "im", 2) == 0)
+        || (cls->len == 12
+            && ngx_strncmp(cls->data, "notification", 12) == 0)
+        || (cls->len == 5 && ngx_strncmp(cls->data, "order", 5) == 0)
+        || (cls->len == 9 && ngx_strncmp(cls->data, "marketing", 9) == 0))
+    {
+        opts->push_class.data = (u_char *) cls->data;
+        opts->push_class.len = cls->len;
+        return NGX_OK;
+    }
+
+    return NGX_ERROR;
 }
 
 
@@ -1299,10 +1270,9 @@ ngx_http_im_send_msg(ngx_http_im_api_t *api)
 {
     char                 err[256];
     ngx_int_t            rc;
-    ngx_str_t            conv;
+    const char          *errmsg;
     ngx_http_im_msg_t    m;
     ngx_http_im_send_t   opts;
-    u_char               buf[2 * NGX_HTTP_IM_UID_MAX + 8];
 
     ngx_memzero(&opts, sizeof(ngx_http_im_send_t));
 
@@ -1312,21 +1282,17 @@ ngx_http_im_send_msg(ngx_http_im_api_t *api)
         return;
     }
 
-    if (ngx_http_im_api_conv(&m, &conv, buf) != NGX_OK) {
-        ngx_http_im_msg_free(&m);
-        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
-                               "field \"recvID\" must be a valid user ID");
-        return;
-    }
-
     opts.done = ngx_http_im_send_msg_done;
     opts.data = api;
 
-    rc = ngx_http_im_msg_send(&m, &conv, &opts);
+    rc = ngx_http_im_msg_send(&m, NULL, &opts);
+
+    errmsg = (rc == NGX_HTTP_IM_ERR_ARGS) ? ngx_http_im_msg_check(&m) : NULL;
+
     ngx_http_im_msg_free(&m);
 
     if (rc != 0) {
-        ngx_http_im_api_finish(api, rc, NULL);
+        ngx_http_im_api_finish(api, rc, errmsg);
     }
 }
 
@@ -1353,13 +1319,9 @@ static void
 ngx_http_im_batch_send_msg(ngx_http_im_api_t *api)
 {
     char                 err[256];
-    char                *uid;
     ngx_int_t            rc;
-    ngx_str_t            conv;
-    ngx_uint_t           i, n;
     ngx_http_im_msg_t    m;
     ngx_http_im_send_t   opts;
-    u_char               buf[2 * NGX_HTTP_IM_UID_MAX + 8];
 
     ngx_memzero(&opts, sizeof(ngx_http_im_send_t));
 
@@ -1380,8 +1342,8 @@ ngx_http_im_batch_send_msg(ngx_http_im_api_t *api)
         return;
     }
 
-    n = api->recv_ids->u.array.len;
-    api->items = ngx_alloc(n * sizeof(ngx_http_im_batch_item_t),
+    api->items = ngx_alloc(api->recv_ids->u.array.len
+                           * sizeof(ngx_http_im_batch_item_t),
                            ngx_cycle->log);
     if (api->items == NULL) {
         ngx_http_im_msg_free(&m);
@@ -1396,22 +1358,60 @@ ngx_http_im_batch_send_msg(ngx_http_im_api_t *api)
 
     /* no answer finishes the call before every send is issued */
     api->issuing = 1;
+    rc = ngx_http_im_batch_issue(api, &m, &opts);
+    api->issuing = 0;
 
-    for (i = 0; i < n; i++) {
+    if (rc != NGX_OK) {
+        /* the message itself is refused, for every recipient alike; it
+         * is refused before any send goes out */
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
+                               ngx_http_im_msg_check(&m));
+        ngx_http_im_msg_free(&m);
+        return;
+    }
+
+    ngx_http_im_msg_free(&m);
+
+    if (api->answered == api->issued) {
+        ngx_http_im_batch_finish(api);
+    }
+}
+
+
+/*
+ * Sends m to each of api->recv_ids; a recipient that is no user ID, or
+ * whose send cannot go out, is listed as failed.  Returns NGX_DECLINED
+ * when ngx_http_im_msg_send() refuses the message itself (1001).
+ */
+static ngx_int_t
+ngx_http_im_batch_issue(ngx_http_im_api_t *api, ngx_http_im_msg_t *m,
+    ngx_http_im_send_t *opts)
+{
+    char        *uid;
+    ngx_int_t    rc;
+    ngx_uint_t   i;
+
+    for (i = 0; i < api->recv_ids->u.array.len; i++) {
         uid = YAJL_IS_STRING(api->recv_ids->u.array.values[i])
               ? api->recv_ids->u.array.values[i]->u.string : NULL;
 
-        m.recv_id.data = uid ? uid : "";
-        m.recv_id.len = uid ? ngx_strlen(uid) : 0;
-        m.client_msg_id.len = 0;
+        m->recv_id.data = uid ? uid : "";
+        m->recv_id.len = uid ? ngx_strlen(uid) : 0;
+        m->client_msg_id.len = 0;
 
         rc = NGX_HTTP_IM_ERR_ARGS;
 
-        if (ngx_http_im_api_conv(&m, &conv, buf) == NGX_OK) {
+        if (ngx_http_im_user_id_valid(m->recv_id.data, m->recv_id.len)) {
             api->items[i].api = api;
             api->items[i].index = i;
-            opts.data = &api->items[i];
-            rc = ngx_http_im_msg_send(&m, &conv, &opts);
+            opts->data = &api->items[i];
+
+            rc = ngx_http_im_msg_send(m, NULL, opts);
+
+            if (rc == NGX_HTTP_IM_ERR_ARGS) {
+                ngx_http_im_assert(ngx_cycle->log, api->issued == 0);
+                return NGX_DECLINED;
+            }
         }
 
         if (rc == 0) {
@@ -1420,17 +1420,11 @@ ngx_http_im_batch_send_msg(ngx_http_im_api_t *api)
         }
 
         ngx_http_im_buf_str(&api->failed, api->failed.len > 19 ? "," : "");
-        ngx_http_im_buf_json_str(&api->failed, m.recv_id.data,
-                                 m.recv_id.len);
+        ngx_http_im_buf_json_str(&api->failed, m->recv_id.data,
+                                 m->recv_id.len);
     }
 
-    ngx_http_im_msg_free(&m);
-
-    api->issuing = 0;
-
-    if (api->answered == api->issued) {
-        ngx_http_im_batch_finish(api);
-    }
+    return NGX_OK;
 }
 
 

@@ -17,10 +17,20 @@
 #define NGX_HTTP_IM_BUF_MIN     256
 
 #define NGX_HTTP_IM_FIELD_STR   0
-#define NGX_HTTP_IM_FIELD_INT   1
+#define NGX_HTTP_IM_FIELD_INT   1       /* int64 */
 #define NGX_HTTP_IM_FIELD_OPT   2
 #define NGX_HTTP_IM_FIELD_PUSH  3
 #define NGX_HTTP_IM_FIELD_AT    4
+#define NGX_HTTP_IM_FIELD_INT32 5
+
+/*
+ * yajl keeps strings NUL-terminated, so a "\u0000" escape would cut a
+ * string short.  The parser hands yajl the overlong form of U+0000
+ * instead (two bytes that valid UTF-8 never holds, as Java's modified
+ * UTF-8 does): the string getters refuse it, the encoder writes it back
+ * as "\u0000".
+ */
+#define NGX_HTTP_IM_NUL         "\xc0\x80"
 
 
 typedef struct {
@@ -36,7 +46,7 @@ static size_t ngx_http_im_utf8_len(const unsigned char *p,
 static void ngx_http_im_buf_val(ngx_http_im_buf_t *b, yajl_val v,
     int depth);
 static int ngx_http_im_json_prescan(const unsigned char *text, size_t len,
-    char *err, size_t errlen);
+    char *copy, char *err, size_t errlen);
 static void ngx_http_im_json_error(char *err, size_t errlen,
     const char *prefix, const char *key, const char *what);
 static int ngx_http_im_json_member(yajl_val obj, const char *prefix,
@@ -48,6 +58,10 @@ static int ngx_http_im_json_str(yajl_val obj, const char *prefix,
 static int ngx_http_im_json_int(yajl_val obj, const char *prefix,
     const char *key, int required, long long *out, char *err,
     size_t errlen);
+static int ngx_http_im_json_int32(yajl_val obj, const char *key,
+    long long *out, char *err, size_t errlen);
+static int ngx_http_im_json_no_nul(const char *s, const char *prefix,
+    const char *key, char *err, size_t errlen);
 static int ngx_http_im_msg_options(yajl_val obj, ngx_http_im_msg_t *m,
     char *err, size_t errlen);
 static int ngx_http_im_msg_push_info(yajl_val obj, ngx_http_im_msg_t *m,
@@ -82,7 +96,7 @@ static const ngx_http_im_field_t  ngx_http_im_msg_fields[] = {
     { "serverMsgID", NGX_HTTP_IM_FIELD_STR,
       offsetof(ngx_http_im_msg_t, server_msg_id) },
 
-    { "senderPlatformID", NGX_HTTP_IM_FIELD_INT,
+    { "senderPlatformID", NGX_HTTP_IM_FIELD_INT32,
       offsetof(ngx_http_im_msg_t, sender_platform_id) },
 
     { "senderNickname", NGX_HTTP_IM_FIELD_STR,
@@ -91,13 +105,13 @@ static const ngx_http_im_field_t  ngx_http_im_msg_fields[] = {
     { "senderFaceURL", NGX_HTTP_IM_FIELD_STR,
       offsetof(ngx_http_im_msg_t, sender_face_url) },
 
-    { "sessionType", NGX_HTTP_IM_FIELD_INT,
+    { "sessionType", NGX_HTTP_IM_FIELD_INT32,
       offsetof(ngx_http_im_msg_t, session_type) },
 
-    { "msgFrom", NGX_HTTP_IM_FIELD_INT,
+    { "msgFrom", NGX_HTTP_IM_FIELD_INT32,
       offsetof(ngx_http_im_msg_t, msg_from) },
 
-    { "contentType", NGX_HTTP_IM_FIELD_INT,
+    { "contentType", NGX_HTTP_IM_FIELD_INT32,
       offsetof(ngx_http_im_msg_t, content_type) },
 
     { "content", NGX_HTTP_IM_FIELD_STR,
@@ -112,7 +126,7 @@ static const ngx_http_im_field_t  ngx_http_im_msg_fields[] = {
     { "createTime", NGX_HTTP_IM_FIELD_INT,
       offsetof(ngx_http_im_msg_t, create_time) },
 
-    { "status", NGX_HTTP_IM_FIELD_INT,
+    { "status", NGX_HTTP_IM_FIELD_INT32,
       offsetof(ngx_http_im_msg_t, status) },
 
     { "options", NGX_HTTP_IM_FIELD_OPT, 0 },
@@ -303,7 +317,12 @@ ngx_http_im_buf_json_str(ngx_http_im_buf_t *b, const char *s, size_t n)
             break;
 
         default:
-            if (c >= 0x80) {
+            if (c == 0xc0 && last - p > 1 && p[1] == 0x80) {
+                /* NGX_HTTP_IM_NUL: the parser's U+0000 */
+                ngx_http_im_buf_add(b, "\\u0000", 6);
+                p++;
+
+            } else if (c >= 0x80) {
                 /* U+FFFD as UTF-8, so that re-encoding is idempotent */
                 ngx_http_im_buf_add(b, "\xef\xbf\xbd", 3);
 
@@ -463,18 +482,16 @@ ngx_http_im_json_parse(const unsigned char *text, size_t len, char *err,
     char      *copy, *nl, ebuf[256];
     yajl_val   root;
 
-    if (ngx_http_im_json_prescan(text, len, err, errlen) != 0) {
-        return NULL;
-    }
-
     copy = malloc(len + 1);
     if (copy == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
 
-    memcpy(copy, text, len);
-    copy[len] = '\0';
+    if (ngx_http_im_json_prescan(text, len, copy, err, errlen) != 0) {
+        free(copy);
+        return NULL;
+    }
 
     ebuf[0] = '\0';
 
@@ -500,14 +517,17 @@ ngx_http_im_json_parse(const unsigned char *text, size_t len, char *err,
 /*
  * yajl_tree_parse() needs NUL-terminated text, allows comments, and
  * yajl_tree_free() recurses; so NUL bytes, comments and deep nesting are
- * refused before yajl sees the text.
+ * refused before yajl sees the text.  The text goes to "copy" (len + 1
+ * bytes), NUL-terminated, with each "\u0000" escape in a string turned
+ * into NGX_HTTP_IM_NUL.
  */
 
 static int
-ngx_http_im_json_prescan(const unsigned char *text, size_t len, char *err,
-    size_t errlen)
+ngx_http_im_json_prescan(const unsigned char *text, size_t len, char *copy,
+    char *err, size_t errlen)
 {
     int     in_str;
+    char   *p;
     size_t  i, depth;
 
     if (len == 0) {
@@ -522,19 +542,32 @@ ngx_http_im_json_prescan(const unsigned char *text, size_t len, char *err,
 
     in_str = 0;
     depth = 0;
+    p = copy;
 
     for (i = 0; i < len; i++) {
 
         if (in_str) {
-            if (text[i] == '\\') {
-                i++;
+            if (text[i] == '\\' && len - i >= 6
+                && memcmp(&text[i + 1], "u0000", 5) == 0)
+            {
+                memcpy(p, NGX_HTTP_IM_NUL, 2);
+                p += 2;
+                i += 5;
+                continue;
+            }
+
+            if (text[i] == '\\' && i + 1 < len) {
+                *p++ = text[i++];
 
             } else if (text[i] == '"') {
                 in_str = 0;
             }
 
+            *p++ = text[i];
             continue;
         }
+
+        *p++ = text[i];
 
         switch (text[i]) {
 
@@ -565,6 +598,8 @@ ngx_http_im_json_prescan(const unsigned char *text, size_t len, char *err,
             return -1;
         }
     }
+
+    *p = '\0';
 
     return 0;
 }
@@ -713,6 +748,11 @@ ngx_http_im_msg_from_json(yajl_val obj, ngx_http_im_msg_t *m, char *err,
         case NGX_HTTP_IM_FIELD_INT:
             rc = ngx_http_im_json_int(obj, NULL, fd->name, 0,
                                       (long long *) f, err, errlen);
+            break;
+
+        case NGX_HTTP_IM_FIELD_INT32:
+            rc = ngx_http_im_json_int32(obj, fd->name, (long long *) f, err,
+                                        errlen);
             break;
 
         case NGX_HTTP_IM_FIELD_OPT:
@@ -871,9 +911,18 @@ ngx_http_im_msg_at(yajl_val obj, ngx_http_im_msg_t *m, char *err,
     }
 
     for (i = 0; i < n; i++) {
-        if (!YAJL_IS_STRING(a->u.array.values[i])) {
+        v = a->u.array.values[i];
+
+        if (!YAJL_IS_STRING(v)) {
             ngx_http_im_json_error(err, errlen, NULL, "atUserIDList",
                                    "must be an array of strings");
+            return -1;
+        }
+
+        if (ngx_http_im_json_no_nul(v->u.string, NULL, "atUserIDList", err,
+                                    errlen)
+            != 0)
+        {
             return -1;
         }
     }
@@ -941,6 +990,7 @@ ngx_http_im_msg_to_json(const ngx_http_im_msg_t *m, ngx_http_im_buf_t *b,
             break;
 
         case NGX_HTTP_IM_FIELD_INT:
+        case NGX_HTTP_IM_FIELD_INT32:
             if (fd->offset == offsetof(ngx_http_im_msg_t, seq) && seq_at) {
                 *seq_at = b->len;
             }
@@ -1165,12 +1215,35 @@ ngx_http_im_json_str(yajl_val obj, const char *prefix, const char *key,
         return -1;
     }
 
-    if (v) {
-        out->data = v->u.string;
-        out->len = strlen(v->u.string);
+    if (v == NULL) {
+        return 0;
     }
 
+    if (ngx_http_im_json_no_nul(v->u.string, prefix, key, err, errlen) != 0)
+    {
+        return -1;
+    }
+
+    out->data = v->u.string;
+    out->len = strlen(v->u.string);
+
     return 0;
+}
+
+
+/* a string that held "\u0000" (NGX_HTTP_IM_NUL) is refused */
+
+static int
+ngx_http_im_json_no_nul(const char *s, const char *prefix, const char *key,
+    char *err, size_t errlen)
+{
+    if (strstr(s, NGX_HTTP_IM_NUL) == NULL) {
+        return 0;
+    }
+
+    ngx_http_im_json_error(err, errlen, prefix, key,
+                           "must not contain NUL bytes");
+    return -1;
 }
 
 
@@ -1192,6 +1265,26 @@ ngx_http_im_json_int(yajl_val obj, const char *prefix, const char *key,
 
     if (v) {
         *out = v->u.number.i;
+    }
+
+    return 0;
+}
+
+
+/* an int32 field of MsgData (im.proto): absent or null reads as 0 */
+
+static int
+ngx_http_im_json_int32(yajl_val obj, const char *key, long long *out,
+    char *err, size_t errlen)
+{
+    if (ngx_http_im_json_int(obj, NULL, key, 0, out, err, errlen) != 0) {
+        return -1;
+    }
+
+    if (*out < INT32_MIN || *out > INT32_MAX) {
+        ngx_http_im_json_error(err, errlen, NULL, key,
+                               "must be a 32-bit integer");
+        return -1;
     }
 
     return 0;

@@ -100,6 +100,10 @@ typedef struct {
     size_t                     nat;
     ngx_http_im_str_t         *at_user_ids;
     int                        at_owned;
+
+    /* not MsgData: the bound of "content", im_max_content of the surface
+     * that took the message, which its sender sets (0 refuses all) */
+    size_t                     max_content;
 } ngx_http_im_msg_t;
 
 
@@ -135,7 +139,9 @@ void ngx_http_im_buf_int(ngx_http_im_buf_t *b, long long v);
  * and each byte of an invalid UTF-8 sequence becomes U+FFFD (as UTF-8, not
  * escaped), so the output is always valid JSON and valid UTF-8; and since
  * yajl can decode lone surrogate escapes into invalid UTF-8, this also
- * makes parse + re-encode idempotent.  "s" may be NULL when "n" is 0.
+ * makes parse + re-encode idempotent.  The one exception is the overlong
+ * C0 80, the parser's form of "\u0000" (see ngx_http_im_json_parse()):
+ * it becomes "\u0000" again.  "s" may be NULL when "n" is 0.
  */
 void ngx_http_im_buf_json_str(ngx_http_im_buf_t *b, const char *s, size_t n);
 
@@ -153,6 +159,10 @@ void ngx_http_im_buf_json_val(ngx_http_im_buf_t *b, yajl_val v);
  * rejects, NUL bytes, comments and nesting deeper than
  * NGX_HTTP_IM_JSON_MAX_DEPTH.  Returns the tree, to be released with
  * yajl_tree_free(), or NULL with err = "invalid JSON: <reason>".
+ * The tree's strings are NUL-terminated, so a "\u0000" escape in a
+ * string (or key) is held as the two bytes C0 80 instead of cutting it
+ * short: the string getters below refuse such a string, and
+ * ngx_http_im_buf_json_val() writes it back as it came.
  */
 yajl_val ngx_http_im_json_parse(const unsigned char *text, size_t len,
     char *err, size_t errlen);
@@ -187,8 +197,10 @@ void ngx_http_im_msg_init(ngx_http_im_msg_t *m);
 
 /*
  * Fills "m" from a MsgData object; unknown fields are ignored, a NULL or
- * null "obj" gives an empty message.  Integers must be JSON integers,
- * strings JSON strings ("content" too); null reads as ""/0.  "options" is
+ * null "obj" gives an empty message.  Integers must be JSON integers, and
+ * those that im.proto types int32 (senderPlatformID, sessionType,
+ * msgFrom, contentType, status) must fit 32 bits; strings must be JSON
+ * strings ("content" too) without NUL bytes; null reads as ""/0.  "options" is
  * an object of booleans (at most 16), "atUserIDList" an array of strings
  * (at most 1000), "offlinePushInfo" an object whose "iOSBadgeCount" is a
  * boolean or an integer.  Returns 0, or -1 with an error text naming the
@@ -220,8 +232,9 @@ yajl_val ngx_http_im_json_get(yajl_val obj, const char *key);
 /*
  * Typed members.  An absent or null member is an error ('field "x" is
  * required') when "required" is set, otherwise it reads as ""/0/NULL.  A
- * member of another type is an error ('field "x" must be a string').
- * Return 0 or -1.
+ * member of another type is an error ('field "x" must be a string'), and
+ * so is a string holding a NUL byte ('field "x" must not contain NUL
+ * bytes'), which C code would read cut short.  Return 0 or -1.
  */
 int ngx_http_im_json_get_str(yajl_val obj, const char *key, int required,
     ngx_http_im_str_t *out, char *err, size_t errlen);

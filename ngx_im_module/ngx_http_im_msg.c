@@ -473,12 +473,10 @@ ngx_http_im_send_request(ngx_http_im_call_t *call, yajl_val data)
 {
     char                    err[256];
     ngx_int_t               rc;
-    ngx_str_t               conv;
     const char             *errmsg;
     ngx_http_im_msg_t       m;
     ngx_http_im_send_t      opts;
     ngx_http_im_session_t  *s;
-    u_char                  buf[2 * NGX_HTTP_IM_UID_MAX + 8];
 
     s = call->s;
 
@@ -504,53 +502,10 @@ ngx_http_im_send_request(ngx_http_im_call_t *call, yajl_val data)
         return;
     }
 
-    if (m.session_type != 1) {
-        ngx_http_im_msg_free(&m);
-        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS,
-                              "sessionType must be 1 (single chat); "
-                              "groups are not supported yet");
-        return;
-    }
-
-    if (!ngx_http_im_user_id_valid(m.recv_id.data, m.recv_id.len)) {
-        ngx_http_im_msg_free(&m);
-        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS,
-                              "field \"recvID\" must be a valid user ID");
-        return;
-    }
-
-    if (m.content.len == 0 || m.content.len > s->conf->max_content) {
-        ngx_http_im_msg_free(&m);
-        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS,
-                              "field \"content\" must be a non-empty "
-                              "string within the size limit");
-        return;
-    }
-
-    if (!ngx_http_im_content_known(m.content_type)
-        || m.content_type >= NGX_HTTP_IM_CONTENT_SYSTEM)
-    {
-        ngx_http_im_msg_free(&m);
-        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS,
-                              "field \"contentType\" is not a known "
-                              "message content type");
-        return;
-    }
-
-    errmsg = ngx_http_im_msg_check(&m);
-    if (errmsg) {
-        ngx_http_im_msg_free(&m);
-        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS, errmsg);
-        return;
-    }
-
+    /* the server's fields; ngx_http_im_msg_send() checks the rest */
     m.msg_from = 100;
     m.sender_platform_id = s->platform;
-
-    conv.data = buf;
-    conv.len = ngx_http_im_conv_single(m.send_id.data, m.send_id.len,
-                                       m.recv_id.data, m.recv_id.len,
-                                       (char *) buf);
+    m.max_content = s->conf->max_content;
 
     ngx_memzero(&opts, sizeof(ngx_http_im_send_t));
     opts.sid = s->id;
@@ -559,14 +514,15 @@ ngx_http_im_send_request(ngx_http_im_call_t *call, yajl_val data)
     opts.done = ngx_http_im_send_done;
     opts.data = call;
 
-    rc = ngx_http_im_msg_send(&m, &conv, &opts);
-    if (rc != 0) {
-        ngx_http_im_msg_free(&m);
-        ngx_http_im_call_fail(call, rc, NULL);
-        return;
-    }
+    rc = ngx_http_im_msg_send(&m, NULL, &opts);
+
+    errmsg = (rc == NGX_HTTP_IM_ERR_ARGS) ? ngx_http_im_msg_check(&m) : NULL;
 
     ngx_http_im_msg_free(&m);
+
+    if (rc != 0) {
+        ngx_http_im_call_fail(call, rc, errmsg);
+    }
 }
 
 

@@ -2,6 +2,9 @@
 /*
  * ngx_im: the send path, shared by WebSocket 1003 and the REST API.
  *
+ * Every message is checked here, the same way whichever surface took it
+ * (ngx_http_im_msg_check()), before anything is stored.
+ *
  * A stored message costs one store round trip: it stores the message and
  * delivers it to both users, and its reply is the ack.  When the
  * recipient has no subscribed worker anywhere, an offline-push job goes
@@ -20,6 +23,15 @@
 #define NGX_HTTP_IM_SEQ_RETRIES   8
 #define NGX_HTTP_IM_SEQ_WAIT      1000
 #define NGX_HTTP_IM_RESEED_WAIT   5000
+
+/* a MsgData's strings together: at most im_max_content plus this */
+#define NGX_HTTP_IM_MSG_EXTRA     (16 * 1024)
+
+#define NGX_HTTP_IM_MSG_FROM_USER    100
+#define NGX_HTTP_IM_MSG_FROM_SYSTEM  200
+
+/* fits every text of ngx_http_im_msg_check(), content's too */
+#define NGX_HTTP_IM_MSG_ERRLEN       256
 
 /* what becomes of sends that waited for MongoDB */
 #define NGX_HTTP_IM_SEQ_RETRY     0
@@ -60,10 +72,68 @@ typedef struct {
 } ngx_http_im_seq_wait_t;
 
 
+/* a bounded string field of MsgData */
+typedef struct {
+    const char                *name;
+    size_t                     offset;       /* of its ngx_http_im_str_t */
+    size_t                     max;
+} ngx_http_im_msg_str_t;
+
+
 /* this worker's seq waits; few at a time, so a list */
 static ngx_queue_t  ngx_http_im_send_waits;
 
 
+/*
+ * The bounds of docs/protocol.md ("MsgData"); content is bounded by
+ * im_max_content, sendID and recvID are user IDs, and the server replaces
+ * serverMsgID.
+ */
+static const ngx_http_im_msg_str_t  ngx_http_im_msg_strs[] = {
+
+    { "groupID", offsetof(ngx_http_im_msg_t, group_id),
+      NGX_HTTP_IM_UID_MAX },
+
+    { "clientMsgID", offsetof(ngx_http_im_msg_t, client_msg_id),
+      NGX_HTTP_IM_CMID_MAX },
+
+    { "serverMsgID", offsetof(ngx_http_im_msg_t, server_msg_id),
+      NGX_HTTP_IM_CMID_MAX },
+
+    { "senderNickname", offsetof(ngx_http_im_msg_t, sender_nickname), 255 },
+
+    { "senderFaceURL", offsetof(ngx_http_im_msg_t, sender_face_url), 1024 },
+
+    { "ex", offsetof(ngx_http_im_msg_t, ex), 4096 },
+
+    { "offlinePushInfo.title",
+      offsetof(ngx_http_im_msg_t, offline_push_info.title), 255 },
+
+    { "offlinePushInfo.desc",
+      offsetof(ngx_http_im_msg_t, offline_push_info.desc), 1024 },
+
+    { "offlinePushInfo.ex",
+      offsetof(ngx_http_im_msg_t, offline_push_info.ex), 4096 },
+
+    { "offlinePushInfo.iOSPushSound",
+      offsetof(ngx_http_im_msg_t, offline_push_info.ios_push_sound), 255 },
+
+    { NULL, 0, 0 }
+};
+
+
+static ngx_int_t ngx_http_im_msg_check_ints(ngx_http_im_msg_t *m,
+    char *err, size_t errlen);
+static ngx_int_t ngx_http_im_msg_check_ids(ngx_http_im_msg_t *m,
+    char *err, size_t errlen);
+static ngx_int_t ngx_http_im_msg_check_strs(ngx_http_im_msg_t *m,
+    char *err, size_t errlen);
+static ngx_int_t ngx_http_im_msg_check_options(ngx_http_im_msg_t *m,
+    char *err, size_t errlen);
+static ngx_int_t ngx_http_im_msg_check_content(ngx_http_im_msg_t *m,
+    char *err, size_t errlen);
+static ngx_int_t ngx_http_im_msg_error(char *err, size_t errlen,
+    const char *fmt, ...);
 static ngx_http_im_send_ctx_t *ngx_http_im_send_ctx(ngx_http_im_msg_t *m,
     ngx_str_t *conv, ngx_http_im_send_t *opts);
 static void ngx_http_im_send_free(ngx_http_im_send_ctx_t *ctx);
@@ -92,22 +162,42 @@ static void ngx_http_im_send_cannot(ngx_http_im_send_ctx_t *ctx,
 
 
 /*
- * Sends m in conversation conv.  Fills the fields the server owns
- * (serverMsgID, sendTime, createTime, status; clientMsgID when missing).
- * opts->done gets the ack data {serverMsgID, clientMsgID, sendTime, seq}
- * (plus "online" for online-only messages), or an error code.  Returns 0,
- * or an error code when the message cannot be taken; done() is not called
- * then.
+ * Sends m: checks it (ngx_http_im_msg_check()), then sends it in conv,
+ * or when conv is NULL in the conversation of its sessionType (si_ for
+ * 1, sn_ for 4).  Fills the fields the server owns (serverMsgID,
+ * sendTime, createTime, status; clientMsgID when missing); the caller
+ * has set msgFrom, senderPlatformID and max_content.  opts->done gets
+ * the ack data {serverMsgID, clientMsgID, sendTime, seq} (plus "online"
+ * for online-only messages), or an error code.  Returns 0, or an error
+ * code when the message cannot be taken; done() is not called then.  For
+ * NGX_HTTP_IM_ERR_ARGS, ngx_http_im_msg_check() tells the reason.
  */
 ngx_int_t
 ngx_http_im_msg_send(ngx_http_im_msg_t *m, ngx_str_t *conv,
     ngx_http_im_send_t *opts)
 {
     ngx_int_t                rc;
+    ngx_str_t                own;
     ngx_http_im_send_ctx_t  *ctx;
+    u_char                   buf[2 * NGX_HTTP_IM_UID_MAX + 8];
 
     if (ngx_http_im_msg_check(m) != NULL) {
         return NGX_HTTP_IM_ERR_ARGS;
+    }
+
+    if (conv == NULL) {
+        /* the IDs are valid user IDs now, so they fit */
+        own.data = buf;
+        own.len = m->session_type == 4
+                  ? ngx_http_im_conv_notification(m->send_id.data,
+                                                  m->send_id.len,
+                                                  m->recv_id.data,
+                                                  m->recv_id.len,
+                                                  (char *) buf)
+                  : ngx_http_im_conv_single(m->send_id.data, m->send_id.len,
+                                            m->recv_id.data, m->recv_id.len,
+                                            (char *) buf);
+        conv = &own;
     }
 
     ctx = ngx_http_im_send_ctx(m, conv, opts);
@@ -128,25 +218,186 @@ ngx_http_im_msg_send(ngx_http_im_msg_t *m, ngx_str_t *conv,
 
 
 /*
- * What the send path needs of a message beyond its JSON shape: NULL, or
- * the error.  Options keys become MongoDB field names, where "", "$..."
- * and "a.b" are refused: one such message would stop persistence.
+ * The one check of a message, whatever surface took it (WebSocket 1003
+ * in JSON or protobuf, the REST sends), before anything is stored: the
+ * numbers in their ranges, the IDs valid, every string within its bound
+ * and all of them together within m->max_content + 16 KiB, and the
+ * content a JSON object valid for its contentType.  msgFrom says who
+ * sends: a user (100) sends contentTypes below 1000 in sessionType 1, a
+ * system sender (200) also sessionType 4 and notification types.
+ * Returns NULL, or the error for errCode 1001, naming the field; the
+ * text stays valid until the next call.
  */
 const char *
 ngx_http_im_msg_check(ngx_http_im_msg_t *m)
+{
+    static char  err[NGX_HTTP_IM_MSG_ERRLEN];
+
+    if (ngx_http_im_msg_check_ints(m, err, sizeof(err)) != NGX_OK
+        || ngx_http_im_msg_check_ids(m, err, sizeof(err)) != NGX_OK
+        || ngx_http_im_msg_check_strs(m, err, sizeof(err)) != NGX_OK
+        || ngx_http_im_msg_check_options(m, err, sizeof(err)) != NGX_OK
+        || ngx_http_im_msg_check_content(m, err, sizeof(err)) != NGX_OK)
+    {
+        return err;
+    }
+
+    return NULL;
+}
+
+
+/* the int32 fields of MsgData (im.proto), in the protocol's ranges */
+static ngx_int_t
+ngx_http_im_msg_check_ints(ngx_http_im_msg_t *m, char *err, size_t errlen)
+{
+    ngx_uint_t  user;
+
+    if (m->msg_from != NGX_HTTP_IM_MSG_FROM_USER
+        && m->msg_from != NGX_HTTP_IM_MSG_FROM_SYSTEM)
+    {
+        return ngx_http_im_msg_error(err, errlen, "field \"msgFrom\" must "
+                                     "be 100 (user) or 200 (system)");
+    }
+
+    user = (m->msg_from == NGX_HTTP_IM_MSG_FROM_USER);
+
+    if (m->sender_platform_id < 0 || m->sender_platform_id > 11) {
+        return ngx_http_im_msg_error(err, errlen, "field "
+                                     "\"senderPlatformID\" must be 0..11");
+    }
+
+    if (m->status < INT32_MIN || m->status > INT32_MAX) {
+        return ngx_http_im_msg_error(err, errlen, "field \"status\" must "
+                                     "be a 32-bit integer");
+    }
+
+    if (user && m->session_type != 1) {
+        return ngx_http_im_msg_error(err, errlen, "field \"sessionType\" "
+                                     "must be 1 (single chat); groups are "
+                                     "not supported yet");
+    }
+
+    if (m->session_type != 1 && m->session_type != 4) {
+        return ngx_http_im_msg_error(err, errlen, "field \"sessionType\" "
+                                     "must be 1 (single) or 4 "
+                                     "(notification); groups are not "
+                                     "supported yet");
+    }
+
+    if (!ngx_http_im_content_known(m->content_type)) {
+        return ngx_http_im_msg_error(err, errlen, "contentType %L is not "
+                                     "supported", m->content_type);
+    }
+
+    if (user && m->content_type >= NGX_HTTP_IM_CONTENT_SYSTEM) {
+        return ngx_http_im_msg_error(err, errlen, "contentType %L is for "
+                                     "system senders only",
+                                     m->content_type);
+    }
+
+    return NGX_OK;
+}
+
+
+/* sendID, recvID and each @ entry: user IDs */
+static ngx_int_t
+ngx_http_im_msg_check_ids(ngx_http_im_msg_t *m, char *err, size_t errlen)
+{
+    ngx_uint_t  i;
+
+    if (!ngx_http_im_user_id_valid(m->send_id.data, m->send_id.len)) {
+        return ngx_http_im_msg_error(err, errlen, "field \"sendID\" must "
+                                     "be a valid user ID");
+    }
+
+    if (!ngx_http_im_user_id_valid(m->recv_id.data, m->recv_id.len)) {
+        return ngx_http_im_msg_error(err, errlen, "field \"recvID\" must "
+                                     "be a valid user ID");
+    }
+
+    for (i = 0; i < m->nat; i++) {
+        if (!ngx_http_im_user_id_valid(m->at_user_ids[i].data,
+                                       m->at_user_ids[i].len))
+        {
+            return ngx_http_im_msg_error(err, errlen, "field "
+                                         "\"atUserIDList[%ui]\" must be "
+                                         "a valid user ID", i);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* each string within its bound, and all of them within the total */
+static ngx_int_t
+ngx_http_im_msg_check_strs(ngx_http_im_msg_t *m, char *err, size_t errlen)
+{
+    size_t                        total, max_content;
+    ngx_uint_t                    i;
+    ngx_http_im_str_t            *f;
+    const ngx_http_im_msg_str_t  *b;
+
+    max_content = m->max_content;
+
+    if (m->content.len == 0) {
+        return ngx_http_im_msg_error(err, errlen, "field \"content\" is "
+                                     "required");
+    }
+
+    if (m->content.len > max_content) {
+        return ngx_http_im_msg_error(err, errlen, "field \"content\" is "
+                                     "over %uz bytes (im_max_content)",
+                                     max_content);
+    }
+
+    total = m->send_id.len + m->recv_id.len + m->content.len;
+
+    for (b = ngx_http_im_msg_strs; b->name; b++) {
+        f = (ngx_http_im_str_t *) ((u_char *) m + b->offset);
+
+        if (f->len > b->max) {
+            return ngx_http_im_msg_error(err, errlen, "field \"%s\" is "
+                                         "over %uz bytes", b->name, b->max);
+        }
+
+        total += f->len;
+    }
+
+    for (i = 0; i < m->nat; i++) {
+        total += m->at_user_ids[i].len;
+    }
+
+    for (i = 0; i < m->noptions; i++) {
+        total += m->options[i].key.len;
+    }
+
+    if (total > max_content + NGX_HTTP_IM_MSG_EXTRA) {
+        return ngx_http_im_msg_error(err, errlen, "MsgData is over %uz "
+                                     "bytes in all (im_max_content + "
+                                     "16 KiB)",
+                                     max_content + NGX_HTTP_IM_MSG_EXTRA);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Options keys become MongoDB field names, where "", "$..." and "a.b"
+ * are refused: one such message would stop persistence.
+ */
+static ngx_int_t
+ngx_http_im_msg_check_options(ngx_http_im_msg_t *m, char *err,
+    size_t errlen)
 {
     size_t      j;
     ngx_uint_t  i;
     u_char      c;
 
-    if (m->client_msg_id.len > NGX_HTTP_IM_CMID_MAX) {
-        return "field \"clientMsgID\" is over 128 bytes";
-    }
-
     for (i = 0; i < m->noptions; i++) {
         if (m->options[i].key.len == 0 || m->options[i].key.len > 64) {
-            return "field \"options\": keys must be 1..64 letters, digits "
-                   "or _";
+            goto invalid;
         }
 
         for (j = 0; j < m->options[i].key.len; j++) {
@@ -155,13 +406,63 @@ ngx_http_im_msg_check(ngx_http_im_msg_t *m)
             if (!(c == '_' || (c >= '0' && c <= '9')
                   || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')))
             {
-                return "field \"options\": keys must be 1..64 letters, "
-                       "digits or _";
+                goto invalid;
             }
         }
     }
 
-    return NULL;
+    return NGX_OK;
+
+invalid:
+
+    return ngx_http_im_msg_error(err, errlen, "field \"options\": keys "
+                                 "must be 1..64 letters, digits or _");
+}
+
+
+/* the content string holds a JSON object, valid for its contentType */
+static ngx_int_t
+ngx_http_im_msg_check_content(ngx_http_im_msg_t *m, char *err,
+    size_t errlen)
+{
+    int       rc;
+    yajl_val  root;
+
+    root = ngx_http_im_json_parse((u_char *) m->content.data,
+                                  m->content.len, err, errlen);
+    if (root == NULL) {
+        return ngx_http_im_msg_error(err, errlen, "content must be a JSON "
+                                     "object for contentType %L",
+                                     m->content_type);
+    }
+
+    rc = ngx_http_im_content_check(m->content_type, root, err, errlen);
+
+    yajl_tree_free(root);
+
+    return rc == 0 ? NGX_OK : NGX_ERROR;
+}
+
+
+/* writes a NUL-terminated error (ngx_vslprintf's formats) */
+static ngx_int_t
+ngx_http_im_msg_error(char *err, size_t errlen, const char *fmt, ...)
+{
+    u_char   *p;
+    va_list   args;
+
+    if (errlen == 0) {
+        return NGX_ERROR;
+    }
+
+    va_start(args, fmt);
+    p = ngx_vslprintf((u_char *) err, (u_char *) err + errlen - 1, fmt,
+                      args);
+    va_end(args);
+
+    *p = '\0';
+
+    return NGX_ERROR;
 }
 
 

@@ -6,7 +6,7 @@
  *
  * Keys of a conversation (one hash slot, by the tag):
  *   im:{c:<conv>}:seq       max seq        im:{c:<conv>}:msgs   seq -> JSON
- *   im:{c:<conv>}:cmid:<id> dedup          im:{c:<conv>}:reserved  MongoDB
+ *   im:{c:<conv>}:cmid:<sendID>:<id> dedup im:{c:<conv>}:reserved  MongoDB
  *   im:{c:<conv>}:done      persisted seqs still hot
  * of a user: im:{u:<uid>}:convs (conv -> last ms), im:{u:<uid>}:read
  * (conv -> hasReadSeq); streams im:persist and im:push.
@@ -29,9 +29,9 @@
 #include "ngx_http_im_mongo.h"
 
 
-/* room for "im:{c:si_<uid>_<uid>}:cmid:<clientMsgID>" */
+/* room for "im:{c:si_<uid>_<uid>}:cmid:<sendID>:<clientMsgID>" */
 #define NGX_HTTP_IM_STORE_CMID_KEY                                          \
-    (sizeof("im:{c:si__}:cmid:") + 2 * NGX_HTTP_IM_UID_MAX                  \
+    (sizeof("im:{c:si__}:cmid::") + 3 * NGX_HTTP_IM_UID_MAX                 \
      + NGX_HTTP_IM_CMID_MAX)
 
 #define NGX_HTTP_IM_STORE_HEAD_LEN  (NGX_MAXHOSTNAMELEN + 256)
@@ -173,7 +173,8 @@ ngx_http_im_store_msg_save(ngx_http_im_store_msg_t *m,
     ngx_http_im_send_key(NGX_HTTP_IM_SEND_K_MSGS, "im:{c:%V}:msgs",
                          &m->conv);
     p = ngx_snprintf(keys[NGX_HTTP_IM_SEND_K_CMID], sizeof(keys[0]),
-                     "im:{c:%V}:cmid:%V", &m->conv, &m->client_msg_id);
+                     "im:{c:%V}:cmid:%V:%V", &m->conv, &m->send_id,
+                     &m->client_msg_id);
     len[NGX_HTTP_IM_SEND_K_CMID] = p - keys[NGX_HTTP_IM_SEND_K_CMID];
     ngx_http_im_send_key(NGX_HTTP_IM_SEND_K_SENDER_CONVS, "im:{u:%V}:convs",
                          &m->send_id);
@@ -496,8 +497,9 @@ ngx_http_im_store_csend_step(ngx_http_im_store_csend_t *cs)
                                    "im:{c:%V}:seq", &m->conv);
     len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
                                    "im:{c:%V}:msgs", &m->conv);
-    len[2] = ngx_snprintf(keys[2], sizeof(keys[2]), "im:{c:%V}:cmid:%V",
-                          &m->conv, &m->client_msg_id) - keys[2];
+    len[2] = ngx_snprintf(keys[2], sizeof(keys[2]), "im:{c:%V}:cmid:%V:%V",
+                          &m->conv, &m->send_id, &m->client_msg_id)
+             - keys[2];
     argv[0] = (char *) keys[0];
     argv[1] = (char *) keys[1];
     argv[2] = (char *) keys[2];

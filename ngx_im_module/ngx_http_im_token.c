@@ -33,6 +33,7 @@ static int ngx_http_im_token_mac(const unsigned char *secret,
 static int ngx_http_im_token_header(const char *b64, size_t len);
 static int ngx_http_im_token_claims(const char *b64, size_t len,
     long long now, ngx_http_im_token_claims_t *claims);
+static int ngx_http_im_token_json_ok(const char *json, size_t n);
 static yajl_val ngx_http_im_token_member(yajl_val obj, const char *key);
 static int ngx_http_im_token_int(yajl_val obj, const char *key,
     int required, long long *out);
@@ -333,7 +334,7 @@ ngx_http_im_token_header(const char *b64, size_t len)
 
     if (ngx_http_im_base64url_decode(b64, len, (unsigned char *) json, &n)
         != 0
-        || n == 0 || memchr(json, '\0', n) != NULL)
+        || !ngx_http_im_token_json_ok(json, n))
     {
         return NGX_HTTP_IM_ERR_TOKEN_MALFORMED;
     }
@@ -378,7 +379,7 @@ ngx_http_im_token_claims(const char *b64, size_t len, long long now,
 
     if (ngx_http_im_base64url_decode(b64, len, (unsigned char *) json, &n)
         != 0
-        || n == 0 || memchr(json, '\0', n) != NULL)
+        || !ngx_http_im_token_json_ok(json, n))
     {
         return NGX_HTTP_IM_ERR_TOKEN_MALFORMED;
     }
@@ -434,6 +435,37 @@ done:
     yajl_tree_free(root);
 
     return rc;
+}
+
+
+/*
+ * Text yajl may read: not empty, no NUL byte, and no "\u0000" escape,
+ * which yajl would decode into a NUL that ends the string (a UserID
+ * "u1\u0000x" would read as "u1").
+ */
+
+static int
+ngx_http_im_token_json_ok(const char *json, size_t n)
+{
+    size_t  i;
+
+    if (n == 0 || memchr(json, '\0', n) != NULL) {
+        return 0;
+    }
+
+    for (i = 0; i + 1 < n; i++) {
+        if (json[i] != '\\') {
+            continue;
+        }
+
+        if (n - i >= 6 && memcmp(&json[i + 1], "u0000", 5) == 0) {
+            return 0;
+        }
+
+        i++;                                /* the escaped character */
+    }
+
+    return 1;
 }
 
 

@@ -16,6 +16,10 @@
 
 static ngx_int_t ngx_http_im_ws_check(ngx_http_request_t *r,
     ngx_str_t *key, const char **msg);
+static ngx_uint_t ngx_http_im_ws_header_has(ngx_http_request_t *r,
+    const char *name, const char *token);
+static ngx_uint_t ngx_http_im_ws_list_has(ngx_str_t *value,
+    const char *token);
 static ngx_int_t ngx_http_im_ws_arg(ngx_http_request_t *r, const char *name,
     ngx_str_t *value);
 static ngx_int_t ngx_http_im_ws_refuse(ngx_http_request_t *r,
@@ -113,7 +117,7 @@ ngx_http_im_ws_handler(ngx_http_request_t *r)
                       "im: websocket token of \"%V\" refused: %i",
                       &uid, rc);
         return ngx_http_im_ws_refuse(r, NGX_HTTP_UNAUTHORIZED, rc,
-                                     "token verification failed");
+                                     ngx_http_im_errmsg(rc));
     }
 
     if (ngx_strlen(claims.user_id) != uid.len
@@ -184,7 +188,7 @@ static ngx_int_t
 ngx_http_im_ws_check(ngx_http_request_t *r, ngx_str_t *key,
     const char **msg)
 {
-    ngx_table_elt_t  *h, *upgrade, *connection;
+    ngx_table_elt_t  *h;
 
     *msg = NULL;
 
@@ -193,14 +197,9 @@ ngx_http_im_ws_check(ngx_http_request_t *r, ngx_str_t *key,
     }
 
     /* not every nginx version fills headers_in.upgrade */
-    upgrade = ngx_http_im_header(r, "Upgrade", 7);
-    connection = ngx_http_im_header(r, "Connection", 10);
-
     if (r->http_version != NGX_HTTP_VERSION_11
-        || upgrade == NULL
-        || ngx_strcasestrn(upgrade->value.data, "websocket", 9 - 1) == NULL
-        || connection == NULL
-        || ngx_strcasestrn(connection->value.data, "upgrade", 7 - 1) == NULL)
+        || !ngx_http_im_ws_header_has(r, "Upgrade", "websocket")
+        || !ngx_http_im_ws_header_has(r, "Connection", "upgrade"))
     {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "im: not a websocket upgrade request");
@@ -238,6 +237,90 @@ ngx_http_im_ws_check(ngx_http_request_t *r, ngx_str_t *key,
     *key = h->value;
 
     return NGX_OK;
+}
+
+
+/*
+ * 1 when the headers "name" of r list "token" (RFC 9110, 5.6.1: comma-
+ * separated elements with optional whitespace, and several header lines
+ * make one list); tokens are compared case-insensitively, as RFC 6455
+ * asks for "websocket" and "Upgrade".
+ */
+static ngx_uint_t
+ngx_http_im_ws_header_has(ngx_http_request_t *r, const char *name,
+    const char *token)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return 0;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0
+            && ngx_http_im_ws_list_has(&h[i].value, token))
+        {
+            return 1;
+        }
+    }
+}
+
+
+/* 1 when the list in value has an element equal to token */
+static ngx_uint_t
+ngx_http_im_ws_list_has(ngx_str_t *value, const char *token)
+{
+    size_t   len;
+    u_char  *p, *last, *start, *end;
+
+    len = ngx_strlen(token);
+    p = value->data;
+    last = p + value->len;
+
+    while (p < last) {
+        start = p;
+
+        while (p < last && *p != ',') {
+            p++;
+        }
+
+        end = p;
+
+        if (p < last) {
+            p++;
+        }
+
+        while (start < end && (*start == ' ' || *start == '\t')) {
+            start++;
+        }
+
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t')) {
+            end--;
+        }
+
+        if ((size_t) (end - start) == len
+            && ngx_strncasecmp(start, (u_char *) token, len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 

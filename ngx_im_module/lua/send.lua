@@ -1,6 +1,7 @@
 -- Stores one message of a conversation, atomically.
 -- KEYS: 1 conv seq, 2 conv msgs (hash seq -> MsgData JSON),
---       3 dedup key of the clientMsgID, 4 sender's conversation index,
+--       3 dedup key of the sender's clientMsgID,
+--       4 sender's conversation index,
 --       5 recipient's conversation index, 6 sender's read seqs,
 --       7 recipient's profile (checked when ARGV[6] is "1"),
 --       8 persistence stream, 9 conv reserved seq, 10 conv persisted-

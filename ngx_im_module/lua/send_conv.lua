@@ -2,7 +2,7 @@
 -- the conversation's slot only (the users' parts are conv_index.lua
 -- before it and deliver.lua after it).
 -- KEYS: 1 conv seq, 2 conv msgs (hash seq -> MsgData JSON),
---       3 dedup key of the clientMsgID
+--       3 dedup key of the sender's clientMsgID
 -- ARGV: 1 JSON up to "seq":, 2 JSON after the seq digits, 3 now (ms),
 --       4 dedup TTL (s), 5 serverMsgID
 -- Returns {1, seq} for a new message, {0, seq, sendTime, serverMsgID}

@@ -145,6 +145,8 @@ test_escape(void)
         { "a\xc3", 2, "\"a" R "\"", 0 },
         { "\xc3(", 2, "\"" R "(\"", 0 },
         { "\xc0\xaf", 2, "\"" R R "\"", 0 },
+        { "\xc0\x80", 2, "\"\\u0000\"", 0 },
+        { "\xc0", 1, "\"" R "\"", 0 },
         { "\xe0\x80\xaf", 3, "\"" R R R "\"", 0 },
         { "\xed\xa0\x80", 3, "\"" R R R "\"", 0 },
         { "\xf4\x90\x80\x80", 4, "\"" R R R R "\"", 0 },
@@ -762,6 +764,114 @@ test_msg_accepts(void)
 }
 
 
+/*
+ * "\u0000" in a string: yajl's strings end at a NUL, so C code would read
+ * "a\u0000b" as "a".  The getters refuse such strings, naming the field;
+ * keys keep their length (no shorter key matches); an opaque value (a
+ * content object) is written back as it came.
+ */
+
+static void
+test_nul(void)
+{
+    int                 i;
+    char                err[NGX_HTTP_IM_JSON_ERRLEN];
+    yajl_val            v;
+    ngx_http_im_str_t   s;
+    ngx_http_im_buf_t   b;
+
+    static const struct {
+        const char  *json;
+        const char  *err;
+    } msgs[] = {
+        { "{\"sendID\":\"u1\\u0000x\"}",
+          "field \"sendID\" must not contain NUL bytes" },
+        { "{\"senderNickname\":\"\\u0000\"}",
+          "field \"senderNickname\" must not contain NUL bytes" },
+        { "{\"content\":\"{}\\u0000\"}",
+          "field \"content\" must not contain NUL bytes" },
+        { "{\"offlinePushInfo\":{\"title\":\"t\\u0000\"}}",
+          "field \"offlinePushInfo.title\" must not contain NUL bytes" },
+        { "{\"atUserIDList\":[\"u1\",\"u2\\u0000\"]}",
+          "field \"atUserIDList\" must not contain NUL bytes" },
+        /* the overlong form itself, sent raw, is the same NUL */
+        { "{\"ex\":\"a\xc0\x80\"}",
+          "field \"ex\" must not contain NUL bytes" }
+    };
+
+    v = ngx_http_im_json_parse(S("{\"secret\":\"openIM123\\u0000junk\","
+                                 "\"k\\u0000\":1,\"e\":\"\\\\u0000\"}"),
+                               err, sizeof(err));
+    CHECK(v != NULL);
+
+    err[0] = '\0';
+    CHECK(ngx_http_im_json_get_str(v, "secret", 1, &s, err, sizeof(err))
+          == -1
+          && strcmp(err, "field \"secret\" must not contain NUL bytes")
+             == 0);
+
+    /* a key with a NUL is not the shorter key */
+    CHECK(ngx_http_im_json_get(v, "k") == NULL);
+
+    /* an escaped backslash before "u0000" is no NUL */
+    CHECK(ngx_http_im_json_get_str(v, "e", 1, &s, err, sizeof(err)) == 0
+          && str_is(&s, "\\u0000"));
+
+    /* written back as it came */
+    ngx_http_im_buf_init(&b, 0);
+    ngx_http_im_buf_json_val(&b, v);
+    CHECK(check_buf_is(&b, "{\"secret\":\"openIM123\\u0000junk\","
+                           "\"k\\u0000\":1,\"e\":\"\\\\u0000\"}"));
+    ngx_http_im_buf_free(&b);
+    yajl_tree_free(v);
+
+    for (i = 0; i < (int) CHECK_N(msgs); i++) {
+        CHECK_CASE(msg_error_is(msgs[i].json, msgs[i].err), msgs[i].json);
+    }
+}
+
+
+/* the int32 fields of MsgData (im.proto) must fit 32 bits */
+
+static void
+test_msg_int32(void)
+{
+    int                 i;
+    char                err[NGX_HTTP_IM_JSON_ERRLEN], json[128], exp[128];
+    yajl_val            v;
+    ngx_http_im_msg_t   m;
+
+    static const char  *ints[] = {
+        "senderPlatformID", "sessionType", "msgFrom", "contentType",
+        "status"
+    };
+
+    for (i = 0; i < (int) CHECK_N(ints); i++) {
+        snprintf(exp, sizeof(exp), "field \"%s\" must be a 32-bit integer",
+                 ints[i]);
+
+        snprintf(json, sizeof(json), "{\"%s\":2147483648}", ints[i]);
+        CHECK_CASE(msg_error_is(json, exp), ints[i]);
+
+        snprintf(json, sizeof(json), "{\"%s\":-2147483649}", ints[i]);
+        CHECK_CASE(msg_error_is(json, exp), ints[i]);
+    }
+
+    v = ngx_http_im_json_parse(S("{\"senderPlatformID\":2147483647,"
+                                 "\"status\":-2147483648,"
+                                 "\"seq\":2147483648,"
+                                 "\"sendTime\":9223372036854775807}"),
+                               err, sizeof(err));
+    CHECK(v != NULL);
+    CHECK(ngx_http_im_msg_from_json(v, &m, err, sizeof(err)) == 0);
+    CHECK(m.sender_platform_id == 2147483647LL
+          && m.status == -2147483648LL && m.seq == 2147483648LL
+          && m.send_time == 9223372036854775807LL);
+    ngx_http_im_msg_free(&m);
+    yajl_tree_free(v);
+}
+
+
 /* the getter of "type" ('s'tr, 'i'nt, 'b'ool, 'a'rray, 'o'bject) */
 
 static int
@@ -876,6 +986,8 @@ main(void)
     test_msg_built();
     test_msg_errors();
     test_msg_accepts();
+    test_nul();
+    test_msg_int32();
     test_helpers();
 
     return check_done();

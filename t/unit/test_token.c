@@ -394,7 +394,20 @@ test_malformed(void)
           NGX_HTTP_IM_ERR_TOKEN_EXPIRED },
         { "{\"UserID\":\"u1\",\"PlatformID\":1,\"exp\":1800000000,"
           "\"nbf\":1750000000}",
-          NGX_HTTP_IM_ERR_TOKEN_NOT_YET }
+          NGX_HTTP_IM_ERR_TOKEN_NOT_YET },
+
+        /* "\u0000" would end the UserID early: "u1" */
+        { "{\"UserID\":\"u1\\u0000x\",\"PlatformID\":1,"
+          "\"exp\":1800000000}",
+          NGX_HTTP_IM_ERR_TOKEN_MALFORMED },
+        { "{\"UserID\":\"u1\",\"PlatformID\":1,\"exp\":1800000000,"
+          "\"x\":\"\\u0000\"}",
+          NGX_HTTP_IM_ERR_TOKEN_MALFORMED },
+
+        /* an escaped backslash before "u0000" is no NUL */
+        { "{\"UserID\":\"u1\",\"PlatformID\":1,\"exp\":1800000000,"
+          "\"x\":\"\\\\u0000\"}",
+          NGX_HTTP_IM_OK }
     };
 
     for (i = 0; i < CHECK_N(shapes); i++) {
