@@ -494,14 +494,6 @@ ngx_http_im_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (imcf->redis_cluster && imcf->mongo_uri.len) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"im_mongo\" does not work with "
-                           "\"im_redis_cluster\" yet: its persistence "
-                           "queue is one Redis stream");
-        return NGX_CONF_ERROR;
-    }
-
     if (imcf->redis_host.len && imcf->secret.len < 8) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"im_secret\" of at least 8 bytes is required "

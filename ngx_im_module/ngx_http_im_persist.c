@@ -7,7 +7,9 @@
  * entries of workers idle for im_persist_claim, then new ones), inserts
  * them from the thread pool, and acknowledges them only after MongoDB
  * accepted them, which also lets the Redis hot window shrink.  One batch
- * per worker is in flight at a time.
+ * per worker is in flight at a time.  A Redis Cluster has several queues
+ * (one slot each): the worker takes from one until it is empty, then the
+ * next, and rests only after a round of empty ones.
  */
 
 
@@ -18,6 +20,7 @@
 
 #define NGX_HTTP_IM_PERSIST_IDLE     200
 #define NGX_HTTP_IM_PERSIST_TIDY     60000
+#define NGX_HTTP_IM_PERSIST_QUEUES   64      /* >= the store's queues */
 #define NGX_HTTP_IM_BACKOFF_FIRST    1000
 #define NGX_HTTP_IM_BACKOFF_LAST     30000
 
@@ -33,7 +36,9 @@ static void ngx_http_im_persist_next(ngx_msec_t delay);
 static ngx_event_t  ngx_http_im_persist_ev;
 static ngx_uint_t   ngx_http_im_persist_busy;
 static ngx_msec_t   ngx_http_im_persist_backoff;
-static ngx_msec_t   ngx_http_im_persist_tidied;
+static ngx_msec_t   ngx_http_im_persist_tidied[NGX_HTTP_IM_PERSIST_QUEUES];
+static ngx_uint_t   ngx_http_im_persist_queue;
+static ngx_uint_t   ngx_http_im_persist_empty;
 
 
 void
@@ -41,6 +46,8 @@ ngx_http_im_persist_init(ngx_cycle_t *cycle)
 {
     ngx_http_im_persist_busy = 0;
     ngx_http_im_persist_backoff = 0;
+    ngx_http_im_persist_queue = 0;
+    ngx_http_im_persist_empty = 0;
 
     ngx_memzero(&ngx_http_im_persist_ev, sizeof(ngx_event_t));
     ngx_http_im_persist_ev.handler = ngx_http_im_persist_handler;
@@ -78,7 +85,7 @@ ngx_http_im_persist_next(ngx_msec_t delay)
 static void
 ngx_http_im_persist_handler(ngx_event_t *ev)
 {
-    ngx_uint_t                tidy;
+    ngx_uint_t                q, tidy;
     ngx_http_im_main_conf_t  *imcf;
 
     if (ngx_http_im_persist_busy) {
@@ -90,14 +97,16 @@ ngx_http_im_persist_handler(ngx_event_t *ev)
     /* now and then, forget consumers (old workers) with nothing pending */
     tidy = 0;
 
-    if (ngx_current_msec - ngx_http_im_persist_tidied
+    q = ngx_http_im_persist_queue;
+
+    if (ngx_current_msec - ngx_http_im_persist_tidied[q]
         > NGX_HTTP_IM_PERSIST_TIDY)
     {
-        ngx_http_im_persist_tidied = ngx_current_msec;
+        ngx_http_im_persist_tidied[q] = ngx_current_msec;
         tidy = 1;
     }
 
-    if (ngx_http_im_store_persist_take(imcf->persist_batch,
+    if (ngx_http_im_store_persist_take(q, imcf->persist_batch,
                                        imcf->persist_claim, tidy,
                                        ngx_http_im_persist_taken, NULL)
         != NGX_OK)
@@ -126,9 +135,24 @@ ngx_http_im_persist_taken(void *data, ngx_int_t err,
     }
 
     if (n == 0) {
+        /* this queue is empty: the next one now, or a rest after a round
+         * of empty queues */
+        ngx_http_im_persist_queue = (ngx_http_im_persist_queue + 1)
+                                    % ngx_http_im_store_persist_queues();
+
+        if (++ngx_http_im_persist_empty
+            < ngx_http_im_store_persist_queues())
+        {
+            ngx_http_im_persist_next(0);
+            return;
+        }
+
+        ngx_http_im_persist_empty = 0;
         ngx_http_im_persist_next(NGX_HTTP_IM_PERSIST_IDLE);
         return;
     }
+
+    ngx_http_im_persist_empty = 0;
 
     t = ngx_http_im_mongo_task(NGX_HTTP_IM_MONGO_INSERT, n);
     if (t == NULL) {
@@ -231,8 +255,8 @@ ngx_http_im_persist_inserted(ngx_http_im_mongo_task_t *t)
         }
     }
 
-    if (ngx_http_im_store_persist_done(e, t->n, ngx_http_im_persist_acked,
-                                       NULL)
+    if (ngx_http_im_store_persist_done(ngx_http_im_persist_queue, e, t->n,
+                                       ngx_http_im_persist_acked, NULL)
         == NGX_OK)
     {
         ngx_http_im_persist_busy = 1;

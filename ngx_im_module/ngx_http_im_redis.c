@@ -198,7 +198,9 @@ static ngx_http_im_script_t  ngx_http_im_scripts[NGX_HTTP_IM_LUA_N] = {
       "" },
     { ngx_http_im_lua_send_conv, sizeof(ngx_http_im_lua_send_conv) - 1,
       "" },
-    { ngx_http_im_lua_deliver, sizeof(ngx_http_im_lua_deliver) - 1, "" }
+    { ngx_http_im_lua_deliver, sizeof(ngx_http_im_lua_deliver) - 1, "" },
+    { ngx_http_im_lua_persist_trim,
+      sizeof(ngx_http_im_lua_persist_trim) - 1, "" }
 };
 
 static ngx_http_im_redis_sub_handlers_t  ngx_http_im_redis_sub_handlers = {

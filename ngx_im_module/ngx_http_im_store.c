@@ -30,20 +30,6 @@
 #define NGX_HTTP_IM_CHANNEL_TAIL    "}:ch"
 
 
-/* the gathering of per-user replies in a cluster */
-typedef struct {
-    ngx_http_im_store_op_t    *op;
-    ngx_http_im_redis_pt       handler;
-    redisReply                *all;
-    ngx_uint_t                 pending;
-    ngx_uint_t                 failed;
-    ngx_uint_t                 unwrap;      /* take each reply's [0] */
-} ngx_http_im_store_gather_t;
-
-typedef struct {
-    ngx_http_im_store_gather_t  *g;
-    ngx_uint_t                   i;
-} ngx_http_im_store_part_t;
 
 
 static void ngx_http_im_store_message(ngx_str_t *channel, u_char *data,
@@ -64,12 +50,6 @@ static ngx_int_t ngx_http_im_store_register_each(const char **argv,
 static ngx_int_t ngx_http_im_store_users(ngx_uint_t script,
     const char *fmt, ngx_str_t *uids, ngx_uint_t n,
     ngx_http_im_redis_pt handler, ngx_http_im_store_op_t *op);
-static ngx_int_t ngx_http_im_store_gather(ngx_uint_t n,
-    ngx_uint_t unwrap, ngx_http_im_redis_pt handler,
-    ngx_http_im_store_op_t *op, ngx_http_im_store_part_t **parts);
-static void ngx_http_im_store_part_reply(redisReply *reply, void *data);
-static void ngx_http_im_store_gathered(ngx_http_im_store_gather_t *g);
-static redisReply *ngx_http_im_store_copy(redisReply *r);
 static void ngx_http_im_store_registered_all(redisReply *reply,
     void *data);
 static void ngx_http_im_store_register_checked(redisReply *reply,
@@ -1054,7 +1034,7 @@ ngx_http_im_store_users(ngx_uint_t script, const char *fmt,
  * once, so the handler runs after the last reply (or at once, when none
  * was queued).
  */
-static ngx_int_t
+ngx_int_t
 ngx_http_im_store_gather(ngx_uint_t n, ngx_uint_t unwrap,
     ngx_http_im_redis_pt handler, ngx_http_im_store_op_t *op,
     ngx_http_im_store_part_t **parts)
@@ -1101,7 +1081,7 @@ ngx_http_im_store_gather(ngx_uint_t n, ngx_uint_t unwrap,
 }
 
 
-static void
+void
 ngx_http_im_store_part_reply(redisReply *reply, void *data)
 {
     ngx_http_im_store_part_t  *part = data;
@@ -1132,7 +1112,7 @@ ngx_http_im_store_part_reply(redisReply *reply, void *data)
 
 
 /* one reply less to wait for; the last one runs the handler */
-static void
+void
 ngx_http_im_store_gathered(ngx_http_im_store_gather_t *g)
 {
     ngx_uint_t  i;
@@ -1155,7 +1135,7 @@ ngx_http_im_store_gathered(ngx_http_im_store_gather_t *g)
 
 
 /* a deep copy of a reply (strings, integers, arrays of them) */
-static redisReply *
+redisReply *
 ngx_http_im_store_copy(redisReply *r)
 {
     size_t       i;

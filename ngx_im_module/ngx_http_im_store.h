@@ -300,16 +300,21 @@ typedef struct {
 typedef void (*ngx_http_im_store_entries_pt)(void *data, ngx_int_t err,
     ngx_http_im_store_entry_t *e, ngx_uint_t n);
 
-/* a batch for this worker: its own unacknowledged entries first, then
- * those of workers idle for claim ms, then new ones; tidy forgets idle
- * workers */
-ngx_int_t ngx_http_im_store_persist_take(ngx_uint_t count,
-    ngx_msec_t claim, ngx_uint_t tidy, ngx_http_im_store_entries_pt done,
-    void *data);
+/* a batch of a queue for this worker: its own unacknowledged entries
+ * first, then those of workers idle for claim ms, then new ones; tidy
+ * forgets idle workers */
+ngx_int_t ngx_http_im_store_persist_take(ngx_uint_t queue,
+    ngx_uint_t count, ngx_msec_t claim, ngx_uint_t tidy,
+    ngx_http_im_store_entries_pt done, void *data);
 
 /* a batch is in MongoDB: acknowledged, and the hot window may shrink */
-ngx_int_t ngx_http_im_store_persist_done(ngx_http_im_store_entry_t *e,
-    ngx_uint_t n, ngx_http_im_store_done_pt done, void *data);
+ngx_int_t ngx_http_im_store_persist_done(ngx_uint_t queue,
+    ngx_http_im_store_entry_t *e, ngx_uint_t n,
+    ngx_http_im_store_done_pt done, void *data);
+
+/* how many queues there are (queue is 0 .. n-1): one on one Redis, more
+ * in a cluster, where each lives in a slot of its own */
+ngx_uint_t ngx_http_im_store_persist_queues(void);
 
 
 #endif /* _NGX_HTTP_IM_STORE_H_INCLUDED_ */

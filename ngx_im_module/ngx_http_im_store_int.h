@@ -18,6 +18,7 @@
 
 
 #define NGX_HTTP_IM_STORE_ARGS         32
+#define NGX_HTTP_IM_STORE_QUEUES       16   /* persistence, in a cluster */
 #define NGX_HTTP_IM_STORE_ROOM         4096
 
 
@@ -51,6 +52,22 @@ struct ngx_http_im_store_op_s {
 };
 
 
+/* the gathering of per-user replies in a cluster */
+typedef struct {
+    ngx_http_im_store_op_t    *op;
+    ngx_http_im_redis_pt       handler;
+    redisReply                *all;
+    ngx_uint_t                 pending;
+    ngx_uint_t                 failed;
+    ngx_uint_t                 unwrap;      /* take each reply's [0] */
+} ngx_http_im_store_gather_t;
+
+typedef struct {
+    ngx_http_im_store_gather_t  *g;
+    ngx_uint_t                   i;
+} ngx_http_im_store_part_t;
+
+
 ngx_http_im_store_op_t *ngx_http_im_store_op(void *handler, void *data);
 void ngx_http_im_store_op_free(ngx_http_im_store_op_t *op);
 ngx_int_t ngx_http_im_store_script(ngx_uint_t script,
@@ -78,6 +95,12 @@ size_t ngx_http_im_store_channel(u_char *buf, ngx_str_t *uid);
 const char *ngx_http_im_store_publish_cmd(size_t *len);
 void ngx_http_im_store_str(redisReply *e, ngx_str_t *s);
 long long ngx_http_im_store_int(redisReply *e);
+ngx_int_t ngx_http_im_store_gather(ngx_uint_t n, ngx_uint_t unwrap,
+    ngx_http_im_redis_pt handler, ngx_http_im_store_op_t *op,
+    ngx_http_im_store_part_t **parts);
+void ngx_http_im_store_part_reply(redisReply *reply, void *data);
+void ngx_http_im_store_gathered(ngx_http_im_store_gather_t *g);
+redisReply *ngx_http_im_store_copy(redisReply *r);
 
 
 #endif /* _NGX_HTTP_IM_STORE_INT_H_INCLUDED_ */

@@ -115,6 +115,14 @@ static void ngx_http_im_store_item(ngx_http_im_store_item_t *it,
     redisReply *e);
 static void ngx_http_im_store_convs_reply(redisReply *reply, void *data);
 static void ngx_http_im_store_taken(redisReply *reply, void *data);
+static void ngx_http_im_store_fetch(redisReply *reply,
+    ngx_http_im_store_op_t *op);
+static void ngx_http_im_store_fetched(redisReply *all, void *data);
+static void ngx_http_im_store_entries(redisReply *reply, redisReply *json,
+    ngx_http_im_store_op_t *op);
+static void ngx_http_im_store_arg_msgs(ngx_http_im_store_args_t *a,
+    redisReply *conv);
+static void ngx_http_im_store_trim(ngx_http_im_store_entry_t *e);
 static size_t ngx_http_im_store_delivery_head(u_char *buf,
     ngx_http_im_store_msg_t *m);
 static ngx_int_t ngx_http_im_store_cluster_send(ngx_http_im_store_msg_t *m,
@@ -128,6 +136,17 @@ static ngx_int_t ngx_http_im_store_deliver(ngx_http_im_store_csend_t *cs,
 static void ngx_http_im_store_delivered(redisReply *reply, void *data);
 static void ngx_http_im_store_reached(redisReply *reply, void *data);
 static void ngx_http_im_store_csend_step(ngx_http_im_store_csend_t *cs);
+static void ngx_http_im_store_csend_store(ngx_http_im_store_csend_t *cs);
+static ngx_int_t ngx_http_im_store_enqueue(ngx_http_im_store_csend_t *cs);
+static void ngx_http_im_store_enqueued(redisReply *reply, void *data);
+static void ngx_http_im_store_arg_cmid(ngx_http_im_store_args_t *a,
+    ngx_http_im_store_msg_t *m);
+static void ngx_http_im_store_arg_queue(ngx_http_im_store_args_t *a,
+    ngx_uint_t k);
+static ngx_uint_t ngx_http_im_store_queue_of(ngx_str_t *conv);
+static ngx_int_t ngx_http_im_store_queue_len(ngx_http_im_store_csend_t *cs);
+static void ngx_http_im_store_queued(redisReply *reply, void *data);
+static void ngx_http_im_store_backlog_full(void);
 static ngx_int_t ngx_http_im_store_job_split(const char **argv,
     size_t *len);
 static void ngx_http_im_store_job_tokens(redisReply *reply, void *data);
@@ -271,11 +290,7 @@ ngx_http_im_store_sent_reply(redisReply *reply, void *data)
         r.err = (ngx_int_t) -reply->integer;
 
         if (r.err == NGX_HTTP_IM_ERR_UNAVAILABLE) {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "im: persistence backlog reached "
-                          "im_persist_stream_max, refusing messages "
-                          "until MongoDB catches up");
-            ngx_http_im_metric_inc(NGX_HTTP_IM_M_PERSIST_FULL);
+            ngx_http_im_store_backlog_full();
         }
 
         goto done;
@@ -391,7 +406,99 @@ ngx_http_im_store_cluster_send(ngx_http_im_store_msg_t *m,
         cs->r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
     }
 
+    if (ngx_http_im_mongo_enabled()) {
+        /* and the backlog of the conversation's persistence queue */
+        if (ngx_http_im_store_queue_len(cs) == NGX_OK) {
+            cs->pending++;
+
+        } else {
+            cs->r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+        }
+    }
+
     return NGX_OK;
+}
+
+
+/* the queues of messages for MongoDB: one, or in a cluster one per
+ * group of conversations (each in a slot of its own) */
+ngx_uint_t
+ngx_http_im_store_persist_queues(void)
+{
+    return ngx_http_im_redis_cluster() ? NGX_HTTP_IM_STORE_QUEUES : 1;
+}
+
+
+static void
+ngx_http_im_store_arg_queue(ngx_http_im_store_args_t *a, ngx_uint_t k)
+{
+    ngx_str_t  n;
+    u_char     num[NGX_INT_T_LEN];
+
+    if (!ngx_http_im_redis_cluster()) {
+        ngx_http_im_store_arg(a, "im:persist", 10);
+        return;
+    }
+
+    n.data = num;
+    n.len = ngx_sprintf(num, "%ui", k) - num;
+    ngx_http_im_store_arg_key(a, "im:{q:%V}:persist", &n);
+}
+
+
+static ngx_uint_t
+ngx_http_im_store_queue_of(ngx_str_t *conv)
+{
+    return ngx_crc32_short(conv->data, conv->len) % NGX_HTTP_IM_STORE_QUEUES;
+}
+
+
+static ngx_int_t
+ngx_http_im_store_queue_len(ngx_http_im_store_csend_t *cs)
+{
+    ngx_http_im_store_args_t  a;
+
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg(&a, "XLEN", 4);
+    ngx_http_im_store_arg_queue(&a,
+                                ngx_http_im_store_queue_of(&cs->msg.conv));
+
+    return a.failed ? NGX_DECLINED
+                    : ngx_http_im_redis_command(ngx_http_im_store_queued,
+                                                cs, a.n, a.argv, a.len);
+}
+
+
+/* the queue's length against its share of im_persist_stream_max */
+static void
+ngx_http_im_store_queued(redisReply *reply, void *data)
+{
+    ngx_http_im_store_csend_t  *cs = data;
+
+    ngx_uint_t  max;
+
+    max = ngx_http_im_worker->imcf->persist_stream_max
+          / NGX_HTTP_IM_STORE_QUEUES;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        cs->r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+
+    } else if ((ngx_uint_t) reply->integer >= max && cs->r.err == 0) {
+        ngx_http_im_store_backlog_full();
+        cs->r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+    }
+
+    ngx_http_im_store_csend_step(cs);
+}
+
+
+static void
+ngx_http_im_store_backlog_full(void)
+{
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "im: persistence backlog reached im_persist_stream_max, "
+                  "refusing messages until MongoDB catches up");
+    ngx_http_im_metric_inc(NGX_HTTP_IM_M_PERSIST_FULL);
 }
 
 
@@ -445,12 +552,6 @@ ngx_http_im_store_indexed(redisReply *reply, void *data)
 static void
 ngx_http_im_store_csend_step(ngx_http_im_store_csend_t *cs)
 {
-    size_t                     len[8];
-    const char                *argv[8];
-    ngx_http_im_store_msg_t   *m;
-    u_char                     keys[3][NGX_HTTP_IM_STORE_CMID_KEY];
-    u_char                     now[NGX_INT64_LEN], ttl[NGX_INT64_LEN];
-
     if (--cs->pending) {
         return;
     }
@@ -461,73 +562,139 @@ ngx_http_im_store_csend_step(ngx_http_im_store_csend_t *cs)
         return;
     }
 
-    m = &cs->msg;
-
-    if (cs->step++ == 1) {
-        /* step 3: each user's side, and the deliveries (a resend
-         * delivers nothing again) */
-        if (ngx_http_im_store_deliver(cs, &m->recv_id, 0,
-                                      cs->r.status
-                                      == NGX_HTTP_IM_STORE_SENT)
-            == NGX_OK)
-        {
-            cs->pending++;
-        }
-
-        if (ngx_http_im_store_deliver(cs, &m->send_id, 1,
-                                      cs->r.status
-                                      == NGX_HTTP_IM_STORE_SENT)
-            == NGX_OK)
-        {
-            cs->pending++;
-        }
-
-        if (cs->pending == 0) {
-            cs->pending = 1;
-            cs->r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
-            ngx_http_im_store_csend_step(cs);
-        }
-
+    if (cs->step++ == 0) {
+        ngx_http_im_store_csend_store(cs);
         return;
     }
 
-    /* step 2: send_conv.lua: KEYS seq, msgs, dedup; ARGV JSON head and
-     * tail, now, dedup TTL, serverMsgID */
-    len[0] = ngx_http_im_store_key(keys[0], sizeof(keys[0]),
-                                   "im:{c:%V}:seq", &m->conv);
-    len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
-                                   "im:{c:%V}:msgs", &m->conv);
-    len[2] = ngx_snprintf(keys[2], sizeof(keys[2]), "im:{c:%V}:cmid:%V:%V",
-                          &m->conv, &m->send_id, &m->client_msg_id)
-             - keys[2];
-    argv[0] = (char *) keys[0];
-    argv[1] = (char *) keys[1];
-    argv[2] = (char *) keys[2];
-    argv[3] = (char *) m->json.data;
-    len[3] = m->seq_at;
-    argv[4] = (char *) m->json.data + m->seq_at + 1;
-    len[4] = m->json.len - m->seq_at - 1;
-    argv[5] = (char *) now;
-    len[5] = ngx_sprintf(now, "%L", m->send_time) - now;
-    argv[6] = (char *) ttl;
-    len[6] = ngx_sprintf(ttl, "%T", ngx_http_im_worker->imcf->dedup_ttl)
-             - ttl;
-    argv[7] = (char *) m->server_msg_id.data;
-    len[7] = m->server_msg_id.len;
-
-    if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_SEND_CONV,
-                                 ngx_http_im_store_conv_stored, cs, 3, 8,
-                                 argv, len)
-        != NGX_OK)
+    /* step 3: each user's side, the deliveries (a resend delivers nothing
+     * again) and the persistence queue (again for a resend: inserts are
+     * idempotent, and the first one may not have happened) */
+    if (ngx_http_im_store_deliver(cs, &cs->msg.recv_id, 0,
+                                  cs->r.status == NGX_HTTP_IM_STORE_SENT)
+        == NGX_OK)
     {
+        cs->pending++;
+    }
+
+    if (ngx_http_im_store_deliver(cs, &cs->msg.send_id, 1,
+                                  cs->r.status == NGX_HTTP_IM_STORE_SENT)
+        == NGX_OK)
+    {
+        cs->pending++;
+    }
+
+    if (ngx_http_im_mongo_enabled()
+        && ngx_http_im_store_enqueue(cs) == NGX_OK)
+    {
+        cs->pending++;
+    }
+
+    if (cs->pending < 2 + (ngx_uint_t) ngx_http_im_mongo_enabled()) {
+        cs->r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+    }
+
+    if (cs->pending == 0) {
         cs->pending = 1;
+        ngx_http_im_store_csend_step(cs);
+    }
+}
+
+
+/* step 2: send_conv.lua: KEYS seq, msgs, dedup, reserved, done; ARGV
+ * JSON head and tail, now, dedup TTL, serverMsgID, MongoDB, hot window,
+ * force */
+static void
+ngx_http_im_store_csend_store(ngx_http_im_store_csend_t *cs)
+{
+    ngx_http_im_store_msg_t   *m;
+    ngx_http_im_store_args_t   a;
+
+    m = &cs->msg;
+
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg_key(&a, "im:{c:%V}:seq", &m->conv);
+    ngx_http_im_store_arg_key(&a, "im:{c:%V}:msgs", &m->conv);
+    ngx_http_im_store_arg_cmid(&a, m);
+    ngx_http_im_store_arg_key(&a, "im:{c:%V}:reserved", &m->conv);
+    ngx_http_im_store_arg_key(&a, "im:{c:%V}:done", &m->conv);
+    ngx_http_im_store_arg(&a, m->json.data, m->seq_at);
+    ngx_http_im_store_arg(&a, m->json.data + m->seq_at + 1,
+                          m->json.len - m->seq_at - 1);
+    ngx_http_im_store_arg_int(&a, m->send_time);
+    ngx_http_im_store_arg_int(&a, ngx_http_im_worker->imcf->dedup_ttl);
+    ngx_http_im_store_arg(&a, m->server_msg_id.data, m->server_msg_id.len);
+    ngx_http_im_store_arg(&a, ngx_http_im_mongo_enabled() ? "1" : "0", 1);
+    ngx_http_im_store_arg_int(&a, ngx_http_im_worker->imcf->hot_window);
+    ngx_http_im_store_arg(&a, m->force ? "1" : "0", 1);
+
+    cs->pending = 1;
+
+    if (a.failed
+        || ngx_http_im_redis_script(NGX_HTTP_IM_LUA_SEND_CONV,
+                                    ngx_http_im_store_conv_stored, cs, 5,
+                                    a.n, a.argv, a.len)
+           != NGX_OK)
+    {
         cs->step = 2;
         cs->r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
         ngx_http_im_store_csend_step(cs);
-        return;
+    }
+}
+
+
+/* the message's entry in its conversation's persistence queue */
+static ngx_int_t
+ngx_http_im_store_enqueue(ngx_http_im_store_csend_t *cs)
+{
+    ngx_http_im_store_args_t  a;
+
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg(&a, "XADD", 4);
+    ngx_http_im_store_arg_queue(&a,
+                                ngx_http_im_store_queue_of(&cs->msg.conv));
+    ngx_http_im_store_arg(&a, "*", 1);
+    ngx_http_im_store_arg(&a, "c", 1);
+    ngx_http_im_store_arg(&a, cs->msg.conv.data, cs->msg.conv.len);
+    ngx_http_im_store_arg(&a, "s", 1);
+    ngx_http_im_store_arg_int(&a, cs->r.seq);
+
+    return a.failed ? NGX_DECLINED
+                    : ngx_http_im_redis_command(ngx_http_im_store_enqueued,
+                                                cs, a.n, a.argv, a.len);
+}
+
+
+static void
+ngx_http_im_store_enqueued(redisReply *reply, void *data)
+{
+    ngx_http_im_store_csend_t  *cs = data;
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        cs->r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
     }
 
-    cs->pending = 1;
+    ngx_http_im_store_csend_step(cs);
+}
+
+
+/* the dedup key of a sender's clientMsgID in a conversation */
+static void
+ngx_http_im_store_arg_cmid(ngx_http_im_store_args_t *a,
+    ngx_http_im_store_msg_t *m)
+{
+    u_char  *last;
+
+    last = ngx_snprintf(a->pos, a->room + NGX_HTTP_IM_STORE_ROOM - a->pos,
+                        "im:{c:%V}:cmid:%V:%V", &m->conv, &m->send_id,
+                        &m->client_msg_id);
+
+    if (last == a->room + NGX_HTTP_IM_STORE_ROOM) {
+        a->failed = 1;
+    }
+
+    ngx_http_im_store_arg(a, a->pos, last - a->pos);
+    a->pos = last;
 }
 
 
@@ -538,6 +705,16 @@ ngx_http_im_store_conv_stored(redisReply *reply, void *data)
     ngx_http_im_store_csend_t  *cs = data;
 
     redisReply  **e;
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 1
+        && ngx_http_im_store_int(reply->element[0])
+           == NGX_HTTP_IM_SEND_R_RESEED)
+    {
+        cs->r.status = NGX_HTTP_IM_STORE_RESEED;
+        cs->step = 2;
+        ngx_http_im_store_csend_step(cs);
+        return;
+    }
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
         || reply->elements < 2)
@@ -553,6 +730,12 @@ ngx_http_im_store_conv_stored(redisReply *reply, void *data)
 
     if (ngx_http_im_store_int(e[0]) == NGX_HTTP_IM_SEND_R_SENT) {
         cs->r.status = NGX_HTTP_IM_STORE_SENT;
+
+    } else if (ngx_http_im_store_int(e[0]) == NGX_HTTP_IM_SEND_R_RESERVE) {
+        /* MongoDB first; the caller sends again, and step 1 is harmless
+         * twice */
+        cs->r.status = NGX_HTTP_IM_STORE_RESERVE;
+        cs->step = 2;
 
     } else if (reply->elements == 4 && e[3]->type == REDIS_REPLY_STRING) {
         /* the reply is gone when the ack is written: keep the ID */
@@ -1342,63 +1525,157 @@ ngx_http_im_store_convs_reply(redisReply *reply, void *data)
 #define NGX_HTTP_IM_PERSIST_GROUP  "persist"
 
 
-/* persist_take.lua: KEYS the stream; ARGV group, consumer, count, claim
- * ms, tidy */
+/* persist_take.lua: KEYS the queue; ARGV group, consumer, count, claim
+ * ms, tidy, cluster */
 ngx_int_t
-ngx_http_im_store_persist_take(ngx_uint_t count, ngx_msec_t claim,
-    ngx_uint_t tidy, ngx_http_im_store_entries_pt done, void *data)
+ngx_http_im_store_persist_take(ngx_uint_t queue, ngx_uint_t count,
+    ngx_msec_t claim, ngx_uint_t tidy, ngx_http_im_store_entries_pt done,
+    void *data)
 {
-    size_t                   len[6];
-    const char              *argv[6];
-    ngx_http_im_store_op_t  *op;
-    u_char                   nums[2][NGX_INT_T_LEN];
+    ngx_http_im_store_op_t    *op;
+    ngx_http_im_store_args_t   a;
 
     op = ngx_http_im_store_op(done, data);
     if (op == NULL) {
         return NGX_DECLINED;
     }
 
-    argv[0] = "im:persist";
-    len[0] = 10;
-    argv[1] = NGX_HTTP_IM_PERSIST_GROUP;
-    len[1] = sizeof(NGX_HTTP_IM_PERSIST_GROUP) - 1;
-    argv[2] = (char *) ngx_http_im_worker->origin.data;
-    len[2] = ngx_http_im_worker->origin.len;
-    argv[3] = (char *) nums[0];
-    len[3] = ngx_sprintf(nums[0], "%ui", count) - nums[0];
-    argv[4] = (char *) nums[1];
-    len[4] = ngx_sprintf(nums[1], "%M", claim) - nums[1];
-    argv[5] = tidy ? "1" : "0";
-    len[5] = 1;
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg_queue(&a, queue);
+    ngx_http_im_store_arg(&a, NGX_HTTP_IM_PERSIST_GROUP,
+                          sizeof(NGX_HTTP_IM_PERSIST_GROUP) - 1);
+    ngx_http_im_store_arg(&a, ngx_http_im_worker->origin.data,
+                          ngx_http_im_worker->origin.len);
+    ngx_http_im_store_arg_int(&a, count);
+    ngx_http_im_store_arg_int(&a, claim);
+    ngx_http_im_store_arg(&a, tidy ? "1" : "0", 1);
+    ngx_http_im_store_arg(&a, ngx_http_im_redis_cluster() ? "1" : "0", 1);
 
-    return ngx_http_im_store_script(NGX_HTTP_IM_LUA_PERSIST_TAKE,
-                                    ngx_http_im_store_taken, op, 1, 6,
-                                    argv, len);
+    return ngx_http_im_store_run(NGX_HTTP_IM_LUA_PERSIST_TAKE,
+                                 ngx_http_im_store_taken, op, 1, &a);
 }
 
 
-/* {id, conversation, seq, JSON, ...} */
+/*
+ * {id, conversation, seq, JSON, ...}.  In a cluster the JSON is read
+ * next, from each message's slot, before the batch is handed on.
+ */
 static void
 ngx_http_im_store_taken(redisReply *reply, void *data)
 {
     ngx_http_im_store_op_t  *op = data;
 
+    ngx_http_im_store_entries_pt  done;
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 4
+        && ngx_http_im_redis_cluster())
+    {
+        ngx_http_im_store_fetch(reply, op);
+        return;
+    }
+
+    done = (ngx_http_im_store_entries_pt) op->handler;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        done(op->data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL, 0);
+        ngx_http_im_store_op_free(op);
+        return;
+    }
+
+    ngx_http_im_store_entries(reply, NULL, op);
+}
+
+
+/* the messages of a cluster's batch, one HGET each */
+static void
+ngx_http_im_store_fetch(redisReply *reply, ngx_http_im_store_op_t *op)
+{
+    ngx_uint_t                  i, n;
+    redisReply                **e;
+    ngx_http_im_store_args_t    a;
+    ngx_http_im_store_part_t   *parts;
+    ngx_http_im_store_entries_pt  done;
+
+    n = reply->elements / 4;
+    op->hold = ngx_http_im_store_copy(reply);
+
+    if (op->hold == NULL
+        || ngx_http_im_store_gather(n, 0, ngx_http_im_store_fetched, op,
+                                    &parts)
+           != NGX_OK)
+    {
+        freeReplyObject(op->hold);
+        done = (ngx_http_im_store_entries_pt) op->handler;
+        done(op->data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL, 0);
+        ngx_http_im_store_op_free(op);
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+        e = &reply->element[4 * i];
+
+        ngx_http_im_store_args(&a);
+        ngx_http_im_store_arg(&a, "HGET", 4);
+        ngx_http_im_store_arg_msgs(&a, e[1]);
+        ngx_http_im_store_arg(&a, e[2]->str, e[2]->len);
+
+        if (e[1]->type != REDIS_REPLY_STRING
+            || e[2]->type != REDIS_REPLY_STRING || a.failed
+            || ngx_http_im_redis_command(ngx_http_im_store_part_reply,
+                                         &parts[i], a.n, a.argv, a.len)
+               != NGX_OK)
+        {
+            parts[i].g->failed = 1;
+            continue;
+        }
+
+        parts[i].g->pending++;
+    }
+
+    ngx_http_im_store_gathered(parts[0].g);
+}
+
+
+static void
+ngx_http_im_store_fetched(redisReply *all, void *data)
+{
+    ngx_http_im_store_op_t  *op = data;
+
+    redisReply                    *take;
+    ngx_http_im_store_entries_pt   done;
+
+    take = op->hold;
+    op->hold = NULL;
+
+    if (all == NULL) {
+        done = (ngx_http_im_store_entries_pt) op->handler;
+        done(op->data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL, 0);
+        ngx_http_im_store_op_free(op);
+
+    } else {
+        ngx_http_im_store_entries(take, all, op);
+    }
+
+    freeReplyObject(take);
+}
+
+
+/* hands the batch on: JSON from the take reply, or from json[] */
+static void
+ngx_http_im_store_entries(redisReply *reply, redisReply *json,
+    ngx_http_im_store_op_t *op)
+{
     ngx_uint_t                     i, n, k;
     redisReply                   **e;
     ngx_http_im_store_entry_t     *entries;
     ngx_http_im_store_entries_pt   done;
 
     done = (ngx_http_im_store_entries_pt) op->handler;
-    entries = NULL;
-    n = 0;
+    n = reply->elements / 4;
     k = 0;
 
-    if (reply && reply->type == REDIS_REPLY_ARRAY) {
-        n = reply->elements / 4;
-        entries = ngx_calloc((n ? n : 1) * sizeof(ngx_http_im_store_entry_t),
-                             ngx_cycle->log);
-    }
-
+    entries = ngx_calloc((n ? n : 1) * sizeof(ngx_http_im_store_entry_t),
+                         ngx_cycle->log);
     if (entries == NULL) {
         done(op->data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL, 0);
         ngx_http_im_store_op_free(op);
@@ -1419,7 +1696,9 @@ ngx_http_im_store_taken(redisReply *reply, void *data)
         ngx_http_im_store_str(e[0], &entries[k].id);
         ngx_http_im_store_str(e[1], &entries[k].conv);
         entries[k].seq = ngx_http_im_store_int(e[2]);
-        ngx_http_im_store_str(e[3], &entries[k].json);
+        /* a nil JSON: the message left Redis; acknowledged only */
+        ngx_http_im_store_str(json ? json->element[i] : e[3],
+                              &entries[k].json);
         k++;
     }
 
@@ -1429,10 +1708,25 @@ ngx_http_im_store_taken(redisReply *reply, void *data)
 }
 
 
-/* persist_done.lua: KEYS the stream; ARGV group, hot window, then
- * triples: entry ID, conversation ("" when refused), seq */
+/* "im:{c:<conv>}:msgs" of a reply's conversation */
+static void
+ngx_http_im_store_arg_msgs(ngx_http_im_store_args_t *a, redisReply *conv)
+{
+    ngx_str_t  c;
+
+    c.data = (u_char *) conv->str;
+    c.len = conv->type == REDIS_REPLY_STRING ? conv->len : 0;
+
+    ngx_http_im_store_arg_key(a, "im:{c:%V}:msgs", &c);
+}
+
+
+/* persist_done.lua: KEYS the queue; ARGV group, hot window (-1 in a
+ * cluster: persist_trim.lua per message there), then triples: entry ID,
+ * conversation ("" when refused), seq */
 ngx_int_t
-ngx_http_im_store_persist_done(ngx_http_im_store_entry_t *e, ngx_uint_t n,
+ngx_http_im_store_persist_done(ngx_uint_t queue,
+    ngx_http_im_store_entry_t *e, ngx_uint_t n,
     ngx_http_im_store_done_pt done, void *data)
 {
     u_char                  *nums, *p;
@@ -1441,6 +1735,7 @@ ngx_http_im_store_persist_done(ngx_http_im_store_entry_t *e, ngx_uint_t n,
     ngx_uint_t               i, argc;
     const char             **argv;
     ngx_http_im_store_op_t  *op;
+    ngx_http_im_store_args_t q;
 
     argc = 3 + 3 * n;
     argv = ngx_alloc(argc * (sizeof(char *) + sizeof(size_t))
@@ -1452,12 +1747,18 @@ ngx_http_im_store_persist_done(ngx_http_im_store_entry_t *e, ngx_uint_t n,
     len = (size_t *) (argv + argc);
     nums = (u_char *) (len + argc);
 
-    argv[0] = "im:persist";
-    len[0] = 10;
+    ngx_http_im_store_args(&q);
+    ngx_http_im_store_arg_queue(&q, queue);
+
+    argv[0] = q.argv[0];
+    len[0] = q.len[0];
     argv[1] = NGX_HTTP_IM_PERSIST_GROUP;
     len[1] = sizeof(NGX_HTTP_IM_PERSIST_GROUP) - 1;
     argv[2] = (char *) nums;
-    len[2] = ngx_sprintf(nums, "%ui", ngx_http_im_worker->imcf->hot_window)
+    len[2] = ngx_sprintf(nums, "%i", ngx_http_im_redis_cluster()
+                                     ? (ngx_int_t) -1
+                                     : (ngx_int_t)
+                                       ngx_http_im_worker->imcf->hot_window)
              - nums;
     p = nums + NGX_INT64_LEN;
 
@@ -1470,6 +1771,10 @@ ngx_http_im_store_persist_done(ngx_http_im_store_entry_t *e, ngx_uint_t n,
         argv[5 + 3 * i] = (char *) p;
         len[5 + 3 * i] = ngx_sprintf(p, "%L", e[i].seq) - p;
         p += NGX_INT64_LEN;
+
+        if (ngx_http_im_redis_cluster() && !e[i].failed) {
+            ngx_http_im_store_trim(&e[i]);
+        }
     }
 
     rc = NGX_DECLINED;
@@ -1484,4 +1789,23 @@ ngx_http_im_store_persist_done(ngx_http_im_store_entry_t *e, ngx_uint_t n,
     ngx_free(argv);
 
     return rc;
+}
+
+
+/* persist_trim.lua: KEYS seq, msgs, done; ARGV seq, hot window.  Best
+ * effort: a message it misses stays in Redis, that is all. */
+static void
+ngx_http_im_store_trim(ngx_http_im_store_entry_t *e)
+{
+    ngx_http_im_store_args_t  a;
+
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg_key(&a, "im:{c:%V}:seq", &e->conv);
+    ngx_http_im_store_arg_key(&a, "im:{c:%V}:msgs", &e->conv);
+    ngx_http_im_store_arg_key(&a, "im:{c:%V}:done", &e->conv);
+    ngx_http_im_store_arg_int(&a, e->seq);
+    ngx_http_im_store_arg_int(&a, ngx_http_im_worker->imcf->hot_window);
+
+    (void) ngx_http_im_store_run(NGX_HTTP_IM_LUA_PERSIST_TRIM, NULL, NULL,
+                                 3, &a);
 }

@@ -2,7 +2,9 @@
 -- KEYS: 1 the persistence stream (entries {c = conversation, s = seq})
 -- ARGV: 1 group, 2 consumer, 3 count, 4 idle ms after which another
 --       consumer's unacknowledged entries are claimed, 5 "1" to delete
---       consumers that have nothing pending and were idle for an hour
+--       consumers that have nothing pending and were idle for an hour,
+--       6 "1" in a Redis Cluster, where the messages live in other
+--       slots: the caller reads them, and the JSON is always ""
 -- First this consumer's own pending entries (a retry after a failed
 -- insert), else entries of crashed consumers, else new ones.
 -- Returns {id, conversation, seq, MsgData JSON or "", ...}.
@@ -55,7 +57,7 @@ for i = 1, #entries do
         end
     end
     local json = ''
-    if conv ~= '' then
+    if conv ~= '' and ARGV[6] ~= '1' then
         json = redis.call('HGET', 'im:{c:' .. conv .. '}:msgs', seq) or ''
     end
     out[#out + 1] = id
