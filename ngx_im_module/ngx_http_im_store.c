@@ -234,6 +234,20 @@ ngx_http_im_store_run(ngx_uint_t script, ngx_http_im_redis_pt handler,
 }
 
 
+/* runs a script for data that is not an op (a step of a longer call) */
+ngx_int_t
+ngx_http_im_store_call(ngx_uint_t script, ngx_http_im_redis_pt handler,
+    void *data, int nkeys, ngx_http_im_store_args_t *a)
+{
+    if (a->failed) {
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_im_redis_script(script, handler, data, nkeys, a->n,
+                                    a->argv, a->len);
+}
+
+
 /* sends the command built (its name is the first argument) */
 ngx_int_t
 ngx_http_im_store_send(ngx_http_im_redis_pt handler,

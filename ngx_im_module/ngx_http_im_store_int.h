@@ -89,6 +89,9 @@ void ngx_http_im_store_arg_channel(ngx_http_im_store_args_t *a,
 ngx_int_t ngx_http_im_store_run(ngx_uint_t script,
     ngx_http_im_redis_pt handler, ngx_http_im_store_op_t *op, int nkeys,
     ngx_http_im_store_args_t *a);
+ngx_int_t ngx_http_im_store_call(ngx_uint_t script,
+    ngx_http_im_redis_pt handler, void *data, int nkeys,
+    ngx_http_im_store_args_t *a);
 ngx_int_t ngx_http_im_store_send(ngx_http_im_redis_pt handler,
     ngx_http_im_store_op_t *op, ngx_http_im_store_args_t *a);
 size_t ngx_http_im_store_channel(u_char *buf, ngx_str_t *uid);

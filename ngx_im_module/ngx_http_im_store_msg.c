@@ -90,18 +90,6 @@ enum {
 #define NGX_HTTP_IM_SEND_R_RESERVE  -3
 
 
-/* pull.lua */
-enum {
-    NGX_HTTP_IM_PULL_K_MSGS = 0,
-    NGX_HTTP_IM_PULL_K_SEQ,
-    NGX_HTTP_IM_PULL_NKEYS,
-    NGX_HTTP_IM_PULL_A_BEGIN = NGX_HTTP_IM_PULL_NKEYS,
-    NGX_HTTP_IM_PULL_A_END,
-    NGX_HTTP_IM_PULL_A_NUM,
-    NGX_HTTP_IM_PULL_A_MONGO,
-    NGX_HTTP_IM_PULL_A_BUDGET,
-    NGX_HTTP_IM_PULL_N
-};
 
 
 static void ngx_http_im_store_sent_reply(redisReply *reply, void *data);
@@ -508,27 +496,17 @@ static ngx_int_t
 ngx_http_im_store_index(ngx_http_im_store_csend_t *cs, ngx_str_t *uid,
     ngx_uint_t check)
 {
-    size_t       len[5];
-    const char  *argv[5];
-    u_char       keys[2][NGX_HTTP_IM_STORE_KEY_LEN];
-    u_char       now[NGX_INT64_LEN];
+    ngx_http_im_store_args_t  a;
 
-    argv[0] = (char *) keys[0];
-    len[0] = ngx_http_im_store_key(keys[0], sizeof(keys[0]),
-                                   "im:{u:%V}:profile", uid);
-    argv[1] = (char *) keys[1];
-    len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
-                                   "im:{u:%V}:convs", uid);
-    argv[2] = check ? "1" : "0";
-    len[2] = 1;
-    argv[3] = (char *) now;
-    len[3] = ngx_sprintf(now, "%L", cs->msg.send_time) - now;
-    argv[4] = (char *) cs->msg.conv.data;
-    len[4] = cs->msg.conv.len;
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:profile", uid);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:convs", uid);
+    ngx_http_im_store_arg(&a, check ? "1" : "0", 1);
+    ngx_http_im_store_arg_int(&a, cs->msg.send_time);
+    ngx_http_im_store_arg(&a, cs->msg.conv.data, cs->msg.conv.len);
 
-    return ngx_http_im_redis_script(NGX_HTTP_IM_LUA_CONV_INDEX,
-                                    ngx_http_im_store_indexed, cs, 2, 5,
-                                    argv, len);
+    return ngx_http_im_store_call(NGX_HTTP_IM_LUA_CONV_INDEX,
+                                  ngx_http_im_store_indexed, cs, 2, &a);
 }
 
 
@@ -630,11 +608,9 @@ ngx_http_im_store_csend_store(ngx_http_im_store_csend_t *cs)
 
     cs->pending = 1;
 
-    if (a.failed
-        || ngx_http_im_redis_script(NGX_HTTP_IM_LUA_SEND_CONV,
-                                    ngx_http_im_store_conv_stored, cs, 5,
-                                    a.n, a.argv, a.len)
-           != NGX_OK)
+    if (ngx_http_im_store_call(NGX_HTTP_IM_LUA_SEND_CONV,
+                               ngx_http_im_store_conv_stored, cs, 5, &a)
+        != NGX_OK)
     {
         cs->step = 2;
         cs->r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
@@ -760,14 +736,10 @@ static ngx_int_t
 ngx_http_im_store_deliver(ngx_http_im_store_csend_t *cs, ngx_str_t *uid,
     ngx_uint_t sender, ngx_uint_t publish)
 {
-    size_t                    len[10];
-    const char               *argv[10];
-    ngx_http_im_buf_t        *b;
-    ngx_http_im_store_msg_t  *m;
-    u_char                    keys[4][NGX_HTTP_IM_STORE_KEY_LEN];
-    u_char                    nums[2][NGX_INT64_LEN];
-    u_char                    chan[NGX_HTTP_IM_STORE_CHANNEL_LEN];
-    u_char                    head[NGX_HTTP_IM_STORE_HEAD_LEN];
+    ngx_http_im_buf_t         *b;
+    ngx_http_im_store_msg_t   *m;
+    ngx_http_im_store_args_t   a;
+    u_char                     head[NGX_HTTP_IM_STORE_HEAD_LEN];
 
     m = &cs->msg;
 
@@ -795,35 +767,22 @@ ngx_http_im_store_deliver(ngx_http_im_store_csend_t *cs, ngx_str_t *uid,
         }
     }
 
-    len[0] = ngx_http_im_store_key(keys[0], sizeof(keys[0]),
-                                   "im:{u:%V}:convs", uid);
-    len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
-                                   "im:{u:%V}:max", uid);
-    len[2] = ngx_http_im_store_key(keys[2], sizeof(keys[2]),
-                                   "im:{u:%V}:read", uid);
-    len[3] = ngx_http_im_store_key(keys[3], sizeof(keys[3]),
-                                   "im:{u:%V}:online", uid);
-    argv[0] = (char *) keys[0];
-    argv[1] = (char *) keys[1];
-    argv[2] = (char *) keys[2];
-    argv[3] = (char *) keys[3];
-    argv[4] = (char *) m->conv.data;
-    len[4] = m->conv.len;
-    argv[5] = (char *) nums[0];
-    len[5] = ngx_sprintf(nums[0], "%L", m->send_time) - nums[0];
-    argv[6] = (char *) nums[1];
-    len[6] = ngx_sprintf(nums[1], "%L", cs->r.seq) - nums[1];
-    argv[7] = sender ? "1" : "0";
-    len[7] = 1;
-    argv[8] = (char *) chan;
-    len[8] = ngx_http_im_store_channel(chan, uid);
-    argv[9] = (char *) b->data;
-    len[9] = publish ? b->len : 0;
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:convs", uid);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:max", uid);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:read", uid);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:online", uid);
+    ngx_http_im_store_arg(&a, m->conv.data, m->conv.len);
+    ngx_http_im_store_arg_int(&a, m->send_time);
+    ngx_http_im_store_arg_int(&a, cs->r.seq);
+    ngx_http_im_store_arg(&a, sender ? "1" : "0", 1);
+    ngx_http_im_store_arg_channel(&a, uid);
+    ngx_http_im_store_arg(&a, b->data, publish ? b->len : 0);
 
-    return ngx_http_im_redis_script(NGX_HTTP_IM_LUA_DELIVER,
-                                    sender ? ngx_http_im_store_delivered
-                                           : ngx_http_im_store_reached,
-                                    cs, 4, 10, argv, len);
+    return ngx_http_im_store_call(NGX_HTTP_IM_LUA_DELIVER,
+                                  sender ? ngx_http_im_store_delivered
+                                         : ngx_http_im_store_reached,
+                                  cs, 4, &a);
 }
 
 
@@ -858,11 +817,8 @@ ngx_int_t
 ngx_http_im_store_seq_seed(ngx_str_t *conv, long long seq,
     long long reserved, ngx_http_im_store_done_pt done, void *data)
 {
-    size_t                   len[4];
-    const char              *argv[4];
-    ngx_http_im_store_op_t  *op;
-    u_char                   keys[2][NGX_HTTP_IM_STORE_KEY_LEN];
-    u_char                   nums[2][NGX_INT64_LEN];
+    ngx_http_im_store_op_t    *op;
+    ngx_http_im_store_args_t   a;
 
     op = ngx_http_im_store_op(done, data);
     if (op == NULL) {
@@ -871,20 +827,21 @@ ngx_http_im_store_seq_seed(ngx_str_t *conv, long long seq,
 
     /* seq_seed.lua: KEYS seq, reserved; ARGV mark ("": keep the seq),
      * reservation */
-    argv[0] = (char *) keys[0];
-    len[0] = ngx_http_im_store_key(keys[0], sizeof(keys[0]),
-                                   "im:{c:%V}:seq", conv);
-    argv[1] = (char *) keys[1];
-    len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
-                                   "im:{c:%V}:reserved", conv);
-    argv[2] = (char *) nums[0];
-    len[2] = seq < 0 ? 0 : ngx_sprintf(nums[0], "%L", seq) - nums[0];
-    argv[3] = (char *) nums[1];
-    len[3] = ngx_sprintf(nums[1], "%L", reserved) - nums[1];
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg_key(&a, "im:{c:%V}:seq", conv);
+    ngx_http_im_store_arg_key(&a, "im:{c:%V}:reserved", conv);
 
-    return ngx_http_im_store_script(NGX_HTTP_IM_LUA_SEQ_SEED,
-                                    ngx_http_im_store_seeded, op, 2, 4,
-                                    argv, len);
+    if (seq < 0) {
+        ngx_http_im_store_arg(&a, "", 0);
+
+    } else {
+        ngx_http_im_store_arg_int(&a, seq);
+    }
+
+    ngx_http_im_store_arg_int(&a, reserved);
+
+    return ngx_http_im_store_run(NGX_HTTP_IM_LUA_SEQ_SEED,
+                                 ngx_http_im_store_seeded, op, 2, &a);
 }
 
 
@@ -1195,11 +1152,8 @@ ngx_http_im_store_pull_range(ngx_str_t *conv, long long begin,
     long long end, long long num, size_t budget,
     ngx_http_im_store_msgs_pt done, void *data)
 {
-    size_t                   len[NGX_HTTP_IM_PULL_N];
-    const char              *argv[NGX_HTTP_IM_PULL_N];
-    ngx_http_im_store_op_t  *op;
-    u_char                   keys[2][NGX_HTTP_IM_STORE_KEY_LEN];
-    u_char                   nums[4][NGX_INT64_LEN];
+    ngx_http_im_store_op_t    *op;
+    ngx_http_im_store_args_t   a;
 
     op = ngx_http_im_store_op(done, data);
     if (op == NULL) {
@@ -1208,31 +1162,18 @@ ngx_http_im_store_pull_range(ngx_str_t *conv, long long begin,
 
     op->known = 1;      /* a range: {max, isEnd, first, JSON...} */
 
-    argv[NGX_HTTP_IM_PULL_K_MSGS] = (char *) keys[0];
-    len[NGX_HTTP_IM_PULL_K_MSGS] =
-        ngx_http_im_store_key(keys[0], sizeof(keys[0]), "im:{c:%V}:msgs",
-                              conv);
-    argv[NGX_HTTP_IM_PULL_K_SEQ] = (char *) keys[1];
-    len[NGX_HTTP_IM_PULL_K_SEQ] =
-        ngx_http_im_store_key(keys[1], sizeof(keys[1]), "im:{c:%V}:seq",
-                              conv);
-    argv[NGX_HTTP_IM_PULL_A_BEGIN] = (char *) nums[0];
-    len[NGX_HTTP_IM_PULL_A_BEGIN] = ngx_sprintf(nums[0], "%L", begin)
-                                    - nums[0];
-    argv[NGX_HTTP_IM_PULL_A_END] = (char *) nums[1];
-    len[NGX_HTTP_IM_PULL_A_END] = ngx_sprintf(nums[1], "%L", end) - nums[1];
-    argv[NGX_HTTP_IM_PULL_A_NUM] = (char *) nums[2];
-    len[NGX_HTTP_IM_PULL_A_NUM] = ngx_sprintf(nums[2], "%L", num) - nums[2];
-    argv[NGX_HTTP_IM_PULL_A_MONGO] = ngx_http_im_mongo_enabled() ? "1" : "0";
-    len[NGX_HTTP_IM_PULL_A_MONGO] = 1;
-    argv[NGX_HTTP_IM_PULL_A_BUDGET] = (char *) nums[3];
-    len[NGX_HTTP_IM_PULL_A_BUDGET] = ngx_sprintf(nums[3], "%uz", budget)
-                                     - nums[3];
+    /* pull.lua: KEYS msgs, seq; ARGV begin, end, num, MongoDB, budget */
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg_key(&a, "im:{c:%V}:msgs", conv);
+    ngx_http_im_store_arg_key(&a, "im:{c:%V}:seq", conv);
+    ngx_http_im_store_arg_int(&a, begin);
+    ngx_http_im_store_arg_int(&a, end);
+    ngx_http_im_store_arg_int(&a, num);
+    ngx_http_im_store_arg(&a, ngx_http_im_mongo_enabled() ? "1" : "0", 1);
+    ngx_http_im_store_arg_int(&a, (long long) budget);
 
-    return ngx_http_im_store_script(NGX_HTTP_IM_LUA_PULL,
-                                    ngx_http_im_store_msgs_reply, op,
-                                    NGX_HTTP_IM_PULL_NKEYS,
-                                    NGX_HTTP_IM_PULL_N, argv, len);
+    return ngx_http_im_store_run(NGX_HTTP_IM_LUA_PULL,
+                                 ngx_http_im_store_msgs_reply, op, 2, &a);
 }
 
 
@@ -1377,34 +1318,23 @@ ngx_int_t
 ngx_http_im_store_newest(ngx_str_t *uid, ngx_uint_t max,
     ngx_http_im_store_convs_pt done, void *data)
 {
-    size_t                   len[5];
-    const char              *argv[5];
-    ngx_http_im_store_op_t  *op;
-    u_char                   keys[3][NGX_HTTP_IM_STORE_KEY_LEN];
-    u_char                   num[NGX_INT_T_LEN];
+    ngx_http_im_store_op_t    *op;
+    ngx_http_im_store_args_t   a;
 
     op = ngx_http_im_store_op(done, data);
     if (op == NULL) {
         return NGX_DECLINED;
     }
 
-    argv[0] = (char *) keys[0];
-    len[0] = ngx_http_im_store_key(keys[0], sizeof(keys[0]),
-                                   "im:{u:%V}:convs", uid);
-    argv[1] = (char *) keys[1];
-    len[1] = ngx_http_im_store_key(keys[1], sizeof(keys[1]),
-                                   "im:{u:%V}:read", uid);
-    argv[2] = (char *) keys[2];
-    len[2] = ngx_http_im_store_key(keys[2], sizeof(keys[2]),
-                                   "im:{u:%V}:max", uid);
-    argv[3] = (char *) num;
-    len[3] = ngx_sprintf(num, "%ui", max) - num;
-    argv[4] = ngx_http_im_redis_cluster() ? "1" : "0";
-    len[4] = 1;
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:convs", uid);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:read", uid);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:max", uid);
+    ngx_http_im_store_arg_int(&a, max);
+    ngx_http_im_store_arg(&a, ngx_http_im_redis_cluster() ? "1" : "0", 1);
 
-    return ngx_http_im_store_script(NGX_HTTP_IM_LUA_NEWEST,
-                                    ngx_http_im_store_convs_reply, op, 3, 5,
-                                    argv, len);
+    return ngx_http_im_store_run(NGX_HTTP_IM_LUA_NEWEST,
+                                 ngx_http_im_store_convs_reply, op, 3, &a);
 }
 
 
