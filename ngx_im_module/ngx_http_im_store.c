@@ -787,15 +787,9 @@ ngx_http_im_store_register_each(const char **argv, size_t *len,
         av[1] = argv[i];
         avlen[1] = len[i];
 
-        if (ngx_http_im_redis_command(ngx_http_im_store_part_reply,
-                                      &parts[i], 2, av, avlen)
-            != NGX_OK)
-        {
-            parts[i].g->failed = 1;
-            continue;
-        }
-
-        parts[i].g->pending++;
+        ngx_http_im_store_part_queued(&parts[i],
+            ngx_http_im_redis_command(ngx_http_im_store_part_reply,
+                                      &parts[i], 2, av, avlen));
     }
 
     ngx_http_im_store_gathered(parts[0].g);
@@ -853,16 +847,10 @@ ngx_http_im_store_register_checked(redisReply *reply, void *data)
         av[4] = argv[4 * n];
         avlen[4] = len[4 * n];
 
-        if (ngx_http_im_redis_script(NGX_HTTP_IM_LUA_REGISTER,
+        ngx_http_im_store_part_queued(&parts[i],
+            ngx_http_im_redis_script(NGX_HTTP_IM_LUA_REGISTER,
                                      ngx_http_im_store_part_reply,
-                                     &parts[i], 1, 5, av, avlen)
-            != NGX_OK)
-        {
-            parts[i].g->failed = 1;
-            continue;
-        }
-
-        parts[i].g->pending++;
+                                     &parts[i], 1, 5, av, avlen));
     }
 
     ngx_http_im_store_gathered(parts[0].g);
@@ -1021,15 +1009,9 @@ ngx_http_im_store_users(ngx_uint_t script, const char *fmt,
         av[1] = "1";
         avlen[1] = 1;
 
-        if (ngx_http_im_redis_script(script, ngx_http_im_store_part_reply,
-                                     &parts[i], 1, 2, av, avlen)
-            != NGX_OK)
-        {
-            parts[i].g->failed = 1;
-            continue;
-        }
-
-        parts[i].g->pending++;
+        ngx_http_im_store_part_queued(&parts[i],
+            ngx_http_im_redis_script(script, ngx_http_im_store_part_reply,
+                                     &parts[i], 1, 2, av, avlen));
     }
 
     if (rc == NGX_OK) {
@@ -1122,6 +1104,20 @@ ngx_http_im_store_part_reply(redisReply *reply, void *data)
     }
 
     ngx_http_im_store_gathered(g);
+}
+
+
+/* a part's call was queued (one more reply to wait for), or failed */
+void
+ngx_http_im_store_part_queued(ngx_http_im_store_part_t *part,
+    ngx_int_t rc)
+{
+    if (rc == NGX_OK) {
+        part->g->pending++;
+
+    } else {
+        part->g->failed = 1;
+    }
 }
 
 

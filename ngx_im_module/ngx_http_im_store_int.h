@@ -102,6 +102,8 @@ ngx_int_t ngx_http_im_store_gather(ngx_uint_t n, ngx_uint_t unwrap,
     ngx_http_im_redis_pt handler, ngx_http_im_store_op_t *op,
     ngx_http_im_store_part_t **parts);
 void ngx_http_im_store_part_reply(redisReply *reply, void *data);
+void ngx_http_im_store_part_queued(ngx_http_im_store_part_t *part,
+    ngx_int_t rc);
 void ngx_http_im_store_gathered(ngx_http_im_store_gather_t *g);
 redisReply *ngx_http_im_store_copy(redisReply *r);
 

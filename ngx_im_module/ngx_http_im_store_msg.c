@@ -1549,17 +1549,12 @@ ngx_http_im_store_fetch(redisReply *reply, ngx_http_im_store_op_t *op)
         ngx_http_im_store_arg_msgs(&a, e[1]);
         ngx_http_im_store_arg(&a, e[2]->str, e[2]->len);
 
-        if (e[1]->type != REDIS_REPLY_STRING
+        ngx_http_im_store_part_queued(&parts[i],
+            e[1]->type != REDIS_REPLY_STRING
             || e[2]->type != REDIS_REPLY_STRING || a.failed
-            || ngx_http_im_redis_command(ngx_http_im_store_part_reply,
-                                         &parts[i], a.n, a.argv, a.len)
-               != NGX_OK)
-        {
-            parts[i].g->failed = 1;
-            continue;
-        }
-
-        parts[i].g->pending++;
+            ? NGX_DECLINED
+            : ngx_http_im_redis_command(ngx_http_im_store_part_reply,
+                                        &parts[i], a.n, a.argv, a.len));
     }
 
     ngx_http_im_store_gathered(parts[0].g);
