@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ngx_im: build, run and test the module against Debian's nginx.
 #   ./build.sh deps | build | run | start | stop | test | unit | bench |
-#              reliability
+#              reliability | asan
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")" && pwd)
@@ -51,35 +51,39 @@ deps() {
     done
 }
 
-build() {
-    mkdir -p "$BUILD/nginx"
-    if [ ! -f "$BUILD/nginx/Makefile" ] || \
-       [ "$ROOT/config" -nt "$BUILD/nginx/Makefile" ]; then
+# build_in DIR CC_OPT LD_OPT: configures nginx's build of the module into
+# DIR once (again when config changes), with the flags Debian's nginx was
+# built with plus CC_OPT / LD_OPT, and makes the module there
+build_in() {
+    local dir=$1 cc_opt=$2 ld_opt=$3
+    mkdir -p "$dir"
+    if [ ! -f "$dir/Makefile" ] || [ "$ROOT/config" -nt "$dir/Makefile" ]; then
         log "configuring against $NGX_SRC"
         (
             cd "$NGX_SRC"
             # shellcheck disable=SC1091
             . ./conf_flags
             ./configure \
-                --with-cc-opt="$(dpkg-buildflags --get CFLAGS) -fPIC $(dpkg-buildflags --get CPPFLAGS)" \
-                --with-ld-opt="$(dpkg-buildflags --get LDFLAGS) -fPIC" \
+                --with-cc-opt="$(dpkg-buildflags --get CFLAGS) -fPIC $(dpkg-buildflags --get CPPFLAGS)${cc_opt:+ $cc_opt}" \
+                --with-ld-opt="$(dpkg-buildflags --get LDFLAGS) -fPIC${ld_opt:+ $ld_opt}" \
                 "${NGX_CONF_FLAGS[@]}" \
-                --add-dynamic-module="$ROOT" --builddir="$BUILD/nginx" \
-                >"$BUILD/configure.log" 2>&1 ||
-                { tail -30 "$BUILD/configure.log"; exit 1; }
+                --add-dynamic-module="$ROOT" --builddir="$dir" \
+                >"$(dirname "$dir")/configure.log" 2>&1 ||
+                { tail -30 "$(dirname "$dir")/configure.log"; exit 1; }
         )
     fi
     sh "$ROOT/ngx_im_module/lua/embed.sh" "$ROOT/ngx_im_module/lua" \
-        >"$BUILD/nginx/ngx_http_im_scripts.h.new"
-    cmp -s "$BUILD/nginx/ngx_http_im_scripts.h.new" \
-        "$BUILD/nginx/ngx_http_im_scripts.h" ||
-        mv "$BUILD/nginx/ngx_http_im_scripts.h.new" \
-            "$BUILD/nginx/ngx_http_im_scripts.h"
-    if [ "$ROOT/ngx_im_module/im.proto" -nt "$BUILD/nginx/im.pb-c.c" ]; then
-        protoc-c --c_out="$BUILD/nginx" --proto_path="$ROOT/ngx_im_module" \
-            im.proto
+        >"$dir/ngx_http_im_scripts.h.new"
+    cmp -s "$dir/ngx_http_im_scripts.h.new" "$dir/ngx_http_im_scripts.h" ||
+        mv "$dir/ngx_http_im_scripts.h.new" "$dir/ngx_http_im_scripts.h"
+    if [ "$ROOT/ngx_im_module/im.proto" -nt "$dir/im.pb-c.c" ]; then
+        protoc-c --c_out="$dir" --proto_path="$ROOT/ngx_im_module" im.proto
     fi
-    make -s -f "$BUILD/nginx/Makefile" -C "$NGX_SRC" -j"$(nproc)" modules
+    make -s -f "$dir/Makefile" -C "$NGX_SRC" -j"$(nproc)" modules
+}
+
+build() {
+    build_in "$BUILD/nginx" "" ""
     log "built $MODULE"
 }
 
@@ -130,7 +134,7 @@ wait_api() {
 }
 
 # IM_REDIS_CLUSTER=1: 3 masters + 3 replicas on CLUSTER_PORT.., instead of
-# the single Redis (and, for now, without MongoDB: docs/architecture.md)
+# the single Redis
 start_cluster() {
     local seeds
     seeds=$("$ROOT/t/redis_cluster.sh" start "$RUN/cluster" "$CLUSTER_PORT" \
@@ -142,11 +146,12 @@ start() {
     deps
     build
     stop_quiet
+    start_mongo
     if [ "${IM_REDIS_CLUSTER:-0}" = 1 ]; then
-        render_conf "$RUN" "127.0.0.1:$PORT" "$(start_cluster)" ""
+        render_conf "$RUN" "127.0.0.1:$PORT" "$(start_cluster)" \
+            "mongodb://127.0.0.1:$MONGO_PORT/"
     else
         start_redis
-        start_mongo
         render_conf "$RUN" "127.0.0.1:$PORT" \
             "im_redis 127.0.0.1:$REDIS_PORT" \
             "mongodb://127.0.0.1:$MONGO_PORT/"
@@ -155,7 +160,8 @@ start() {
     wait_api
     log "serving ws://127.0.0.1:$PORT/im/ws and http://127.0.0.1:$PORT/im/api"
     if [ "${IM_REDIS_CLUSTER:-0}" = 1 ]; then
-        log "redis cluster 127.0.0.1:$CLUSTER_PORT..$((CLUSTER_PORT + 5))"
+        log "redis cluster 127.0.0.1:$CLUSTER_PORT..$((CLUSTER_PORT + 5)),"\
+            "MongoDB (FerretDB) 127.0.0.1:$MONGO_PORT/im"
     else
         log "redis 127.0.0.1:$REDIS_PORT," \
             "MongoDB (FerretDB) 127.0.0.1:$MONGO_PORT/im"
@@ -216,6 +222,102 @@ tests() {
     fi
 }
 
+# ./build.sh asan: the module built with AddressSanitizer and UBSan into
+# build/asan (build/nginx is left alone), and the e2e suite run with it.
+# Debian's nginx is not instrumented, so the sanitizer runtimes are
+# preloaded into it: build/asan/bin/nginx, first in PATH, is a wrapper that
+# sets LD_PRELOAD, ASAN_OPTIONS and UBSAN_OPTIONS, so every nginx the tests
+# start (conftest.py, and bench/stack.sh for test_reliability.py) runs
+# under the sanitizers.  Reports go to build/asan/reports/{asan,ubsan}.<pid>;
+# any report fails the run.
+ASAN=$BUILD/asan
+ASAN_MODULE=$ASAN/nginx/ngx_http_im_module.so
+ASAN_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+
+asan_build() {
+    # -O1 for stack traces true to the source; no _FORTIFY_SOURCE, whose
+    # __memcpy_chk and friends would bypass ASan's checks of the ranges
+    local cc_opt="-O1 -U_FORTIFY_SOURCE $ASAN_FLAGS"
+    if [ "$(cat "$ASAN/flags" 2>/dev/null)" != "$cc_opt" ]; then
+        rm -rf "$ASAN/nginx"
+        mkdir -p "$ASAN"
+        echo "$cc_opt" >"$ASAN/flags"
+    fi
+    # configure runs its test programs: no LeakSanitizer for them
+    ASAN_OPTIONS=detect_leaks=0 build_in "$ASAN/nginx" "$cc_opt" "$ASAN_FLAGS"
+    log "built $ASAN_MODULE"
+}
+
+# asan_wrapper REPORTS: writes $ASAN/bin/nginx.  ASan and UBSan stop the
+# process at the first report (abort: the master logs "exited on signal
+# 6", which the tests' error log checks catch too).  No LeakSanitizer:
+# nginx exits without freeing what only its cycle pool pointed to (1 KB
+# request pools of open WebSockets and the like), the module is unloaded
+# by then so its frames cannot be named, and a leak at exit would abort
+# even "nginx -s reload".  t/asan/ubsan_options.c, preloaded too, makes
+# UBSAN_OPTIONS hold in the workers.
+asan_wrapper() {
+    local reports=$1 real libasan libubsan f
+    real=$(command -v nginx)
+    libasan=$(readlink -f "$(gcc -print-file-name=libasan.so)")
+    libubsan=$(readlink -f "$(gcc -print-file-name=libubsan.so)")
+    for f in "$libasan" "$libubsan"; do
+        [ -f "$f" ] || { log "no sanitizer runtime $f (gcc)"; exit 1; }
+    done
+    mkdir -p "$ASAN/bin"
+    gcc -O2 -Wall -Wextra -Werror -shared -fPIC \
+        -o "$ASAN/libimubsan.so" "$ROOT/t/asan/ubsan_options.c" -ldl
+    cat >"$ASAN/bin/nginx" <<EOF
+#!/bin/sh
+# written by ./build.sh asan: $real with the sanitizer runtimes preloaded,
+# for $ASAN_MODULE
+export LD_PRELOAD='$libasan:$ASAN/libimubsan.so:$libubsan'
+export ASAN_OPTIONS='detect_leaks=0:abort_on_error=1:halt_on_error=1:disable_coredump=1:detect_stack_use_after_return=1:log_path=$reports/asan'
+export UBSAN_OPTIONS='print_stacktrace=1:report_error_type=1:halt_on_error=1:abort_on_error=1:log_path=$reports/ubsan'
+exec $real "\$@"
+EOF
+    chmod +x "$ASAN/bin/nginx"
+}
+
+# asan_reports DIR: prints each report in DIR; fails if there is one
+asan_reports() {
+    local f n=0
+    for f in "$1"/*; do
+        [ -f "$f" ] || continue
+        n=$((n + 1))
+        printf '\n==== %s\n' "$f" >&2
+        cat "$f" >&2
+    done
+    if [ "$n" -gt 0 ]; then
+        log "$n sanitizer report(s) in $1"
+        return 1
+    fi
+    log "no sanitizer reports"
+}
+
+asan() {
+    local reports=$ASAN/reports status=0 t0=$SECONDS
+    deps
+    asan_build
+    rm -rf "$reports"
+    # the workers write their reports as nginx's "user" (nobody)
+    mkdir -p -m 1777 "$reports"
+    asan_wrapper "$reports"
+    cd "$ROOT"
+    export PATH="$ASAN/bin:$PATH" IM_MODULE="$ASAN_MODULE" \
+        IM_SANITIZER_LOGS="$reports"
+    /usr/bin/python3 -m pytest -q t "$@" || status=$?
+    if [ $# -eq 0 ]; then
+        log "again on a Redis Cluster: $(echo $CLUSTER_TESTS)"
+        # shellcheck disable=SC2086
+        IM_TEST_REDIS=cluster /usr/bin/python3 -m pytest -q $CLUSTER_TESTS ||
+            status=$?
+    fi
+    asan_reports "$reports" || status=1
+    log "asan: $((SECONDS - t0)) s, exit status $status"
+    return "$status"
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -228,6 +330,7 @@ case "$cmd" in
     unit) unit ;;
     bench) deps; build; "$ROOT/bench/bench.sh" "$@" ;;
     reliability) deps; build; "$ROOT/t/reliability/run.sh" "$@" ;;
-    *) echo "usage: $0 deps|build|run|start|stop|test|unit|bench|reliability" >&2
+    asan) asan "$@" ;;
+    *) echo "usage: $0 deps|build|run|start|stop|test|unit|bench|reliability|asan" >&2
        exit 2 ;;
 esac

@@ -404,7 +404,10 @@ ngx_http_im_api_parse(ngx_http_im_api_t *api, char *err, size_t len)
 
     p = text;
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+        /* nginx ends a body with an empty buffer whose pos is NULL */
+        if (cl->buf->last != cl->buf->pos) {
+            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+        }
     }
 
     *p = '\0';

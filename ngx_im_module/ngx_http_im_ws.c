@@ -826,7 +826,12 @@ ngx_http_im_ws_send(ngx_http_im_session_t *s, ngx_uint_t opcode,
     ngx_http_im_metric_inc(NGX_HTTP_IM_M_FRAMES_OUT);
 
     p = ngx_cpymem(s->out + s->out_len, hdr, hlen);
-    ngx_memcpy(p, data, len);
+
+    if (len) {
+        /* a ping has no payload, and data may be NULL then */
+        ngx_memcpy(p, data, len);
+    }
+
     s->out_len += hlen + len;
 
     ngx_http_im_ws_post_write(s);

@@ -8,6 +8,7 @@ is checked at teardown: its error log must hold no [alert], [crit] or
 
 import asyncio
 import json
+import linecache
 import os
 import re
 import signal
@@ -27,6 +28,9 @@ MODULE = os.environ.get("IM_MODULE",
 SECRET = "openIM123"
 ADMIN = "imAdmin"
 BAD_LOG = re.compile(r"\[(alert|crit|emerg)\]")
+# ./build.sh asan: the directory where ASan and UBSan write their reports
+# (asan.<pid>, ubsan.<pid>) from the nginx processes; none otherwise
+SANITIZER_LOGS = os.environ.get("IM_SANITIZER_LOGS")
 
 
 def free_port():
@@ -448,6 +452,60 @@ def no_bad_log_lines(request):
         if name in request.fixturenames:
             ngx = request.getfixturevalue(name)
             assert ngx.bad_log_lines() == []
+
+
+def sanitizer_reports():
+    try:
+        return set(os.listdir(SANITIZER_LOGS))
+    except (OSError, TypeError):
+        return set()
+
+
+@pytest.fixture(autouse=True)
+def no_sanitizer_reports():
+    """./build.sh asan: a test during which (setup and teardown included)
+    a sanitizer reported fails, with the report.  (A worker aborts on a
+    report, which the error log checks see too, but not always: one
+    that is already exiting leaves with code 1, a mere [notice].)"""
+    if not SANITIZER_LOGS:
+        yield
+        return
+    before = sanitizer_reports()
+    yield
+    new = sorted(sanitizer_reports() - before)
+    if new:
+        texts = []
+        for name in new:
+            with open(os.path.join(SANITIZER_LOGS, name),
+                      errors="replace") as f:
+                texts.append("==== %s\n%s" % (name, f.read()))
+        pytest.fail("sanitizer reports:\n" + "\n".join(texts),
+                    pytrace=False)
+
+
+# ./build.sh asan: assertions about what ASan itself changes, excused
+# (reported as xfail) when, and only when, they are the one that fails:
+# {test name: text of the failing source line}
+ASAN_EXCUSED = {
+    # a worker's VmRSS: ASan keeps freed memory in quarantine (256 MB),
+    # pads every block with redzones and does not give memory back, so
+    # RSS grows by far more than 10 MB under the 16 MB flood (measured:
+    # +290 MB; +12 MB even with no quarantine) whatever the module does
+    "test_slow_reader_is_disconnected": "rss1[p] - rss0[p]",
+}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    text = ASAN_EXCUSED.get(item.originalname)
+    if not (SANITIZER_LOGS and text and call.when == "call" and rep.failed):
+        return
+    crash = getattr(rep.longrepr, "reprcrash", None)
+    if crash and text in linecache.getline(crash.path, crash.lineno):
+        rep.outcome = "skipped"
+        rep.wasxfail = "under ASan: %s" % text
 
 
 @pytest.fixture
