@@ -9,6 +9,7 @@
 #include "ngx_http_im_redis.h"
 #include "ngx_http_im_mongo.h"
 #include "ngx_http_im_id.h"
+#include "ngx_http_im_pb.h"
 
 
 #define NGX_HTTP_IM_RECV_SIZE  65536
@@ -31,6 +32,9 @@ static char *ngx_http_im_location(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_im_admins(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_im_max_convs(ngx_conf_t *cf, void *post, void *data);
+static char *ngx_http_im_newest_fits(ngx_conf_t *cf,
+    ngx_http_im_main_conf_t *imcf, ngx_http_im_loc_conf_t *conf);
 static ngx_int_t ngx_http_im_postconfiguration(ngx_conf_t *cf);
 
 
@@ -51,6 +55,10 @@ static ngx_conf_num_bounds_t  ngx_http_im_batch_bounds = {
 
 static ngx_conf_num_bounds_t  ngx_http_im_block_bounds = {
     ngx_conf_check_num_bounds, 1, 1000000
+};
+
+static ngx_conf_post_t  ngx_http_im_max_convs_post = {
+    ngx_http_im_max_convs
 };
 
 
@@ -145,7 +153,7 @@ static ngx_command_t  ngx_http_im_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_im_main_conf_t, max_convs),
-      NULL },
+      &ngx_http_im_max_convs_post },
 
     { ngx_string("im_push_stream_max"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -464,7 +472,8 @@ ngx_http_im_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(imcf->redis_max_pending, 20000);
     ngx_conf_init_value(imcf->token_expire, 90 * 86400);
     ngx_conf_init_value(imcf->dedup_ttl, 86400);
-    ngx_conf_init_uint_value(imcf->max_convs, 10000);
+    /* imcf->max_convs: in postconfiguration, once the locations know
+     * whether it was set */
     ngx_conf_init_uint_value(imcf->push_stream_max, 100000);
     ngx_conf_init_uint_value(imcf->mongo_clients, 8);
     ngx_conf_init_uint_value(imcf->mongo_max_pending, 1024);
@@ -545,7 +554,7 @@ ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->ws_max_message, prev->ws_max_message,
                               64 * 1024);
     ngx_conf_merge_size_value(conf->ws_send_queue, prev->ws_send_queue,
-                              1024 * 1024);
+                              4 * 1024 * 1024);
     ngx_conf_merge_msec_value(conf->ws_ping_interval, prev->ws_ping_interval,
                               30000);
     ngx_conf_merge_msec_value(conf->ws_timeout, prev->ws_timeout, 10000);
@@ -590,7 +599,80 @@ ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    if (conf->kind == NGX_HTTP_IM_LOC_WS) {
+        return ngx_http_im_newest_fits(cf, imcf, conf);
+    }
+
     return NGX_CONF_OK;
+}
+
+
+/*
+ * The largest GetNewestSeq answer must fit the send queue of an im_ws
+ * location, or the session would be closed instead of answered: with
+ * im_max_conversations set, for that many conversations; by default for
+ * one at least, and the answer then holds as many as fit, at most 10000
+ * (ngx_http_im_msg.c).
+ */
+static char *
+ngx_http_im_newest_fits(ngx_conf_t *cf, ngx_http_im_main_conf_t *imcf,
+    ngx_http_im_loc_conf_t *conf)
+{
+    size_t      need;
+    ngx_uint_t  n;
+
+    n = (imcf->max_convs == NGX_CONF_UNSET_UINT) ? 1 : imcf->max_convs;
+    need = NGX_HTTP_IM_PB_NEWEST_SIZE(n, conf->ws_max_message);
+
+    if (conf->ws_send_queue >= need) {
+        return NGX_CONF_OK;
+    }
+
+    if (imcf->max_convs == NGX_CONF_UNSET_UINT) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"im_ws_send_queue\" must exceed "
+                           "\"im_ws_max_message\" by at least 1k and %d "
+                           "bytes, one conversation of a GetNewestSeq "
+                           "answer", NGX_HTTP_IM_PB_NEWEST_CONV);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"im_ws_send_queue\" %uz cannot hold a "
+                       "GetNewestSeq answer of %ui conversations "
+                       "(\"im_max_conversations\"): it needs %uz bytes, "
+                       "%d per conversation, \"im_ws_max_message\" and 1k; "
+                       "raise \"im_ws_send_queue\" or lower "
+                       "\"im_max_conversations\"",
+                       conf->ws_send_queue, n, need,
+                       NGX_HTTP_IM_PB_NEWEST_CONV);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * im_max_conversations: a GetNewestSeq answer has an entry per
+ * conversation in each of its maps, and the protobuf transcoder takes at
+ * most NGX_HTTP_IM_PB_MAX_REPEATED entries in one.
+ */
+static char *
+ngx_http_im_max_convs(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_uint_t  *np = data;
+
+    if (*np >= 1 && *np <= NGX_HTTP_IM_PB_MAX_REPEATED) {
+        return NGX_CONF_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"im_max_conversations\" must be 1..%d: a protobuf "
+                       "GetNewestSeq answer holds at most %d entries in a "
+                       "map (one per conversation)",
+                       NGX_HTTP_IM_PB_MAX_REPEATED,
+                       NGX_HTTP_IM_PB_MAX_REPEATED);
+
+    return NGX_CONF_ERROR;
 }
 
 
@@ -786,5 +868,11 @@ ngx_http_im_admins(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_im_postconfiguration(ngx_conf_t *cf)
 {
+    ngx_http_im_main_conf_t  *imcf;
+
+    /* the default, after the locations' checks (ngx_http_im_newest_fits) */
+    imcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_im_module);
+    ngx_conf_init_uint_value(imcf->max_convs, NGX_HTTP_IM_PB_MAX_REPEATED);
+
     return ngx_http_im_api_body_filter_init(cf);
 }

@@ -12,6 +12,19 @@
  *   seq_block: {_id: "<conv>:<end>", conversationID, end}
  * _id lookups are the fast path on every MongoDB-compatible server; the
  * (conversationID, seq) index serves range queries on a real MongoDB.
+ *
+ * Bounds.  Every operation has mongoc timeouts (the URI's, or ours:
+ * NGX_HTTP_IM_MONGO_SELECT, _CONNECT, _SOCKET), so a hung server fails a
+ * task within about two socket timeouts (an operation and mongoc's one
+ * retry).  A task skips its work, or the rest of it, once its caller gave
+ * up (ngx_http_im_mongo_cancel()) or the worker is exiting: nginx's thread
+ * pool runs every queued task before a worker may exit, and they must not
+ * each wait for MongoDB.  While tasks are in flight a timer that is not
+ * cancelable holds a graceful exit, so the worker waits for the running
+ * ones in its event loop (idle) rather than in the pool's teardown (which
+ * spins in sched_yield()), and NGX_HTTP_IM_MONGO_EXIT_WAIT at most.  Last,
+ * the client pool is destroyed, which stops mongoc's monitor threads
+ * (within NGX_HTTP_IM_MONGO_CONNECT while a check hangs).
  */
 
 
@@ -33,6 +46,11 @@ static ngx_int_t ngx_http_im_mongo_reseed(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client);
 static ngx_int_t ngx_http_im_mongo_indexes(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client);
+static void ngx_http_im_mongo_uri_defaults(mongoc_uri_t *uri);
+static ngx_uint_t ngx_http_im_mongo_skip(ngx_http_im_mongo_task_t *t);
+static ngx_int_t ngx_http_im_mongo_run(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client);
+static void ngx_http_im_mongo_hold(ngx_event_t *ev);
 static int64_t ngx_http_im_mongo_max(mongoc_collection_t *coll,
     const char *conv, size_t len, const char *field,
     ngx_http_im_mongo_task_t *t);
@@ -44,14 +62,23 @@ static int ngx_http_im_mongo_write_errors(ngx_http_im_mongo_task_t *t,
     bson_t *reply, ngx_uint_t *map, ngx_uint_t n);
 static void ngx_http_im_mongo_id(char *id, ngx_http_im_mongo_task_t *t,
     ngx_http_im_mongo_item_t *it, int64_t n);
-static bool ngx_http_im_mongo_same_msgs(ngx_http_im_mongo_task_t *t,
+static ngx_int_t ngx_http_im_mongo_same_msgs(ngx_http_im_mongo_task_t *t,
     mongoc_collection_t *coll, bson_t **docs, ngx_uint_t *map,
     ngx_uint_t n);
 static const char *ngx_http_im_mongo_smid(const bson_t *doc,
     const char *path);
 
 
-#define NGX_HTTP_IM_MONGO_DOWN  5000
+#define NGX_HTTP_IM_MONGO_DOWN       5000
+
+/* mongoc timeouts (ms) where the URI sets none */
+#define NGX_HTTP_IM_MONGO_SELECT     2000
+#define NGX_HTTP_IM_MONGO_CONNECT    2000
+#define NGX_HTTP_IM_MONGO_SOCKET     3000
+
+/* a graceful exit waits for running tasks this long at most (ms) */
+#define NGX_HTTP_IM_MONGO_EXIT_WAIT  10000
+#define NGX_HTTP_IM_MONGO_TICK       1000
 
 
 static mongoc_client_pool_t  *ngx_http_im_mongo_pool;
@@ -60,6 +87,11 @@ static pthread_t              ngx_http_im_mongo_loop;
 static ngx_uint_t             ngx_http_im_mongo_pending;
 static ngx_uint_t             ngx_http_im_mongo_indexed;
 static ngx_msec_t             ngx_http_im_mongo_down_until;
+static ngx_event_t            ngx_http_im_mongo_hold_ev;
+static ngx_msec_t             ngx_http_im_mongo_exit_by;
+
+/* pool threads in mongoc right now */
+static ngx_atomic_t           ngx_http_im_mongo_busy;
 
 
 /* In a worker: the client pool, sized to the thread pool. */
@@ -74,6 +106,13 @@ ngx_http_im_mongo_init(ngx_cycle_t *cycle, ngx_http_im_main_conf_t *imcf)
     ngx_http_im_mongo_down_until = ngx_current_msec;
     ngx_http_im_mongo_pending = 0;
     ngx_http_im_mongo_indexed = 0;
+    ngx_http_im_mongo_exit_by = 0;
+    ngx_http_im_mongo_busy = 0;
+
+    /* not cancelable: holds a graceful exit while tasks are in flight */
+    ngx_memzero(&ngx_http_im_mongo_hold_ev, sizeof(ngx_event_t));
+    ngx_http_im_mongo_hold_ev.handler = ngx_http_im_mongo_hold;
+    ngx_http_im_mongo_hold_ev.log = cycle->log;
 
     ngx_http_im_mongo_tp = ngx_thread_pool_get(cycle, &imcf->mongo_pool);
     if (ngx_http_im_mongo_tp == NULL) {
@@ -93,18 +132,7 @@ ngx_http_im_mongo_init(ngx_cycle_t *cycle, ngx_http_im_main_conf_t *imcf)
         return NGX_ERROR;
     }
 
-    /* an unreachable server must fail a task in seconds, not mongoc's
-     * default 30 s: sends wait on reservations */
-    if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS)) {
-        mongoc_uri_set_option_as_int32(uri,
-                                       MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
-                                       2000);
-    }
-
-    if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS)) {
-        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS,
-                                       2000);
-    }
+    ngx_http_im_mongo_uri_defaults(uri);
 
     ngx_http_im_mongo_pool = mongoc_client_pool_new(uri);
     mongoc_uri_destroy(uri);
@@ -123,13 +151,61 @@ ngx_http_im_mongo_init(ngx_cycle_t *cycle, ngx_http_im_main_conf_t *imcf)
 
 
 /*
- * At worker exit.  Tasks still in the pool are abandoned with the
- * process; the client pool is left to the exiting process too, because a
- * pool thread may still hold one of its clients.
+ * A hung or unreachable server must fail a task in seconds, not in
+ * mongoc's defaults (30 s to select a server, 5 minutes to read): sends
+ * wait on reservations, pulls on reads, and a worker's exit on all of
+ * them.  Timeouts the URI sets are kept.
+ */
+static void
+ngx_http_im_mongo_uri_defaults(mongoc_uri_t *uri)
+{
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS)) {
+        mongoc_uri_set_option_as_int32(uri,
+                                       MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
+                                       NGX_HTTP_IM_MONGO_SELECT);
+    }
+
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS)) {
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS,
+                                       NGX_HTTP_IM_MONGO_CONNECT);
+    }
+
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_SOCKETTIMEOUTMS)) {
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS,
+                                       NGX_HTTP_IM_MONGO_SOCKET);
+    }
+}
+
+
+/*
+ * At worker exit, after nginx tore its thread pools down: queued tasks
+ * were skipped (ngx_http_im_mongo_skip()), running ones finished.  The
+ * client pool is destroyed, which stops mongoc's monitor threads: nginx
+ * unloads this module (and with it libmongoc) next, and a thread still in
+ * its code would crash the exiting worker.
  */
 void
 ngx_http_im_mongo_exit(void)
 {
+    if (ngx_http_im_mongo_hold_ev.timer_set) {
+        ngx_del_timer(&ngx_http_im_mongo_hold_ev);
+    }
+
+    if (ngx_http_im_mongo_pool == NULL) {
+        return;
+    }
+
+    if (ngx_http_im_mongo_busy == 0) {
+        mongoc_client_pool_destroy(ngx_http_im_mongo_pool);
+        mongoc_cleanup();
+
+    } else {
+        /* cannot happen: nginx waits for its pool threads */
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "im mongo: %uA pool threads still in MongoDB at exit",
+                      ngx_http_im_mongo_busy);
+    }
+
     ngx_http_im_mongo_pool = NULL;
 }
 
@@ -174,15 +250,16 @@ ngx_http_im_mongo_task_free(ngx_http_im_mongo_task_t *t)
 
 /*
  * Runs t in the thread pool; t->done() is called on the event loop.
- * Returns NGX_DECLINED when MongoDB is not configured or the bound of
- * tasks in flight is reached; t is not consumed then.
+ * Returns NGX_DECLINED when MongoDB is not configured, the bound of
+ * tasks in flight is reached or the worker is exiting; t is not consumed
+ * then.
  */
 ngx_int_t
 ngx_http_im_mongo_post(ngx_http_im_mongo_task_t *t)
 {
     ngx_thread_task_t  *task;
 
-    if (ngx_http_im_mongo_pool == NULL
+    if (ngx_http_im_mongo_pool == NULL || ngx_exiting || ngx_terminate
         || ngx_http_im_mongo_pending
            >= ngx_http_im_worker->imcf->mongo_max_pending)
     {
@@ -221,7 +298,23 @@ ngx_http_im_mongo_post(ngx_http_im_mongo_task_t *t)
 
     ngx_http_im_mongo_pending++;
 
+    if (!ngx_http_im_mongo_hold_ev.timer_set) {
+        ngx_add_timer(&ngx_http_im_mongo_hold_ev, NGX_HTTP_IM_MONGO_TICK);
+    }
+
     return NGX_OK;
+}
+
+
+/*
+ * The caller of a posted task gave up on it: if it has not started, it
+ * is skipped (its done() still runs, with t->rc NGX_DECLINED); if it
+ * runs, it stops at its next operation.
+ */
+void
+ngx_http_im_mongo_cancel(ngx_http_im_mongo_task_t *t)
+{
+    t->cancelled = 1;
 }
 
 
@@ -233,15 +326,67 @@ ngx_http_im_mongo_event(ngx_event_t *ev)
     t = ev->data;
     ngx_http_im_mongo_pending--;
 
-    if (t->rc != NGX_OK) {
+    if (ngx_http_im_mongo_pending == 0
+        && ngx_http_im_mongo_hold_ev.timer_set)
+    {
+        ngx_del_timer(&ngx_http_im_mongo_hold_ev);
+    }
+
+    if (t->rc == NGX_ERROR) {
         ngx_log_error(NGX_LOG_ERR, ev->log, 0, "im mongo: %s", t->err);
         ngx_http_im_mongo_down_until = ngx_current_msec
                                        + NGX_HTTP_IM_MONGO_DOWN;
-    } else {
+
+    } else if (t->rc == NGX_OK) {
         ngx_http_im_mongo_down_until = ngx_current_msec;
     }
 
     t->done(t);
+}
+
+
+/*
+ * Tasks are in flight.  Normally nothing to do; in a graceful exit this
+ * timer keeps the worker's event loop running (idle) until they are
+ * done, NGX_HTTP_IM_MONGO_EXIT_WAIT at most; then nginx's pool teardown
+ * waits for what still runs, which the mongoc timeouts bound.
+ */
+static void
+ngx_http_im_mongo_hold(ngx_event_t *ev)
+{
+    if (!ngx_exiting) {
+        ngx_add_timer(ev, NGX_HTTP_IM_MONGO_TICK);
+        return;
+    }
+
+    if (ngx_http_im_mongo_exit_by == 0) {
+        ngx_http_im_mongo_exit_by = ngx_current_msec
+                                    + NGX_HTTP_IM_MONGO_EXIT_WAIT;
+    }
+
+    if ((ngx_msec_int_t) (ngx_http_im_mongo_exit_by - ngx_current_msec) > 0)
+    {
+        ngx_add_timer(ev, NGX_HTTP_IM_MONGO_TICK);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                  "im mongo: %ui tasks still running at exit, "
+                  "not waiting for them any longer",
+                  ngx_http_im_mongo_pending);
+}
+
+
+/*
+ * In a pool thread: t should not (go on to) talk to MongoDB, because its
+ * caller gave up or the worker is exiting.  nginx's flags are read
+ * without a lock: they only go from 0 to 1 (ngx_quit back to 0 once
+ * ngx_exiting is 1), and a stale read costs one more operation.
+ */
+static ngx_uint_t
+ngx_http_im_mongo_skip(ngx_http_im_mongo_task_t *t)
+{
+    return t->cancelled || ngx_quit || ngx_exiting || ngx_terminate;
 }
 
 
@@ -261,36 +406,54 @@ ngx_http_im_mongo_thread(void *data, ngx_log_t *log)
         return;
     }
 
+    /* a task that waited in the queue: is anyone still waiting for it? */
+    if (ngx_http_im_mongo_skip(t)) {
+        t->rc = NGX_DECLINED;
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add(&ngx_http_im_mongo_busy, 1);
+
     client = mongoc_client_pool_pop((mongoc_client_pool_t *) t->pool);
+
     if (client == NULL) {
         ngx_cpystrn((u_char *) t->err, (u_char *) "no client", sizeof(t->err));
         t->rc = NGX_ERROR;
-        return;
+
+    } else {
+        t->rc = ngx_http_im_mongo_run(t, client);
+        mongoc_client_pool_push((mongoc_client_pool_t *) t->pool, client);
     }
+
+    (void) ngx_atomic_fetch_add(&ngx_http_im_mongo_busy, -1);
+}
+
+
+static ngx_int_t
+ngx_http_im_mongo_run(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
+{
+    ngx_int_t  rc;
 
     switch (t->op) {
 
     case NGX_HTTP_IM_MONGO_INSERT:
-        t->rc = ngx_http_im_mongo_indexes(t, client);
-        if (t->rc == NGX_OK) {
-            t->rc = ngx_http_im_mongo_insert(t, client);
+        rc = ngx_http_im_mongo_indexes(t, client);
+        if (rc == NGX_OK) {
+            rc = ngx_http_im_mongo_skip(t)
+                 ? NGX_DECLINED : ngx_http_im_mongo_insert(t, client);
         }
-        break;
+
+        return rc;
 
     case NGX_HTTP_IM_MONGO_FIND:
-        t->rc = ngx_http_im_mongo_find(t, client);
-        break;
+        return ngx_http_im_mongo_find(t, client);
 
     case NGX_HTTP_IM_MONGO_RESERVE:
-        t->rc = ngx_http_im_mongo_reserve(t, client);
-        break;
+        return ngx_http_im_mongo_reserve(t, client);
 
     default: /* NGX_HTTP_IM_MONGO_RESEED */
-        t->rc = ngx_http_im_mongo_reseed(t, client);
-        break;
+        return ngx_http_im_mongo_reseed(t, client);
     }
-
-    mongoc_client_pool_push((mongoc_client_pool_t *) t->pool, client);
 }
 
 
@@ -364,6 +527,7 @@ ngx_http_im_mongo_insert(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
     bool                       ok;
     char                       id[NGX_HTTP_IM_MONGO_ID_MAX];
     bson_t                   **docs, *msg, reply, opts;
+    ngx_int_t                  rc;
     ngx_uint_t                 i, n, *map;
     bson_error_t               error;
     mongoc_collection_t       *coll;
@@ -413,13 +577,14 @@ ngx_http_im_mongo_insert(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
     coll = mongoc_client_get_collection(client, t->db, "msg");
     ok = n == 0 || mongoc_collection_insert_many(coll, (const bson_t **) docs,
                                                  n, &opts, &reply, &error);
+    rc = NGX_OK;
 
     if (!ok && ngx_http_im_mongo_write_errors(t, &reply, map, n)) {
-        ok = ngx_http_im_mongo_same_msgs(t, coll, docs, map, n);
-    }
+        rc = ngx_http_im_mongo_same_msgs(t, coll, docs, map, n);
 
-    if (!ok) {
+    } else if (!ok) {
         ngx_http_im_mongo_error(t, "insert", &error);
+        rc = NGX_ERROR;
     }
 
     bson_destroy(&reply);
@@ -432,7 +597,7 @@ ngx_http_im_mongo_insert(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
 
     free(docs);
 
-    return ok ? NGX_OK : NGX_ERROR;
+    return rc;
 }
 
 
@@ -494,10 +659,11 @@ ngx_http_im_mongo_write_errors(ngx_http_im_mongo_task_t *t, bson_t *reply,
  * A duplicate key is "stored by an earlier try" only if the stored
  * document is the same message: a different serverMsgID under the same
  * seq means the seq was used twice (Redis lost data), and that message is
- * marked failed, so it stays in Redis.  Returns false when the check
- * itself failed (the batch is retried).
+ * marked failed, so it stays in Redis.  Returns NGX_ERROR when the check
+ * itself failed, NGX_DECLINED when it stopped (ngx_http_im_mongo_skip()):
+ * the batch is retried.
  */
-static bool
+static ngx_int_t
 ngx_http_im_mongo_same_msgs(ngx_http_im_mongo_task_t *t,
     mongoc_collection_t *coll, bson_t **docs, ngx_uint_t *map, ngx_uint_t n)
 {
@@ -521,6 +687,10 @@ ngx_http_im_mongo_same_msgs(ngx_http_im_mongo_task_t *t,
 
         if (!bson_iter_init_find(&iter, docs[i], "_id")) {
             continue;
+        }
+
+        if (ngx_http_im_mongo_skip(t)) {
+            return NGX_DECLINED;
         }
 
         filter = BCON_NEW("_id", BCON_UTF8(bson_iter_utf8(&iter, NULL)));
@@ -551,7 +721,7 @@ ngx_http_im_mongo_same_msgs(ngx_http_im_mongo_task_t *t,
         bson_destroy(opts);
     }
 
-    return ok;
+    return ok ? NGX_OK : NGX_ERROR;
 }
 
 
@@ -766,6 +936,10 @@ ngx_http_im_mongo_reseed(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
 
     if (a < 0) {
         return NGX_ERROR;
+    }
+
+    if (ngx_http_im_mongo_skip(t)) {
+        return NGX_DECLINED;
     }
 
     coll = mongoc_client_get_collection(client, t->db, "msg");

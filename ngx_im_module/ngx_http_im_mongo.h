@@ -1,6 +1,11 @@
 
 /*
  * ngx_im: MongoDB tasks on an nginx thread pool.
+ *
+ * A task's done() runs on the event loop with t->rc NGX_OK, NGX_ERROR
+ * (t->err says why) or NGX_DECLINED: it was skipped, because its caller
+ * gave up (ngx_http_im_mongo_cancel()) or the worker is exiting, before
+ * or between its MongoDB operations.
  */
 
 
@@ -52,6 +57,9 @@ struct ngx_http_im_mongo_task_s {
     ngx_thread_task_t         *thread_task;
     void                      *pool;
     const char                *db;
+
+    /* set on the event loop, read by the pool thread */
+    ngx_atomic_t               cancelled;
 };
 
 
@@ -62,6 +70,7 @@ ngx_int_t ngx_http_im_mongo_enabled(void);
 ngx_http_im_mongo_task_t *ngx_http_im_mongo_task(ngx_uint_t op, ngx_uint_t n);
 void ngx_http_im_mongo_task_free(ngx_http_im_mongo_task_t *t);
 ngx_int_t ngx_http_im_mongo_post(ngx_http_im_mongo_task_t *t);
+void ngx_http_im_mongo_cancel(ngx_http_im_mongo_task_t *t);
 
 
 #endif /* _NGX_HTTP_IM_MONGO_H_INCLUDED_ */

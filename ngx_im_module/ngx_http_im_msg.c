@@ -27,6 +27,13 @@
  */
 #define NGX_HTTP_IM_PULLS        4
 
+/*
+ * The messages of one pull answer take at most half of im_ws_send_queue,
+ * and at most this: the queue is sized for GetNewestSeq's answer, and a
+ * pull of more than this would only delay the frames queued behind it.
+ */
+#define NGX_HTTP_IM_PULL_BUDGET  (512 * 1024)
+
 
 
 
@@ -102,6 +109,7 @@ static void ngx_http_im_send_request(ngx_http_im_call_t *call,
 static void ngx_http_im_send_done(void *data, ngx_int_t err,
     ngx_http_im_buf_t *ack);
 static void ngx_http_im_newest(ngx_http_im_call_t *call);
+static ngx_uint_t ngx_http_im_newest_max(ngx_http_im_session_t *s);
 static void ngx_http_im_newest_reply(void *data, ngx_int_t err,
     ngx_http_im_store_conv_t *convs, ngx_uint_t n);
 static void ngx_http_im_pull_range(ngx_http_im_call_t *call,
@@ -541,19 +549,39 @@ ngx_http_im_send_done(void *data, ngx_int_t err, ngx_http_im_buf_t *ack)
 }
 
 
-/* 1001 GetNewestSeq */
+/*
+ * 1001 GetNewestSeq: the max and read seqs of the user's most recent
+ * conversations, all in one answer (docs/protocol.md): as many as the
+ * session's send queue always holds, at most im_max_conversations.  The
+ * configuration makes sure the queue holds im_max_conversations when it
+ * is set.
+ */
 
 
 static void
 ngx_http_im_newest(ngx_http_im_call_t *call)
 {
     if (ngx_http_im_store_newest(&call->s->uid,
-                                 ngx_http_im_worker->imcf->max_convs,
+                                 ngx_http_im_newest_max(call->s),
                                  ngx_http_im_newest_reply, call)
         != NGX_OK)
     {
         ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
     }
+}
+
+
+static ngx_uint_t
+ngx_http_im_newest_max(ngx_http_im_session_t *s)
+{
+    size_t  room;
+
+    /* at least one fits: ngx_http_im_newest_fits() */
+    room = s->conf->ws_send_queue
+           - NGX_HTTP_IM_PB_NEWEST_SIZE(0, s->conf->ws_max_message);
+
+    return ngx_min(ngx_http_im_worker->imcf->max_convs,
+                   room / NGX_HTTP_IM_PB_NEWEST_CONV);
 }
 
 
@@ -810,7 +838,8 @@ ngx_http_im_pull_alloc(ngx_http_im_call_t *call, ngx_uint_t n)
     ngx_http_im_buf_init(&call->store, call->s->conf->ws_send_queue);
     /* half of it for the messages: the envelope and the encoding's
      * overhead take the rest */
-    call->budget = call->s->conf->ws_send_queue / 2;
+    call->budget = ngx_min(call->s->conf->ws_send_queue / 2,
+                           NGX_HTTP_IM_PULL_BUDGET);
 
     return NGX_OK;
 }

@@ -21,6 +21,7 @@
  * deeper than NGX_HTTP_IM_PB_MAX_DEPTH and more than
  * NGX_HTTP_IM_PB_MAX_REPEATED elements in one repeated field or map are
  * refused, in both directions.  Strings must be UTF-8 without NUL bytes.
+ * The largest answer, GetNewestSeq's, has its sizes below.
  *
  * Error texts written to "err" name the offending field, as the JSON codec
  * does ('field "seqRanges[0].begin" must be an integer'), or start with
@@ -46,8 +47,37 @@
 
 #define NGX_HTTP_IM_PB_MAX_INPUT     (4 * 1024 * 1024)
 #define NGX_HTTP_IM_PB_MAX_JSON      (16 * 1024 * 1024)
-#define NGX_HTTP_IM_PB_MAX_REPEATED  NGX_HTTP_IM_MAX_AT
 #define NGX_HTTP_IM_PB_MAX_DEPTH     32
+
+/*
+ * The most elements of one repeated field, or entries of one map, in
+ * either direction.  A GetNewestSeq (1001) answer has an entry per
+ * conversation in each of its two maps, so im_max_conversations may not
+ * exceed it (ngx_http_im_module.c refuses more).  Requests are bounded
+ * further by their handlers (at most 1,000 IDs, seqs or @ users).
+ */
+#define NGX_HTTP_IM_PB_MAX_REPEATED  10000
+
+/*
+ * What one conversation adds to a GetNewestSeq answer at most, in either
+ * encoding: an entry "<conv>":<seq> in each of two maps.  A conversation
+ * ID has at most NGX_HTTP_IM_PB_CONV_MAX bytes ("si_<uid>_<uid>", user
+ * IDs of at most 64 bytes of characters that JSON writes as they are).
+ * Beyond the ID an entry takes, in JSON, two quotes, a colon, a comma and
+ * the at most 20 characters of an int64 (24 bytes); in protobuf three
+ * tags, two lengths of two bytes and a 10-byte varint (17 bytes).
+ */
+#define NGX_HTTP_IM_PB_CONV_MAX      132
+#define NGX_HTTP_IM_PB_NEWEST_CONV   (2 * (NGX_HTTP_IM_PB_CONV_MAX + 24))
+
+/*
+ * The largest GetNewestSeq frame for n conversations, answering a request
+ * of at most "req" bytes (the answer echoes its operationID and msgIncr):
+ * the maps, the echo, and 1k for the rest of the envelope and the frame
+ * header.
+ */
+#define NGX_HTTP_IM_PB_NEWEST_SIZE(n, req)                                    \
+    ((n) * NGX_HTTP_IM_PB_NEWEST_CONV + (req) + 1024)
 
 /* a size for "err" buffers that fits every message of this file */
 #define NGX_HTTP_IM_PB_ERRLEN        256

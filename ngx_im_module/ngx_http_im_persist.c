@@ -196,6 +196,13 @@ ngx_http_im_persist_inserted(ngx_http_im_mongo_task_t *t)
 
     ngx_http_im_persist_busy = 0;
 
+    if (t->rc == NGX_DECLINED) {
+        /* skipped, the worker exits: the entries stay pending, and another
+         * worker takes them over after im_persist_claim */
+        ngx_http_im_mongo_task_free(t);
+        return;
+    }
+
     if (t->rc != NGX_OK) {
         /* the entries stay pending for this consumer; retry them later */
         ngx_http_im_metric_inc(NGX_HTTP_IM_M_PERSIST_ERRORS);

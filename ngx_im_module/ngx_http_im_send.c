@@ -67,6 +67,7 @@ typedef struct {
     ngx_queue_t                sends;
     ngx_str_t                  conv;
     ngx_event_t                timer;        /* MongoDB is too slow */
+    ngx_http_im_mongo_task_t  *task;         /* until it is done */
     ngx_uint_t                 abandoned;
     ngx_uint_t                 reseed;
 } ngx_http_im_seq_wait_t;
@@ -834,6 +835,7 @@ ngx_http_im_send_seq(ngx_http_im_send_ctx_t *ctx, ngx_uint_t op,
 
     if (!t->in.failed && ngx_http_im_mongo_post(t) == NGX_OK) {
         /* a reservation can be skipped soon; a re-seed only waits */
+        w->task = t;
         ngx_queue_insert_tail(&ngx_http_im_send_waits, &w->link);
         ngx_add_timer(&w->timer, w->reseed ? NGX_HTTP_IM_RESEED_WAIT
                                            : NGX_HTTP_IM_SEQ_WAIT);
@@ -875,7 +877,10 @@ ngx_http_im_send_cannot(ngx_http_im_send_ctx_t *ctx, ngx_uint_t op)
  * MongoDB did not answer in time: waiting sends go on without a new
  * reservation, so a slow MongoDB never holds a send for long; sends that
  * need a re-seed cannot (their seq would start over) and get 90004.  The
- * wait stays until its task completes.
+ * wait stays until its task completes.  A re-seed that has not started
+ * by then is skipped (a later send seeds again), so a backlog of them
+ * never keeps MongoDB's threads; a reservation still runs, because it
+ * covers the seqs that the sends used meanwhile.
  */
 static void
 ngx_http_im_send_seq_late(ngx_event_t *ev)
@@ -884,6 +889,10 @@ ngx_http_im_send_seq_late(ngx_event_t *ev)
 
     ngx_queue_remove(&w->link);
     w->abandoned = 1;
+
+    if (w->reseed) {
+        ngx_http_im_mongo_cancel(w->task);
+    }
     ngx_http_im_send_resume(w, w->reseed ? NGX_HTTP_IM_SEQ_REFUSE
                                          : NGX_HTTP_IM_SEQ_FORCE);
 }
@@ -939,7 +948,7 @@ ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
 
     ngx_http_im_mongo_task_free(t);
 
-    /* an abandoned wait still records its reservation, for later sends */
+    /* an abandoned wait whose task ran records its reservation too */
     if (ngx_http_im_store_seq_seed(&w->conv, seq, reserved,
                                    ngx_http_im_send_seeded, w)
         != NGX_OK)

@@ -924,9 +924,9 @@ ngx_http_im_store_users_info(ngx_str_t *uids, ngx_uint_t n,
     op->n = n;
 
     /* users_info.lua: KEYS the profiles */
-    return ngx_http_im_store_users(NGX_HTTP_IM_LUA_USERS_INFO, "im:{u:%V}:profile",
-                                   uids, n, ngx_http_im_store_info_reply,
-                                   op);
+    return ngx_http_im_store_users(NGX_HTTP_IM_LUA_USERS_INFO,
+                                   "im:{u:%V}:profile", uids, n,
+                                   ngx_http_im_store_info_reply, op);
 }
 
 

@@ -1065,21 +1065,41 @@ test_envelopes(void)
 }
 
 
+/* appends v as a protobuf varint */
+
+static void
+put_varint(ngx_http_im_buf_t *b, size_t v)
+{
+    unsigned char  c;
+
+    while (v >= 0x80) {
+        c = (unsigned char) (v | 0x80);
+        ngx_http_im_buf_add(b, &c, 1);
+        v >>= 7;
+    }
+
+    c = (unsigned char) v;
+    ngx_http_im_buf_add(b, &c, 1);
+}
+
+
 static void
 test_bounds(void)
 {
-    size_t              i;
-    char                err[NGX_HTTP_IM_PB_ERRLEN];
+    size_t              i, n;
+    char                err[NGX_HTTP_IM_PB_ERRLEN], exp[128];
     yajl_val            v;
     unsigned char      *big;
     ngx_http_im_buf_t   b, pb, json;
 
-    /* 1000 elements pass, 1001 do not: JSON */
+    /* NGX_HTTP_IM_PB_MAX_REPEATED elements pass, one more does not: JSON */
+
+    n = NGX_HTTP_IM_PB_MAX_REPEATED;
 
     ngx_http_im_buf_init(&b, 0);
     ngx_http_im_buf_str(&b, "{\"atUserIDList\":[\"u\"");
 
-    for (i = 1; i < 1000; i++) {
+    for (i = 1; i < n; i++) {
         ngx_http_im_buf_str(&b, ",\"u\"");
     }
 
@@ -1096,22 +1116,24 @@ test_bounds(void)
 
     /* pb: one more element */
 
+    snprintf(exp, sizeof(exp),
+             "field \"atUserIDList\" has more than %d elements",
+             NGX_HTTP_IM_PB_MAX_REPEATED);
+
     ngx_http_im_buf_add(&pb, "\xaa\x01\x01u", 4);
-    CHECK(pb_err(REQ(1003), pb.data, pb.len,
-                 "field \"atUserIDList\" has more than 1000 elements"));
+    CHECK(pb_err(REQ(1003), pb.data, pb.len, exp));
 
     b.len -= 3;
     ngx_http_im_buf_str(&b, ",\"u\"]}");
     ngx_http_im_buf_add(&b, "", 1);
-    CHECK(json_err(REQ(1003), (char *) b.data,
-                   "field \"atUserIDList\" has more than 1000 elements"));
+    CHECK(json_err(REQ(1003), (char *) b.data, exp));
 
     /* maps */
 
     ngx_http_im_buf_reset(&b);
     ngx_http_im_buf_str(&b, "{\"maxSeqs\":{");
 
-    for (i = 0; i < 1001; i++) {
+    for (i = 0; i < n + 1; i++) {
         ngx_http_im_buf_str(&b, i ? ",\"" : "\"");
         ngx_http_im_buf_int(&b, (long long) i);
         ngx_http_im_buf_str(&b, "\":1");
@@ -1119,30 +1141,35 @@ test_bounds(void)
 
     ngx_http_im_buf_str(&b, "}}");
     ngx_http_im_buf_add(&b, "", 1);
-    CHECK(json_err(RESP(1001), (char *) b.data,
-                   "field \"maxSeqs\" has more than 1000 entries"));
+
+    snprintf(exp, sizeof(exp), "field \"maxSeqs\" has more than %d entries",
+             NGX_HTTP_IM_PB_MAX_REPEATED);
+    CHECK(json_err(RESP(1001), (char *) b.data, exp));
 
     ngx_http_im_buf_reset(&pb);
 
-    for (i = 0; i < 1001; i++) {
+    for (i = 0; i < n + 1; i++) {
         ngx_http_im_buf_add(&pb, "\x0a\x02\x0a\x00", 4);
     }
 
-    CHECK(pb_err(RESP(1001), pb.data, pb.len,
-                 "field \"maxSeqs\" has more than 1000 entries"));
+    CHECK(pb_err(RESP(1001), pb.data, pb.len, exp));
 
-    /* packed: 1001 seqs in one field */
+    /* packed: one seq too many in one field */
 
     ngx_http_im_buf_reset(&pb);
-    ngx_http_im_buf_add(&pb, "\x12\xec\x07\x1a\xe9\x07", 6);
+    ngx_http_im_buf_add(&pb, "\x12", 1);
+    put_varint(&pb, 1 + 2 + n + 1);                     /* conversations */
+    ngx_http_im_buf_add(&pb, "\x1a", 1);
+    put_varint(&pb, n + 1);                             /* seqs, packed */
 
-    for (i = 0; i < 1001; i++) {
+    for (i = 0; i < n + 1; i++) {
         ngx_http_im_buf_add(&pb, "\x01", 1);
     }
 
-    CHECK(pb_err(REQ(1005), pb.data, pb.len,
-                 "field \"conversations[0].seqs\" has more than 1000 "
-                 "elements"));
+    snprintf(exp, sizeof(exp),
+             "field \"conversations[0].seqs\" has more than %d elements",
+             NGX_HTTP_IM_PB_MAX_REPEATED);
+    CHECK(pb_err(REQ(1005), pb.data, pb.len, exp));
 
     /* a singular message twice is merged: the merged count is bounded */
 
@@ -1169,22 +1196,26 @@ test_bounds(void)
           == 0);
     CHECK(json.len > 588 * 300);
 
-    /* the same with 2 * 600 */
+    /* the same with two halves of the bound, and two more */
 
     ngx_http_im_buf_reset(&pb);
-    ngx_http_im_buf_add(&pb, "\x0a\xe9\x12\x0a\x01" "c", 6);  /* 2409 */
+    ngx_http_im_buf_add(&pb, "\x0a", 1);
+    put_varint(&pb, 3 + 2 * (3 + n + 2));               /* entry */
+    ngx_http_im_buf_add(&pb, "\x0a\x01" "c", 3);         /* key "c" */
 
-    for (i = 0; i < 1200; i++) {
-        if (i % 600 == 0) {
-            ngx_http_im_buf_add(&pb, "\x12\xb0\x09", 3);     /* 1200 */
+    for (i = 0; i < n + 2; i++) {
+        if (i % (n / 2 + 1) == 0) {
+            ngx_http_im_buf_add(&pb, "\x12", 1);         /* value */
+            put_varint(&pb, n + 2);
         }
 
         ngx_http_im_buf_add(&pb, "\x0a\x00", 2);
     }
 
-    CHECK(pb.len == 2412);
+    /* 10002 MsgData take more than protobuf-c's budget for 10 KB of
+     * input: refused by the unpack before the count */
     CHECK(pb_err(RESP(1002), pb.data, pb.len,
-                 "field \"msgs.c.Msgs\" has more than 1000 elements"));
+                 "invalid protobuf: message too large"));
 
     /* input size */
 
@@ -1222,6 +1253,106 @@ test_bounds(void)
 }
 
 
+/*
+ * The largest GetNewestSeq answer: NGX_HTTP_IM_PB_MAX_REPEATED (the most
+ * im_max_conversations allows) conversations of the longest IDs with the
+ * longest numbers encodes, decodes back to the same JSON, and both
+ * encodings stay within NGX_HTTP_IM_PB_NEWEST_SIZE(); one conversation
+ * more is refused.
+ */
+
+static void
+newest_json(ngx_http_im_buf_t *b, size_t n)
+{
+    size_t  i, map;
+    char    conv[NGX_HTTP_IM_PB_CONV_MAX + 1];
+
+    ngx_http_im_buf_reset(b);
+
+    for (map = 0; map < 2; map++) {
+        ngx_http_im_buf_str(b, map ? "},\"hasReadSeqs\":{" : "{\"maxSeqs\":{");
+
+        for (i = 0; i < n; i++) {
+            /* si_<64>_<64>, unique by i */
+            snprintf(conv, sizeof(conv), "si_%064zu_%064zu", i, i);
+
+            ngx_http_im_buf_str(b, i ? ",\"" : "\"");
+            ngx_http_im_buf_str(b, conv);
+            /* the longest int64 yajl reads as an integer */
+            ngx_http_im_buf_str(b, "\":-9223372036854775807");
+        }
+    }
+
+    ngx_http_im_buf_str(b, "}}");
+
+    /* NUL-terminated for to_pb(), outside the length */
+    ngx_http_im_buf_add(b, "", 1);
+    b->len--;
+}
+
+
+static void
+test_newest_answer(void)
+{
+    char                err[NGX_HTTP_IM_PB_ERRLEN], exp[128];
+    size_t              n;
+    ngx_http_im_buf_t   b, out, json;
+    ngx_http_im_str_t   opid, incr;
+
+    /* im_max_conversations' default, and newest.lua's cap */
+    CHECK(NGX_HTTP_IM_PB_MAX_REPEATED >= 10000);
+    CHECK(NGX_HTTP_IM_PB_CONV_MAX == 2 * 64 + 4);
+
+    n = NGX_HTTP_IM_PB_MAX_REPEATED;
+    opid.data = "operation";
+    opid.len = 9;
+    incr.data = "increment";
+    incr.len = 9;
+
+    ngx_http_im_buf_init(&b, 0);
+    ngx_http_im_buf_init(&out, 0);
+    ngx_http_im_buf_init(&json, 0);
+
+    newest_json(&b, n);
+    CHECK(!b.failed && b.len > 2 * n * NGX_HTTP_IM_PB_CONV_MAX);
+
+    /* JSON: the data object within the envelope */
+    ngx_http_im_resp_begin(&out, 1001, opid, incr, 0, "");
+    ngx_http_im_buf_add(&out, b.data, b.len);
+    ngx_http_im_resp_end(&out);
+    CHECK(!out.failed && out.len + 10
+                         <= NGX_HTTP_IM_PB_NEWEST_SIZE(n, 18));
+
+    /* protobuf: encodes within the bound, and decodes back */
+    ngx_http_im_buf_reset(&out);
+    CHECK(ngx_http_im_pb_resp_encode(1001, opid, incr, 0, "", b.data, b.len,
+                                     &out, err, sizeof(err))
+          == 0);
+    CHECK(out.len > 0 && out.len + 10 <= NGX_HTTP_IM_PB_NEWEST_SIZE(n, 18));
+
+    ngx_http_im_buf_reset(&out);
+    CHECK(to_pb(RESP(1001), (char *) b.data, &out) == 0);
+    CHECK(ngx_http_im_pb_to_json(RESP(1001), out.data, out.len, &json, err,
+                                 sizeof(err))
+          == 0);
+    CHECK(json.len == b.len && memcmp(json.data, b.data, b.len) == 0);
+
+    /* one more is refused */
+    newest_json(&b, n + 1);
+    ngx_http_im_buf_reset(&out);
+    snprintf(exp, sizeof(exp), "field \"maxSeqs\" has more than %d entries",
+             NGX_HTTP_IM_PB_MAX_REPEATED);
+    CHECK(ngx_http_im_pb_resp_encode(1001, opid, incr, 0, "", b.data, b.len,
+                                     &out, err, sizeof(err))
+          == -1);
+    CHECK(strcmp(err, exp) == 0);
+
+    ngx_http_im_buf_free(&b);
+    ngx_http_im_buf_free(&out);
+    ngx_http_im_buf_free(&json);
+}
+
+
 int
 main(void)
 {
@@ -1234,6 +1365,7 @@ main(void)
     test_malformed();
     test_envelopes();
     test_bounds();
+    test_newest_answer();
 
     return check_done();
 }
