@@ -49,7 +49,7 @@ static ngx_int_t ngx_http_im_store_register_each(const char **argv,
     size_t *len, ngx_uint_t n, ngx_http_im_store_op_t *op);
 static ngx_int_t ngx_http_im_store_users(ngx_uint_t script,
     const char *fmt, ngx_str_t *uids, ngx_uint_t n,
-    ngx_http_im_redis_pt handler, ngx_http_im_store_op_t *op);
+    ngx_http_im_redis_pt handler, void *done, void *data);
 static void ngx_http_im_store_registered_all(redisReply *reply,
     void *data);
 static void ngx_http_im_store_register_checked(redisReply *reply,
@@ -913,20 +913,10 @@ ngx_int_t
 ngx_http_im_store_users_info(ngx_str_t *uids, ngx_uint_t n,
     ngx_http_im_store_users_pt done, void *data)
 {
-    ngx_http_im_store_op_t  *op;
-
-    op = ngx_http_im_store_op(done, data);
-    if (op == NULL) {
-        return NGX_DECLINED;
-    }
-
-    op->uids = uids;
-    op->n = n;
-
     /* users_info.lua: KEYS the profiles */
     return ngx_http_im_store_users(NGX_HTTP_IM_LUA_USERS_INFO,
                                    "im:{u:%V}:profile", uids, n,
-                                   ngx_http_im_store_info_reply, op);
+                                   ngx_http_im_store_info_reply, done, data);
 }
 
 
@@ -934,7 +924,31 @@ ngx_int_t
 ngx_http_im_store_users_online(ngx_str_t *uids, ngx_uint_t n,
     ngx_http_im_store_online_pt done, void *data)
 {
-    ngx_http_im_store_op_t  *op;
+    /* online.lua: KEYS the presence hashes; ARGV "1" in a cluster */
+    return ngx_http_im_store_users(NGX_HTTP_IM_LUA_ONLINE,
+                                   "im:{u:%V}:online", uids, n,
+                                   ngx_http_im_store_online_reply, done,
+                                   data);
+}
+
+
+/*
+ * Runs script with one key per user, made from fmt, and one argument:
+ * "1" in a cluster, where it runs once per user.  handler parses the
+ * reply for done(data, ...).
+ */
+static ngx_int_t
+ngx_http_im_store_users(ngx_uint_t script, const char *fmt,
+    ngx_str_t *uids, ngx_uint_t n, ngx_http_im_redis_pt handler,
+    void *done, void *data)
+{
+    u_char                    *p, *keys;
+    size_t                    *len;
+    ngx_int_t                  rc;
+    ngx_uint_t                 i;
+    const char               **argv;
+    ngx_http_im_store_op_t    *op;
+    ngx_http_im_store_part_t  *parts;
 
     op = ngx_http_im_store_op(done, data);
     if (op == NULL) {
@@ -943,29 +957,6 @@ ngx_http_im_store_users_online(ngx_str_t *uids, ngx_uint_t n,
 
     op->uids = uids;
     op->n = n;
-
-    /* online.lua: KEYS the presence hashes; ARGV "1" in a cluster */
-    return ngx_http_im_store_users(NGX_HTTP_IM_LUA_ONLINE,
-                                   "im:{u:%V}:online", uids, n,
-                                   ngx_http_im_store_online_reply, op);
-}
-
-
-/*
- * Runs script with one key per user, made from fmt, and one argument:
- * "1" in a cluster, where it runs once per user.
- */
-static ngx_int_t
-ngx_http_im_store_users(ngx_uint_t script, const char *fmt,
-    ngx_str_t *uids, ngx_uint_t n, ngx_http_im_redis_pt handler,
-    ngx_http_im_store_op_t *op)
-{
-    u_char                    *p, *keys;
-    size_t                    *len;
-    ngx_int_t                  rc;
-    ngx_uint_t                 i;
-    const char               **argv;
-    ngx_http_im_store_part_t  *parts;
 
     argv = ngx_alloc((n + 1) * (sizeof(char *) + sizeof(size_t)
                                 + NGX_HTTP_IM_STORE_KEY_LEN),

@@ -34,6 +34,9 @@
     (sizeof("im:{c:si__}:cmid::") + 3 * NGX_HTTP_IM_UID_MAX                 \
      + NGX_HTTP_IM_CMID_MAX)
 
+/* the dedup key of a sender's clientMsgID: conv, sendID, clientMsgID */
+#define NGX_HTTP_IM_STORE_CMID_FMT  "im:{c:%V}:cmid:%V:%V"
+
 #define NGX_HTTP_IM_STORE_HEAD_LEN  (NGX_MAXHOSTNAMELEN + 256)
 
 
@@ -180,7 +183,7 @@ ngx_http_im_store_msg_save(ngx_http_im_store_msg_t *m,
     ngx_http_im_send_key(NGX_HTTP_IM_SEND_K_MSGS, "im:{c:%V}:msgs",
                          &m->conv);
     p = ngx_snprintf(keys[NGX_HTTP_IM_SEND_K_CMID], sizeof(keys[0]),
-                     "im:{c:%V}:cmid:%V:%V", &m->conv, &m->send_id,
+                     NGX_HTTP_IM_STORE_CMID_FMT, &m->conv, &m->send_id,
                      &m->client_msg_id);
     len[NGX_HTTP_IM_SEND_K_CMID] = p - keys[NGX_HTTP_IM_SEND_K_CMID];
     ngx_http_im_send_key(NGX_HTTP_IM_SEND_K_SENDER_CONVS, "im:{u:%V}:convs",
@@ -662,7 +665,7 @@ ngx_http_im_store_arg_cmid(ngx_http_im_store_args_t *a,
     u_char  *last;
 
     last = ngx_snprintf(a->pos, a->room + NGX_HTTP_IM_STORE_ROOM - a->pos,
-                        "im:{c:%V}:cmid:%V:%V", &m->conv, &m->send_id,
+                        NGX_HTTP_IM_STORE_CMID_FMT, &m->conv, &m->send_id,
                         &m->client_msg_id);
 
     if (last == a->room + NGX_HTTP_IM_STORE_ROOM) {
