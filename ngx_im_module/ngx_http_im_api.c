@@ -6,85 +6,20 @@
 
 
 #include "ngx_http_im_module.h"
+#include "ngx_http_im_api.h"
 #include "ngx_http_im_store.h"
 #include "ngx_http_im_id.h"
-
-
-#define NGX_HTTP_IM_ACCESS_SECRET  0      /* no token: get_admin_token */
-#define NGX_HTTP_IM_ACCESS_USER    1      /* any valid token */
-#define NGX_HTTP_IM_ACCESS_ADMIN   2
-
-#define NGX_HTTP_IM_PLATFORM_ADMIN 10
-#define NGX_HTTP_IM_MAX_REGISTER   1000
-#define NGX_HTTP_IM_MAX_BATCH      1000
-
-
-typedef struct ngx_http_im_api_s  ngx_http_im_api_t;
-
-
-/* a send of a batch: its answer names its recipient, whatever the order
- * the answers come back in (a cluster answers from several nodes) */
-typedef struct {
-    ngx_http_im_api_t           *api;
-    ngx_uint_t                   index;       /* in recvIDs */
-} ngx_http_im_batch_item_t;
-
-
-/* the request's module context while its body is read */
-typedef struct {
-    off_t                        size;
-    off_t                        max;
-    ngx_uint_t                   too_large;
-} ngx_http_im_api_body_t;
-
-typedef void (*ngx_http_im_route_pt)(ngx_http_im_api_t *api);
-
-typedef struct {
-    ngx_str_t                    path;
-    ngx_uint_t                   access;
-    ngx_http_im_route_pt         handler;
-} ngx_http_im_route_t;
-
-
-/* a REST call; on the heap, so a Redis reply can outlive its request */
-struct ngx_http_im_api_s {
-    ngx_http_request_t          *r;
-    ngx_http_im_route_t         *route;
-    ngx_http_im_main_conf_t     *imcf;
-    yajl_val                     root;
-    ngx_str_t                    token;
-    ngx_http_im_token_claims_t   claims;
-    ngx_http_im_buf_t            data;
-    ngx_pool_cleanup_t          *cln;
-    ngx_queue_t                  link;         /* in worker->api_calls */
-    ngx_uint_t                   cancelled;
-    ngx_int_t                    platform;     /* of the token issued */
-    time_t                       expire;
-    ngx_str_t                   *users;        /* the userIDs asked for */
-    ngx_http_im_buf_t            content;      /* a message's content */
-    ngx_http_im_buf_t            failed;       /* batch: failedUserIDs */
-    ngx_uint_t                   nusers;
-    yajl_val                     recv_ids;     /* batch: recvIDs */
-    ngx_http_im_batch_item_t    *items;        /* batch: one per send */
-    ngx_uint_t                   issuing;
-    ngx_uint_t                   issued;
-    ngx_uint_t                   answered;
-    ngx_uint_t                   results;
-    char                         token_out[512];
-};
 
 
 static void ngx_http_im_api_body(ngx_http_request_t *r);
 static void ngx_http_im_api_cleanup(void *data);
 static void ngx_http_im_api_free_parts(ngx_http_im_api_t *api);
 static void ngx_http_im_api_authorized(void *data, ngx_int_t err);
-static void ngx_http_im_api_answer(ngx_http_im_api_t *api, ngx_int_t code,
-    const char *msg);
-static void ngx_http_im_api_finish(ngx_http_im_api_t *api, ngx_int_t code,
-    const char *msg);
 static ngx_int_t ngx_http_im_api_reply(ngx_http_request_t *r,
     ngx_int_t code, const char *msg, ngx_http_im_buf_t *data);
 static ngx_http_im_route_t *ngx_http_im_api_route(ngx_http_request_t *r);
+static ngx_http_im_route_t *ngx_http_im_api_route_at(ngx_uint_t i);
+static ngx_uint_t ngx_http_im_api_route_index(ngx_http_im_route_t *rt);
 static ngx_int_t ngx_http_im_api_parse(ngx_http_im_api_t *api,
     char *err, size_t len);
 static void ngx_http_im_admin_token(ngx_http_im_api_t *api);
@@ -119,7 +54,6 @@ static ngx_int_t ngx_http_im_batch_issue(ngx_http_im_api_t *api,
     ngx_http_im_msg_t *m, ngx_http_im_send_t *opts);
 static ngx_int_t ngx_http_im_api_push_class(ngx_http_im_msg_t *m,
     ngx_http_im_str_t *cls, ngx_http_im_send_t *opts);
-static ngx_str_t *ngx_http_im_api_users(ngx_http_im_api_t *api);
 
 
 static ngx_http_request_body_filter_pt  ngx_http_im_next_body_filter;
@@ -221,6 +155,7 @@ ngx_http_im_api_route(ngx_http_request_t *r)
     u_char                    *p;
     size_t                     len;
     ngx_http_im_route_t       *rt;
+    ngx_uint_t                 i;
     ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
@@ -238,13 +173,49 @@ ngx_http_im_api_route(ngx_http_request_t *r)
         len++;
     }
 
-    for (rt = ngx_http_im_routes; rt->handler; rt++) {
+    for (i = 0; (rt = ngx_http_im_api_route_at(i)); i++) {
         if (rt->path.len == len && ngx_strncmp(rt->path.data, p, len) == 0) {
             return rt;
         }
     }
 
     return NULL;
+}
+
+
+/*
+ * Route i of all tables: this file's, then those of the other REST files
+ * (api_conv.c), so metrics count every route by one index.  NULL past
+ * the last.
+ */
+static ngx_http_im_route_t *
+ngx_http_im_api_route_at(ngx_uint_t i)
+{
+    ngx_uint_t  n;
+
+    n = sizeof(ngx_http_im_routes) / sizeof(ngx_http_im_route_t) - 1;
+
+    if (i < n) {
+        return &ngx_http_im_routes[i];
+    }
+
+    return ngx_http_im_conv_routes[i - n].handler
+           ? &ngx_http_im_conv_routes[i - n] : NULL;
+}
+
+
+static ngx_uint_t
+ngx_http_im_api_route_index(ngx_http_im_route_t *rt)
+{
+    ngx_uint_t  n;
+
+    n = sizeof(ngx_http_im_routes) / sizeof(ngx_http_im_route_t) - 1;
+
+    if (rt >= ngx_http_im_routes && rt < ngx_http_im_routes + n) {
+        return rt - ngx_http_im_routes;
+    }
+
+    return n + (rt - ngx_http_im_conv_routes);
 }
 
 
@@ -484,7 +455,7 @@ ngx_http_im_api_free_parts(ngx_http_im_api_t *api)
 
 
 /* answers from a Redis callback, then runs what the answer posted */
-static void
+void
 ngx_http_im_api_answer(ngx_http_im_api_t *api, ngx_int_t code,
     const char *msg)
 {
@@ -503,7 +474,7 @@ ngx_http_im_api_answer(ngx_http_im_api_t *api, ngx_int_t code,
 
 
 /* sends the answer (code 0: with api->data) and frees the call */
-static void
+void
 ngx_http_im_api_finish(ngx_http_im_api_t *api, ngx_int_t code,
     const char *msg)
 {
@@ -518,7 +489,7 @@ ngx_http_im_api_finish(ngx_http_im_api_t *api, ngx_int_t code,
                       msg ? msg : ngx_http_im_errmsg(code));
     }
 
-    ngx_http_im_metric_rest(api->route - ngx_http_im_routes, code);
+    ngx_http_im_metric_rest(ngx_http_im_api_route_index(api->route), code);
 
     rc = ngx_http_im_api_reply(r, code, msg ? msg : ngx_http_im_errmsg(code),
                                code ? NULL : &api->data);
@@ -933,8 +904,8 @@ ngx_http_im_done_reply(void *data, ngx_int_t err)
  * The body's "userIDs" (1..1000 valid IDs) in api->users.  Answers the
  * call itself on bad input and returns NULL.
  */
-static ngx_str_t *
-ngx_http_im_api_users(ngx_http_im_api_t *api)
+ngx_str_t *
+ngx_http_im_api_user_ids(ngx_http_im_api_t *api)
 {
     char         err[128];
     ngx_uint_t   i, n;
@@ -986,7 +957,7 @@ ngx_http_im_api_users(ngx_http_im_api_t *api)
 static void
 ngx_http_im_users_info(ngx_http_im_api_t *api)
 {
-    if (ngx_http_im_api_users(api) == NULL) {
+    if (ngx_http_im_api_user_ids(api) == NULL) {
         return;
     }
 
@@ -1048,7 +1019,7 @@ ngx_http_im_users_info_reply(void *data, ngx_int_t err,
 static void
 ngx_http_im_online_status(ngx_http_im_api_t *api)
 {
-    if (ngx_http_im_api_users(api) == NULL) {
+    if (ngx_http_im_api_user_ids(api) == NULL) {
         return;
     }
 
@@ -1506,11 +1477,11 @@ ngx_http_im_api_shutdown(void)
 const char *
 ngx_http_im_api_route_name(ngx_uint_t i)
 {
-    if (i >= sizeof(ngx_http_im_routes) / sizeof(ngx_http_im_route_t) - 1) {
-        return NULL;
-    }
+    ngx_http_im_route_t  *rt;
 
-    return (const char *) ngx_http_im_routes[i].path.data;
+    rt = ngx_http_im_api_route_at(i);
+
+    return rt ? (const char *) rt->path.data : NULL;
 }
 
 

@@ -239,6 +239,13 @@ static const ngx_http_im_content_field_t  ngx_http_im_content_custom[] = {
 };
 
 
+/* 113 TypingElem: online only (ngx_http_im_msg_send()) */
+static const ngx_http_im_content_field_t  ngx_http_im_content_typing[] = {
+    ngx_http_im_cf("msgTips", STR, 0),
+    ngx_http_im_cf_null
+};
+
+
 /* 114 QuoteElem */
 static const ngx_http_im_content_field_t  ngx_http_im_content_quote[] = {
     ngx_http_im_cf("text", STR, NGX_HTTP_IM_CF_REQ|NGX_HTTP_IM_CF_NONEMPTY),
@@ -345,6 +352,9 @@ static const ngx_http_im_content_type_t  ngx_http_im_content_types[] = {
     { NGX_HTTP_IM_CONTENT_REVOKE, "[Revoked]", NULL, NULL },
 
     { NGX_HTTP_IM_CONTENT_READ_RECEIPT, "[Read]", NULL, NULL },
+
+    { NGX_HTTP_IM_CONTENT_TYPING, "[Typing]",
+      ngx_http_im_content_typing, NULL },
 
     { NGX_HTTP_IM_CONTENT_QUOTE, "[Quote]",
       ngx_http_im_content_quote, NULL },

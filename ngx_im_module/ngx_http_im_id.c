@@ -115,3 +115,33 @@ ngx_http_im_conv_member(const char *conv, size_t conv_len, const char *uid,
     return (size_t) (conv + conv_len - us - 1) == uid_len
            && memcmp(us + 1, uid, uid_len) == 0;
 }
+
+
+size_t
+ngx_http_im_conv_peer(const char *conv, size_t conv_len, const char *uid,
+    size_t uid_len, char *out)
+{
+    size_t       n;
+    const char  *us, *peer;
+
+    if (!ngx_http_im_conv_member(conv, conv_len, uid, uid_len)) {
+        return 0;
+    }
+
+    /* "xx_<a>_<b>", both valid: the side that is not uid */
+    us = memchr(conv + 3, '_', conv_len - 3);
+    n = us - conv - 3;
+
+    if (n == uid_len && memcmp(conv + 3, uid, uid_len) == 0) {
+        peer = us + 1;
+        n = conv + conv_len - peer;
+
+    } else {
+        peer = conv + 3;
+    }
+
+    memcpy(out, peer, n);
+    out[n] = '\0';
+
+    return n;
+}

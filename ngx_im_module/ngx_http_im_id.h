@@ -45,5 +45,13 @@ size_t ngx_http_im_conv_notification(const char *send, size_t send_len,
 int ngx_http_im_conv_member(const char *conv, size_t conv_len,
     const char *uid, size_t uid_len);
 
+/*
+ * The other user of a "si_" or "sn_" conversation of uid, written with a
+ * NUL to out (NGX_HTTP_IM_UID_MAX + 1 bytes).  Returns its length, or 0
+ * when uid is not a member.  A conversation with oneself: uid.
+ */
+size_t ngx_http_im_conv_peer(const char *conv, size_t conv_len,
+    const char *uid, size_t uid_len, char *out);
+
 
 #endif /* _NGX_HTTP_IM_ID_H_INCLUDED_ */

@@ -218,6 +218,13 @@ static ngx_command_t  ngx_http_im_commands[] = {
       offsetof(ngx_http_im_main_conf_t, persist_claim),
       NULL },
 
+    { ngx_string("im_revoke_window"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, revoke_window),
+      NULL },
+
     { ngx_string("im_hot_window"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -454,6 +461,7 @@ ngx_http_im_create_main_conf(ngx_conf_t *cf)
     imcf->persist_batch = NGX_CONF_UNSET_UINT;
     imcf->persist_stream_max = NGX_CONF_UNSET_UINT;
     imcf->hot_window = NGX_CONF_UNSET_UINT;
+    imcf->revoke_window = NGX_CONF_UNSET;
     imcf->seq_block = NGX_CONF_UNSET_UINT;
     imcf->persist_claim = NGX_CONF_UNSET_MSEC;
 
@@ -480,6 +488,7 @@ ngx_http_im_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(imcf->persist_batch, 500);
     ngx_conf_init_uint_value(imcf->persist_stream_max, 1000000);
     ngx_conf_init_uint_value(imcf->hot_window, 500);
+    ngx_conf_init_value(imcf->revoke_window, 0);
     ngx_conf_init_uint_value(imcf->seq_block, 1000);
     ngx_conf_init_msec_value(imcf->persist_claim, 60000);
 

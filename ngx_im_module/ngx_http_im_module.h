@@ -113,6 +113,7 @@ typedef struct {
     ngx_uint_t                 hot_window;
     ngx_uint_t                 seq_block;
     ngx_msec_t                 persist_claim;
+    time_t                     revoke_window;   /* 0: no limit */
 } ngx_http_im_main_conf_t;
 
 
@@ -294,6 +295,8 @@ typedef struct {
 ngx_int_t ngx_http_im_msg_send(ngx_http_im_msg_t *m, ngx_str_t *conv,
     ngx_http_im_send_t *opts);
 ngx_int_t ngx_http_im_msg_option(ngx_http_im_msg_t *m, const char *key);
+void ngx_http_im_notify(ngx_str_t *from, ngx_str_t *to, ngx_str_t *conv,
+    ngx_int_t content_type, ngx_http_im_buf_t *detail);
 const char *ngx_http_im_msg_check(ngx_http_im_msg_t *m);
 
 /* persist.c */

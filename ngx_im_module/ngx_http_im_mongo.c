@@ -8,8 +8,10 @@
  * made on the event-loop thread (checked in debug builds).
  *
  * Documents (database im_mongo_database):
- *   msg:       {_id: "<conv>:<seq>", conversationID, seq, msg}
- *   seq_block: {_id: "<conv>:<end>", conversationID, end}
+ *   msg:          {_id: "<conv>:<seq>", conversationID, seq, msg}
+ *   seq_block:    {_id: "<conv>:<end>", conversationID, end}
+ *   conversation: {_id, ownerUserID, conversationID, rev, ...}, built by
+ *                 the caller; rev orders the versions of one record
  * _id lookups are the fast path on every MongoDB-compatible server; the
  * (conversationID, seq) index serves range queries on a real MongoDB.
  *
@@ -34,6 +36,15 @@
 #include "ngx_http_im_mongo.h"
 
 
+/*
+ * The selector and the replacement of an item, for
+ * ngx_http_im_mongo_replace(); NGX_ERROR when the item has none (its
+ * JSON does not parse or lacks a field).
+ */
+typedef ngx_int_t (*ngx_http_im_mongo_pair_pt)(ngx_http_im_mongo_task_t *t,
+    ngx_http_im_mongo_item_t *it, bson_t **sel, bson_t **doc);
+
+
 static void ngx_http_im_mongo_thread(void *data, ngx_log_t *log);
 static void ngx_http_im_mongo_event(ngx_event_t *ev);
 static ngx_int_t ngx_http_im_mongo_insert(ngx_http_im_mongo_task_t *t,
@@ -44,8 +55,18 @@ static ngx_int_t ngx_http_im_mongo_reserve(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client);
 static ngx_int_t ngx_http_im_mongo_reseed(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client);
+static ngx_int_t ngx_http_im_mongo_conv_save(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client);
+static ngx_int_t ngx_http_im_mongo_conv_load(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client);
+static ngx_int_t ngx_http_im_mongo_msg_replace(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client);
+static ngx_int_t ngx_http_im_mongo_msg_purge(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client);
 static ngx_int_t ngx_http_im_mongo_indexes(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client);
+static bool ngx_http_im_mongo_index(mongoc_database_t *db, bson_t *cmd,
+    bson_error_t *error);
 static void ngx_http_im_mongo_uri_defaults(mongoc_uri_t *uri);
 static ngx_uint_t ngx_http_im_mongo_skip(ngx_http_im_mongo_task_t *t);
 static ngx_int_t ngx_http_im_mongo_run(ngx_http_im_mongo_task_t *t,
@@ -67,6 +88,30 @@ static ngx_int_t ngx_http_im_mongo_same_msgs(ngx_http_im_mongo_task_t *t,
     ngx_uint_t n);
 static const char *ngx_http_im_mongo_smid(const bson_t *doc,
     const char *path);
+static bson_t *ngx_http_im_mongo_msg_doc(ngx_http_im_mongo_task_t *t,
+    ngx_http_im_mongo_item_t *it);
+static ngx_int_t ngx_http_im_mongo_msg_pair(ngx_http_im_mongo_task_t *t,
+    ngx_http_im_mongo_item_t *it, bson_t **sel, bson_t **doc);
+static ngx_int_t ngx_http_im_mongo_conv_pair(ngx_http_im_mongo_task_t *t,
+    ngx_http_im_mongo_item_t *it, bson_t **sel, bson_t **doc);
+static ngx_int_t ngx_http_im_mongo_replace(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client, const char *name,
+    ngx_http_im_mongo_pair_pt pair);
+static ngx_int_t ngx_http_im_mongo_bulk(ngx_http_im_mongo_task_t *t,
+    mongoc_bulk_operation_t *bulk, ngx_uint_t *map, ngx_uint_t n);
+static ngx_uint_t ngx_http_im_mongo_doc_errors(const bson_t *reply);
+static ngx_uint_t ngx_http_im_mongo_accounted(const bson_t *reply,
+    ngx_uint_t n);
+static ngx_int_t ngx_http_im_mongo_replace_each(ngx_http_im_mongo_task_t *t,
+    mongoc_collection_t *coll, bson_t **sels, bson_t **docs,
+    ngx_uint_t *map, ngx_uint_t n);
+static ngx_int_t ngx_http_im_mongo_doc_error(ngx_http_im_mongo_task_t *t,
+    ngx_http_im_mongo_item_t *it, const char *what, const bson_t *reply,
+    bson_error_t *error);
+static ngx_int_t ngx_http_im_mongo_conv_out(ngx_http_im_mongo_task_t *t,
+    mongoc_collection_t *msgs, const bson_t *conv, ngx_uint_t *first);
+static ngx_int_t ngx_http_im_mongo_last(ngx_http_im_mongo_task_t *t,
+    mongoc_collection_t *msgs, const bson_t *conv, bson_t *out);
 
 
 #define NGX_HTTP_IM_MONGO_DOWN       5000
@@ -434,16 +479,30 @@ ngx_http_im_mongo_run(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
 {
     ngx_int_t  rc;
 
+    /*
+     * The ops that store, or query by the indexed fields, make sure the
+     * indexes exist; after the first success in a worker this is free.
+     */
+    if (t->op == NGX_HTTP_IM_MONGO_INSERT
+        || t->op == NGX_HTTP_IM_MONGO_CONV_SAVE
+        || t->op == NGX_HTTP_IM_MONGO_CONV_LOAD
+        || t->op == NGX_HTTP_IM_MONGO_MSG_REPLACE
+        || t->op == NGX_HTTP_IM_MONGO_MSG_PURGE)
+    {
+        rc = ngx_http_im_mongo_indexes(t, client);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        if (ngx_http_im_mongo_skip(t)) {
+            return NGX_DECLINED;
+        }
+    }
+
     switch (t->op) {
 
     case NGX_HTTP_IM_MONGO_INSERT:
-        rc = ngx_http_im_mongo_indexes(t, client);
-        if (rc == NGX_OK) {
-            rc = ngx_http_im_mongo_skip(t)
-                 ? NGX_DECLINED : ngx_http_im_mongo_insert(t, client);
-        }
-
-        return rc;
+        return ngx_http_im_mongo_insert(t, client);
 
     case NGX_HTTP_IM_MONGO_FIND:
         return ngx_http_im_mongo_find(t, client);
@@ -451,19 +510,36 @@ ngx_http_im_mongo_run(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
     case NGX_HTTP_IM_MONGO_RESERVE:
         return ngx_http_im_mongo_reserve(t, client);
 
-    default: /* NGX_HTTP_IM_MONGO_RESEED */
+    case NGX_HTTP_IM_MONGO_RESEED:
         return ngx_http_im_mongo_reseed(t, client);
+
+    case NGX_HTTP_IM_MONGO_CONV_SAVE:
+        return ngx_http_im_mongo_conv_save(t, client);
+
+    case NGX_HTTP_IM_MONGO_CONV_LOAD:
+        return ngx_http_im_mongo_conv_load(t, client);
+
+    case NGX_HTTP_IM_MONGO_MSG_REPLACE:
+        return ngx_http_im_mongo_msg_replace(t, client);
+
+    case NGX_HTTP_IM_MONGO_MSG_PURGE:
+        return ngx_http_im_mongo_msg_purge(t, client);
+
+    default:
+        ngx_cpystrn((u_char *) t->err, (u_char *) "unknown op",
+                    sizeof(t->err));
+        return NGX_ERROR;
     }
 }
 
 
-/* the (conversationID, seq) index, once per worker */
+/* the indexes, once per worker */
 static ngx_int_t
 ngx_http_im_mongo_indexes(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client)
 {
     bool                ok;
-    bson_t             *cmd, reply;
+    bson_t             *cmd;
     bson_error_t        error;
     mongoc_database_t  *db;
 
@@ -471,6 +547,9 @@ ngx_http_im_mongo_indexes(ngx_http_im_mongo_task_t *t,
         return NGX_OK;
     }
 
+    db = mongoc_client_get_database(client, t->db);
+
+    /* a conversation's messages by seq: ranges, the newest, purges */
     cmd = BCON_NEW("createIndexes", BCON_UTF8("msg"),
                    "indexes", "[", "{",
                        "key", "{", "conversationID", BCON_INT32(1),
@@ -478,28 +557,32 @@ ngx_http_im_mongo_indexes(ngx_http_im_mongo_task_t *t,
                        "name", BCON_UTF8("conversation_seq"),
                    "}", "]");
 
-    db = mongoc_client_get_database(client, t->db);
-    ok = mongoc_database_write_command_with_opts(db, cmd, NULL, &reply,
-                                                 &error);
-    bson_destroy(&reply);
-    bson_destroy(cmd);
+    ok = ngx_http_im_mongo_index(db, cmd, &error);
 
-    /* the re-seed's "largest end of a conversation" */
-    cmd = BCON_NEW("createIndexes", BCON_UTF8("seq_block"),
-                   "indexes", "[", "{",
-                       "key", "{", "conversationID", BCON_INT32(1),
-                                   "end", BCON_INT32(-1), "}",
-                       "name", BCON_UTF8("conversation_end"),
-                   "}", "]");
-
-    ok = ok && mongoc_database_write_command_with_opts(db, cmd, NULL,
-                                                       &reply, &error);
     if (ok) {
-        bson_destroy(&reply);
+        /* the re-seed's "largest end of a conversation" */
+        cmd = BCON_NEW("createIndexes", BCON_UTF8("seq_block"),
+                       "indexes", "[", "{",
+                           "key", "{", "conversationID", BCON_INT32(1),
+                                       "end", BCON_INT32(-1), "}",
+                           "name", BCON_UTF8("conversation_end"),
+                       "}", "]");
+
+        ok = ngx_http_im_mongo_index(db, cmd, &error);
+    }
+
+    if (ok) {
+        /* a user's conversation records, loaded all at once */
+        cmd = BCON_NEW("createIndexes", BCON_UTF8("conversation"),
+                       "indexes", "[", "{",
+                           "key", "{", "ownerUserID", BCON_INT32(1), "}",
+                           "name", BCON_UTF8("owner"),
+                       "}", "]");
+
+        ok = ngx_http_im_mongo_index(db, cmd, &error);
     }
 
     mongoc_database_destroy(db);
-    bson_destroy(cmd);
 
     if (!ok) {
         ngx_http_im_mongo_error(t, "createIndexes", &error);
@@ -510,6 +593,23 @@ ngx_http_im_mongo_indexes(ngx_http_im_mongo_task_t *t,
     ngx_http_im_mongo_indexed = 1;
 
     return NGX_OK;
+}
+
+
+/* runs a createIndexes command, and frees it */
+static bool
+ngx_http_im_mongo_index(mongoc_database_t *db, bson_t *cmd,
+    bson_error_t *error)
+{
+    bool    ok;
+    bson_t  reply;
+
+    ok = mongoc_database_write_command_with_opts(db, cmd, NULL, &reply,
+                                                 error);
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+
+    return ok;
 }
 
 
@@ -525,8 +625,7 @@ static ngx_int_t
 ngx_http_im_mongo_insert(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
 {
     bool                       ok;
-    char                       id[NGX_HTTP_IM_MONGO_ID_MAX];
-    bson_t                   **docs, *msg, reply, opts;
+    bson_t                   **docs, reply, opts;
     ngx_int_t                  rc;
     ngx_uint_t                 i, n, *map;
     bson_error_t               error;
@@ -551,22 +650,12 @@ ngx_http_im_mongo_insert(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
             continue;
         }
 
-        msg = bson_new_from_json(t->in.data + it->off, it->len, &error);
-        if (msg == NULL) {
+        docs[n] = ngx_http_im_mongo_msg_doc(t, it);
+        if (docs[n] == NULL) {
             it->failed = 1;
             continue;
         }
 
-        ngx_http_im_mongo_id(id, t, it, it->seq);
-
-        docs[n] = bson_new();
-        BSON_APPEND_UTF8(docs[n], "_id", id);
-        bson_append_utf8(docs[n], "conversationID", -1,
-                         (char *) t->in.data + it->conv_off,
-                         (int) it->conv_len);
-        BSON_APPEND_INT64(docs[n], "seq", it->seq);
-        BSON_APPEND_DOCUMENT(docs[n], "msg", msg);
-        bson_destroy(msg);
         map[n++] = i;
     }
 
@@ -722,6 +811,38 @@ ngx_http_im_mongo_same_msgs(ngx_http_im_mongo_task_t *t,
     }
 
     return ok ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * The stored form of an item's message, as INSERT and MSG_REPLACE write
+ * it: {_id: "<conv>:<seq>", conversationID, seq, msg: <MsgData>}.  NULL
+ * when its MsgData JSON does not parse.
+ */
+static bson_t *
+ngx_http_im_mongo_msg_doc(ngx_http_im_mongo_task_t *t,
+    ngx_http_im_mongo_item_t *it)
+{
+    char           id[NGX_HTTP_IM_MONGO_ID_MAX];
+    bson_t        *doc, *msg;
+    bson_error_t   error;
+
+    msg = bson_new_from_json(t->in.data + it->off, it->len, &error);
+    if (msg == NULL) {
+        return NULL;
+    }
+
+    ngx_http_im_mongo_id(id, t, it, it->seq);
+
+    doc = bson_new();
+    BSON_APPEND_UTF8(doc, "_id", id);
+    bson_append_utf8(doc, "conversationID", -1,
+                     (char *) t->in.data + it->conv_off, (int) it->conv_len);
+    BSON_APPEND_INT64(doc, "seq", it->seq);
+    BSON_APPEND_DOCUMENT(doc, "msg", msg);
+    bson_destroy(msg);
+
+    return doc;
 }
 
 
@@ -992,6 +1113,592 @@ ngx_http_im_mongo_max(mongoc_collection_t *coll, const char *conv,
     bson_destroy(opts);
 
     return max;
+}
+
+
+/*
+ * CONV_SAVE.  In: items' off/len, a conversation record's JSON in "in",
+ * with a string _id and an integer rev.  Each is stored unless its _id
+ * is stored with a rev as new or newer: replaceOne({_id, rev: {$lt:
+ * rev}}, record, {upsert: true}), whose upsert then collides with the
+ * stored _id (11000).  Out: such an item gets it->duplicate, which is
+ * success too; one whose JSON does not parse or lacks either field, or
+ * that MongoDB refuses, gets it->failed (logging is the caller's).
+ * NGX_ERROR: the server did not answer for the records (no connection,
+ * timeout).
+ */
+static ngx_int_t
+ngx_http_im_mongo_conv_save(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client)
+{
+    return ngx_http_im_mongo_replace(t, client, "conversation",
+                                     ngx_http_im_mongo_conv_pair);
+}
+
+
+static ngx_int_t
+ngx_http_im_mongo_conv_pair(ngx_http_im_mongo_task_t *t,
+    ngx_http_im_mongo_item_t *it, bson_t **sel, bson_t **doc)
+{
+    bson_t        lt;
+    bson_iter_t   id, rev;
+    bson_error_t  error;
+
+    *doc = bson_new_from_json(t->in.data + it->off, it->len, &error);
+    if (*doc == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (!bson_iter_init_find(&id, *doc, "_id")
+        || !BSON_ITER_HOLDS_UTF8(&id)
+        || !bson_iter_init_find(&rev, *doc, "rev")
+        || !(BSON_ITER_HOLDS_INT32(&rev) || BSON_ITER_HOLDS_INT64(&rev)))
+    {
+        bson_destroy(*doc);
+        return NGX_ERROR;
+    }
+
+    *sel = bson_new();
+    BSON_APPEND_VALUE(*sel, "_id", bson_iter_value(&id));
+    BSON_APPEND_DOCUMENT_BEGIN(*sel, "rev", &lt);
+    BSON_APPEND_VALUE(&lt, "$lt", bson_iter_value(&rev));
+    bson_append_document_end(*sel, &lt);
+
+    return NGX_OK;
+}
+
+
+/*
+ * MSG_REPLACE.  In: items as INSERT's (conv, seq, off/len: the MsgData
+ * JSON in "in").  Each message's document, as INSERT writes it, replaces
+ * the one stored under its _id, or is inserted: a revoke rewrites the
+ * stored text.  Out: it->failed for a MsgData that does not parse or a
+ * document MongoDB refuses, and for a duplicate key (it->duplicate too):
+ * only a concurrent upsert of the same _id causes one, and then this
+ * replacement was not applied.  NGX_ERROR as CONV_SAVE's.
+ */
+static ngx_int_t
+ngx_http_im_mongo_msg_replace(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client)
+{
+    ngx_int_t   rc;
+    ngx_uint_t  i;
+
+    rc = ngx_http_im_mongo_replace(t, client, "msg",
+                                   ngx_http_im_mongo_msg_pair);
+
+    for (i = 0; i < t->n; i++) {
+        if (t->items[i].duplicate) {
+            t->items[i].failed = 1;
+        }
+    }
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_im_mongo_msg_pair(ngx_http_im_mongo_task_t *t,
+    ngx_http_im_mongo_item_t *it, bson_t **sel, bson_t **doc)
+{
+    char  id[NGX_HTTP_IM_MONGO_ID_MAX];
+
+    *doc = ngx_http_im_mongo_msg_doc(t, it);
+    if (*doc == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_im_mongo_id(id, t, it, it->seq);
+    *sel = BCON_NEW("_id", BCON_UTF8(id));
+
+    return NGX_OK;
+}
+
+
+/*
+ * Stores the items' documents from pair() in collection "name", each
+ * with replaceOne(selector, document, {upsert: true}), in one unordered
+ * bulk operation: one round trip, and one bad document does not stop
+ * the rest.  An item without a pair, or whose document the driver
+ * refuses ("$" or "." keys), is failed.
+ */
+static ngx_int_t
+ngx_http_im_mongo_replace(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client, const char *name,
+    ngx_http_im_mongo_pair_pt pair)
+{
+    bson_t                   **sels, **docs, *opts, *upsert;
+    ngx_int_t                  rc;
+    ngx_uint_t                 i, n, *map;
+    bson_error_t               error;
+    mongoc_collection_t       *coll;
+    mongoc_bulk_operation_t   *bulk;
+    ngx_http_im_mongo_item_t  *it;
+
+    if (t->n == 0) {
+        return NGX_OK;
+    }
+
+    sels = calloc(t->n, 2 * sizeof(bson_t *) + sizeof(ngx_uint_t));
+    if (sels == NULL) {
+        ngx_cpystrn((u_char *) t->err, (u_char *) "out of memory",
+                    sizeof(t->err));
+        return NGX_ERROR;
+    }
+
+    docs = sels + t->n;
+    map = (ngx_uint_t *) (docs + t->n);
+
+    opts = BCON_NEW("ordered", BCON_BOOL(false));
+    upsert = BCON_NEW("upsert", BCON_BOOL(true));
+    coll = mongoc_client_get_collection(client, t->db, name);
+    bulk = mongoc_collection_create_bulk_operation_with_opts(coll, opts);
+
+    n = 0;
+    for (i = 0; i < t->n; i++) {
+        it = &t->items[i];
+
+        if (pair(t, it, &sels[n], &docs[n]) != NGX_OK) {
+            it->failed = 1;
+            continue;
+        }
+
+        if (!mongoc_bulk_operation_replace_one_with_opts(bulk, sels[n],
+                                                         docs[n], upsert,
+                                                         &error))
+        {
+            it->failed = 1;
+            bson_destroy(sels[n]);
+            bson_destroy(docs[n]);
+            continue;
+        }
+
+        map[n++] = i;
+    }
+
+    rc = n ? ngx_http_im_mongo_bulk(t, bulk, map, n) : NGX_OK;
+
+    if (rc == NGX_AGAIN) {
+        rc = ngx_http_im_mongo_replace_each(t, coll, sels, docs, map, n);
+    }
+
+    mongoc_bulk_operation_destroy(bulk);
+    mongoc_collection_destroy(coll);
+    bson_destroy(upsert);
+    bson_destroy(opts);
+
+    for (i = 0; i < n; i++) {
+        bson_destroy(sels[i]);
+        bson_destroy(docs[i]);
+    }
+
+    free(sels);
+
+    return rc;
+}
+
+
+/*
+ * Runs the bulk operation of the items map[0 .. n-1].  MongoDB answers
+ * for every operation: matched, upserted, or a write error at its index
+ * (ngx_http_im_mongo_write_errors() marks those items).  FerretDB 1.24
+ * ignores "ordered": it stops at the first error and reports it at index
+ * 0, with no counts.  So an answer with per-document errors that does
+ * not account for every operation returns NGX_AGAIN: they are redone one
+ * by one, which is safe because replacing is idempotent (a CONV_SAVE
+ * done already gets 11000: a rev as new is stored).  NGX_ERROR: no
+ * per-document answer (no connection, timeout).
+ */
+static ngx_int_t
+ngx_http_im_mongo_bulk(ngx_http_im_mongo_task_t *t,
+    mongoc_bulk_operation_t *bulk, ngx_uint_t *map, ngx_uint_t n)
+{
+    bson_t        reply;
+    ngx_int_t     rc;
+    bson_error_t  error;
+
+    if (mongoc_bulk_operation_execute(bulk, &reply, &error) != 0) {
+        bson_destroy(&reply);
+        return NGX_OK;
+    }
+
+    if (ngx_http_im_mongo_accounted(&reply, n)
+        && ngx_http_im_mongo_write_errors(t, &reply, map, n))
+    {
+        rc = NGX_OK;
+
+    } else if (ngx_http_im_mongo_doc_errors(&reply)) {
+        rc = NGX_AGAIN;
+
+    } else {
+        ngx_http_im_mongo_error(t, "replace", &error);
+        rc = NGX_ERROR;
+    }
+
+    bson_destroy(&reply);
+
+    return rc;
+}
+
+
+/* the answer of a bulk operation of n replacements counts each of them */
+static ngx_uint_t
+ngx_http_im_mongo_accounted(const bson_t *reply, ngx_uint_t n)
+{
+    int64_t      done;
+    bson_iter_t  iter;
+
+    done = (int64_t) ngx_http_im_mongo_doc_errors(reply);
+
+    if (bson_iter_init_find(&iter, reply, "nMatched")) {
+        done += bson_iter_as_int64(&iter);
+    }
+
+    if (bson_iter_init_find(&iter, reply, "nUpserted")) {
+        done += bson_iter_as_int64(&iter);
+    }
+
+    return done == (int64_t) n;
+}
+
+
+/* how many per-document errors the answer to a write lists */
+static ngx_uint_t
+ngx_http_im_mongo_doc_errors(const bson_t *reply)
+{
+    ngx_uint_t   n;
+    bson_iter_t  iter, list;
+
+    if (!bson_iter_init_find(&iter, reply, "writeErrors")
+        || !BSON_ITER_HOLDS_ARRAY(&iter)
+        || !bson_iter_recurse(&iter, &list))
+    {
+        return 0;
+    }
+
+    n = 0;
+    while (bson_iter_next(&list)) {
+        n++;
+    }
+
+    return n;
+}
+
+
+/* the items map[0 .. n-1] with one replaceOne each */
+static ngx_int_t
+ngx_http_im_mongo_replace_each(ngx_http_im_mongo_task_t *t,
+    mongoc_collection_t *coll, bson_t **sels, bson_t **docs,
+    ngx_uint_t *map, ngx_uint_t n)
+{
+    bson_t                    *opts, reply;
+    ngx_int_t                  rc;
+    ngx_uint_t                 i;
+    bson_error_t               error;
+    ngx_http_im_mongo_item_t  *it;
+
+    opts = BCON_NEW("upsert", BCON_BOOL(true));
+    rc = NGX_OK;
+
+    for (i = 0; rc == NGX_OK && i < n; i++) {
+        if (ngx_http_im_mongo_skip(t)) {
+            rc = NGX_DECLINED;
+            break;
+        }
+
+        /* what a partly read bulk answer may have marked */
+        it = &t->items[map[i]];
+        it->failed = 0;
+        it->duplicate = 0;
+
+        if (!mongoc_collection_replace_one(coll, sels[i], docs[i], opts,
+                                           &reply, &error))
+        {
+            rc = ngx_http_im_mongo_doc_error(t, it, "replace", &reply,
+                                             &error);
+        }
+
+        bson_destroy(&reply);
+    }
+
+    bson_destroy(opts);
+
+    return rc;
+}
+
+
+/*
+ * A write of one item failed.  Per-document errors in the answer mark it
+ * (a duplicate key it->duplicate, others it->failed); without them the
+ * server did not answer for it (no connection, timeout): NGX_ERROR.
+ */
+static ngx_int_t
+ngx_http_im_mongo_doc_error(ngx_http_im_mongo_task_t *t,
+    ngx_http_im_mongo_item_t *it, const char *what, const bson_t *reply,
+    bson_error_t *error)
+{
+    if (ngx_http_im_mongo_doc_errors(reply) == 0) {
+        ngx_http_im_mongo_error(t, what, error);
+        return NGX_ERROR;
+    }
+
+    if (error->code == 11000) {
+        it->duplicate = 1;
+
+    } else {
+        it->failed = 1;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * CONV_LOAD.  In: "in", a user ID (all of it); t->value, at most this
+ * many records (none if below 1).  Out: "out", a JSON array of the
+ * user's conversation records ({ownerUserID: uid}, in no set order), as
+ * relaxed extended JSON (int64 are plain numbers), each with two keys
+ * added: "maxSeq", the seq of the conversation's newest stored message
+ * (0: none), and "last", that message's MsgData (null: none).  Items are
+ * not used.  One query per record finds its newest message (the
+ * conversation_seq index serves it on a real MongoDB).
+ */
+static ngx_int_t
+ngx_http_im_mongo_conv_load(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client)
+{
+    bson_t               *filter, *opts;
+    ngx_int_t             rc;
+    ngx_uint_t            first;
+    const bson_t         *doc;
+    bson_error_t          error;
+    mongoc_cursor_t      *cursor;
+    mongoc_collection_t  *convs, *msgs;
+
+    if (t->value < 1 || t->in.len == 0) {
+        ngx_http_im_buf_add(&t->out, "[]", 2);
+        return t->out.failed ? NGX_ERROR : NGX_OK;
+    }
+
+    filter = bson_new();
+    bson_append_utf8(filter, "ownerUserID", -1, (char *) t->in.data,
+                     (int) t->in.len);
+    opts = BCON_NEW("limit", BCON_INT64(t->value));
+
+    convs = mongoc_client_get_collection(client, t->db, "conversation");
+    msgs = mongoc_client_get_collection(client, t->db, "msg");
+    cursor = mongoc_collection_find_with_opts(convs, filter, opts, NULL);
+
+    ngx_http_im_buf_add(&t->out, "[", 1);
+
+    rc = NGX_OK;
+    first = 1;
+
+    while (rc == NGX_OK && mongoc_cursor_next(cursor, &doc)) {
+        rc = ngx_http_im_mongo_skip(t)
+             ? NGX_DECLINED
+             : ngx_http_im_mongo_conv_out(t, msgs, doc, &first);
+    }
+
+    if (rc == NGX_OK && mongoc_cursor_error(cursor, &error)) {
+        ngx_http_im_mongo_error(t, "conversation load", &error);
+        rc = NGX_ERROR;
+    }
+
+    ngx_http_im_buf_add(&t->out, "]", 1);
+
+    if (rc == NGX_OK && t->out.failed) {
+        ngx_cpystrn((u_char *) t->err,
+                    (u_char *) "conversation load: out of memory",
+                    sizeof(t->err));
+        rc = NGX_ERROR;
+    }
+
+    mongoc_cursor_destroy(cursor);
+    mongoc_collection_destroy(msgs);
+    mongoc_collection_destroy(convs);
+    bson_destroy(opts);
+    bson_destroy(filter);
+
+    return rc;
+}
+
+
+/* appends record conv, with "maxSeq" and "last", to the array in "out" */
+static ngx_int_t
+ngx_http_im_mongo_conv_out(ngx_http_im_mongo_task_t *t,
+    mongoc_collection_t *msgs, const bson_t *conv, ngx_uint_t *first)
+{
+    char       *json;
+    size_t      len;
+    bson_t      out;
+    ngx_int_t   rc;
+
+    /* the keys added replace any the record has */
+    bson_init(&out);
+    bson_copy_to_excluding_noinit(conv, &out, "maxSeq", "last", NULL);
+
+    rc = ngx_http_im_mongo_last(t, msgs, conv, &out);
+
+    /* NULL: not valid UTF-8; such a record is left out */
+    json = rc == NGX_OK ? bson_as_relaxed_extended_json(&out, &len) : NULL;
+
+    if (json != NULL) {
+        if (!*first) {
+            ngx_http_im_buf_add(&t->out, ",", 1);
+        }
+
+        ngx_http_im_buf_add(&t->out, json, len);
+        bson_free(json);
+        *first = 0;
+    }
+
+    bson_destroy(&out);
+
+    return rc;
+}
+
+
+/* appends "maxSeq" and "last" of record conv's newest message to "out" */
+static ngx_int_t
+ngx_http_im_mongo_last(ngx_http_im_mongo_task_t *t,
+    mongoc_collection_t *msgs, const bson_t *conv, bson_t *out)
+{
+    bson_t           *filter, *opts, msg;
+    int64_t           seq;
+    uint32_t          len;
+    ngx_int_t         rc;
+    const char       *id;
+    const bson_t     *doc;
+    const uint8_t    *data;
+    bson_iter_t       iter;
+    bson_error_t      error;
+    mongoc_cursor_t  *cursor;
+
+    seq = 0;
+    data = NULL;
+    len = 0;
+
+    if (!bson_iter_init_find(&iter, conv, "conversationID")
+        || !BSON_ITER_HOLDS_UTF8(&iter))
+    {
+        BSON_APPEND_INT64(out, "maxSeq", seq);
+        BSON_APPEND_NULL(out, "last");
+        return NGX_OK;
+    }
+
+    id = bson_iter_utf8(&iter, &len);
+
+    filter = bson_new();
+    bson_append_utf8(filter, "conversationID", -1, id, (int) len);
+    opts = BCON_NEW("sort", "{", "seq", BCON_INT32(-1), "}",
+                    "limit", BCON_INT64(1),
+                    "projection", "{", "seq", BCON_INT32(1),
+                                       "msg", BCON_INT32(1), "}");
+
+    cursor = mongoc_collection_find_with_opts(msgs, filter, opts, NULL);
+
+    /* the document is the cursor's: used before the cursor is freed */
+    if (mongoc_cursor_next(cursor, &doc)) {
+        if (bson_iter_init_find(&iter, doc, "seq")) {
+            seq = bson_iter_as_int64(&iter);
+        }
+
+        if (bson_iter_init_find(&iter, doc, "msg")
+            && BSON_ITER_HOLDS_DOCUMENT(&iter))
+        {
+            bson_iter_document(&iter, &len, &data);
+        }
+    }
+
+    rc = NGX_OK;
+
+    if (mongoc_cursor_error(cursor, &error)) {
+        ngx_http_im_mongo_error(t, "newest message", &error);
+        rc = NGX_ERROR;
+
+    } else {
+        BSON_APPEND_INT64(out, "maxSeq", seq);
+
+        if (data != NULL && bson_init_static(&msg, data, len)) {
+            BSON_APPEND_DOCUMENT(out, "last", &msg);
+
+        } else {
+            BSON_APPEND_NULL(out, "last");
+        }
+    }
+
+    mongoc_cursor_destroy(cursor);
+    bson_destroy(filter);
+    bson_destroy(opts);
+
+    return rc;
+}
+
+
+/*
+ * MSG_PURGE.  In: items' conv; t->value, a time in ms.  Deletes each
+ * conversation's messages sent before that time: deleteMany({
+ * conversationID, "msg.sendTime": {$lt: value}}).  Out: t->value, the
+ * number deleted, when the task succeeds; it->failed for a conversation
+ * whose delete MongoDB refused.  NGX_ERROR: no answer (no connection,
+ * timeout); deleting again is harmless.
+ */
+static ngx_int_t
+ngx_http_im_mongo_msg_purge(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client)
+{
+    bool                       ok;
+    bson_t                    *filter, reply, lt;
+    int64_t                    deleted;
+    ngx_int_t                  rc;
+    ngx_uint_t                 i;
+    bson_iter_t                iter;
+    bson_error_t               error;
+    mongoc_collection_t       *coll;
+    ngx_http_im_mongo_item_t  *it;
+
+    coll = mongoc_client_get_collection(client, t->db, "msg");
+    deleted = 0;
+    rc = NGX_OK;
+
+    for (i = 0; rc == NGX_OK && i < t->n; i++) {
+        if (ngx_http_im_mongo_skip(t)) {
+            rc = NGX_DECLINED;
+            break;
+        }
+
+        it = &t->items[i];
+
+        filter = bson_new();
+        bson_append_utf8(filter, "conversationID", -1,
+                         (char *) t->in.data + it->conv_off,
+                         (int) it->conv_len);
+        BSON_APPEND_DOCUMENT_BEGIN(filter, "msg.sendTime", &lt);
+        BSON_APPEND_INT64(&lt, "$lt", t->value);
+        bson_append_document_end(filter, &lt);
+
+        ok = mongoc_collection_delete_many(coll, filter, NULL, &reply,
+                                           &error);
+
+        if (!ok) {
+            rc = ngx_http_im_mongo_doc_error(t, it, "purge", &reply, &error);
+
+        } else if (bson_iter_init_find(&iter, &reply, "deletedCount")) {
+            deleted += bson_iter_as_int64(&iter);
+        }
+
+        bson_destroy(&reply);
+        bson_destroy(filter);
+    }
+
+    mongoc_collection_destroy(coll);
+
+    if (rc == NGX_OK) {
+        t->value = deleted;
+    }
+
+    return rc;
 }
 
 

@@ -16,25 +16,34 @@
 #include "ngx_http_im_module.h"
 
 
-#define NGX_HTTP_IM_MONGO_INSERT   1
-#define NGX_HTTP_IM_MONGO_FIND     2
-#define NGX_HTTP_IM_MONGO_RESERVE  3
-#define NGX_HTTP_IM_MONGO_RESEED   4
+#define NGX_HTTP_IM_MONGO_INSERT        1
+#define NGX_HTTP_IM_MONGO_FIND          2
+#define NGX_HTTP_IM_MONGO_RESERVE       3
+#define NGX_HTTP_IM_MONGO_RESEED        4
+#define NGX_HTTP_IM_MONGO_CONV_SAVE     5
+#define NGX_HTTP_IM_MONGO_CONV_LOAD     6
+#define NGX_HTTP_IM_MONGO_MSG_REPLACE   7
+#define NGX_HTTP_IM_MONGO_MSG_PURGE     8
 
-#define NGX_HTTP_IM_MONGO_ID_MAX   (2 * NGX_HTTP_IM_UID_MAX + 64)
+#define NGX_HTTP_IM_MONGO_ID_MAX        (2 * NGX_HTTP_IM_UID_MAX + 64)
 
 
-/* strings of an item live in task->in, at offsets */
+/*
+ * Strings of an item live in task->in, at offsets.  Each op's comment in
+ * ngx_http_im_mongo.c says what it reads and writes.
+ */
 typedef struct {
     size_t                     conv_off;
     size_t                     conv_len;
     int64_t                    seq;
-    size_t                     off;        /* INSERT: JSON in "in"; */
-    size_t                     len;        /* FIND: result in "out" */
+    size_t                     off;        /* INSERT, MSG_REPLACE, */
+    size_t                     len;        /* CONV_SAVE: JSON in "in"; */
+                                           /* FIND: result in "out" */
     size_t                     id_off;     /* stream entry ID, to ack */
     size_t                     id_len;
-    ngx_uint_t                 failed;     /* INSERT: refused for good */
-    ngx_uint_t                 duplicate;  /* INSERT: the _id exists */
+    ngx_uint_t                 failed;     /* refused for good */
+    ngx_uint_t                 duplicate;  /* INSERT: the _id exists; */
+                                           /* CONV_SAVE: a rev as new */
     ngx_uint_t                 collision;  /* ... as another message */
 } ngx_http_im_mongo_item_t;
 
@@ -47,7 +56,9 @@ struct ngx_http_im_mongo_task_s {
     void                      *data;
     ngx_int_t                  rc;
     char                       err[256];
-    int64_t                    value;      /* RESERVE in, RESEED out */
+    int64_t                    value;      /* RESERVE, CONV_LOAD in; */
+                                           /* RESEED out; MSG_PURGE */
+                                           /* in and out */
     ngx_uint_t                 n;
     ngx_http_im_mongo_item_t  *items;
     ngx_http_im_buf_t          in;

@@ -82,6 +82,7 @@ struct ngx_http_im_call_s {
     u_char                    *is_end;       /* per conversation */
     ngx_http_im_buf_t          store;        /* the items' JSON */
     size_t                     budget;       /* most bytes in store */
+    ngx_http_im_buf_t          view;         /* what the user deleted */
 };
 
 
@@ -118,6 +119,14 @@ static void ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data);
 static void ngx_http_im_pull_reply(void *data,
     ngx_http_im_store_msgs_t *r);
 static void ngx_http_im_conv_seq(ngx_http_im_call_t *call, yajl_val data);
+static void ngx_http_im_conv_seq_all(void *data,
+    ngx_http_im_store_conv_res_t *r);
+static ngx_int_t ngx_http_im_pull_view(ngx_http_im_call_t *call,
+    long long *lo, long long *hi);
+static void ngx_http_im_pull_viewed(void *data,
+    ngx_http_im_store_conv_res_t *r);
+static void ngx_http_im_pull_hide(ngx_http_im_call_t *call);
+static ngx_uint_t ngx_http_im_pull_hidden(yajl_val list, long long seq);
 static void ngx_http_im_conv_seq_reply(void *data, ngx_int_t err,
     ngx_http_im_store_conv_t *convs, ngx_uint_t n);
 static ngx_int_t ngx_http_im_call_conv(ngx_http_im_call_t *call,
@@ -393,6 +402,7 @@ ngx_http_im_call_finish(ngx_http_im_call_t *call)
     ngx_free(call->items);
     ngx_http_im_buf_free(&call->body);
     ngx_http_im_buf_free(&call->store);
+    ngx_http_im_buf_free(&call->view);
     ngx_free(call);
 
     s->inflight -= weight;
@@ -642,6 +652,8 @@ ngx_http_im_pull_range(ngx_http_im_call_t *call, yajl_val data)
     char                    err[128];
     ngx_uint_t              i, n, share;
     long long               v[3];
+    long long               lo[NGX_HTTP_IM_MAX_RANGES];
+    long long               hi[NGX_HTTP_IM_MAX_RANGES];
     yajl_val                ranges, r;
     ngx_http_im_session_t  *s;
 
@@ -690,6 +702,18 @@ ngx_http_im_pull_range(ngx_http_im_call_t *call, yajl_val data)
 
     for (i = 0; i < n; i++) {
         r = ranges->u.array.values[i];
+        (void) ngx_http_im_json_get_int(r, "begin", 1, &lo[i], err,
+                                        sizeof(err));
+        (void) ngx_http_im_json_get_int(r, "end", 1, &hi[i], err,
+                                        sizeof(err));
+    }
+
+    if (ngx_http_im_pull_view(call, lo, hi) != NGX_OK) {
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+        r = ranges->u.array.values[i];
         v[2] = 0;
         (void) ngx_http_im_json_get_int(r, "begin", 1, &v[0], err,
                                         sizeof(err));
@@ -716,7 +740,7 @@ ngx_http_im_pull_range(ngx_http_im_call_t *call, yajl_val data)
         call->pending++;
     }
 
-    ngx_http_im_call_started(call, n);
+    ngx_http_im_call_started(call, n + 1);
 }
 
 
@@ -726,7 +750,9 @@ ngx_http_im_pull_range(ngx_http_im_call_t *call, yajl_val data)
 static void
 ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
 {
-    long long              *list;
+    long long              *list, seq;
+    long long               lo[NGX_HTTP_IM_MAX_RANGES];
+    long long               hi[NGX_HTTP_IM_MAX_RANGES];
     ngx_uint_t              i, j, n, total;
     yajl_val                convs, c, seqs;
     ngx_http_im_pulled_t   *it;
@@ -758,6 +784,9 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
             goto invalid;
         }
 
+        lo[i] = NGX_HTTP_IM_SEQ_MAX;
+        hi[i] = 0;
+
         for (j = 0; j < seqs->u.array.len; j++) {
             if (!YAJL_IS_INTEGER(seqs->u.array.values[j])
                 || YAJL_GET_INTEGER(seqs->u.array.values[j]) < 1
@@ -766,6 +795,10 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
             {
                 goto invalid;
             }
+
+            seq = YAJL_GET_INTEGER(seqs->u.array.values[j]);
+            lo[i] = ngx_min(lo[i], seq);
+            hi[i] = ngx_max(hi[i], seq);
         }
 
         total += seqs->u.array.len;
@@ -775,7 +808,9 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
         goto invalid;
     }
 
-    if (ngx_http_im_pull_alloc(call, total) != NGX_OK) {
+    if (ngx_http_im_pull_alloc(call, total) != NGX_OK
+        || ngx_http_im_pull_view(call, lo, hi) != NGX_OK)
+    {
         return;
     }
 
@@ -809,7 +844,7 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
     }
 
     ngx_free(list);
-    ngx_http_im_call_started(call, n);
+    ngx_http_im_call_started(call, n + 1);
     return;
 
 invalid:
@@ -1061,6 +1096,8 @@ ngx_http_im_pull_finish(ngx_http_im_call_t *call)
     ngx_http_im_buf_t     *b;
     ngx_http_im_pulled_t  *it;
 
+    ngx_http_im_pull_hide(call);
+
     b = &call->body;
     ngx_http_im_buf_str(b, "{\"msgs\":{");
 
@@ -1113,12 +1150,33 @@ ngx_http_im_conv_seq(ngx_http_im_call_t *call, yajl_val data)
 
     ids = data ? ngx_http_im_json_get(data, "conversationIDs") : NULL;
 
-    if (ids == NULL || !YAJL_IS_ARRAY(ids) || ids->u.array.len == 0
-        || ids->u.array.len > NGX_HTTP_IM_MAX_SEQS)
+    /* none: all of the user's conversations (what OpenIM's SDK asks at
+     * login) */
+    if (ids == NULL || YAJL_IS_NULL(ids)
+        || (YAJL_IS_ARRAY(ids) && ids->u.array.len == 0))
     {
+        ngx_str_t  args;
+        u_char     buf[64];
+
+        args.data = buf;
+        args.len = ngx_snprintf(buf, sizeof(buf), "{\"maxc\":%ui}",
+                                ngx_http_im_newest_max(call->s))
+                   - buf;
+
+        if (ngx_http_im_store_conv(&call->s->uid, "seqs", &args,
+                                   ngx_http_im_conv_seq_all, call)
+            != NGX_OK)
+        {
+            ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        }
+
+        return;
+    }
+
+    if (!YAJL_IS_ARRAY(ids) || ids->u.array.len > NGX_HTTP_IM_MAX_SEQS) {
         ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS,
                               "field \"conversationIDs\" must be an array "
-                              "of 1..1000 conversation IDs");
+                              "of at most 1000 conversation IDs");
         return;
     }
 
@@ -1175,6 +1233,181 @@ ngx_http_im_conv_seq_reply(void *data, ngx_int_t err,
 
     ngx_http_im_buf_str(b, "}}");
     ngx_http_im_call_finish(call);
+}
+
+
+static void
+ngx_http_im_conv_seq_all(void *data, ngx_http_im_store_conv_res_t *r)
+{
+    ngx_http_im_call_t  *call = data;
+
+    if (r->err) {
+        ngx_http_im_call_fail(call, r->err, NULL);
+        return;
+    }
+
+    ngx_http_im_buf_add(&call->body, r->answer.data, r->answer.len);
+    ngx_http_im_call_finish(call);
+}
+
+
+/*
+ * A pull asks, with its messages, what this user deleted in their seq
+ * ranges (conv.lua "view": {conv: [minSeq, hidden seqs...]}); the
+ * answer leaves those out.  It counts as one more reply of the call.
+ */
+static ngx_int_t
+ngx_http_im_pull_view(ngx_http_im_call_t *call, long long *lo,
+    long long *hi)
+{
+    ngx_str_t           args;
+    ngx_uint_t          i;
+    ngx_http_im_buf_t   b;
+    ngx_int_t           rc;
+
+    ngx_http_im_buf_init(&b, 256 * 1024);
+    ngx_http_im_buf_str(&b, "{\"ids\":[");
+
+    for (i = 0; i < call->nconvs; i++) {
+        ngx_http_im_buf_str(&b, i ? "," : "");
+        ngx_http_im_buf_json_str(&b, (char *) call->convs[i].data,
+                                 call->convs[i].len);
+    }
+
+    ngx_http_im_buf_str(&b, "],\"lo\":[");
+
+    for (i = 0; i < call->nconvs; i++) {
+        ngx_http_im_buf_str(&b, i ? "," : "");
+        ngx_http_im_buf_int(&b, ngx_max(lo[i], 0));
+    }
+
+    ngx_http_im_buf_str(&b, "],\"hi\":[");
+
+    for (i = 0; i < call->nconvs; i++) {
+        ngx_http_im_buf_str(&b, i ? "," : "");
+        ngx_http_im_buf_int(&b, ngx_min(ngx_max(hi[i], 0),
+                                        NGX_HTTP_IM_SEQ_MAX));
+    }
+
+    ngx_http_im_buf_str(&b, "]}");
+
+    args.data = b.data;
+    args.len = b.len;
+
+    rc = b.failed ? NGX_DECLINED
+                  : ngx_http_im_store_conv(&call->s->uid, "view", &args,
+                                           ngx_http_im_pull_viewed, call);
+    ngx_http_im_buf_free(&b);
+
+    if (rc != NGX_OK) {
+        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        return NGX_ERROR;
+    }
+
+    call->pending++;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_im_pull_viewed(void *data, ngx_http_im_store_conv_res_t *r)
+{
+    ngx_http_im_call_t  *call = data;
+
+    call->pending--;
+
+    if (r->err) {
+        call->err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+
+    } else {
+        ngx_http_im_buf_init(&call->view, r->answer.len + 1);
+        ngx_http_im_buf_add(&call->view, r->answer.data, r->answer.len);
+    }
+
+    if (call->pending == 0) {
+        ngx_http_im_pull_mongo(call);
+    }
+}
+
+
+/* drops the items at or below the user's minSeq, or deleted by it */
+static void
+ngx_http_im_pull_hide(ngx_http_im_call_t *call)
+{
+    char                   err[128];
+    yajl_val               view, list;
+    ngx_uint_t             i;
+    ngx_http_im_pulled_t  *it;
+
+    if (call->view.len == 0) {
+        return;
+    }
+
+    view = ngx_http_im_json_parse(call->view.data, call->view.len, err,
+                                  sizeof(err));
+    if (view == NULL) {
+        return;
+    }
+
+    /* its members are the call's conversations, in order */
+    if (!YAJL_IS_OBJECT(view) || view->u.object.len != call->nconvs) {
+        yajl_tree_free(view);
+        return;
+    }
+
+    for (i = 0; i < call->nitems; i++) {
+        it = &call->items[i];
+        list = view->u.object.values[it->section];
+
+        if (it->len && YAJL_IS_ARRAY(list)
+            && ngx_http_im_pull_hidden(list, it->seq))
+        {
+            it->len = 0;
+        }
+    }
+
+    yajl_tree_free(view);
+}
+
+
+/* list: [minSeq, hidden seqs in order]; a binary search of the seqs */
+static ngx_uint_t
+ngx_http_im_pull_hidden(yajl_val list, long long seq)
+{
+    size_t     lo, hi, mid;
+    long long  v;
+
+    if (list->u.array.len == 0
+        || !YAJL_IS_INTEGER(list->u.array.values[0]))
+    {
+        return 0;
+    }
+
+    if (seq <= YAJL_GET_INTEGER(list->u.array.values[0])) {
+        return 1;
+    }
+
+    lo = 1;
+    hi = list->u.array.len;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        v = YAJL_GET_INTEGER(list->u.array.values[mid]);
+
+        if (v == seq) {
+            return 1;
+        }
+
+        if (v < seq) {
+            lo = mid + 1;
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    return 0;
 }
 
 

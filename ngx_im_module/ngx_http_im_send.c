@@ -201,6 +201,11 @@ ngx_http_im_msg_send(ngx_http_im_msg_t *m, ngx_str_t *conv,
         conv = &own;
     }
 
+    /* typing is never stored, counted or pushed offline (as OpenIM) */
+    if (m->content_type == NGX_HTTP_IM_CONTENT_TYPING) {
+        opts->online_only = 1;
+    }
+
     ctx = ngx_http_im_send_ctx(m, conv, opts);
     if (ctx == NULL) {
         return NGX_HTTP_IM_ERR_INTERNAL;
@@ -1008,4 +1013,67 @@ ngx_http_im_send_retry(ngx_http_im_send_ctx_t *ctx)
         ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
         ngx_http_im_send_free(ctx);
     }
+}
+
+
+/*
+ * A notification (docs/api.md): a MsgData that is not stored (seq 0)
+ * from "from" to every session of "to", in conv (NULL: the user's own
+ * "n_<to>_<to>"), with content {"detail": the JSON text of detail}.
+ * Best effort, like every push: devices that miss it see the state at
+ * their next sync.
+ */
+void
+ngx_http_im_notify(ngx_str_t *from, ngx_str_t *to, ngx_str_t *conv,
+    ngx_int_t content_type, ngx_http_im_buf_t *detail)
+{
+    ngx_str_t           id, json;
+    ngx_http_im_buf_t   content, b;
+    ngx_http_im_msg_t   m;
+    char                smid[NGX_HTTP_IM_ID_LEN];
+    u_char              own[2 * NGX_HTTP_IM_UID_MAX + 8];
+
+    if (conv == NULL) {
+        id.data = own;
+        id.len = ngx_snprintf(own, sizeof(own), "n_%V_%V", to, to) - own;
+        conv = &id;
+    }
+
+    ngx_http_im_buf_init(&content, NGX_HTTP_IM_MAX_MSG_JSON);
+    ngx_http_im_buf_str(&content, "{\"detail\":");
+    ngx_http_im_buf_json_str(&content, (char *) detail->data, detail->len);
+    ngx_http_im_buf_str(&content, "}");
+
+    ngx_http_im_id_format(ngx_http_im_worker->id_prefix,
+                          ++ngx_http_im_worker->id_counter, smid);
+
+    ngx_http_im_msg_init(&m);
+    m.send_id.data = (char *) from->data;
+    m.send_id.len = from->len;
+    m.recv_id.data = (char *) to->data;
+    m.recv_id.len = to->len;
+    m.client_msg_id.data = smid;
+    m.client_msg_id.len = NGX_HTTP_IM_ID_LEN;
+    m.server_msg_id = m.client_msg_id;
+    m.content.data = (char *) content.data;
+    m.content.len = content.len;
+    m.content_type = content_type;
+    m.session_type = ngx_strncmp(conv->data, "si_", 3) == 0 ? 1 : 4;
+    m.msg_from = NGX_HTTP_IM_MSG_FROM_SYSTEM;
+    m.send_time = (long long) ngx_time() * 1000
+                  + (long long) ngx_timeofday()->msec;
+    m.create_time = m.send_time;
+    m.status = 2;
+
+    ngx_http_im_buf_init(&b, NGX_HTTP_IM_MAX_MSG_JSON);
+    ngx_http_im_msg_to_json(&m, &b, NULL);
+
+    if (!b.failed && !content.failed) {
+        json.data = b.data;
+        json.len = b.len;
+        ngx_http_im_store_notify(to, conv, &json);
+    }
+
+    ngx_http_im_buf_free(&b);
+    ngx_http_im_buf_free(&content);
 }

@@ -286,6 +286,46 @@ ngx_int_t ngx_http_im_store_conv_seqs(ngx_str_t *uid, ngx_str_t *convs,
 
 
 /* ----------------------------------------------------------------------
+ * Conversation records and read state (conv.lua; docs/api.md)
+ */
+
+typedef struct {
+    ngx_int_t                  err;
+    ngx_str_t                  msg;          /* errMsg, with err */
+    ngx_str_t                  answer;       /* the "data" JSON */
+    ngx_str_t                  extra;        /* what the op tells besides */
+} ngx_http_im_store_conv_res_t;
+
+typedef void (*ngx_http_im_store_conv_pt)(void *data,
+    ngx_http_im_store_conv_res_t *r);
+
+/*
+ * Runs one op of conv.lua for uid (list, all, get, owner, set, delete,
+ * read, seqs, hide, clear, view, badge, relast, purge, incr, ids,
+ * notnotify, pinned) with its arguments as a JSON object, which the
+ * caller built and bounded.  With MongoDB, the user's records are loaded
+ * first when this Redis never had them, and changed records are in
+ * MongoDB before done() runs.
+ */
+ngx_int_t ngx_http_im_store_conv(ngx_str_t *uid, const char *op,
+    ngx_str_t *args, ngx_http_im_store_conv_pt done, void *data);
+
+/* replaces a stored message (a revoke): n 1, or 0 when Redis no longer
+ * holds it */
+ngx_int_t ngx_http_im_store_msg_replace(ngx_str_t *conv, long long seq,
+    ngx_str_t *json, ngx_http_im_store_count_pt done, void *data);
+
+/* the messages of conv sent before time (ms) leave Redis (n: the seqs
+ * passed, at most 10,000 a call) */
+ngx_int_t ngx_http_im_store_msg_purge(ngx_str_t *conv, long long time,
+    ngx_http_im_store_count_pt done, void *data);
+
+/* a MsgData that is not stored (seq 0) to every session of uid */
+void ngx_http_im_store_notify(ngx_str_t *uid, ngx_str_t *conv,
+    ngx_str_t *json);
+
+
+/* ----------------------------------------------------------------------
  * Persistence to MongoDB
  */
 

@@ -83,6 +83,8 @@ enum {
     NGX_HTTP_IM_SEND_A_DELIVERY,
     NGX_HTTP_IM_SEND_A_RECV_CHANNEL,
     NGX_HTTP_IM_SEND_A_SENDER_CHANNEL,
+    NGX_HTTP_IM_SEND_A_SENDER_PREFIX,
+    NGX_HTTP_IM_SEND_A_RECV_PREFIX,
     NGX_HTTP_IM_SEND_N
 };
 
@@ -164,6 +166,7 @@ ngx_http_im_store_msg_save(ngx_http_im_store_msg_t *m,
     u_char                    nums[2][NGX_INT64_LEN];
     u_char                    chans[2][NGX_HTTP_IM_STORE_CHANNEL_LEN];
     u_char                    head[NGX_HTTP_IM_STORE_HEAD_LEN];
+    u_char                    prefix[2][NGX_HTTP_IM_STORE_KEY_LEN];
 
     imcf = ngx_http_im_worker->imcf;
 
@@ -250,6 +253,14 @@ ngx_http_im_store_msg_save(ngx_http_im_store_msg_t *m,
         len[NGX_HTTP_IM_SEND_A_SENDER_CHANNEL] =
             ngx_http_im_store_channel(chans[1], &m->send_id);
     }
+
+    /* each user's view of the conversation: keys named by the script */
+    ngx_http_im_send_arg(NGX_HTTP_IM_SEND_A_SENDER_PREFIX, prefix[0],
+                         ngx_http_im_store_key(prefix[0], sizeof(prefix[0]),
+                                               "im:{u:%V}:", &m->send_id));
+    ngx_http_im_send_arg(NGX_HTTP_IM_SEND_A_RECV_PREFIX, prefix[1],
+                         ngx_http_im_store_key(prefix[1], sizeof(prefix[1]),
+                                               "im:{u:%V}:", &m->recv_id));
 
 #undef ngx_http_im_send_arg
 
@@ -494,7 +505,7 @@ ngx_http_im_store_backlog_full(void)
 
 
 /* conv_index.lua: KEYS profile, conversation index; ARGV must be
- * registered, now, conv */
+ * registered, now, conv, key prefix */
 static ngx_int_t
 ngx_http_im_store_index(ngx_http_im_store_csend_t *cs, ngx_str_t *uid,
     ngx_uint_t check)
@@ -507,6 +518,7 @@ ngx_http_im_store_index(ngx_http_im_store_csend_t *cs, ngx_str_t *uid,
     ngx_http_im_store_arg(&a, check ? "1" : "0", 1);
     ngx_http_im_store_arg_int(&a, cs->msg.send_time);
     ngx_http_im_store_arg(&a, cs->msg.conv.data, cs->msg.conv.len);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:", uid);
 
     return ngx_http_im_store_call(NGX_HTTP_IM_LUA_CONV_INDEX,
                                   ngx_http_im_store_indexed, cs, 2, &a);
@@ -733,8 +745,9 @@ ngx_http_im_store_conv_stored(redisReply *reply, void *data)
 }
 
 
-/* deliver.lua: KEYS index, max seqs, read seqs, presence; ARGV conv,
- * now, seq, sender, channel, delivery */
+/* deliver.lua: KEYS index, max seqs, read seqs, presence, latest
+ * messages, recvMsgOpts; ARGV conv, now, seq, sender, channel, delivery
+ * header, MsgData */
 static ngx_int_t
 ngx_http_im_store_deliver(ngx_http_im_store_csend_t *cs, ngx_str_t *uid,
     ngx_uint_t sender, ngx_uint_t publish)
@@ -756,18 +769,13 @@ ngx_http_im_store_deliver(ngx_http_im_store_csend_t *cs, ngx_str_t *uid,
 
     b = &ngx_http_im_worker->scratch;
     ngx_http_im_buf_reset(b);
+    ngx_http_im_buf_add(b, m->json.data, m->seq_at);
+    ngx_http_im_buf_int(b, cs->r.seq);
+    ngx_http_im_buf_add(b, m->json.data + m->seq_at + 1,
+                        m->json.len - m->seq_at - 1);
 
-    if (publish) {
-        ngx_http_im_buf_add(b, head,
-                            ngx_http_im_store_delivery_head(head, m));
-        ngx_http_im_buf_add(b, m->json.data, m->seq_at);
-        ngx_http_im_buf_int(b, cs->r.seq);
-        ngx_http_im_buf_add(b, m->json.data + m->seq_at + 1,
-                            m->json.len - m->seq_at - 1);
-
-        if (b->failed) {
-            return NGX_DECLINED;
-        }
+    if (b->failed) {
+        return NGX_DECLINED;
     }
 
     ngx_http_im_store_args(&a);
@@ -775,17 +783,22 @@ ngx_http_im_store_deliver(ngx_http_im_store_csend_t *cs, ngx_str_t *uid,
     ngx_http_im_store_arg_key(&a, "im:{u:%V}:max", uid);
     ngx_http_im_store_arg_key(&a, "im:{u:%V}:read", uid);
     ngx_http_im_store_arg_key(&a, "im:{u:%V}:online", uid);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:last", uid);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:ropt", uid);
     ngx_http_im_store_arg(&a, m->conv.data, m->conv.len);
     ngx_http_im_store_arg_int(&a, m->send_time);
     ngx_http_im_store_arg_int(&a, cs->r.seq);
     ngx_http_im_store_arg(&a, sender ? "1" : "0", 1);
     ngx_http_im_store_arg_channel(&a, uid);
-    ngx_http_im_store_arg(&a, b->data, publish ? b->len : 0);
+    ngx_http_im_store_arg(&a, head,
+                          publish ? ngx_http_im_store_delivery_head(head, m)
+                                  : 0);
+    ngx_http_im_store_arg(&a, b->data, b->len);
 
     return ngx_http_im_store_call(NGX_HTTP_IM_LUA_DELIVER,
                                   sender ? ngx_http_im_store_delivered
                                          : ngx_http_im_store_reached,
-                                  cs, 4, &a);
+                                  cs, 6, &a);
 }
 
 

@@ -621,7 +621,7 @@ PIC = {"uuid": "u1", "type": "png", "size": 10, "width": 1, "height": 2,
     (1400, {"notificationName": "n", "text": "t", "mixType": "0"},
      "mixType"),
     (999, {"content": "x"}, "contentType 999 is not supported"),
-    (113, {"content": "x"}, "contentType 113 is not supported"),
+    (116, {"content": "x"}, "contentType 116 is not supported"),
 ])
 def test_content_validation(api, redis_server, ctype, content, field):
     b = uids(1, "cv")[0]

@@ -1,27 +1,34 @@
 -- Redis Cluster: a stored message reaches one of its users, in that
--- user's slot: the conversation's last activity and max seq in the
--- user's index, the sender's own read seq, and the delivery on the
--- user's sharded channel.  Idempotent but for the delivery.
+-- user's slot: the conversation's last activity, max seq and latest
+-- message in the user's view (conv.lua reads it), the sender's own read
+-- seq, and the delivery on the user's sharded channel.  Idempotent but
+-- for the delivery.  A user with recvMsgOpt 1 gets no delivery, and
+-- with 1 or 2 no offline push (the reply counts it as reached).
 -- KEYS: 1 conversation index, 2 max seqs (conv -> seq), 3 read seqs,
---       4 presence hash
+--       4 presence hash, 5 latest messages, 6 recvMsgOpts
 -- ARGV: 1 conv, 2 now (ms), 3 seq, 4 "1" for the sender, 5 channel,
---       6 delivery ("" for none)
+--       6 delivery header ("" for no delivery), 7 the MsgData
 -- Returns the workers the delivery reached, 0 when every session of the
 -- user is in the background (2004).
 local seq = tonumber(ARGV[3])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 if tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') < seq then
     redis.call('HSET', KEYS[2], ARGV[1], seq)
+    redis.call('HSET', KEYS[5], ARGV[1], ARGV[7])
 end
 if ARGV[4] == '1'
    and tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') < seq then
     redis.call('HSET', KEYS[3], ARGV[1], seq)
 end
-if ARGV[6] == '' then
-    return 0
+local ropt = ARGV[4] ~= '1' and redis.call('HGET', KEYS[6], ARGV[1])
+if ARGV[6] == '' or ropt == '1' then
+    return ropt and 1 or 0
 end
 
-local online = redis.call('SPUBLISH', ARGV[5], ARGV[6])
+local online = redis.call('SPUBLISH', ARGV[5], ARGV[6] .. ARGV[7])
+if ropt then
+    return 1
+end
 if online > 0 then
     -- no worker liveness here: those keys live in other slots
     local entries = redis.call('HVALS', KEYS[4])

@@ -11,7 +11,12 @@
 --       7 "1" with MongoDB, 8 hot window, 9 persistence backlog bound,
 --       10 "1" to allocate past the reservation (MongoDB unreachable),
 --       11 serverMsgID, 12 delivery header ("m <origin> <session> <conv>\n"),
---       13 recipient's channel, 14 sender's channel ("" for none)
+--       13 recipient's channel, 14 sender's channel ("" for none),
+--       15 sender's key prefix "im:{u:<uid>}:", 16 recipient's
+-- Each user's view of the conversation (conv.lua reads it): its max seq
+-- and latest message, and a new conversation in its version log.  A
+-- recipient with recvMsgOpt 1 gets no delivery, and with 1 or 2 no
+-- offline push (the reply counts it as reached).
 -- A new message is published to both channels here, so its delivery is
 -- never refused after the ack.
 -- Returns {1, seq, workers the recipient's channel reached, or 0 when
@@ -56,8 +61,19 @@ local seq = redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[2], seq, ARGV[1] .. seq .. ARGV[2])
 redis.call('SET', KEYS[3], seq .. ' ' .. ARGV[3] .. ' ' .. ARGV[11], 'EX',
            ARGV[5])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
-redis.call('ZADD', KEYS[5], ARGV[3], ARGV[4])
+local msg = ARGV[1] .. seq .. ARGV[2]
+local function view(p, new)
+    redis.call('HSET', p .. 'max', ARGV[4], seq)
+    redis.call('HSET', p .. 'last', ARGV[4], msg)
+    if new == 1 then
+        local v = redis.call('HINCRBY', p .. 'ver', 'v', 1)
+        redis.call('ZADD', p .. 'vlog', v, ARGV[4])
+        redis.call('HSET', p .. 'vins', ARGV[4], v)
+        redis.call('ZREM', p .. 'vdel', ARGV[4])
+    end
+end
+view(ARGV[15], redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4]))
+view(ARGV[16], redis.call('ZADD', KEYS[5], ARGV[3], ARGV[4]))
 
 -- a sender has read its own message
 local read = tonumber(redis.call('HGET', KEYS[6], ARGV[4]) or '0')
@@ -74,10 +90,17 @@ if persist then
     end
 end
 
-local delivery = ARGV[12] .. ARGV[1] .. seq .. ARGV[2]
-local online = redis.call('PUBLISH', ARGV[13], delivery)
+local delivery = ARGV[12] .. msg
+local ropt = redis.call('HGET', ARGV[16] .. 'ropt', ARGV[4])
+local online = 0
+if ropt ~= '1' then
+    online = redis.call('PUBLISH', ARGV[13], delivery)
+end
 if ARGV[14] ~= '' then
     redis.call('PUBLISH', ARGV[14], delivery)
+end
+if ropt then
+    return {1, seq, 1}
 end
 
 -- sessions in the background (2004) do not count as online for the

@@ -1,0 +1,572 @@
+-- A user's conversation records, read state and version log: every
+-- conversation call of the REST API (and 1006), in the user's slot.
+-- KEYS: 1 the user's conversation index; the others are ARGV[2] .. name,
+--       in the same slot (see docs/architecture.md, Redis keys)
+-- ARGV: 1 op, 2 key prefix "im:{u:<uid>}:", 3 uid, 4 now (ms),
+--       5 "1" when MongoDB holds the records (they are loaded first),
+--       6 "1" in a Redis Cluster, 7 the op's arguments as JSON, built and
+--       bounded by the caller (lists <= 1000, conversations <= maxc)
+-- Returns {0, answer JSON, changed records (JSON array, for MongoDB),
+--          extra}, {-1, errCode, errMsg}, or {-2} when the records must
+-- first be loaded from MongoDB (op "restore" does that).
+local op, P, uid = ARGV[1], ARGV[2], ARGV[3]
+local now, cluster = tonumber(ARGV[4]), ARGV[6] == '1'
+local A = cjson.decode(ARGV[7])
+
+if ARGV[5] == '1' and op ~= 'restore'
+   and redis.call('EXISTS', P .. 'loaded') == 0 then
+    return {-2}
+end
+
+local MAXC = math.min(math.max(tonumber(A.maxc) or 1000, 1), 10000)
+local MAXHIDE, MAXPIN, MAXLOG = 10000, 1000, 10000
+local BUDGET = 4 * 1024 * 1024
+local changed = {}
+
+local function fail(code, msg)
+    return {-1, code, msg}
+end
+
+-- type, peer and group of a conversation ID (user IDs hold no "_")
+local function kind(c)
+    local t, a, b = string.match(c, '^(s[in])_([^_]+)_([^_]+)$')
+    if t then
+        return t == 'si' and 1 or 4, a == uid and b or a, ''
+    end
+    local g = string.match(c, '^sg_(.+)$')
+    if g then
+        return 3, '', g
+    end
+    return 4, '', ''
+end
+
+local function num(h, c)
+    return tonumber(redis.call('HGET', P .. h, c) or '0') or 0
+end
+
+local function maxseq(c)
+    local m = redis.call('HGET', P .. 'max', c)
+    if not m and not cluster then
+        m = redis.call('GET', 'im:{c:' .. c .. '}:seq')
+    end
+    return tonumber(m or '0') or 0
+end
+
+local function unread(c, max, read, floor)
+    local base = math.max(read, floor)
+    if max <= base then
+        return 0
+    end
+    local hidden = 0
+    if redis.call('SISMEMBER', P .. 'hides', c) == 1 then
+        hidden = redis.call('ZCOUNT', P .. 'hide:' .. c, '(' .. base, max)
+    end
+    return math.max(max - base - hidden, 0)
+end
+
+local function settings(c)
+    local s = redis.call('HGET', P .. 'conf', c)
+    return s and cjson.decode(s) or {}
+end
+
+-- the record's fields (without latestMsg) as a table
+local function fields(c)
+    local s = settings(c)
+    local t, peer, gid = kind(c)
+    local max, read, floor = maxseq(c), num('read', c), num('floor', c)
+    return {
+        ownerUserID = uid, conversationID = c, conversationType = t,
+        userID = peer, groupID = gid, recvMsgOpt = s.recvMsgOpt or 0,
+        isPinned = s.isPinned or false,
+        isPrivateChat = s.isPrivateChat or false,
+        burnDuration = s.burnDuration or 0,
+        groupAtType = s.groupAtType or 0,
+        attachedInfo = s.attachedInfo or '', ex = s.ex or '',
+        minSeq = floor, maxSeq = max, hasReadSeq = read,
+        unreadCount = unread(c, max, read, floor)
+    }
+end
+
+local function record(c)
+    local o = fields(c)
+    local last = redis.call('HGET', P .. 'last', c)
+    o.latestMsgSendTime = last
+        and tonumber(string.match(last, '"sendTime":(%d+)')) or 0
+    local j = cjson.encode(o)
+    return string.sub(j, 1, -2) .. ',"latestMsg":' .. (last or 'null') .. '}'
+end
+
+local function records(list)
+    local out, size = {}, 0
+    for i = 1, #list do
+        local r = record(list[i])
+        size = size + #r
+        if size > BUDGET then
+            break
+        end
+        out[#out + 1] = r
+    end
+    return '[' .. table.concat(out, ',') .. ']'
+end
+
+local function strings(list)
+    if #list == 0 then
+        return '[]'
+    end
+    return cjson.encode(list)
+end
+
+-- the MongoDB document of a record that changed
+local function mark(c, deleted)
+    local o = fields(c)
+    o.unreadCount, o.maxSeq = nil, nil
+    o._id = uid .. ':' .. c
+    o.deleted = deleted or false
+    o.rev = redis.call('HINCRBY', P .. 'rev', c, 1)
+    o.updateTime = now
+    local j = cjson.encode(o)
+    local hidden = redis.call('ZRANGE', P .. 'hide:' .. c, 0, MAXHIDE - 1)
+    changed[#changed + 1] = string.sub(j, 1, -2) .. ',"hidden":['
+        .. table.concat(hidden, ',') .. ']}'
+end
+
+local function has(c)
+    return redis.call('ZSCORE', P .. 'convs', c) ~= false
+end
+
+local function version()
+    local v = redis.call('HINCRBY', P .. 'ver', 'v', 1)
+    if redis.call('HSETNX', P .. 'ver', 'id',
+                  redis.sha1hex(uid .. ':' .. now .. ':' .. v)) == 1 then
+        redis.call('HSET', P .. 'ver', 'low', v - 1)
+    end
+    return v
+end
+
+local function logged(c, v, new)
+    redis.call('ZADD', P .. 'vlog', v, c)
+    redis.call('ZREM', P .. 'vdel', c)
+    if new then
+        redis.call('HSET', P .. 'vins', c, v)
+    end
+end
+
+local function ok(answer, extra)
+    return {0, answer, '[' .. table.concat(changed, ',') .. ']',
+            extra or ''}
+end
+
+local function recent(n)
+    return redis.call('ZREVRANGE', P .. 'convs', 0, n - 1)
+end
+
+-- the conversations of the list: pinned first, then by latest message
+local function sorted(first, count)
+    local pins = redis.call('SMEMBERS', P .. 'pin')
+    local score = {}
+    local out = {}
+    for i = 1, #pins do
+        local s = redis.call('ZSCORE', P .. 'convs', pins[i])
+        if s then
+            score[pins[i]] = tonumber(s)
+            out[#out + 1] = pins[i]
+        end
+    end
+    table.sort(out, function(a, b) return score[a] > score[b] end)
+    local rest = recent(math.min(first + count + #pins, MAXC + #pins))
+    for i = 1, #rest do
+        if not score[rest[i]] then
+            out[#out + 1] = rest[i]
+        end
+    end
+    local page = {}
+    for i = first + 1, math.min(first + count, #out) do
+        page[#page + 1] = out[i]
+    end
+    return page
+end
+
+local function hashmap(name)
+    local t, all = {}, redis.call('HGETALL', P .. name)
+    for i = 1, #all, 2 do
+        t[all[i]] = tonumber(all[i + 1]) or 0
+    end
+    return t
+end
+
+local function unread_total()
+    local list = recent(MAXC)
+    local max, read, floor = hashmap('max'), hashmap('read'), hashmap('floor')
+    local total = 0
+    for i = 1, #list do
+        local c = list[i]
+        local m = max[c] or (not cluster and maxseq(c)) or 0
+        local base = math.max(read[c] or 0, floor[c] or 0)
+        if m > base then
+            total = total + unread(c, m, read[c] or 0, floor[c] or 0)
+        end
+    end
+    return total
+end
+
+local function page()
+    local n = math.min(math.max(tonumber(A.show) or 20, 1), 100)
+    local p = math.max(tonumber(A.page) or 1, 1)
+    return math.min((p - 1) * n, MAXC), n
+end
+
+local function known(ids)
+    local out = {}
+    for i = 1, math.min(#ids, 1000) do
+        if has(ids[i]) then
+            out[#out + 1] = ids[i]
+        end
+    end
+    return out
+end
+
+local function seqs_of(list)
+    local out = {}
+    for i = 1, #list do
+        local c = list[i]
+        out[#out + 1] = cjson.encode(c) .. ':{"maxSeq":' .. maxseq(c)
+            .. ',"hasReadSeq":' .. num('read', c) .. ',"maxSeqTime":'
+            .. (tonumber(redis.call('ZSCORE', P .. 'convs', c)) or 0) .. '}'
+    end
+    return '{"seqs":{' .. table.concat(out, ',') .. '}}'
+end
+
+local function floor_to_max(c)
+    local m = maxseq(c)
+    if num('floor', c) < m then
+        redis.call('HSET', P .. 'floor', c, m)
+        return true
+    end
+    return false
+end
+
+local ops = {}
+
+function ops.list()
+    local first, n = page()
+    local list, total
+    if A.ids and #A.ids > 0 then
+        list = known(A.ids)
+        total = #list
+        local sub = {}
+        for i = first + 1, math.min(first + n, #list) do
+            sub[#sub + 1] = list[i]
+        end
+        list = sub
+    else
+        total = math.min(redis.call('ZCARD', P .. 'convs'), MAXC)
+        list = sorted(first, n)
+    end
+    return ok('{"conversationTotal":' .. total .. ',"unreadTotal":'
+              .. unread_total() .. ',"conversationElems":' .. records(list)
+              .. '}')
+end
+
+function ops.all()
+    return ok('{"conversations":' .. records(recent(math.min(MAXC, 1000)))
+              .. '}')
+end
+
+function ops.get()
+    local list = known(A.ids or {A.c})
+    if A.one and #list == 0 then
+        return fail(1004, 'no such conversation for this user')
+    end
+    if A.one then
+        return ok('{"conversation":' .. record(list[1]) .. '}')
+    end
+    return ok('{"conversations":' .. records(list) .. '}')
+end
+
+function ops.owner()
+    local first, n = page()
+    local list = redis.call('ZREVRANGE', P .. 'convs', first, first + n - 1)
+    return ok('{"total":' .. math.min(redis.call('ZCARD', P .. 'convs'), MAXC)
+              .. ',"conversations":' .. records(list) .. '}')
+end
+
+function ops.set()
+    local c, f = A.c, A.f
+    local s = settings(c)
+    if f.isPinned == true and s.isPinned ~= true
+       and redis.call('SCARD', P .. 'pin') >= MAXPIN then
+        return fail(1001, 'at most 1000 pinned conversations')
+    end
+    for k, v in pairs(f) do
+        s[k] = v
+    end
+    redis.call('HSET', P .. 'conf', c, cjson.encode(s))
+    if s.isPinned then
+        redis.call('SADD', P .. 'pin', c)
+    else
+        redis.call('SREM', P .. 'pin', c)
+    end
+    if (s.recvMsgOpt or 0) ~= 0 then
+        redis.call('HSET', P .. 'ropt', c, s.recvMsgOpt)
+    else
+        redis.call('HDEL', P .. 'ropt', c)
+    end
+    local new = redis.call('ZADD', P .. 'convs', 'NX', 0, c) == 1
+    logged(c, version(), new)
+    mark(c)
+    return ok('{}')
+end
+
+function ops.delete()
+    local list = known(A.ids)
+    for i = 1, #list do
+        local c = list[i]
+        floor_to_max(c)
+        redis.call('ZREM', P .. 'convs', c)
+        redis.call('HDEL', P .. 'conf', c)
+        redis.call('HDEL', P .. 'last', c)
+        redis.call('HDEL', P .. 'ropt', c)
+        redis.call('SREM', P .. 'pin', c)
+        local v = version()
+        redis.call('ZREM', P .. 'vlog', c)
+        redis.call('HDEL', P .. 'vins', c)
+        redis.call('ZADD', P .. 'vdel', v, c)
+        if redis.call('ZCARD', P .. 'vdel') > MAXLOG then
+            local old = redis.call('ZRANGE', P .. 'vdel', 0, 0, 'WITHSCORES')
+            redis.call('HSET', P .. 'ver', 'low', old[2])
+            redis.call('ZREMRANGEBYRANK', P .. 'vdel', 0, 0)
+        end
+        mark(c, true)
+    end
+    return ok('{}')
+end
+
+-- hasReadSeq: A.r (or the largest of A.seqs) if above the current one
+function ops.read()
+    local c = A.c
+    local max = maxseq(c)
+    if not has(c) and max == 0 then
+        return fail(1004, 'no such conversation for this user')
+    end
+    local r = tonumber(A.r) or -1
+    for i = 1, math.min(#(A.seqs or {}), 1000) do
+        if A.seqs[i] > max then
+            return fail(1001, 'a seq is above the conversation\'s maxSeq')
+        end
+        r = math.max(r, A.seqs[i])
+    end
+    if r > max then
+        return fail(1001, 'hasReadSeq is above the conversation\'s maxSeq')
+    end
+    local old = num('read', c)
+    if r <= old then
+        return ok('{}', '')
+    end
+    redis.call('HSET', P .. 'read', c, r)
+    mark(c)
+    return ok('{}', tostring(r))
+end
+
+function ops.seqs()
+    local list = (A.ids and #A.ids > 0) and known(A.ids) or recent(MAXC)
+    return ok(seqs_of(list))
+end
+
+-- delete_msgs: the seqs leave this user's view
+function ops.hide()
+    local c = A.c
+    local max = maxseq(c)
+    if not has(c) and max == 0 then
+        return fail(1004, 'no such conversation for this user')
+    end
+    local key = P .. 'hide:' .. c
+    if redis.call('ZCARD', key) + #A.seqs > MAXHIDE then
+        return fail(1001, 'too many deleted messages in this conversation: '
+                    .. 'clear it instead')
+    end
+    for i = 1, math.min(#A.seqs, 1000) do
+        if A.seqs[i] > max then
+            return fail(1001, 'a seq is above the conversation\'s maxSeq')
+        end
+    end
+    for i = 1, math.min(#A.seqs, 1000) do
+        redis.call('ZADD', key, A.seqs[i], A.seqs[i])
+    end
+    redis.call('SADD', P .. 'hides', c)
+    mark(c)
+    return ok('{}')
+end
+
+-- clear_conversation_msg (A.ids) and user_clear_all_msg (A.all)
+function ops.clear()
+    local list = A.all and recent(MAXC) or A.ids
+    for i = 1, math.min(#list, MAXC) do
+        local c = list[i]
+        if not A.all and not has(c) and maxseq(c) == 0 then
+            return fail(1004, 'no such conversation for this user: ' .. c)
+        end
+    end
+    local done = {}
+    for i = 1, math.min(#list, MAXC) do
+        if floor_to_max(list[i]) then
+            mark(list[i])
+            done[#done + 1] = list[i]
+        end
+    end
+    return ok('{}', strings(done))
+end
+
+-- what pulls leave out for this user: {conv: [floor, hidden seqs...]}
+function ops.view()
+    local out = {}
+    for i = 1, math.min(#A.ids, 1000) do
+        local c = A.ids[i]
+        local lo, hi = A.lo[i], A.hi[i]
+        local h = {}
+        if redis.call('SISMEMBER', P .. 'hides', c) == 1 then
+            h = redis.call('ZRANGEBYSCORE', P .. 'hide:' .. c, lo, hi,
+                           'LIMIT', 0, MAXHIDE)
+        end
+        table.insert(h, 1, tostring(num('floor', c)))
+        out[#out + 1] = cjson.encode(c) .. ':[' .. table.concat(h, ',')
+            .. ']'
+    end
+    return ok('{' .. table.concat(out, ',') .. '}')
+end
+
+function ops.badge()
+    return ok(tostring(unread_total()))
+end
+
+-- a revoked message: it replaces the latest one if that is it
+function ops.relast()
+    local last = redis.call('HGET', P .. 'last', A.c)
+    if last and tonumber(string.match(last, '"seq":(%d+)')) == A.seq then
+        redis.call('HSET', P .. 'last', A.c, A.json)
+    end
+    return ok('{}')
+end
+
+-- delete_msg_physical: the latest message, if it is older than A.t
+function ops.purge()
+    for i = 1, math.min(#A.ids, 1000) do
+        local last = redis.call('HGET', P .. 'last', A.ids[i])
+        local t = last and tonumber(string.match(last, '"sendTime":(%d+)'))
+        if t and t < A.t then
+            redis.call('HDEL', P .. 'last', A.ids[i])
+        end
+    end
+    return ok('{}')
+end
+
+function ops.incr()
+    local ver = redis.call('HMGET', P .. 'ver', 'v', 'id', 'low')
+    local v = tonumber(ver[1]) or 0
+    local id = ver[2] or ''
+    local head = '{"version":' .. v .. ',"versionID":' .. cjson.encode(id)
+    local since = tonumber(A.v) or 0
+    if id == '' or A.id ~= id or since < (tonumber(ver[3]) or 0)
+       or since > v then
+        return ok(head .. ',"full":true,"delete":[],"update":[],"insert":'
+                  .. records(recent(math.min(MAXC, 1000))) .. '}')
+    end
+    local ins, upd = {}, {}
+    local list = redis.call('ZRANGEBYSCORE', P .. 'vlog', '(' .. since, '+inf',
+                            'LIMIT', 0, 1000)
+    for i = 1, #list do
+        if num('vins', list[i]) > since then
+            ins[#ins + 1] = list[i]
+        else
+            upd[#upd + 1] = list[i]
+        end
+    end
+    local del = redis.call('ZRANGEBYSCORE', P .. 'vdel', '(' .. since, '+inf',
+                           'LIMIT', 0, MAXLOG)
+    return ok(head .. ',"full":false,"delete":' .. strings(del)
+              .. ',"insert":' .. records(ins) .. ',"update":'
+              .. records(upd) .. '}')
+end
+
+function ops.ids()
+    local ver = redis.call('HMGET', P .. 'ver', 'v', 'id')
+    return ok('{"version":' .. (tonumber(ver[1]) or 0) .. ',"versionID":'
+              .. cjson.encode(ver[2] or '') .. ',"equal":false,'
+              .. '"conversationIDs":' .. strings(recent(MAXC)) .. '}')
+end
+
+function ops.notnotify()
+    return ok('{"conversationIDs":'
+              .. strings(redis.call('HKEYS', P .. 'ropt')) .. '}')
+end
+
+function ops.pinned()
+    return ok('{"conversationIDs":'
+              .. strings(redis.call('SMEMBERS', P .. 'pin')) .. '}')
+end
+
+-- the records MongoDB kept, merged under what Redis has (never back)
+local function restore_one(d)
+    local c = d.conversationID
+    local max = tonumber(d.maxSeq) or 0
+    local floor = tonumber(d.minSeq) or 0
+    if d.deleted and max <= floor then
+        return
+    end
+    local t = d.lastTime or 0
+    redis.call('ZADD', P .. 'convs', 'NX', t, c)
+    if redis.call('HEXISTS', P .. 'conf', c) == 0 then
+        local s = {recvMsgOpt = d.recvMsgOpt, isPinned = d.isPinned,
+                   isPrivateChat = d.isPrivateChat,
+                   burnDuration = d.burnDuration,
+                   groupAtType = d.groupAtType,
+                   attachedInfo = d.attachedInfo, ex = d.ex}
+        redis.call('HSET', P .. 'conf', c, cjson.encode(s))
+        if d.isPinned then
+            redis.call('SADD', P .. 'pin', c)
+        end
+        if (tonumber(d.recvMsgOpt) or 0) ~= 0 then
+            redis.call('HSET', P .. 'ropt', c, d.recvMsgOpt)
+        end
+    end
+    local read = tonumber(d.hasReadSeq) or 0
+    if d.lastSender == uid then
+        read = math.max(read, max)
+    end
+    if read > num('read', c) then
+        redis.call('HSET', P .. 'read', c, read)
+    end
+    if max > num('max', c) then
+        redis.call('HSET', P .. 'max', c, max)
+    end
+    if floor > num('floor', c) then
+        redis.call('HSET', P .. 'floor', c, floor)
+    end
+    if d.last and d.last ~= '' then
+        redis.call('HSETNX', P .. 'last', c, d.last)
+    end
+    local hidden = d.hidden or {}
+    for i = 1, math.min(#hidden, MAXHIDE) do
+        redis.call('ZADD', P .. 'hide:' .. c, hidden[i], hidden[i])
+    end
+    if #hidden > 0 then
+        redis.call('SADD', P .. 'hides', c)
+    end
+    redis.call('HSETNX', P .. 'rev', c, tonumber(d.rev) or 0)
+end
+
+function ops.restore()
+    local docs = A.docs or {}
+    for i = 1, math.min(#docs, MAXC) do
+        restore_one(docs[i])
+    end
+    -- a new log: clients sync in full once
+    redis.call('DEL', P .. 'ver', P .. 'vlog', P .. 'vins', P .. 'vdel')
+    redis.call('SET', P .. 'loaded', now)
+    return ok('{}')
+end
+
+local f = ops[op]
+if not f then
+    return fail(500, 'unknown op')
+end
+return f()
