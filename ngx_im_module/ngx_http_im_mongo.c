@@ -34,6 +34,7 @@
 #include <pthread.h>
 
 #include "ngx_http_im_mongo.h"
+#include "ngx_http_im_id.h"
 
 
 /*
@@ -79,6 +80,8 @@ static void ngx_http_im_mongo_error(ngx_http_im_mongo_task_t *t,
     const char *what, bson_error_t *error);
 static int ngx_http_im_mongo_same_conv(ngx_http_im_mongo_task_t *t,
     ngx_http_im_mongo_item_t *it, const bson_t *doc);
+static ngx_int_t ngx_http_im_mongo_conv_created(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client);
 static int ngx_http_im_mongo_write_errors(ngx_http_im_mongo_task_t *t,
     bson_t *reply, ngx_uint_t *map, ngx_uint_t n);
 static void ngx_http_im_mongo_id(char *id, ngx_http_im_mongo_task_t *t,
@@ -686,7 +689,100 @@ ngx_http_im_mongo_insert(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
 
     free(docs);
 
-    return rc;
+    return rc == NGX_OK ? ngx_http_im_mongo_conv_created(t, client) : rc;
+}
+
+
+/*
+ * A single or notification conversation begins at seq 1: both users get
+ * their conversation record (rev 0: an existing one, or a newer save,
+ * wins), so the conversation list survives a Redis loss even for users
+ * who never touched its settings or read state.  Few items have seq 1,
+ * and FerretDB stops an unordered batch at its first duplicate, so one
+ * insert each.
+ */
+static ngx_int_t
+ngx_http_im_mongo_conv_created(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client)
+{
+    int                        side;
+    bool                       ok;
+    char                       id[NGX_HTTP_IM_MONGO_ID_MAX];
+    char                       uid[2][NGX_HTTP_IM_UID_MAX + 1];
+    size_t                     n, len;
+    bson_t                    *doc;
+    ngx_uint_t                 i;
+    const char                *conv;
+    bson_error_t               error;
+    mongoc_collection_t       *coll;
+    ngx_http_im_mongo_item_t  *it;
+
+    coll = NULL;
+
+    for (i = 0; i < t->n; i++) {
+        it = &t->items[i];
+        conv = (const char *) t->in.data + it->conv_off;
+        len = it->conv_len;
+
+        if (it->seq != 1 || it->failed || it->len == 0 || len < 4
+            || len > NGX_HTTP_IM_MONGO_ID_MAX - NGX_HTTP_IM_UID_MAX - 2
+            || (ngx_strncmp(conv, "si_", 3) != 0
+                && ngx_strncmp(conv, "sn_", 3) != 0))
+        {
+            continue;
+        }
+
+        /* the two users: the first, then the other of it */
+        n = (const char *) ngx_strlchr((u_char *) conv + 3,
+                                       (u_char *) conv + len, '_')
+            - conv - 3;
+        if (n == 0 || n > NGX_HTTP_IM_UID_MAX
+            || ngx_http_im_conv_peer(conv, len, conv + 3, n, uid[1]) == 0)
+        {
+            continue;
+        }
+
+        ngx_memcpy(uid[0], conv + 3, n);
+        uid[0][n] = '\0';
+
+        if (coll == NULL) {
+            coll = mongoc_client_get_collection(client, t->db,
+                                                "conversation");
+        }
+
+        for (side = 0; side < 2; side++) {
+            snprintf(id, sizeof(id), "%s:%.*s", uid[side], (int) len, conv);
+
+            /* "<uid>:<conv>", NUL-terminated: its tail is the ID */
+            doc = BCON_NEW("_id", BCON_UTF8(id),
+                           "ownerUserID", BCON_UTF8(uid[side]),
+                           "conversationID",
+                           BCON_UTF8(id + ngx_strlen(uid[side]) + 1),
+                           "conversationType",
+                           BCON_INT32(conv[1] == 'i' ? 1 : 4),
+                           "userID", BCON_UTF8(uid[1 - side]),
+                           "groupID", BCON_UTF8(""),
+                           "hasReadSeq", BCON_INT64(0),
+                           "minSeq", BCON_INT64(0),
+                           "deleted", BCON_BOOL(false),
+                           "rev", BCON_INT64(0));
+
+            ok = mongoc_collection_insert_one(coll, doc, NULL, NULL, &error);
+            bson_destroy(doc);
+
+            if (!ok && error.code != 11000) {
+                ngx_http_im_mongo_error(t, "insert conversation", &error);
+                mongoc_collection_destroy(coll);
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    if (coll) {
+        mongoc_collection_destroy(coll);
+    }
+
+    return NGX_OK;
 }
 
 

@@ -188,7 +188,6 @@ static ngx_http_im_script_t  ngx_http_im_scripts[NGX_HTTP_IM_LUA_N] = {
     { ngx_http_im_lua_online, sizeof(ngx_http_im_lua_online) - 1, "" },
     { ngx_http_im_lua_users_info, sizeof(ngx_http_im_lua_users_info) - 1,
       "" },
-    { ngx_http_im_lua_push_job, sizeof(ngx_http_im_lua_push_job) - 1, "" },
     { ngx_http_im_lua_seq_seed, sizeof(ngx_http_im_lua_seq_seed) - 1, "" },
     { ngx_http_im_lua_persist_take,
       sizeof(ngx_http_im_lua_persist_take) - 1, "" },

@@ -39,6 +39,11 @@
 
 #define NGX_HTTP_IM_STORE_HEAD_LEN  (NGX_MAXHOSTNAMELEN + 256)
 
+/* an offline-push job: the recipient, the bound, 11 fields; in XADD with
+ * the badge, platforms and tokens */
+#define NGX_HTTP_IM_JOB_FIELDS      24
+#define NGX_HTTP_IM_JOB_ARGS        34
+
 
 /* a send in a cluster, step by step */
 typedef struct ngx_http_im_store_csend_s  ngx_http_im_store_csend_t;
@@ -140,8 +145,8 @@ static ngx_uint_t ngx_http_im_store_queue_of(ngx_str_t *conv);
 static ngx_int_t ngx_http_im_store_queue_len(ngx_http_im_store_csend_t *cs);
 static void ngx_http_im_store_queued(redisReply *reply, void *data);
 static void ngx_http_im_store_backlog_full(void);
-static ngx_int_t ngx_http_im_store_job_split(const char **argv,
-    size_t *len);
+static void ngx_http_im_store_job_badge(void *data,
+    ngx_http_im_store_conv_res_t *r);
 static void ngx_http_im_store_job_tokens(redisReply *reply, void *data);
 
 
@@ -983,24 +988,26 @@ ngx_http_im_store_published(redisReply *reply, void *data)
 
 
 /*
- * push_job.lua: KEYS the recipient's push tokens, the job stream; ARGV
- * the stream's bound, then field/value pairs.
+ * An offline-push job, in three steps: the recipient's total unread
+ * count (the badge, conv.lua), its device tokens, then XADD to im:push
+ * (in a cluster the stream is in a slot of its own).  The fields are
+ * copied first: the send that made the job is gone by then.
  */
 ngx_int_t
 ngx_http_im_store_push_job(ngx_http_im_store_job_t *job)
 {
-    size_t       len[25];
-    const char  *argv[25];
-    u_char       key[NGX_HTTP_IM_STORE_KEY_LEN];
-    u_char       nums[4][NGX_INT64_LEN];
+    size_t              len[NGX_HTTP_IM_JOB_FIELDS];
+    ngx_str_t           args;
+    ngx_uint_t          i;
+    const char         *argv[NGX_HTTP_IM_JOB_FIELDS];
+    ngx_http_im_buf_t  *b;
+    u_char              nums[4][NGX_INT64_LEN];
+    u_char              maxc[64];
 
-    argv[0] = (char *) key;
-    len[0] = ngx_http_im_store_key(key, sizeof(key), "im:{u:%V}:push",
-                                   &job->recv_id);
-    argv[1] = "im:push";
-    len[1] = 7;
-    argv[2] = (char *) nums[0];
-    len[2] = ngx_sprintf(nums[0], "%ui",
+    argv[0] = (char *) job->recv_id.data;
+    len[0] = job->recv_id.len;
+    argv[1] = (char *) nums[0];
+    len[1] = ngx_sprintf(nums[0], "%ui",
                          ngx_http_im_worker->imcf->push_stream_max)
              - nums[0];
 
@@ -1008,49 +1015,27 @@ ngx_http_im_store_push_job(ngx_http_im_store_job_t *job)
     argv[i] = name; len[i] = sizeof(name) - 1;                              \
     argv[i + 1] = (char *) (val); len[i + 1] = (n)
 
-    ngx_http_im_job_field(3, "recvID", job->recv_id.data, job->recv_id.len);
-    ngx_http_im_job_field(5, "sendID", job->send_id.data, job->send_id.len);
-    ngx_http_im_job_field(7, "conversationID", job->conv.data,
+    ngx_http_im_job_field(2, "recvID", job->recv_id.data, job->recv_id.len);
+    ngx_http_im_job_field(4, "sendID", job->send_id.data, job->send_id.len);
+    ngx_http_im_job_field(6, "conversationID", job->conv.data,
                           job->conv.len);
-    ngx_http_im_job_field(9, "seq", nums[1],
+    ngx_http_im_job_field(8, "seq", nums[1],
                           ngx_sprintf(nums[1], "%L", job->seq) - nums[1]);
-    ngx_http_im_job_field(11, "serverMsgID", job->server_msg_id.data,
+    ngx_http_im_job_field(10, "serverMsgID", job->server_msg_id.data,
                           job->server_msg_id.len);
-    ngx_http_im_job_field(13, "contentType", nums[2],
+    ngx_http_im_job_field(12, "contentType", nums[2],
                           ngx_sprintf(nums[2], "%L", job->content_type)
                           - nums[2]);
-    ngx_http_im_job_field(15, "sessionType", nums[3],
+    ngx_http_im_job_field(14, "sessionType", nums[3],
                           ngx_sprintf(nums[3], "%L", job->session_type)
                           - nums[3]);
-    ngx_http_im_job_field(17, "class", job->push_class.data,
+    ngx_http_im_job_field(16, "class", job->push_class.data,
                           job->push_class.len);
-    ngx_http_im_job_field(19, "title", job->title.data, job->title.len);
-    ngx_http_im_job_field(21, "desc", job->desc.data, job->desc.len);
-    ngx_http_im_job_field(23, "ex", job->ex.data, job->ex.len);
+    ngx_http_im_job_field(18, "title", job->title.data, job->title.len);
+    ngx_http_im_job_field(20, "desc", job->desc.data, job->desc.len);
+    ngx_http_im_job_field(22, "ex", job->ex.data, job->ex.len);
 
 #undef ngx_http_im_job_field
-
-    if (ngx_http_im_redis_cluster()) {
-        return ngx_http_im_store_job_split(argv, len);
-    }
-
-    return ngx_http_im_redis_script(NGX_HTTP_IM_LUA_PUSH_JOB, NULL, NULL, 2,
-                                    25, argv, len);
-}
-
-
-/*
- * In a cluster the tokens and the stream are in different slots: the
- * tokens are read first, then the job is added with them.  The fields
- * are copied: the send that made the job is gone by then.
- */
-static ngx_int_t
-ngx_http_im_store_job_split(const char **argv, size_t *len)
-{
-    ngx_uint_t          i;
-    ngx_http_im_buf_t  *b;
-    const char         *av[2];
-    size_t              avlen[2];
 
     b = ngx_alloc(sizeof(ngx_http_im_buf_t), ngx_cycle->log);
     if (b == NULL) {
@@ -1059,20 +1044,20 @@ ngx_http_im_store_job_split(const char **argv, size_t *len)
 
     ngx_http_im_buf_init(b, 256 * 1024);
 
-    /* the fields as <len><bytes>, from the stream's bound on */
-    for (i = 2; i < 25; i++) {
+    /* as <len><bytes>: the recipient, the stream's bound, the fields */
+    for (i = 0; i < 24; i++) {
         ngx_http_im_buf_add(b, &len[i], sizeof(size_t));
         ngx_http_im_buf_add(b, argv[i], len[i]);
     }
 
-    av[0] = "HGETALL";
-    avlen[0] = 7;
-    av[1] = argv[0];
-    avlen[1] = len[0];
+    args.data = maxc;
+    args.len = ngx_snprintf(maxc, sizeof(maxc), "{\"maxc\":%ui}",
+                            ngx_http_im_worker->imcf->max_convs)
+               - maxc;
 
     if (b->failed
-        || ngx_http_im_redis_command(ngx_http_im_store_job_tokens, b, 2, av,
-                                     avlen)
+        || ngx_http_im_store_conv(&job->recv_id, "badge", &args,
+                                  ngx_http_im_store_job_badge, b)
            != NGX_OK)
     {
         ngx_http_im_buf_free(b);
@@ -1084,6 +1069,47 @@ ngx_http_im_store_job_split(const char **argv, size_t *len)
 }
 
 
+/* the badge joins the fields; then the recipient's push tokens */
+static void
+ngx_http_im_store_job_badge(void *data, ngx_http_im_store_conv_res_t *r)
+{
+    ngx_http_im_buf_t  *b = data;
+
+    size_t       n;
+    ngx_str_t    uid;
+    const char  *av[2];
+    size_t       avlen[2];
+    u_char       key[NGX_HTTP_IM_STORE_KEY_LEN];
+
+    n = 5;
+    ngx_http_im_buf_add(b, &n, sizeof(size_t));
+    ngx_http_im_buf_add(b, "badge", 5);
+    ngx_http_im_buf_add(b, &r->answer.len, sizeof(size_t));
+    ngx_http_im_buf_add(b, r->answer.data, r->answer.len);
+
+    ngx_memcpy(&uid.len, b->data, sizeof(size_t));
+    uid.data = b->data + sizeof(size_t);
+
+    av[0] = "HGETALL";
+    avlen[0] = 7;
+    av[1] = (char *) key;
+    avlen[1] = ngx_http_im_store_key(key, sizeof(key), "im:{u:%V}:push",
+                                     &uid);
+
+    if (r->err || b->failed
+        || ngx_http_im_redis_command(ngx_http_im_store_job_tokens, b, 2, av,
+                                     avlen)
+           != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "im: an offline-push job for \"%V\" was dropped: "
+                      "Redis failed", &uid);
+        ngx_http_im_buf_free(b);
+        ngx_free(b);
+    }
+}
+
+
 /* the recipient's push tokens: the job goes out with them */
 static void
 ngx_http_im_store_job_tokens(redisReply *reply, void *data)
@@ -1091,9 +1117,9 @@ ngx_http_im_store_job_tokens(redisReply *reply, void *data)
     ngx_http_im_buf_t  *b = data;
 
     u_char             *p;
-    size_t              len[32];
+    size_t              len[NGX_HTTP_IM_JOB_ARGS];
     ngx_uint_t          i, k, n;
-    const char         *argv[32];
+    const char         *argv[NGX_HTTP_IM_JOB_ARGS];
     ngx_http_im_buf_t   tokens, platforms;
 
     ngx_http_im_buf_init(&tokens, 64 * 1024);
@@ -1130,25 +1156,30 @@ ngx_http_im_store_job_tokens(redisReply *reply, void *data)
     len[5] = 1;
     p = b->data;
 
-    /* the bound, then (after the ID) the 22 field names and values */
-    for (i = 0; i < 23; i++) {
-        k = i ? i + 5 : 4;
+    /* the recipient (skipped), the bound, then (after the ID) the 24
+     * field names and values, the badge's among them */
+    for (i = 0; i < 26; i++) {
+        k = i == 0 ? 0 : i == 1 ? 4 : i + 4;
         ngx_memcpy(&len[k], p, sizeof(size_t));
         argv[k] = (char *) p + sizeof(size_t);
         p += sizeof(size_t) + len[k];
     }
 
-    argv[28] = "platforms";
-    len[28] = 9;
-    argv[29] = (char *) platforms.data;
-    len[29] = platforms.len;
-    argv[30] = "tokens";
-    len[30] = 6;
-    argv[31] = (char *) tokens.data;
-    len[31] = tokens.len;
+    argv[0] = "XADD";
+    len[0] = 4;
+
+    argv[30] = "platforms";
+    len[30] = 9;
+    argv[31] = (char *) platforms.data;
+    len[31] = platforms.len;
+    argv[32] = "tokens";
+    len[32] = 6;
+    argv[33] = (char *) tokens.data;
+    len[33] = tokens.len;
 
     if (reply && !tokens.failed && !platforms.failed) {
-        (void) ngx_http_im_redis_command(NULL, NULL, 32, argv, len);
+        (void) ngx_http_im_redis_command(NULL, NULL, NGX_HTTP_IM_JOB_ARGS,
+                                         argv, len);
     }
 
     ngx_http_im_buf_free(&tokens);
