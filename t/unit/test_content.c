@@ -204,7 +204,7 @@ test_known_and_titles(void)
         { 1400, "[Notification]" }
     };
     static const long long  unknown[] = {
-        0, -1, 100, 113, 115, 117, 118, 200, 1201, 1399, 1401, 2200,
+        0, -1, 100, 115, 116, 117, 118, 200, 1201, 1399, 1401, 2200,
         1LL << 40
     };
 
@@ -224,7 +224,8 @@ test_known_and_titles(void)
     CHECK(strcmp(ngx_http_im_content_title(1201), "[Notification]") == 0);
     CHECK(strcmp(ngx_http_im_content_title(4999), "[Notification]") == 0);
     CHECK(strcmp(ngx_http_im_content_title(5000), "[New message]") == 0);
-    CHECK(strcmp(ngx_http_im_content_title(113), "[New message]") == 0);
+    CHECK(strcmp(ngx_http_im_content_title(113), "[Typing]") == 0);
+    CHECK(strcmp(ngx_http_im_content_title(116), "[New message]") == 0);
     CHECK(strcmp(ngx_http_im_content_title(-5), "[New message]") == 0);
 }
 
@@ -235,7 +236,10 @@ test_generic(void)
     char      err[NGX_HTTP_IM_CONTENT_ERRLEN];
     yajl_val  v;
 
-    BAD(113, "{}", "contentType 113 is not supported");
+    BAD(116, "{}", "contentType 116 is not supported");
+    OK(113, "{}");
+    OK(113, "{'msgTips':'typing...'}");
+    BAD(113, "{'msgTips':1}", "field \"msgTips\" must be a string");
     BAD(999, "{'text':'x'}", "contentType 999 is not supported");
     BAD(0, "{}", "contentType 0 is not supported");
     BAD(-7, "{}", "contentType -7 is not supported");

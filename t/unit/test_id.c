@@ -101,12 +101,36 @@ test_ids(void)
 }
 
 
+static void
+test_peer(void)
+{
+    char  out[64 + 1];
+
+    CHECK(ngx_http_im_conv_peer("si_alice_bob", 12, "alice", 5, out) == 3);
+    CHECK(strcmp(out, "bob") == 0);
+    CHECK(ngx_http_im_conv_peer("si_alice_bob", 12, "bob", 3, out) == 5);
+    CHECK(strcmp(out, "alice") == 0);
+    CHECK(ngx_http_im_conv_peer("sn_sys_bob", 10, "bob", 3, out) == 3);
+    CHECK(strcmp(out, "sys") == 0);
+    CHECK(ngx_http_im_conv_peer("si_bob_bob", 10, "bob", 3, out) == 3);
+    CHECK(strcmp(out, "bob") == 0);
+
+    /* not a member, or not a conversation of two users */
+    CHECK(ngx_http_im_conv_peer("si_alice_bob", 12, "carol", 5, out) == 0);
+    CHECK(ngx_http_im_conv_peer("si_alice_bob", 12, "ali", 3, out) == 0);
+    CHECK(ngx_http_im_conv_peer("sg_group1", 9, "group1", 6, out) == 0);
+    CHECK(ngx_http_im_conv_peer("si_a_b_c", 8, "a", 1, out) == 0);
+    CHECK(ngx_http_im_conv_peer("si_", 3, "a", 1, out) == 0);
+}
+
+
 int
 main(void)
 {
     test_single();
     test_member();
     test_ids();
+    test_peer();
 
     return check_done();
 }
