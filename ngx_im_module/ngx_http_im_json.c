@@ -12,6 +12,7 @@
 #include <yajl/yajl_tree.h>
 
 #include "ngx_http_im_json.h"
+#include "ngx_http_im_ws_frame.h"
 
 
 #define NGX_HTTP_IM_BUF_MIN     256
@@ -47,6 +48,10 @@ static void ngx_http_im_buf_val(ngx_http_im_buf_t *b, yajl_val v,
     int depth);
 static int ngx_http_im_json_prescan(const unsigned char *text, size_t len,
     char *copy, char *err, size_t errlen);
+static int ngx_http_im_json_copy(const unsigned char *text, size_t len,
+    char *copy, char *err, size_t errlen);
+static int ngx_http_im_json_outside(unsigned char c, size_t *depth,
+    char *err, size_t errlen);
 static void ngx_http_im_json_error(char *err, size_t errlen,
     const char *prefix, const char *key, const char *what);
 static int ngx_http_im_json_member(yajl_val obj, const char *prefix,
@@ -60,7 +65,7 @@ static int ngx_http_im_json_int(yajl_val obj, const char *prefix,
     size_t errlen);
 static int ngx_http_im_json_int32(yajl_val obj, const char *key,
     long long *out, char *err, size_t errlen);
-static int ngx_http_im_json_no_nul(const char *s, const char *prefix,
+static int ngx_http_im_json_text(const char *s, const char *prefix,
     const char *key, char *err, size_t errlen);
 static int ngx_http_im_msg_options(yajl_val obj, ngx_http_im_msg_t *m,
     char *err, size_t errlen);
@@ -341,60 +346,35 @@ ngx_http_im_buf_json_str(ngx_http_im_buf_t *b, const char *s, size_t n)
 }
 
 
-/* the length of the valid UTF-8 sequence at p (*p >= 0x80), or 0 */
+/*
+ * The length of the valid UTF-8 sequence at p (*p >= 0x80), or 0.  The
+ * frame codec's validator decides, so that the encoder keeps as is just
+ * what the parser and WebSocket text frames accept.
+ */
 
 static size_t
 ngx_http_im_utf8_len(const unsigned char *p, const unsigned char *last)
 {
-    size_t         n, i;
-    unsigned char  c, lo, hi;
+    uint32_t              state;
+    const unsigned char  *q;
 
-    c = p[0];
-    lo = 0x80;
-    hi = 0xbf;
+    state = NGX_HTTP_IM_UTF8_ACCEPT;
 
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
+    for (q = p; q < last; /* void */) {
+        state = ngx_http_im_utf8_step(state, q++, 1);
 
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-
-        if (c == 0xe0) {
-            lo = 0xa0;                      /* overlong */
-
-        } else if (c == 0xed) {
-            hi = 0x9f;                      /* surrogates */
+        if (state == NGX_HTTP_IM_UTF8_ACCEPT) {
+            return q - p;
         }
 
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-
-        if (c == 0xf0) {
-            lo = 0x90;                      /* overlong */
-
-        } else if (c == 0xf4) {
-            hi = 0x8f;                      /* above U+10FFFF */
-        }
-
-    } else {
-        return 0;
-    }
-
-    if ((size_t) (last - p) < n) {
-        return 0;
-    }
-
-    if (p[1] < lo || p[1] > hi) {
-        return 0;
-    }
-
-    for (i = 2; i < n; i++) {
-        if (p[i] < 0x80 || p[i] > 0xbf) {
+        if (state == NGX_HTTP_IM_UTF8_REJECT) {
             return 0;
         }
     }
 
-    return n;
+    /* a sequence cut short by the end */
+
+    return 0;
 }
 
 
@@ -517,19 +497,15 @@ ngx_http_im_json_parse(const unsigned char *text, size_t len, char *err,
 /*
  * yajl_tree_parse() needs NUL-terminated text, allows comments, and
  * yajl_tree_free() recurses; so NUL bytes, comments and deep nesting are
- * refused before yajl sees the text.  The text goes to "copy" (len + 1
- * bytes), NUL-terminated, with each "\u0000" escape in a string turned
- * into NGX_HTTP_IM_NUL.
+ * refused before yajl sees the text.  yajl checks only the shape of UTF-8
+ * sequences, so the text is validated here too: strictly, as WebSocket
+ * text frames are, since REST bodies come through no frame codec.
  */
 
 static int
 ngx_http_im_json_prescan(const unsigned char *text, size_t len, char *copy,
     char *err, size_t errlen)
 {
-    int     in_str;
-    char   *p;
-    size_t  i, depth;
-
     if (len == 0) {
         snprintf(err, errlen, "invalid JSON: empty text");
         return -1;
@@ -539,6 +515,33 @@ ngx_http_im_json_prescan(const unsigned char *text, size_t len, char *copy,
         snprintf(err, errlen, "invalid JSON: NUL byte");
         return -1;
     }
+
+    if (ngx_http_im_utf8_step(NGX_HTTP_IM_UTF8_ACCEPT, text, len)
+        != NGX_HTTP_IM_UTF8_ACCEPT)
+    {
+        snprintf(err, errlen, "invalid JSON: invalid UTF-8");
+        return -1;
+    }
+
+    return ngx_http_im_json_copy(text, len, copy, err, errlen);
+}
+
+
+/*
+ * Copies the text to "copy" (len + 1 bytes), NUL-terminated, with each
+ * "\u0000" escape in a string turned into NGX_HTTP_IM_NUL, and checks
+ * the bytes outside strings.  A string still open at the end is refused:
+ * yajl_complete_parse() takes it for input yet to come, and so would
+ * accept '{"a":1} "abc'.
+ */
+
+static int
+ngx_http_im_json_copy(const unsigned char *text, size_t len, char *copy,
+    char *err, size_t errlen)
+{
+    int     in_str;
+    char   *p;
+    size_t  i, depth;
 
     in_str = 0;
     depth = 0;
@@ -569,37 +572,66 @@ ngx_http_im_json_prescan(const unsigned char *text, size_t len, char *copy,
 
         *p++ = text[i];
 
-        switch (text[i]) {
-
-        case '"':
+        if (text[i] == '"') {
             in_str = 1;
-            break;
 
-        case '[':
-        case '{':
-            if (++depth > NGX_HTTP_IM_JSON_MAX_DEPTH) {
-                snprintf(err, errlen, "invalid JSON: nested deeper than %d",
-                         NGX_HTTP_IM_JSON_MAX_DEPTH);
-                return -1;
-            }
-
-            break;
-
-        case ']':
-        case '}':
-            if (depth) {
-                depth--;
-            }
-
-            break;
-
-        case '/':
-            snprintf(err, errlen, "invalid JSON: comments are not allowed");
+        } else if (ngx_http_im_json_outside(text[i], &depth, err, errlen)
+                   != 0)
+        {
             return -1;
         }
     }
 
+    if (in_str) {
+        snprintf(err, errlen, "invalid JSON: unterminated string");
+        return -1;
+    }
+
     *p = '\0';
+
+    return 0;
+}
+
+
+/*
+ * A byte outside strings.  yajl would allow comments and take VT and FF
+ * for whitespace (RFC 8259 has only space, tab, LF and CR), and it
+ * recurses as deep as the text nests.
+ */
+
+static int
+ngx_http_im_json_outside(unsigned char c, size_t *depth, char *err,
+    size_t errlen)
+{
+    switch (c) {
+
+    case '[':
+    case '{':
+        if (++*depth > NGX_HTTP_IM_JSON_MAX_DEPTH) {
+            snprintf(err, errlen, "invalid JSON: nested deeper than %d",
+                     NGX_HTTP_IM_JSON_MAX_DEPTH);
+            return -1;
+        }
+
+        break;
+
+    case ']':
+    case '}':
+        if (*depth) {
+            (*depth)--;
+        }
+
+        break;
+
+    case '/':
+        snprintf(err, errlen, "invalid JSON: comments are not allowed");
+        return -1;
+
+    case '\v':
+    case '\f':
+        snprintf(err, errlen, "invalid JSON: invalid whitespace");
+        return -1;
+    }
 
     return 0;
 }
@@ -919,8 +951,8 @@ ngx_http_im_msg_at(yajl_val obj, ngx_http_im_msg_t *m, char *err,
             return -1;
         }
 
-        if (ngx_http_im_json_no_nul(v->u.string, NULL, "atUserIDList", err,
-                                    errlen)
+        if (ngx_http_im_json_text(v->u.string, NULL, "atUserIDList", err,
+                                  errlen)
             != 0)
         {
             return -1;
@@ -1219,8 +1251,7 @@ ngx_http_im_json_str(yajl_val obj, const char *prefix, const char *key,
         return 0;
     }
 
-    if (ngx_http_im_json_no_nul(v->u.string, prefix, key, err, errlen) != 0)
-    {
+    if (ngx_http_im_json_text(v->u.string, prefix, key, err, errlen) != 0) {
         return -1;
     }
 
@@ -1231,19 +1262,33 @@ ngx_http_im_json_str(yajl_val obj, const char *prefix, const char *key,
 }
 
 
-/* a string that held "\u0000" (NGX_HTTP_IM_NUL) is refused */
+/*
+ * A string of the tree as C code uses it.  A NUL (NGX_HTTP_IM_NUL) would
+ * cut it short.  And though the text was valid UTF-8, yajl decodes a lone
+ * low surrogate escape ("\udc00") into invalid UTF-8, which would reach
+ * Redis and the im:push stream as it is.
+ */
 
 static int
-ngx_http_im_json_no_nul(const char *s, const char *prefix, const char *key,
+ngx_http_im_json_text(const char *s, const char *prefix, const char *key,
     char *err, size_t errlen)
 {
-    if (strstr(s, NGX_HTTP_IM_NUL) == NULL) {
-        return 0;
+    if (strstr(s, NGX_HTTP_IM_NUL) != NULL) {
+        ngx_http_im_json_error(err, errlen, prefix, key,
+                               "must not contain NUL bytes");
+        return -1;
     }
 
-    ngx_http_im_json_error(err, errlen, prefix, key,
-                           "must not contain NUL bytes");
-    return -1;
+    if (ngx_http_im_utf8_step(NGX_HTTP_IM_UTF8_ACCEPT,
+                              (const unsigned char *) s, strlen(s))
+        != NGX_HTTP_IM_UTF8_ACCEPT)
+    {
+        ngx_http_im_json_error(err, errlen, prefix, key,
+                               "is not valid UTF-8");
+        return -1;
+    }
+
+    return 0;
 }
 
 

@@ -2,8 +2,9 @@
 /*
  * ngx_im: the JSON codec.  A growable output buffer with JSON string
  * escaping, MsgData <-> JSON, the WebSocket request and response envelopes,
- * and small yajl helpers for handlers.  Pure C (libc, yajl); no nginx
- * types, so it is unit-tested and fuzzed outside nginx.
+ * and small yajl helpers for handlers.  Pure C (libc, yajl, and the
+ * UTF-8 validator of ngx_http_im_ws_frame.c); no nginx types, so it is
+ * unit-tested and fuzzed outside nginx.
  *
  * Error texts written to "err" name the offending field, for errCode 1001,
  * e.g. 'field "contentType" must be an integer'.
@@ -156,13 +157,20 @@ void ngx_http_im_buf_json_val(ngx_http_im_buf_t *b, yajl_val v);
 
 /*
  * Parses "len" bytes of JSON (no NUL needed).  Rejects, besides what yajl
- * rejects, NUL bytes, comments and nesting deeper than
- * NGX_HTTP_IM_JSON_MAX_DEPTH.  Returns the tree, to be released with
- * yajl_tree_free(), or NULL with err = "invalid JSON: <reason>".
+ * rejects, NUL bytes, comments, nesting deeper than
+ * NGX_HTTP_IM_JSON_MAX_DEPTH, text that is not strictly UTF-8 ("invalid
+ * UTF-8": overlong forms, surrogates and code points above U+10FFFF
+ * included), VT and FF outside strings ("invalid whitespace"), and a
+ * string still open at the end ("unterminated string").  Returns the
+ * tree, to be released with yajl_tree_free(), or NULL with
+ * err = "invalid JSON: <reason>".
  * The tree's strings are NUL-terminated, so a "\u0000" escape in a
  * string (or key) is held as the two bytes C0 80 instead of cutting it
- * short: the string getters below refuse such a string, and
- * ngx_http_im_buf_json_val() writes it back as it came.
+ * short (the raw bytes are refused as invalid UTF-8): the string getters
+ * below refuse such a string, and ngx_http_im_buf_json_val() writes it
+ * back as it came.  Escapes are not UTF-8 checked here: yajl decodes a
+ * lone low surrogate escape ("\udc00") into invalid UTF-8, which the
+ * string getters below refuse.
  */
 yajl_val ngx_http_im_json_parse(const unsigned char *text, size_t len,
     char *err, size_t errlen);
@@ -200,7 +208,8 @@ void ngx_http_im_msg_init(ngx_http_im_msg_t *m);
  * null "obj" gives an empty message.  Integers must be JSON integers, and
  * those that im.proto types int32 (senderPlatformID, sessionType,
  * msgFrom, contentType, status) must fit 32 bits; strings must be JSON
- * strings ("content" too) without NUL bytes; null reads as ""/0.  "options" is
+ * strings ("content" too) of valid UTF-8 without NUL bytes (see the
+ * typed members below); null reads as ""/0.  "options" is
  * an object of booleans (at most 16), "atUserIDList" an array of strings
  * (at most 1000), "offlinePushInfo" an object whose "iOSBadgeCount" is a
  * boolean or an integer.  Returns 0, or -1 with an error text naming the
@@ -234,7 +243,9 @@ yajl_val ngx_http_im_json_get(yajl_val obj, const char *key);
  * required') when "required" is set, otherwise it reads as ""/0/NULL.  A
  * member of another type is an error ('field "x" must be a string'), and
  * so is a string holding a NUL byte ('field "x" must not contain NUL
- * bytes'), which C code would read cut short.  Return 0 or -1.
+ * bytes'), which C code would read cut short, or invalid UTF-8 ('field
+ * "x" is not valid UTF-8'), which a lone low surrogate escape such as
+ * "\udc00" decodes into.  Return 0 or -1.
  */
 int ngx_http_im_json_get_str(yajl_val obj, const char *key, int required,
     ngx_http_im_str_t *out, char *err, size_t errlen);

@@ -24,9 +24,10 @@ Each generated item carries what the server must do with it (an Expect),
 as far as the documents say: a reply (and, for untouched valid requests,
 its errCode), a pong, or a close with given codes.
 
-KNOWN lists defects the fuzzer found that are not fixed yet, each with a
-recogniser of the inputs that hit it (known_issue()), so a run can tell a
-new problem from a reported one.
+KNOWN lists defects the fuzzer found that are not fixed yet (none at
+present): a case whose input hits one carries its key in .known, set by
+a recogniser of such inputs, so a run can tell a new problem from a
+reported one.
 
     python3 -c 'import fuzzgen as f; print(f.gen_session(1, "json", 0, 5,
         lambda t: f.Ctx("me", 1, ["p"], ["c"], ["a", "b"], t)).actions)'
@@ -858,9 +859,6 @@ def gen_json_request(r, ctx):
     reply.gen_req_id = req_id
     if req_id == 1003 and clean:
         reply.content_bad = content_bad(data)
-        if reply.content_bad and isinstance(data.get("content"), str):
-            reply.known = known_issue(data["content"].encode(
-                "utf-8", "surrogatepass"))
     return text_expect(payload, reply, note)
 
 
@@ -883,7 +881,6 @@ def text_expect(payload, reply, note):
             reply.codes = None
         if ok is False or (ok and not isinstance(v, dict)):
             reply.nonzero = True
-            reply.known = reply.known or known_issue(payload)
         elif ok and not isinstance(v, Dups):
             rid = v.get("reqIdentifier")
             if rid is None or isinstance(rid, (str, list, dict, bool)):
@@ -921,56 +918,8 @@ def _pairs(pairs):
     return Dups(d) if len(d) != len(pairs) else d
 
 
-_DECODER = json.JSONDecoder()
-
-
-def trailing_open_string(b):
-    """True for a known server defect (see KNOWN): text that is a whole
-    JSON value followed by a string that never ends ('{...} "abc'); yajl's
-    complete_parse takes the open string for input still to come."""
-    try:
-        text = b.decode("utf-8").lstrip()
-        _, end = _DECODER.raw_decode(text)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return False
-    rest = text[end:].lstrip(" \t\r\n")
-    if not rest.startswith('"'):
-        return False
-    i = 1
-    while i < len(rest):
-        if rest[i] == "\\":
-            i += 2
-            continue
-        if rest[i] == '"':
-            return False
-        i += 1
-    return True
-
-
-KNOWN = {
-    "trailing-open-string": "JSON text followed by an unterminated string "
-                            "is accepted (WS envelope, message content, "
-                            "REST body)",
-    "vt-ff-whitespace": "vertical tab and form feed (0x0B, 0x0C) are taken "
-                        "for JSON whitespace (yajl's lexer)",
-    "lenient-utf8": "REST bodies with overlong, surrogate or >U+10FFFF "
-                    "UTF-8 are accepted (yajl checks the byte shape only); "
-                    "the bytes reach Redis and the im:push stream raw",
-}
-_UTF8_SHAPE = re.compile(rb"[\xc0-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|"
-                         rb"[\xf0-\xf7][\x80-\xbf]{3}")
-
-
-def _shape_only_utf8(text):
-    """text with the sequences yajl's UTF-8 check passes but UTF-8 does not
-    (overlong, surrogates, above U+10FFFF) replaced by '?'."""
-    def fix(m):
-        try:
-            m.group().decode("utf-8")
-            return m.group()
-        except UnicodeDecodeError:
-            return b"?"
-    return _UTF8_SHAPE.sub(fix, text)
+# defects found and not fixed yet: key -> description (see the top)
+KNOWN = {}
 
 
 def content_bad(data):
@@ -986,42 +935,6 @@ def content_bad(data):
         return False
     ok, v = syntax(text)
     return not ok or not isinstance(v, dict)
-
-
-def _vt_ff_outside_strings(text):
-    """text with 0x0B and 0x0C outside JSON strings turned into spaces."""
-    out = bytearray(text)
-    in_str = esc = False
-    for i, c in enumerate(out):
-        if in_str:
-            if esc:
-                esc = False
-            elif c == 0x5C:
-                esc = True
-            elif c == 0x22:
-                in_str = False
-        elif c == 0x22:
-            in_str = True
-        elif c in (0x0B, 0x0C):
-            out[i] = 0x20
-    return bytes(out)
-
-
-def known_issue(text):
-    """Which KNOWN defect makes the server accept this text that is not
-    JSON, if any."""
-    if not utf8_ok(text):
-        plain = _shape_only_utf8(text)
-        if plain != text and utf8_ok(plain):
-            ok, v = syntax(plain)
-            if (ok and isinstance(v, dict)) or known_issue(plain):
-                return "lenient-utf8"
-    if b"\x0b" in text or b"\x0c" in text:
-        plain = _vt_ff_outside_strings(text)
-        if plain != text and (syntax(plain)[0] or
-                              trailing_open_string(plain)):
-            return "vt-ff-whitespace"
-    return "trailing-open-string" if trailing_open_string(text) else None
 
 
 def syntax(b):
@@ -1349,9 +1262,6 @@ def gen_pb_request(r, ctx):
     reply.gen_req_id = req_id
     if req_id == 1003 and clean and "data-mutated" not in note:
         reply.content_bad = content_bad(data)
-        if reply.content_bad and isinstance(data.get("content"), str):
-            reply.known = known_issue(data["content"].encode(
-                "utf-8", "surrogatepass"))
     return payload, reply, None, note
 
 
@@ -2084,11 +1994,9 @@ def gen_rest(seed, worker, index, ctx):
             if path == "/auth/force_logout" and ctx.names_protected(raw):
                 raw = b"{}"
             ok, v = syntax(raw)
-            case = RestCase(method, path, _tok(headers, token), raw, chunked,
+            return RestCase(method, path, _tok(headers, token), raw, chunked,
                             None, not ok or not isinstance(v, dict),
                             statuses, " ".join(notes))
-            case.known = known_issue(raw)
-            return case
         else:
             for k in list(body)[:r.randint(1, 2)] if isinstance(body, dict) \
                     else []:
@@ -2104,16 +2012,12 @@ def gen_rest(seed, worker, index, ctx):
         notes.append("(protected user replaced)")
     if len(raw) > REST_MAX_BODY:
         nonzero = True
-    known = None
     if len(raw) < 200000:
         ok, v = syntax(raw)
         if not ok or not isinstance(v, dict):   # docs/api.md: 1001
             nonzero = True
-            known = known_issue(raw)
-    case = RestCase(method, path, _tok(headers, token), raw, chunked, codes,
+    return RestCase(method, path, _tok(headers, token), raw, chunked, codes,
                     nonzero, statuses, " ".join(notes))
-    case.known = known
-    return case
 
 
 def _tok(headers, token):

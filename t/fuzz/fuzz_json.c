@@ -9,7 +9,8 @@
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined \
  *       -I ngx_im_module t/fuzz/fuzz_json.c ngx_im_module/ngx_http_im_json.c \
- *       ngx_im_module/ngx_http_im_token.c -lyajl -lcrypto \
+ *       ngx_im_module/ngx_http_im_token.c \
+ *       ngx_im_module/ngx_http_im_ws_frame.c -lyajl -lcrypto \
  *       -o build/fuzz/fuzz_json
  *   build/fuzz/fuzz_json -max_total_time=60 build/fuzz/corpus
  */

@@ -793,10 +793,7 @@ test_nul(void)
         { "{\"offlinePushInfo\":{\"title\":\"t\\u0000\"}}",
           "field \"offlinePushInfo.title\" must not contain NUL bytes" },
         { "{\"atUserIDList\":[\"u1\",\"u2\\u0000\"]}",
-          "field \"atUserIDList\" must not contain NUL bytes" },
-        /* the overlong form itself, sent raw, is the same NUL */
-        { "{\"ex\":\"a\xc0\x80\"}",
-          "field \"ex\" must not contain NUL bytes" }
+          "field \"atUserIDList\" must not contain NUL bytes" }
     };
 
     v = ngx_http_im_json_parse(S("{\"secret\":\"openIM123\\u0000junk\","
@@ -828,6 +825,253 @@ test_nul(void)
     for (i = 0; i < (int) CHECK_N(msgs); i++) {
         CHECK_CASE(msg_error_is(msgs[i].json, msgs[i].err), msgs[i].json);
     }
+
+    /* the overlong form itself, sent raw, is no NUL but invalid UTF-8 */
+    v = ngx_http_im_json_parse(S("{\"ex\":\"a\xc0\x80\"}"), err,
+                               sizeof(err));
+    CHECK(v == NULL && strcmp(err, "invalid JSON: invalid UTF-8") == 0);
+    yajl_tree_free(v);
+}
+
+
+/*
+ * "text" fails to parse with exactly "exp", or, if "exp" is NULL, parses;
+ * shows what it got if not
+ */
+
+static int
+parse_error_is(const char *text, const char *exp)
+{
+    int       ok;
+    char      err[NGX_HTTP_IM_JSON_ERRLEN];
+    yajl_val  v;
+
+    err[0] = '\0';
+
+    v = ngx_http_im_json_parse((const unsigned char *) text, strlen(text),
+                               err, sizeof(err));
+
+    ok = (exp == NULL) ? (v != NULL) : (v == NULL && strcmp(err, exp) == 0);
+
+    if (!ok) {
+        printf("  got: %s\n  exp: %s\n", v ? "(parsed)" : err,
+               exp ? exp : "(parsed)");
+    }
+
+    yajl_tree_free(v);
+
+    return ok;
+}
+
+
+/* "text" parses and is written back byte for byte */
+
+static int
+parse_back_is(const char *text)
+{
+    int                ok;
+    yajl_val           v;
+    ngx_http_im_buf_t  b;
+
+    v = check_parse(text);
+    if (v == NULL) {
+        return 0;
+    }
+
+    ngx_http_im_buf_init(&b, 0);
+    ngx_http_im_buf_json_val(&b, v);
+    ok = check_buf_is(&b, text);
+    ngx_http_im_buf_free(&b);
+    yajl_tree_free(v);
+
+    return ok;
+}
+
+
+/*
+ * What yajl lets through and the parser refuses: text that is not
+ * strictly UTF-8, VT and FF as whitespace, and a string left open after
+ * a whole value, which yajl_complete_parse() takes for text still to come.
+ */
+
+static void
+test_strict(void)
+{
+    int                rc;
+    char               err[NGX_HTTP_IM_JSON_ERRLEN];
+    size_t             i;
+    yajl_val           v;
+    ngx_http_im_req_t  req;
+
+    static const char  *bad_utf8[] = {
+        "{\"a\":\"\xc0\xaf\"}",                 /* overlong '/' */
+        "{\"a\":\"\xc1\xbf\"}",
+        "{\"a\":\"\xe0\x80\xaf\"}",
+        "{\"a\":\"\xe0\x9f\xbf\"}",             /* overlong U+07FF */
+        "{\"a\":\"\xf0\x80\x80\xaf\"}",
+        "{\"a\":\"\xf0\x8f\xbf\xbf\"}",         /* overlong U+FFFF */
+        "{\"a\":\"\xed\xa0\x80\"}",             /* surrogate U+D800 */
+        "{\"a\":\"\xed\xbf\xbf\"}",             /* surrogate U+DFFF */
+        "{\"a\":\"\xed\xa0\xbd\xed\xb8\x80\"}", /* CESU-8 pair */
+        "{\"a\":\"\xf4\x90\x80\x80\"}",         /* U+110000 */
+        "{\"a\":\"\xf5\x80\x80\x80\"}",
+        "{\"a\":\"\xf7\xbf\xbf\xbf\"}",
+        "{\"a\":\"\xff\"}",
+        "{\"a\":\"\xfe\"}",
+        "{\"a\":\"\x80\"}",                     /* lone continuation */
+        "{\"a\":\"\xe2\x82\"}",                 /* cut short */
+        "{\"a\":\"\xe2\x82",                    /* ... at the end */
+        "{\"a\":\"\xf0\x9f\x98\"}",
+        "{\"\xed\xa0\x80\":1}",                 /* in a key */
+        "{\"a\":1}\xc0\xaf",                    /* outside strings */
+        "\xef\xbb\xbf\xff{}",
+        /* past the first 8 bytes, which the validator skips by words */
+        "{\"a\":\"0123456789abcdef0123456789\xed\xa0\x80\"}"
+    };
+
+    static const char  *unterminated[] = {
+        "{\"a\":1} \"abc",
+        "{\"a\":1}\"",
+        "{\"a\":1} \"",
+        "{\"a\":1} \"ab\\",
+        "{\"a\":1} \"ab\\\"",                   /* the quote is escaped */
+        "{\"a\":1} \"ab\\u00",
+        "[1]\n\"x",
+        "\"abc",
+        "{\"a\":\"b"
+    };
+
+    static const char  *bad_space[] = {
+        "{\"a\":1}\x0b",
+        "{\"a\":1}\x0c",
+        "\x0b{}",
+        "{\x0c\"a\":1}",
+        "{\"a\":\x0b" "1}",
+        "[1,\x0c" "2]",
+        "{\"a\":1} \t\r\n\x0c"
+    };
+
+    static const struct {
+        const char  *text;
+        const char  *err;
+    } reqs[] = {
+        { "{\"reqIdentifier\":1001} \"abc",
+          "invalid JSON: unterminated string" },
+        { "{\"reqIdentifier\":1001}\x0c",
+          "invalid JSON: invalid whitespace" },
+        { "{\"reqIdentifier\":1001,\"operationID\":\"\xed\xa0\x80\"}",
+          "invalid JSON: invalid UTF-8" }
+    };
+
+    /* valid UTF-8 at the edges, and escapes of VT and FF */
+    static const char  *good[] = {
+        "{\"a\":\"\xc2\x80\xdf\xbf\"}",
+        "{\"a\":\"\xe0\xa0\x80\xed\x9f\xbf\xee\x80\x80\xef\xbf\xbf\"}",
+        "{\"a\":\"\xf0\x90\x80\x80\xf4\x8f\xbf\xbf\"}",
+        "{\"\xe4\xb8\xad\":\"\xf0\x9f\x98\x80\"}",
+        "{\"a\":\"\\f\\u000b\"}",
+        "\"\\\\\"",
+        "\"a\\\"b\""
+    };
+
+    for (i = 0; i < CHECK_N(bad_utf8); i++) {
+        CHECK_CASE(parse_error_is(bad_utf8[i],
+                                  "invalid JSON: invalid UTF-8"),
+                   bad_utf8[i]);
+    }
+
+    for (i = 0; i < CHECK_N(unterminated); i++) {
+        CHECK_CASE(parse_error_is(unterminated[i],
+                                  "invalid JSON: unterminated string"),
+                   unterminated[i]);
+    }
+
+    for (i = 0; i < CHECK_N(bad_space); i++) {
+        CHECK_CASE(parse_error_is(bad_space[i],
+                                  "invalid JSON: invalid whitespace"),
+                   bad_space[i]);
+    }
+
+    for (i = 0; i < CHECK_N(good); i++) {
+        CHECK_CASE(parse_back_is(good[i]), good[i]);
+    }
+
+    /* RFC 8259's whitespace, everywhere it may be */
+    CHECK(parse_error_is(" \t\r\n{ \t\r\n\"a\" \t\r\n: \t\r\n[ \t\r\n1 \t\r\n"
+                         ", \t\r\n2 \t\r\n] \t\r\n} \t\r\n", NULL));
+
+    /* in a string they are control characters, which yajl refuses */
+    v = ngx_http_im_json_parse(S("{\"a\":\"\x0b\x0c\"}"), err, sizeof(err));
+    CHECK(v == NULL && strncmp(err, "invalid JSON: ", 14) == 0
+          && strstr(err, "whitespace") == NULL);
+    yajl_tree_free(v);
+
+    /* the request envelope, which WebSocket requests come in */
+
+    for (i = 0; i < CHECK_N(reqs); i++) {
+        rc = ngx_http_im_req_parse(S(reqs[i].text), &req, err, sizeof(err));
+        CHECK_CASE(rc == -1 && strcmp(err, reqs[i].err) == 0
+                   && req.root == NULL,
+                   reqs[i].text);
+        ngx_http_im_req_free(&req);
+    }
+}
+
+
+/*
+ * The text is valid UTF-8, but yajl decodes a lone low surrogate escape
+ * into invalid UTF-8: the string getters refuse it, naming the field
+ * (a NUL is named first), while a pair is one character.
+ */
+
+static void
+test_surrogate_escapes(void)
+{
+    int                 i;
+    char                err[NGX_HTTP_IM_JSON_ERRLEN];
+    yajl_val            v;
+    ngx_http_im_str_t   s;
+    ngx_http_im_msg_t   m;
+
+    static const struct {
+        const char  *json;
+        const char  *err;
+    } msgs[] = {
+        { "{\"sendID\":\"u\\udc00\"}",
+          "field \"sendID\" is not valid UTF-8" },
+        { "{\"content\":\"{}\\udfff\"}",
+          "field \"content\" is not valid UTF-8" },
+        { "{\"offlinePushInfo\":{\"title\":\"t\\udc00\"}}",
+          "field \"offlinePushInfo.title\" is not valid UTF-8" },
+        { "{\"offlinePushInfo\":{\"desc\":\"\\ude00\"}}",
+          "field \"offlinePushInfo.desc\" is not valid UTF-8" },
+        { "{\"atUserIDList\":[\"u1\",\"\\udc00\"]}",
+          "field \"atUserIDList\" is not valid UTF-8" },
+        { "{\"ex\":\"\\udc00\\u0000\"}",
+          "field \"ex\" must not contain NUL bytes" }
+    };
+
+    for (i = 0; i < (int) CHECK_N(msgs); i++) {
+        CHECK_CASE(msg_error_is(msgs[i].json, msgs[i].err), msgs[i].json);
+    }
+
+    v = check_parse("{\"k\":\"\\udc00\",\"pair\":\"\\ud83d\\ude00\"}");
+    CHECK(v != NULL);
+
+    err[0] = '\0';
+    CHECK(ngx_http_im_json_get_str(v, "k", 1, &s, err, sizeof(err)) == -1
+          && strcmp(err, "field \"k\" is not valid UTF-8") == 0);
+    CHECK(ngx_http_im_json_get_str(v, "pair", 1, &s, err, sizeof(err)) == 0
+          && str_is(&s, "\xf0\x9f\x98\x80"));
+    yajl_tree_free(v);
+
+    ngx_http_im_msg_init(&m);
+    v = check_parse("{\"sendID\":\"\\ud83d\\ude00\"}");
+    CHECK(v != NULL
+          && ngx_http_im_msg_from_json(v, &m, err, sizeof(err)) == 0
+          && str_is(&m.send_id, "\xf0\x9f\x98\x80"));
+    ngx_http_im_msg_free(&m);
+    yajl_tree_free(v);
 }
 
 
@@ -980,6 +1224,8 @@ main(void)
     test_buf();
     test_escape();
     test_parse();
+    test_strict();
+    test_surrogate_escapes();
     test_req();
     test_resp();
     test_msg_roundtrip();
