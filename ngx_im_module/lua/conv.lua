@@ -44,12 +44,24 @@ local function num(h, c)
     return tonumber(redis.call('HGET', P .. h, c) or '0') or 0
 end
 
+-- a cluster keeps the user's copy (deliver.lua); one Redis reads the
+-- conversation's seq, or what a load from MongoDB found
 local function maxseq(c)
-    local m = redis.call('HGET', P .. 'max', c)
-    if not m and not cluster then
-        m = redis.call('GET', 'im:{c:' .. c .. '}:seq')
+    local m = tonumber(redis.call('HGET', P .. 'max', c) or '0') or 0
+    if not cluster then
+        m = math.max(m, tonumber(redis.call('GET', 'im:{c:' .. c .. '}:seq')
+                                 or '0') or 0)
     end
-    return tonumber(m or '0') or 0
+    return m
+end
+
+-- likewise the latest message
+local function latest(c, max)
+    local m
+    if not cluster and max > 0 then
+        m = redis.call('HGET', 'im:{c:' .. c .. '}:msgs', max)
+    end
+    return m or redis.call('HGET', P .. 'last', c)
 end
 
 local function unread(c, max, read, floor)
@@ -89,7 +101,7 @@ end
 
 local function record(c)
     local o = fields(c)
-    local last = redis.call('HGET', P .. 'last', c)
+    local last = latest(c, o.maxSeq)
     o.latestMsgSendTime = last
         and tonumber(string.match(last, '"sendTime":(%d+)')) or 0
     local j = cjson.encode(o)
@@ -200,7 +212,7 @@ local function unread_total()
     local total = 0
     for i = 1, #list do
         local c = list[i]
-        local m = max[c] or (not cluster and maxseq(c)) or 0
+        local m = cluster and (max[c] or 0) or maxseq(c)
         local base = math.max(read[c] or 0, floor[c] or 0)
         if m > base then
             total = total + unread(c, m, read[c] or 0, floor[c] or 0)

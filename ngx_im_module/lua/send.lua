@@ -13,9 +13,7 @@
 --       11 serverMsgID, 12 delivery header ("m <origin> <session> <conv>\n"),
 --       13 recipient's channel, 14 sender's channel ("" for none),
 --       15 sender's key prefix "im:{u:<uid>}:", 16 recipient's
--- Each user's view of the conversation (conv.lua reads it): its max seq
--- and latest message, and a new conversation in its version log.  A
--- recipient with recvMsgOpt 1 gets no delivery, and with 1 or 2 no
+-- A recipient with recvMsgOpt 1 gets no delivery, and with 1 or 2 no
 -- offline push (the reply counts it as reached).
 -- A new message is published to both channels here, so its delivery is
 -- never refused after the ack.
@@ -62,9 +60,9 @@ redis.call('HSET', KEYS[2], seq, ARGV[1] .. seq .. ARGV[2])
 redis.call('SET', KEYS[3], seq .. ' ' .. ARGV[3] .. ' ' .. ARGV[11], 'EX',
            ARGV[5])
 local msg = ARGV[1] .. seq .. ARGV[2]
-local function view(p, new)
-    redis.call('HSET', p .. 'max', ARGV[4], seq)
-    redis.call('HSET', p .. 'last', ARGV[4], msg)
+-- a conversation new to a user enters its version log (conv.lua reads
+-- the max seq and latest message from the conversation's own keys)
+local function logged(p, new)
     if new == 1 then
         local v = redis.call('HINCRBY', p .. 'ver', 'v', 1)
         redis.call('ZADD', p .. 'vlog', v, ARGV[4])
@@ -72,8 +70,8 @@ local function view(p, new)
         redis.call('ZREM', p .. 'vdel', ARGV[4])
     end
 end
-view(ARGV[15], redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4]))
-view(ARGV[16], redis.call('ZADD', KEYS[5], ARGV[3], ARGV[4]))
+logged(ARGV[15], redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4]))
+logged(ARGV[16], redis.call('ZADD', KEYS[5], ARGV[3], ARGV[4]))
 
 -- a sender has read its own message
 local read = tonumber(redis.call('HGET', KEYS[6], ARGV[4]) or '0')
