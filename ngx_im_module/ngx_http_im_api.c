@@ -15,6 +15,7 @@ static void ngx_http_im_api_body(ngx_http_request_t *r);
 static void ngx_http_im_api_cleanup(void *data);
 static void ngx_http_im_api_free_parts(ngx_http_im_api_t *api);
 static void ngx_http_im_api_authorized(void *data, ngx_int_t err);
+static ngx_uint_t ngx_http_im_api_rate_ok(ngx_http_im_api_t *api);
 static ngx_int_t ngx_http_im_api_reply(ngx_http_request_t *r,
     ngx_int_t code, const char *msg, ngx_http_im_buf_t *data);
 static ngx_http_im_route_t *ngx_http_im_api_route(ngx_http_request_t *r);
@@ -421,9 +422,60 @@ ngx_http_im_api_authorized(void *data, ngx_int_t err)
         return;
     }
 
+    if (!ngx_http_im_api_rate_ok(api)) {
+        ngx_http_im_api_answer(api, NGX_HTTP_IM_ERR_RATE,
+                               "too many requests: slow down");
+        return;
+    }
+
     c = api->r->connection;
     api->route->handler(api);
     ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * im_api_rate, per user token on this worker (admin tokens are the
+ * operator's own systems: not limited).  The buckets are a fixed table
+ * by a hash of the user ID; a user that takes over another's slot starts
+ * with a full bucket, which errs on the side of the client.
+ */
+static ngx_uint_t
+ngx_http_im_api_rate_ok(ngx_http_im_api_t *api)
+{
+    size_t                   len;
+    uint32_t                 key;
+    ngx_http_im_bucket_t    *b;
+    ngx_http_im_loc_conf_t  *conf;
+
+    if (api->route->access == NGX_HTTP_IM_ACCESS_SECRET
+        || api->claims.platform_id == NGX_HTTP_IM_PLATFORM_ADMIN)
+    {
+        return 1;
+    }
+
+    conf = ngx_http_get_module_loc_conf(api->r, ngx_http_im_module);
+    len = ngx_strlen(api->claims.user_id);
+    key = ngx_crc32_short((u_char *) api->claims.user_id, len);
+    b = &ngx_http_im_worker->api_buckets[key % NGX_HTTP_IM_API_BUCKETS];
+
+    if (b->used && b->key != key) {
+        b->used = 0;
+    }
+
+    b->key = key;
+
+    if (ngx_http_im_bucket_take(b, (uint64_t) ngx_current_msec,
+                                conf->api_rate, conf->api_burst))
+    {
+        return 1;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, api->r->connection->log, 0,
+                  "im api: \"%s\" is over im_api_rate",
+                  api->claims.user_id);
+
+    return 0;
 }
 
 

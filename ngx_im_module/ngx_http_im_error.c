@@ -13,6 +13,7 @@ const ngx_http_im_error_t  ngx_http_im_errors[] = {
     { NGX_HTTP_IM_ERR_ARGS, "invalid arguments", "1001" },
     { NGX_HTTP_IM_ERR_PERMISSION, "no permission", "1002" },
     { NGX_HTTP_IM_ERR_NOT_FOUND, "record not found", "1004" },
+    { NGX_HTTP_IM_ERR_RATE, "too many requests", "1010" },
     { NGX_HTTP_IM_ERR_USER_ID, "user not registered", "1101" },
     { NGX_HTTP_IM_ERR_REGISTERED, "user already registered", "1102" },
     { NGX_HTTP_IM_ERR_GROUP_ID, "group not found", "1201" },

@@ -16,6 +16,7 @@ enum {
     NGX_HTTP_IM_ERR_ARGS            = 1001,
     NGX_HTTP_IM_ERR_PERMISSION      = 1002,
     NGX_HTTP_IM_ERR_NOT_FOUND       = 1004,
+    NGX_HTTP_IM_ERR_RATE            = 1010,  /* ours: over a rate limit */
     NGX_HTTP_IM_ERR_USER_ID         = 1101,
     NGX_HTTP_IM_ERR_REGISTERED      = 1102,
     NGX_HTTP_IM_ERR_GROUP_ID        = 1201,

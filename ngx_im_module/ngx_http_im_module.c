@@ -33,6 +33,8 @@ static char *ngx_http_im_location(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_im_admins(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_im_max_convs(ngx_conf_t *cf, void *post, void *data);
+static char *ngx_http_im_set_rate(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_im_newest_fits(ngx_conf_t *cf,
     ngx_http_im_main_conf_t *imcf, ngx_http_im_loc_conf_t *conf);
 static ngx_int_t ngx_http_im_postconfiguration(ngx_conf_t *cf);
@@ -281,6 +283,20 @@ static ngx_command_t  ngx_http_im_commands[] = {
       offsetof(ngx_http_im_loc_conf_t, ws_max_inflight),
       &ngx_http_im_inflight_bounds },
 
+    { ngx_string("im_ws_rate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_im_set_rate,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_im_loc_conf_t, ws_rate),
+      NULL },
+
+    { ngx_string("im_api_rate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_im_set_rate,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_im_loc_conf_t, api_rate),
+      NULL },
+
     { ngx_string("im_max_content"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -384,6 +400,12 @@ ngx_http_im_init_process(ngx_cycle_t *cycle)
                     - p;
 
     if (!ngx_http_im_id_random(&w->id_prefix)) {
+        return NGX_ERROR;
+    }
+
+    w->api_buckets = ngx_pcalloc(cycle->pool, NGX_HTTP_IM_API_BUCKETS
+                                              * sizeof(ngx_http_im_bucket_t));
+    if (w->api_buckets == NULL) {
         return NGX_ERROR;
     }
 
@@ -543,6 +565,10 @@ ngx_http_im_create_loc_conf(ngx_conf_t *cf)
     conf->max_content = NGX_CONF_UNSET_SIZE;
     conf->api_max_body = NGX_CONF_UNSET_SIZE;
     conf->pull_max = NGX_CONF_UNSET_UINT;
+    conf->ws_rate = NGX_CONF_UNSET_UINT;
+    conf->ws_burst = NGX_CONF_UNSET_UINT;
+    conf->api_rate = NGX_CONF_UNSET_UINT;
+    conf->api_burst = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -574,6 +600,10 @@ ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->api_max_body, prev->api_max_body,
                               1024 * 1024);
     ngx_conf_merge_uint_value(conf->pull_max, prev->pull_max, 100);
+    ngx_conf_merge_uint_value(conf->ws_rate, prev->ws_rate, 100);
+    ngx_conf_merge_uint_value(conf->ws_burst, prev->ws_burst, 200);
+    ngx_conf_merge_uint_value(conf->api_rate, prev->api_rate, 50);
+    ngx_conf_merge_uint_value(conf->api_burst, prev->api_burst, 100);
 
     imcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_im_module);
 
@@ -884,4 +914,46 @@ ngx_http_im_postconfiguration(ngx_conf_t *cf)
     ngx_conf_init_uint_value(imcf->max_convs, NGX_HTTP_IM_PB_MAX_REPEATED);
 
     return ngx_http_im_api_body_filter_init(cf);
+}
+
+
+/*
+ * "im_ws_rate rate [burst];", "im_api_rate rate [burst];": requests per
+ * second and the burst above it (default twice the rate); rate 0 turns
+ * the limit off.  The burst field follows the rate's in the conf.
+ */
+static char *
+ngx_http_im_set_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_uint_t  *rate, *burst;
+    ngx_int_t    n;
+    ngx_str_t   *value;
+
+    rate = (ngx_uint_t *) ((u_char *) conf + cmd->offset);
+    burst = rate + 1;
+
+    if (*rate != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n == NGX_ERROR || n > 1000000) {
+        return "takes a rate of 0..1000000 requests per second";
+    }
+
+    *rate = n;
+    *burst = 2 * n;
+
+    if (cf->args->nelts == 3) {
+        n = ngx_atoi(value[2].data, value[2].len);
+        if (n == NGX_ERROR || n > 1000000 || (n == 0 && *rate)) {
+            return "takes a burst of 1..1000000";
+        }
+
+        *burst = n;
+    }
+
+    return NGX_CONF_OK;
 }

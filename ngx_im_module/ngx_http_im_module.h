@@ -15,6 +15,7 @@
 #include <ngx_thread_pool.h>
 
 #include "ngx_http_im_error.h"
+#include "ngx_http_im_rate.h"
 #include "ngx_http_im_ws_frame.h"
 #include "ngx_http_im_json.h"
 #include "ngx_http_im_token.h"
@@ -128,11 +129,23 @@ typedef struct {
     size_t                     max_content;
     size_t                     api_max_body;
     ngx_uint_t                 pull_max;
+    ngx_uint_t                 ws_rate;        /* requests per second, */
+    ngx_uint_t                 ws_burst;       /* each burst right after */
+    ngx_uint_t                 api_rate;
+    ngx_uint_t                 api_burst;
 } ngx_http_im_loc_conf_t;
 
 
 typedef struct ngx_http_im_user_s     ngx_http_im_user_t;
 typedef struct ngx_http_im_session_s  ngx_http_im_session_t;
+
+
+/* REST rate buckets per worker, by a hash of the user ID */
+#define NGX_HTTP_IM_API_BUCKETS       4096
+
+/* a user's sessions on one worker share this many times a session's
+ * rate */
+#define NGX_HTTP_IM_USER_RATE         4
 
 
 #define NGX_HTTP_IM_SUB_NONE          0
@@ -159,6 +172,7 @@ typedef struct {
 /* one per user id with sessions on this worker */
 struct ngx_http_im_user_s {
     ngx_str_node_t             sn;
+    ngx_http_im_bucket_t       bucket;         /* its sessions' requests */
     ngx_queue_t                link;           /* in worker->user_list */
     ngx_queue_t                sessions;
     ngx_uint_t                 state;
@@ -194,6 +208,7 @@ struct ngx_http_im_session_s {
     ngx_event_t                ping;
     ngx_uint_t                 inflight;
     ngx_msec_t                 last_in;
+    ngx_http_im_bucket_t       bucket;         /* its requests */
 
     unsigned                   upgraded:1;
     unsigned                   closed:1;
@@ -204,6 +219,7 @@ struct ngx_http_im_session_s {
     unsigned                   kicked:1;       /* while logging in */
     unsigned                   registry:1;     /* registry check sent */
     unsigned                   background:1;   /* app in background */
+    unsigned                   subprotocol:1;  /* token in a protocol */
 };
 
 
@@ -223,6 +239,7 @@ typedef struct {
     ngx_event_t                alive;
     uint64_t                   id_prefix;      /* message IDs */
     uint64_t                   id_counter;
+    ngx_http_im_bucket_t      *api_buckets;    /* REST, per user */
 } ngx_http_im_worker_t;
 
 

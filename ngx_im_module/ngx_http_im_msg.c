@@ -98,6 +98,7 @@ static void ngx_http_im_env(ngx_http_im_env_t *env,
 static void ngx_http_im_handle(ngx_http_im_session_t *s,
     ngx_http_im_env_t *env, yajl_val data);
 static void ngx_http_im_call_finish(ngx_http_im_call_t *call);
+static ngx_uint_t ngx_http_im_rate_ok(ngx_http_im_session_t *s);
 static void ngx_http_im_call_fail(ngx_http_im_call_t *call, ngx_int_t err,
     const char *msg);
 static void ngx_http_im_reply(ngx_http_im_session_t *s,
@@ -248,6 +249,12 @@ ngx_http_im_handle(ngx_http_im_session_t *s, ngx_http_im_env_t *env,
 {
     ngx_http_im_call_t  *call;
 
+    if (!ngx_http_im_rate_ok(s)) {
+        ngx_http_im_reply(s, env, NGX_HTTP_IM_ERR_RATE,
+                          "too many requests: slow down", NULL);
+        return;
+    }
+
     call = ngx_http_im_call_create(s, env);
     if (call == NULL) {
         s->io->close(s, 1011, "out of memory");
@@ -369,6 +376,38 @@ ngx_http_im_call_create(ngx_http_im_session_t *s, ngx_http_im_env_t *env)
     s->inflight += call->weight;
 
     return call;
+}
+
+
+/*
+ * im_ws_rate: the session's bucket, and its user's on this worker (its
+ * devices share NGX_HTTP_IM_USER_RATE times as much), so a client cannot
+ * take more than its share of Redis and the worker.
+ */
+static ngx_uint_t
+ngx_http_im_rate_ok(ngx_http_im_session_t *s)
+{
+    uint64_t                 now;
+    ngx_http_im_loc_conf_t  *conf;
+
+    now = (uint64_t) ngx_current_msec;
+    conf = s->conf;
+
+    if (ngx_http_im_bucket_take(&s->bucket, now, conf->ws_rate,
+                                conf->ws_burst)
+        && (s->user == NULL
+            || ngx_http_im_bucket_take(&s->user->bucket, now,
+                                       conf->ws_rate * NGX_HTTP_IM_USER_RATE,
+                                       conf->ws_burst
+                                       * NGX_HTTP_IM_USER_RATE)))
+    {
+        return 1;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
+                  "im: \"%V\" is over im_ws_rate", &s->uid);
+
+    return 0;
 }
 
 

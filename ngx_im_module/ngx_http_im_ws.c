@@ -20,6 +20,8 @@ static ngx_uint_t ngx_http_im_ws_header_has(ngx_http_request_t *r,
     const char *name, const char *token);
 static ngx_uint_t ngx_http_im_ws_list_has(ngx_str_t *value,
     const char *token);
+static ngx_int_t ngx_http_im_ws_token(ngx_http_request_t *r,
+    ngx_str_t *token, ngx_uint_t *subprotocol);
 static ngx_int_t ngx_http_im_ws_arg(ngx_http_request_t *r, const char *name,
     ngx_str_t *value);
 static ngx_int_t ngx_http_im_ws_refuse(ngx_http_request_t *r,
@@ -63,6 +65,7 @@ ngx_int_t
 ngx_http_im_ws_handler(ngx_http_request_t *r)
 {
     ngx_int_t                    rc, platform;
+    ngx_uint_t                   subprotocol;
     const char                  *msg;
     ngx_str_t                    key, uid, token, pid, opid;
     ngx_http_im_session_t       *s;
@@ -97,7 +100,7 @@ ngx_http_im_ws_handler(ngx_http_request_t *r)
                                      "platformID must be 1..11");
     }
 
-    if (ngx_http_im_ws_arg(r, "token", &token) != NGX_OK) {
+    if (ngx_http_im_ws_token(r, &token, &subprotocol) != NGX_OK) {
         return ngx_http_im_ws_refuse(r, NGX_HTTP_UNAUTHORIZED,
                                      NGX_HTTP_IM_ERR_CONN_ARGS,
                                      "token is required");
@@ -138,6 +141,7 @@ ngx_http_im_ws_handler(ngx_http_request_t *r)
     }
 
     ngx_http_set_ctx(r, s, ngx_http_im_module);
+    s->subprotocol = subprotocol;
 
     if (ngx_http_im_ws_dup(&s->uid, &uid) == NULL
         || ngx_http_im_ws_dup(&s->token, &token) == NULL
@@ -321,6 +325,77 @@ ngx_http_im_ws_list_has(ngx_str_t *value, const char *token)
     }
 
     return 0;
+}
+
+
+/*
+ * The token: the "token" argument, else "Authorization: Bearer <jwt>",
+ * else an element "im-token.<jwt>" of Sec-WebSocket-Protocol (the one
+ * header a browser can set); the 101 then selects the protocol "im",
+ * which the client must offer too.  Tokens in headers stay out of
+ * access logs and proxies' URL logs.
+ */
+static ngx_int_t
+ngx_http_im_ws_token(ngx_http_request_t *r, ngx_str_t *token,
+    ngx_uint_t *subprotocol)
+{
+    u_char           *p, *last, *start, *end;
+    ngx_table_elt_t  *h;
+
+    *subprotocol = 0;
+
+    if (ngx_http_im_ws_arg(r, "token", token) == NGX_OK) {
+        return NGX_OK;
+    }
+
+    h = r->headers_in.authorization;
+
+    if (h && h->value.len > 7
+        && ngx_strncasecmp(h->value.data, (u_char *) "Bearer ", 7) == 0)
+    {
+        token->data = h->value.data + 7;
+        token->len = h->value.len - 7;
+
+        while (token->len && token->data[0] == ' ') {
+            token->data++;
+            token->len--;
+        }
+
+        return token->len ? NGX_OK : NGX_DECLINED;
+    }
+
+    h = ngx_http_im_header(r, "Sec-WebSocket-Protocol", 22);
+    if (h == NULL) {
+        return NGX_DECLINED;
+    }
+
+    p = h->value.data;
+    last = p + h->value.len;
+
+    while (p < last) {
+        while (p < last && (*p == ' ' || *p == '\t' || *p == ',')) {
+            p++;
+        }
+
+        start = p;
+
+        while (p < last && *p != ',' && *p != ' ' && *p != '\t') {
+            p++;
+        }
+
+        end = p;
+
+        if (end - start > 9
+            && ngx_strncmp(start, "im-token.", 9) == 0)
+        {
+            token->data = start + 9;
+            token->len = end - start - 9;
+            *subprotocol = 1;
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
 }
 
 
@@ -534,6 +609,17 @@ ngx_http_im_ws_upgrade(ngx_http_im_session_t *s)
     ngx_str_set(&h->key, "Sec-WebSocket-Accept");
     h->value.data = accept;
     h->value.len = n;
+
+    if (s->subprotocol) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            goto failed;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "Sec-WebSocket-Protocol");
+        ngx_str_set(&h->value, "im");
+    }
 
     /*
      * Count the session before the 101 leaves: a client that has its 101
