@@ -198,7 +198,9 @@ for sc in "${scenarios[@]}"; do
         cleanup
         ;;
     sweep)
-        im_up im "$WORKERS"
+        # 500 connections carry up to 60,000 msg/s: past im_ws_rate's
+        # 100 a connection, which models one client, not a load
+        IMB_EXTRA_WS="${IMB_EXTRA_WS:-} im_ws_rate 0;" im_up im "$WORKERS"
         if [ "$full" = 1 ]; then
             run sweep "${S[@]}" -n 10000 -m 2000 -d 20 --start 1000 \
                 --factor 1.25 --max 60000
