@@ -149,6 +149,11 @@ class Nginx:
         # "a:1 b:2" (several seeds) is a Redis Cluster
         redis = ("im_redis_cluster %s;" % redis_addr if " " in redis_addr
                  else "im_redis %s;" % redis_addr)
+        # the suite's load tests push thousands of requests through one
+        # connection or token: the rate limits are off unless a test
+        # sets them (t/test_rate_limit.py; the fuzzer sets the defaults)
+        if "_rate" not in http:
+            http += " im_ws_rate 0; im_api_rate 0;"
         for key, val in (("MODULE", MODULE), ("WORKERS", str(workers)),
                          ("LOG_LEVEL", "info"), ("REDIS", redis),
                          ("LISTEN", "127.0.0.1:%d" % self.port),

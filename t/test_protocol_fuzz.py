@@ -1467,7 +1467,9 @@ def fuzz(ngx, redis, tmpdir, say):
 
 
 def test_protocol_fuzz(own_stack, base_dir, capsys):
-    redis, ngx = own_stack(workers=2)
+    # with the default rate limits: their 1010s are part of the protocol
+    redis, ngx = own_stack(workers=2,
+                           http="im_ws_rate 100 200; im_api_rate 50 100;")
     with capsys.disabled():
         print("\nprotocol fuzz: IM_FUZZ_SEED=%d IM_FUZZ_SECONDS=%g%s"
               % (SEED, SECONDS, " IM_FUZZ_REPLAY=" + REPLAY if REPLAY

@@ -182,3 +182,29 @@ def test_access_log_holds_no_token(stack, api):
         time.sleep(0.1)
     assert "/im/ws" in text
     assert tok not in text and tok.split(".")[2] not in text
+
+
+def test_default_limits_apply(own_stack):
+    # (the comment names the directives, so the suite's override stays out)
+    _, ngx = own_stack(workers=1, http="# the default im_ws_rate")
+    api = Api(ngx)
+    a, b = uids(2)
+    api.register(a, b)
+    ta = api.user_token(a)
+
+    async def scenario():
+        pool = Pool()
+        try:
+            ca = await pool.connect(ngx, a, ta)
+            answers = await pipeline(ca, [(1001, {})] * 600, window=64)
+            codes = [r["errCode"] for r in answers]
+            # burst 200, refilling at 100/s while the burst runs
+            assert 200 <= codes.count(0) < 600, codes.count(0)
+            assert set(codes) == {0, 1010}
+        finally:
+            await pool.close_all()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    codes = [api.post("/user/get_users_info", {"userIDs": [b]},
+                      token=ta)["errCode"] for _ in range(300)]
+    assert 100 <= codes.count(0) < 300 and set(codes) == {0, 1010}
