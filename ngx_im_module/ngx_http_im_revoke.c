@@ -158,7 +158,8 @@ ngx_http_im_revoke_read(void *data, ngx_http_im_store_msgs_t *r)
         return;
     }
 
-    if (rv->seq > r->max || !ngx_http_im_mongo_enabled()) {
+    /* not in Redis: MongoDB has it, if anyone does */
+    if (!ngx_http_im_mongo_enabled()) {
         ngx_http_im_revoke_end(rv, NGX_HTTP_IM_ERR_NOT_FOUND,
                                "no message with this seq");
         return;

@@ -35,6 +35,7 @@ typedef struct {
     ngx_http_im_store_conv_pt      done;
     void                          *data;
     ngx_uint_t                     loaded;
+    ngx_uint_t                     noload;      /* Redis's records will do */
     redisReply                    *reply;       /* kept while MongoDB saves */
 } ngx_http_im_store_conv_call_t;
 
@@ -80,6 +81,13 @@ ngx_http_im_store_conv(ngx_str_t *uid, const char *op, ngx_str_t *args,
     cc->done = done;
     cc->data = data;
 
+    /*
+     * Pulls and offline-push jobs never wait for MongoDB: what a user
+     * deleted, and its unread count, come from Redis as it is; the user's
+     * next conversation call loads the rest.
+     */
+    cc->noload = ngx_strcmp(op, "view") == 0 || ngx_strcmp(op, "badge") == 0;
+
     /* kept for a second run, after a load from MongoDB */
     ngx_http_im_buf_init(&cc->args, NGX_HTTP_IM_CONV_LOAD_MAX);
     ngx_http_im_buf_add(&cc->args, args->data, args->len);
@@ -111,7 +119,8 @@ ngx_http_im_store_conv_run(ngx_http_im_store_conv_call_t *cc, const char *op,
     ngx_http_im_store_arg(&a, cc->uid.data, cc->uid.len);
     ngx_http_im_store_arg_int(&a, (long long) ngx_time() * 1000
                                   + (long long) ngx_timeofday()->msec);
-    ngx_http_im_store_arg(&a, ngx_http_im_mongo_enabled() ? "1" : "0", 1);
+    ngx_http_im_store_arg(&a, ngx_http_im_mongo_enabled() && !cc->noload
+                              ? "1" : "0", 1);
     ngx_http_im_store_arg(&a, ngx_http_im_redis_cluster() ? "1" : "0", 1);
     ngx_http_im_store_arg(&a, args->data, args->len);
 
@@ -274,6 +283,18 @@ ngx_http_im_store_conv_loaded(ngx_http_im_mongo_task_t *t)
                       "MongoDB failed: %s", &cc->uid,
                       t->rc == NGX_ERROR ? t->err : "skipped");
         ngx_http_im_mongo_task_free(t);
+
+        /* 1006 at login answers from Redis rather than not at all */
+        if (ngx_strcmp(cc->op, "seqs") == 0) {
+            args.data = cc->args.data;
+            args.len = cc->args.len;
+            cc->noload = 1;
+
+            if (ngx_http_im_store_conv_run(cc, cc->op, &args) == NGX_OK) {
+                return;
+            }
+        }
+
         ngx_http_im_store_conv_finish(cc, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
         return;
     }

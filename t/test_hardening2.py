@@ -130,7 +130,7 @@ async def json_newest(ngx, u, tok):
     try:
         r = await c.request(1001, {}, timeout=20)
         # the connection is still open and serves the next request
-        again = await c.request(1006, {"conversationIDs": []})
+        again = await c.request(1006, {"conversationIDs": "not a list"})
         assert again["errCode"] == 1001, again
     finally:
         await c.close()

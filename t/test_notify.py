@@ -974,7 +974,7 @@ def test_push_job_fields_and_tokens(stack, api, redis_server):
                                        "2": "fcm-dev-token"}
     assert set(j) == {"recvID", "sendID", "conversationID", "seq",
                       "serverMsgID", "contentType", "sessionType", "class",
-                      "title", "desc", "ex", "platforms", "tokens"}
+                      "title", "desc", "ex", "badge", "platforms", "tokens"}
     assert metric(stack, "im_offline_push_jobs_total") - before == 1
 
 

@@ -146,13 +146,22 @@ local function has(c)
     return redis.call('ZSCORE', P .. 'convs', c) ~= false
 end
 
-local function version()
-    local v = redis.call('HINCRBY', P .. 'ver', 'v', 1)
-    if redis.call('HSETNX', P .. 'ver', 'id',
-                  redis.sha1hex(uid .. ':' .. now .. ':' .. v)) == 1 then
-        redis.call('HSET', P .. 'ver', 'low', v - 1)
+-- the log's ID, made when a client first asks (conversations made by
+-- messages alone raise the version without one): a client that synced
+-- before it existed syncs in full once
+local function log_id()
+    local id = redis.call('HGET', P .. 'ver', 'id')
+    if not id then
+        local v = tonumber(redis.call('HGET', P .. 'ver', 'v') or '0') or 0
+        id = redis.sha1hex(uid .. ':' .. now .. ':' .. v)
+        redis.call('HSET', P .. 'ver', 'id', id, 'low', v)
     end
-    return v
+    return id
+end
+
+local function version()
+    log_id()
+    return redis.call('HINCRBY', P .. 'ver', 'v', 1)
 end
 
 local function logged(c, v, new)
@@ -221,6 +230,19 @@ local function unread_total()
     return total
 end
 
+-- pinned first, then by latest message, newest first
+local function by_pin_and_time(list)
+    local key = {}
+    for i = 1, #list do
+        local c = list[i]
+        local pinned = redis.call('SISMEMBER', P .. 'pin', c) == 1
+        key[c] = (pinned and 1e15 or 0)
+                 + (tonumber(redis.call('ZSCORE', P .. 'convs', c)) or 0)
+    end
+    table.sort(list, function(a, b) return key[a] > key[b] end)
+    return list
+end
+
 local function page()
     local n = math.min(math.max(tonumber(A.show) or 20, 1), 100)
     local p = math.max(tonumber(A.page) or 1, 1)
@@ -263,7 +285,7 @@ function ops.list()
     local first, n = page()
     local list, total
     if A.ids and #A.ids > 0 then
-        list = known(A.ids)
+        list = by_pin_and_time(known(A.ids))
         total = #list
         local sub = {}
         for i = first + 1, math.min(first + n, #list) do
@@ -472,12 +494,12 @@ function ops.purge()
 end
 
 function ops.incr()
+    local id = log_id()
     local ver = redis.call('HMGET', P .. 'ver', 'v', 'id', 'low')
     local v = tonumber(ver[1]) or 0
-    local id = ver[2] or ''
     local head = '{"version":' .. v .. ',"versionID":' .. cjson.encode(id)
     local since = tonumber(A.v) or 0
-    if id == '' or A.id ~= id or since < (tonumber(ver[3]) or 0)
+    if A.id ~= id or since < (tonumber(ver[3]) or 0)
        or since > v then
         return ok(head .. ',"full":true,"delete":[],"update":[],"insert":'
                   .. records(recent(math.min(MAXC, 1000))) .. '}')
@@ -500,9 +522,10 @@ function ops.incr()
 end
 
 function ops.ids()
-    local ver = redis.call('HMGET', P .. 'ver', 'v', 'id')
-    return ok('{"version":' .. (tonumber(ver[1]) or 0) .. ',"versionID":'
-              .. cjson.encode(ver[2] or '') .. ',"equal":false,'
+    local id = log_id()
+    local v = tonumber(redis.call('HGET', P .. 'ver', 'v') or '0') or 0
+    return ok('{"version":' .. v .. ',"versionID":'
+              .. cjson.encode(id) .. ',"equal":false,'
               .. '"conversationIDs":' .. strings(recent(MAXC)) .. '}')
 end
 
