@@ -1168,6 +1168,7 @@ ngx_http_im_mongo_reseed(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
     }
 
     t->value = a > b ? a : b;
+    t->stored = b;
 
     return NGX_OK;
 }

@@ -59,6 +59,7 @@ struct ngx_http_im_mongo_task_s {
     int64_t                    value;      /* RESERVE, CONV_LOAD in; */
                                            /* RESEED out; MSG_PURGE */
                                            /* in and out */
+    int64_t                    stored;     /* RESEED out: highest msg */
     ngx_uint_t                 n;
     ngx_http_im_mongo_item_t  *items;
     ngx_http_im_buf_t          in;

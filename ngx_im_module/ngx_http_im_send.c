@@ -927,7 +927,7 @@ ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
 {
     ngx_http_im_seq_wait_t  *w = t->data;
 
-    long long  seq, reserved;
+    long long  seq, reserved, stored;
 
     if (w->timer.timer_set) {
         ngx_del_timer(&w->timer);
@@ -950,11 +950,12 @@ ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
      * the next send then reserves a fresh block before using it */
     reserved = (long long) t->value;
     seq = t->op == NGX_HTTP_IM_MONGO_RESEED ? reserved : -1;
+    stored = t->op == NGX_HTTP_IM_MONGO_RESEED ? (long long) t->stored : -1;
 
     ngx_http_im_mongo_task_free(t);
 
     /* an abandoned wait whose task ran records its reservation too */
-    if (ngx_http_im_store_seq_seed(&w->conv, seq, reserved,
+    if (ngx_http_im_store_seq_seed(&w->conv, seq, reserved, stored,
                                    ngx_http_im_send_seeded, w)
         != NGX_OK)
     {

@@ -199,9 +199,11 @@ ngx_int_t ngx_http_im_store_msg_save(ngx_http_im_store_msg_t *m,
     ngx_http_im_store_sent_pt done, void *data);
 
 /* moves a conversation's seq and reservation forward: seq < 0 leaves
- * the seq as it is */
+ * the seq as it is; seqs above stored (the highest message MongoDB has)
+ * up to seq hold no message, which unread counts leave out */
 ngx_int_t ngx_http_im_store_seq_seed(ngx_str_t *conv, long long seq,
-    long long reserved, ngx_http_im_store_done_pt done, void *data);
+    long long reserved, long long stored, ngx_http_im_store_done_pt done,
+    void *data);
 
 typedef void (*ngx_http_im_store_count_pt)(void *data, ngx_int_t err,
     ngx_int_t n);

@@ -57,6 +57,8 @@ struct ngx_http_im_store_csend_s {
     ngx_http_im_store_sent_t   r;
     ngx_str_t                  server_msg_id;    /* a resend's */
     u_char                     smid[64];
+    size_t                     hole_len;         /* the conversation's */
+    u_char                     hole[48];
 };
 
 
@@ -599,7 +601,7 @@ ngx_http_im_store_csend_step(ngx_http_im_store_csend_t *cs)
 }
 
 
-/* step 2: send_conv.lua: KEYS seq, msgs, dedup, reserved, done; ARGV
+/* step 2: send_conv.lua: KEYS seq, msgs, dedup, reserved, done, hole; ARGV
  * JSON head and tail, now, dedup TTL, serverMsgID, MongoDB, hot window,
  * force */
 static void
@@ -616,6 +618,7 @@ ngx_http_im_store_csend_store(ngx_http_im_store_csend_t *cs)
     ngx_http_im_store_arg_cmid(&a, m);
     ngx_http_im_store_arg_key(&a, "im:{c:%V}:reserved", &m->conv);
     ngx_http_im_store_arg_key(&a, "im:{c:%V}:done", &m->conv);
+    ngx_http_im_store_arg_key(&a, "im:{c:%V}:hole", &m->conv);
     ngx_http_im_store_arg(&a, m->json.data, m->seq_at);
     ngx_http_im_store_arg(&a, m->json.data + m->seq_at + 1,
                           m->json.len - m->seq_at - 1);
@@ -629,7 +632,7 @@ ngx_http_im_store_csend_store(ngx_http_im_store_csend_t *cs)
     cs->pending = 1;
 
     if (ngx_http_im_store_call(NGX_HTTP_IM_LUA_SEND_CONV,
-                               ngx_http_im_store_conv_stored, cs, 5, &a)
+                               ngx_http_im_store_conv_stored, cs, 6, &a)
         != NGX_OK)
     {
         cs->step = 2;
@@ -727,6 +730,13 @@ ngx_http_im_store_conv_stored(redisReply *reply, void *data)
     if (ngx_http_im_store_int(e[0]) == NGX_HTTP_IM_SEND_R_SENT) {
         cs->r.status = NGX_HTTP_IM_STORE_SENT;
 
+        if (reply->elements > 2 && e[2]->type == REDIS_REPLY_STRING
+            && e[2]->len <= sizeof(cs->hole))
+        {
+            cs->hole_len = e[2]->len;
+            ngx_memcpy(cs->hole, e[2]->str, e[2]->len);
+        }
+
     } else if (ngx_http_im_store_int(e[0]) == NGX_HTTP_IM_SEND_R_RESERVE) {
         /* MongoDB first; the caller sends again, and step 1 is harmless
          * twice */
@@ -751,8 +761,8 @@ ngx_http_im_store_conv_stored(redisReply *reply, void *data)
 
 
 /* deliver.lua: KEYS index, max seqs, read seqs, presence, latest
- * messages, recvMsgOpts; ARGV conv, now, seq, sender, channel, delivery
- * header, MsgData */
+ * messages, recvMsgOpts, holes; ARGV conv, now, seq, sender, channel,
+ * delivery header, MsgData, hole */
 static ngx_int_t
 ngx_http_im_store_deliver(ngx_http_im_store_csend_t *cs, ngx_str_t *uid,
     ngx_uint_t sender, ngx_uint_t publish)
@@ -790,6 +800,7 @@ ngx_http_im_store_deliver(ngx_http_im_store_csend_t *cs, ngx_str_t *uid,
     ngx_http_im_store_arg_key(&a, "im:{u:%V}:online", uid);
     ngx_http_im_store_arg_key(&a, "im:{u:%V}:last", uid);
     ngx_http_im_store_arg_key(&a, "im:{u:%V}:ropt", uid);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:holes", uid);
     ngx_http_im_store_arg(&a, m->conv.data, m->conv.len);
     ngx_http_im_store_arg_int(&a, m->send_time);
     ngx_http_im_store_arg_int(&a, cs->r.seq);
@@ -799,11 +810,12 @@ ngx_http_im_store_deliver(ngx_http_im_store_csend_t *cs, ngx_str_t *uid,
                           publish ? ngx_http_im_store_delivery_head(head, m)
                                   : 0);
     ngx_http_im_store_arg(&a, b->data, b->len);
+    ngx_http_im_store_arg(&a, cs->hole, cs->hole_len);
 
     return ngx_http_im_store_call(NGX_HTTP_IM_LUA_DELIVER,
                                   sender ? ngx_http_im_store_delivered
                                          : ngx_http_im_store_reached,
-                                  cs, 6, &a);
+                                  cs, 7, &a);
 }
 
 
@@ -836,7 +848,8 @@ ngx_http_im_store_delivered(redisReply *reply, void *data)
 
 ngx_int_t
 ngx_http_im_store_seq_seed(ngx_str_t *conv, long long seq,
-    long long reserved, ngx_http_im_store_done_pt done, void *data)
+    long long reserved, long long stored, ngx_http_im_store_done_pt done,
+    void *data)
 {
     ngx_http_im_store_op_t    *op;
     ngx_http_im_store_args_t   a;
@@ -846,11 +859,12 @@ ngx_http_im_store_seq_seed(ngx_str_t *conv, long long seq,
         return NGX_DECLINED;
     }
 
-    /* seq_seed.lua: KEYS seq, reserved; ARGV mark ("": keep the seq),
-     * reservation */
+    /* seq_seed.lua: KEYS seq, reserved, hole; ARGV mark ("": keep the
+     * seq), reservation, highest stored seq */
     ngx_http_im_store_args(&a);
     ngx_http_im_store_arg_key(&a, "im:{c:%V}:seq", conv);
     ngx_http_im_store_arg_key(&a, "im:{c:%V}:reserved", conv);
+    ngx_http_im_store_arg_key(&a, "im:{c:%V}:hole", conv);
 
     if (seq < 0) {
         ngx_http_im_store_arg(&a, "", 0);
@@ -860,9 +874,10 @@ ngx_http_im_store_seq_seed(ngx_str_t *conv, long long seq,
     }
 
     ngx_http_im_store_arg_int(&a, reserved);
+    ngx_http_im_store_arg_int(&a, stored);
 
     return ngx_http_im_store_run(NGX_HTTP_IM_LUA_SEQ_SEED,
-                                 ngx_http_im_store_seeded, op, 2, &a);
+                                 ngx_http_im_store_seeded, op, 3, &a);
 }
 
 

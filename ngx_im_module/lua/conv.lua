@@ -64,6 +64,19 @@ local function latest(c, max)
     return m or redis.call('HGET', P .. 'last', c)
 end
 
+-- the seqs a re-seed after a Redis loss jumped over hold no message
+-- (seq_seed.lua); a cluster keeps the user's copy (deliver.lua)
+local function hole(c)
+    local h
+    if cluster then
+        h = redis.call('HGET', P .. 'holes', c)
+    else
+        h = redis.call('GET', 'im:{c:' .. c .. '}:hole')
+    end
+    local lo, hi = string.match(h or '', '^(%d+) (%d+)$')
+    return tonumber(lo) or 0, tonumber(hi) or 0
+end
+
 local function unread(c, max, read, floor)
     local base = math.max(read, floor)
     if max <= base then
@@ -73,7 +86,9 @@ local function unread(c, max, read, floor)
     if redis.call('SISMEMBER', P .. 'hides', c) == 1 then
         hidden = redis.call('ZCOUNT', P .. 'hide:' .. c, '(' .. base, max)
     end
-    return math.max(max - base - hidden, 0)
+    local lo, hi = hole(c)
+    local gap = math.max(math.min(max, hi) - math.max(base, lo), 0)
+    return math.max(max - base - hidden - gap, 0)
 end
 
 local function settings(c)

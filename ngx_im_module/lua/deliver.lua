@@ -5,9 +5,11 @@
 -- for the delivery.  A user with recvMsgOpt 1 gets no delivery, and
 -- with 1 or 2 no offline push (the reply counts it as reached).
 -- KEYS: 1 conversation index, 2 max seqs (conv -> seq), 3 read seqs,
---       4 presence hash, 5 latest messages, 6 recvMsgOpts
+--       4 presence hash, 5 latest messages, 6 recvMsgOpts, 7 holes of
+--       the user's conversations (conv -> "from to", seq_seed.lua)
 -- ARGV: 1 conv, 2 now (ms), 3 seq, 4 "1" for the sender, 5 channel,
---       6 delivery header ("" for no delivery), 7 the MsgData
+--       6 delivery header ("" for no delivery), 7 the MsgData, 8 the
+--       conversation's hole ("" for none)
 -- Returns the workers the delivery reached, 0 when every session of the
 -- user is in the background (2004).
 local seq = tonumber(ARGV[3])
@@ -15,6 +17,9 @@ redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 if tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') < seq then
     redis.call('HSET', KEYS[2], ARGV[1], seq)
     redis.call('HSET', KEYS[5], ARGV[1], ARGV[7])
+end
+if ARGV[8] ~= '' then
+    redis.call('HSET', KEYS[7], ARGV[1], ARGV[8])
 end
 if ARGV[4] == '1'
    and tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') < seq then

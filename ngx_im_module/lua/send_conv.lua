@@ -4,15 +4,15 @@
 -- added by the caller after it).
 -- KEYS: 1 conv seq, 2 conv msgs (hash seq -> MsgData JSON),
 --       3 dedup key of the sender's clientMsgID, 4 conv reserved seq,
---       5 conv persisted-and-hot seqs
+--       5 conv persisted-and-hot seqs, 6 conv hole (seq_seed.lua)
 -- ARGV: 1 JSON up to "seq":, 2 JSON after the seq digits, 3 now (ms),
 --       4 dedup TTL (s), 5 serverMsgID, 6 "1" with MongoDB,
 --       7 hot window, 8 "1" to allocate past the reservation (MongoDB
 --       unreachable)
--- Returns {1, seq} for a new message, {0, seq, sendTime, serverMsgID}
--- for a resend of a known clientMsgID, {-2} when the seq must first be
--- seeded from MongoDB, {-3, seq} when MongoDB must first reserve seqs
--- past seq (as send.lua).
+-- Returns {1, seq, the hole or ""} for a new message, {0, seq,
+-- sendTime, serverMsgID} for a resend of a known clientMsgID, {-2} when
+-- the seq must first be seeded from MongoDB, {-3, seq} when MongoDB must
+-- first reserve seqs past seq (as send.lua).
 local old = redis.call('GET', KEYS[3])
 if old then
     local seq, t, id = string.match(old, '^(%d+) (%d+) (%S+)$')
@@ -44,4 +44,4 @@ if persist then
         redis.call('HDEL', KEYS[2], t)
     end
 end
-return {1, seq}
+return {1, seq, redis.call('GET', KEYS[6]) or ''}
