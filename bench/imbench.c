@@ -114,6 +114,7 @@ typedef struct {
     const char            *label;
     int                    procs;
     int                    rounds;
+    long                   peers;      /* chat: recipients per sender */
     double                 conn_rate;
     long                   users;
     long                   senders;
@@ -283,6 +284,9 @@ imb_usage(void)
 "  -d SEC            chat: duration (10); sweep: per step (5)\n"
 "  -k N              fanout: messages (200)\n"
 "  --drain SEC       wait for late deliveries (5)\n"
+"  --peers N         chat/sweep: each sender writes to N fixed users\n"
+"                    (default: anyone, so most messages open a new\n"
+"                    conversation)\n"
 "  --conn-rate R     connections/s (2000)\n"
 "  --hold SEC        connect: keep connections open (0)\n"
 "  --size BYTES      message text size (64)\n"
@@ -351,6 +355,7 @@ imb_parse(int argc, char **argv)
         { "nchan-pid-file", required_argument, NULL, 22 },
         { "rounds", required_argument, NULL, 24 },
         { "nchan-redis-pid-file", required_argument, NULL, 23 },
+        { "peers", required_argument, NULL, 25 },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -437,6 +442,7 @@ imb_parse(int argc, char **argv)
         case 21: cf.redis_pid_file = optarg; break;
         case 22: cf.nchan_pid_file = optarg; break;
         case 24: cf.rounds = atoi(optarg); break;
+        case 25: cf.peers = atol(optarg); break;
         case 23: cf.nchan_redis_pid_file = optarg; break;
         default:
             imb_usage();
@@ -1109,9 +1115,15 @@ imb_chat_send(uint64_t t)
 
     idx = imb_nmsgs - 1;
     from = imb_rr++ % imb_local_senders;
-    to = imb_randn((uint32_t) (imb_nclients - 1));
-    if (to >= from) {
-        to++;
+    if (cf.peers > 0 && cf.peers < imb_nclients) {
+        /* the same few conversations again and again, as real chats */
+        to = (from + 1 + imb_randn((uint32_t) cf.peers)) % imb_nclients;
+
+    } else {
+        to = imb_randn((uint32_t) (imb_nclients - 1));
+        if (to >= from) {
+            to++;
+        }
     }
 
     m->t = 0;

@@ -17,8 +17,8 @@
 #define NGX_HTTP_IM_ACCESS_ADMIN   2
 
 #define NGX_HTTP_IM_PLATFORM_ADMIN 10
-#define NGX_HTTP_IM_MAX_REGISTER   1000
-#define NGX_HTTP_IM_MAX_BATCH      1000
+#define NGX_HTTP_IM_MAX_REGISTER   NGX_HTTP_IM_MAX_LIST
+#define NGX_HTTP_IM_MAX_BATCH      NGX_HTTP_IM_MAX_LIST
 
 
 typedef struct ngx_http_im_api_s  ngx_http_im_api_t;

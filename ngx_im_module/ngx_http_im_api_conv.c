@@ -29,7 +29,7 @@
 #define NGX_HTTP_IM_CF_SYNC      0x0400   /* deleteSyncOpt */
 #define NGX_HTTP_IM_CF_USERS     0x0800   /* userIDs instead of one user */
 
-#define NGX_HTTP_IM_CONV_MAX_IDS     1000
+#define NGX_HTTP_IM_CONV_MAX_IDS     NGX_HTTP_IM_MAX_LIST
 #define NGX_HTTP_IM_CONV_MAX_STR     4096
 #define NGX_HTTP_IM_CONV_MAX_SHOW    100
 #define NGX_HTTP_IM_SEQ_MAX          9007199254740991LL   /* 2^53 - 1 */

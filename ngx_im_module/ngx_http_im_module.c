@@ -48,7 +48,7 @@ static ngx_conf_num_bounds_t  ngx_http_im_inflight_bounds = {
 };
 
 static ngx_conf_num_bounds_t  ngx_http_im_pull_bounds = {
-    ngx_conf_check_num_bounds, 1, 1000
+    ngx_conf_check_num_bounds, 1, NGX_HTTP_IM_PULL_MAX_BOUND
 };
 
 static ngx_conf_num_bounds_t  ngx_http_im_batch_bounds = {
@@ -585,25 +585,30 @@ ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_uint_value(conf->kind, prev->kind, 0);
     ngx_conf_merge_size_value(conf->ws_max_frame, prev->ws_max_frame,
-                              64 * 1024);
+                              NGX_HTTP_IM_WS_MAX_FRAME);
     ngx_conf_merge_size_value(conf->ws_max_message, prev->ws_max_message,
-                              64 * 1024);
+                              NGX_HTTP_IM_WS_MAX_MESSAGE);
     ngx_conf_merge_size_value(conf->ws_send_queue, prev->ws_send_queue,
-                              4 * 1024 * 1024);
+                              NGX_HTTP_IM_WS_SEND_QUEUE);
     ngx_conf_merge_msec_value(conf->ws_ping_interval, prev->ws_ping_interval,
                               30000);
     ngx_conf_merge_msec_value(conf->ws_timeout, prev->ws_timeout, 10000);
     ngx_conf_merge_uint_value(conf->ws_max_inflight, prev->ws_max_inflight,
-                              64);
+                              NGX_HTTP_IM_WS_MAX_INFLIGHT);
     ngx_conf_merge_size_value(conf->max_content, prev->max_content,
-                              16 * 1024);
+                              NGX_HTTP_IM_MAX_CONTENT);
     ngx_conf_merge_size_value(conf->api_max_body, prev->api_max_body,
-                              1024 * 1024);
-    ngx_conf_merge_uint_value(conf->pull_max, prev->pull_max, 100);
-    ngx_conf_merge_uint_value(conf->ws_rate, prev->ws_rate, 100);
-    ngx_conf_merge_uint_value(conf->ws_burst, prev->ws_burst, 200);
-    ngx_conf_merge_uint_value(conf->api_rate, prev->api_rate, 50);
-    ngx_conf_merge_uint_value(conf->api_burst, prev->api_burst, 100);
+                              NGX_HTTP_IM_API_MAX_BODY);
+    ngx_conf_merge_uint_value(conf->pull_max, prev->pull_max,
+                              NGX_HTTP_IM_PULL_MAX);
+    ngx_conf_merge_uint_value(conf->ws_rate, prev->ws_rate,
+                              NGX_HTTP_IM_WS_RATE);
+    ngx_conf_merge_uint_value(conf->ws_burst, prev->ws_burst,
+                              NGX_HTTP_IM_WS_BURST);
+    ngx_conf_merge_uint_value(conf->api_rate, prev->api_rate,
+                              NGX_HTTP_IM_API_RATE);
+    ngx_conf_merge_uint_value(conf->api_burst, prev->api_burst,
+                              NGX_HTTP_IM_API_BURST);
 
     imcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_im_module);
 

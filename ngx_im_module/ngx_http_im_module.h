@@ -16,6 +16,7 @@
 
 #include "ngx_http_im_error.h"
 #include "ngx_http_im_rate.h"
+#include "ngx_http_im_limits.h"
 #include "ngx_http_im_ws_frame.h"
 #include "ngx_http_im_json.h"
 #include "ngx_http_im_token.h"

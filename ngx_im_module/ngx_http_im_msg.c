@@ -16,7 +16,6 @@
 
 
 #define NGX_HTTP_IM_MAX_RANGES   100
-#define NGX_HTTP_IM_MAX_SEQS     1000
 
 /* the largest seq a pull may name: Lua numbers are exact below 2^53 */
 #define NGX_HTTP_IM_SEQ_MAX      9007199254740991LL
@@ -29,10 +28,10 @@
 
 /*
  * The messages of one pull answer take at most half of im_ws_send_queue,
- * and at most this: the queue is sized for GetNewestSeq's answer, and a
- * pull of more than this would only delay the frames queued behind it.
+ * and at most NGX_HTTP_IM_PULL_BUDGET (ngx_http_im_limits.h): the queue
+ * is sized for GetNewestSeq's answer, and a pull of more than this would
+ * only delay the frames queued behind it.
  */
-#define NGX_HTTP_IM_PULL_BUDGET  (512 * 1024)
 
 
 

@@ -24,8 +24,8 @@
 #define NGX_HTTP_IM_SEQ_WAIT      1000
 #define NGX_HTTP_IM_RESEED_WAIT   5000
 
-/* a MsgData's strings together: at most im_max_content plus this */
-#define NGX_HTTP_IM_MSG_EXTRA     (16 * 1024)
+/* a MsgData's strings together: at most im_max_content plus
+ * NGX_HTTP_IM_MSG_EXTRA (ngx_http_im_limits.h) */
 
 #define NGX_HTTP_IM_MSG_FROM_USER    100
 #define NGX_HTTP_IM_MSG_FROM_SYSTEM  200

@@ -20,7 +20,7 @@ end
 
 local MAXC = math.min(math.max(tonumber(A.maxc) or 1000, 1), 10000)
 local MAXHIDE, MAXPIN, MAXLOG = 10000, 1000, 10000
-local BUDGET = 4 * 1024 * 1024
+local BUDGET = 4 * 1024 * 1024             -- NGX_HTTP_IM_CONV_BUDGET
 local changed = {}
 
 local function fail(code, msg)
