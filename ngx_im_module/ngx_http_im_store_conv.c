@@ -42,6 +42,9 @@ typedef struct {
 
 static ngx_int_t ngx_http_im_store_conv_run(ngx_http_im_store_conv_call_t *cc,
     const char *op, ngx_str_t *args);
+static ngx_int_t ngx_http_im_store_conv_script(
+    ngx_http_im_store_conv_call_t *cc, const char *op, ngx_str_t *args,
+    ngx_http_im_redis_pt handler);
 static void ngx_http_im_store_conv_reply(redisReply *reply, void *data);
 static void ngx_http_im_store_conv_answer(ngx_http_im_store_conv_call_t *cc,
     redisReply *reply);
@@ -49,6 +52,8 @@ static void ngx_http_im_store_conv_finish(ngx_http_im_store_conv_call_t *cc,
     ngx_int_t err, redisReply *reply);
 static ngx_int_t ngx_http_im_store_conv_load(
     ngx_http_im_store_conv_call_t *cc);
+static ngx_int_t ngx_http_im_store_conv_post(ngx_http_im_mongo_task_t *t,
+    void (*done)(ngx_http_im_mongo_task_t *t), void *data);
 static void ngx_http_im_store_conv_loaded(ngx_http_im_mongo_task_t *t);
 static ngx_int_t ngx_http_im_store_conv_restore_args(ngx_http_im_buf_t *b,
     ngx_http_im_buf_t *docs);
@@ -104,11 +109,20 @@ ngx_http_im_store_conv(ngx_str_t *uid, const char *op, ngx_str_t *args,
 }
 
 
-/* conv.lua: KEYS the user's index; ARGV op, key prefix, uid, now,
- * MongoDB, cluster, args */
 static ngx_int_t
 ngx_http_im_store_conv_run(ngx_http_im_store_conv_call_t *cc, const char *op,
     ngx_str_t *args)
+{
+    return ngx_http_im_store_conv_script(cc, op, args,
+                                         ngx_http_im_store_conv_reply);
+}
+
+
+/* conv.lua: KEYS the user's index; ARGV op, key prefix, uid, now,
+ * MongoDB, cluster, args */
+static ngx_int_t
+ngx_http_im_store_conv_script(ngx_http_im_store_conv_call_t *cc,
+    const char *op, ngx_str_t *args, ngx_http_im_redis_pt handler)
 {
     ngx_http_im_store_args_t  a;
 
@@ -124,8 +138,7 @@ ngx_http_im_store_conv_run(ngx_http_im_store_conv_call_t *cc, const char *op,
     ngx_http_im_store_arg(&a, ngx_http_im_redis_cluster() ? "1" : "0", 1);
     ngx_http_im_store_arg(&a, args->data, args->len);
 
-    return ngx_http_im_store_call(NGX_HTTP_IM_LUA_CONV,
-                                  ngx_http_im_store_conv_reply, cc, 1, &a);
+    return ngx_http_im_store_call(NGX_HTTP_IM_LUA_CONV, handler, cc, 1, &a);
 }
 
 
@@ -255,8 +268,18 @@ ngx_http_im_store_conv_load(ngx_http_im_store_conv_call_t *cc)
 
     ngx_http_im_buf_add(&t->in, cc->uid.data, cc->uid.len);
     t->value = ngx_http_im_worker->imcf->max_convs;
-    t->done = ngx_http_im_store_conv_loaded;
-    t->data = cc;
+
+    return ngx_http_im_store_conv_post(t, ngx_http_im_store_conv_loaded, cc);
+}
+
+
+/* the task goes to the thread pool, or is freed */
+static ngx_int_t
+ngx_http_im_store_conv_post(ngx_http_im_mongo_task_t *t,
+    void (*done)(ngx_http_im_mongo_task_t *t), void *data)
+{
+    t->done = done;
+    t->data = data;
 
     if (t->in.failed || ngx_http_im_mongo_post(t) != NGX_OK) {
         ngx_http_im_mongo_task_free(t);
@@ -272,10 +295,9 @@ ngx_http_im_store_conv_loaded(ngx_http_im_mongo_task_t *t)
 {
     ngx_http_im_store_conv_call_t  *cc = t->data;
 
-    ngx_int_t                  rc;
-    ngx_str_t                  args;
-    ngx_http_im_buf_t          b;
-    ngx_http_im_store_args_t   a;
+    ngx_int_t           rc;
+    ngx_str_t           args;
+    ngx_http_im_buf_t   b;
 
     if (t->rc != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -306,21 +328,8 @@ ngx_http_im_store_conv_loaded(ngx_http_im_mongo_task_t *t)
     if (rc == NGX_OK) {
         args.data = b.data;
         args.len = b.len;
-
-        ngx_http_im_store_args(&a);
-        ngx_http_im_store_arg_key(&a, "im:{u:%V}:convs", &cc->uid);
-        ngx_http_im_store_arg(&a, "restore", 7);
-        ngx_http_im_store_arg_key(&a, "im:{u:%V}:", &cc->uid);
-        ngx_http_im_store_arg(&a, cc->uid.data, cc->uid.len);
-        ngx_http_im_store_arg_int(&a, (long long) ngx_time() * 1000);
-        ngx_http_im_store_arg(&a, "1", 1);
-        ngx_http_im_store_arg(&a, ngx_http_im_redis_cluster() ? "1" : "0",
-                              1);
-        ngx_http_im_store_arg(&a, args.data, args.len);
-
-        rc = ngx_http_im_store_call(NGX_HTTP_IM_LUA_CONV,
-                                    ngx_http_im_store_conv_restored, cc, 1,
-                                    &a);
+        rc = ngx_http_im_store_conv_script(cc, "restore", &args,
+                                           ngx_http_im_store_conv_restored);
     }
 
     ngx_http_im_buf_free(&b);
@@ -487,15 +496,7 @@ ngx_http_im_store_conv_save(ngx_http_im_store_conv_call_t *cc,
 
     yajl_tree_free(root);
 
-    t->done = ngx_http_im_store_conv_saved;
-    t->data = cc;
-
-    if (t->in.failed || ngx_http_im_mongo_post(t) != NGX_OK) {
-        ngx_http_im_mongo_task_free(t);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
+    return ngx_http_im_store_conv_post(t, ngx_http_im_store_conv_saved, cc);
 }
 
 

@@ -10,6 +10,8 @@ import subprocess
 import time
 import urllib.request
 
+import pytest
+
 from conftest import Api, Mongo, Nginx, Redis, uids
 
 ON_LOOP = "called on the event-loop thread"
@@ -309,3 +311,25 @@ class SyscallTrace:
 
 def content_text(m):
     return json.loads(m["content"])["content"]
+
+
+@pytest.fixture
+def mstack(base_dir):
+    """make(workers=2, http="", mongo=True, redis=None, allow=()): a
+    private MongoDB + Redis + nginx (mongo=False: Redis-only mode).  At
+    teardown every error log must be free of [alert]/[crit]/[emerg] lines
+    (except the `allow` patterns) and of the module's event-loop alert.
+    A test file imports it to use it."""
+    made = []
+
+    def make(**kw):
+        st = make_stack(base_dir, **kw)
+        made.append(st)
+        return st
+
+    yield make
+    for st in made:
+        teardown_stack(st)
+    for st in made:
+        assert ON_LOOP not in st.ngx.log()
+        assert st.unexpected_log_lines() == []

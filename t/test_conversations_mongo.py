@@ -21,29 +21,12 @@ import uuid
 import pytest
 
 from conftest import single_conv
-from helpers_mongo import (ON_LOOP, await_persisted, make_stack,
+from helpers_mongo import (mstack,  # noqa: F401 (a fixture)
+                           ON_LOOP, await_persisted, make_stack,
                            teardown_stack, wait_for, wait_persisted)
 from helpers_msg import run_clients
 
 
-@pytest.fixture
-def mstack(base_dir):
-    """make(**kw): a private MongoDB + Redis + nginx; at teardown the
-    error log is free of [alert]/[crit]/[emerg] and of the module's
-    event-loop alert."""
-    made = []
-
-    def make(**kw):
-        st = make_stack(base_dir, **kw)
-        made.append(st)
-        return st
-
-    yield make
-    for st in made:
-        teardown_stack(st)
-    for st in made:
-        assert ON_LOOP not in st.ngx.log()
-        assert st.unexpected_log_lines() == []
 
 
 # ---------------------------------------------------------------------------

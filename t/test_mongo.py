@@ -28,7 +28,8 @@ import time
 import pytest
 
 from conftest import single_conv
-from helpers_mongo import (ON_LOOP, SyscallTrace, await_for,
+from helpers_mongo import (mstack,  # noqa: F401 (a fixture)
+                           ON_LOOP, SyscallTrace, await_for,
                            await_persisted, content_text, is_end,
                            make_stack, msg_seqs, pull_seqs, pulled,
                            teardown_stack, wait_for, wait_persisted)
@@ -47,25 +48,6 @@ TEXTS = [
 ]
 
 
-@pytest.fixture
-def mstack(base_dir):
-    """make(workers=2, http="", mongo=True, redis=None, allow=()): a
-    private MongoDB + Redis + nginx (mongo=False: Redis-only mode).  At
-    teardown every error log must be free of [alert]/[crit]/[emerg] lines
-    (except the `allow` patterns) and of the module's event-loop alert."""
-    made = []
-
-    def make(**kw):
-        st = make_stack(base_dir, **kw)
-        made.append(st)
-        return st
-
-    yield make
-    for st in made:
-        teardown_stack(st)
-    for st in made:
-        assert ON_LOOP not in st.ngx.log()
-        assert st.unexpected_log_lines() == []
 
 
 def by_seq(msgs):
