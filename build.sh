@@ -201,6 +201,10 @@ run() {
 
 unit() {
     make -s -C "$ROOT/t/unit" O="$BUILD/unit" run
+    # the MongoDB task ops against FerretDB, outside nginx (needs the
+    # module's build for nginx's config header, and the FerretDB binary)
+    make -s -C "$ROOT/t/mongo_ops" O="$BUILD/mongo_ops" \
+        NGX_BUILD="$BUILD/nginx" FERRET="$FERRET" run
 }
 
 # the files that run a second time with the shared stacks on a Redis
@@ -327,7 +331,7 @@ case "$cmd" in
     start) start ;;
     stop) stop_quiet ;;
     test) tests "$@" ;;
-    unit) unit ;;
+    unit) deps; build; unit ;;
     bench) deps; build; "$ROOT/bench/bench.sh" "$@" ;;
     reliability) deps; build; "$ROOT/t/reliability/run.sh" "$@" ;;
     asan) asan "$@" ;;

@@ -105,6 +105,9 @@ static ngx_int_t ngx_http_im_mongo_bulk(ngx_http_im_mongo_task_t *t,
 static ngx_uint_t ngx_http_im_mongo_doc_errors(const bson_t *reply);
 static ngx_uint_t ngx_http_im_mongo_accounted(const bson_t *reply,
     ngx_uint_t n);
+static ngx_int_t ngx_http_im_mongo_replace_again(ngx_http_im_mongo_task_t *t,
+    mongoc_collection_t *coll, bson_t **sels, bson_t **docs,
+    ngx_uint_t *map, ngx_uint_t n);
 static ngx_int_t ngx_http_im_mongo_replace_each(ngx_http_im_mongo_task_t *t,
     mongoc_collection_t *coll, bson_t **sels, bson_t **docs,
     ngx_uint_t *map, ngx_uint_t n);
@@ -1379,6 +1382,10 @@ ngx_http_im_mongo_replace(ngx_http_im_mongo_task_t *t,
         rc = ngx_http_im_mongo_replace_each(t, coll, sels, docs, map, n);
     }
 
+    if (rc == NGX_OK) {
+        rc = ngx_http_im_mongo_replace_again(t, coll, sels, docs, map, n);
+    }
+
     mongoc_bulk_operation_destroy(bulk);
     mongoc_collection_destroy(coll);
     bson_destroy(upsert);
@@ -1479,6 +1486,45 @@ ngx_http_im_mongo_doc_errors(const bson_t *reply)
     }
 
     return n;
+}
+
+
+/*
+ * A duplicate key on an upsert means the filter missed a document with
+ * that _id: a newer revision, or one inserted at that very moment by
+ * another thread (a new conversation's rev-0 record, inserted as its
+ * first message is persisted).  One more try tells them apart: the
+ * filter now matches an older revision, and a newer one fails again.
+ * Items are compacted to the front of sels, docs and map.
+ */
+static ngx_int_t
+ngx_http_im_mongo_replace_again(ngx_http_im_mongo_task_t *t,
+    mongoc_collection_t *coll, bson_t **sels, bson_t **docs,
+    ngx_uint_t *map, ngx_uint_t n)
+{
+    bson_t      *s, *d;
+    ngx_uint_t   i, k, m;
+
+    k = 0;
+    for (i = 0; i < n; i++) {
+        if (!t->items[map[i]].duplicate) {
+            continue;
+        }
+
+        s = sels[k];
+        d = docs[k];
+        m = map[k];
+        sels[k] = sels[i];
+        docs[k] = docs[i];
+        map[k] = map[i];
+        sels[i] = s;
+        docs[i] = d;
+        map[i] = m;
+        k++;
+    }
+
+    return k ? ngx_http_im_mongo_replace_each(t, coll, sels, docs, map, k)
+             : NGX_OK;
 }
 
 
