@@ -248,7 +248,10 @@ ngx_http_im_handle(ngx_http_im_session_t *s, ngx_http_im_env_t *env,
 {
     ngx_http_im_call_t  *call;
 
-    if (!ngx_http_im_rate_ok(s)) {
+    /* a logout ends the session's load: it must work when over the rate */
+    if (env->req_identifier != NGX_HTTP_IM_REQ_LOGOUT
+        && !ngx_http_im_rate_ok(s))
+    {
         ngx_http_im_reply(s, env, NGX_HTTP_IM_ERR_RATE,
                           "too many requests: slow down", NULL);
         return;

@@ -43,6 +43,13 @@ def test_ws_rate_per_connection(own_stack):
             # the connection stayed usable all along
             r = await ca.send_text(b, "still here")
             assert r["errCode"] == 0, r
+            # over the limit, a logout still answers 0 and closes 1000
+            answers = await pipeline(ca, [(1001, {})] * 20, window=20)
+            assert 1010 in [r["errCode"] for r in answers]
+            r = await ca.request(2003, {})
+            assert r["errCode"] == 0, r
+            await ca.ws.wait_closed()
+            assert ca.ws.close_code == 1000
         finally:
             await pool.close_all()
 
