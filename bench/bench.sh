@@ -6,7 +6,7 @@
 #
 #   bench/bench.sh                   the short default set (a few minutes
 #                                    on 2 cores): connect chat conv fanout
-#                                    sweep
+#                                    sweep group
 #   bench/bench.sh chat fanout       only these
 #   bench/bench.sh --full            the targets' sizes: 50,000 idle
 #                                    connections (3 load processes, 4
@@ -46,12 +46,12 @@ for a in "$@"; do
         --full) full=1 ;;
         --mongo) mongo=1 ;;
         --cluster) cluster=1 ;;
-        connect|chat|conv|fanout|sweep) scenarios+=("$a") ;;
+        connect|chat|conv|fanout|sweep|group) scenarios+=("$a") ;;
         -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) log "unknown argument $a"; exit 2 ;;
     esac
 done
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(connect chat conv fanout sweep)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(connect chat conv fanout sweep group)
 
 # a few hundred connections carry the whole load (up to 120 msg/s each
 # in the sweep): the rate limits model one client, not a load generator
@@ -170,10 +170,15 @@ environment
 PIDF=$IMB_BASE/im/logs/nginx.pid
 S=(-s "127.0.0.1:$PORT" --pid-file "$PIDF"
    --redis-pid-file "$IMB_BASE/im-redis/redis.pid")
+REDIS_ADDR=127.0.0.1:$REDIS_PORT
 if [ "$cluster" = 1 ]; then
     S=(-s "127.0.0.1:$PORT" --pid-file "$PIDF"
        --redis-pid-file "$IMB_BASE/im-cluster/$CLUSTER_PORT/redis.pid")
+    REDIS_ADDR=127.0.0.1:$CLUSTER_PORT
 fi
+NCHAN=(--nchan "127.0.0.1:$NCHAN_PORT"
+       --nchan-pid-file "$IMB_BASE/nchan/logs/nginx.pid"
+       --nchan-redis-pid-file "$IMB_BASE/nchan-redis/redis.pid")
 
 for sc in "${scenarios[@]}"; do
     case "$sc" in
@@ -208,10 +213,25 @@ for sc in "${scenarios[@]}"; do
     fanout)
         im_up im "$WORKERS"
         nchan_up
-        run fanout "${S[@]}" --nchan "127.0.0.1:$NCHAN_PORT" \
-            --nchan-pid-file "$IMB_BASE/nchan/logs/nginx.pid" \
-            --nchan-redis-pid-file "$IMB_BASE/nchan-redis/redis.pid" \
-            -n 2000 -k 400 -r 200 --rounds 3
+        run fanout "${S[@]}" "${NCHAN[@]}" -n 2000 -k 400 -r 200 --rounds 3
+        cleanup
+        ;;
+    group)
+        # a group message to 2,000 online members against a Nchan channel
+        # with 2,000 subscribers: first a group of 2,001 (only the sender
+        # not listening: no offline members), then groups of 1,000 and
+        # 10,000 with the same 900 online, where each message also makes
+        # an offline-push job per offline member (off the send path, paced:
+        # --settle waits for ngx_im's Redis to be quiet again).  Redis
+        # commands per message from INFO commandstats (with a cluster: the
+        # first master only)
+        im_up im "$WORKERS"
+        nchan_up
+        G=("${S[@]}" "${NCHAN[@]}" --redis "$REDIS_ADDR"
+           --nchan-redis "127.0.0.1:$NCHAN_REDIS_PORT")
+        run group "${G[@]}" -n 2000 -M 2001 -r 50 -d 10 --rounds 3 \
+            --settle 150
+        run group "${G[@]}" -n 900 -M 1000,10000 -r 20 -d 5 --settle 120
         cleanup
         ;;
     sweep)

@@ -2086,6 +2086,37 @@ imb_api_tokens(imb_api_t *api, char **names, size_t n, int platform,
 }
 
 
+static int
+imb_api_post_body(imb_batch_t *b, size_t i, imb_buf_t *out)
+{
+    char  **bodies;
+
+    bodies = b->ctx;
+
+    return imb_buf_add(out, bodies[i], strlen(bodies[i]));
+}
+
+
+int
+imb_api_post(imb_api_t *api, const char *path, char **bodies, size_t n)
+{
+    char         full[512];
+    imb_batch_t  b;
+
+    memset(&b, 0, sizeof(b));
+    snprintf(full, sizeof(full), "%s%s", api->api, path);
+
+    b.api = api;
+    b.n = n;
+    b.path = full;
+    b.body = imb_api_post_body;
+    b.result = imb_api_register_result;
+    b.ctx = bodies;
+
+    return n ? imb_batch_run(&b) : IMB_OK;
+}
+
+
 /* the JSON codec */
 
 

@@ -303,6 +303,11 @@ int imb_api_tokens(imb_api_t *api, char **names, size_t n, int platform,
     char **tokens);
 
 
+/* POSTs n ready JSON bodies to api->api + path (up to api->parallel at a
+ * time, in order when it is 1); IMB_OK when every answer is errCode 0. */
+int imb_api_post(imb_api_t *api, const char *path, char **bodies, size_t n);
+
+
 /* message codecs: how requests are encoded (JSON now, protobuf later) */
 
 

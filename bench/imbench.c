@@ -2,7 +2,7 @@
 /*
  * imbench: a load generator for ngx_im (and, for fanout, Nchan).
  *
- *   imbench connect|chat|fanout|sweep [options]    (imbench -h for all)
+ *   imbench connect|chat|fanout|sweep|group [options]   (imbench -h)
  *
  * The parent process sets up users and tokens over REST, then forks -P
  * load processes.  Each drives its share of WebSocket clients from one
@@ -14,6 +14,18 @@
  *
  * Every scenario prints a table and one JSON line starting with
  * {"scenario": for scripts.
+ *
+ * group: one group of M members (registered, created with the first
+ * 1000, the rest invited 1000 at a time), N of them online (one session
+ * each, platform 1), member #N sending group messages (1003, sessionType
+ * 3) at R msg/s for D s; each online member must get each message once.
+ * It runs on the fanout machinery (the same per-client bitmaps, the same
+ * "<tag>-f-<k>-<t>" clientMsgID with the scheduled send time), so the
+ * Nchan side is the fanout's: one channel, N subscribers, same R and
+ * count.  --members A,B makes a group of each size (every one holding
+ * the same N online members) and alternates them with Nchan each round;
+ * --redis/--nchan-redis read INFO commandstats for PUBLISHes and Redis
+ * commands per message.
  */
 
 
@@ -27,6 +39,9 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <arpa/inet.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 
@@ -60,6 +75,7 @@ typedef struct {
     double                 duration;   /* s */
     double                 drain;      /* s after the last send */
     long                   count;      /* fanout: messages */
+    int                    group;      /* group: index in imb_groups */
 } imb_cmd_t;
 
 
@@ -121,6 +137,7 @@ typedef struct {
     double                 rate;
     double                 duration;
     double                 drain;
+    double                 settle;     /* group: most s to wait for quiet */
     double                 hold;
     long                   count;
     int                    size;
@@ -131,6 +148,12 @@ typedef struct {
     double                 sweep_factor;
     double                 sweep_max;
     uint64_t               seed;
+    long                   members[8]; /* group: sizes */
+    int                    nmembers;
+    struct sockaddr_in     redis;      /* INFO commandstats */
+    struct sockaddr_in     nchan_redis;
+    int                    use_redis;
+    int                    use_nchan_redis;
     char                   tag[16];
 } imb_conf_t;
 
@@ -201,11 +224,14 @@ static size_t          imb_order_n;
 static imb_buf_t       imb_out;
 static long            imb_pub_acked;
 static long            imb_http_sent;
+static int             imb_group;    /* the group scenario */
+static char           *imb_groups[8];
 
 
 static void imb_usage(void);
 static int imb_parse(int argc, char **argv);
 static int imb_setup_users(void);
+static int imb_setup_groups(imb_api_t *api);
 static int imb_run(void);
 static void imb_child(int shard, int cmd_fd, int res_fd);
 static void imb_child_cmd(imb_io_t *io, uint32_t events);
@@ -274,15 +300,23 @@ static void
 imb_usage(void)
 {
     fprintf(stderr,
-"usage: imbench connect|chat|fanout|sweep [options]\n"
+"usage: imbench connect|chat|fanout|sweep|group [options]\n"
 "  -s HOST:PORT      ngx_im server (127.0.0.1:8080)\n"
 "  -P N              load processes (1); each has its own fd limit\n"
 "  -n N              connect: connections; chat/sweep: users;\n"
-"                    fanout: subscribers\n"
+"                    fanout: subscribers; group: members online (2000)\n"
 "  -m N              chat/sweep: senders (n/10)\n"
-"  -r RATE           chat: msg/s (1000); fanout: publishes/s (100)\n"
-"  -d SEC            chat: duration (10); sweep: per step (5)\n"
+"  -M A[,B..]        group: group sizes, each > -n (10000); with\n"
+"                    several, each round runs every size, then Nchan\n"
+"  -r RATE           chat: msg/s (1000); fanout: publishes/s (100);\n"
+"                    group: messages/s (50)\n"
+"  -d SEC            chat: duration (10); sweep: per step (5);\n"
+"                    group: sending time (10)\n"
 "  -k N              fanout: messages (200)\n"
+"  --redis HOST:PORT --nchan-redis HOST:PORT   group: Redis INFO\n"
+"                    commandstats (PUBLISHes, commands per message)\n"
+"  --settle SEC      group: after each ngx_im phase, wait up to SEC for\n"
+"                    its Redis to go quiet (offline-push jobs) (30)\n"
 "  --drain SEC       wait for late deliveries (5)\n"
 "  --peers N         chat/sweep: each sender writes to N fixed users\n"
 "                    (default: anyone, so most messages open a new\n"
@@ -290,11 +324,12 @@ imb_usage(void)
 "  --conn-rate R     connections/s (2000)\n"
 "  --hold SEC        connect: keep connections open (0)\n"
 "  --size BYTES      message text size (64)\n"
-"  --nchan HOST:PORT fanout: also run against Nchan there\n"
+"  --nchan HOST:PORT fanout/group: also run against Nchan there\n"
 "  --nchan-sub PATH  Nchan WebSocket location prefix (/sub/)\n"
 "  --nchan-pub PATH  Nchan publisher location prefix (/pub/)\n"
-"  --rounds N        fanout: alternate the targets N times, report the\n"
-"                    round with the median deliveries/s of each (1)\n"
+"  --rounds N        fanout/group: alternate the targets N times; fanout\n"
+"                    reports the round with the median deliveries/s of\n"
+"                    each, group the median of each figure (1)\n"
 "  --rates A,B,..    sweep: the rates (default: --start, x--factor)\n"
 "  --start R --factor F --max R    sweep: 1000, 1.5, 64000\n"
 "  --p99 MS          sweep: delivery p99 limit (100)\n"
@@ -323,6 +358,26 @@ imb_parse_rates(const char *s)
     }
 
     return IMB_OK;
+}
+
+
+static int
+imb_parse_members(const char *s)
+{
+    char  *end;
+
+    cf.nmembers = 0;
+
+    while (*s && cf.nmembers < 8) {
+        cf.members[cf.nmembers++] = strtol(s, &end, 10);
+        if (end == s) {
+            return IMB_ERROR;
+        }
+
+        s = *end == ',' ? end + 1 : end;
+    }
+
+    return *s ? IMB_ERROR : IMB_OK;
 }
 
 
@@ -356,6 +411,10 @@ imb_parse(int argc, char **argv)
         { "rounds", required_argument, NULL, 24 },
         { "nchan-redis-pid-file", required_argument, NULL, 23 },
         { "peers", required_argument, NULL, 25 },
+        { "members", required_argument, NULL, 'M' },
+        { "redis", required_argument, NULL, 26 },
+        { "nchan-redis", required_argument, NULL, 27 },
+        { "settle", required_argument, NULL, 28 },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -383,6 +442,7 @@ imb_parse(int argc, char **argv)
     cf.rate = -1;
     cf.duration = -1;
     cf.drain = 5;
+    cf.settle = 30;
     cf.count = 200;
     cf.size = 64;
     cf.p99_limit = 100;
@@ -392,7 +452,7 @@ imb_parse(int argc, char **argv)
 
     optind = 2;
 
-    while ((ch = getopt_long(argc, argv, "s:P:n:m:r:d:k:h", opts, &idx))
+    while ((ch = getopt_long(argc, argv, "s:P:n:m:M:r:d:k:h", opts, &idx))
            != -1)
     {
         switch (ch) {
@@ -444,6 +504,23 @@ imb_parse(int argc, char **argv)
         case 24: cf.rounds = atoi(optarg); break;
         case 25: cf.peers = atol(optarg); break;
         case 23: cf.nchan_redis_pid_file = optarg; break;
+        case 'M':
+            if (imb_parse_members(optarg) != IMB_OK) {
+                fprintf(stderr, "imbench: bad -M\n");
+                return IMB_ERROR;
+            }
+            break;
+        case 28: cf.settle = atof(optarg); break;
+        case 26:
+        case 27:
+            if (imb_addr(optarg, ch == 26 ? &cf.redis : &cf.nchan_redis)
+                != IMB_OK)
+            {
+                fprintf(stderr, "imbench: bad address %s\n", optarg);
+                return IMB_ERROR;
+            }
+            *(ch == 26 ? &cf.use_redis : &cf.use_nchan_redis) = 1;
+            break;
         default:
             imb_usage();
             return IMB_ERROR;
@@ -514,6 +591,39 @@ imb_parse(int argc, char **argv)
             cf.rate = 100;
         }
 
+    } else if (strcmp(cf.scenario, "group") == 0) {
+        imb_group = 1;
+
+        if (cf.users < 0) {
+            cf.users = 2000;
+        }
+
+        if (cf.rate < 0) {
+            cf.rate = 50;
+        }
+
+        if (cf.duration < 0) {
+            cf.duration = 10;
+        }
+
+        if (cf.nmembers == 0) {
+            cf.members[cf.nmembers++] = 10000;
+        }
+
+        for (idx = 0; idx < cf.nmembers; idx++) {
+            if (cf.members[idx] <= cf.users || cf.members[idx] > 100000) {
+                fprintf(stderr, "imbench: each -M must be above -n (the "
+                        "sender is member #n) and at most 100000\n");
+                return IMB_ERROR;
+            }
+        }
+
+        cf.count = (long) (cf.rate * cf.duration + 0.5);
+        if (cf.rate <= 0 || cf.count < 1) {
+            fprintf(stderr, "imbench: group needs -r and -d above 0\n");
+            return IMB_ERROR;
+        }
+
     } else {
         imb_usage();
         return IMB_ERROR;
@@ -529,6 +639,94 @@ imb_parse(int argc, char **argv)
 
 
 /* REST: users and their tokens */
+
+
+/* group i: members 0 .. cf.members[i] - 1, user 0 the owner; created
+ * with the first 1000, the rest invited 1000 at a time */
+static int
+imb_setup_groups(imb_api_t *api)
+{
+    int        i;
+    long       m, k, lo, hi, nb;
+    char     **bodies;
+    uint64_t   t0;
+    imb_buf_t  b;
+
+    for (i = 0; i < cf.nmembers; i++) {
+        t0 = imb_now_ns();
+        m = cf.members[i];
+
+        if (asprintf(&imb_groups[i], "g%s-%ld-%d", cf.tag, m, i) < 0) {
+            return IMB_ERROR;
+        }
+
+        nb = 1 + (m - 1000 + 999) / 1000;
+        if (m <= 1000) {
+            nb = 1;
+        }
+
+        bodies = calloc(nb, sizeof(char *));
+        if (bodies == NULL) {
+            return IMB_ERROR;
+        }
+
+        for (k = 0; k < nb; k++) {
+            memset(&b, 0, sizeof(b));
+
+            if (k == 0) {
+                lo = 1;
+                hi = m < 1000 ? m : 1000;
+                (void) imb_buf_printf(&b, "{\"ownerUserID\":\"%s\","
+                                      "\"groupInfo\":{\"groupID\":\"%s\","
+                                      "\"groupName\":\"imbench %ld\"},"
+                                      "\"memberUserIDs\":[",
+                                      imb_users[0], imb_groups[i], m);
+
+            } else {
+                lo = k * 1000;
+                hi = lo + 1000 < m ? lo + 1000 : m;
+                (void) imb_buf_printf(&b, "{\"groupID\":\"%s\","
+                                      "\"reason\":\"\",\"invitedUserIDs\":[",
+                                      imb_groups[i]);
+            }
+
+            for ( /* void */ ; lo < hi; lo++) {
+                (void) imb_buf_printf(&b, "%s\"%s\"",
+                                      b.data[b.len - 1] == '[' ? "" : ",",
+                                      imb_users[lo]);
+            }
+
+            if (imb_buf_add(&b, "]}", 3) != IMB_OK) {
+                return IMB_ERROR;
+            }
+
+            bodies[k] = b.data;
+        }
+
+        api->parallel = 1;
+
+        if (imb_api_post(api, "/group/create_group", bodies, 1) != IMB_OK
+            || imb_api_post(api, "/group/invite_user_to_group", bodies + 1,
+                            nb - 1)
+               != IMB_OK)
+        {
+            fprintf(stderr, "imbench: group %s: %s\n", imb_groups[i],
+                    api->err);
+            return IMB_ERROR;
+        }
+
+        for (k = 0; k < nb; k++) {
+            free(bodies[k]);
+        }
+        free(bodies);
+
+        fprintf(stderr, "imbench: group %s of %ld members made in %.1f s "
+                "(1 create, %ld invites)\n", imb_groups[i], m,
+                (imb_now_ns() - t0) / 1e9, nb - 1);
+    }
+
+    return IMB_OK;
+}
 
 
 static int
@@ -557,6 +755,16 @@ imb_setup_users(void)
         /* a publisher and one subscribing user with many sessions */
         imb_nusers = 2;
 
+    } else if (imb_group) {
+        /* every member of the largest group; tokens for the online ones
+         * and the sender */
+        imb_nusers = 0;
+        for (i = 0; i < cf.nmembers; i++) {
+            if (cf.members[i] > imb_nusers) {
+                imb_nusers = cf.members[i];
+            }
+        }
+
     } else {
         imb_nusers = cf.users;
     }
@@ -578,11 +786,20 @@ imb_setup_users(void)
         return IMB_ERROR;
     }
 
-    if (imb_api_tokens(&api, imb_users, imb_nusers, 1, imb_tokens)
+    if (imb_api_tokens(&api, imb_users,
+                       imb_group ? cf.users + 1 : imb_nusers, 1, imb_tokens)
         != IMB_OK)
     {
         fprintf(stderr, "imbench: tokens: %s\n", api.err);
         return IMB_ERROR;
+    }
+
+    if (imb_group) {
+        fprintf(stderr, "imbench: %ld users registered, %ld tokens in "
+                "%.1f s\n", imb_nusers, cf.users + 1,
+                (imb_now_ns() - t0) / 1e9);
+
+        return imb_setup_groups(&api);
     }
 
     if (imb_nusers == 2) {
@@ -790,7 +1007,8 @@ imb_start_connect(void)
     imb_open = 0;
     imb_res.clients = imb_nclients;
 
-    if (imb_cur.target == IMB_TARGET_IM && strcmp(cf.scenario, "fanout") == 0
+    if (imb_cur.target == IMB_TARGET_IM
+        && (strcmp(cf.scenario, "fanout") == 0 || imb_group)
         && imb_shard == 0)
     {
         imb_res.clients++;
@@ -823,6 +1041,14 @@ imb_connect_one(imb_client_t *cl, long src)
         }
 
         snprintf(path, sizeof(path), "%sb%s", cf.nchan_sub, cf.tag);
+
+    } else if (imb_group) {
+        /* members 0 .. n-1 listen, member n sends */
+        cl->user = cl->role == 1 ? (uint32_t) cf.users : cl->id;
+        snprintf(path, sizeof(path),
+                 "%s?sendID=%s&token=%s&platformID=1&operationID=imb%u",
+                 cf.ws_path, imb_users[cl->user], imb_tokens[cl->user],
+                 cl->id);
 
     } else if (strcmp(cf.scenario, "fanout") == 0) {
         if (cl->role == 1) {
@@ -1433,6 +1659,7 @@ imb_fanout_tick(void)
 {
     long        i, k;
     char        incr[32], cmid[96], hdr[64];
+    static char data[65536 + 512];
     uint64_t    due, t, period;
     imb_msg_t  *m;
 
@@ -1469,6 +1696,27 @@ imb_fanout_tick(void)
                                      "Content-Type: text/plain\r\n",
                                      imb_out.data, imb_out.len)
                     != IMB_OK)
+                {
+                    imb_res.skipped++;
+                    continue;
+                }
+
+            } else if (imb_group) {
+                snprintf(incr, sizeof(incr), "f-%ld", k);
+                snprintf(data, sizeof(data),
+                         "{\"sendID\":\"%s\",\"recvID\":\"\","
+                         "\"groupID\":\"%s\",\"clientMsgID\":\"%s\","
+                         "\"sessionType\":3,\"msgFrom\":100,"
+                         "\"contentType\":101,"
+                         "\"content\":\"{\\\"content\\\":\\\"%s\\\"}\"}",
+                         imb_users[cf.users], imb_groups[imb_cur.group],
+                         cmid, imb_padding + sizeof(imb_padding) - 1
+                               - cf.size);
+
+                if (cf.codec->request(&imb_out, 1003, incr, data) != IMB_OK
+                    || imb_ws_send(&imb_pub.c, cf.codec->opcode,
+                                   imb_out.data, imb_out.len)
+                       != IMB_OK)
                 {
                     imb_res.skipped++;
                     continue;
@@ -1526,7 +1774,16 @@ imb_fanout_frame(imb_client_t *cl, char *data, size_t len)
     imb_js_iter_t  ci, mi;
 
     if (cl->role == 1) {
-        /* the ngx_im publisher: acks */
+        /* the ngx_im publisher: acks; a group sender may get its own
+         * messages pushed too */
+        if (imb_group
+            && imb_js_value(data, data + len, &root) == IMB_OK
+            && imb_js_get(&root, "reqIdentifier", &v) == IMB_OK
+            && imb_js_int(&v) == 2001)
+        {
+            return;
+        }
+
         if (imb_js_value(data, data + len, &root) != IMB_OK
             || imb_js_get(&root, "reqIdentifier", &v) != IMB_OK
             || imb_js_int(&v) != 1003
@@ -2526,25 +2783,294 @@ imb_scenario_sweep(imb_proc_t *procs)
 }
 
 
+/* Redis INFO commandstats: calls by command */
+
+
+#define IMB_RSTAT_MAX  128
+
+typedef struct {
+    int                    n;
+    int                    ok;
+    char                   name[IMB_RSTAT_MAX][48];
+    uint64_t               calls[IMB_RSTAT_MAX];
+} imb_rstat_t;
+
+
+/* a request on a new blocking connection; the answer, NUL-terminated,
+ * up to EOF (HTTP/1.0) or to the end of a Redis bulk string */
+static ssize_t
+imb_sync_req(struct sockaddr_in *addr, const char *req, char *buf,
+    size_t cap, int redis)
+{
+    int             fd;
+    char           *p;
+    size_t          len, need;
+    ssize_t         n;
+    struct timeval  tv;
+
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+        return -1;
+    }
+
+    tv.tv_sec = 2;
+    tv.tv_usec = 0;
+    (void) setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+
+    if (connect(fd, (struct sockaddr *) addr, sizeof(*addr)) != 0
+        || write(fd, req, strlen(req)) != (ssize_t) strlen(req))
+    {
+        close(fd);
+        return -1;
+    }
+
+    len = 0;
+    need = 0;
+
+    while (len < cap - 1) {
+        n = read(fd, buf + len, cap - 1 - len);
+        if (n <= 0) {
+            break;
+        }
+
+        len += n;
+        buf[len] = '\0';
+
+        if (redis && need == 0 && (p = strstr(buf, "\r\n")) != NULL) {
+            need = (p - buf) + 2 + strtoul(buf + 1, NULL, 10) + 2;
+        }
+
+        if (need && len >= need) {
+            break;
+        }
+    }
+
+    close(fd);
+    buf[len] = '\0';
+
+    if (redis && (len == 0 || buf[0] != '$' || need == 0 || len < need)) {
+        return -1;
+    }
+
+    return (ssize_t) len;
+}
+
+
+static int
+imb_rstat(struct sockaddr_in *addr, imb_rstat_t *st)
+{
+    char         *p, *q, *e;
+    static char   buf[1 << 16];
+
+    memset(st, 0, sizeof(*st));
+
+    if (imb_sync_req(addr, "INFO commandstats\r\n", buf, sizeof(buf), 1)
+        < 0)
+    {
+        return IMB_ERROR;
+    }
+
+    for (p = buf; (p = strstr(p, "cmdstat_")) != NULL
+                  && st->n < IMB_RSTAT_MAX; p = e)
+    {
+        p += 8;
+        e = strchr(p, ':');
+        q = e ? strstr(e, "calls=") : NULL;
+        if (e == NULL || q == NULL || e - p >= 48) {
+            break;
+        }
+
+        memcpy(st->name[st->n], p, e - p);
+        st->name[st->n][e - p] = '\0';
+        st->calls[st->n] = strtoull(q + 6, NULL, 10);
+        st->n++;
+    }
+
+    st->ok = 1;
+
+    return IMB_OK;
+}
+
+
+/* ngx_im's /im/metrics counters that tell about a group message's tail */
+
+#define IMB_MET_JOBS      0
+#define IMB_MET_DROPPED   1
+#define IMB_MET_PUSHES    2
+#define IMB_MET_REDIS_ERR 3
+#define IMB_MET_OVERFLOW  4
+#define IMB_MET_N         5
+
+static const char  *imb_met_names[IMB_MET_N] = {
+    "im_offline_push_jobs_total", "im_offline_push_dropped_total",
+    "im_pushes_total", "im_redis_errors_total",
+    "im_send_queue_overflows_total"
+};
+
+
+static int
+imb_metrics(double *v)
+{
+    int          i;
+    char         req[512], name[80], *p;
+    static char  buf[1 << 17];
+
+    for (i = 0; i < IMB_MET_N; i++) {
+        v[i] = -1;
+    }
+
+    snprintf(req, sizeof(req), "GET %.*s/metrics HTTP/1.0\r\n"
+             "Host: imbench\r\n\r\n",
+             (int) (strlen(cf.ws_path) > 3 ? strlen(cf.ws_path) - 3 : 0),
+             cf.ws_path);
+
+    if (imb_sync_req(&cf.im, req, buf, sizeof(buf), 0) <= 0) {
+        return IMB_ERROR;
+    }
+
+    for (i = 0; i < IMB_MET_N; i++) {
+        snprintf(name, sizeof(name), "\n%s ", imb_met_names[i]);
+        p = strstr(buf, name);
+        if (p) {
+            v[i] = strtod(p + strlen(name), NULL);
+        }
+    }
+
+    return IMB_OK;
+}
+
+
+static uint64_t
+imb_rstat_calls(imb_rstat_t *st, const char *name)
+{
+    int  i;
+
+    for (i = 0; i < st->n; i++) {
+        if (strcmp(st->name[i], name) == 0) {
+            return st->calls[i];
+        }
+    }
+
+    return 0;
+}
+
+
+/* calls of name between a and b; name NULL: all but INFO */
+static double
+imb_rstat_delta(imb_rstat_t *a, imb_rstat_t *b, const char *name)
+{
+    int       i;
+    uint64_t  d;
+
+    if (!a->ok || !b->ok) {
+        return -1;
+    }
+
+    if (name) {
+        return (double) (imb_rstat_calls(b, name) - imb_rstat_calls(a, name));
+    }
+
+    d = 0;
+
+    for (i = 0; i < b->n; i++) {
+        if (strcmp(b->name[i], "info") != 0) {
+            d += b->calls[i] - imb_rstat_calls(a, b->name[i]);
+        }
+    }
+
+    return (double) d;
+}
+
+
 typedef struct {
     imb_result_t           r;
     imb_cpu_t              cpu_a;
     imb_cpu_t              cpu_b;
+    imb_rstat_t            rs_a;
+    imb_rstat_t            rs_b;
+    /* group: until Redis is quiet again (offline-push jobs and the like) */
+    imb_cpu_t              cpu_q;
+    imb_rstat_t            rs_q;
+    double                 met_a[IMB_MET_N];
+    double                 met_b[IMB_MET_N];
+    double                 met_q[IMB_MET_N];
+    double                 tail;       /* s from the phase's end to quiet */
+    int                    quiet;      /* 0: still busy at --settle */
     double                 secs;
     double                 rate;
     uint64_t               lost;
     int                    ok;
+    int                    target;
+    long                   members;    /* group: its size */
 } imb_fan_t;
 
 
-static int
-imb_fanout_run(imb_proc_t *procs, int target, imb_fan_t *f)
+/*
+ * After a group phase: waits until ngx_im's Redis is quiet (fewer than
+ * 50 commands in 0.5 s) or --settle seconds, so that a group's tail
+ * (offline-push jobs, paged off the send path) is measured, and does not
+ * run into the next target's phase.
+ */
+static void
+imb_settle(imb_proc_t *procs, struct sockaddr_in *raddr, imb_fan_t *f)
 {
+    double       t0, d;
+    imb_rstat_t  prev;
+
+    t0 = imb_now_ns() / 1e9;
+    f->quiet = 0;
+    prev = f->rs_b;
+
+    while (raddr && prev.ok && imb_now_ns() / 1e9 - t0 < cf.settle) {
+        usleep(500000);
+
+        if (imb_rstat(raddr, &f->rs_q) != IMB_OK) {
+            break;
+        }
+
+        d = imb_rstat_delta(&prev, &f->rs_q, NULL);
+        prev = f->rs_q;
+
+        if (d >= 0 && d < 50) {
+            f->quiet = 1;
+            break;
+        }
+    }
+
+    if (!f->rs_q.ok) {
+        f->rs_q = f->rs_b;
+    }
+
+    f->tail = imb_now_ns() / 1e9 - t0;
+    imb_cpu(procs, &f->cpu_q, cf.pid_file, cf.redis_pid_file);
+    (void) imb_metrics(f->met_q);
+
+    if (!f->quiet && raddr) {
+        fprintf(stderr, "imbench: ngx_im's Redis still busy %.0f s after "
+                "the phase (--settle)\n", f->tail);
+    }
+}
+
+
+static int
+imb_fanout_run(imb_proc_t *procs, int target, int group, imb_fan_t *f)
+{
+    struct sockaddr_in  *raddr;
+
     imb_cmd_t     cmd;
     imb_result_t  c;
     uint64_t      want;
 
     memset(f, 0, sizeof(*f));
+    f->target = target;
+    f->members = imb_group && target == IMB_TARGET_IM
+                 ? cf.members[group] : 0;
+    raddr = NULL;
+    if (target == IMB_TARGET_IM && cf.use_redis) {
+        raddr = &cf.redis;
+    } else if (target == IMB_TARGET_NCHAN && cf.use_nchan_redis) {
+        raddr = &cf.nchan_redis;
+    }
 
     if (imb_connect_phase(procs, target, &c) != IMB_OK) {
         return IMB_ERROR;
@@ -2563,6 +3089,15 @@ imb_fanout_run(imb_proc_t *procs, int target, imb_fan_t *f)
     cmd.rate = cf.rate;
     cmd.count = cf.count;
     cmd.drain = cf.drain;
+    cmd.group = group;
+
+    if (raddr && imb_rstat(raddr, &f->rs_a) != IMB_OK) {
+        fprintf(stderr, "imbench: INFO commandstats failed\n");
+    }
+
+    if (imb_group && target == IMB_TARGET_IM) {
+        (void) imb_metrics(f->met_a);
+    }
 
     imb_cpu(procs, &f->cpu_a, target ? cf.nchan_pid_file : cf.pid_file,
             target ? cf.nchan_redis_pid_file : cf.redis_pid_file);
@@ -2573,6 +3108,15 @@ imb_fanout_run(imb_proc_t *procs, int target, imb_fan_t *f)
 
     imb_cpu(procs, &f->cpu_b, target ? cf.nchan_pid_file : cf.pid_file,
             target ? cf.nchan_redis_pid_file : cf.redis_pid_file);
+
+    if (raddr && imb_rstat(raddr, &f->rs_b) != IMB_OK) {
+        fprintf(stderr, "imbench: INFO commandstats failed\n");
+    }
+
+    if (imb_group && target == IMB_TARGET_IM) {
+        (void) imb_metrics(f->met_b);
+        imb_settle(procs, raddr, f);
+    }
 
     f->secs = f->r.t_last_deliv > f->r.t_start
               ? (f->r.t_last_deliv - f->r.t_start) / 1e9 : 0;
@@ -2651,12 +3195,13 @@ imb_scenario_fanout(imb_proc_t *procs)
     }
 
     for (i = 0; i < cf.rounds; i++) {
-        if (imb_fanout_run(procs, IMB_TARGET_IM, &im[i]) != IMB_OK) {
+        if (imb_fanout_run(procs, IMB_TARGET_IM, 0, &im[i]) != IMB_OK) {
             return IMB_ERROR;
         }
 
         if (cf.use_nchan
-            && imb_fanout_run(procs, IMB_TARGET_NCHAN, &nc[i]) != IMB_OK)
+            && imb_fanout_run(procs, IMB_TARGET_NCHAN, 0, &nc[i])
+               != IMB_OK)
         {
             return IMB_ERROR;
         }
@@ -2751,6 +3296,508 @@ imb_scenario_fanout(imb_proc_t *procs)
 }
 
 
+/* group: each group size and Nchan, alternated, each figure's median */
+
+
+enum {
+    IMB_G_DELIVERED, IMB_G_RATE, IMB_G_P50, IMB_G_P90, IMB_G_P99, IMB_G_MAX,
+    IMB_G_LOST, IMB_G_DUP, IMB_G_ACKED, IMB_G_SENT, IMB_G_SEND_ERR,
+    IMB_G_NGX_MSG, IMB_G_REDIS_MSG, IMB_G_NGX_DELIV, IMB_G_LOAD_MSG,
+    IMB_G_PUB_MSG, IMB_G_CMDS_MSG, IMB_G_ACK_P50, IMB_G_ACK_P99,
+    IMB_G_DROPPED, IMB_G_UNEXPECTED,
+    IMB_G_TAIL, IMB_G_QUIET, IMB_G_JOBS_MSG, IMB_G_JOBS_DROPPED,
+    IMB_G_NGX_MSG_ALL, IMB_G_REDIS_MSG_ALL, IMB_G_CMDS_MSG_ALL,
+    IMB_G_REDIS_ERR, IMB_G_OVERFLOW, IMB_G_N
+};
+
+static const char  *imb_g_names[IMB_G_N] = {
+    "delivered", "deliver_per_s", "deliver_p50_ms", "deliver_p90_ms",
+    "deliver_p99_ms", "deliver_max_ms", "lost", "duplicated", "sent_ok",
+    "sent", "send_errors", "nginx_us_per_msg", "redis_us_per_msg",
+    "nginx_us_per_delivery", "imbench_us_per_msg", "publish_per_msg",
+    "redis_cmds_per_msg", "send_ack_p50_ms", "send_ack_p99_ms",
+    "dropped", "unexpected",
+    "tail_s", "quiet", "offline_push_jobs_per_msg",
+    "offline_push_dropped_msgs", "nginx_us_per_msg_to_quiet",
+    "redis_us_per_msg_to_quiet", "redis_cmds_per_msg_to_quiet",
+    "redis_errors", "send_queue_overflows"
+};
+
+
+static void
+imb_group_metrics(imb_fan_t *f, double *m)
+{
+    double  n, pubs, spubs;
+
+    n = f->r.acked ? (double) f->r.acked : 0;
+
+    m[IMB_G_DELIVERED] = (double) f->r.delivered;
+    m[IMB_G_RATE] = f->rate;
+    m[IMB_G_P50] = imb_ms(imb_hist_pct(&f->r.deliv, 50));
+    m[IMB_G_P90] = imb_ms(imb_hist_pct(&f->r.deliv, 90));
+    m[IMB_G_P99] = imb_ms(imb_hist_pct(&f->r.deliv, 99));
+    m[IMB_G_MAX] = imb_ms(f->r.deliv.max_us);
+    m[IMB_G_LOST] = (double) f->lost;
+    m[IMB_G_DUP] = (double) f->r.dup;
+    m[IMB_G_ACKED] = (double) f->r.acked;
+    m[IMB_G_SENT] = (double) f->r.sent;
+    m[IMB_G_SEND_ERR] = (double) f->r.ack_err;
+    m[IMB_G_NGX_MSG] = n ? (f->cpu_b.nginx - f->cpu_a.nginx) * 1e6 / n : -1;
+    m[IMB_G_REDIS_MSG] = n ? (f->cpu_b.redis - f->cpu_a.redis) * 1e6 / n
+                           : -1;
+    m[IMB_G_NGX_DELIV] = f->r.delivered
+                         ? (f->cpu_b.nginx - f->cpu_a.nginx) * 1e6
+                           / f->r.delivered : -1;
+    m[IMB_G_LOAD_MSG] = n ? (f->cpu_b.load - f->cpu_a.load) * 1e6 / n : -1;
+
+    pubs = imb_rstat_delta(&f->rs_a, &f->rs_b, "publish");
+    spubs = imb_rstat_delta(&f->rs_a, &f->rs_b, "spublish");
+    m[IMB_G_PUB_MSG] = n && pubs >= 0 ? (pubs + spubs) / n : -1;
+    m[IMB_G_CMDS_MSG] = n && pubs >= 0
+                        ? imb_rstat_delta(&f->rs_a, &f->rs_b, NULL) / n : -1;
+    m[IMB_G_ACK_P50] = imb_ms(imb_hist_pct(&f->r.ack, 50));
+    m[IMB_G_ACK_P99] = imb_ms(imb_hist_pct(&f->r.ack, 99));
+    m[IMB_G_DROPPED] = (double) f->r.dropped;
+    m[IMB_G_UNEXPECTED] = (double) f->r.unexpected;
+
+    /* ngx_im only: from the phase's start until its Redis was quiet */
+    m[IMB_G_TAIL] = f->target == IMB_TARGET_IM ? f->tail : 0;
+    m[IMB_G_QUIET] = f->target == IMB_TARGET_IM ? f->quiet : 1;
+    m[IMB_G_JOBS_MSG] = -1;
+    m[IMB_G_JOBS_DROPPED] = -1;
+    m[IMB_G_REDIS_ERR] = -1;
+    m[IMB_G_OVERFLOW] = -1;
+
+    if (f->target == IMB_TARGET_IM && f->met_a[0] >= 0 && f->met_q[0] >= 0) {
+        m[IMB_G_JOBS_MSG] = n ? (f->met_q[IMB_MET_JOBS]
+                                 - f->met_a[IMB_MET_JOBS]) / n : -1;
+        m[IMB_G_JOBS_DROPPED] = f->met_q[IMB_MET_DROPPED]
+                                - f->met_a[IMB_MET_DROPPED];
+        m[IMB_G_REDIS_ERR] = f->met_q[IMB_MET_REDIS_ERR]
+                             - f->met_a[IMB_MET_REDIS_ERR];
+        m[IMB_G_OVERFLOW] = f->met_q[IMB_MET_OVERFLOW]
+                            - f->met_a[IMB_MET_OVERFLOW];
+    }
+
+    if (f->target == IMB_TARGET_IM) {
+        m[IMB_G_NGX_MSG_ALL] = n ? (f->cpu_q.nginx - f->cpu_a.nginx) * 1e6 / n
+                                 : -1;
+        m[IMB_G_REDIS_MSG_ALL] = n ? (f->cpu_q.redis - f->cpu_a.redis) * 1e6
+                                     / n : -1;
+        m[IMB_G_CMDS_MSG_ALL] = n && f->rs_q.ok
+                                ? imb_rstat_delta(&f->rs_a, &f->rs_q, NULL)
+                                  / n : -1;
+
+    } else {
+        m[IMB_G_NGX_MSG_ALL] = m[IMB_G_NGX_MSG];
+        m[IMB_G_REDIS_MSG_ALL] = m[IMB_G_REDIS_MSG];
+        m[IMB_G_CMDS_MSG_ALL] = m[IMB_G_CMDS_MSG];
+    }
+}
+
+
+static void
+imb_group_row_all(const char *name, long members, double *m)
+{
+    char  mem[16], jobs[16], drop[16], cmds[16];
+
+    snprintf(mem, sizeof(mem), "%ld", members);
+    snprintf(jobs, sizeof(jobs), "%.0f", m[IMB_G_JOBS_MSG]);
+    snprintf(drop, sizeof(drop), "%.0f", m[IMB_G_JOBS_DROPPED]);
+    snprintf(cmds, sizeof(cmds), "%.1f", m[IMB_G_CMDS_MSG_ALL]);
+
+    printf("  %-7s %7s %7.1f%s %9s %9s %10.1f %10.1f %9s\n", name,
+           members ? mem : "-", m[IMB_G_TAIL], m[IMB_G_QUIET] ? " " : "+",
+           m[IMB_G_JOBS_MSG] >= 0 ? jobs : "-",
+           m[IMB_G_JOBS_DROPPED] >= 0 ? drop : "-",
+           m[IMB_G_NGX_MSG_ALL], m[IMB_G_REDIS_MSG_ALL],
+           m[IMB_G_CMDS_MSG_ALL] >= 0 ? cmds : "-");
+}
+
+
+static int
+imb_dbl_cmp(const void *a, const void *b)
+{
+    const double  *x = a, *y = b;
+
+    return (*x > *y) - (*x < *y);
+}
+
+
+/* the median of each figure over n rounds (f[0], f[stride], ...) */
+static void
+imb_group_median(imb_fan_t *f, int n, int stride, double *med)
+{
+    int     i, k;
+    double  v[16], m[IMB_G_N];
+
+    for (k = 0; k < IMB_G_N; k++) {
+        for (i = 0; i < n; i++) {
+            imb_group_metrics(&f[i * stride], m);
+            v[i] = m[k];
+        }
+
+        qsort(v, n, sizeof(double), imb_dbl_cmp);
+        med[k] = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    }
+}
+
+
+static void
+imb_group_row(const char *name, long members, double *m)
+{
+    char  mem[16], pub[16], cmds[16];
+
+    snprintf(mem, sizeof(mem), "%ld", members);
+    snprintf(pub, sizeof(pub), "%.2f", m[IMB_G_PUB_MSG]);
+    snprintf(cmds, sizeof(cmds), "%.1f", m[IMB_G_CMDS_MSG]);
+
+    printf("  %-7s %7s %9.0f %7.2f %7.2f %8.2f %6.0f %4.0f %5.0f/%-5.0f "
+           "%8.1f %8.1f %7.2f %6s %6s\n", name, members ? mem : "-",
+           m[IMB_G_RATE], m[IMB_G_P50], m[IMB_G_P99], m[IMB_G_MAX],
+           m[IMB_G_LOST], m[IMB_G_DUP], m[IMB_G_ACKED], m[IMB_G_SENT],
+           m[IMB_G_NGX_MSG], m[IMB_G_REDIS_MSG], m[IMB_G_NGX_DELIV],
+           m[IMB_G_PUB_MSG] >= 0 ? pub : "-",
+           m[IMB_G_CMDS_MSG] >= 0 ? cmds : "-");
+}
+
+
+/* Redis commands per message over every round of one column */
+static void
+imb_group_cmds(const char *name, imb_fan_t *f, int n, int stride,
+    imb_buf_t *json)
+{
+    int       i, k, j, first;
+    double    acked, d;
+    char      seen[IMB_RSTAT_MAX];
+    imb_fan_t  *x;
+
+    acked = 0;
+    for (i = 0; i < n; i++) {
+        acked += f[i * stride].r.acked;
+    }
+
+    if (acked == 0 || !f[0].rs_b.ok) {
+        return;
+    }
+
+    if (json == NULL) {
+        printf("    %s Redis calls/msg (sent ok: %.0f):", name, acked);
+    }
+
+    memset(seen, 0, sizeof(seen));
+    first = 1;
+
+    for (k = 0; k < f[0].rs_b.n; k++) {
+        d = 0;
+        for (i = 0; i < n; i++) {
+            x = &f[i * stride];
+            for (j = 0; j < x->rs_b.n; j++) {
+                if (strcmp(x->rs_b.name[j], f[0].rs_b.name[k]) == 0) {
+                    d += x->rs_b.calls[j]
+                         - imb_rstat_calls(&x->rs_a, x->rs_b.name[j]);
+                }
+            }
+        }
+
+        if (strcmp(f[0].rs_b.name[k], "info") == 0 || d / acked < 0.005) {
+            continue;
+        }
+
+        if (json) {
+            (void) imb_buf_printf(json, "%s\"%s\":%.3f", first ? "" : ",",
+                                  f[0].rs_b.name[k], d / acked);
+        } else {
+            printf(" %s %.2f", f[0].rs_b.name[k], d / acked);
+        }
+
+        first = 0;
+    }
+
+    if (json == NULL) {
+        printf("\n");
+    }
+}
+
+
+static void
+imb_group_cmds_quiet(const char *name, imb_fan_t *f, int n, int stride)
+{
+    int           i;
+    char          label[80];
+    imb_rstat_t  *save;
+
+    save = malloc(n * sizeof(imb_rstat_t));
+    if (save == NULL) {
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+        save[i] = f[i * stride].rs_b;
+        f[i * stride].rs_b = f[i * stride].rs_q;
+    }
+
+    snprintf(label, sizeof(label), "%s to quiet:", name);
+    imb_group_cmds(label, f, n, stride, NULL);
+
+    for (i = 0; i < n; i++) {
+        f[i * stride].rs_b = save[i];
+    }
+
+    free(save);
+}
+
+
+static void
+imb_group_json(imb_buf_t *b, const char *target, long members, imb_fan_t *f,
+    int n, int stride)
+{
+    int     i, k;
+    double  med[IMB_G_N], m[IMB_G_N];
+
+    imb_group_median(f, n, stride, med);
+
+    (void) imb_buf_printf(b, "{\"target\":\"%s\",\"members\":%ld,"
+                          "\"median\":{", target, members);
+    for (k = 0; k < IMB_G_N; k++) {
+        (void) imb_buf_printf(b, "%s\"%s\":%.3f", k ? "," : "",
+                              imb_g_names[k], med[k]);
+    }
+
+    (void) imb_buf_add(b, "},\"redis_calls_per_msg\":{", 25);
+    imb_group_cmds(target, f, n, stride, b);
+    (void) imb_buf_add(b, "},\"rounds\":[", 12);
+
+    for (i = 0; i < n; i++) {
+        imb_group_metrics(&f[i * stride], m);
+        (void) imb_buf_printf(b, "%s{\"deliver_per_s\":%.1f,"
+                              "\"deliver_p50_ms\":%.3f,\"deliver_p99_ms\":%.3f,"
+                              "\"lost\":%.0f,\"duplicated\":%.0f,"
+                              "\"nginx_us_per_msg\":%.2f,"
+                              "\"redis_us_per_msg\":%.2f,"
+                              "\"publish_per_msg\":%.3f}", i ? "," : "",
+                              m[IMB_G_RATE], m[IMB_G_P50], m[IMB_G_P99],
+                              m[IMB_G_LOST], m[IMB_G_DUP], m[IMB_G_NGX_MSG],
+                              m[IMB_G_REDIS_MSG], m[IMB_G_PUB_MSG]);
+    }
+
+    (void) imb_buf_add(b, "]}", 2);
+}
+
+
+static int
+imb_scenario_group(imb_proc_t *procs)
+{
+    int         i, g, cols, bad;
+    char        name[32];
+    double      med[IMB_G_N], nmed[IMB_G_N], m[IMB_G_N];
+    imb_buf_t   b;
+    imb_fan_t  *fs, *f;
+
+    /* columns: every group size, then Nchan */
+    cols = cf.nmembers + cf.use_nchan;
+    fs = calloc((size_t) cols * cf.rounds, sizeof(imb_fan_t));
+    if (fs == NULL) {
+        return IMB_ERROR;
+    }
+
+    for (i = 0; i < cf.rounds; i++) {
+        for (g = 0; g < cols; g++) {
+            f = &fs[i * cols + g];
+
+            if (imb_fanout_run(procs, g < cf.nmembers ? IMB_TARGET_IM
+                                                      : IMB_TARGET_NCHAN,
+                               g < cf.nmembers ? g : 0, f)
+                != IMB_OK)
+            {
+                free(fs);
+                return IMB_ERROR;
+            }
+
+            imb_group_metrics(f, m);
+            snprintf(name, sizeof(name), g < cf.nmembers ? "ngx_im M=%ld"
+                                                         : "nchan",
+                     g < cf.nmembers ? cf.members[g] : 0L);
+            fprintf(stderr, "imbench: round %d %s: %.0f deliveries/s, "
+                    "p99 %.1f ms, lost %.0f, nginx %.1f us/msg, redis "
+                    "%.1f us/msg\n", i + 1, name, m[IMB_G_RATE],
+                    m[IMB_G_P99], m[IMB_G_LOST], m[IMB_G_NGX_MSG],
+                    m[IMB_G_REDIS_MSG]);
+        }
+    }
+
+    printf("\ngroup: %ld members online, %ld messages at %.0f msg/s (%.0f "
+           "s), %d B text, %d load process(es), %d round(s)\n", cf.users,
+           cf.count, cf.rate, cf.duration, cf.size, cf.procs, cf.rounds);
+    printf("  ngx_im: a group of M members (created with 1000, the rest "
+           "invited 1000 at a time); members 0..%ld online, one session "
+           "each; member %ld sends over WebSocket (1003, sessionType 3)\n",
+           cf.users - 1, cf.users);
+    if (cf.use_nchan) {
+        printf("  nchan:  one channel, %ld WebSocket subscribers, HTTP POST "
+               "publisher, Redis store\n", cf.users);
+    }
+    printf("  CPU per message: (CPU of the workers or Redis during the "
+           "phase) / messages sent ok; deliv/s: deliveries / (first send "
+           "to last delivery)\n");
+    printf("  %-7s %7s %9s %7s %7s %8s %6s %4s %11s %8s %8s %7s %6s %6s\n",
+           "target", "members", "deliv/s", "p50", "p99", "max", "lost",
+           "dup", "sent ok", "ngx us/m", "rds us/m", "ngx us/d", "pub/m",
+           "cmds/m");
+
+    if (cf.rounds > 1) {
+        for (i = 0; i < cf.rounds; i++) {
+            printf("  round %d\n", i + 1);
+            for (g = 0; g < cols; g++) {
+                f = &fs[i * cols + g];
+                imb_group_metrics(f, m);
+                imb_group_row(g < cf.nmembers ? "ngx_im" : "nchan",
+                              f->members, m);
+            }
+        }
+
+        printf("  median of the rounds, figure by figure\n");
+    }
+
+    if (cf.use_nchan) {
+        imb_group_median(&fs[cf.nmembers], cf.rounds, cols, nmed);
+    }
+
+    for (g = 0; g < cols; g++) {
+        imb_group_median(&fs[g], cf.rounds, cols, med);
+        imb_group_row(g < cf.nmembers ? "ngx_im" : "nchan",
+                      g < cf.nmembers ? cf.members[g] : 0, med);
+    }
+
+    for (g = 0; g < cols; g++) {
+        snprintf(name, sizeof(name), g < cf.nmembers ? "ngx_im M=%ld"
+                                                     : "nchan",
+                 g < cf.nmembers ? cf.members[g] : 0L);
+        imb_group_cmds(name, &fs[g], cf.rounds, cols, NULL);
+    }
+
+    for (g = 0; cf.use_nchan && g < cf.nmembers; g++) {
+        imb_group_median(&fs[g], cf.rounds, cols, med);
+        printf("  ratio ngx_im(M=%ld)/nchan: deliveries/s %.2fx, p50 %.2fx, "
+               "p99 %.2fx, nginx CPU/msg %.2fx, Redis CPU/msg %.2fx "
+               "(latency and CPU: lower is better)\n", cf.members[g],
+               nmed[IMB_G_RATE] > 0 ? med[IMB_G_RATE] / nmed[IMB_G_RATE] : 0,
+               nmed[IMB_G_P50] > 0 ? med[IMB_G_P50] / nmed[IMB_G_P50] : 0,
+               nmed[IMB_G_P99] > 0 ? med[IMB_G_P99] / nmed[IMB_G_P99] : 0,
+               nmed[IMB_G_NGX_MSG] > 0
+               ? med[IMB_G_NGX_MSG] / nmed[IMB_G_NGX_MSG] : 0,
+               nmed[IMB_G_REDIS_MSG] > 0
+               ? med[IMB_G_REDIS_MSG] / nmed[IMB_G_REDIS_MSG] : 0);
+    }
+
+    printf("  until ngx_im's Redis was quiet again (tail: s after the last "
+           "delivery; + still busy at --settle %.0f s), medians:\n",
+           cf.settle);
+    printf("  %-7s %7s %8s %9s %9s %10s %10s %9s\n", "target", "members",
+           "tail s", "jobs/msg", "dropped", "ngx us/m", "rds us/m",
+           "cmds/m");
+
+    for (g = 0; g < cols; g++) {
+        imb_group_median(&fs[g], cf.rounds, cols, med);
+        imb_group_row_all(g < cf.nmembers ? "ngx_im" : "nchan",
+                          g < cf.nmembers ? cf.members[g] : 0, med);
+    }
+
+    for (g = 0; cf.use_nchan && g < cf.nmembers; g++) {
+        imb_group_median(&fs[g], cf.rounds, cols, med);
+        printf("  ratio ngx_im(M=%ld)/nchan to quiet: nginx CPU/msg %.2fx, "
+               "Redis CPU/msg %.2fx\n", cf.members[g],
+               nmed[IMB_G_NGX_MSG_ALL] > 0
+               ? med[IMB_G_NGX_MSG_ALL] / nmed[IMB_G_NGX_MSG_ALL] : 0,
+               nmed[IMB_G_REDIS_MSG_ALL] > 0
+               ? med[IMB_G_REDIS_MSG_ALL] / nmed[IMB_G_REDIS_MSG_ALL] : 0);
+    }
+
+    for (g = 0; g < cf.nmembers; g++) {
+        snprintf(name, sizeof(name), "ngx_im M=%ld", cf.members[g]);
+        imb_group_cmds_quiet(name, &fs[g], cf.rounds, cols);
+    }
+
+    bad = 0;
+
+    for (i = 0; i < cf.rounds; i++) {
+        for (g = 0; g < cols; g++) {
+            f = &fs[i * cols + g];
+
+            if (f->lost || f->r.dup || f->r.ack_err
+                || f->r.acked != f->r.sent || f->r.dropped)
+            {
+                printf("  !!!!! %s%s round %d: lost %llu, duplicated %llu, "
+                       "sent %llu, ok %llu, send errors %llu (last %lld), "
+                       "not sent %llu, dropped connections %llu, unexpected "
+                       "frames %llu !!!!!\n",
+                       g < cf.nmembers ? "ngx_im group of " : "nchan",
+                       g < cf.nmembers ? (snprintf(name, sizeof(name), "%ld",
+                                                   cf.members[g]), name)
+                                       : "", i + 1,
+                       (unsigned long long) f->lost,
+                       (unsigned long long) f->r.dup,
+                       (unsigned long long) f->r.sent,
+                       (unsigned long long) f->r.acked,
+                       (unsigned long long) f->r.ack_err, f->r.last_err,
+                       (unsigned long long) f->r.skipped,
+                       (unsigned long long) f->r.dropped,
+                       (unsigned long long) f->r.unexpected);
+                imb_print_errors(&f->r);
+                bad |= g < cf.nmembers;
+            }
+        }
+    }
+
+    memset(&b, 0, sizeof(b));
+    imb_json_begin(&b, "group", cf.use_nchan ? "ngx_im,nchan" : "ngx_im");
+    (void) imb_buf_printf(&b, ",\"online\":%ld,\"messages\":%ld,"
+                          "\"rate\":%.0f,\"duration\":%.1f,\"size\":%d,"
+                          "\"rounds\":%d,\"results\":[", cf.users, cf.count,
+                          cf.rate, cf.duration, cf.size, cf.rounds);
+
+    for (g = 0; g < cols; g++) {
+        if (g) {
+            (void) imb_buf_add(&b, ",", 1);
+        }
+        imb_group_json(&b, g < cf.nmembers ? "ngx_im" : "nchan",
+                       g < cf.nmembers ? cf.members[g] : 0, &fs[g],
+                       cf.rounds, cols);
+    }
+
+    (void) imb_buf_add(&b, "]", 1);
+
+    if (cf.use_nchan) {
+        (void) imb_buf_add(&b, ",\"ratio\":[", 10);
+        for (g = 0; g < cf.nmembers; g++) {
+            imb_group_median(&fs[g], cf.rounds, cols, med);
+            (void) imb_buf_printf(&b, "%s{\"members\":%ld,"
+                                  "\"deliver_per_s\":%.3f,\"p99\":%.3f,"
+                                  "\"nginx_us_per_msg\":%.3f,"
+                                  "\"redis_us_per_msg\":%.3f}",
+                                  g ? "," : "", cf.members[g],
+                                  nmed[IMB_G_RATE] > 0
+                                  ? med[IMB_G_RATE] / nmed[IMB_G_RATE] : 0,
+                                  nmed[IMB_G_P99] > 0
+                                  ? med[IMB_G_P99] / nmed[IMB_G_P99] : 0,
+                                  nmed[IMB_G_NGX_MSG] > 0
+                                  ? med[IMB_G_NGX_MSG] / nmed[IMB_G_NGX_MSG]
+                                  : 0,
+                                  nmed[IMB_G_REDIS_MSG] > 0
+                                  ? med[IMB_G_REDIS_MSG]
+                                    / nmed[IMB_G_REDIS_MSG] : 0);
+        }
+        (void) imb_buf_add(&b, "]", 1);
+    }
+
+    imb_json_end(&b);
+    imb_buf_free(&b);
+    free(fs);
+
+    return bad ? IMB_ERROR : IMB_OK;
+}
+
+
 static int
 imb_run(void)
 {
@@ -2770,6 +3817,10 @@ imb_run(void)
 
     case 'f':
         rc = imb_scenario_fanout(procs);
+        break;
+
+    case 'g':
+        rc = imb_scenario_group(procs);
         break;
 
     default:

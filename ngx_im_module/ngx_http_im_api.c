@@ -20,6 +20,7 @@ static ngx_int_t ngx_http_im_api_reply(ngx_http_request_t *r,
     ngx_int_t code, const char *msg, ngx_http_im_buf_t *data);
 static ngx_http_im_route_t *ngx_http_im_api_route(ngx_http_request_t *r);
 static ngx_http_im_route_t *ngx_http_im_api_route_at(ngx_uint_t i);
+
 static ngx_uint_t ngx_http_im_api_route_index(ngx_http_im_route_t *rt);
 static ngx_int_t ngx_http_im_api_parse(ngx_http_im_api_t *api,
     char *err, size_t len);
@@ -96,6 +97,13 @@ static ngx_http_im_route_t  ngx_http_im_routes[] = {
       ngx_http_im_send_msg },
 
     { ngx_null_string, 0, NULL }
+};
+
+
+/* every REST file's routes, in the order metrics count them */
+static ngx_http_im_route_t  *ngx_http_im_route_tables[] = {
+    ngx_http_im_routes, ngx_http_im_conv_routes, ngx_http_im_group_routes,
+    NULL
 };
 
 
@@ -192,31 +200,42 @@ ngx_http_im_api_route(ngx_http_request_t *r)
 static ngx_http_im_route_t *
 ngx_http_im_api_route_at(ngx_uint_t i)
 {
-    ngx_uint_t  n;
+    ngx_uint_t            k, n;
+    ngx_http_im_route_t  *t;
 
-    n = sizeof(ngx_http_im_routes) / sizeof(ngx_http_im_route_t) - 1;
+    for (k = 0; (t = ngx_http_im_route_tables[k]); k++) {
+        for (n = 0; t[n].handler; n++) { /* void */ }
 
-    if (i < n) {
-        return &ngx_http_im_routes[i];
+        if (i < n) {
+            return &t[i];
+        }
+
+        i -= n;
     }
 
-    return ngx_http_im_conv_routes[i - n].handler
-           ? &ngx_http_im_conv_routes[i - n] : NULL;
+    return NULL;
 }
 
 
 static ngx_uint_t
 ngx_http_im_api_route_index(ngx_http_im_route_t *rt)
 {
-    ngx_uint_t  n;
+    ngx_uint_t            k, n, base;
+    ngx_http_im_route_t  *t;
 
-    n = sizeof(ngx_http_im_routes) / sizeof(ngx_http_im_route_t) - 1;
+    base = 0;
 
-    if (rt >= ngx_http_im_routes && rt < ngx_http_im_routes + n) {
-        return rt - ngx_http_im_routes;
+    for (k = 0; (t = ngx_http_im_route_tables[k]); k++) {
+        for (n = 0; t[n].handler; n++) { /* void */ }
+
+        if (rt >= t && rt < t + n) {
+            return base + (rt - t);
+        }
+
+        base += n;
     }
 
-    return n + (rt - ngx_http_im_conv_routes);
+    return 0;
 }
 
 
@@ -384,6 +403,8 @@ ngx_http_im_api_parse(ngx_http_im_api_t *api, char *err, size_t len)
 
     *p = '\0';
 
+    api->body.data = text;
+    api->body.len = size;
     api->root = ngx_http_im_json_parse(text, size, err, len);
     if (api->root == NULL || !YAJL_IS_OBJECT(api->root)) {
         if (api->root) {
@@ -1365,6 +1386,15 @@ ngx_http_im_batch_send_msg(ngx_http_im_api_t *api)
     rc = ngx_http_im_api_msg(api, &m, &opts, err, sizeof(err));
     if (rc != 0) {
         ngx_http_im_api_finish(api, rc, err);
+        return;
+    }
+
+    if (m.session_type == 3) {
+        /* a group message goes to its group once: send_msg */
+        ngx_http_im_msg_free(&m);
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS, "field "
+                               "\"sessionType\" must be 1 or 4 in a batch "
+                               "(a group message goes by send_msg)");
         return;
     }
 

@@ -73,6 +73,7 @@ struct ngx_http_im_api_s {
     ngx_uint_t                   answered;
     ngx_uint_t                   results;
     void                        *conv;         /* api_conv.c's state */
+    ngx_str_t                    body;         /* the JSON text, in r->pool */
     char                         token_out[512];
 };
 
@@ -88,6 +89,9 @@ ngx_str_t *ngx_http_im_api_user_ids(ngx_http_im_api_t *api);
 
 /* api_conv.c: the conversation routes and the read state of msg */
 extern ngx_http_im_route_t  ngx_http_im_conv_routes[];
+
+/* api_group.c: the group routes */
+extern ngx_http_im_route_t  ngx_http_im_group_routes[];
 
 void ngx_http_im_conv_sorted(ngx_http_im_api_t *api);
 void ngx_http_im_conv_all(ngx_http_im_api_t *api);

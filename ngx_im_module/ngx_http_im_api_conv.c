@@ -580,8 +580,10 @@ static ngx_int_t
 ngx_http_im_conv_member_of(ngx_http_im_conv_call_t *cc, const char *conv,
     size_t len)
 {
+    /* a group's: conv.lua knows whether the user was ever in it */
     if (ngx_http_im_conv_member(conv, len, (char *) cc->owner.data,
-                                cc->owner.len))
+                                cc->owner.len)
+        || ngx_http_im_conv_group(conv, len))
     {
         return NGX_OK;
     }

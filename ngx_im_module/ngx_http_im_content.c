@@ -364,6 +364,12 @@ static const ngx_http_im_content_type_t  ngx_http_im_content_types[] = {
 };
 
 
+/* 1501 GroupCreated .. 1520 GroupNameSet: {"detail": the tips JSON} */
+static const ngx_http_im_content_type_t  ngx_http_im_content_group_note = {
+    NGX_HTTP_IM_CONTENT_GROUP_FIRST, "[Group notification]", NULL, NULL
+};
+
+
 int
 ngx_http_im_content_check(long long content_type, yajl_val content,
     char *err, size_t errlen)
@@ -448,6 +454,12 @@ static const ngx_http_im_content_type_t *
 ngx_http_im_content_find(long long content_type)
 {
     size_t  i;
+
+    if (content_type >= NGX_HTTP_IM_CONTENT_GROUP_FIRST
+        && content_type <= NGX_HTTP_IM_CONTENT_GROUP_LAST)
+    {
+        return &ngx_http_im_content_group_note;
+    }
 
     for (i = 0; i < sizeof(ngx_http_im_content_types)
                     / sizeof(ngx_http_im_content_types[0]); i++)

@@ -117,6 +117,14 @@ ngx_http_im_conv_member(const char *conv, size_t conv_len, const char *uid,
 }
 
 
+int
+ngx_http_im_conv_group(const char *conv, size_t conv_len)
+{
+    return conv_len > 3 && memcmp(conv, "sg_", 3) == 0
+           && ngx_http_im_user_id_valid(conv + 3, conv_len - 3);
+}
+
+
 size_t
 ngx_http_im_conv_peer(const char *conv, size_t conv_len, const char *uid,
     size_t uid_len, char *out)

@@ -42,6 +42,9 @@ size_t ngx_http_im_conv_notification(const char *send, size_t send_len,
  * both sides are valid user IDs (so the ID is at most 132 bytes).  User
  * IDs cannot contain '_', so the split is unambiguous.
  */
+/* 1 for "sg_<valid group ID>": membership is the group's to tell */
+int ngx_http_im_conv_group(const char *conv, size_t conv_len);
+
 int ngx_http_im_conv_member(const char *conv, size_t conv_len,
     const char *uid, size_t uid_len);
 

@@ -51,7 +51,9 @@ static ngx_http_im_metric_info_t  ngx_http_im_metric_info[] = {
     { "im_redis_slot_refreshes_total", "counter",
       "Redis Cluster slot maps loaded (CLUSTER SLOTS)" },
     { "im_redis_resubscribes_total", "counter",
-      "sharded subscriptions moved to their slot's new master" }
+      "sharded subscriptions moved to their slot's new master" },
+    { "im_offline_push_dropped_total", "counter",
+      "group messages whose offline-push jobs were dropped (queue full)" }
 };
 
 

@@ -6,6 +6,7 @@
 
 #include "ngx_http_im_module.h"
 #include "ngx_http_im_store.h"
+#include "ngx_http_im_group.h"
 #include "ngx_http_im_redis.h"
 #include "ngx_http_im_mongo.h"
 #include "ngx_http_im_id.h"
@@ -387,6 +388,9 @@ ngx_http_im_init_process(ngx_cycle_t *cycle)
 
     ngx_rbtree_init(&w->users, &w->sentinel, ngx_str_rbtree_insert_value);
     ngx_queue_init(&w->user_list);
+    ngx_rbtree_init(&w->groups, &w->group_sentinel,
+                    ngx_str_rbtree_insert_value);
+    ngx_queue_init(&w->group_list);
     ngx_queue_init(&w->sessions);
     ngx_queue_init(&w->api_calls);
     ngx_http_im_buf_init(&w->scratch, 16 * 1024 * 1024);
@@ -424,6 +428,8 @@ ngx_http_im_init_process(ngx_cycle_t *cycle)
 
         ngx_http_im_persist_init(cycle);
     }
+
+    ngx_http_im_group_init(&ngx_http_im_session_users);
 
     return ngx_http_im_store_init(cycle, &ngx_http_im_session_routes);
 }

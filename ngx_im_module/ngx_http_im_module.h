@@ -71,12 +71,13 @@ enum {
     NGX_HTTP_IM_M_REDIS_ASK,
     NGX_HTTP_IM_M_REDIS_REFRESHES,
     NGX_HTTP_IM_M_REDIS_RESUBSCRIBES,
+    NGX_HTTP_IM_M_PUSH_DROPPED,
     NGX_HTTP_IM_M_N
 };
 
 /* im_messages_sent_total{kind}: sessionType 1, 3, 4, and online-only */
 #define NGX_HTTP_IM_SESSION_N         4
-#define NGX_HTTP_IM_ROUTES_MAX        32
+#define NGX_HTTP_IM_ROUTES_MAX        96
 #define NGX_HTTP_IM_CODES_MAX         24    /* >= ngx_http_im_errors_n */
 
 
@@ -178,6 +179,9 @@ struct ngx_http_im_user_s {
     ngx_queue_t                sessions;
     ngx_uint_t                 state;
     ngx_uint_t                 busy;
+    ngx_queue_t                groups;         /* group.c's memberships */
+    ngx_uint_t                 gwait;          /* group subscriptions */
+    uint64_t                   gload;          /* its groups' load */
 };
 
 
@@ -230,6 +234,9 @@ typedef struct {
     ngx_rbtree_t               users;
     ngx_rbtree_node_t          sentinel;
     ngx_queue_t                user_list;
+    ngx_rbtree_t               groups;         /* group.c's */
+    ngx_rbtree_node_t          group_sentinel;
+    ngx_queue_t                group_list;
     ngx_queue_t                sessions;
     ngx_queue_t                api_calls;      /* REST calls in progress */
     ngx_str_t                  origin;         /* unique per worker */
@@ -314,6 +321,8 @@ ngx_int_t ngx_http_im_msg_send(ngx_http_im_msg_t *m, ngx_str_t *conv,
     ngx_http_im_send_t *opts);
 ngx_int_t ngx_http_im_msg_option(ngx_http_im_msg_t *m, const char *key);
 void ngx_http_im_notify(ngx_str_t *from, ngx_str_t *to, ngx_str_t *conv,
+    ngx_int_t content_type, ngx_http_im_buf_t *detail);
+void ngx_http_im_group_notify(ngx_str_t *from, ngx_str_t *gid,
     ngx_int_t content_type, ngx_http_im_buf_t *detail);
 const char *ngx_http_im_msg_check(ngx_http_im_msg_t *m);
 

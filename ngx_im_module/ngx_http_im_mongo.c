@@ -60,6 +60,10 @@ static ngx_int_t ngx_http_im_mongo_conv_save(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client);
 static ngx_int_t ngx_http_im_mongo_conv_load(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client);
+static ngx_int_t ngx_http_im_mongo_group_save(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client);
+static ngx_int_t ngx_http_im_mongo_group_load(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client);
 static ngx_int_t ngx_http_im_mongo_msg_replace(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client);
 static ngx_int_t ngx_http_im_mongo_msg_purge(ngx_http_im_mongo_task_t *t,
@@ -493,7 +497,9 @@ ngx_http_im_mongo_run(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
         || t->op == NGX_HTTP_IM_MONGO_CONV_SAVE
         || t->op == NGX_HTTP_IM_MONGO_CONV_LOAD
         || t->op == NGX_HTTP_IM_MONGO_MSG_REPLACE
-        || t->op == NGX_HTTP_IM_MONGO_MSG_PURGE)
+        || t->op == NGX_HTTP_IM_MONGO_MSG_PURGE
+        || t->op == NGX_HTTP_IM_MONGO_GROUP_SAVE
+        || t->op == NGX_HTTP_IM_MONGO_GROUP_LOAD)
     {
         rc = ngx_http_im_mongo_indexes(t, client);
         if (rc != NGX_OK) {
@@ -530,6 +536,12 @@ ngx_http_im_mongo_run(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
 
     case NGX_HTTP_IM_MONGO_MSG_PURGE:
         return ngx_http_im_mongo_msg_purge(t, client);
+
+    case NGX_HTTP_IM_MONGO_GROUP_SAVE:
+        return ngx_http_im_mongo_group_save(t, client);
+
+    case NGX_HTTP_IM_MONGO_GROUP_LOAD:
+        return ngx_http_im_mongo_group_load(t, client);
 
     default:
         ngx_cpystrn((u_char *) t->err, (u_char *) "unknown op",
@@ -583,6 +595,17 @@ ngx_http_im_mongo_indexes(ngx_http_im_mongo_task_t *t,
                        "indexes", "[", "{",
                            "key", "{", "ownerUserID", BCON_INT32(1), "}",
                            "name", BCON_UTF8("owner"),
+                       "}", "]");
+
+        ok = ngx_http_im_mongo_index(db, cmd, &error);
+    }
+
+    if (ok) {
+        /* a group's documents, loaded all at once */
+        cmd = BCON_NEW("createIndexes", BCON_UTF8("group"),
+                       "indexes", "[", "{",
+                           "key", "{", "groupID", BCON_INT32(1), "}",
+                           "name", BCON_UTF8("group"),
                        "}", "]");
 
         ok = ngx_http_im_mongo_index(db, cmd, &error);
@@ -1236,6 +1259,20 @@ ngx_http_im_mongo_conv_save(ngx_http_im_mongo_task_t *t,
 }
 
 
+/*
+ * GROUP_SAVE.  As CONV_SAVE, into collection "group": a group's record,
+ * members and applications (docs/architecture.md, "Groups"), each a
+ * document with a string _id, an integer rev and its groupID.
+ */
+static ngx_int_t
+ngx_http_im_mongo_group_save(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client)
+{
+    return ngx_http_im_mongo_replace(t, client, "group",
+                                     ngx_http_im_mongo_conv_pair);
+}
+
+
 static ngx_int_t
 ngx_http_im_mongo_conv_pair(ngx_http_im_mongo_task_t *t,
     ngx_http_im_mongo_item_t *it, bson_t **sel, bson_t **doc)
@@ -1660,6 +1697,78 @@ ngx_http_im_mongo_conv_load(ngx_http_im_mongo_task_t *t,
     mongoc_cursor_destroy(cursor);
     mongoc_collection_destroy(msgs);
     mongoc_collection_destroy(convs);
+    bson_destroy(opts);
+    bson_destroy(filter);
+
+    return rc;
+}
+
+
+/*
+ * GROUP_LOAD.  In: "in", a group ID (all of it); t->value, at most this
+ * many documents.  Out: "out", a JSON array of the group's documents
+ * ({groupID: gid}, in no set order), as relaxed extended JSON.  Items
+ * are not used.
+ */
+static ngx_int_t
+ngx_http_im_mongo_group_load(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client)
+{
+    char                 *json;
+    size_t                len;
+    bson_t               *filter, *opts;
+    ngx_int_t             rc;
+    ngx_uint_t            first;
+    const bson_t         *doc;
+    bson_error_t          error;
+    mongoc_cursor_t      *cursor;
+    mongoc_collection_t  *coll;
+
+    filter = bson_new();
+    bson_append_utf8(filter, "groupID", -1, (char *) t->in.data,
+                     (int) t->in.len);
+    opts = BCON_NEW("limit", BCON_INT64(t->value));
+
+    coll = mongoc_client_get_collection(client, t->db, "group");
+    cursor = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+
+    ngx_http_im_buf_add(&t->out, "[", 1);
+
+    rc = NGX_OK;
+    first = 1;
+
+    while (rc == NGX_OK && mongoc_cursor_next(cursor, &doc)) {
+        if (ngx_http_im_mongo_skip(t)) {
+            rc = NGX_DECLINED;
+            break;
+        }
+
+        /* NULL: not valid UTF-8; such a document is left out */
+        json = bson_as_relaxed_extended_json(doc, &len);
+
+        if (json != NULL) {
+            ngx_http_im_buf_add(&t->out, first ? "" : ",", first ? 0 : 1);
+            ngx_http_im_buf_add(&t->out, json, len);
+            bson_free(json);
+            first = 0;
+        }
+    }
+
+    if (rc == NGX_OK && mongoc_cursor_error(cursor, &error)) {
+        ngx_http_im_mongo_error(t, "group load", &error);
+        rc = NGX_ERROR;
+    }
+
+    ngx_http_im_buf_add(&t->out, "]", 1);
+
+    if (rc == NGX_OK && t->out.failed) {
+        ngx_cpystrn((u_char *) t->err, (u_char *) "group load: out of memory",
+                    sizeof(t->err));
+        rc = NGX_ERROR;
+    }
+
+    mongoc_cursor_destroy(cursor);
+    mongoc_collection_destroy(coll);
     bson_destroy(opts);
     bson_destroy(filter);
 

@@ -1361,6 +1361,14 @@ ngx_http_im_pull_viewed(void *data, ngx_http_im_store_conv_res_t *r)
     if (r->err) {
         call->err = NGX_HTTP_IM_ERR_UNAVAILABLE;
 
+    } else if (ngx_strlcasestrn(r->answer.data,
+                                r->answer.data + r->answer.len,
+                                (u_char *) ":false", 6 - 1)
+               != NULL)
+    {
+        /* a group this user was never in */
+        call->err = NGX_HTTP_IM_ERR_NOT_IN_GROUP;
+
     } else {
         ngx_http_im_buf_init(&call->view, r->answer.len + 1);
         ngx_http_im_buf_add(&call->view, r->answer.data, r->answer.len);
@@ -1412,15 +1420,19 @@ ngx_http_im_pull_hide(ngx_http_im_call_t *call)
 }
 
 
-/* list: [minSeq, hidden seqs in order]; a binary search of the seqs */
+/*
+ * list: [minSeq, the last seq a former group member may see (0: none),
+ * hidden seqs in order]; a binary search of the seqs
+ */
 static ngx_uint_t
 ngx_http_im_pull_hidden(yajl_val list, long long seq)
 {
     size_t     lo, hi, mid;
     long long  v;
 
-    if (list->u.array.len == 0
-        || !YAJL_IS_INTEGER(list->u.array.values[0]))
+    if (list->u.array.len < 2
+        || !YAJL_IS_INTEGER(list->u.array.values[0])
+        || !YAJL_IS_INTEGER(list->u.array.values[1]))
     {
         return 0;
     }
@@ -1429,7 +1441,13 @@ ngx_http_im_pull_hidden(yajl_val list, long long seq)
         return 1;
     }
 
-    lo = 1;
+    v = YAJL_GET_INTEGER(list->u.array.values[1]);
+
+    if (v > 0 && seq > v) {
+        return 1;
+    }
+
+    lo = 2;
     hi = list->u.array.len;
 
     while (lo < hi) {
@@ -1482,8 +1500,10 @@ ngx_http_im_call_conv(ngx_http_im_call_t *call, yajl_val v)
         return NGX_ERROR;
     }
 
+    /* a group's membership is checked by the pull's view (1203) */
     if (!ngx_http_im_conv_member(id.data, id.len, (char *) s->uid.data,
-                                 s->uid.len))
+                                 s->uid.len)
+        && !ngx_http_im_conv_group(id.data, id.len))
     {
         ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
                       "im: \"%V\" may not read conversation \"%*s\"",

@@ -15,6 +15,7 @@
 
 #include "ngx_http_im_module.h"
 #include "ngx_http_im_store.h"
+#include "ngx_http_im_group.h"
 #include "ngx_http_im_id.h"
 #include "ngx_http_im_mongo.h"
 
@@ -58,6 +59,11 @@ typedef struct {
     ngx_uint_t                 force;        /* MongoDB could not reserve */
     ngx_uint_t                 retries;
     ngx_queue_t                wait;         /* in a seq wait */
+    ngx_str_t                  group;        /* sessionType 3 */
+    ngx_uint_t                 system;       /* msgFrom 200 */
+    ngx_uint_t                 at_all;
+    ngx_str_t                 *at;           /* copies, after the ctx */
+    ngx_uint_t                 nat;
 } ngx_http_im_send_ctx_t;
 
 
@@ -137,6 +143,8 @@ static ngx_int_t ngx_http_im_msg_error(char *err, size_t errlen,
     const char *fmt, ...);
 static ngx_http_im_send_ctx_t *ngx_http_im_send_ctx(ngx_http_im_msg_t *m,
     ngx_str_t *conv, ngx_http_im_send_t *opts);
+static void ngx_http_im_send_at(ngx_http_im_send_ctx_t *ctx,
+    ngx_http_im_msg_t *m, u_char **p);
 static void ngx_http_im_send_free(ngx_http_im_send_ctx_t *ctx);
 static void ngx_http_im_send_msg(ngx_http_im_send_ctx_t *ctx,
     ngx_http_im_store_msg_t *m);
@@ -144,6 +152,8 @@ static ngx_int_t ngx_http_im_send_stored(ngx_http_im_send_ctx_t *ctx);
 static void ngx_http_im_send_stored_reply(void *data,
     ngx_http_im_store_sent_t *r);
 static void ngx_http_im_send_push_job(ngx_http_im_send_ctx_t *ctx);
+static void ngx_http_im_send_group_loaded(void *data,
+    ngx_http_im_store_conv_res_t *r);
 static ngx_int_t ngx_http_im_send_online(ngx_http_im_send_ctx_t *ctx);
 static void ngx_http_im_send_online_reply(void *data, ngx_int_t err,
     ngx_int_t n);
@@ -186,7 +196,19 @@ ngx_http_im_msg_send(ngx_http_im_msg_t *m, ngx_str_t *conv,
         return NGX_HTTP_IM_ERR_ARGS;
     }
 
-    if (conv == NULL) {
+    if (m->session_type == 3 && opts->online_only) {
+        /* a group's online-only messages are not supported */
+        return NGX_HTTP_IM_ERR_ARGS;
+    }
+
+    if (conv == NULL && m->session_type == 3) {
+        own.data = buf;
+        own.len = ngx_sprintf(buf, "sg_%*s", m->group_id.len,
+                              m->group_id.data)
+                  - buf;
+        conv = &own;
+
+    } else if (conv == NULL) {
         /* the IDs are valid user IDs now, so they fit */
         own.data = buf;
         own.len = m->session_type == 4
@@ -277,17 +299,25 @@ ngx_http_im_msg_check_ints(ngx_http_im_msg_t *m, char *err, size_t errlen)
                                      "be a 32-bit integer");
     }
 
-    if (user && m->session_type != 1) {
+    if (user && m->session_type != 1 && m->session_type != 3) {
         return ngx_http_im_msg_error(err, errlen, "field \"sessionType\" "
-                                     "must be 1 (single chat); groups are "
-                                     "not supported yet");
+                                     "must be 1 (single chat) or 3 "
+                                     "(group)");
     }
 
-    if (m->session_type != 1 && m->session_type != 4) {
+    if (m->session_type != 1 && m->session_type != 3
+        && m->session_type != 4)
+    {
         return ngx_http_im_msg_error(err, errlen, "field \"sessionType\" "
-                                     "must be 1 (single) or 4 "
-                                     "(notification); groups are not "
-                                     "supported yet");
+                                     "must be 1 (single), 3 (group) or 4 "
+                                     "(notification)");
+    }
+
+    if (m->session_type == 3
+        && m->content_type == NGX_HTTP_IM_CONTENT_TYPING)
+    {
+        return ngx_http_im_msg_error(err, errlen, "typing (113) is for "
+                                     "single chats");
     }
 
     if (!ngx_http_im_content_known(m->content_type)) {
@@ -316,7 +346,14 @@ ngx_http_im_msg_check_ids(ngx_http_im_msg_t *m, char *err, size_t errlen)
                                      "be a valid user ID");
     }
 
-    if (!ngx_http_im_user_id_valid(m->recv_id.data, m->recv_id.len)) {
+    if (m->session_type == 3) {
+        if (!ngx_http_im_user_id_valid(m->group_id.data, m->group_id.len)) {
+            return ngx_http_im_msg_error(err, errlen, "field \"groupID\" "
+                                         "must be a valid group ID");
+        }
+
+    } else if (!ngx_http_im_user_id_valid(m->recv_id.data, m->recv_id.len))
+    {
         return ngx_http_im_msg_error(err, errlen, "field \"recvID\" must "
                                      "be a valid user ID");
     }
@@ -499,6 +536,7 @@ ngx_http_im_send_ctx(ngx_http_im_msg_t *m, ngx_str_t *conv,
 {
     u_char                  *p;
     size_t                   size;
+    ngx_uint_t               i;
     const char              *title;
     ngx_http_im_send_ctx_t  *ctx;
     char                     smid[NGX_HTTP_IM_ID_LEN];
@@ -529,7 +567,12 @@ ngx_http_im_send_ctx(ngx_http_im_msg_t *m, ngx_str_t *conv,
 
     size = conv->len + m->send_id.len + m->recv_id.len + NGX_HTTP_IM_ID_LEN
            + m->client_msg_id.len + ngx_strlen(title) + opts->push_class.len
-           + m->offline_push_info.desc.len + m->offline_push_info.ex.len;
+           + m->offline_push_info.desc.len + m->offline_push_info.ex.len
+           + m->group_id.len + (m->nat + 1) * sizeof(ngx_str_t);
+
+    for (i = 0; i < m->nat; i++) {
+        size += m->at_user_ids[i].len;
+    }
 
     ctx = ngx_calloc(sizeof(ngx_http_im_send_ctx_t) + size, ngx_cycle->log);
     if (ctx == NULL) {
@@ -565,6 +608,12 @@ ngx_http_im_send_ctx(ngx_http_im_msg_t *m, ngx_str_t *conv,
     ngx_http_im_send_copy(ctx->opts.push_class, opts->push_class.data,
                           opts->push_class.len);
 
+    if (m->session_type == 3) {
+        ngx_http_im_send_copy(ctx->group, m->group_id.data,
+                              m->group_id.len);
+        ngx_http_im_send_at(ctx, m, &p);
+    }
+
 #undef ngx_http_im_send_copy
 
     /* the copies outlive m; its pointers into this stack frame do not */
@@ -580,6 +629,45 @@ ngx_http_im_send_ctx(ngx_http_im_msg_t *m, ngx_str_t *conv,
     }
 
     return ctx;
+}
+
+
+/*
+ * A group message's @: "AtAllTag" is @all, the others are copied (at most
+ * the protocol's 1000) at *p, within the ctx's memory.
+ */
+static void
+ngx_http_im_send_at(ngx_http_im_send_ctx_t *ctx, ngx_http_im_msg_t *m,
+    u_char **p)
+{
+    ngx_uint_t  i;
+
+    /* the server's own group notifications need no member: the operator
+     * may have just left; any other sender must be one */
+    ctx->system = (m->content_type >= NGX_HTTP_IM_CONTENT_GROUP_FIRST
+                   && m->content_type <= NGX_HTTP_IM_CONTENT_GROUP_LAST);
+
+    if (m->content_type != NGX_HTTP_IM_CONTENT_AT_TEXT || m->nat == 0) {
+        return;
+    }
+
+    ctx->at = (ngx_str_t *) ngx_align_ptr(*p, sizeof(void *));
+    *p = (u_char *) (ctx->at + m->nat);
+
+    for (i = 0; i < m->nat; i++) {
+        if (m->at_user_ids[i].len == sizeof("AtAllTag") - 1
+            && ngx_strncmp(m->at_user_ids[i].data, "AtAllTag",
+                           sizeof("AtAllTag") - 1) == 0)
+        {
+            ctx->at_all = 1;
+            continue;
+        }
+
+        ctx->at[ctx->nat].data = *p;
+        ctx->at[ctx->nat].len = m->at_user_ids[i].len;
+        *p = ngx_cpymem(*p, m->at_user_ids[i].data, m->at_user_ids[i].len);
+        ctx->nat++;
+    }
 }
 
 
@@ -606,6 +694,11 @@ ngx_http_im_send_msg(ngx_http_im_send_ctx_t *ctx, ngx_http_im_store_msg_t *m)
     m->send_time = ctx->send_time;
     m->sid = ctx->opts.sid;
     m->force = ctx->force;
+    m->group = ctx->group;
+    m->system = ctx->system;
+    m->at_all = ctx->at_all;
+    m->at = ctx->at;
+    m->nat = ctx->nat;
 }
 
 
@@ -642,6 +735,23 @@ ngx_http_im_send_stored_reply(void *data, ngx_http_im_store_sent_t *r)
                              r->seq);
         return;
 
+    case NGX_HTTP_IM_STORE_LOAD:
+        /* the group first, from MongoDB; not there either: 1201 */
+        if (ctx->retries++) {
+            ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_GROUP_ID, NULL);
+            goto done;
+        }
+
+        if (ngx_http_im_store_group_load(&ctx->group,
+                                         ngx_http_im_send_group_loaded, ctx)
+            == NGX_OK)
+        {
+            return;
+        }
+
+        ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        goto done;
+
     case NGX_HTTP_IM_STORE_RESENT:
         /* a resend: answer with the first ack, deliver nothing */
         ctx->send_time = r->send_time;
@@ -664,7 +774,7 @@ ngx_http_im_send_stored_reply(void *data, ngx_http_im_store_sent_t *r)
      * goes out before the ack, so that whoever holds the ack also sees
      * the job counted.
      */
-    if (ctx->opts.offline_push && !r->online) {
+    if (ctx->opts.offline_push && (!r->online || ctx->group.len)) {
         ngx_http_im_send_push_job(ctx);
     }
 
@@ -673,6 +783,21 @@ ngx_http_im_send_stored_reply(void *data, ngx_http_im_store_sent_t *r)
 done:
 
     ngx_http_im_send_free(ctx);
+}
+
+
+static void
+ngx_http_im_send_group_loaded(void *data, ngx_http_im_store_conv_res_t *r)
+{
+    ngx_http_im_send_ctx_t  *ctx = data;
+
+    if (r->err) {
+        ctx->opts.done(ctx->opts.data, r->err, NULL);
+        ngx_http_im_send_free(ctx);
+        return;
+    }
+
+    ngx_http_im_send_retry(ctx);
 }
 
 
@@ -693,6 +818,12 @@ ngx_http_im_send_push_job(ngx_http_im_send_ctx_t *ctx)
     job.title = ctx->title;
     job.desc = ctx->desc;
     job.ex = ctx->ex;
+
+    if (ctx->group.len) {
+        /* the offline members', later and in pages (push.c) */
+        ngx_http_im_push_group(&job, &ctx->group);
+        return;
+    }
 
     if (ngx_http_im_store_push_job(&job) == NGX_OK) {
         ngx_http_im_metric_inc(NGX_HTTP_IM_M_PUSH_JOBS);
@@ -1018,6 +1149,53 @@ ngx_http_im_send_retry(ngx_http_im_send_ctx_t *ctx)
 
 
 /*
+ * A notification's MsgData from "from" to "to" (a user, or the group of
+ * an sg_ conv) with content {"detail": the JSON text of detail}, which
+ * is built into content.
+ */
+static void
+ngx_http_im_note_msg(ngx_http_im_msg_t *m, ngx_str_t *from, ngx_str_t *to,
+    ngx_str_t *conv, ngx_int_t content_type, ngx_http_im_buf_t *detail,
+    ngx_http_im_buf_t *content, char *smid)
+{
+    ngx_http_im_buf_init(content, NGX_HTTP_IM_MAX_MSG_JSON);
+    ngx_http_im_buf_str(content, "{\"detail\":");
+    ngx_http_im_buf_json_str(content, (char *) detail->data, detail->len);
+    ngx_http_im_buf_str(content, "}");
+
+    ngx_http_im_id_format(ngx_http_im_worker->id_prefix,
+                          ++ngx_http_im_worker->id_counter, smid);
+
+    ngx_http_im_msg_init(m);
+    m->send_id.data = (char *) from->data;
+    m->send_id.len = from->len;
+    m->client_msg_id.data = smid;
+    m->client_msg_id.len = NGX_HTTP_IM_ID_LEN;
+    m->server_msg_id = m->client_msg_id;
+    m->content.data = (char *) content->data;
+    m->content.len = content->len;
+    m->content_type = content_type;
+    m->msg_from = NGX_HTTP_IM_MSG_FROM_SYSTEM;
+    m->send_time = (long long) ngx_time() * 1000
+                   + (long long) ngx_timeofday()->msec;
+    m->create_time = m->send_time;
+    m->status = 2;
+
+    if (conv->len > 3 && ngx_strncmp(conv->data, "sg_", 3) == 0) {
+        m->session_type = 3;
+        m->group_id.data = (char *) conv->data + 3;
+        m->group_id.len = conv->len - 3;
+
+    } else {
+        m->session_type = ngx_strncmp(conv->data, "si_", 3) == 0 ? 1 : 4;
+    }
+
+    m->recv_id.data = to ? (char *) to->data : "";
+    m->recv_id.len = to ? to->len : 0;
+}
+
+
+/*
  * A notification (docs/api.md): a MsgData that is not stored (seq 0)
  * from "from" to every session of "to", in conv (NULL: the user's own
  * "n_<to>_<to>"), with content {"detail": the JSON text of detail}.
@@ -1040,31 +1218,8 @@ ngx_http_im_notify(ngx_str_t *from, ngx_str_t *to, ngx_str_t *conv,
         conv = &id;
     }
 
-    ngx_http_im_buf_init(&content, NGX_HTTP_IM_MAX_MSG_JSON);
-    ngx_http_im_buf_str(&content, "{\"detail\":");
-    ngx_http_im_buf_json_str(&content, (char *) detail->data, detail->len);
-    ngx_http_im_buf_str(&content, "}");
-
-    ngx_http_im_id_format(ngx_http_im_worker->id_prefix,
-                          ++ngx_http_im_worker->id_counter, smid);
-
-    ngx_http_im_msg_init(&m);
-    m.send_id.data = (char *) from->data;
-    m.send_id.len = from->len;
-    m.recv_id.data = (char *) to->data;
-    m.recv_id.len = to->len;
-    m.client_msg_id.data = smid;
-    m.client_msg_id.len = NGX_HTTP_IM_ID_LEN;
-    m.server_msg_id = m.client_msg_id;
-    m.content.data = (char *) content.data;
-    m.content.len = content.len;
-    m.content_type = content_type;
-    m.session_type = ngx_strncmp(conv->data, "si_", 3) == 0 ? 1 : 4;
-    m.msg_from = NGX_HTTP_IM_MSG_FROM_SYSTEM;
-    m.send_time = (long long) ngx_time() * 1000
-                  + (long long) ngx_timeofday()->msec;
-    m.create_time = m.send_time;
-    m.status = 2;
+    ngx_http_im_note_msg(&m, from, to, conv, content_type, detail, &content,
+                         smid);
 
     ngx_http_im_buf_init(&b, NGX_HTTP_IM_MAX_MSG_JSON);
     ngx_http_im_msg_to_json(&m, &b, NULL);
@@ -1076,5 +1231,54 @@ ngx_http_im_notify(ngx_str_t *from, ngx_str_t *to, ngx_str_t *conv,
     }
 
     ngx_http_im_buf_free(&b);
+    ngx_http_im_buf_free(&content);
+}
+
+
+static void
+ngx_http_im_group_notified(void *data, ngx_int_t err, ngx_http_im_buf_t *ack)
+{
+    if (err) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "im: a group notification was not sent: %i", err);
+    }
+}
+
+
+/*
+ * A group notification (1501..1520): stored in the group's conversation
+ * like any group message, from the operator, as the system (it needs no
+ * membership: the operator may have just left).
+ */
+void
+ngx_http_im_group_notify(ngx_str_t *from, ngx_str_t *gid,
+    ngx_int_t content_type, ngx_http_im_buf_t *detail)
+{
+    ngx_str_t           conv;
+    ngx_http_im_buf_t   content;
+    ngx_http_im_msg_t   m;
+    ngx_http_im_send_t  opts;
+    char                smid[NGX_HTTP_IM_ID_LEN];
+    u_char              buf[NGX_HTTP_IM_UID_MAX + 4];
+
+    conv.data = buf;
+    conv.len = ngx_snprintf(buf, sizeof(buf), "sg_%V", gid) - buf;
+
+    ngx_http_im_note_msg(&m, from, NULL, &conv, content_type, detail,
+                         &content, smid);
+    m.max_content = NGX_HTTP_IM_MAX_MSG_JSON / 2;
+
+    ngx_memzero(&opts, sizeof(ngx_http_im_send_t));
+    opts.done = ngx_http_im_group_notified;
+
+    if (!content.failed
+        && ngx_http_im_msg_send(&m, &conv, &opts) != 0)
+    {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "im: a group notification was refused: %s",
+                      ngx_http_im_msg_check(&m) ? ngx_http_im_msg_check(&m)
+                                                : "unavailable");
+    }
+
     ngx_http_im_buf_free(&content);
 }

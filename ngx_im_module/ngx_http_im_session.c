@@ -14,6 +14,7 @@
 #include "ngx_http_im_module.h"
 #include "ngx_http_im_store.h"
 #include "ngx_http_im_pb.h"
+#include "ngx_http_im_group.h"
 
 
 static ngx_http_im_user_t *ngx_http_im_user_get(ngx_str_t *uid,
@@ -32,11 +33,25 @@ static ngx_int_t ngx_http_im_push_pb(u_char *data, size_t len,
     size_t errlen);
 
 
+static ngx_http_im_user_t *ngx_http_im_user_find(ngx_str_t *uid);
+static void ngx_http_im_user_ready(ngx_http_im_user_t *u);
+
+
+/* what group.c calls back */
+ngx_http_im_group_users_t  ngx_http_im_session_users = {
+    ngx_http_im_session_push,
+    ngx_http_im_user_ready,
+    ngx_http_im_user_find
+};
+
+
 /* what the store layer calls: deliveries and subscription answers */
 ngx_http_im_store_routes_t  ngx_http_im_session_routes = {
     ngx_http_im_session_delivery,
     ngx_http_im_session_subscribed,
-    ngx_http_im_session_resubscribe
+    ngx_http_im_session_resubscribe,
+    ngx_http_im_group_delivery,
+    ngx_http_im_group_subscribed
 };
 
 
@@ -174,11 +189,16 @@ ngx_http_im_session_join(ngx_http_im_session_t *s)
         u->state = NGX_HTTP_IM_SUB_PENDING;
     }
 
+    if (u->gload == 0) {
+        ngx_http_im_group_load(u);
+    }
+
     s->user = u;
     s->queued = 1;
     ngx_queue_insert_tail(&u->sessions, &s->user_link);
 
-    return u->state == NGX_HTTP_IM_SUB_DONE ? NGX_OK : NGX_AGAIN;
+    return u->state == NGX_HTTP_IM_SUB_DONE && u->gwait == 0 ? NGX_OK
+                                                             : NGX_AGAIN;
 }
 
 
@@ -208,6 +228,8 @@ ngx_http_im_session_leave(ngx_http_im_session_t *s)
 static void
 ngx_http_im_user_idle(ngx_http_im_user_t *u)
 {
+    ngx_http_im_group_user_gone(u);
+
     switch (u->state) {
 
     case NGX_HTTP_IM_SUB_DONE:
@@ -287,9 +309,24 @@ ngx_http_im_session_subscribed(ngx_str_t *uid, ngx_int_t ok)
 
     u->state = NGX_HTTP_IM_SUB_DONE;
 
+    if (u->gwait) {
+        /* its groups' subscriptions call ngx_http_im_user_ready() */
+        return;
+    }
+
 failed:
 
     ngx_http_im_user_notify(u, ok);
+}
+
+
+/* every group of u is subscribed (or given up on) */
+static void
+ngx_http_im_user_ready(ngx_http_im_user_t *u)
+{
+    if (u->state == NGX_HTTP_IM_SUB_DONE) {
+        ngx_http_im_user_notify(u, 1);
+    }
 }
 
 
@@ -398,6 +435,8 @@ ngx_http_im_session_resubscribe(void)
          * stay, and are subscribed again on the next reconnect */
         ngx_http_im_user_notify(u, 0);
     }
+
+    ngx_http_im_group_resubscribe();
 }
 
 
@@ -421,6 +460,11 @@ ngx_http_im_session_delivery(ngx_str_t *uid, u_char *data, size_t len)
 
     if (d.kind == NGX_HTTP_IM_DELIVERY_KICK) {
         ngx_http_im_session_kick(u, d.platform);
+        return;
+    }
+
+    if (d.kind == NGX_HTTP_IM_DELIVERY_GROUP) {
+        ngx_http_im_group_user_line(u, &d.json);
         return;
     }
 
@@ -624,7 +668,10 @@ ngx_http_im_user_get(ngx_str_t *uid, ngx_uint_t create)
     u->sn.node.key = hash;
     u->state = NGX_HTTP_IM_SUB_NONE;
     u->busy = 0;
+    u->gwait = 0;
+    u->gload = 0;
     ngx_queue_init(&u->sessions);
+    ngx_queue_init(&u->groups);
 
     ngx_rbtree_insert(&ngx_http_im_worker->users, &u->sn.node);
     ngx_queue_insert_tail(&ngx_http_im_worker->user_list, &u->link);
@@ -633,9 +680,17 @@ ngx_http_im_user_get(ngx_str_t *uid, ngx_uint_t create)
 }
 
 
+static ngx_http_im_user_t *
+ngx_http_im_user_find(ngx_str_t *uid)
+{
+    return ngx_http_im_user_get(uid, 0);
+}
+
+
 static void
 ngx_http_im_user_free(ngx_http_im_user_t *u)
 {
+    ngx_http_im_group_user_gone(u);
     ngx_rbtree_delete(&ngx_http_im_worker->users, &u->sn.node);
     ngx_queue_remove(&u->link);
     ngx_free(u);

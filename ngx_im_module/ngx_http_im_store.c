@@ -28,6 +28,9 @@
 #define NGX_HTTP_IM_CHANNEL         "im:u:"
 #define NGX_HTTP_IM_CHANNEL_SHARD   "im:{u:"
 #define NGX_HTTP_IM_CHANNEL_TAIL    "}:ch"
+#define NGX_HTTP_IM_GROUP_CHANNEL        "im:g:"
+#define NGX_HTTP_IM_GROUP_CHANNEL_SHARD  "im:{c:sg_"
+#define NGX_HTTP_IM_GROUP_CHANNEL_TAIL   "}:g"
 
 
 
@@ -331,7 +334,10 @@ ngx_http_im_store_message(ngx_str_t *channel, u_char *data, size_t len)
 {
     ngx_str_t  uid;
 
-    if (ngx_http_im_store_channel_uid(channel, &uid) == NGX_OK) {
+    if (ngx_http_im_store_channel_gid(channel, &uid) == NGX_OK) {
+        ngx_http_im_store_up_routes->group_delivery(&uid, data, len);
+
+    } else if (ngx_http_im_store_channel_uid(channel, &uid) == NGX_OK) {
         ngx_http_im_store_up_routes->delivery(&uid, data, len);
     }
 
@@ -344,7 +350,10 @@ ngx_http_im_store_subscribed(ngx_str_t *channel, ngx_int_t ok)
 {
     ngx_str_t  uid;
 
-    if (ngx_http_im_store_channel_uid(channel, &uid) == NGX_OK) {
+    if (ngx_http_im_store_channel_gid(channel, &uid) == NGX_OK) {
+        ngx_http_im_store_up_routes->group_subscribed(&uid, ok);
+
+    } else if (ngx_http_im_store_channel_uid(channel, &uid) == NGX_OK) {
         ngx_http_im_store_up_routes->subscribed(&uid, ok);
     }
 }
@@ -362,35 +371,46 @@ ngx_http_im_store_up(ngx_uint_t subscriber)
 }
 
 
+/*
+ * The ID in a channel's name: "<plain><id>", or "<shard><id><tail>" for
+ * a sharded one.  NGX_DECLINED: neither.
+ */
 static ngx_int_t
-ngx_http_im_store_channel_uid(ngx_str_t *channel, ngx_str_t *uid)
+ngx_http_im_store_channel_id(ngx_str_t *channel, const char *plain,
+    const char *shard, const char *tail, ngx_str_t *id)
 {
     size_t  n, t;
 
-    n = sizeof(NGX_HTTP_IM_CHANNEL) - 1;
+    n = ngx_strlen(plain);
 
-    if (channel->len > n
-        && ngx_strncmp(channel->data, NGX_HTTP_IM_CHANNEL, n) == 0)
-    {
-        uid->data = channel->data + n;
-        uid->len = channel->len - n;
+    if (channel->len > n && ngx_strncmp(channel->data, plain, n) == 0) {
+        id->data = channel->data + n;
+        id->len = channel->len - n;
         return NGX_OK;
     }
 
-    n = sizeof(NGX_HTTP_IM_CHANNEL_SHARD) - 1;
-    t = sizeof(NGX_HTTP_IM_CHANNEL_TAIL) - 1;
+    n = ngx_strlen(shard);
+    t = ngx_strlen(tail);
 
     if (channel->len > n + t
-        && ngx_strncmp(channel->data, NGX_HTTP_IM_CHANNEL_SHARD, n) == 0
-        && ngx_strncmp(channel->data + channel->len - t,
-                       NGX_HTTP_IM_CHANNEL_TAIL, t) == 0)
+        && ngx_strncmp(channel->data, shard, n) == 0
+        && ngx_strncmp(channel->data + channel->len - t, tail, t) == 0)
     {
-        uid->data = channel->data + n;
-        uid->len = channel->len - n - t;
+        id->data = channel->data + n;
+        id->len = channel->len - n - t;
         return NGX_OK;
     }
 
     return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_http_im_store_channel_uid(ngx_str_t *channel, ngx_str_t *uid)
+{
+    return ngx_http_im_store_channel_id(channel, NGX_HTTP_IM_CHANNEL,
+                                        NGX_HTTP_IM_CHANNEL_SHARD,
+                                        NGX_HTTP_IM_CHANNEL_TAIL, uid);
 }
 
 
@@ -410,6 +430,31 @@ ngx_http_im_store_channel(u_char *buf, ngx_str_t *uid)
 
     return ngx_http_im_store_key(buf, NGX_HTTP_IM_STORE_CHANNEL_LEN,
                                  NGX_HTTP_IM_CHANNEL "%V", uid);
+}
+
+
+/* the group's channel: sharded in a cluster, in its conversation's slot */
+size_t
+ngx_http_im_store_group_channel(u_char *buf, ngx_str_t *gid)
+{
+    if (ngx_http_im_redis_cluster()) {
+        return ngx_http_im_store_key(buf, NGX_HTTP_IM_STORE_CHANNEL_LEN,
+                                     NGX_HTTP_IM_GROUP_CHANNEL_SHARD "%V"
+                                     NGX_HTTP_IM_GROUP_CHANNEL_TAIL, gid);
+    }
+
+    return ngx_http_im_store_key(buf, NGX_HTTP_IM_STORE_CHANNEL_LEN,
+                                 NGX_HTTP_IM_GROUP_CHANNEL "%V", gid);
+}
+
+
+/* NGX_OK and the group's ID when channel is a group's */
+ngx_int_t
+ngx_http_im_store_channel_gid(ngx_str_t *channel, ngx_str_t *gid)
+{
+    return ngx_http_im_store_channel_id(channel, NGX_HTTP_IM_GROUP_CHANNEL,
+                                        NGX_HTTP_IM_GROUP_CHANNEL_SHARD,
+                                        NGX_HTTP_IM_GROUP_CHANNEL_TAIL, gid);
 }
 
 
@@ -501,6 +546,13 @@ ngx_http_im_store_delivery_parse(u_char *data, size_t len,
     ngx_uint_t   n;
 
     ngx_memzero(d, sizeof(ngx_http_im_delivery_t));
+
+    if (len >= 3 && data[0] == 'g' && data[1] == ' ') {
+        d->kind = NGX_HTTP_IM_DELIVERY_GROUP;
+        d->json.data = data + 2;
+        d->json.len = len - 2;
+        return NGX_OK;
+    }
 
     if (len >= 2 && data[0] == 'k' && data[1] == ' ') {
         d->kind = NGX_HTTP_IM_DELIVERY_KICK;

@@ -44,6 +44,10 @@ typedef struct {
     void  (*subscribed)(ngx_str_t *uid, ngx_int_t ok);
     /* the routing connection came (back): subscribe every user again */
     void  (*resubscribe)(void);
+    /* a message or control line on a group's channel */
+    void  (*group_delivery)(ngx_str_t *gid, u_char *data, size_t len);
+    /* the (un)subscription of a group's channel answered, as above */
+    void  (*group_subscribed)(ngx_str_t *gid, ngx_int_t ok);
 } ngx_http_im_store_routes_t;
 
 ngx_int_t ngx_http_im_store_init(ngx_cycle_t *cycle,
@@ -73,6 +77,7 @@ void ngx_http_im_store_worker_gone(void);
  */
 #define NGX_HTTP_IM_DELIVERY_MSG   1
 #define NGX_HTTP_IM_DELIVERY_KICK  2
+#define NGX_HTTP_IM_DELIVERY_GROUP 3     /* "g <arg>": json is <arg> */
 
 typedef struct {
     ngx_uint_t                 kind;
@@ -170,12 +175,18 @@ typedef struct {
     long long                  send_time;
     uint64_t                   sid;          /* sending session, or 0 */
     ngx_uint_t                 force;        /* past the reservation */
+    ngx_str_t                  group;        /* sg_: the group's ID */
+    ngx_uint_t                 system;       /* a notification: no member */
+    ngx_uint_t                 at_all;       /* @all */
+    ngx_str_t                 *at;           /* the users @ (<= 1000) */
+    ngx_uint_t                 nat;
 } ngx_http_im_store_msg_t;
 
 #define NGX_HTTP_IM_STORE_SENT     1     /* stored now, with seq */
 #define NGX_HTTP_IM_STORE_RESENT   2     /* known clientMsgID: the first */
 #define NGX_HTTP_IM_STORE_RESEED   3     /* seed the seq from MongoDB */
 #define NGX_HTTP_IM_STORE_RESERVE  4     /* reserve seqs past seq first */
+#define NGX_HTTP_IM_STORE_LOAD     5     /* load the group from MongoDB */
 
 typedef struct {
     ngx_int_t                  err;
@@ -193,7 +204,9 @@ typedef void (*ngx_http_im_store_sent_pt)(void *data,
  * Stores a message: dedup by clientMsgID, the next seq, the hot window,
  * both users' conversation indexes, the persistence queue, then the
  * deliveries to both users.  err 1101 when the recipient is not
- * registered, 90004 when the persistence backlog is full.
+ * registered, 90004 when the persistence backlog is full.  A group
+ * message (m->group set) is published once on the group's channel; err
+ * 1201, 1203, 1204, 1402 or 1403 when the group refuses the sender.
  */
 ngx_int_t ngx_http_im_store_msg_save(ngx_http_im_store_msg_t *m,
     ngx_http_im_store_sent_pt done, void *data);
@@ -325,6 +338,34 @@ ngx_int_t ngx_http_im_store_msg_purge(ngx_str_t *conv, long long time,
 /* a MsgData that is not stored (seq 0) to every session of uid */
 void ngx_http_im_store_notify(ngx_str_t *uid, ngx_str_t *conv,
     ngx_str_t *json);
+
+
+/* ----------------------------------------------------------------------
+ * Groups (group.lua; docs/api.md, "Groups")
+ */
+
+/* runs op of group.lua for gid as caller (admin: an app admin) with the
+ * request body as its arguments; extra holds the effects JSON */
+ngx_int_t ngx_http_im_store_group(ngx_str_t *gid, const char *op,
+    ngx_str_t *caller, ngx_uint_t admin, ngx_str_t *args,
+    ngx_http_im_store_conv_pt done, void *data);
+
+/* loads group gid from MongoDB into Redis: err 0, or 90004 */
+ngx_int_t ngx_http_im_store_group_load(ngx_str_t *gid,
+    ngx_http_im_store_conv_pt done, void *data);
+
+/* (un)subscribes this worker to a group's messages */
+ngx_int_t ngx_http_im_store_group_subscribe(ngx_str_t *gid, ngx_uint_t on);
+
+/* tells the workers of uid's sessions that it joined gid */
+void ngx_http_im_store_group_joined(ngx_str_t *uid, ngx_str_t *gid);
+
+typedef void (*ngx_http_im_store_ids_pt)(void *data, ngx_int_t err,
+    ngx_str_t *ids, ngx_uint_t n);
+
+/* a page of a group's members, in join order (n < count: the last) */
+ngx_int_t ngx_http_im_store_group_page(ngx_str_t *gid, ngx_uint_t start,
+    ngx_uint_t count, ngx_http_im_store_ids_pt done, void *data);
 
 
 /* ----------------------------------------------------------------------

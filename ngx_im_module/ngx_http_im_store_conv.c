@@ -52,8 +52,6 @@ static void ngx_http_im_store_conv_finish(ngx_http_im_store_conv_call_t *cc,
     ngx_int_t err, redisReply *reply);
 static ngx_int_t ngx_http_im_store_conv_load(
     ngx_http_im_store_conv_call_t *cc);
-static ngx_int_t ngx_http_im_store_conv_post(ngx_http_im_mongo_task_t *t,
-    void (*done)(ngx_http_im_mongo_task_t *t), void *data);
 static void ngx_http_im_store_conv_loaded(ngx_http_im_mongo_task_t *t);
 static ngx_int_t ngx_http_im_store_conv_restore_args(ngx_http_im_buf_t *b,
     ngx_http_im_buf_t *docs);
@@ -269,13 +267,13 @@ ngx_http_im_store_conv_load(ngx_http_im_store_conv_call_t *cc)
     ngx_http_im_buf_add(&t->in, cc->uid.data, cc->uid.len);
     t->value = ngx_http_im_worker->imcf->max_convs;
 
-    return ngx_http_im_store_conv_post(t, ngx_http_im_store_conv_loaded, cc);
+    return ngx_http_im_store_mongo_post(t, ngx_http_im_store_conv_loaded, cc);
 }
 
 
 /* the task goes to the thread pool, or is freed */
-static ngx_int_t
-ngx_http_im_store_conv_post(ngx_http_im_mongo_task_t *t,
+ngx_int_t
+ngx_http_im_store_mongo_post(ngx_http_im_mongo_task_t *t,
     void (*done)(ngx_http_im_mongo_task_t *t), void *data)
 {
     t->done = done;
@@ -457,10 +455,22 @@ ngx_http_im_store_conv_restored(redisReply *reply, void *data)
  */
 
 
-/* changed: a JSON array of documents; each becomes an item */
 static ngx_int_t
 ngx_http_im_store_conv_save(ngx_http_im_store_conv_call_t *cc,
     redisReply *changed)
+{
+    return ngx_http_im_store_docs_save(NGX_HTTP_IM_MONGO_CONV_SAVE, changed,
+                                       ngx_http_im_store_conv_saved, cc);
+}
+
+
+/*
+ * A task (op, CONV_SAVE or GROUP_SAVE) of the documents in docs, a JSON
+ * array a script returned: each becomes an item; posted, or freed.
+ */
+ngx_int_t
+ngx_http_im_store_docs_save(ngx_uint_t op, redisReply *docs,
+    void (*done)(ngx_http_im_mongo_task_t *t), void *data)
 {
     char                       err[128];
     size_t                     i, n;
@@ -468,8 +478,8 @@ ngx_http_im_store_conv_save(ngx_http_im_store_conv_call_t *cc,
     ngx_http_im_mongo_item_t  *it;
     ngx_http_im_mongo_task_t  *t;
 
-    root = ngx_http_im_json_parse((u_char *) changed->str, changed->len,
-                                  err, sizeof(err));
+    root = ngx_http_im_json_parse((u_char *) docs->str, docs->len, err,
+                                  sizeof(err));
     if (root == NULL || !YAJL_IS_ARRAY(root)) {
         if (root) {
             yajl_tree_free(root);
@@ -479,7 +489,7 @@ ngx_http_im_store_conv_save(ngx_http_im_store_conv_call_t *cc,
 
     n = root->u.array.len;
 
-    t = ngx_http_im_mongo_task(NGX_HTTP_IM_MONGO_CONV_SAVE, n);
+    t = ngx_http_im_mongo_task(op, n);
     if (t == NULL) {
         yajl_tree_free(root);
         return NGX_ERROR;
@@ -496,7 +506,7 @@ ngx_http_im_store_conv_save(ngx_http_im_store_conv_call_t *cc,
 
     yajl_tree_free(root);
 
-    return ngx_http_im_store_conv_post(t, ngx_http_im_store_conv_saved, cc);
+    return ngx_http_im_store_mongo_post(t, done, data);
 }
 
 

@@ -10,6 +10,7 @@
 
 #include "ngx_http_im_store.h"
 #include "ngx_http_im_redis.h"
+#include "ngx_http_im_mongo.h"
 
 
 /* a user's or conversation's key ("im:{c:<conv>}:reserved") */
@@ -95,6 +96,8 @@ ngx_int_t ngx_http_im_store_call(ngx_uint_t script,
 ngx_int_t ngx_http_im_store_send(ngx_http_im_redis_pt handler,
     ngx_http_im_store_op_t *op, ngx_http_im_store_args_t *a);
 size_t ngx_http_im_store_channel(u_char *buf, ngx_str_t *uid);
+size_t ngx_http_im_store_group_channel(u_char *buf, ngx_str_t *gid);
+ngx_int_t ngx_http_im_store_channel_gid(ngx_str_t *channel, ngx_str_t *gid);
 const char *ngx_http_im_store_publish_cmd(size_t *len);
 void ngx_http_im_store_str(redisReply *e, ngx_str_t *s);
 long long ngx_http_im_store_int(redisReply *e);
@@ -106,6 +109,12 @@ void ngx_http_im_store_part_queued(ngx_http_im_store_part_t *part,
     ngx_int_t rc);
 void ngx_http_im_store_gathered(ngx_http_im_store_gather_t *g);
 redisReply *ngx_http_im_store_copy(redisReply *r);
+
+/* store_conv.c: MongoDB tasks of the store */
+ngx_int_t ngx_http_im_store_mongo_post(ngx_http_im_mongo_task_t *t,
+    void (*done)(ngx_http_im_mongo_task_t *t), void *data);
+ngx_int_t ngx_http_im_store_docs_save(ngx_uint_t op, redisReply *docs,
+    void (*done)(ngx_http_im_mongo_task_t *t), void *data);
 
 
 #endif /* _NGX_HTTP_IM_STORE_INT_H_INCLUDED_ */

@@ -100,6 +100,8 @@ enum {
 #define NGX_HTTP_IM_SEND_R_SENT     1
 #define NGX_HTTP_IM_SEND_R_RESEED   -2
 #define NGX_HTTP_IM_SEND_R_RESERVE  -3
+#define NGX_HTTP_IM_SEND_R_REFUSED  -1    /* send_conv.lua: by the group */
+#define NGX_HTTP_IM_SEND_R_LOAD     -4    /* send_conv.lua: load the group */
 
 
 
@@ -144,6 +146,9 @@ static void ngx_http_im_store_arg_cmid(ngx_http_im_store_args_t *a,
 static void ngx_http_im_store_arg_queue(ngx_http_im_store_args_t *a,
     ngx_uint_t k);
 static ngx_uint_t ngx_http_im_store_queue_of(ngx_str_t *conv);
+static void ngx_http_im_store_group_args(ngx_http_im_store_args_t *a,
+    ngx_http_im_store_msg_t *m, u_char *head);
+static void ngx_http_im_store_at(ngx_http_im_store_csend_t *cs);
 static ngx_int_t ngx_http_im_store_queue_len(ngx_http_im_store_csend_t *cs);
 static void ngx_http_im_store_queued(redisReply *reply, void *data);
 static void ngx_http_im_store_backlog_full(void);
@@ -177,7 +182,7 @@ ngx_http_im_store_msg_save(ngx_http_im_store_msg_t *m,
 
     imcf = ngx_http_im_worker->imcf;
 
-    if (ngx_http_im_redis_cluster()) {
+    if (ngx_http_im_redis_cluster() || m->group.len) {
         return ngx_http_im_store_cluster_send(m, done, data);
     }
 
@@ -400,15 +405,28 @@ ngx_http_im_store_cluster_send(ngx_http_im_store_msg_t *m,
     cs->done = done;
     cs->data = data;
 
-    /* step 1: the conversation in both users' indexes */
-    if (ngx_http_im_store_index(cs, &m->recv_id, 1) != NGX_OK) {
+    /* step 1: the conversation in both users' indexes (a group's is the
+     * sender's alone: members read the group's seq) */
+    if (m->group.len == 0) {
+        if (ngx_http_im_store_index(cs, &m->recv_id, 1) != NGX_OK) {
+            ngx_free(cs);
+            return NGX_DECLINED;
+        }
+
+        cs->pending++;
+
+    } else if (ngx_http_im_store_index(cs, &m->send_id, 0) != NGX_OK) {
         ngx_free(cs);
         return NGX_DECLINED;
+
+    } else {
+        cs->pending++;
     }
 
-    cs->pending++;
+    if (m->group.len) {
+        /* indexed above */
 
-    if (ngx_http_im_store_index(cs, &m->send_id, 0) == NGX_OK) {
+    } else if (ngx_http_im_store_index(cs, &m->send_id, 0) == NGX_OK) {
         cs->pending++;
 
     } else {
@@ -569,16 +587,25 @@ ngx_http_im_store_csend_step(ngx_http_im_store_csend_t *cs)
 
     /* step 3: each user's side, the deliveries (a resend delivers nothing
      * again) and the persistence queue (again for a resend: inserts are
-     * idempotent, and the first one may not have happened) */
-    if (ngx_http_im_store_deliver(cs, &cs->msg.recv_id, 0,
-                                  cs->r.status == NGX_HTTP_IM_STORE_SENT)
-        == NGX_OK)
+     * idempotent, and the first one may not have happened); a group's
+     * delivery went out with step 2 */
+    if (cs->msg.group.len) {
+        ngx_http_im_store_at(cs);
+        cs->r.online = 1;
+
+    } else if (ngx_http_im_store_deliver(cs, &cs->msg.recv_id, 0,
+                                         cs->r.status
+                                         == NGX_HTTP_IM_STORE_SENT)
+               == NGX_OK)
     {
         cs->pending++;
     }
 
+    /* (a group's members, the sender's other devices too, got it from
+     * the group's channel) */
     if (ngx_http_im_store_deliver(cs, &cs->msg.send_id, 1,
-                                  cs->r.status == NGX_HTTP_IM_STORE_SENT)
+                                  cs->r.status == NGX_HTTP_IM_STORE_SENT
+                                  && cs->msg.group.len == 0)
         == NGX_OK)
     {
         cs->pending++;
@@ -590,7 +617,9 @@ ngx_http_im_store_csend_step(ngx_http_im_store_csend_t *cs)
         cs->pending++;
     }
 
-    if (cs->pending < 2 + (ngx_uint_t) ngx_http_im_mongo_enabled()) {
+    if (cs->pending < (cs->msg.group.len ? 1 : 2)
+                      + (ngx_uint_t) ngx_http_im_mongo_enabled())
+    {
         cs->r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
     }
 
@@ -609,6 +638,7 @@ ngx_http_im_store_csend_store(ngx_http_im_store_csend_t *cs)
 {
     ngx_http_im_store_msg_t   *m;
     ngx_http_im_store_args_t   a;
+    u_char                     head[NGX_HTTP_IM_STORE_HEAD_LEN];
 
     m = &cs->msg;
 
@@ -619,6 +649,12 @@ ngx_http_im_store_csend_store(ngx_http_im_store_csend_t *cs)
     ngx_http_im_store_arg_key(&a, "im:{c:%V}:reserved", &m->conv);
     ngx_http_im_store_arg_key(&a, "im:{c:%V}:done", &m->conv);
     ngx_http_im_store_arg_key(&a, "im:{c:%V}:hole", &m->conv);
+
+    if (m->group.len) {
+        ngx_http_im_store_arg_key(&a, "im:{c:sg_%V}:g", &m->group);
+        ngx_http_im_store_arg_key(&a, "im:{c:sg_%V}:gm", &m->group);
+    }
+
     ngx_http_im_store_arg(&a, m->json.data, m->seq_at);
     ngx_http_im_store_arg(&a, m->json.data + m->seq_at + 1,
                           m->json.len - m->seq_at - 1);
@@ -629,10 +665,15 @@ ngx_http_im_store_csend_store(ngx_http_im_store_csend_t *cs)
     ngx_http_im_store_arg_int(&a, ngx_http_im_worker->imcf->hot_window);
     ngx_http_im_store_arg(&a, m->force ? "1" : "0", 1);
 
+    if (m->group.len) {
+        ngx_http_im_store_group_args(&a, m, head);
+    }
+
     cs->pending = 1;
 
     if (ngx_http_im_store_call(NGX_HTTP_IM_LUA_SEND_CONV,
-                               ngx_http_im_store_conv_stored, cs, 6, &a)
+                               ngx_http_im_store_conv_stored, cs,
+                               m->group.len ? 8 : 6, &a)
         != NGX_OK)
     {
         cs->step = 2;
@@ -706,10 +747,15 @@ ngx_http_im_store_conv_stored(redisReply *reply, void *data)
     redisReply  **e;
 
     if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 1
-        && ngx_http_im_store_int(reply->element[0])
-           == NGX_HTTP_IM_SEND_R_RESEED)
+        && (ngx_http_im_store_int(reply->element[0])
+            == NGX_HTTP_IM_SEND_R_RESEED
+            || ngx_http_im_store_int(reply->element[0])
+               == NGX_HTTP_IM_SEND_R_LOAD))
     {
-        cs->r.status = NGX_HTTP_IM_STORE_RESEED;
+        cs->r.status = ngx_http_im_store_int(reply->element[0])
+                       == NGX_HTTP_IM_SEND_R_RESEED
+                       ? NGX_HTTP_IM_STORE_RESEED
+                       : NGX_HTTP_IM_STORE_LOAD;
         cs->step = 2;
         ngx_http_im_store_csend_step(cs);
         return;
@@ -727,7 +773,12 @@ ngx_http_im_store_conv_stored(redisReply *reply, void *data)
     e = reply->element;
     cs->r.seq = ngx_http_im_store_int(e[1]);
 
-    if (ngx_http_im_store_int(e[0]) == NGX_HTTP_IM_SEND_R_SENT) {
+    if (ngx_http_im_store_int(e[0]) == NGX_HTTP_IM_SEND_R_REFUSED) {
+        /* the group refused the sender: the code is in place of a seq */
+        cs->r.err = (ngx_int_t) cs->r.seq;
+        cs->step = 2;
+
+    } else if (ngx_http_im_store_int(e[0]) == NGX_HTTP_IM_SEND_R_SENT) {
         cs->r.status = NGX_HTTP_IM_STORE_SENT;
 
         if (reply->elements > 2 && e[2]->type == REDIS_REPLY_STRING
@@ -843,6 +894,60 @@ ngx_http_im_store_delivered(redisReply *reply, void *data)
     }
 
     ngx_http_im_store_csend_step(cs);
+}
+
+
+/* send_conv.lua's group ARGV: sender, system, channel, publish command,
+ * delivery header, @all */
+static void
+ngx_http_im_store_group_args(ngx_http_im_store_args_t *a,
+    ngx_http_im_store_msg_t *m, u_char *head)
+{
+    size_t       len;
+    const char  *cmd;
+
+    cmd = ngx_http_im_store_publish_cmd(&len);
+
+    ngx_http_im_store_arg(a, m->send_id.data, m->send_id.len);
+    ngx_http_im_store_arg(a, m->system ? "1" : "0", 1);
+
+    if ((size_t) (a->room + NGX_HTTP_IM_STORE_ROOM - a->pos)
+        <= NGX_HTTP_IM_STORE_CHANNEL_LEN)
+    {
+        a->failed = 1;
+        return;
+    }
+
+    len = ngx_http_im_store_group_channel(a->pos, &m->group);
+    ngx_http_im_store_arg(a, a->pos, len);
+    a->pos += len;
+
+    ngx_http_im_store_arg(a, cmd, ngx_strlen(cmd));
+    ngx_http_im_store_arg(a, head, ngx_http_im_store_delivery_head(head, m));
+    ngx_http_im_store_arg(a, m->at_all ? "1" : "0", 1);
+}
+
+
+/* the users @ in a group message: their conversation shows it until they
+ * read past it (conv.lua at_type()); one write per user named */
+static void
+ngx_http_im_store_at(ngx_http_im_store_csend_t *cs)
+{
+    ngx_uint_t                 i;
+    ngx_http_im_store_args_t   a;
+
+    if (cs->r.status != NGX_HTTP_IM_STORE_SENT) {
+        return;
+    }
+
+    for (i = 0; i < cs->msg.nat; i++) {
+        ngx_http_im_store_args(&a);
+        ngx_http_im_store_arg(&a, "HSET", 4);
+        ngx_http_im_store_arg_key(&a, "im:{u:%V}:atme", &cs->msg.at[i]);
+        ngx_http_im_store_arg(&a, cs->msg.conv.data, cs->msg.conv.len);
+        ngx_http_im_store_arg_int(&a, cs->r.seq);
+        (void) ngx_http_im_store_send(NULL, NULL, &a);
+    }
 }
 
 
@@ -1017,7 +1122,7 @@ ngx_http_im_store_push_job(ngx_http_im_store_job_t *job)
     const char         *argv[NGX_HTTP_IM_JOB_FIELDS];
     ngx_http_im_buf_t  *b;
     u_char              nums[4][NGX_INT64_LEN];
-    u_char              maxc[64];
+    u_char              maxc[NGX_HTTP_IM_STORE_KEY_LEN + 64];
 
     argv[0] = (char *) job->recv_id.data;
     len[0] = job->recv_id.len;
@@ -1066,8 +1171,8 @@ ngx_http_im_store_push_job(ngx_http_im_store_job_t *job)
     }
 
     args.data = maxc;
-    args.len = ngx_snprintf(maxc, sizeof(maxc), "{\"maxc\":%ui}",
-                            ngx_http_im_worker->imcf->max_convs)
+    args.len = ngx_snprintf(maxc, sizeof(maxc), "{\"maxc\":%ui,\"c\":\"%V\"}",
+                            ngx_http_im_worker->imcf->max_convs, &job->conv)
                - maxc;
 
     if (b->failed
@@ -1104,6 +1209,15 @@ ngx_http_im_store_job_badge(void *data, ngx_http_im_store_conv_res_t *r)
 
     ngx_memcpy(&uid.len, b->data, sizeof(size_t));
     uid.data = b->data + sizeof(size_t);
+
+    if (r->err == 0 && r->answer.len == 2
+        && ngx_strncmp(r->answer.data, "-1", 2) == 0)
+    {
+        /* the user's recvMsgOpt wants no offline push here */
+        ngx_http_im_buf_free(b);
+        ngx_free(b);
+        return;
+    }
 
     av[0] = "HGETALL";
     avlen[0] = 7;

@@ -54,9 +54,12 @@ MAX_CONTENT = 16 * 1024          # im_max_content
 REST_MAX_BODY = 1024 * 1024      # im_api_max_body
 
 # errCodes the documents allow (docs/protocol.md, docs/api.md)
-WS_CODES = {0, 1001, 1002, 1010, 1101, 90004}
+# (groups: 1201 no such group, 1203 not a member, 1204 dismissed, 1402/1403
+# muted, for a sessionType 3 message or a pull of an sg_ conversation)
+GROUP_CODES = {1201, 1203, 1204, 1402, 1403}
+WS_CODES = {0, 1001, 1002, 1010, 1101, 90004} | GROUP_CODES
 REST_CODES = {0, 1001, 1002, 1004, 1010, 1101, 1102, 1501, 1502, 1503, 1504, 1506,
-              1507, 90004}
+              1507, 90004} | GROUP_CODES
 HANDSHAKE_CODES = {1101, 1501, 1502, 1503, 1504, 1506, 1507, 1602}
 KNOWN_REQ = (1001, 1002, 1003, 1005, 1006, 2003, 2004)
 WS_CONTENT_TYPES = list(range(101, 113)) + [114]

@@ -407,7 +407,7 @@ def test_wrong_method_405(stack, api, method, path):
 @pytest.mark.parametrize("path", ["/auth/nope", "/msg/send", "/",
                                   "/user/get_users_info/extra",
                                   "/auth/get_admin_tokenx", "/msg",
-                                  "/group/create_group"])
+                                  "/group/nope"])
 def test_unknown_path_404(stack, api, path):
     for method in ("POST", "GET"):
         status, _ = http_call(stack, method, "/im/api" + path,

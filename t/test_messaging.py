@@ -410,8 +410,12 @@ def test_permissions_and_validation(stack, api):
         # to a user that does not exist
         r = await ca.send_text(ghost, "nobody")
         assert r["errCode"] == 1101, r
-        # groups are not there yet; unknown content types; empty content
-        r = await ca.send_text(b, "group?", sessionType=3, groupID="g1")
+        # to a group that does not exist; an unknown sessionType; unknown
+        # content types; empty content
+        r = await ca.send_text(b, "group?", sessionType=3,
+                               groupID="nogroup" + uuid.uuid4().hex[:8])
+        assert r["errCode"] == 1201, r
+        r = await ca.send_text(b, "write group?", sessionType=2)
         assert r["errCode"] == 1001, r
         assert "sessionType" in r["errMsg"], r
         r = await ca.send_text(b, "x", contentType=9999)

@@ -526,7 +526,15 @@ def test_send_msg_system_sender_and_notification(stack, api):
     run(scenario())
 
 
-@pytest.mark.parametrize("session_type", [3, 2, 0, 5, -1])
+def test_send_msg_unknown_group(api, redis_server):
+    b = uids(1, "bs")[0]
+    api.register(b)
+    r = send_v3(api, b, sessionType=3, groupID="nog" + b)
+    assert r["errCode"] == 1201, r
+    assert redis_server.cli("KEYS", "im:{c:*%s*" % b) == ""
+
+
+@pytest.mark.parametrize("session_type", [2, 0, 5, -1])
 def test_send_msg_bad_session_type(api, redis_server, session_type):
     b = uids(1, "bs")[0]
     api.register(b)

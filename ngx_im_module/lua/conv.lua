@@ -19,7 +19,7 @@ if ARGV[5] == '1' and op ~= 'restore'
 end
 
 local MAXC = math.min(math.max(tonumber(A.maxc) or 1000, 1), 10000)
-local MAXHIDE, MAXPIN, MAXLOG = 10000, 1000, 10000
+local MAXHIDE, MAXPIN, MAXLOG, MAXGROUPS = 10000, 1000, 10000, 2000
 local BUDGET = 4 * 1024 * 1024             -- NGX_HTTP_IM_CONV_BUDGET
 local changed = {}
 
@@ -44,13 +44,30 @@ local function num(h, c)
     return tonumber(redis.call('HGET', P .. h, c) or '0') or 0
 end
 
+-- the seqs of a group conversation the user may see: "from to" (to 0
+-- while a member), or nil for a group the user never joined
+local function range(c)
+    local r = string.sub(c, 1, 3) == 'sg_'
+              and redis.call('HGET', P .. 'grange', c)
+    if not r then
+        return nil
+    end
+    local lo, hi = string.match(r, '^(%d+) (%d+)$')
+    return tonumber(lo), tonumber(hi)
+end
+
 -- a cluster keeps the user's copy (deliver.lua); one Redis reads the
--- conversation's seq, or what a load from MongoDB found
+-- conversation's seq, or what a load from MongoDB found; a former
+-- member of a group sees it up to their leave
 local function maxseq(c)
     local m = tonumber(redis.call('HGET', P .. 'max', c) or '0') or 0
     if not cluster then
         m = math.max(m, tonumber(redis.call('GET', 'im:{c:' .. c .. '}:seq')
                                  or '0') or 0)
+    end
+    local _, hi = range(c)
+    if hi and hi > 0 then
+        m = math.min(m, hi)
     end
     return m
 end
@@ -97,17 +114,32 @@ local function settings(c)
 end
 
 -- the record's fields (without latestMsg) as a table
+-- @ of this user (1), @all (2), both (3): mentions above hasReadSeq
+local function at_type(c, gid, read)
+    if gid == '' then
+        return 0
+    end
+    local t = num('atme', c) > read and 1 or 0
+    if not cluster
+       and (tonumber(redis.call('HGET', 'im:{c:' .. c .. '}:g', 'atall')
+                     or '0') or 0) > read then
+        t = t + 2
+    end
+    return t
+end
+
 local function fields(c)
     local s = settings(c)
     local t, peer, gid = kind(c)
     local max, read, floor = maxseq(c), num('read', c), num('floor', c)
+    local at = at_type(c, gid, read)
     return {
         ownerUserID = uid, conversationID = c, conversationType = t,
         userID = peer, groupID = gid, recvMsgOpt = s.recvMsgOpt or 0,
         isPinned = s.isPinned or false,
         isPrivateChat = s.isPrivateChat or false,
         burnDuration = s.burnDuration or 0,
-        groupAtType = s.groupAtType or 0,
+        groupAtType = at > 0 and at or (s.groupAtType or 0),
         attachedInfo = s.attachedInfo or '', ex = s.ex or '',
         minSeq = floor, maxSeq = max, hasReadSeq = read,
         unreadCount = unread(c, max, read, floor)
@@ -149,6 +181,8 @@ local function mark(c, deleted)
     o.unreadCount, o.maxSeq = nil, nil
     o._id = uid .. ':' .. c
     o.deleted = deleted or false
+    -- a group's: the seqs the user may read, and whether it is a member
+    o.groupRange = redis.call('HGET', P .. 'grange', c) or nil
     o.rev = redis.call('HINCRBY', P .. 'rev', c, 1)
     o.updateTime = now
     local j = cjson.encode(o)
@@ -196,25 +230,50 @@ local function recent(n)
     return redis.call('ZREVRANGE', P .. 'convs', 0, n - 1)
 end
 
--- the conversations of the list: pinned first, then by latest message
+-- a conversation's last activity: its index score, which a group's
+-- messages do not move (no write per member), so a group's is its latest
+-- message's time
+local function score(c)
+    local s = tonumber(redis.call('ZSCORE', P .. 'convs', c))
+    if not s then
+        return nil
+    end
+    if kind(c) == 3 then
+        local last = latest(c, maxseq(c))
+        local t = last and tonumber(string.match(last, '"sendTime":(%d+)'))
+        if t and t > s then
+            s = t
+        end
+    end
+    return s
+end
+
+-- the conversations of the list: pinned first, then by latest message;
+-- the user's groups are candidates wherever their index score is
 local function sorted(first, count)
     local pins = redis.call('SMEMBERS', P .. 'pin')
-    local score = {}
-    local out = {}
+    local n = math.min(first + count + #pins, MAXC + #pins)
+    local cand = recent(n)
+    local groups = redis.call('ZRANGE', P .. 'groups', 0, MAXGROUPS - 1)
+    for i = 1, #groups do
+        cand[#cand + 1] = 'sg_' .. groups[i]
+    end
     for i = 1, #pins do
-        local s = redis.call('ZSCORE', P .. 'convs', pins[i])
-        if s then
-            score[pins[i]] = tonumber(s)
-            out[#out + 1] = pins[i]
+        cand[#cand + 1] = pins[i]
+    end
+    local key, out = {}, {}
+    for i = 1, #cand do
+        local c = cand[i]
+        if not key[c] then
+            local s = score(c)
+            if s then
+                local pinned = redis.call('SISMEMBER', P .. 'pin', c) == 1
+                key[c] = (pinned and 1e15 or 0) + s
+                out[#out + 1] = c
+            end
         end
     end
-    table.sort(out, function(a, b) return score[a] > score[b] end)
-    local rest = recent(math.min(first + count + #pins, MAXC + #pins))
-    for i = 1, #rest do
-        if not score[rest[i]] then
-            out[#out + 1] = rest[i]
-        end
-    end
+    table.sort(out, function(a, b) return key[a] > key[b] end)
     local page = {}
     for i = first + 1, math.min(first + count, #out) do
         page[#page + 1] = out[i]
@@ -251,8 +310,7 @@ local function by_pin_and_time(list)
     for i = 1, #list do
         local c = list[i]
         local pinned = redis.call('SISMEMBER', P .. 'pin', c) == 1
-        key[c] = (pinned and 1e15 or 0)
-                 + (tonumber(redis.call('ZSCORE', P .. 'convs', c)) or 0)
+        key[c] = (pinned and 1e15 or 0) + (score(c) or 0)
     end
     table.sort(list, function(a, b) return key[a] > key[b] end)
     return list
@@ -264,7 +322,16 @@ local function page()
     return math.min((p - 1) * n, MAXC), n
 end
 
-local function known(ids)
+-- a conversation of this user: a group's once it joined, another's once
+-- it has a record or a message
+local function known(c, max)
+    if kind(c) == 3 then
+        return range(c) ~= nil
+    end
+    return has(c) or max > 0
+end
+
+local function known_ids(ids)
     local out = {}
     for i = 1, math.min(#ids, 1000) do
         if has(ids[i]) then
@@ -280,7 +347,7 @@ local function seqs_of(list)
         local c = list[i]
         out[#out + 1] = cjson.encode(c) .. ':{"maxSeq":' .. maxseq(c)
             .. ',"hasReadSeq":' .. num('read', c) .. ',"maxSeqTime":'
-            .. (tonumber(redis.call('ZSCORE', P .. 'convs', c)) or 0) .. '}'
+            .. (score(c) or 0) .. '}'
     end
     return '{"seqs":{' .. table.concat(out, ',') .. '}}'
 end
@@ -300,7 +367,7 @@ function ops.list()
     local first, n = page()
     local list, total
     if A.ids and #A.ids > 0 then
-        list = by_pin_and_time(known(A.ids))
+        list = by_pin_and_time(known_ids(A.ids))
         total = #list
         local sub = {}
         for i = first + 1, math.min(first + n, #list) do
@@ -322,7 +389,7 @@ function ops.all()
 end
 
 function ops.get()
-    local list = known(A.ids or {A.c})
+    local list = known_ids(A.ids or {A.c})
     if A.one and #list == 0 then
         return fail(1004, 'no such conversation for this user')
     end
@@ -367,7 +434,7 @@ function ops.set()
 end
 
 function ops.delete()
-    local list = known(A.ids)
+    local list = known_ids(A.ids)
     for i = 1, #list do
         local c = list[i]
         floor_to_max(c)
@@ -394,7 +461,7 @@ end
 function ops.read()
     local c = A.c
     local max = maxseq(c)
-    if not has(c) and max == 0 then
+    if not known(c, max) then
         return fail(1004, 'no such conversation for this user')
     end
     local r = tonumber(A.r) or -1
@@ -417,7 +484,7 @@ function ops.read()
 end
 
 function ops.seqs()
-    local list = (A.ids and #A.ids > 0) and known(A.ids) or recent(MAXC)
+    local list = (A.ids and #A.ids > 0) and known_ids(A.ids) or recent(MAXC)
     return ok(seqs_of(list))
 end
 
@@ -425,7 +492,7 @@ end
 function ops.hide()
     local c = A.c
     local max = maxseq(c)
-    if not has(c) and max == 0 then
+    if not known(c, max) then
         return fail(1004, 'no such conversation for this user')
     end
     local key = P .. 'hide:' .. c
@@ -451,7 +518,7 @@ function ops.clear()
     local list = A.all and recent(MAXC) or A.ids
     for i = 1, math.min(#list, MAXC) do
         local c = list[i]
-        if not A.all and not has(c) and maxseq(c) == 0 then
+        if not A.all and not known(c, maxseq(c)) then
             return fail(1004, 'no such conversation for this user: ' .. c)
         end
     end
@@ -465,7 +532,8 @@ function ops.clear()
     return ok('{}', strings(done))
 end
 
--- what pulls leave out for this user: {conv: [floor, hidden seqs...]}
+-- what pulls leave out for this user: {conv: [floor, cap (0: none),
+-- hidden seqs...]}, false for a group the user was never in
 function ops.view()
     local out = {}
     for i = 1, math.min(#A.ids, 1000) do
@@ -476,14 +544,30 @@ function ops.view()
             h = redis.call('ZRANGEBYSCORE', P .. 'hide:' .. c, lo, hi,
                            'LIMIT', 0, MAXHIDE)
         end
-        table.insert(h, 1, tostring(num('floor', c)))
-        out[#out + 1] = cjson.encode(c) .. ':[' .. table.concat(h, ',')
-            .. ']'
+        local floor, cap = num('floor', c), 0
+        local t = kind(c)
+        local from, to = range(c)
+        if t == 3 and not from then
+            out[#out + 1] = cjson.encode(c) .. ':false'
+        else
+            if from then
+                floor, cap = math.max(floor, from - 1), to
+            end
+            table.insert(h, 1, tostring(cap))
+            table.insert(h, 1, tostring(floor))
+            out[#out + 1] = cjson.encode(c) .. ':[' .. table.concat(h, ',')
+                .. ']'
+        end
     end
     return ok('{' .. table.concat(out, ',') .. '}')
 end
 
+-- the badge of an offline-push job for conversation A.c; "-1" when the
+-- user's recvMsgOpt for it wants no offline push (1 or 2)
 function ops.badge()
+    if A.c and redis.call('HGET', P .. 'ropt', A.c) then
+        return ok('-1')
+    end
     return ok(tostring(unread_total()))
 end
 
@@ -554,6 +638,108 @@ function ops.pinned()
               .. strings(redis.call('SMEMBERS', P .. 'pin')) .. '}')
 end
 
+-- joined groups: the user's list and its version log
+local function glogged(gid, del)
+    local v = redis.call('HINCRBY', P .. 'gver', 'v', 1)
+    if not redis.call('HGET', P .. 'gver', 'id') then
+        redis.call('HSET', P .. 'gver', 'id',
+                   redis.sha1hex(uid .. ':g:' .. now .. ':' .. v), 'low', 0)
+    end
+    if del then
+        redis.call('ZREM', P .. 'gvlog', gid)
+        redis.call('ZADD', P .. 'gvdel', v, gid)
+        if redis.call('ZCARD', P .. 'gvdel') > MAXLOG then
+            local old = redis.call('ZRANGE', P .. 'gvdel', 0, 0, 'WITHSCORES')
+            redis.call('HSET', P .. 'gver', 'low', old[2])
+            redis.call('ZREMRANGEBYRANK', P .. 'gvdel', 0, 0)
+        end
+    else
+        redis.call('ZADD', P .. 'gvlog', v, gid)
+        redis.call('ZREM', P .. 'gvdel', gid)
+    end
+end
+
+-- the user joined group A.g at seq A.s (what it may see starts at A.from)
+function ops.gjoin()
+    local c = 'sg_' .. A.g
+    redis.call('ZADD', P .. 'groups', now, A.g)
+    redis.call('HSET', P .. 'grange', c, A.from .. ' 0')
+    if num('read', c) < A.s then
+        redis.call('HSET', P .. 'read', c, A.s)
+    end
+    if A.from > 1 and num('floor', c) < A.from - 1 then
+        redis.call('HSET', P .. 'floor', c, A.from - 1)
+    end
+    local new = redis.call('ZADD', P .. 'convs', 'NX', now, c) == 1
+    logged(c, version(), new)
+    glogged(A.g)
+    mark(c)
+    return ok('{}')
+end
+
+-- the user left group A.g: it sees the group up to seq A.to
+function ops.gleave()
+    local c = 'sg_' .. A.g
+    local from = range(c) or 1
+    redis.call('ZREM', P .. 'groups', A.g)
+    redis.call('HSET', P .. 'grange', c, from .. ' ' .. math.max(A.to, 1))
+    logged(c, version(), false)
+    glogged(A.g, true)
+    mark(c)
+    return ok('{}')
+end
+
+function ops.groups()
+    local list = redis.call('ZRANGE', P .. 'groups', 0, MAXGROUPS - 1)
+    local ver = redis.call('HMGET', P .. 'gver', 'v', 'id')
+    return ok('{"version":' .. (tonumber(ver[1]) or 0) .. ',"versionID":'
+              .. cjson.encode(ver[2] or '') .. ',"equal":false,"groupIDs":'
+              .. strings(list) .. '}')
+end
+
+-- get_incremental_join_groups: the group IDs that changed since A.v
+function ops.gincr()
+    local ver = redis.call('HMGET', P .. 'gver', 'v', 'id', 'low')
+    local v, id = tonumber(ver[1]) or 0, ver[2] or ''
+    local since = tonumber(A.v) or 0
+    local head = '{"version":' .. v .. ',"versionID":' .. cjson.encode(id)
+    if A.id ~= id or since < (tonumber(ver[3]) or 0) or since > v then
+        return ok(head .. ',"full":true,"delete":[],"groupIDs":'
+                  .. strings(redis.call('ZRANGE', P .. 'groups', 0,
+                                        MAXGROUPS - 1)) .. '}')
+    end
+    return ok(head .. ',"full":false,"delete":'
+              .. strings(redis.call('ZRANGEBYSCORE', P .. 'gvdel',
+                                    '(' .. since, '+inf', 'LIMIT', 0,
+                                    MAXGROUPS))
+              .. ',"groupIDs":'
+              .. strings(redis.call('ZRANGEBYSCORE', P .. 'gvlog',
+                                    '(' .. since, '+inf', 'LIMIT', 0,
+                                    MAXGROUPS)) .. '}')
+end
+
+-- the user applied to join group A.g (its own application list)
+function ops.gapply()
+    redis.call('ZADD', P .. 'gapply', now, A.g)
+    if redis.call('ZCARD', P .. 'gapply') > MAXGROUPS then
+        redis.call('ZREMRANGEBYRANK', P .. 'gapply', 0, 0)
+    end
+    return ok('{}')
+end
+
+function ops.gapplied()
+    return ok('{"groupIDs":' .. strings(redis.call('ZREVRANGE', P .. 'gapply',
+                                                   0, MAXGROUPS - 1)) .. '}')
+end
+
+-- @ of this user in group conversation A.c at seq A.s
+function ops.atme()
+    if num('atme', A.c) < A.s then
+        redis.call('HSET', P .. 'atme', A.c, A.s)
+    end
+    return ok('{}')
+end
+
 -- the records MongoDB kept, merged under what Redis has (never back)
 local function restore_one(d)
     local c = d.conversationID
@@ -602,6 +788,15 @@ local function restore_one(d)
         redis.call('SADD', P .. 'hides', c)
     end
     redis.call('HSETNX', P .. 'rev', c, tonumber(d.rev) or 0)
+    local lo, hi = string.match(tostring(d.groupRange or ''),
+                                '^(%d+) (%d+)$')
+    local gid = string.match(c, '^sg_(.+)$')
+    if lo and gid then
+        redis.call('HSETNX', P .. 'grange', c, lo .. ' ' .. hi)
+        if hi == '0' then
+            redis.call('ZADD', P .. 'groups', 'NX', now, gid)
+        end
+    end
 end
 
 function ops.restore()
