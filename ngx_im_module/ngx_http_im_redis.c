@@ -203,7 +203,9 @@ static ngx_http_im_script_t  ngx_http_im_scripts[NGX_HTTP_IM_LUA_N] = {
     { ngx_http_im_lua_conv, sizeof(ngx_http_im_lua_conv) - 1, "" },
     { ngx_http_im_lua_msg_set, sizeof(ngx_http_im_lua_msg_set) - 1, "" },
     { ngx_http_im_lua_msg_purge, sizeof(ngx_http_im_lua_msg_purge) - 1, "" },
-    { ngx_http_im_lua_group, sizeof(ngx_http_im_lua_group) - 1, "" }
+    { ngx_http_im_lua_group, sizeof(ngx_http_im_lua_group) - 1, "" },
+    { ngx_http_im_lua_group_head, sizeof(ngx_http_im_lua_group_head) - 1,
+      "" }
 };
 
 static ngx_http_im_redis_sub_handlers_t  ngx_http_im_redis_sub_handlers = {

@@ -23,6 +23,10 @@
 #define NGX_HTTP_IM_CONV_OK       0
 #define NGX_HTTP_IM_CONV_FAILED  -1
 #define NGX_HTTP_IM_CONV_LOAD    -2
+#define NGX_HTTP_IM_CONV_HEADS   -3
+
+/* the latest messages of a user's groups, in one call's arguments */
+#define NGX_HTTP_IM_CONV_HEADS_BUDGET  (4 * 1024 * 1024)
 
 /* a loaded record's latest message, as conv.lua stores it */
 #define NGX_HTTP_IM_CONV_LOAD_MAX  (64 * 1024 * 1024)
@@ -37,6 +41,8 @@ typedef struct {
     ngx_uint_t                     loaded;
     ngx_uint_t                     noload;      /* Redis's records will do */
     redisReply                    *reply;       /* kept while MongoDB saves */
+    ngx_uint_t                     heads;       /* A.gh is in args */
+    ngx_http_im_buf_t              heads_ids;   /* the groups asked */
 } ngx_http_im_store_conv_call_t;
 
 
@@ -59,6 +65,9 @@ static void ngx_http_im_store_conv_restored(redisReply *reply, void *data);
 static ngx_int_t ngx_http_im_store_conv_save(
     ngx_http_im_store_conv_call_t *cc, redisReply *changed);
 static void ngx_http_im_store_conv_saved(ngx_http_im_mongo_task_t *t);
+static ngx_int_t ngx_http_im_store_conv_heads(
+    ngx_http_im_store_conv_call_t *cc, redisReply *groups);
+static void ngx_http_im_store_conv_headed(redisReply *all, void *data);
 
 
 /*
@@ -178,6 +187,16 @@ ngx_http_im_store_conv_reply(redisReply *reply, void *data)
         return;
     }
 
+    if (status == NGX_HTTP_IM_CONV_HEADS && !cc->heads
+        && reply->elements == 2)
+    {
+        if (ngx_http_im_store_conv_heads(cc, reply->element[1]) != NGX_OK) {
+            ngx_http_im_store_conv_finish(cc, NGX_HTTP_IM_ERR_UNAVAILABLE,
+                                          NULL);
+        }
+        return;
+    }
+
     if (status == NGX_HTTP_IM_CONV_OK && reply->elements == 4) {
         ngx_http_im_store_conv_answer(cc, reply);
         return;
@@ -246,6 +265,165 @@ ngx_http_im_store_conv_finish(ngx_http_im_store_conv_call_t *cc,
 
     ngx_http_im_buf_free(&cc->args);
     ngx_free(cc);
+}
+
+
+/* ----------------------------------------------------------------------
+ * a Redis Cluster: the heads of the user's groups (group_head.lua, one
+ * per group, in each group's slot), then the op again with them
+ */
+
+
+static ngx_int_t
+ngx_http_im_store_conv_heads(ngx_http_im_store_conv_call_t *cc,
+    redisReply *groups)
+{
+    char                       err[64];
+    ngx_uint_t                 i, n;
+    ngx_str_t                  gid;
+    yajl_val                   list, v;
+    ngx_http_im_store_args_t   a;
+    ngx_http_im_store_part_t  *parts;
+
+    list = groups->type == REDIS_REPLY_STRING
+           ? ngx_http_im_json_parse((u_char *) groups->str, groups->len, err,
+                                    sizeof(err))
+           : NULL;
+
+    if (list == NULL || !YAJL_IS_ARRAY(list)) {
+        if (list) {
+            yajl_tree_free(list);
+        }
+        return NGX_ERROR;
+    }
+
+    n = ngx_min(list->u.array.len, NGX_HTTP_IM_USER_MAX_GROUPS);
+
+    if (ngx_http_im_store_gather(n, 0, ngx_http_im_store_conv_headed,
+                                 (ngx_http_im_store_op_t *) cc, &parts)
+        != NGX_OK)
+    {
+        yajl_tree_free(list);
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        v = list->u.array.values[i];
+        gid.data = (u_char *) (YAJL_IS_STRING(v) && v->u.string
+                               ? v->u.string : "");
+        gid.len = ngx_strlen(gid.data);
+
+        ngx_http_im_store_args(&a);
+        ngx_http_im_store_arg_key(&a, "im:{c:sg_%V}:seq", &gid);
+        ngx_http_im_store_arg_key(&a, "im:{c:sg_%V}:g", &gid);
+        ngx_http_im_store_arg_key(&a, "im:{c:sg_%V}:msgs", &gid);
+
+        ngx_http_im_store_part_queued(&parts[i],
+            ngx_http_im_store_call(NGX_HTTP_IM_LUA_GROUP_HEAD,
+                                   ngx_http_im_store_part_reply, &parts[i],
+                                   3, &a));
+    }
+
+    /* the replies name their groups by index: keep the list till then */
+    ngx_http_im_buf_init(&cc->heads_ids, 0);
+    ngx_http_im_buf_add(&cc->heads_ids, groups->str, groups->len);
+    yajl_tree_free(list);
+
+    ngx_http_im_store_gathered(parts[0].g);
+
+    return NGX_OK;
+}
+
+
+/* all: {seq, @all seq, latest} per group, in the order asked */
+static void
+ngx_http_im_store_conv_headed(redisReply *all, void *data)
+{
+    ngx_http_im_store_conv_call_t  *cc = data;
+
+    char                 err[64];
+    size_t               budget;
+    ngx_str_t            args;
+    ngx_uint_t           i;
+    yajl_val             list, v;
+    redisReply          *e;
+    ngx_http_im_buf_t    b;
+
+    list = ngx_http_im_json_parse(cc->heads_ids.data, cc->heads_ids.len, err,
+                                  sizeof(err));
+    ngx_http_im_buf_free(&cc->heads_ids);
+
+    if (all == NULL || list == NULL || !YAJL_IS_ARRAY(list)) {
+        if (list) {
+            yajl_tree_free(list);
+        }
+        ngx_http_im_store_conv_finish(cc, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        return;
+    }
+
+    /* {"gh":{"sg_<gid>":[seq, atall, "latest"],...}, + the args */
+    ngx_http_im_buf_init(&b, 0);
+    ngx_http_im_buf_str(&b, "{\"gh\":{");
+    budget = NGX_HTTP_IM_CONV_HEADS_BUDGET;
+
+    for (i = 0; i < all->elements && i < list->u.array.len; i++) {
+        e = all->element[i];
+        v = list->u.array.values[i];
+
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 3
+            || !YAJL_IS_STRING(v) || v->u.string == NULL)
+        {
+            continue;
+        }
+
+        ngx_http_im_buf_str(&b, b.data[b.len - 1] == '{' ? "\"sg_" : ",\"sg_");
+        ngx_http_im_buf_add(&b, v->u.string, ngx_strlen(v->u.string));
+        ngx_http_im_buf_str(&b, "\":[");
+        ngx_http_im_buf_int(&b, ngx_http_im_store_int(e->element[0]));
+        ngx_http_im_buf_str(&b, ",");
+        ngx_http_im_buf_int(&b, ngx_http_im_store_int(e->element[1]));
+        ngx_http_im_buf_str(&b, ",");
+
+        if (e->element[2]->type == REDIS_REPLY_STRING
+            && e->element[2]->len < budget)
+        {
+            budget -= e->element[2]->len;
+            ngx_http_im_buf_json_str(&b, e->element[2]->str,
+                                     e->element[2]->len);
+
+        } else {
+            ngx_http_im_buf_str(&b, "\"\"");
+        }
+
+        ngx_http_im_buf_str(&b, "]");
+    }
+
+    yajl_tree_free(list);
+
+    ngx_http_im_buf_str(&b, "}");
+
+    /* the op's own arguments after it: "{...}" less its "{" */
+    if (cc->args.len > 2) {
+        ngx_http_im_buf_str(&b, ",");
+        ngx_http_im_buf_add(&b, cc->args.data + 1, cc->args.len - 1);
+
+    } else {
+        ngx_http_im_buf_str(&b, "}");
+    }
+
+    cc->heads = 1;
+    cc->args.len = 0;
+    ngx_http_im_buf_add(&cc->args, b.data, b.len);
+    ngx_http_im_buf_free(&b);
+
+    args.data = cc->args.data;
+    args.len = cc->args.len;
+
+    if (cc->args.failed
+        || ngx_http_im_store_conv_run(cc, cc->op, &args) != NGX_OK)
+    {
+        ngx_http_im_store_conv_finish(cc, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    }
 }
 
 

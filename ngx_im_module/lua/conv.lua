@@ -7,8 +7,11 @@
 --       6 "1" in a Redis Cluster, 7 the op's arguments as JSON, built and
 --       bounded by the caller (lists <= 1000, conversations <= maxc)
 -- Returns {0, answer JSON, changed records (JSON array, for MongoDB),
---          extra}, {-1, errCode, errMsg}, or {-2} when the records must
--- first be loaded from MongoDB (op "restore" does that).
+--          extra}, {-1, errCode, errMsg}, {-2} when the records must
+-- first be loaded from MongoDB (op "restore" does that), or in a Redis
+-- Cluster {-3, JSON array of the user's groups} when the op needs their
+-- heads (group_head.lua): the caller runs it again with A.gh =
+-- {"sg_<gid>": [seq, @all seq, latest MsgData or ""]}.
 local op, P, uid = ARGV[1], ARGV[2], ARGV[3]
 local now, cluster = tonumber(ARGV[4]), ARGV[6] == '1'
 local A = cjson.decode(ARGV[7])
@@ -16,6 +19,17 @@ local A = cjson.decode(ARGV[7])
 if ARGV[5] == '1' and op ~= 'restore'
    and redis.call('EXISTS', P .. 'loaded') == 0 then
     return {-2}
+end
+
+-- a cluster's group heads: the ops that read a group's seq ask for them
+local HEADS = {list = 1, all = 1, get = 1, owner = 1, read = 1, seqs = 1,
+               hide = 1, clear = 1, delete = 1, incr = 1, set = 1}
+local GH = type(A.gh) == 'table' and A.gh or {}
+if cluster and HEADS[op] and A.gh == nil then
+    local groups = redis.call('ZRANGE', P .. 'groups', 0, 1999)
+    if #groups > 0 then
+        return {-3, cjson.encode(groups)}
+    end
 end
 
 local MAXC = math.min(math.max(tonumber(A.maxc) or 1000, 1), 10000)
@@ -64,10 +78,13 @@ local function maxseq(c)
     if not cluster then
         m = math.max(m, tonumber(redis.call('GET', 'im:{c:' .. c .. '}:seq')
                                  or '0') or 0)
+    elseif GH[c] then
+        m = math.max(m, tonumber(GH[c][1]) or 0)
     end
+    -- (the group's seq only grows, so a former member's is its leave)
     local _, hi = range(c)
     if hi and hi > 0 then
-        m = math.min(m, hi)
+        m = hi
     end
     return m
 end
@@ -77,6 +94,8 @@ local function latest(c, max)
     local m
     if not cluster and max > 0 then
         m = redis.call('HGET', 'im:{c:' .. c .. '}:msgs', max)
+    elseif GH[c] and type(GH[c][3]) == 'string' and GH[c][3] ~= '' then
+        m = GH[c][3]
     end
     return m or redis.call('HGET', P .. 'last', c)
 end
@@ -120,9 +139,13 @@ local function at_type(c, gid, read)
         return 0
     end
     local t = num('atme', c) > read and 1 or 0
-    if not cluster
-       and (tonumber(redis.call('HGET', 'im:{c:' .. c .. '}:g', 'atall')
-                     or '0') or 0) > read then
+    local all
+    if cluster then
+        all = GH[c] and tonumber(GH[c][2])
+    else
+        all = tonumber(redis.call('HGET', 'im:{c:' .. c .. '}:g', 'atall'))
+    end
+    if (all or 0) > read then
         t = t + 2
     end
     return t
@@ -295,7 +318,7 @@ local function unread_total()
     local total = 0
     for i = 1, #list do
         local c = list[i]
-        local m = cluster and (max[c] or 0) or maxseq(c)
+        local m = (cluster and not GH[c]) and (max[c] or 0) or maxseq(c)
         local base = math.max(read[c] or 0, floor[c] or 0)
         if m > base then
             total = total + unread(c, m, read[c] or 0, floor[c] or 0)
