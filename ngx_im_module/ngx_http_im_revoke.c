@@ -32,6 +32,9 @@ typedef struct {
     ngx_int_t                   err;
     ngx_http_im_buf_t           json;        /* the revoked MsgData */
     ngx_http_im_mongo_task_t   *task;
+    ngx_str_t                   gid;         /* a group's message */
+    ngx_uint_t                  allowed;     /* the group said so */
+    ngx_http_im_buf_t           orig;        /* kept while it decides */
 } ngx_http_im_revoke_t;
 
 
@@ -51,6 +54,10 @@ static void ngx_http_im_revoke_check(ngx_http_im_revoke_t *rv,
     const u_char *json, size_t len);
 static ngx_int_t ngx_http_im_revoke_build(ngx_http_im_revoke_t *rv,
     ngx_http_im_msg_t *m);
+static ngx_int_t ngx_http_im_revoke_ask(ngx_http_im_revoke_t *rv,
+    ngx_http_im_msg_t *m, const u_char *json, size_t len);
+static void ngx_http_im_revoke_asked(void *data,
+    ngx_http_im_store_conv_res_t *r);
 static void ngx_http_im_revoke_write(ngx_http_im_revoke_t *rv);
 static void ngx_http_im_revoke_stored(void *data, ngx_int_t err,
     ngx_int_t n);
@@ -124,7 +131,14 @@ ngx_http_im_msg_revoke(ngx_http_im_api_t *api)
         return;
     }
 
-    if (!ngx_http_im_conv_member(conv.data, conv.len, uid.data, uid.len)) {
+    if (ngx_http_im_conv_group(conv.data, conv.len)) {
+        /* the group decides, once the sender is known */
+        rv->gid.data = (u_char *) conv.data + 3;
+        rv->gid.len = conv.len - 3;
+
+    } else if (!ngx_http_im_conv_member(conv.data, conv.len, uid.data,
+                                        uid.len))
+    {
         ngx_http_im_revoke_end(rv, NGX_HTTP_IM_ERR_PERMISSION,
                                "not a member of the conversation");
         return;
@@ -239,7 +253,10 @@ ngx_http_im_revoke_check(ngx_http_im_revoke_t *rv, const u_char *json,
     if (m.content_type == NGX_HTTP_IM_CONTENT_REVOKED) {
         rc = 0;                                 /* revoked before: done */
 
-    } else if (!rv->admin
+    } else if (rv->gid.len && !rv->admin && !rv->allowed) {
+        rc = ngx_http_im_revoke_ask(rv, &m, json, len);
+
+    } else if (!rv->admin && !rv->allowed
                && (m.send_id.len != rv->revoker.len
                    || ngx_strncmp(m.send_id.data, rv->revoker.data,
                                   rv->revoker.len) != 0))
@@ -256,6 +273,11 @@ ngx_http_im_revoke_check(ngx_http_im_revoke_t *rv, const u_char *json,
     ngx_http_im_msg_free(&m);
     yajl_tree_free(root);
 
+    if (rc == NGX_AGAIN) {
+        /* the group answers in ngx_http_im_revoke_asked() */
+        return;
+    }
+
     if (rc == 0 && rv->json.len) {
         ngx_http_im_revoke_write(rv);
         return;
@@ -265,6 +287,56 @@ ngx_http_im_revoke_check(ngx_http_im_revoke_t *rv, const u_char *json,
                                    ? "only the sender (or an admin) may "
                                      "revoke, within im_revoke_window"
                                    : NULL);
+}
+
+
+/* a group's message: may the revoker revoke the sender's? (group.lua) */
+static ngx_int_t
+ngx_http_im_revoke_ask(ngx_http_im_revoke_t *rv, ngx_http_im_msg_t *m,
+    const u_char *json, size_t len)
+{
+    ngx_str_t          args;
+    ngx_int_t          rc;
+    ngx_http_im_buf_t  b;
+
+    ngx_http_im_buf_init(&rv->orig, 0);
+    ngx_http_im_buf_add(&rv->orig, json, len);
+
+    ngx_http_im_buf_init(&b, 1024);
+    ngx_http_im_buf_str(&b, "{\"sender\":");
+    ngx_http_im_buf_json_str(&b, m->send_id.data, m->send_id.len);
+    ngx_http_im_buf_str(&b, "}");
+
+    args.data = b.data;
+    args.len = b.len;
+
+    rc = rv->orig.failed || b.failed
+         ? NGX_DECLINED
+         : ngx_http_im_store_group(&rv->gid, "can_revoke", &rv->revoker, 0,
+                                   &args, ngx_http_im_revoke_asked, rv);
+
+    ngx_http_im_buf_free(&b);
+
+    return rc == NGX_OK ? NGX_AGAIN : NGX_HTTP_IM_ERR_UNAVAILABLE;
+}
+
+
+static void
+ngx_http_im_revoke_asked(void *data, ngx_http_im_store_conv_res_t *r)
+{
+    ngx_http_im_revoke_t  *rv = data;
+
+    u_char  msg[256];
+
+    if (r->err) {
+        ngx_snprintf(msg, sizeof(msg), "%*s%Z", ngx_min(r->msg.len, 200),
+                     r->msg.data);
+        ngx_http_im_revoke_end(rv, r->err, r->msg.len ? (char *) msg : NULL);
+        return;
+    }
+
+    rv->allowed = 1;
+    ngx_http_im_revoke_check(rv, rv->orig.data, rv->orig.len);
 }
 
 
@@ -417,7 +489,9 @@ ngx_http_im_revoke_step(ngx_http_im_revoke_t *rv)
 }
 
 
-/* both users: the latest message of their list, and their devices */
+/* both users: the latest message of their list, and their devices; a
+ * group's members: on the group's channel (their lists read the group's
+ * messages, the revoked one now) */
 static void
 ngx_http_im_revoke_tell(ngx_http_im_revoke_t *rv)
 {
@@ -426,6 +500,13 @@ ngx_http_im_revoke_tell(ngx_http_im_revoke_t *rv)
     ngx_uint_t         i;
     ngx_http_im_buf_t  args;
     char               peer[NGX_HTTP_IM_UID_MAX + 1];
+
+    if (rv->gid.len) {
+        json.data = rv->json.data;
+        json.len = rv->json.len;
+        ngx_http_im_store_group_publish(&rv->gid, &rv->conv, &json);
+        return;
+    }
 
     users[0] = rv->revoker;
     n = ngx_http_im_conv_peer((char *) rv->conv.data, rv->conv.len,
@@ -489,6 +570,7 @@ ngx_http_im_revoke_end(ngx_http_im_revoke_t *rv, ngx_int_t code,
     ngx_http_im_api_t  *api;
 
     api = rv->api;
+    ngx_http_im_buf_free(&rv->orig);
     ngx_http_im_buf_free(&rv->json);
     ngx_free(rv);
     ngx_http_im_api_answer(api, code, msg);

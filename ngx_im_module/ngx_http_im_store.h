@@ -354,6 +354,10 @@ ngx_int_t ngx_http_im_store_group(ngx_str_t *gid, const char *op,
 ngx_int_t ngx_http_im_store_group_load(ngx_str_t *gid,
     ngx_http_im_store_conv_pt done, void *data);
 
+/* a stored message that changed (a revoke), to the group's sessions */
+void ngx_http_im_store_group_publish(ngx_str_t *gid, ngx_str_t *conv,
+    ngx_str_t *json);
+
 /* (un)subscribes this worker to a group's messages */
 ngx_int_t ngx_http_im_store_group_subscribe(ngx_str_t *gid, ngx_uint_t on);
 

@@ -585,3 +585,40 @@ ngx_http_im_store_group_paged(redisReply *reply, void *data)
 
     ngx_free(pg);
 }
+
+
+/* a stored message that changed (a revoke) to the group's workers */
+void
+ngx_http_im_store_group_publish(ngx_str_t *gid, ngx_str_t *conv,
+    ngx_str_t *json)
+{
+    size_t                     cmd_len;
+    const char                *cmd;
+    ngx_http_im_buf_t          b;
+    ngx_http_im_store_args_t   a;
+    u_char                     chan[NGX_HTTP_IM_STORE_CHANNEL_LEN];
+
+    cmd = ngx_http_im_store_publish_cmd(&cmd_len);
+
+    /* "m <origin> 0 <conv>\n" and the MsgData, as a send's */
+    ngx_http_im_buf_init(&b, 0);
+    ngx_http_im_buf_str(&b, "m ");
+    ngx_http_im_buf_add(&b, ngx_http_im_worker->origin.data,
+                        ngx_http_im_worker->origin.len);
+    ngx_http_im_buf_str(&b, " 0 ");
+    ngx_http_im_buf_add(&b, conv->data, conv->len);
+    ngx_http_im_buf_str(&b, "\n");
+    ngx_http_im_buf_add(&b, json->data, json->len);
+
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg(&a, cmd, cmd_len);
+    ngx_http_im_store_arg(&a, chan, ngx_http_im_store_group_channel(chan,
+                                                                     gid));
+    ngx_http_im_store_arg(&a, b.data, b.len);
+
+    if (!b.failed) {
+        (void) ngx_http_im_store_send(NULL, NULL, &a);
+    }
+
+    ngx_http_im_buf_free(&b);
+}

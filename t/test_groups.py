@@ -1282,3 +1282,50 @@ def test_list_orders_groups_by_latest_message(stack, api):
     seqs = us.seqs(a, [sg(g1)])
     last = us.elem(a, g1)["latestMsgSendTime"]
     assert seqs[sg(g1)]["maxSeqTime"] == last > 0
+
+
+# ---------------------------------------------------------------------------
+# revoking group messages (as OpenIM: the sender, the owner any message,
+# an admin an ordinary member's)
+
+
+def test_revoke_in_groups(stack, api):
+    us = GUsers(api, 5)
+    o, adm, a, b, outsider = us.ids
+    gid = us.make(o, [a, b], [adm])
+    conv = sg(gid)
+    seq = {}
+    for u in (o, adm, a, b):
+        r = us.gsend(u, gid, "from " + u)
+        assert code(r) == 0, r
+        seq[u] = r["data"]["seq"]
+
+    def revoke(who, whose):
+        return us.call(who, "/msg/revoke_msg",
+                       {"conversationID": conv, "seq": seq[whose],
+                        "userID": who})
+
+    # refused: another ordinary member's, the owner's by an admin, an
+    # admin's by an admin peer... and anyone outside the group
+    assert code(revoke(a, b)) == 1002
+    assert code(revoke(adm, o)) == 1002
+    assert code(revoke(outsider, a)) == 1203
+
+    async def scenario(pool):
+        cb = await pool.connect(stack, b, us.ws_token(b, 1))
+        # allowed: one's own, an admin an ordinary member's, the owner an
+        # admin's; each reaches the members as the message itself, 2101
+        for who, whose in ((a, a), (adm, b), (o, adm)):
+            ok(revoke(who, whose))
+            got = await push_msgs(cb, 1)
+            assert [(m["seq"], m["contentType"]) for m in got] == \
+                [(seq[whose], 2101)], got
+            assert detail_of(got[0])["revokerID"] == who
+        msgs = await pull(cb, conv, 1, 100)
+        kinds = {m["seq"]: m["contentType"] for m in msgs}
+        assert [kinds[seq[u]] for u in (o, adm, a, b)] == \
+            [101, 2101, 2101, 2101]
+        assert not any("from " + u in m["content"] for m in msgs
+                       for u in (adm, a, b))
+
+    run_clients(scenario)

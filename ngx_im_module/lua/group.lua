@@ -752,6 +752,24 @@ function ops.members_incr()
               .. json(with_count(info())) .. '}')
 end
 
+-- may the caller revoke a message of A.sender? (as OpenIM: the sender,
+-- the owner any, an admin an ordinary member's)
+function ops.can_revoke()
+    if not info() then
+        return fail(1201, 'group not found')
+    end
+    local r = role_of(me)
+    if r == 0 then
+        return fail(1203, 'not in group')
+    end
+    local s = A.sender
+    if s == me or r >= OWNER or (r >= ADMIN and role_of(s) < ADMIN) then
+        return ok('{}')
+    end
+    return fail(1002, 'only the sender, the owner, or an admin (for an '
+                .. 'ordinary member\'s message) may revoke')
+end
+
 function ops.apps_one()
     reader()
     local r = ops.apps()
