@@ -666,6 +666,8 @@ ngx_http_im_user_get(ngx_str_t *uid, ngx_uint_t create)
     ngx_memcpy(p, uid->data, uid->len);
 
     u->sn.node.key = hash;
+    /* a new bucket starts full: its "used" bit must start clear */
+    ngx_memzero(&u->bucket, sizeof(ngx_http_im_bucket_t));
     u->state = NGX_HTTP_IM_SUB_NONE;
     u->busy = 0;
     u->gwait = 0;
