@@ -1389,15 +1389,6 @@ ngx_http_im_batch_send_msg(ngx_http_im_api_t *api)
         return;
     }
 
-    if (m.session_type == 3) {
-        /* a group message goes to its group once: send_msg */
-        ngx_http_im_msg_free(&m);
-        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS, "field "
-                               "\"sessionType\" must be 1 or 4 in a batch "
-                               "(a group message goes by send_msg)");
-        return;
-    }
-
     api->items = ngx_alloc(api->recv_ids->u.array.len
                            * sizeof(ngx_http_im_batch_item_t),
                            ngx_cycle->log);
@@ -1454,6 +1445,11 @@ ngx_http_im_batch_issue(ngx_http_im_api_t *api, ngx_http_im_msg_t *m,
         m->recv_id.data = uid ? uid : "";
         m->recv_id.len = uid ? ngx_strlen(uid) : 0;
         m->client_msg_id.len = 0;
+
+        if (m->session_type == 3) {
+            /* a group's batch: recvIDs name the groups */
+            m->group_id = m->recv_id;
+        }
 
         rc = NGX_HTTP_IM_ERR_ARGS;
 

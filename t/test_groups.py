@@ -1329,3 +1329,31 @@ def test_revoke_in_groups(stack, api):
                        for u in (adm, a, b))
 
     run_clients(scenario)
+
+
+# ---------------------------------------------------------------------------
+# batch_send_msg into groups: recvIDs name the groups
+
+
+def test_batch_send_to_groups(stack, api):
+    us = GUsers(api, 3)
+    o, a, b = us.ids
+    g1 = us.make(o, [a])
+    g2 = us.make(o, [a, b])
+    g3 = us.make(a, [b])                 # o is not a member
+    nog = new_gid()
+
+    async def scenario(pool):
+        ca = await pool.connect(stack, a, us.ws_token(a, 1))
+        r = us.admin("/msg/batch_send_msg", {
+            "sendID": o, "sessionType": 3, "contentType": 101,
+            "content": {"content": "to my groups"},
+            "recvIDs": [g1, g2, g3, nog]})
+        d = ok(r)
+        assert sorted(d["failedUserIDs"]) == sorted([g3, nog]), d
+        assert sorted(x["recvID"] for x in d["results"]) == sorted([g1, g2])
+        got = await push_msgs(ca, 2)
+        assert sorted(m["groupID"] for m in got) == sorted([g1, g2])
+        assert all(m["seq"] == 2 and m["sessionType"] == 3 for m in got)
+
+    run_clients(scenario)

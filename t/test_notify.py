@@ -753,7 +753,10 @@ def test_batch_send_1000(stack, api, redis_server):
     assert r["errCode"] == 1001 and "recvIDs" in r["errMsg"], r
     r = batch([])
     assert r["errCode"] == 1001 and "recvIDs" in r["errMsg"], r
+    # sessionType 3: the recvIDs are groups; no such group fails alone
     r = batch([users[1]], sessionType=3)
+    assert r["errCode"] == 0 and r["data"]["failedUserIDs"] == [users[1]], r
+    r = batch([users[1]], sessionType=2)
     assert r["errCode"] == 1001 and "sessionType" in r["errMsg"], r
     r = batch([users[1]], content={"content": ""})
     assert r["errCode"] == 1001 and "content" in r["errMsg"], r
