@@ -7,8 +7,16 @@
  * members (NGX_HTTP_IM_GPUSH_PAGE) at a time, their presence, then one
  * job (docs/api.md, im:push) per member with no session, except the
  * sender; conv.lua's badge leaves out members whose recvMsgOpt wants no
- * offline push.  One page is in flight per worker, so a 100,000-member
- * group costs Redis a bounded amount per tick, never a burst.
+ * offline push.
+ *
+ * That work grows with the group, so it is paced: one page in flight per
+ * worker, and after each page a pause in proportion to the members it
+ * checked and the jobs it made (NGX_HTTP_IM_GPUSH_MEMBERS and _JOBS per
+ * second), so a 100,000-member group never takes Redis from everyone
+ * else.  And it is shared: a message queued for a group whose earlier
+ * message has not started yet takes that message's place (one job per
+ * offline member for the newest, as a phone shows the newest anyway), so
+ * a busy group costs a pass over its members per pass, not per message.
  *
  * The queue is bounded (NGX_HTTP_IM_GPUSH_QUEUE messages): past it a
  * message's jobs are dropped, counted and logged.  Like every push this
@@ -23,7 +31,9 @@
 
 #define NGX_HTTP_IM_GPUSH_QUEUE   1024
 #define NGX_HTTP_IM_GPUSH_PAGE    200
-#define NGX_HTTP_IM_GPUSH_TICK    10       /* ms between pages */
+#define NGX_HTTP_IM_GPUSH_TICK    10       /* ms between pages, at least */
+#define NGX_HTTP_IM_GPUSH_MEMBERS 20000    /* presence checks a second */
+#define NGX_HTTP_IM_GPUSH_JOBS    2000     /* jobs a second */
 
 
 typedef struct {
@@ -31,6 +41,7 @@ typedef struct {
     ngx_http_im_store_job_t    job;
     ngx_str_t                  gid;
     ngx_uint_t                 next;       /* the next member's rank */
+    ngx_uint_t                 started;    /* a page went out */
 } ngx_http_im_gpush_t;
 
 
@@ -48,6 +59,8 @@ static ngx_uint_t    ngx_http_im_gpush_queued;
 static ngx_uint_t    ngx_http_im_gpush_busy;
 static ngx_event_t   ngx_http_im_gpush_timer;
 static ngx_str_t    *ngx_http_im_gpush_ids;   /* the page in flight */
+static ngx_uint_t    ngx_http_im_gpush_jobs;  /* made by the page */
+static ngx_uint_t    ngx_http_im_gpush_checked;
 
 
 /* queues the jobs of a group message (job->recv_id is not used) */
@@ -56,7 +69,8 @@ ngx_http_im_push_group(ngx_http_im_store_job_t *job, ngx_str_t *gid)
 {
     u_char               *p;
     size_t                size;
-    ngx_http_im_gpush_t  *gp;
+    ngx_queue_t          *q;
+    ngx_http_im_gpush_t  *gp, *old;
 
     if (ngx_http_im_gpush_timer.handler == NULL) {
         ngx_queue_init(&ngx_http_im_gpush_queue);
@@ -65,7 +79,25 @@ ngx_http_im_push_group(ngx_http_im_store_job_t *job, ngx_str_t *gid)
         ngx_http_im_gpush_timer.cancelable = 1;
     }
 
-    if (ngx_http_im_gpush_queued >= NGX_HTTP_IM_GPUSH_QUEUE) {
+    /* an earlier message of the group that has not started yet */
+    old = NULL;
+
+    for (q = ngx_queue_head(&ngx_http_im_gpush_queue);
+         q != ngx_queue_sentinel(&ngx_http_im_gpush_queue);
+         q = ngx_queue_next(q))
+    {
+        gp = ngx_queue_data(q, ngx_http_im_gpush_t, link);
+
+        if (!gp->started && gp->gid.len == gid->len
+            && ngx_strncmp(gp->gid.data, gid->data, gid->len) == 0)
+        {
+            old = gp;
+            break;
+        }
+    }
+
+    if (old == NULL && ngx_http_im_gpush_queued >= NGX_HTTP_IM_GPUSH_QUEUE)
+    {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "im: group offline pushes are %d messages behind: "
                       "the jobs of seq %L of group \"%V\" are dropped",
@@ -85,6 +117,7 @@ ngx_http_im_push_group(ngx_http_im_store_job_t *job, ngx_str_t *gid)
 
     gp->job = *job;
     gp->next = 0;
+    gp->started = 0;
     p = (u_char *) (gp + 1);
 
 #define ngx_http_im_gpush_copy(dst, src)                                    \
@@ -102,8 +135,16 @@ ngx_http_im_push_group(ngx_http_im_store_job_t *job, ngx_str_t *gid)
 
 #undef ngx_http_im_gpush_copy
 
-    ngx_queue_insert_tail(&ngx_http_im_gpush_queue, &gp->link);
-    ngx_http_im_gpush_queued++;
+    if (old) {
+        /* the newest message takes the older one's place */
+        ngx_queue_insert_after(&old->link, &gp->link);
+        ngx_queue_remove(&old->link);
+        ngx_free(old);
+
+    } else {
+        ngx_queue_insert_tail(&ngx_http_im_gpush_queue, &gp->link);
+        ngx_http_im_gpush_queued++;
+    }
 
     if (!ngx_http_im_gpush_busy && !ngx_http_im_gpush_timer.timer_set) {
         ngx_add_timer(&ngx_http_im_gpush_timer, 1);
@@ -124,6 +165,8 @@ ngx_http_im_gpush_tick(ngx_event_t *ev)
 
     gp = ngx_queue_data(ngx_queue_head(&ngx_http_im_gpush_queue),
                         ngx_http_im_gpush_t, link);
+
+    gp->started = 1;
 
     if (ngx_http_im_store_group_page(&gp->gid, gp->next,
                                      NGX_HTTP_IM_GPUSH_PAGE,
@@ -177,6 +220,7 @@ ngx_http_im_gpush_paged(void *data, ngx_int_t err, ngx_str_t *ids,
     }
 
     gp->next += n;
+    ngx_http_im_gpush_checked = n;
 
     if (ngx_http_im_store_users_online(ngx_http_im_gpush_ids, n,
                                        ngx_http_im_gpush_online, gp)
@@ -217,6 +261,7 @@ ngx_http_im_gpush_online(void *data, ngx_int_t err,
 
         if (ngx_http_im_store_push_job(&gp->job) == NGX_OK) {
             ngx_http_im_metric_inc(NGX_HTTP_IM_M_PUSH_JOBS);
+            ngx_http_im_gpush_jobs++;
         }
     }
 
@@ -231,16 +276,26 @@ ngx_http_im_gpush_online(void *data, ngx_int_t err,
 static void
 ngx_http_im_gpush_step(ngx_http_im_gpush_t *gp, ngx_uint_t more)
 {
+    ngx_msec_t  pause;
+
     ngx_http_im_gpush_busy = 0;
 
     if (!more) {
         ngx_http_im_gpush_free(gp);
     }
 
+    /* the pace: the page's presence checks and jobs, at their rates */
+    pause = ngx_max(NGX_HTTP_IM_GPUSH_TICK,
+                    ngx_http_im_gpush_checked * 1000
+                    / NGX_HTTP_IM_GPUSH_MEMBERS
+                    + ngx_http_im_gpush_jobs * 1000 / NGX_HTTP_IM_GPUSH_JOBS);
+    ngx_http_im_gpush_checked = 0;
+    ngx_http_im_gpush_jobs = 0;
+
     if (!ngx_queue_empty(&ngx_http_im_gpush_queue) && !ngx_exiting
         && !ngx_http_im_gpush_timer.timer_set)
     {
-        ngx_add_timer(&ngx_http_im_gpush_timer, NGX_HTTP_IM_GPUSH_TICK);
+        ngx_add_timer(&ngx_http_im_gpush_timer, pause);
     }
 }
 

@@ -31,6 +31,9 @@
 /* a loaded record's latest message, as conv.lua stores it */
 #define NGX_HTTP_IM_CONV_LOAD_MAX  (64 * 1024 * 1024)
 
+/* records per restore call: no call holds Redis long */
+#define NGX_HTTP_IM_CONV_CHUNK     1000
+
 
 typedef struct {
     ngx_str_t                      uid;
@@ -42,6 +45,8 @@ typedef struct {
     ngx_uint_t                     noload;      /* Redis's records will do */
     redisReply                    *reply;       /* kept while MongoDB saves */
     ngx_uint_t                     heads;       /* A.gh is in args */
+    yajl_val                       docs;        /* loaded, being restored */
+    ngx_uint_t                     next;
     ngx_http_im_buf_t              heads_ids;   /* the groups asked */
 } ngx_http_im_store_conv_call_t;
 
@@ -59,8 +64,10 @@ static void ngx_http_im_store_conv_finish(ngx_http_im_store_conv_call_t *cc,
 static ngx_int_t ngx_http_im_store_conv_load(
     ngx_http_im_store_conv_call_t *cc);
 static void ngx_http_im_store_conv_loaded(ngx_http_im_mongo_task_t *t);
-static ngx_int_t ngx_http_im_store_conv_restore_args(ngx_http_im_buf_t *b,
-    ngx_http_im_buf_t *docs);
+static ngx_int_t ngx_http_im_store_conv_restore(
+    ngx_http_im_store_conv_call_t *cc);
+static void ngx_http_im_store_conv_restore_args(ngx_http_im_buf_t *b,
+    yajl_val docs, ngx_uint_t from, ngx_uint_t to);
 static void ngx_http_im_store_conv_restored(redisReply *reply, void *data);
 static ngx_int_t ngx_http_im_store_conv_save(
     ngx_http_im_store_conv_call_t *cc, redisReply *changed);
@@ -261,6 +268,10 @@ ngx_http_im_store_conv_finish(ngx_http_im_store_conv_call_t *cc,
 
     if (cc->reply) {
         freeReplyObject(cc->reply);
+    }
+
+    if (cc->docs) {
+        yajl_tree_free(cc->docs);
     }
 
     ngx_http_im_buf_free(&cc->args);
@@ -471,9 +482,8 @@ ngx_http_im_store_conv_loaded(ngx_http_im_mongo_task_t *t)
 {
     ngx_http_im_store_conv_call_t  *cc = t->data;
 
-    ngx_int_t           rc;
-    ngx_str_t           args;
-    ngx_http_im_buf_t   b;
+    char       err[128];
+    ngx_str_t  args;
 
     if (t->rc != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -497,62 +507,81 @@ ngx_http_im_store_conv_loaded(ngx_http_im_mongo_task_t *t)
         return;
     }
 
-    ngx_http_im_buf_init(&b, NGX_HTTP_IM_CONV_LOAD_MAX);
-    rc = ngx_http_im_store_conv_restore_args(&b, &t->out);
+    cc->docs = ngx_http_im_json_parse(t->out.data, t->out.len, err,
+                                      sizeof(err));
     ngx_http_im_mongo_task_free(t);
 
-    if (rc == NGX_OK) {
-        args.data = b.data;
-        args.len = b.len;
-        rc = ngx_http_im_store_conv_script(cc, "restore", &args,
-                                           ngx_http_im_store_conv_restored);
+    if (cc->docs == NULL || !YAJL_IS_ARRAY(cc->docs)) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "im: conversations of \"%V\" from MongoDB unreadable: "
+                      "%s", &cc->uid, err);
+        ngx_http_im_store_conv_finish(cc, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+        return;
     }
 
-    ngx_http_im_buf_free(&b);
-
-    if (rc != NGX_OK) {
+    if (ngx_http_im_store_conv_restore(cc) != NGX_OK) {
         ngx_http_im_store_conv_finish(cc, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
     }
 }
 
 
-/*
- * {"docs":[...]} for conv.lua's restore, from CONV_LOAD's array: each
- * record as MongoDB has it, its latest message as a JSON string (stored
- * as it is), and that message's time and sender.
- */
+/* the next chunk of the loaded records into Redis ("restore") */
 static ngx_int_t
-ngx_http_im_store_conv_restore_args(ngx_http_im_buf_t *b,
-    ngx_http_im_buf_t *docs)
+ngx_http_im_store_conv_restore(ngx_http_im_store_conv_call_t *cc)
+{
+    ngx_int_t          rc;
+    ngx_str_t          args;
+    ngx_uint_t         end, n;
+    ngx_http_im_buf_t  b;
+
+    n = cc->docs->u.array.len;
+    end = ngx_min(cc->next + NGX_HTTP_IM_CONV_CHUNK, n);
+
+    ngx_http_im_buf_init(&b, NGX_HTTP_IM_CONV_LOAD_MAX);
+    ngx_http_im_buf_str(&b, cc->next == 0 ? "{\"first\":true," : "{");
+    ngx_http_im_buf_str(&b, end == n ? "\"last\":true," : "");
+    ngx_http_im_store_conv_restore_args(&b, cc->docs, cc->next, end);
+    cc->next = end;
+
+    args.data = b.data;
+    args.len = b.len;
+
+    rc = b.failed ? NGX_ERROR
+                  : ngx_http_im_store_conv_script(cc, "restore", &args,
+                                               ngx_http_im_store_conv_restored);
+    ngx_http_im_buf_free(&b);
+
+    return rc;
+}
+
+
+/*
+ * "docs":[...],"maxc":N} for conv.lua's restore, from CONV_LOAD's
+ * records from .. to - 1: each record as MongoDB has it, its latest
+ * message as a JSON string (stored as it is), and that message's time and
+ * sender.
+ */
+static void
+ngx_http_im_store_conv_restore_args(ngx_http_im_buf_t *b, yajl_val docs,
+    ngx_uint_t from, ngx_uint_t to)
 {
     char                  err[128];
     size_t                i, j;
-    yajl_val              root, doc, last, v;
+    yajl_val              doc, last, v;
     ngx_http_im_buf_t     msg;
     ngx_http_im_str_t     sender;
     long long             time;
 
-    root = ngx_http_im_json_parse(docs->data, docs->len, err,
-                                  sizeof(err));
-    if (root == NULL || !YAJL_IS_ARRAY(root)) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "im: conversations from MongoDB unreadable: %s", err);
-        if (root) {
-            yajl_tree_free(root);
-        }
-        return NGX_ERROR;
-    }
-
     ngx_http_im_buf_init(&msg, NGX_HTTP_IM_CONV_LOAD_MAX);
-    ngx_http_im_buf_str(b, "{\"docs\":[");
+    ngx_http_im_buf_str(b, "\"docs\":[");
 
-    for (i = 0; i < root->u.array.len; i++) {
-        doc = root->u.array.values[i];
+    for (i = from; i < to; i++) {
+        doc = docs->u.array.values[i];
         if (!YAJL_IS_OBJECT(doc)) {
             continue;
         }
 
-        ngx_http_im_buf_str(b, i ? ",{" : "{");
+        ngx_http_im_buf_str(b, i > from ? ",{" : "{");
         last = NULL;
 
         for (j = 0; j < doc->u.object.len; j++) {
@@ -597,9 +626,6 @@ ngx_http_im_store_conv_restore_args(ngx_http_im_buf_t *b,
     ngx_http_im_buf_str(b, "}");
 
     ngx_http_im_buf_free(&msg);
-    yajl_tree_free(root);
-
-    return b->failed ? NGX_ERROR : NGX_OK;
 }
 
 
@@ -617,6 +643,17 @@ ngx_http_im_store_conv_restored(redisReply *reply, void *data)
         ngx_http_im_store_conv_finish(cc, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
         return;
     }
+
+    if (cc->next < cc->docs->u.array.len) {
+        if (ngx_http_im_store_conv_restore(cc) != NGX_OK) {
+            ngx_http_im_store_conv_finish(cc, NGX_HTTP_IM_ERR_UNAVAILABLE,
+                                          NULL);
+        }
+        return;
+    }
+
+    yajl_tree_free(cc->docs);
+    cc->docs = NULL;
 
     /* the call itself, now on the loaded records */
     args.data = cc->args.data;

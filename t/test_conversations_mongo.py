@@ -430,3 +430,33 @@ def test_delete_msg_physical_mongo(mstack):
         assert seq_list(await pull(cb_, ab, 1, 5)) == [4, 5]
 
     run_clients(after)
+
+
+# ---------------------------------------------------------------------------
+# a user with more records than one restore call takes (1000)
+
+
+def test_flushall_restores_in_chunks(mstack):
+    """1100 records in MongoDB (as the persistence writes them for new
+    conversations): after a FLUSHALL they come back, over two restore
+    calls."""
+    st = mstack()
+    (a,), tok = st.users(1)
+    peers = ["p%d%s" % (i, a) for i in range(1100)]
+    docs = []
+    for p in peers:
+        conv = single_conv(a, p)
+        docs.append({"_id": "%s:%s" % (a, conv), "ownerUserID": a,
+                     "conversationID": conv, "conversationType": 1,
+                     "userID": p, "groupID": "", "hasReadSeq": 0,
+                     "minSeq": 0, "deleted": False, "rev": 1})
+    st.db().conversation.insert_many(docs)
+    assert st.cli("FLUSHALL") == "OK"
+    tok = reregister(st, [a])
+    lst = ok(call(st, tok[a], "/conversation/get_sorted_conversation_list",
+                  {"userID": a, "pagination": {"pageNumber": 1,
+                                               "showNumber": 10}}))
+    assert lst["conversationTotal"] == 1100
+    ids = ok(call(st, tok[a], "/conversation/get_full_conversation_ids",
+                  {"userID": a}))["conversationIDs"]
+    assert sorted(ids) == sorted(single_conv(a, p) for p in peers)

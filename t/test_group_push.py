@@ -106,3 +106,36 @@ def test_no_jobs_for_notifications_or_online_only(stack, api, redis_server):
     jobs = group_jobs(redis_server, "sg_" + gid)
     assert list(jobs) == [b]
     assert [j["seq"] for j in jobs[b]] == [str(last)]
+
+
+def test_a_burst_shares_one_pass(stack, api, redis_server):
+    """Messages queued while the group's earlier one waits take its place:
+    each offline member gets a job for the newest, not one per message."""
+    us = Users(api, 1)
+    owner = us.ids[0]
+    rest = uids(600, "gb")
+    api.register(*rest)
+    gid = "gb" + uuid.uuid4().hex[:8]
+    conv = "sg_" + gid
+    ok(api.post("/group/create_group",
+                {"ownerUserID": owner, "groupInfo": {"groupID": gid},
+                 "memberUserIDs": rest}, token=api.admin_token()))
+    seqs = []
+    for i in range(10):
+        r = api.post("/msg/send_msg", {
+            "sendID": owner, "groupID": gid, "sessionType": 3,
+            "contentType": 101, "content": {"content": "burst %d" % i}},
+            token=api.admin_token())
+        assert r["errCode"] == 0, r
+        seqs.append(r["data"]["seq"])
+    last = str(seqs[-1])
+    assert wait_for(lambda: all(
+        any(j["seq"] == last for j in v)
+        for v in group_jobs(redis_server, conv).values())
+        and len(group_jobs(redis_server, conv)) == len(rest), 20)
+    jobs = group_jobs(redis_server, conv)
+    # per worker (each sends its own messages' jobs): at most the message
+    # whose pass had started and the newest; 2 workers
+    assert max(len(v) for v in jobs.values()) <= 4, jobs[rest[0]]
+    made = sum(len(v) for v in jobs.values())
+    assert made <= 4 * len(rest) < 10 * len(rest)

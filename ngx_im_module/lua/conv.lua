@@ -822,14 +822,22 @@ local function restore_one(d)
     end
 end
 
+-- one chunk of the records MongoDB kept (at most 1000: a user's records
+-- come in several calls, so no call holds Redis long); the first starts
+-- a new log (clients sync in full once), the last marks them loaded
 function ops.restore()
-    local docs = A.docs or {}
-    for i = 1, math.min(#docs, MAXC) do
-        restore_one(docs[i])
+    local docs = type(A.docs) == 'table' and A.docs or {}
+    for i = 1, math.min(#docs, 1000) do
+        if type(docs[i]) == 'table' then
+            restore_one(docs[i])
+        end
     end
-    -- a new log: clients sync in full once
-    redis.call('DEL', P .. 'ver', P .. 'vlog', P .. 'vins', P .. 'vdel')
-    redis.call('SET', P .. 'loaded', now)
+    if A.first then
+        redis.call('DEL', P .. 'ver', P .. 'vlog', P .. 'vins', P .. 'vdel')
+    end
+    if A.last then
+        redis.call('SET', P .. 'loaded', now)
+    end
     return ok('{}')
 end
 
