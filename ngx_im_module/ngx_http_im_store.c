@@ -215,6 +215,23 @@ ngx_http_im_store_arg_channel(ngx_http_im_store_args_t *a, ngx_str_t *uid)
 }
 
 
+void
+ngx_http_im_store_script_res(redisReply *reply, ngx_int_t err,
+    ngx_uint_t extra, ngx_http_im_store_conv_res_t *r)
+{
+    ngx_memzero(r, sizeof(ngx_http_im_store_conv_res_t));
+    r->err = err;
+
+    if (reply && err && reply->elements == 3) {
+        ngx_http_im_store_str(reply->element[2], &r->msg);
+
+    } else if (reply && err == 0 && reply->elements > extra) {
+        ngx_http_im_store_str(reply->element[1], &r->answer);
+        ngx_http_im_store_str(reply->element[extra], &r->extra);
+    }
+}
+
+
 /* runs a script on the arguments built; frees op when it cannot */
 ngx_int_t
 ngx_http_im_store_run(ngx_uint_t script, ngx_http_im_redis_pt handler,

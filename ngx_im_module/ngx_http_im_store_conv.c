@@ -253,17 +253,7 @@ ngx_http_im_store_conv_finish(ngx_http_im_store_conv_call_t *cc,
 {
     ngx_http_im_store_conv_res_t  r;
 
-    ngx_memzero(&r, sizeof(ngx_http_im_store_conv_res_t));
-    r.err = err;
-
-    if (reply && err && reply->elements == 3) {
-        ngx_http_im_store_str(reply->element[2], &r.msg);
-
-    } else if (reply && err == 0) {
-        ngx_http_im_store_str(reply->element[1], &r.answer);
-        ngx_http_im_store_str(reply->element[3], &r.extra);
-    }
-
+    ngx_http_im_store_script_res(reply, err, 3, &r);
     cc->done(cc->data, &r);
 
     if (cc->reply) {

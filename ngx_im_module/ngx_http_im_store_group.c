@@ -258,17 +258,7 @@ ngx_http_im_store_group_finish(ngx_http_im_store_group_call_t *gc,
 {
     ngx_http_im_store_conv_res_t  r;
 
-    ngx_memzero(&r, sizeof(ngx_http_im_store_conv_res_t));
-    r.err = err;
-
-    if (reply && err && reply->elements == 3) {
-        ngx_http_im_store_str(reply->element[2], &r.msg);
-
-    } else if (reply && err == 0 && reply->elements == 4) {
-        ngx_http_im_store_str(reply->element[1], &r.answer);
-        ngx_http_im_store_str(reply->element[2], &r.extra);
-    }
-
+    ngx_http_im_store_script_res(reply, err, 2, &r);
     gc->done(gc->data, &r);
 
     if (gc->reply) {

@@ -110,6 +110,11 @@ void ngx_http_im_store_part_queued(ngx_http_im_store_part_t *part,
 void ngx_http_im_store_gathered(ngx_http_im_store_gather_t *g);
 redisReply *ngx_http_im_store_copy(redisReply *r);
 
+/* the result of a conv.lua or group.lua reply: {-1, code, errMsg} gives
+ * the message; {0, answer, ...} the answer, and extra at its index */
+void ngx_http_im_store_script_res(redisReply *reply, ngx_int_t err,
+    ngx_uint_t extra, ngx_http_im_store_conv_res_t *r);
+
 /* store_conv.c: MongoDB tasks of the store */
 ngx_int_t ngx_http_im_store_mongo_post(ngx_http_im_mongo_task_t *t,
     void (*done)(ngx_http_im_mongo_task_t *t), void *data);
