@@ -68,6 +68,9 @@ typedef struct {
     ngx_atomic_t               rest[NGX_HTTP_IM_ROUTES_MAX]
                                    [NGX_HTTP_IM_CODES_MAX];
     ngx_atomic_t               ws[NGX_HTTP_IM_CODES_MAX];
+    /* im_connections per process slot: a worker that crashed leaves its
+     * count behind, and the worker that takes its slot starts it again */
+    ngx_atomic_t               conns[NGX_MAX_PROCESSES];
 } ngx_http_im_counters_t;
 
 
@@ -132,9 +135,47 @@ ngx_http_im_metrics_zone_init(ngx_shm_zone_t *zone, void *data)
 void
 ngx_http_im_metric_add(ngx_uint_t metric, ngx_atomic_int_t n)
 {
-    if (ngx_http_im_counters) {
-        (void) ngx_atomic_fetch_add(&ngx_http_im_counters->plain[metric], n);
+    if (ngx_http_im_counters == NULL) {
+        return;
     }
+
+    if (metric == NGX_HTTP_IM_M_CONNECTIONS
+        && ngx_process_slot >= 0 && ngx_process_slot < NGX_MAX_PROCESSES)
+    {
+        (void) ngx_atomic_fetch_add(
+                   &ngx_http_im_counters->conns[ngx_process_slot], n);
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add(&ngx_http_im_counters->plain[metric], n);
+}
+
+
+/* a worker starts: its slot's sessions are those of a worker gone */
+void
+ngx_http_im_metrics_worker_start(void)
+{
+    if (ngx_http_im_counters
+        && ngx_process_slot >= 0 && ngx_process_slot < NGX_MAX_PROCESSES)
+    {
+        ngx_http_im_counters->conns[ngx_process_slot] = 0;
+    }
+}
+
+
+static long long
+ngx_http_im_metrics_conns(ngx_http_im_counters_t *m)
+{
+    long long   n;
+    ngx_uint_t  i;
+
+    n = 0;
+
+    for (i = 0; i < NGX_MAX_PROCESSES; i++) {
+        n += (ngx_atomic_int_t) m->conns[i];
+    }
+
+    return n;
 }
 
 
@@ -210,7 +251,9 @@ ngx_http_im_metrics_handler(ngx_http_request_t *r)
         ngx_http_im_buf_str(&b, "\n");
         ngx_http_im_buf_str(&b, ngx_http_im_metric_info[i].name);
         ngx_http_im_buf_str(&b, " ");
-        ngx_http_im_buf_int(&b, (long long) m->plain[i]);
+        ngx_http_im_buf_int(&b, i == NGX_HTTP_IM_M_CONNECTIONS
+                                ? ngx_http_im_metrics_conns(m)
+                                : (long long) m->plain[i]);
         ngx_http_im_buf_str(&b, "\n");
     }
 

@@ -367,6 +367,8 @@ ngx_http_im_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_http_im_metrics_worker_start();
+
     imcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_im_module);
     if (imcf == NULL || imcf->redis_host.len == 0) {
         return NGX_OK;

@@ -274,6 +274,7 @@ void ngx_http_im_metric_add(ngx_uint_t metric, ngx_atomic_int_t n);
 void ngx_http_im_metric_sent(ngx_uint_t session);
 void ngx_http_im_metric_rest(ngx_uint_t route, ngx_int_t code);
 void ngx_http_im_metric_ws(ngx_int_t code);
+void ngx_http_im_metrics_worker_start(void);
 #define ngx_http_im_metric_inc(metric)  ngx_http_im_metric_add(metric, 1)
 
 /* ws.c */

@@ -611,3 +611,42 @@ def test_script_cache_flushed(own_stack):
 
     run(scenario())
     assert "resending as EVAL" in ngx.log()
+
+
+def test_connections_gauge_after_a_worker_crash(base_dir):
+    """im_connections counts per worker slot: a worker killed with its
+    sessions open stops counting once nginx respawns it (its own stack:
+    the kill logs an alert by design)."""
+    import os
+    from conftest import Nginx, Redis
+    from helpers_msg import worker_of
+    from test_api import metrics
+
+    r = Redis(base_dir).start()
+    ngx = Nginx(base_dir, r.addr, workers=2).start()
+    try:
+        api, us, toks = setup_users(ngx, 8)
+
+        async def scenario(pool):
+            cs = [await pool.connect(ngx, u, toks[(u, 1)]) for u in us]
+            assert metrics(ngx)["im_connections"] == 8
+            pids = [worker_of(ngx, c) for c in cs]
+            victim = pids[0]
+            survivors = sum(1 for p in pids if p != victim)
+            os.kill(victim, signal.SIGKILL)
+            end = time.time() + 10
+            while time.time() < end:
+                now = ngx.worker_pids()
+                if len(now) == 2 and victim not in now:
+                    break
+                await asyncio.sleep(0.05)
+            end = time.time() + 10
+            while time.time() < end and \
+                    metrics(ngx)["im_connections"] != survivors:
+                await asyncio.sleep(0.05)
+            assert metrics(ngx)["im_connections"] == survivors
+
+        run_clients(scenario, timeout=60)
+    finally:
+        ngx.stop()
+        r.stop()
