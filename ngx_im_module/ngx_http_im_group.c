@@ -280,6 +280,7 @@ ngx_http_im_group_delivery(ngx_str_t *gid, u_char *data, size_t len)
     ngx_str_t               uid;
     ngx_queue_t            *q;
     ngx_http_im_group_t    *g;
+    ngx_http_im_frames_t    f;
     ngx_http_im_gmember_t  *m;
     ngx_http_im_delivery_t  d;
 
@@ -295,14 +296,18 @@ ngx_http_im_group_delivery(ngx_str_t *gid, u_char *data, size_t len)
     }
 
     if (d.kind == NGX_HTTP_IM_DELIVERY_MSG) {
+        /* one frame per encoding for all of them */
+        ngx_memzero(&f, sizeof(ngx_http_im_frames_t));
+
         for (q = ngx_queue_head(&g->members);
              q != ngx_queue_sentinel(&g->members);
              q = ngx_queue_next(q))
         {
             m = ngx_queue_data(q, ngx_http_im_gmember_t, glink);
-            ngx_http_im_group_users->push(m->user, &d);
+            ngx_http_im_group_users->push(m->user, &d, &f);
         }
 
+        ngx_http_im_frames_free(&f);
         return;
     }
 
@@ -331,6 +336,17 @@ ngx_http_im_group_delivery(ngx_str_t *gid, u_char *data, size_t len)
             ngx_http_im_group_remove(m);
             return;
         }
+    }
+}
+
+
+/* a delivery's frames (session.c builds them) */
+void
+ngx_http_im_frames_free(ngx_http_im_frames_t *f)
+{
+    if (f->built) {
+        ngx_http_im_buf_free(&f->json);
+        ngx_http_im_buf_free(&f->pb);
     }
 }
 

@@ -12,11 +12,24 @@
 #include "ngx_http_im_store.h"
 
 
+/* a delivery's 2001 frames, built once for every session it goes to */
+typedef struct {
+    ngx_uint_t                 built;
+    ngx_uint_t                 pb_failed;
+    size_t                     head;        /* where "data" starts */
+    ngx_http_im_buf_t          json;
+    ngx_http_im_buf_t          pb;
+} ngx_http_im_frames_t;
+
+void ngx_http_im_frames_free(ngx_http_im_frames_t *f);
+
 /* what group.c calls of session.c's, registered once per worker */
 typedef struct {
-    /* a group message for a member's sessions */
+    /* a group message for a member's sessions (f: zeroed, then kept
+     * for the message's other members) */
     void                 (*push)(ngx_http_im_user_t *u,
-                                 ngx_http_im_delivery_t *d);
+                                 ngx_http_im_delivery_t *d,
+                                 ngx_http_im_frames_t *f);
     /* every group of u is subscribed (or given up on) */
     void                 (*ready)(ngx_http_im_user_t *u);
     ngx_http_im_user_t  *(*find)(ngx_str_t *uid);

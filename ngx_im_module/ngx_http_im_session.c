@@ -25,7 +25,7 @@ static void ngx_http_im_user_notify(ngx_http_im_user_t *u, ngx_int_t ok);
 static ngx_int_t ngx_http_im_session_dropped(ngx_http_im_user_t *u);
 static void ngx_http_im_session_cleanup(void *data);
 static void ngx_http_im_session_push(ngx_http_im_user_t *u,
-    ngx_http_im_delivery_t *d);
+    ngx_http_im_delivery_t *d, ngx_http_im_frames_t *f);
 static void ngx_http_im_session_kick(ngx_http_im_user_t *u,
     ngx_int_t platform);
 static ngx_int_t ngx_http_im_push_pb(u_char *data, size_t len,
@@ -445,6 +445,7 @@ void
 ngx_http_im_session_delivery(ngx_str_t *uid, u_char *data, size_t len)
 {
     ngx_http_im_user_t      *u;
+    ngx_http_im_frames_t     f;
     ngx_http_im_delivery_t   d;
 
     u = ngx_http_im_user_get(uid, 0);
@@ -468,7 +469,9 @@ ngx_http_im_session_delivery(ngx_str_t *uid, u_char *data, size_t len)
         return;
     }
 
-    ngx_http_im_session_push(u, &d);
+    ngx_memzero(&f, sizeof(ngx_http_im_frames_t));
+    ngx_http_im_session_push(u, &d, &f);
+    ngx_http_im_frames_free(&f);
 }
 
 
@@ -578,34 +581,36 @@ ngx_http_im_session_alive(ngx_event_t *ev)
 /*
  * A message for u: every upgraded session of the user gets one 2001
  * frame, except the session that sent the message.  The frame is built
- * once per encoding: sessions that spoke protobuf get it as protobuf.
+ * once per encoding and delivery (f, kept by the caller across the
+ * members of a group): sessions that spoke protobuf get it as protobuf.
  */
 static void
-ngx_http_im_session_push(ngx_http_im_user_t *u, ngx_http_im_delivery_t *d)
+ngx_http_im_session_push(ngx_http_im_user_t *u, ngx_http_im_delivery_t *d,
+    ngx_http_im_frames_t *f)
 {
-    size_t                  head;
     ngx_queue_t            *q, *next;
-    ngx_http_im_buf_t      *b, pb;
     ngx_http_im_session_t  *s;
     char                    err[NGX_HTTP_IM_PB_ERRLEN];
 
-    b = &ngx_http_im_worker->scratch;
-    ngx_http_im_buf_reset(b);
-    ngx_http_im_buf_str(b, "{\"reqIdentifier\":2001,\"operationID\":\"\","
-                        "\"msgIncr\":\"\",\"errCode\":0,\"errMsg\":\"\","
-                        "\"data\":");
-    head = b->len;
-    ngx_http_im_buf_str(b, "{\"msgs\":{");
-    ngx_http_im_buf_json_str(b, (char *) d->conv.data, d->conv.len);
-    ngx_http_im_buf_str(b, ":[");
-    ngx_http_im_buf_add(b, d->json.data, d->json.len);
-    ngx_http_im_buf_str(b, "]}}}");
-
-    if (b->failed) {
-        return;
+    if (!f->built) {
+        f->built = 1;
+        ngx_http_im_buf_init(&f->json, 0);
+        ngx_http_im_buf_init(&f->pb, 0);
+        ngx_http_im_buf_str(&f->json, "{\"reqIdentifier\":2001,"
+                            "\"operationID\":\"\",\"msgIncr\":\"\","
+                            "\"errCode\":0,\"errMsg\":\"\",\"data\":");
+        f->head = f->json.len;
+        ngx_http_im_buf_str(&f->json, "{\"msgs\":{");
+        ngx_http_im_buf_json_str(&f->json, (char *) d->conv.data,
+                                 d->conv.len);
+        ngx_http_im_buf_str(&f->json, ":[");
+        ngx_http_im_buf_add(&f->json, d->json.data, d->json.len);
+        ngx_http_im_buf_str(&f->json, "]}}}");
     }
 
-    ngx_http_im_buf_init(&pb, 0);
+    if (f->json.failed) {
+        return;
+    }
 
     for (q = ngx_queue_head(&u->sessions);
          q != ngx_queue_sentinel(&u->sessions);
@@ -621,20 +626,22 @@ ngx_http_im_session_push(ngx_http_im_user_t *u, ngx_http_im_delivery_t *d)
         ngx_http_im_metric_inc(NGX_HTTP_IM_M_PUSHES);
 
         if (!s->binary) {
-            s->io->send(s, NGX_HTTP_IM_WS_OP_TEXT, b->data, b->len);
+            s->io->send(s, NGX_HTTP_IM_WS_OP_TEXT, f->json.data, f->json.len);
+            continue;
+        }
 
-        } else if (pb.len
-                   || ngx_http_im_push_pb(b->data + head, b->len - head - 1,
-                                          NGX_HTTP_IM_REQ_PUSH, &pb, err,
-                                          sizeof(err))
-                      == NGX_OK)
-        {
-            s->io->send(s, NGX_HTTP_IM_WS_OP_BINARY, pb.data,
-                                pb.len);
+        if (f->pb.len == 0 && !f->pb_failed) {
+            f->pb_failed = ngx_http_im_push_pb(f->json.data + f->head,
+                                               f->json.len - f->head - 1,
+                                               NGX_HTTP_IM_REQ_PUSH, &f->pb,
+                                               err, sizeof(err))
+                           != NGX_OK;
+        }
+
+        if (!f->pb_failed) {
+            s->io->send(s, NGX_HTTP_IM_WS_OP_BINARY, f->pb.data, f->pb.len);
         }
     }
-
-    ngx_http_im_buf_free(&pb);
 }
 
 

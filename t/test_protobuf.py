@@ -211,3 +211,42 @@ def test_protobuf_background_status(stack, api, im_pb2, redis_server):
         await ca.ws.close()
 
     run(scenario())
+
+
+def test_group_push_in_both_encodings(stack, api, im_pb2):
+    """One group message: its members' protobuf and JSON sessions each
+    get it in their encoding (the frames are built once per message)."""
+    pb = im_pb2
+    a, b, c, d = uids(4)
+    api.register(a, b, c, d)
+    gid = "gp" + a.replace("-", "")
+    conv = "sg_" + gid
+    r = api.post("/group/create_group",
+                 {"ownerUserID": a, "memberUserIDs": [b, c, d],
+                  "groupInfo": {"groupID": gid}}, token=api.admin_token())
+    assert r["errCode"] == 0, r
+
+    async def scenario():
+        pbs = [await PbClient(pb, stack, u, api.user_token(u)).connect()
+               for u in (b, c)]
+        for p in pbs:
+            assert (await p.request(1001, pb.GetMaxSeqReq())).errCode == 0
+        cj = await Client(stack, d, api.user_token(d)).connect()
+        r = api.post("/msg/send_msg", {
+            "sendID": a, "groupID": gid, "sessionType": 3,
+            "contentType": 101, "content": {"content": "both"}},
+            token=api.admin_token())
+        assert r["errCode"] == 0, r
+        seq = r["data"]["seq"]
+        for p in pbs:
+            got = (await p.push()).msgs[conv].Msgs
+            assert [(m.seq, m.groupID, m.sessionType) for m in got] == \
+                [(seq, gid, 3)]
+            assert json.loads(got[0].content) == {"content": "both"}
+        got = await cj.push()
+        assert [m["seq"] for m in got] == [seq]
+        for p in pbs:
+            await p.ws.close()
+        await cj.close()
+
+    run(scenario())
