@@ -103,6 +103,7 @@ static ngx_http_im_route_t  ngx_http_im_routes[] = {
 /* every REST file's routes, in the order metrics count them */
 static ngx_http_im_route_t  *ngx_http_im_route_tables[] = {
     ngx_http_im_routes, ngx_http_im_conv_routes, ngx_http_im_group_routes,
+    ngx_http_im_friend_routes,
     NULL
 };
 

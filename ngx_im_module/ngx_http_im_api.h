@@ -93,6 +93,9 @@ extern ngx_http_im_route_t  ngx_http_im_conv_routes[];
 /* api_group.c: the group routes */
 extern ngx_http_im_route_t  ngx_http_im_group_routes[];
 
+/* api_friend.c: the friend, blacklist and profile routes */
+extern ngx_http_im_route_t  ngx_http_im_friend_routes[];
+
 void ngx_http_im_conv_sorted(ngx_http_im_api_t *api);
 void ngx_http_im_conv_all(ngx_http_im_api_t *api);
 void ngx_http_im_conv_get(ngx_http_im_api_t *api);

@@ -369,6 +369,11 @@ static const ngx_http_im_content_type_t  ngx_http_im_content_group_note = {
     NGX_HTTP_IM_CONTENT_GROUP_FIRST, "[Group notification]", NULL, NULL
 };
 
+/* 1201 .. 1210 friend notifications, 1303 UserInfoUpdated: the same */
+static const ngx_http_im_content_type_t  ngx_http_im_content_friend_note = {
+    NGX_HTTP_IM_CONTENT_FRIEND_FIRST, "[Notification]", NULL, NULL
+};
+
 
 int
 ngx_http_im_content_check(long long content_type, yajl_val content,
@@ -459,6 +464,13 @@ ngx_http_im_content_find(long long content_type)
         && content_type <= NGX_HTTP_IM_CONTENT_GROUP_LAST)
     {
         return &ngx_http_im_content_group_note;
+    }
+
+    if ((content_type >= NGX_HTTP_IM_CONTENT_FRIEND_FIRST
+         && content_type <= NGX_HTTP_IM_CONTENT_FRIEND_LAST)
+        || content_type == NGX_HTTP_IM_CONTENT_USER_INFO)
+    {
+        return &ngx_http_im_content_friend_note;
     }
 
     for (i = 0; i < sizeof(ngx_http_im_content_types)

@@ -34,6 +34,9 @@
 #define NGX_HTTP_IM_CONTENT_TYPING          113
 #define NGX_HTTP_IM_CONTENT_GROUP_FIRST     1501  /* GroupCreated */
 #define NGX_HTTP_IM_CONTENT_GROUP_LAST      1520  /* GroupNameSet */
+#define NGX_HTTP_IM_CONTENT_FRIEND_FIRST    1201  /* ...ApplicationApproved */
+#define NGX_HTTP_IM_CONTENT_FRIEND_LAST     1210  /* FriendsInfoUpdate */
+#define NGX_HTTP_IM_CONTENT_USER_INFO       1303  /* UserInfoUpdated */
 #define NGX_HTTP_IM_CONTENT_QUOTE           114
 #define NGX_HTTP_IM_CONTENT_OA_NOTIFICATION 1400
 

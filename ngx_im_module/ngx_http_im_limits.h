@@ -43,6 +43,11 @@
 #define NGX_HTTP_IM_GROUP_MAX_MEMBERS 100000
 #define NGX_HTTP_IM_USER_MAX_GROUPS   2000
 
+/* a user's friends (and, apart, its blacklist), and friend applications
+ * it keeps received (friend.lua) */
+#define NGX_HTTP_IM_MAX_FRIENDS       10000
+#define NGX_HTTP_IM_MAX_FRIEND_APPS   1000
+
 /* conversation records of one answer (conv.lua's BUDGET) */
 #define NGX_HTTP_IM_CONV_BUDGET       (4 * 1024 * 1024)
 

@@ -151,6 +151,13 @@ static ngx_command_t  ngx_http_im_commands[] = {
       offsetof(ngx_http_im_main_conf_t, dedup_ttl),
       NULL },
 
+    { ngx_string("im_friend_verify"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, friend_verify),
+      NULL },
+
     { ngx_string("im_max_conversations"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -484,6 +491,7 @@ ngx_http_im_create_main_conf(ngx_conf_t *cf)
     imcf->redis_max_pending = NGX_CONF_UNSET_UINT;
     imcf->token_expire = NGX_CONF_UNSET;
     imcf->dedup_ttl = NGX_CONF_UNSET;
+    imcf->friend_verify = NGX_CONF_UNSET;
     imcf->max_convs = NGX_CONF_UNSET_UINT;
     imcf->push_stream_max = NGX_CONF_UNSET_UINT;
     imcf->mongo_clients = NGX_CONF_UNSET_UINT;
@@ -510,6 +518,7 @@ ngx_http_im_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(imcf->redis_max_pending, 20000);
     ngx_conf_init_value(imcf->token_expire, 90 * 86400);
     ngx_conf_init_value(imcf->dedup_ttl, 86400);
+    ngx_conf_init_value(imcf->friend_verify, 0);
     /* imcf->max_convs: in postconfiguration, once the locations know
      * whether it was set */
     ngx_conf_init_uint_value(imcf->push_stream_max, 100000);

@@ -103,6 +103,7 @@ typedef struct {
     ngx_uint_t                 redis_max_pending;
     time_t                     token_expire;
     time_t                     dedup_ttl;
+    ngx_flag_t                 friend_verify;   /* 1:1 needs friendship */
     ngx_uint_t                 max_convs;
     ngx_uint_t                 push_stream_max;
 
@@ -324,6 +325,8 @@ ngx_int_t ngx_http_im_msg_option(ngx_http_im_msg_t *m, const char *key);
 void ngx_http_im_notify(ngx_str_t *from, ngx_str_t *to, ngx_str_t *conv,
     ngx_int_t content_type, ngx_http_im_buf_t *detail);
 void ngx_http_im_group_notify(ngx_str_t *from, ngx_str_t *gid,
+    ngx_int_t content_type, ngx_http_im_buf_t *detail);
+void ngx_http_im_friend_notify(ngx_str_t *from, ngx_str_t *to,
     ngx_int_t content_type, ngx_http_im_buf_t *detail);
 const char *ngx_http_im_msg_check(ngx_http_im_msg_t *m);
 

@@ -62,8 +62,8 @@ static ngx_int_t ngx_http_im_mongo_conv_load(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client);
 static ngx_int_t ngx_http_im_mongo_group_save(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client);
-static ngx_int_t ngx_http_im_mongo_group_load(ngx_http_im_mongo_task_t *t,
-    mongoc_client_t *client);
+static ngx_int_t ngx_http_im_mongo_docs_load(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client, const char *name, const char *field);
 static ngx_int_t ngx_http_im_mongo_msg_replace(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client);
 static ngx_int_t ngx_http_im_mongo_msg_purge(ngx_http_im_mongo_task_t *t,
@@ -499,7 +499,9 @@ ngx_http_im_mongo_run(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
         || t->op == NGX_HTTP_IM_MONGO_MSG_REPLACE
         || t->op == NGX_HTTP_IM_MONGO_MSG_PURGE
         || t->op == NGX_HTTP_IM_MONGO_GROUP_SAVE
-        || t->op == NGX_HTTP_IM_MONGO_GROUP_LOAD)
+        || t->op == NGX_HTTP_IM_MONGO_GROUP_LOAD
+        || t->op == NGX_HTTP_IM_MONGO_USER_SAVE
+        || t->op == NGX_HTTP_IM_MONGO_USER_LOAD)
     {
         rc = ngx_http_im_mongo_indexes(t, client);
         if (rc != NGX_OK) {
@@ -541,7 +543,14 @@ ngx_http_im_mongo_run(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
         return ngx_http_im_mongo_group_save(t, client);
 
     case NGX_HTTP_IM_MONGO_GROUP_LOAD:
-        return ngx_http_im_mongo_group_load(t, client);
+        return ngx_http_im_mongo_docs_load(t, client, "group", "groupID");
+
+    case NGX_HTTP_IM_MONGO_USER_SAVE:
+        return ngx_http_im_mongo_replace(t, client, "user",
+                                         ngx_http_im_mongo_conv_pair);
+
+    case NGX_HTTP_IM_MONGO_USER_LOAD:
+        return ngx_http_im_mongo_docs_load(t, client, "user", "ownerUserID");
 
     default:
         ngx_cpystrn((u_char *) t->err, (u_char *) "unknown op",
@@ -606,6 +615,17 @@ ngx_http_im_mongo_indexes(ngx_http_im_mongo_task_t *t,
                        "indexes", "[", "{",
                            "key", "{", "groupID", BCON_INT32(1), "}",
                            "name", BCON_UTF8("group"),
+                       "}", "]");
+
+        ok = ngx_http_im_mongo_index(db, cmd, &error);
+    }
+
+    if (ok) {
+        /* a user's profile, friends, blacks and applications, at once */
+        cmd = BCON_NEW("createIndexes", BCON_UTF8("user"),
+                       "indexes", "[", "{",
+                           "key", "{", "ownerUserID", BCON_INT32(1), "}",
+                           "name", BCON_UTF8("owner"),
                        "}", "]");
 
         ok = ngx_http_im_mongo_index(db, cmd, &error);
@@ -1262,7 +1282,9 @@ ngx_http_im_mongo_conv_save(ngx_http_im_mongo_task_t *t,
 /*
  * GROUP_SAVE.  As CONV_SAVE, into collection "group": a group's record,
  * members and applications (docs/architecture.md, "Groups"), each a
- * document with a string _id, an integer rev and its groupID.
+ * document with a string _id, an integer rev and its groupID.  USER_SAVE
+ * is the same into collection "user" (a user's profile, friends, blacks
+ * and applications, each with its ownerUserID).
  */
 static ngx_int_t
 ngx_http_im_mongo_group_save(ngx_http_im_mongo_task_t *t,
@@ -1705,14 +1727,15 @@ ngx_http_im_mongo_conv_load(ngx_http_im_mongo_task_t *t,
 
 
 /*
- * GROUP_LOAD.  In: "in", a group ID (all of it); t->value, at most this
- * many documents.  Out: "out", a JSON array of the group's documents
- * ({groupID: gid}, in no set order), as relaxed extended JSON.  Items
- * are not used.
+ * GROUP_LOAD and USER_LOAD.  In: "in", a group or user ID (all of it);
+ * t->value, at most this many documents.  Out: "out", a JSON array of
+ * the documents whose "field" is that ID, from collection "name" ("group"
+ * by groupID, "user" by ownerUserID), in no set order, as relaxed
+ * extended JSON.  Items are not used.
  */
 static ngx_int_t
-ngx_http_im_mongo_group_load(ngx_http_im_mongo_task_t *t,
-    mongoc_client_t *client)
+ngx_http_im_mongo_docs_load(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client, const char *name, const char *field)
 {
     char                 *json;
     size_t                len;
@@ -1725,11 +1748,11 @@ ngx_http_im_mongo_group_load(ngx_http_im_mongo_task_t *t,
     mongoc_collection_t  *coll;
 
     filter = bson_new();
-    bson_append_utf8(filter, "groupID", -1, (char *) t->in.data,
+    bson_append_utf8(filter, field, -1, (char *) t->in.data,
                      (int) t->in.len);
     opts = BCON_NEW("limit", BCON_INT64(t->value));
 
-    coll = mongoc_client_get_collection(client, t->db, "group");
+    coll = mongoc_client_get_collection(client, t->db, name);
     cursor = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
 
     ngx_http_im_buf_add(&t->out, "[", 1);
@@ -1755,14 +1778,14 @@ ngx_http_im_mongo_group_load(ngx_http_im_mongo_task_t *t,
     }
 
     if (rc == NGX_OK && mongoc_cursor_error(cursor, &error)) {
-        ngx_http_im_mongo_error(t, "group load", &error);
+        ngx_http_im_mongo_error(t, "documents load", &error);
         rc = NGX_ERROR;
     }
 
     ngx_http_im_buf_add(&t->out, "]", 1);
 
     if (rc == NGX_OK && t->out.failed) {
-        ngx_cpystrn((u_char *) t->err, (u_char *) "group load: out of memory",
+        ngx_cpystrn((u_char *) t->err, (u_char *) "documents load: out of memory",
                     sizeof(t->err));
         rc = NGX_ERROR;
     }

@@ -64,6 +64,8 @@ typedef struct {
     ngx_uint_t                 at_all;
     ngx_str_t                 *at;           /* copies, after the ctx */
     ngx_uint_t                 nat;
+    ngx_uint_t                 rules;        /* the store's m->rules */
+    ngx_uint_t                 load_recv;
 } ngx_http_im_send_ctx_t;
 
 
@@ -153,6 +155,9 @@ static void ngx_http_im_send_stored_reply(void *data,
     ngx_http_im_store_sent_t *r);
 static void ngx_http_im_send_push_job(ngx_http_im_send_ctx_t *ctx);
 static void ngx_http_im_send_group_loaded(void *data,
+    ngx_http_im_store_conv_res_t *r);
+static ngx_uint_t ngx_http_im_send_rules(ngx_http_im_msg_t *m);
+static void ngx_http_im_send_user_loaded(void *data,
     ngx_http_im_store_conv_res_t *r);
 static ngx_int_t ngx_http_im_send_online(ngx_http_im_send_ctx_t *ctx);
 static void ngx_http_im_send_online_reply(void *data, ngx_int_t err,
@@ -586,6 +591,8 @@ ngx_http_im_send_ctx(ngx_http_im_msg_t *m, ngx_str_t *conv,
     ctx->kind = opts->online_only ? 3
                 : m->session_type == 3 ? 1
                 : m->session_type == 4 ? 2 : 0;
+    ctx->rules = ngx_http_im_send_rules(m);
+    ctx->load_recv = ngx_http_im_mongo_enabled() && m->session_type != 3;
 
     p = (u_char *) (ctx + 1);
 
@@ -699,6 +706,45 @@ ngx_http_im_send_msg(ngx_http_im_send_ctx_t *ctx, ngx_http_im_store_msg_t *m)
     m->at_all = ctx->at_all;
     m->at = ctx->at;
     m->nat = ctx->nat;
+    m->rules = ctx->rules;
+    m->load_recv = ctx->load_recv;
+}
+
+
+/*
+ * The recipient's rules for a 1:1 message (as OpenIM's): 1 its blacklist,
+ * 2 its friend list too (im_friend_verify).  Notifications and the app's
+ * admin users are exempt.
+ */
+static ngx_uint_t
+ngx_http_im_send_rules(ngx_http_im_msg_t *m)
+{
+    ngx_str_t                *a;
+    ngx_uint_t                i;
+    ngx_http_im_main_conf_t  *imcf;
+
+    if (m->session_type != 1
+        || (m->content_type >= NGX_HTTP_IM_NOTIFICATION_BEGIN
+            && m->content_type <= NGX_HTTP_IM_NOTIFICATION_END))
+    {
+        return 0;
+    }
+
+    imcf = ngx_http_cycle_get_module_main_conf(ngx_cycle, ngx_http_im_module);
+
+    if (imcf->admins != NGX_CONF_UNSET_PTR && imcf->admins) {
+        a = imcf->admins->elts;
+
+        for (i = 0; i < imcf->admins->nelts; i++) {
+            if (a[i].len == m->send_id.len
+                && ngx_strncmp(a[i].data, m->send_id.data, a[i].len) == 0)
+            {
+                return 0;
+            }
+        }
+    }
+
+    return imcf->friend_verify ? 2 : 1;
 }
 
 
@@ -752,6 +798,20 @@ ngx_http_im_send_stored_reply(void *data, ngx_http_im_store_sent_t *r)
         ctx->opts.done(ctx->opts.data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
         goto done;
 
+    case NGX_HTTP_IM_STORE_LOAD_USER:
+        /* the recipient's profile and relations first, from MongoDB */
+        ctx->load_recv = 0;
+
+        if (ngx_http_im_store_user_load(&ctx->recv_id,
+                                        ngx_http_im_send_user_loaded, ctx)
+            == NGX_OK)
+        {
+            return;
+        }
+
+        ngx_http_im_send_retry(ctx);
+        return;
+
     case NGX_HTTP_IM_STORE_RESENT:
         /* a resend: answer with the first ack, deliver nothing */
         ctx->send_time = r->send_time;
@@ -798,6 +858,18 @@ ngx_http_im_send_group_loaded(void *data, ngx_http_im_store_conv_res_t *r)
     }
 
     ngx_http_im_send_retry(ctx);
+}
+
+
+/*
+ * Loaded, or MongoDB failed: the send goes on with what Redis has, so an
+ * outage of MongoDB stops no message (a blacklist this Redis lost is
+ * then not applied: docs/architecture.md, "Friends").
+ */
+static void
+ngx_http_im_send_user_loaded(void *data, ngx_http_im_store_conv_res_t *r)
+{
+    ngx_http_im_send_retry(data);
 }
 
 
@@ -1236,49 +1308,81 @@ ngx_http_im_notify(ngx_str_t *from, ngx_str_t *to, ngx_str_t *conv,
 
 
 static void
-ngx_http_im_group_notified(void *data, ngx_int_t err, ngx_http_im_buf_t *ack)
+ngx_http_im_stored_note_sent(void *data, ngx_int_t err,
+    ngx_http_im_buf_t *ack)
 {
     if (err) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "im: a group notification was not sent: %i", err);
+                      "im: a notification was not stored: %i", err);
     }
 }
 
 
 /*
- * A group notification (1501..1520): stored in the group's conversation
- * like any group message, from the operator, as the system (it needs no
- * membership: the operator may have just left).
+ * A notification stored in conv like any message, from the operator, as
+ * the system: it needs no membership (the operator may have just left a
+ * group) and no friendship.
  */
-void
-ngx_http_im_group_notify(ngx_str_t *from, ngx_str_t *gid,
+static void
+ngx_http_im_stored_note(ngx_str_t *from, ngx_str_t *to, ngx_str_t *conv,
     ngx_int_t content_type, ngx_http_im_buf_t *detail)
 {
-    ngx_str_t           conv;
     ngx_http_im_buf_t   content;
     ngx_http_im_msg_t   m;
     ngx_http_im_send_t  opts;
     char                smid[NGX_HTTP_IM_ID_LEN];
-    u_char              buf[NGX_HTTP_IM_UID_MAX + 4];
 
-    conv.data = buf;
-    conv.len = ngx_snprintf(buf, sizeof(buf), "sg_%V", gid) - buf;
-
-    ngx_http_im_note_msg(&m, from, NULL, &conv, content_type, detail,
-                         &content, smid);
+    ngx_http_im_note_msg(&m, from, to, conv, content_type, detail, &content,
+                         smid);
     m.max_content = NGX_HTTP_IM_MAX_MSG_JSON / 2;
 
     ngx_memzero(&opts, sizeof(ngx_http_im_send_t));
-    opts.done = ngx_http_im_group_notified;
+    opts.done = ngx_http_im_stored_note_sent;
 
     if (!content.failed
-        && ngx_http_im_msg_send(&m, &conv, &opts) != 0)
+        && ngx_http_im_msg_send(&m, conv, &opts) != 0)
     {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "im: a group notification was refused: %s",
+                      "im: a notification was refused: %s",
                       ngx_http_im_msg_check(&m) ? ngx_http_im_msg_check(&m)
                                                 : "unavailable");
     }
 
     ngx_http_im_buf_free(&content);
+}
+
+
+/* a group notification (1501..1520), in the group's conversation */
+void
+ngx_http_im_group_notify(ngx_str_t *from, ngx_str_t *gid,
+    ngx_int_t content_type, ngx_http_im_buf_t *detail)
+{
+    ngx_str_t  conv;
+    u_char     buf[NGX_HTTP_IM_UID_MAX + 4];
+
+    conv.data = buf;
+    conv.len = ngx_snprintf(buf, sizeof(buf), "sg_%V", gid) - buf;
+
+    ngx_http_im_stored_note(from, NULL, &conv, content_type, detail);
+}
+
+
+/*
+ * A friend notification (1201..1210, 1303): in the notification
+ * conversation sn_<from>_<to>, so both users' devices get it and pull it
+ * like any message.
+ */
+void
+ngx_http_im_friend_notify(ngx_str_t *from, ngx_str_t *to,
+    ngx_int_t content_type, ngx_http_im_buf_t *detail)
+{
+    ngx_str_t  conv;
+    u_char     buf[2 * NGX_HTTP_IM_UID_MAX + 8];
+
+    conv.data = buf;
+    conv.len = ngx_http_im_conv_notification((char *) from->data, from->len,
+                                             (char *) to->data, to->len,
+                                             (char *) buf);
+
+    ngx_http_im_stored_note(from, to, &conv, content_type, detail);
 }

@@ -120,6 +120,7 @@ typedef struct {
     ngx_str_t                  ex;
     long long                  create_time;
     ngx_uint_t                 found;        /* in results */
+    ngx_uint_t                 load;         /* not in this Redis yet */
 } ngx_http_im_store_user_t;
 
 typedef void (*ngx_http_im_store_users_pt)(void *data, ngx_int_t err,
@@ -180,6 +181,10 @@ typedef struct {
     ngx_uint_t                 at_all;       /* @all */
     ngx_str_t                 *at;           /* the users @ (<= 1000) */
     ngx_uint_t                 nat;
+    ngx_uint_t                 rules;        /* 1 the recipient's */
+                                             /* blacklist, 2 and friends */
+    ngx_uint_t                 load_recv;    /* its relations from MongoDB */
+                                             /* first, if not loaded */
 } ngx_http_im_store_msg_t;
 
 #define NGX_HTTP_IM_STORE_SENT     1     /* stored now, with seq */
@@ -187,6 +192,7 @@ typedef struct {
 #define NGX_HTTP_IM_STORE_RESEED   3     /* seed the seq from MongoDB */
 #define NGX_HTTP_IM_STORE_RESERVE  4     /* reserve seqs past seq first */
 #define NGX_HTTP_IM_STORE_LOAD     5     /* load the group from MongoDB */
+#define NGX_HTTP_IM_STORE_LOAD_USER  6   /* ... the recipient's relations */
 
 typedef struct {
     ngx_int_t                  err;
@@ -204,7 +210,9 @@ typedef void (*ngx_http_im_store_sent_pt)(void *data,
  * Stores a message: dedup by clientMsgID, the next seq, the hot window,
  * both users' conversation indexes, the persistence queue, then the
  * deliveries to both users.  err 1101 when the recipient is not
- * registered, 90004 when the persistence backlog is full.  A group
+ * registered, 1302 when it blacklisted the sender, 1303 when m->rules
+ * asks for friendship and it has none, 90004 when the persistence
+ * backlog is full.  A group
  * message (m->group set) is published once on the group's channel; err
  * 1201, 1203, 1204, 1402 or 1403 when the group refuses the sender.
  */
@@ -370,6 +378,20 @@ typedef void (*ngx_http_im_store_ids_pt)(void *data, ngx_int_t err,
 /* a page of a group's members, in join order (n < count: the last) */
 ngx_int_t ngx_http_im_store_group_page(ngx_str_t *gid, ngx_uint_t start,
     ngx_uint_t count, ngx_http_im_store_ids_pt done, void *data);
+
+
+/* ----------------------------------------------------------------------
+ * Users' profiles and relations (friend.lua; docs/api.md, "Friends")
+ */
+
+/* runs op of friend.lua in uid's slot, as ngx_http_im_store_group() */
+ngx_int_t ngx_http_im_store_friend(ngx_str_t *uid, const char *op,
+    ngx_str_t *caller, ngx_uint_t admin, ngx_str_t *args,
+    ngx_http_im_store_conv_pt done, void *data);
+
+/* loads uid's profile and relations from MongoDB: err 0, or 90004 */
+ngx_int_t ngx_http_im_store_user_load(ngx_str_t *uid,
+    ngx_http_im_store_conv_pt done, void *data);
 
 
 /* ----------------------------------------------------------------------

@@ -1,12 +1,19 @@
 
 /*
- * ngx_im: the store of groups (group.lua) and their routing.
+ * ngx_im: the stores of groups (group.lua) and of users' relations
+ * (friend.lua), and the routing of groups.
  *
  * A group's record, members and applications live in the slot of its
  * conversation sg_<groupID>, so that a send checks membership and mutes
  * in the script that takes its seq.  A group message is published once,
  * on the group's channel; each worker holding members subscribes to it
  * (docs/architecture.md, "Groups").
+ *
+ * A user's profile, friends, blacklist and friend applications live in
+ * the user's slot.  Both are records whose source of truth is MongoDB
+ * when it is configured: one machinery loads an owner's documents the
+ * first time this Redis needs them and saves what an op changed before
+ * the op answers.
  */
 
 
@@ -16,13 +23,44 @@
 #define NGX_HTTP_IM_GROUP_OK        0
 #define NGX_HTTP_IM_GROUP_LOAD     -2
 
-/* documents of a group MongoDB returns, and per restore call */
-#define NGX_HTTP_IM_GROUP_LOAD_MAX  (2 * NGX_HTTP_IM_GROUP_MAX_MEMBERS + 10000)
+/* documents per restore call */
 #define NGX_HTTP_IM_GROUP_CHUNK     1000
 
 
+/* what differs between the kinds of records */
 typedef struct {
-    ngx_str_t                    gid;
+    const char                  *name;        /* in logs */
+    ngx_uint_t                   script;
+    const char                  *key;         /* KEYS[1], of the owner */
+    const char                  *prefix;      /* the other keys' */
+    ngx_uint_t                   load;        /* MongoDB ops */
+    ngx_uint_t                   save;
+    ngx_uint_t                   load_max;    /* documents of an owner */
+    ngx_uint_t                   max;         /* ARGV[10] */
+    const char                  *found;       /* the kind of document */
+                                              /* that exists; NULL: any */
+} ngx_http_im_store_kind_t;
+
+
+static const ngx_http_im_store_kind_t  ngx_http_im_store_group_kind = {
+    "group", NGX_HTTP_IM_LUA_GROUP, "im:{c:sg_%V}:g", "im:{c:sg_%V}:",
+    NGX_HTTP_IM_MONGO_GROUP_LOAD, NGX_HTTP_IM_MONGO_GROUP_SAVE,
+    2 * NGX_HTTP_IM_GROUP_MAX_MEMBERS + 10000, NGX_HTTP_IM_GROUP_MAX_MEMBERS,
+    "g"
+};
+
+/* a user with no document is loaded too: it has nothing yet */
+static const ngx_http_im_store_kind_t  ngx_http_im_store_user_kind = {
+    "user", NGX_HTTP_IM_LUA_FRIEND, "im:{u:%V}:profile", "im:{u:%V}:f:",
+    NGX_HTTP_IM_MONGO_USER_LOAD, NGX_HTTP_IM_MONGO_USER_SAVE,
+    2 * NGX_HTTP_IM_MAX_FRIENDS + 2 * NGX_HTTP_IM_MAX_FRIEND_APPS + 1,
+    NGX_HTTP_IM_MAX_FRIENDS, NULL
+};
+
+
+typedef struct {
+    const ngx_http_im_store_kind_t  *kind;
+    ngx_str_t                    gid;         /* or the user's ID */
     ngx_str_t                    caller;
     char                         op[24];      /* "": a load alone */
     ngx_uint_t                   admin;
@@ -37,6 +75,13 @@ typedef struct {
 } ngx_http_im_store_group_call_t;
 
 
+static ngx_int_t ngx_http_im_store_record(
+    const ngx_http_im_store_kind_t *kind, ngx_str_t *gid, const char *op,
+    ngx_str_t *caller, ngx_uint_t admin, ngx_str_t *args,
+    ngx_http_im_store_conv_pt done, void *data);
+static ngx_int_t ngx_http_im_store_record_load(
+    const ngx_http_im_store_kind_t *kind, ngx_str_t *gid,
+    ngx_http_im_store_conv_pt done, void *data);
 static ngx_int_t ngx_http_im_store_group_run(
     ngx_http_im_store_group_call_t *gc, const char *op, ngx_str_t *args);
 static void ngx_http_im_store_group_reply(redisReply *reply, void *data);
@@ -54,9 +99,9 @@ static void ngx_http_im_store_group_saved(ngx_http_im_mongo_task_t *t);
 
 
 static ngx_http_im_store_group_call_t *
-ngx_http_im_store_group_call(ngx_str_t *gid, const char *op,
-    ngx_str_t *caller, ngx_str_t *args, ngx_http_im_store_conv_pt done,
-    void *data)
+ngx_http_im_store_group_call(const ngx_http_im_store_kind_t *kind,
+    ngx_str_t *gid, const char *op, ngx_str_t *caller, ngx_str_t *args,
+    ngx_http_im_store_conv_pt done, void *data)
 {
     ngx_http_im_store_group_call_t  *gc;
 
@@ -66,6 +111,8 @@ ngx_http_im_store_group_call(ngx_str_t *gid, const char *op,
         return NULL;
     }
 
+    gc->kind = kind;
+    gc->found = kind->found == NULL;
     gc->gid.data = (u_char *) (gc + 1);
     gc->gid.len = gid->len;
     ngx_memcpy(gc->gid.data, gid->data, gid->len);
@@ -102,10 +149,32 @@ ngx_http_im_store_group(ngx_str_t *gid, const char *op, ngx_str_t *caller,
     ngx_uint_t admin, ngx_str_t *args, ngx_http_im_store_conv_pt done,
     void *data)
 {
+    return ngx_http_im_store_record(&ngx_http_im_store_group_kind, gid, op,
+                                    caller, admin, args, done, data);
+}
+
+
+/* the same with op of friend.lua, in user uid's slot */
+ngx_int_t
+ngx_http_im_store_friend(ngx_str_t *uid, const char *op, ngx_str_t *caller,
+    ngx_uint_t admin, ngx_str_t *args, ngx_http_im_store_conv_pt done,
+    void *data)
+{
+    return ngx_http_im_store_record(&ngx_http_im_store_user_kind, uid, op,
+                                    caller, admin, args, done, data);
+}
+
+
+static ngx_int_t
+ngx_http_im_store_record(const ngx_http_im_store_kind_t *kind,
+    ngx_str_t *gid, const char *op, ngx_str_t *caller, ngx_uint_t admin,
+    ngx_str_t *args, ngx_http_im_store_conv_pt done, void *data)
+{
     ngx_str_t                        a;
     ngx_http_im_store_group_call_t  *gc;
 
-    gc = ngx_http_im_store_group_call(gid, op, caller, args, done, data);
+    gc = ngx_http_im_store_group_call(kind, gid, op, caller, args, done,
+                                      data);
     if (gc == NULL) {
         return NGX_DECLINED;
     }
@@ -129,12 +198,32 @@ ngx_int_t
 ngx_http_im_store_group_load(ngx_str_t *gid, ngx_http_im_store_conv_pt done,
     void *data)
 {
+    return ngx_http_im_store_record_load(&ngx_http_im_store_group_kind, gid,
+                                         done, data);
+}
+
+
+/* likewise user uid's profile and relations */
+ngx_int_t
+ngx_http_im_store_user_load(ngx_str_t *uid, ngx_http_im_store_conv_pt done,
+    void *data)
+{
+    return ngx_http_im_store_record_load(&ngx_http_im_store_user_kind, uid,
+                                         done, data);
+}
+
+
+static ngx_int_t
+ngx_http_im_store_record_load(const ngx_http_im_store_kind_t *kind,
+    ngx_str_t *gid, ngx_http_im_store_conv_pt done, void *data)
+{
     ngx_str_t                        none;
     ngx_http_im_store_group_call_t  *gc;
 
     ngx_str_set(&none, "");
 
-    gc = ngx_http_im_store_group_call(gid, "", &none, &none, done, data);
+    gc = ngx_http_im_store_group_call(kind, gid, "", &none, &none, done,
+                                      data);
     if (gc == NULL) {
         return NGX_DECLINED;
     }
@@ -162,9 +251,9 @@ ngx_http_im_store_group_run(ngx_http_im_store_group_call_t *gc,
     mongo = !ngx_http_im_mongo_enabled() ? "0" : gc->loaded ? "2" : "1";
 
     ngx_http_im_store_args(&a);
-    ngx_http_im_store_arg_key(&a, "im:{c:sg_%V}:g", &gc->gid);
+    ngx_http_im_store_arg_key(&a, gc->kind->key, &gc->gid);
     ngx_http_im_store_arg(&a, op, ngx_strlen(op));
-    ngx_http_im_store_arg_key(&a, "im:{c:sg_%V}:", &gc->gid);
+    ngx_http_im_store_arg_key(&a, gc->kind->prefix, &gc->gid);
     ngx_http_im_store_arg(&a, gc->gid.data, gc->gid.len);
     ngx_http_im_store_arg(&a, gc->caller.data, gc->caller.len);
     ngx_http_im_store_arg(&a, gc->admin ? "1" : "0", 1);
@@ -174,10 +263,10 @@ ngx_http_im_store_group_run(ngx_http_im_store_group_call_t *gc,
     ngx_http_im_store_arg(&a, chan,
                           ngx_http_im_store_group_channel(chan, &gc->gid));
     ngx_http_im_store_arg(&a, cmd, cmd_len);
-    ngx_http_im_store_arg_int(&a, NGX_HTTP_IM_GROUP_MAX_MEMBERS);
+    ngx_http_im_store_arg_int(&a, gc->kind->max);
     ngx_http_im_store_arg(&a, mongo, 1);
 
-    return ngx_http_im_store_call(NGX_HTTP_IM_LUA_GROUP,
+    return ngx_http_im_store_call(gc->kind->script,
                                   ngx_strcmp(op, "restore") == 0
                                   ? ngx_http_im_store_group_restored
                                   : ngx_http_im_store_group_reply,
@@ -195,7 +284,7 @@ ngx_http_im_store_group_reply(redisReply *reply, void *data)
 
     if (reply && reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "im: group.lua %s failed: %*s", gc->op,
+                      "im: %s op %s failed: %*s", gc->kind->name, gc->op,
                       (size_t) reply->len, reply->str);
         ngx_http_im_store_group_finish(gc, NGX_HTTP_IM_ERR_INTERNAL, NULL);
         return;
@@ -280,13 +369,13 @@ ngx_http_im_store_group_fetch(ngx_http_im_store_group_call_t *gc)
 {
     ngx_http_im_mongo_task_t  *t;
 
-    t = ngx_http_im_mongo_task(NGX_HTTP_IM_MONGO_GROUP_LOAD, 0);
+    t = ngx_http_im_mongo_task(gc->kind->load, 0);
     if (t == NULL) {
         return NGX_ERROR;
     }
 
     ngx_http_im_buf_add(&t->in, gc->gid.data, gc->gid.len);
-    t->value = NGX_HTTP_IM_GROUP_LOAD_MAX;
+    t->value = gc->kind->load_max;
 
     return ngx_http_im_store_mongo_post(t, ngx_http_im_store_group_fetched,
                                         gc);
@@ -302,8 +391,8 @@ ngx_http_im_store_group_fetched(ngx_http_im_mongo_task_t *t)
 
     if (t->rc != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "im: loading group \"%V\" from MongoDB failed: %s",
-                      &gc->gid, t->rc == NGX_ERROR ? t->err : "skipped");
+                      "im: loading %s \"%V\" from MongoDB failed: %s",
+                      gc->kind->name, &gc->gid, t->rc == NGX_ERROR ? t->err : "skipped");
         ngx_http_im_mongo_task_free(t);
         ngx_http_im_store_group_finish(gc, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
         return;
@@ -315,8 +404,8 @@ ngx_http_im_store_group_fetched(ngx_http_im_mongo_task_t *t)
 
     if (gc->docs == NULL || !YAJL_IS_ARRAY(gc->docs)) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "im: group \"%V\" from MongoDB unreadable: %s",
-                      &gc->gid, err);
+                      "im: %s \"%V\" from MongoDB unreadable: %s",
+                      gc->kind->name, &gc->gid, err);
         ngx_http_im_store_group_finish(gc, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
         return;
     }
@@ -350,8 +439,9 @@ ngx_http_im_store_group_restore(ngx_http_im_store_group_call_t *gc)
         ngx_http_im_buf_json_val(&b, v);
 
         v = ngx_http_im_json_get(v, "kind");
-        if (v && YAJL_IS_STRING(v) && v->u.string
-            && ngx_strcmp(v->u.string, "g") == 0)
+        if (gc->kind->found == NULL
+            || (v && YAJL_IS_STRING(v) && v->u.string
+                && ngx_strcmp(v->u.string, gc->kind->found) == 0))
         {
             gc->found = 1;
         }
@@ -426,7 +516,7 @@ static ngx_int_t
 ngx_http_im_store_group_save(ngx_http_im_store_group_call_t *gc,
     redisReply *docs)
 {
-    return ngx_http_im_store_docs_save(NGX_HTTP_IM_MONGO_GROUP_SAVE, docs,
+    return ngx_http_im_store_docs_save(gc->kind->save, docs,
                                        ngx_http_im_store_group_saved, gc);
 }
 
@@ -450,8 +540,8 @@ ngx_http_im_store_group_saved(ngx_http_im_mongo_task_t *t)
 
     if (err) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "im: saving group \"%V\" to MongoDB failed: %s",
-                      &gc->gid, t->rc == NGX_ERROR ? t->err : "refused");
+                      "im: saving %s \"%V\" to MongoDB failed: %s",
+                      gc->kind->name, &gc->gid, t->rc == NGX_ERROR ? t->err : "refused");
     }
 
     ngx_http_im_mongo_task_free(t);

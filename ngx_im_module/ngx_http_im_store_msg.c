@@ -92,6 +92,8 @@ enum {
     NGX_HTTP_IM_SEND_A_SENDER_CHANNEL,
     NGX_HTTP_IM_SEND_A_SENDER_PREFIX,
     NGX_HTTP_IM_SEND_A_RECV_PREFIX,
+    NGX_HTTP_IM_SEND_A_RULES,
+    NGX_HTTP_IM_SEND_A_LOAD_RECV,
     NGX_HTTP_IM_SEND_N
 };
 
@@ -102,6 +104,7 @@ enum {
 #define NGX_HTTP_IM_SEND_R_RESERVE  -3
 #define NGX_HTTP_IM_SEND_R_REFUSED  -1    /* send_conv.lua: by the group */
 #define NGX_HTTP_IM_SEND_R_LOAD     -4    /* send_conv.lua: load the group */
+#define NGX_HTTP_IM_SEND_R_LOAD_USER  -5  /* load the recipient's relations */
 
 
 
@@ -274,6 +277,11 @@ ngx_http_im_store_msg_save(ngx_http_im_store_msg_t *m,
                          ngx_http_im_store_key(prefix[1], sizeof(prefix[1]),
                                                "im:{u:%V}:", &m->recv_id));
 
+    /* the recipient's blacklist and friends (docs/api.md, "Friends") */
+    ngx_http_im_send_arg(NGX_HTTP_IM_SEND_A_RULES, &"012"[m->rules], 1);
+    ngx_http_im_send_arg(NGX_HTTP_IM_SEND_A_LOAD_RECV,
+                         m->load_recv ? "1" : "0", 1);
+
 #undef ngx_http_im_send_arg
 
     return ngx_http_im_store_script(NGX_HTTP_IM_LUA_SEND,
@@ -329,6 +337,10 @@ ngx_http_im_store_sent_reply(redisReply *reply, void *data)
     case NGX_HTTP_IM_SEND_R_RESERVE:
         r.status = NGX_HTTP_IM_STORE_RESERVE;
         r.seq = reply->elements > 1 ? ngx_http_im_store_int(e[1]) : 0;
+        break;
+
+    case NGX_HTTP_IM_SEND_R_LOAD_USER:
+        r.status = NGX_HTTP_IM_STORE_LOAD_USER;
         break;
 
     case NGX_HTTP_IM_SEND_R_RESENT:
@@ -530,7 +542,8 @@ ngx_http_im_store_backlog_full(void)
 
 
 /* conv_index.lua: KEYS profile, conversation index; ARGV must be
- * registered, now, conv, key prefix */
+ * registered, now, conv, key prefix, the sender's rules, load first,
+ * the sender */
 static ngx_int_t
 ngx_http_im_store_index(ngx_http_im_store_csend_t *cs, ngx_str_t *uid,
     ngx_uint_t check)
@@ -544,6 +557,9 @@ ngx_http_im_store_index(ngx_http_im_store_csend_t *cs, ngx_str_t *uid,
     ngx_http_im_store_arg_int(&a, cs->msg.send_time);
     ngx_http_im_store_arg(&a, cs->msg.conv.data, cs->msg.conv.len);
     ngx_http_im_store_arg_key(&a, "im:{u:%V}:", uid);
+    ngx_http_im_store_arg(&a, &"012"[check ? cs->msg.rules : 0], 1);
+    ngx_http_im_store_arg(&a, check && cs->msg.load_recv ? "1" : "0", 1);
+    ngx_http_im_store_arg(&a, cs->msg.send_id.data, cs->msg.send_id.len);
 
     return ngx_http_im_store_call(NGX_HTTP_IM_LUA_CONV_INDEX,
                                   ngx_http_im_store_indexed, cs, 2, &a);
@@ -557,6 +573,9 @@ ngx_http_im_store_indexed(redisReply *reply, void *data)
 
     if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
         cs->r.err = NGX_HTTP_IM_ERR_UNAVAILABLE;
+
+    } else if (reply->integer == NGX_HTTP_IM_SEND_R_LOAD_USER) {
+        cs->r.status = NGX_HTTP_IM_STORE_LOAD_USER;
 
     } else if (reply->integer && cs->r.err == 0) {
         cs->r.err = (ngx_int_t) -reply->integer;
@@ -574,7 +593,9 @@ ngx_http_im_store_csend_step(ngx_http_im_store_csend_t *cs)
         return;
     }
 
-    if (cs->r.err || cs->step == 2) {
+    if (cs->r.err || cs->step == 2
+        || cs->r.status == NGX_HTTP_IM_STORE_LOAD_USER)
+    {
         cs->done(cs->data, &cs->r);
         ngx_free(cs);
         return;

@@ -25,7 +25,16 @@ if ARGV[4] == '1'
    and tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') < seq then
     redis.call('HSET', KEYS[3], ARGV[1], seq)
 end
-local ropt = ARGV[4] ~= '1' and redis.call('HGET', KEYS[6], ARGV[1])
+-- the conversation's option, else the user's global one (friend.lua:
+-- the profile, in this slot)
+local ropt = ARGV[4] ~= '1'
+             and (redis.call('HGET', KEYS[6], ARGV[1])
+                  or redis.call('HGET', string.gsub(KEYS[6], 'ropt$',
+                                                    'profile'),
+                                'globalRecvMsgOpt'))
+if ropt == '0' then
+    ropt = false
+end
 if ARGV[6] == '' or ropt == '1' then
     return ropt and 1 or 0
 end

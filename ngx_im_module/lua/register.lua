@@ -12,5 +12,8 @@ for i = 1, #KEYS do
     redis.call('HSET', KEYS[i], 'nickname', ARGV[3 * i - 2],
                'faceURL', ARGV[3 * i - 1], 'ex', ARGV[3 * i],
                'createTime', now)
+    -- a new user has nothing in MongoDB to load but its profile, which
+    -- the caller wrote there first (friend.lua)
+    redis.call('SET', string.gsub(KEYS[i], 'profile$', 'f:loaded'), now)
 end
 return 0

@@ -12,9 +12,13 @@
 --       10 "1" to allocate past the reservation (MongoDB unreachable),
 --       11 serverMsgID, 12 delivery header ("m <origin> <session> <conv>\n"),
 --       13 recipient's channel, 14 sender's channel ("" for none),
---       15 sender's key prefix "im:{u:<uid>}:", 16 recipient's
+--       15 sender's key prefix "im:{u:<uid>}:", 16 recipient's,
+--       17 "1" the recipient's blacklist applies, "2" and its friend list
+--       (im_friend_verify), "0" neither, 18 "1" when MongoDB holds the
+--       recipient's relations and this Redis may not have them yet
 -- A recipient with recvMsgOpt 1 gets no delivery, and with 1 or 2 no
--- offline push (the reply counts it as reached).
+-- offline push (the reply counts it as reached); its globalRecvMsgOpt
+-- stands for a conversation without one.
 -- A new message is published to both channels here, so its delivery is
 -- never refused after the ack.
 -- Returns {1, seq, workers the recipient's channel reached, or 0 when
@@ -22,12 +26,29 @@
 -- message, {0, seq, sendTime, serverMsgID} for
 -- a resend of a known clientMsgID (from the dedup key alone: the message
 -- may have left Redis), -1101 when the recipient is not registered,
+-- -1302 when the recipient blacklisted the sender, -1303 when it is not
+-- the sender's friend, {-5} when the recipient's profile and relations
+-- must first be loaded from MongoDB (friend.lua),
 -- -90004 when the persistence backlog is full, {-2} when the seq must
 -- first be seeded from MongoDB (never skipped: seqs must not repeat),
 -- {-3, seq} when MongoDB must first reserve seqs past seq (skipped with
 -- ARGV[10] while MongoDB is unreachable).
+local R = ARGV[16]
+if ARGV[18] == '1' and redis.call('EXISTS', R .. 'f:loaded') == 0 then
+    return {-5}
+end
 if ARGV[6] == '1' and redis.call('EXISTS', KEYS[7]) == 0 then
     return -1101
+end
+if ARGV[17] ~= '0' then
+    local sender = string.match(ARGV[15], '^im:{u:(.*)}:$')
+    if redis.call('HEXISTS', R .. 'f:blacks', sender) == 1 then
+        return -1302
+    end
+    if ARGV[17] == '2'
+       and redis.call('HEXISTS', R .. 'f:friends', sender) == 0 then
+        return -1303
+    end
 end
 
 local old = redis.call('GET', KEYS[3])
@@ -89,7 +110,12 @@ if persist then
 end
 
 local delivery = ARGV[12] .. msg
+-- the conversation's option, else the user's global one (friend.lua)
 local ropt = redis.call('HGET', ARGV[16] .. 'ropt', ARGV[4])
+               or redis.call('HGET', KEYS[7], 'globalRecvMsgOpt')
+if ropt == '0' then
+    ropt = nil
+end
 local online = 0
 if ropt ~= '1' then
     online = redis.call('PUBLISH', ARGV[13], delivery)
