@@ -35,6 +35,8 @@ static void ngx_http_im_parse_token(ngx_http_im_api_t *api);
 static void ngx_http_im_token_parsed(void *data, ngx_int_t err);
 static void ngx_http_im_force_logout(ngx_http_im_api_t *api);
 static void ngx_http_im_users_info(ngx_http_im_api_t *api);
+static void ngx_http_im_user_token_loaded(void *data, ngx_int_t err,
+    ngx_http_im_store_user_t *users, ngx_uint_t n);
 static void ngx_http_im_users_info_reply(void *data, ngx_int_t err,
     ngx_http_im_store_user_t *users, ngx_uint_t n);
 static void ngx_http_im_online_status(ngx_http_im_api_t *api);
@@ -673,8 +675,46 @@ ngx_http_im_user_token(ngx_http_im_api_t *api)
 
     uid.data = (u_char *) id.data;
     uid.len = id.len;
+    api->platform = (ngx_int_t) platform;
 
-    ngx_http_im_issue_token(api, &uid, (ngx_int_t) platform, 1);
+    /* the user first: one this Redis lost is loaded from MongoDB */
+    api->users = ngx_alloc(sizeof(ngx_str_t), ngx_cycle->log);
+    if (api->users == NULL) {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_INTERNAL, NULL);
+        return;
+    }
+
+    api->users[0] = uid;
+    api->nusers = 1;
+
+    if (ngx_http_im_store_users_info(api->users, 1,
+                                     ngx_http_im_user_token_loaded, api)
+        != NGX_OK)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    }
+}
+
+
+static void
+ngx_http_im_user_token_loaded(void *data, ngx_int_t err,
+    ngx_http_im_store_user_t *users, ngx_uint_t n)
+{
+    ngx_http_im_api_t  *api = data;
+
+    if (api->cancelled) {
+        ngx_http_im_api_answer(api, 0, NULL);
+        return;
+    }
+
+    if (err || n != 1 || !users[0].found) {
+        ngx_http_im_api_answer(api, err ? err : NGX_HTTP_IM_ERR_USER_ID,
+                               NULL);
+        return;
+    }
+
+    /* answered through ngx_http_im_token_issued(), or finished here */
+    ngx_http_im_issue_token(api, &api->users[0], api->platform, 1);
 }
 
 

@@ -53,12 +53,7 @@ static ngx_int_t ngx_http_im_store_register_each(const char **argv,
 static ngx_int_t ngx_http_im_store_users(ngx_uint_t script,
     const char *fmt, ngx_str_t *uids, ngx_uint_t n,
     ngx_http_im_redis_pt handler, void *done, void *data);
-static ngx_int_t ngx_http_im_store_users_run(ngx_uint_t script,
-    const char *fmt, ngx_http_im_store_op_t *op,
-    ngx_http_im_redis_pt handler);
-static void ngx_http_im_store_users_load(ngx_http_im_store_user_t *users,
-    ngx_uint_t n, ngx_http_im_store_op_t *op);
-static void ngx_http_im_store_info_again(ngx_http_im_store_op_t *op);
+
 static void ngx_http_im_store_registered_all(redisReply *reply,
     void *data);
 static void ngx_http_im_store_register_checked(redisReply *reply,
@@ -764,133 +759,8 @@ ngx_http_im_store_done_reply(redisReply *reply, void *data)
  */
 
 
-typedef struct {
-    ngx_http_im_store_user_t    *users;
-    ngx_uint_t                   n;
-    long long                    now_ms;
-    ngx_http_im_store_done_pt    done;
-    void                        *data;
-} ngx_http_im_store_reg_t;
-
-
-static void ngx_http_im_store_register_saved(ngx_http_im_mongo_task_t *t);
-static ngx_int_t ngx_http_im_store_register_redis(
-    ngx_http_im_store_user_t *users, ngx_uint_t n, long long now_ms,
-    ngx_http_im_store_done_pt done, void *data);
-
-
-/*
- * With MongoDB, the profiles go there first, as user.lua's "p" documents
- * with rev 1: a user MongoDB has already (stored with a rev as new) is
- * registered, even if this Redis lost it (1102).
- */
 ngx_int_t
-ngx_http_im_store_users_register(ngx_http_im_store_user_t *users,
-    ngx_uint_t n, long long now_ms, ngx_http_im_store_done_pt done,
-    void *data)
-{
-    ngx_uint_t                 i;
-    ngx_http_im_buf_t         *b;
-    ngx_http_im_mongo_task_t  *t;
-    ngx_http_im_store_reg_t   *reg;
-
-    if (!ngx_http_im_mongo_enabled()) {
-        return ngx_http_im_store_register_redis(users, n, now_ms, done,
-                                                data);
-    }
-
-    t = ngx_http_im_mongo_task(NGX_HTTP_IM_MONGO_USER_SAVE, n);
-    reg = ngx_alloc(sizeof(ngx_http_im_store_reg_t), ngx_cycle->log);
-
-    if (t == NULL || reg == NULL) {
-        if (t) {
-            ngx_http_im_mongo_task_free(t);
-        }
-        ngx_free(reg);
-        return NGX_DECLINED;
-    }
-
-    reg->users = users;
-    reg->n = n;
-    reg->now_ms = now_ms;
-    reg->done = done;
-    reg->data = data;
-
-    b = &t->in;
-    t->n = n;
-
-    for (i = 0; i < n; i++) {
-        t->items[i].off = b->len;
-        /* a valid user ID needs no escaping */
-        ngx_http_im_buf_str(b, "{\"_id\":\"p:");
-        ngx_http_im_buf_add(b, users[i].user_id.data, users[i].user_id.len);
-        ngx_http_im_buf_str(b, "\",\"ownerUserID\":");
-        ngx_http_im_buf_json_str(b, (char *) users[i].user_id.data,
-                                 users[i].user_id.len);
-        ngx_http_im_buf_str(b, ",\"kind\":\"p\",\"rev\":1,"
-                               "\"deleted\":false,\"doc\":{\"nickname\":");
-        ngx_http_im_buf_json_str(b, (char *) users[i].nickname.data,
-                                 users[i].nickname.len);
-        ngx_http_im_buf_str(b, ",\"faceURL\":");
-        ngx_http_im_buf_json_str(b, (char *) users[i].face_url.data,
-                                 users[i].face_url.len);
-        ngx_http_im_buf_str(b, ",\"ex\":");
-        ngx_http_im_buf_json_str(b, (char *) users[i].ex.data,
-                                 users[i].ex.len);
-        ngx_http_im_buf_str(b, ",\"createTime\":");
-        ngx_http_im_buf_int(b, now_ms);
-        ngx_http_im_buf_str(b, "},\"updateTime\":");
-        ngx_http_im_buf_int(b, now_ms);
-        ngx_http_im_buf_str(b, "}");
-        t->items[i].len = b->len - t->items[i].off;
-    }
-
-    if (b->failed) {
-        ngx_http_im_mongo_task_free(t);
-        ngx_free(reg);
-        return NGX_DECLINED;
-    }
-
-    return ngx_http_im_store_mongo_post(t, ngx_http_im_store_register_saved,
-                                        reg);
-}
-
-
-static void
-ngx_http_im_store_register_saved(ngx_http_im_mongo_task_t *t)
-{
-    ngx_http_im_store_reg_t  *reg = t->data;
-
-    ngx_int_t   err;
-    ngx_uint_t  i;
-
-    err = t->rc == NGX_OK ? 0 : NGX_HTTP_IM_ERR_UNAVAILABLE;
-
-    for (i = 0; err == 0 && i < t->n; i++) {
-        err = t->items[i].duplicate ? NGX_HTTP_IM_ERR_REGISTERED
-              : t->items[i].failed ? NGX_HTTP_IM_ERR_UNAVAILABLE : 0;
-    }
-
-    ngx_http_im_mongo_task_free(t);
-
-    if (err == 0
-        && ngx_http_im_store_register_redis(reg->users, reg->n, reg->now_ms,
-                                            reg->done, reg->data)
-           != NGX_OK)
-    {
-        err = NGX_HTTP_IM_ERR_UNAVAILABLE;
-    }
-
-    if (err) {
-        reg->done(reg->data, err);
-    }
-
-    ngx_free(reg);
-}
-
-
-static ngx_int_t
-ngx_http_im_store_register_redis(ngx_http_im_store_user_t *users,
+ngx_http_im_store_users_register_redis(ngx_http_im_store_user_t *users,
     ngx_uint_t n, long long now_ms, ngx_http_im_store_done_pt done,
     void *data)
 {
@@ -1110,7 +980,7 @@ ngx_http_im_store_register_reply(redisReply *reply, void *data)
 
 
 ngx_int_t
-ngx_http_im_store_users_info(ngx_str_t *uids, ngx_uint_t n,
+ngx_http_im_store_users_profiles(ngx_str_t *uids, ngx_uint_t n,
     ngx_http_im_store_users_pt done, void *data)
 {
     /* users_info.lua: KEYS the profiles */
@@ -1142,8 +1012,13 @@ ngx_http_im_store_users(ngx_uint_t script, const char *fmt,
     ngx_str_t *uids, ngx_uint_t n, ngx_http_im_redis_pt handler,
     void *done, void *data)
 {
-    ngx_int_t                rc;
-    ngx_http_im_store_op_t  *op;
+    u_char                    *p, *keys;
+    size_t                    *len;
+    ngx_int_t                  rc;
+    ngx_uint_t                 i;
+    const char               **argv;
+    ngx_http_im_store_op_t    *op;
+    ngx_http_im_store_part_t  *parts;
 
     op = ngx_http_im_store_op(done, data);
     if (op == NULL) {
@@ -1153,33 +1028,11 @@ ngx_http_im_store_users(ngx_uint_t script, const char *fmt,
     op->uids = uids;
     op->n = n;
 
-    rc = ngx_http_im_store_users_run(script, fmt, op, handler);
-    if (rc != NGX_OK) {
-        ngx_http_im_store_op_free(op);
-    }
-
-    return rc;
-}
-
-
-/* the script for op's users (op is kept on failure) */
-static ngx_int_t
-ngx_http_im_store_users_run(ngx_uint_t script, const char *fmt,
-    ngx_http_im_store_op_t *op, ngx_http_im_redis_pt handler)
-{
-    u_char                    *p, *keys;
-    size_t                    *len;
-    ngx_int_t                  rc;
-    ngx_uint_t                 i, n;
-    const char               **argv;
-    ngx_http_im_store_part_t  *parts;
-
-    n = op->n;
-
     argv = ngx_alloc((n + 1) * (sizeof(char *) + sizeof(size_t)
                                 + NGX_HTTP_IM_STORE_KEY_LEN),
                      ngx_cycle->log);
     if (argv == NULL) {
+        ngx_http_im_store_op_free(op);
         return NGX_DECLINED;
     }
 
@@ -1190,7 +1043,7 @@ ngx_http_im_store_users_run(ngx_uint_t script, const char *fmt,
         p = keys + i * NGX_HTTP_IM_STORE_KEY_LEN;
         argv[i] = (char *) p;
         len[i] = ngx_http_im_store_key(p, NGX_HTTP_IM_STORE_KEY_LEN, fmt,
-                                       &op->uids[i]);
+                                       &uids[i]);
     }
 
     argv[n] = ngx_http_im_redis_cluster() ? "1" : "0";
@@ -1204,6 +1057,9 @@ ngx_http_im_store_users_run(ngx_uint_t script, const char *fmt,
     }
 
     rc = ngx_http_im_store_gather(n, 1, handler, op, &parts);
+    if (rc != NGX_OK) {
+        ngx_http_im_store_op_free(op);
+    }
 
     for (i = 0; rc == NGX_OK && i < n; i++) {
         const char  *av[2];
@@ -1433,8 +1289,7 @@ ngx_http_im_store_info_reply(redisReply *reply, void *data)
 
         if (u->type == REDIS_REPLY_ARRAY && u->elements == 1) {
             /* {"load"}: never loaded into this Redis */
-            users[i].load = ngx_http_im_mongo_enabled() && !op->known;
-            op->failed += users[i].load;
+            users[i].load = 1;
             continue;
         }
 
@@ -1449,96 +1304,9 @@ ngx_http_im_store_info_reply(redisReply *reply, void *data)
         users[i].create_time = ngx_http_im_store_int(u->element[3]);
     }
 
-    if (op->failed) {
-        /* after a Redis loss: load them from MongoDB, then look again */
-        ngx_http_im_store_users_load(users, op->n, op);
-        return;
-    }
-
     done(op->data, 0, users, op->n);
     ngx_free(users);
     ngx_http_im_store_op_free(op);
-}
-
-
-typedef struct {
-    ngx_http_im_store_op_t      *op;
-    ngx_uint_t                   pending;
-} ngx_http_im_store_loads_t;
-
-
-static void ngx_http_im_store_user_loaded(void *data,
-    ngx_http_im_store_conv_res_t *r);
-
-
-/* loads the users marked in users (freed here), then runs op again */
-static void
-ngx_http_im_store_users_load(ngx_http_im_store_user_t *users, ngx_uint_t n,
-    ngx_http_im_store_op_t *op)
-{
-    ngx_uint_t                  i;
-    ngx_http_im_store_loads_t  *l;
-
-    l = ngx_calloc(sizeof(ngx_http_im_store_loads_t), ngx_cycle->log);
-
-    op->known = 1;
-    op->failed = 0;
-
-    for (i = 0; l && i < n; i++) {
-        if (users[i].load
-            && ngx_http_im_store_user_load(&users[i].user_id,
-                                           ngx_http_im_store_user_loaded, l)
-               == NGX_OK)
-        {
-            l->pending++;
-        }
-    }
-
-    ngx_free(users);
-
-    if (l == NULL) {
-        ngx_http_im_store_info_again(op);
-        return;
-    }
-
-    l->op = op;
-    l->pending++;
-    ngx_http_im_store_user_loaded(l, NULL);
-}
-
-
-static void
-ngx_http_im_store_user_loaded(void *data, ngx_http_im_store_conv_res_t *r)
-{
-    ngx_http_im_store_loads_t  *l = data;
-
-    ngx_http_im_store_op_t  *op;
-
-    if (--l->pending) {
-        return;
-    }
-
-    op = l->op;
-    ngx_free(l);
-    ngx_http_im_store_info_again(op);
-}
-
-
-/* users_info.lua once more; a user still unknown is unknown */
-static void
-ngx_http_im_store_info_again(ngx_http_im_store_op_t *op)
-{
-    ngx_http_im_store_users_pt  done;
-
-    if (ngx_http_im_store_users_run(NGX_HTTP_IM_LUA_USERS_INFO,
-                                    "im:{u:%V}:profile", op,
-                                    ngx_http_im_store_info_reply)
-        != NGX_OK)
-    {
-        done = (ngx_http_im_store_users_pt) op->handler;
-        done(op->data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL, 0);
-        ngx_http_im_store_op_free(op);
-    }
 }
 
 

@@ -115,6 +115,13 @@ redisReply *ngx_http_im_store_copy(redisReply *r);
 void ngx_http_im_store_script_res(redisReply *reply, ngx_int_t err,
     ngx_uint_t extra, ngx_http_im_store_conv_res_t *r);
 
+/* store.c: users in Redis alone (store_user.c adds MongoDB) */
+ngx_int_t ngx_http_im_store_users_register_redis(
+    ngx_http_im_store_user_t *users, ngx_uint_t n, long long now_ms,
+    ngx_http_im_store_done_pt done, void *data);
+ngx_int_t ngx_http_im_store_users_profiles(ngx_str_t *uids, ngx_uint_t n,
+    ngx_http_im_store_users_pt done, void *data);
+
 /* store_conv.c: MongoDB tasks of the store */
 ngx_int_t ngx_http_im_store_mongo_post(ngx_http_im_mongo_task_t *t,
     void (*done)(ngx_http_im_mongo_task_t *t), void *data);

@@ -21,7 +21,7 @@ import uuid
 import pytest
 
 from conftest import single_conv
-from helpers_mongo import (mstack,  # noqa: F401 (a fixture)
+from helpers_mongo import (fresh_tokens, mstack,  # noqa: F401 (a fixture)
                            ON_LOOP, await_persisted, make_stack,
                            teardown_stack, wait_for, wait_persisted)
 from helpers_msg import run_clients
@@ -59,20 +59,6 @@ def rest_send(st, a, b, text):
         "sendID": a, "recvID": b, "senderPlatformID": 1,
         "content": {"content": text}, "contentType": 101,
         "sessionType": 1}))
-
-
-def reregister(st, names, timeout=10.0):
-    """Registers the users again once nginx answers (Redis forgot them);
-    fresh platform-1 tokens."""
-    def register():
-        try:
-            st.api._admin = None
-            st.api.register(*names)
-            return True
-        except (AssertionError, OSError):
-            return False
-    wait_for(register, timeout, 0.2, "registration after the Redis loss")
-    return {u: st.api.user_token(u, 1) for u in names}
 
 
 async def pull(c, conv, begin, end, num=100):
@@ -197,7 +183,7 @@ def test_flushall_keeps_conversation_list(mstack):
         "the six conversation records in MongoDB")
 
     assert st.cli("FLUSHALL") == "OK"
-    tok = reregister(st, [a, b, c, d])
+    tok = fresh_tokens(st, [a, b, c, d])
     tb = tok[b]
 
     new = b_state(tb)
@@ -250,7 +236,7 @@ def test_unread_after_flushall_counts_messages(mstack):
                     "seqs": []})) == {}
     wait_persisted(st, {ab: 3})
     assert st.cli("FLUSHALL") == "OK"
-    tok = reregister(st, [a, b])
+    tok = fresh_tokens(st, [a, b])
 
     ack = rest_send(st, a, b, "after")
     one = ok(call(st, tok[b], "/conversation/get_conversation",
@@ -333,7 +319,7 @@ def test_revoke_text_gone_from_mongo(mstack):
 
     # and from MongoDB alone
     assert st.cli("FLUSHALL") == "OK"
-    tok = reregister(st, [a, b])
+    tok = fresh_tokens(st, [a, b])
 
     async def after(pool):
         cb_ = await pool.connect(st.ngx, b, tok[b])
@@ -423,7 +409,7 @@ def test_delete_msg_physical_mongo(mstack):
 
     run_clients(scenario)
     assert st.cli("FLUSHALL") == "OK"
-    tok = reregister(st, [a, b])
+    tok = fresh_tokens(st, [a, b])
 
     async def after(pool):
         cb_ = await pool.connect(st.ngx, b, tok[b])
@@ -452,7 +438,7 @@ def test_flushall_restores_in_chunks(mstack):
                      "minSeq": 0, "deleted": False, "rev": 1})
     st.db().conversation.insert_many(docs)
     assert st.cli("FLUSHALL") == "OK"
-    tok = reregister(st, [a])
+    tok = fresh_tokens(st, [a])
     lst = ok(call(st, tok[a], "/conversation/get_sorted_conversation_list",
                   {"userID": a, "pagination": {"pageNumber": 1,
                                                "showNumber": 10}}))

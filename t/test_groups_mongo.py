@@ -16,10 +16,10 @@ Every test runs on its own MongoDB + Redis + nginx (helpers_mongo).
 import time
 import uuid
 
-from helpers_mongo import (mstack,  # noqa: F401 (a fixture)
+from helpers_mongo import (fresh_tokens, mstack,  # noqa: F401 (a fixture)
                            wait_for, wait_persisted)
 from helpers_msg import run_clients
-from test_conversations_mongo import admin, call, ok, pull, reregister
+from test_conversations_mongo import admin, call, ok, pull
 
 
 def group_state(st, tok, owner, gid):
@@ -91,7 +91,7 @@ def test_flushall_keeps_groups(mstack):
     wait_persisted(st, {conv: max_seq})
     assert st.db().group.count_documents({"groupID": gid}) >= 8
     assert st.cli("FLUSHALL") == "OK"
-    tok = reregister(st, [o, adm, m1, m2, kicked, applicant])
+    tok = fresh_tokens(st, [o, adm, m1, m2, kicked, applicant])
 
     # the group, as it was (loaded by the first call)
     new = group_state(st, tok, o, gid)

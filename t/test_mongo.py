@@ -28,7 +28,7 @@ import time
 import pytest
 
 from conftest import single_conv
-from helpers_mongo import (mstack,  # noqa: F401 (a fixture)
+from helpers_mongo import (fresh_tokens, mstack,  # noqa: F401 (a fixture)
                            ON_LOOP, SyscallTrace, await_for,
                            await_persisted, content_text, is_end,
                            make_stack, msg_seqs, pull_seqs, pulled,
@@ -263,20 +263,6 @@ def test_hot_window_and_reads_from_mongo(mstack):
 # 3. Redis loses its data
 
 
-def reconnect_users(st, names, timeout=10.0):
-    """Registers the users again (Redis forgot them) once nginx answers,
-    and returns fresh tokens."""
-    def register():
-        try:
-            st.api._admin = None
-            st.api.register(*names)
-            return True
-        except (AssertionError, OSError):
-            return False
-    wait_for(register, timeout, 0.2, "registration after the Redis loss")
-    return {u: st.api.user_token(u, 1) for u in names}
-
-
 def test_flushall_default_block_seq_never_repeats(mstack):
     st = mstack(http="im_hot_window 10;")
     (a, b), tok = st.users(2)
@@ -296,7 +282,7 @@ def test_flushall_default_block_seq_never_repeats(mstack):
 
     history = run_clients(before)
     assert st.cli("FLUSHALL") == "OK"
-    tok = reconnect_users(st, [a, b])
+    tok = fresh_tokens(st, [a, b])
 
     async def after(pool):
         ca = await pool.connect(st.ngx, a, tok[a])
@@ -325,7 +311,7 @@ def test_flushall_default_block_seq_never_repeats(mstack):
 
     seqs = run_clients(after)
     assert st.cli("FLUSHALL") == "OK"
-    tok = reconnect_users(st, [a, b])
+    tok = fresh_tokens(st, [a, b])
 
     async def again(pool):
         ca = await pool.connect(st.ngx, a, tok[a])
@@ -360,7 +346,7 @@ def test_redis_loss_seq_block_1_is_exactly_next(mstack):
 
     run_clients(before)
     assert st.cli("FLUSHALL") == "OK"
-    tok = reconnect_users(st, [a, b])
+    tok = fresh_tokens(st, [a, b])
 
     async def after_flush(pool):
         ca = await pool.connect(st.ngx, a, tok[a])
@@ -378,7 +364,7 @@ def test_redis_loss_seq_block_1_is_exactly_next(mstack):
     shutil.rmtree(st.redis.dir)
     os.makedirs(st.redis.dir)
     st.redis.start()
-    tok = reconnect_users(st, [a, b], timeout=15)
+    tok = fresh_tokens(st, [a, b], timeout=15)
 
     async def after_restart(pool):
         ca = await connect_retry(st.ngx, a, tok[a], timeout=10)
@@ -653,7 +639,7 @@ def test_no_mongo_io_on_event_loop_thread(mstack, tmp_path):
 
         run_clients(scenario)
         assert st.cli("FLUSHALL") == "OK"
-        tok = reconnect_users(st, [a, b])
+        tok = fresh_tokens(st, [a, b])
 
         async def reseed(pool):
             ca = await pool.connect(st.ngx, a, tok[a])

@@ -38,6 +38,16 @@ if not decoded or type(A) ~= 'table' then
 end
 local docs = {}
 
+-- the owner's records by document kind: f friends, b blacks (each with
+-- a version log), ai applications received (by sender), ao sent (by
+-- target); each has its hash, its order by createTime and its key field
+local REC = {
+    f = {hash = 'friends', z = 'fz', id = 'friendUserID', log = 'f'},
+    b = {hash = 'blacks', z = 'bz', id = 'blockUserID', log = 'b'},
+    ai = {hash = 'ain', z = 'aiz', id = 'fromUserID'},
+    ao = {hash = 'aout', z = 'aoz', id = 'toUserID'}
+}
+
 local function fail(code, msg)
     return {-1, code, msg}
 end
@@ -84,16 +94,6 @@ local function int(v, name, lo, hi)
     return v
 end
 
-local function bool(v, name)
-    if absent(v) then
-        return nil
-    end
-    if type(v) ~= 'boolean' then
-        error({1001, 'field "' .. name .. '" must be a boolean'})
-    end
-    return v
-end
-
 local function user_id(v, name)
     if not valid_id(v) then
         error({1001, 'field "' .. name .. '" must be a valid user ID'})
@@ -101,22 +101,15 @@ local function user_id(v, name)
     return v
 end
 
--- a list of distinct user IDs, 1..MAXLIST of them (0.. with empty)
-local function ids(v, name, empty)
-    if absent(v) then
-        v = {}
-    end
-    if type(v) ~= 'table' or #v > MAXLIST or (#v == 0 and not empty)
-       or (#v == 0 and next(v) ~= nil) then
-        error({1001, 'field "' .. name .. '" must be an array of '
-                     .. (empty and 0 or 1) .. '..' .. MAXLIST .. ' user IDs'})
+-- a list of distinct user IDs, 1..MAXLIST of them
+local function ids(v, name)
+    if type(v) ~= 'table' or #v > MAXLIST or #v == 0 then
+        error({1001, 'field "' .. name .. '" must be an array of 1..'
+                     .. MAXLIST .. ' user IDs'})
     end
     local seen, out = {}, {}
     for i = 1, #v do
-        if not valid_id(v[i]) then
-            error({1001, 'field "' .. name .. '[' .. (i - 1)
-                         .. ']" must be a valid user ID'})
-        end
+        user_id(v[i], name .. '[' .. (i - 1) .. ']')
         if not seen[v[i]] then
             seen[v[i]] = true
             out[#out + 1] = v[i]
@@ -125,13 +118,19 @@ local function ids(v, name, empty)
     return out
 end
 
+-- a field of update_friends or update_user_info_ex: bare or {"value": x}
+local function wrapped(v)
+    if type(v) == 'table' then
+        return v.value
+    end
+    return v
+end
+
 -- {pageNumber >= 1, showNumber 1..1000} (0 or absent: page 1 of 100):
 -- the first index and the count
 local function page()
-    local p = A.pagination
-    if absent(p) then
-        p = {}
-    elseif type(p) ~= 'table' then
+    local p = absent(A.pagination) and {} or A.pagination
+    if type(p) ~= 'table' then
         error({1001, 'field "pagination" must be an object'})
     end
     local n = p.showNumber ~= 0 and int(p.showNumber, 'showNumber', 1,
@@ -161,22 +160,6 @@ local function internal()
     end
 end
 
-local function get(hash, id)
-    local s = redis.call('HGET', F .. hash, id)
-    return s and cjson.decode(s)
-end
-
--- a changed document for MongoDB: kind p (the profile), f (a friend),
--- b (a black), ai (an application received), ao (one sent); body nil:
--- deleted
-local function stored(kind, key, body)
-    local id = kind .. ':' .. owner .. (key and ':' .. key or '')
-    docs[#docs + 1] = json({_id = id, ownerUserID = owner, kind = kind,
-                            rev = redis.call('HINCRBY', F .. 'rev', id, 1),
-                            deleted = body == nil, doc = body,
-                            updateTime = now})
-end
-
 local function ok(answer, effects)
     local e = effects or {}
     for _, k in ipairs({'peer', 'notes'}) do
@@ -191,10 +174,11 @@ local function ok(answer, effects)
             '[' .. table.concat(docs, ',') .. ']'}
 end
 
--- version logs L ('f' friends, 'b' blacks): L..'v' {v, id, low},
--- L..'vlog' uid -> version of its last insert or update, L..'vins'
--- uid -> version it was inserted, L..'vdel' uid -> version deleted (the
--- newest MAXLOG; low: the oldest forgotten, older clients sync in full)
+-- version logs L ('f' friends, 'b' blacks), as group.lua's member log:
+-- L..'v' {v, id, low}, L..'vlog' uid -> version of its last insert or
+-- update, L..'vins' uid -> version it was inserted, L..'vdel' uid ->
+-- version deleted (the newest MAXLOG; low: the newest forgotten, older
+-- clients sync in full).  The ID is made when first needed.
 local function log_id(L)
     local k = F .. L .. 'v'
     local id = redis.call('HGET', k, 'id')
@@ -228,6 +212,60 @@ local function logged(L, uid, del)
     end
 end
 
+-- a changed document for MongoDB; body: the record's JSON, nil when it
+-- was deleted (a record is encoded once: they hold up to 5 KB)
+local function stored(kind, key, body)
+    local id = kind .. ':' .. owner .. (key and ':' .. key or '')
+    local d = json({_id = id, ownerUserID = owner, kind = kind,
+                    rev = redis.call('HINCRBY', F .. 'rev', id, 1),
+                    deleted = body == nil, updateTime = now})
+    docs[#docs + 1] = body and d:sub(1, -2) .. ',"doc":' .. body .. '}' or d
+end
+
+local function get(kind, key)
+    local s = redis.call('HGET', F .. REC[kind].hash, key)
+    return s and cjson.decode(s)
+end
+
+local function has(kind, key)
+    return redis.call('HEXISTS', F .. REC[kind].hash, key) == 1
+end
+
+local function count(kind)
+    return redis.call('HLEN', F .. REC[kind].hash)
+end
+
+local function save(kind, r)
+    local k = REC[kind]
+    local key, body = r[k.id], json(r)
+    redis.call('HSET', F .. k.hash, key, body)
+    redis.call('ZADD', F .. k.z, r.createTime, key)
+    stored(kind, key, body)
+    if k.log then
+        logged(k.log, key)
+    end
+end
+
+-- false when there was none
+local function drop(kind, key)
+    local k = REC[kind]
+    if redis.call('HDEL', F .. k.hash, key) == 0 then
+        return false
+    end
+    redis.call('ZREM', F .. k.z, key)
+    stored(kind, key, nil)
+    if k.log then
+        logged(k.log, key, true)
+    end
+    return true
+end
+
+local function room(kind, what)
+    if count(kind) >= MAXF then
+        error({1001, 'a user has at most ' .. MAXF .. ' ' .. what})
+    end
+end
+
 -- what an answer says of a user: the C side fills the profile in
 local function user_of(uid)
     return {userID = uid, nickname = '', faceURL = '', ex = ''}
@@ -255,113 +293,88 @@ local function app_view(a)
     return v
 end
 
--- a JSON array of the records of list in hash, as view shows them
-local function views(hash, list, view)
+local VIEW = {f = friend_view, b = black_view, ai = app_view, ao = app_view}
+
+-- a JSON array of the records of kind that list names, as its view
+local function views(kind, list)
     local out, size = {}, 0
     for i = 1, #list do
-        local r = get(hash, list[i])
+        local r = size <= BUDGET and get(kind, list[i])
         if r then
-            out[#out + 1] = json(view(r))
+            out[#out + 1] = json(VIEW[kind](r))
             size = size + #out[#out]
-            if size > BUDGET then
-                break
-            end
         end
     end
     return '[' .. table.concat(out, ',') .. ']'
 end
 
-local function new_friend(fid, source)
-    return {ownerUserID = owner, friendUserID = fid, remark = '',
-            createTime = now, addSource = source, operatorUserID = me,
-            ex = '', isPinned = false}
-end
-
-local function room(hash, what)
-    if redis.call('HLEN', F .. hash) >= MAXF then
-        error({1001, 'a user has at most ' .. MAXF .. ' ' .. what})
-    end
-end
-
-local function save_friend(f, new)
-    redis.call('HSET', F .. 'friends', f.friendUserID, json(f))
-    if new then
-        redis.call('ZADD', F .. 'fz', f.createTime, f.friendUserID)
-    end
-    stored('f', f.friendUserID, f)
-    logged('f', f.friendUserID)
-end
-
--- adds fid to the owner's friends unless it is one; the record if added
-local function befriend(fid, source)
-    if redis.call('HEXISTS', F .. 'friends', fid) == 1 then
-        return nil
-    end
-    local f = new_friend(fid, source)
-    save_friend(f, true)
-    return f
-end
-
--- a side that a call in another slot asked for (the other side is done):
--- a full list stays as it is rather than fail there
-local function befriend_peer(fid, source)
-    if redis.call('HLEN', F .. 'friends') < MAXF then
-        befriend(fid, source)
-    end
-end
-
 local function friend_of(fid)
-    local f = get('friends', fid)
+    local f = get('f', fid)
     if not f then
         error({1004, 'not a friend: ' .. fid})
     end
     return f
 end
 
+-- adds fid to the owner's friends unless it is one; the record if added
+local function befriend(fid, source)
+    if has('f', fid) then
+        return nil
+    end
+    local f = {ownerUserID = owner, friendUserID = fid, remark = '',
+               createTime = now, addSource = source, operatorUserID = me,
+               ex = '', isPinned = false}
+    save('f', f)
+    return f
+end
+
+-- a side that a call in another slot asked for (the other side is done):
+-- a full list stays as it is rather than fail there
+local function befriend_peer(fid, source)
+    if count('f') < MAXF then
+        befriend(fid, source)
+    end
+end
+
 local function from_to(from, to)
     return {fromUserID = from, toUserID = to}
 end
 
+local function note(type, from, to, tips)
+    return {type = type, from = from, to = to, tips = tips}
+end
+
+-- a note of the owner's to its own devices about other (the other need
+-- not learn of it)
+local function own_note(type, other)
+    return {note(type, owner, owner, {fromToUserID = from_to(owner, other)})}
+end
+
 -- the note a friend's joining sends (OpenIM's FriendAddedTips)
 local function added_note(f)
-    return {type = 1204, from = owner, to = f.friendUserID,
-            tips = {friend = friend_view(f), opUser = user_of(me),
-                    operationTime = now}}
-end
-
--- applications: received ('ain', by sender, 'aiz' by createTime) and
--- sent ('aout', by target, 'aoz'); each list holds MAXAPPS
-local function save_app(hash, z, kind, key, a)
-    redis.call('HSET', F .. hash, key, json(a))
-    redis.call('ZADD', F .. z, a.createTime, key)
-    stored(kind, key, a)
-end
-
-local function drop_app(hash, z, kind, key)
-    redis.call('HDEL', F .. hash, key)
-    redis.call('ZREM', F .. z, key)
-    stored(kind, key, nil)
+    return note(1204, owner, f.friendUserID,
+                {friend = friend_view(f), opUser = user_of(me),
+                 operationTime = now})
 end
 
 -- room for an application from (or to) key: the oldest handled one goes;
 -- when all are pending, pending decides (true: the oldest goes too)
-local function app_room(hash, z, kind, key, pending)
-    if redis.call('HEXISTS', F .. hash, key) == 1
-       or redis.call('HLEN', F .. hash) < MAXAPPS then
+local function app_room(kind, key, pending)
+    if has(kind, key) or count(kind) < MAXAPPS then
         return
     end
-    local list = redis.call('ZRANGE', F .. z, 0, MAXAPPS)
+    local list = redis.call('ZRANGE', F .. REC[kind].z, 0, MAXAPPS)
     for i = 1, #list do
-        local a = get(hash, list[i])
+        local a = get(kind, list[i])
         if not a or a.handleResult ~= 0 then
-            drop_app(hash, z, kind, list[i])
+            drop(kind, list[i])
             return
         end
     end
     if not pending then
         error({1001, 'the user has too many pending friend applications'})
     end
-    drop_app(hash, z, kind, list[1])
+    drop(kind, list[1])
 end
 
 -- an application as another slot passes it (A.application): checked
@@ -395,33 +408,32 @@ function ops.add()
     if from == owner then
         return fail(1301, 'cannot add yourself as a friend')
     end
-    if redis.call('HEXISTS', F .. 'blacks', from) == 1 then
+    if has('b', from) then
         return fail(1302, 'blocked by the peer')
     end
-    if redis.call('HEXISTS', F .. 'friends', from) == 1 then
+    if has('f', from) then
         return fail(1304, 'already friends')
     end
     local a = {fromUserID = from, toUserID = owner, handleResult = 0,
                reqMsg = str(A.reqMsg, 'reqMsg', MAXMSG) or '',
                createTime = now, handlerUserID = '', handleMsg = '',
                handleTime = 0, ex = str(A.ex, 'ex', MAXSTR) or ''}
-    app_room('ain', 'aiz', 'ai', from, false)
-    save_app('ain', 'aiz', 'ai', from, a)
+    app_room('ai', from, false)
+    save('ai', a)
     -- FriendApplicationTips, without the request: the SDK would keep its
     -- empty names; it pulls the list instead
     return ok('{}', {
         peer = {{uid = from, op = 'add_out', args = {application = a}}},
-        notes = {{type = 1203, from = from, to = owner,
-                  tips = {fromToUserID = from_to(from, owner),
-                          reqMsg = a.reqMsg}}}})
+        notes = {note(1203, from, owner, {fromToUserID = from_to(from, owner),
+                                          reqMsg = a.reqMsg})}})
 end
 
 -- the sender's copy of its application (to the caller)
 function ops.add_out()
     internal()
     local a = app_arg(owner, me)
-    app_room('aout', 'aoz', 'ao', me, true)
-    save_app('aout', 'aoz', 'ao', me, a)
+    app_room('ao', me, true)
+    save('ao', a)
     return ok('{}')
 end
 
@@ -434,26 +446,26 @@ function ops.respond()
         return fail(1001, 'field "handleResult" must be 1 or -1')
     end
     local msg = str(A.handleMsg, 'handleMsg', MAXMSG) or ''
-    local a = get('ain', from)
+    local a = get('ai', from)
     if not a then
         return fail(1004, 'no friend application from ' .. from)
     end
     if a.handleResult ~= 0 then
         return fail(1305, 'the friend application was handled')
     end
-    local f
-    if res == 1 and redis.call('HEXISTS', F .. 'friends', from) == 0 then
-        room('friends', 'friends')
-        f = befriend(from, BY_APPLY)
+    if res == 1 and not has('f', from) then
+        room('f', 'friends')
     end
+    -- an accept tells of the friend whether it was one already or not
+    local f = res == 1 and (befriend(from, BY_APPLY) or get('f', from))
     a.handleResult, a.handleMsg = res, msg
     a.handlerUserID, a.handleTime = me, now
-    save_app('ain', 'aiz', 'ai', from, a)
+    save('ai', a)
     -- FriendApplicationApprovedTips / RejectedTips: fromToUserID is the
     -- application's (from the applicant to the owner)
-    local notes = {{type = res == 1 and 1201 or 1202, from = owner, to = from,
-                    tips = {fromToUserID = from_to(from, owner),
-                            handleMsg = msg}}}
+    local notes = {note(res == 1 and 1201 or 1202, owner, from,
+                        {fromToUserID = from_to(from, owner),
+                         handleMsg = msg})}
     if f then
         notes[2] = added_note(f)
     end
@@ -467,8 +479,8 @@ end
 function ops.responded()
     internal()
     local a = app_arg(owner, me)
-    app_room('aout', 'aoz', 'ao', me, true)
-    save_app('aout', 'aoz', 'ao', me, a)
+    app_room('ao', me, true)
+    save('ao', a)
     if A.accept == true then
         befriend_peer(me, BY_APPLY)
     end
@@ -484,25 +496,22 @@ function ops.import()
     end
     self('ownerUserID')
     local list = ids(A.friendUserIDs, 'friendUserIDs')
-    local new = {}
+    local new, peer, notes = {}, {}, {}
     for i = 1, #list do
         if list[i] == owner then
             return fail(1301, 'cannot add yourself as a friend')
         end
-        if redis.call('HEXISTS', F .. 'friends', list[i]) == 0 then
+        if not has('f', list[i]) then
             new[#new + 1] = list[i]
         end
-    end
-    if redis.call('HLEN', F .. 'friends') + #new > MAXF then
-        return fail(1001, 'a user has at most ' .. MAXF .. ' friends')
-    end
-    local peer, notes = {}, {}
-    for i = 1, #new do
-        notes[i] = added_note(befriend(new[i], BY_IMPORT))
-    end
-    for i = 1, #list do
         peer[i] = {uid = list[i], op = 'import_peer',
                    args = {friendUserID = owner}}
+    end
+    if count('f') + #new > MAXF then
+        return fail(1001, 'a user has at most ' .. MAXF .. ' friends')
+    end
+    for i = 1, #new do
+        notes[i] = added_note(befriend(new[i], BY_IMPORT))
     end
     return ok('{}', {peer = peer, notes = notes})
 end
@@ -520,43 +529,34 @@ end
 function ops.delete()
     self('ownerUserID')
     local fid = user_id(A.friendUserID, 'friendUserID')
-    friend_of(fid)
-    redis.call('HDEL', F .. 'friends', fid)
-    redis.call('ZREM', F .. 'fz', fid)
-    stored('f', fid, nil)
-    logged('f', fid, true)
-    return ok('{}', {notes = {{type = 1205, from = owner, to = fid,
-                               tips = {fromToUserID = from_to(owner, fid)}}}})
+    if not drop('f', fid) then
+        return fail(1004, 'not a friend: ' .. fid)
+    end
+    return ok('{}', {notes = {note(1205, owner, fid,
+                                   {fromToUserID = from_to(owner, fid)})}})
 end
 
--- set_friend_remark; the note goes to the owner's own devices only (the
--- friend need not learn of it)
+-- set_friend_remark
 function ops.remark()
     self('ownerUserID')
     local fid = user_id(A.friendUserID, 'friendUserID')
     local f = friend_of(fid)
     f.remark = str(A.remark, 'remark', MAXREMARK) or ''
-    save_friend(f)
-    return ok('{}', {notes = {{type = 1206, from = owner, to = owner,
-                               tips = {fromToUserID = from_to(owner, fid)}}}})
-end
-
--- a field of update_friends or update_user_info_ex: bare or {"value": x}
-local function wrapped(v)
-    if type(v) == 'table' then
-        return v.value
-    end
-    return v
+    save('f', f)
+    return ok('{}', {notes = own_note(1206, fid)})
 end
 
 -- update_friends: isPinned, remark, ex of each (all friends, or nothing)
 function ops.update()
     self('ownerUserID')
     local list = ids(A.friendUserIDs, 'friendUserIDs')
-    local pin = bool(wrapped(A.isPinned), 'isPinned')
+    local pin = wrapped(A.isPinned)
+    if not absent(pin) and type(pin) ~= 'boolean' then
+        return fail(1001, 'field "isPinned" must be a boolean')
+    end
     local remark = str(wrapped(A.remark), 'remark', MAXREMARK)
     local ex = str(wrapped(A.ex), 'ex', MAXSTR)
-    if pin == nil and remark == nil and ex == nil then
+    if absent(pin) and remark == nil and ex == nil then
         return fail(1001, 'nothing to update: isPinned, remark or ex')
     end
     local all = {}
@@ -565,33 +565,36 @@ function ops.update()
     end
     for i = 1, #all do
         local f = all[i]
-        if pin ~= nil then
+        if not absent(pin) then
             f.isPinned = pin
         end
         f.remark = remark or f.remark
         f.ex = ex or f.ex
-        save_friend(f)
+        save('f', f)
     end
-    return ok('{}', {notes = {{type = 1210, from = owner, to = owner,
-                               tips = {fromToUserID = from_to(owner, owner),
-                                       friendIDs = list}}}})
+    return ok('{}', {notes = {note(1210, owner, owner,
+                                   {fromToUserID = from_to(owner, owner),
+                                    friendIDs = list})}})
 end
 
--- get_friend_list: by the time they became friends
-function ops.list()
+-- a page of the records of kind, by createTime: {"total", key: [...]}
+local function paged(kind, key)
     self('userID')
     local first, n = page()
-    local list = redis.call('ZRANGE', F .. 'fz', first, first + n - 1)
-    return ok('{"total":' .. redis.call('ZCARD', F .. 'fz')
-              .. ',"friendsInfo":' .. views('friends', list, friend_view)
-              .. '}')
+    local z = F .. REC[kind].z
+    local list = redis.call('ZRANGE', z, first, first + n - 1)
+    return ok('{"total":' .. redis.call('ZCARD', z) .. ',"' .. key .. '":'
+              .. views(kind, list) .. '}')
 end
+
+-- get_friend_list
+function ops.list() return paged('f', 'friendsInfo') end
 
 -- get_designated_friends: those of the IDs that are friends
 function ops.designated()
     self('ownerUserID')
-    local list = ids(A.friendUserIDs, 'friendUserIDs')
-    return ok('{"friendsInfo":' .. views('friends', list, friend_view) .. '}')
+    return ok('{"friendsInfo":'
+              .. views('f', ids(A.friendUserIDs, 'friendUserIDs')) .. '}')
 end
 
 -- get_specified_friends_info: each user, with its friend and black
@@ -601,7 +604,7 @@ function ops.specified()
     local list = ids(A.userIDs or A.userIDList, 'userIDs')
     local out, size = {}, 0
     for i = 1, #list do
-        local f, b = get('friends', list[i]), get('blacks', list[i])
+        local f, b = get('f', list[i]), get('b', list[i])
         out[i] = json({userInfo = user_of(list[i]),
                        friendInfo = f and friend_view(f) or cjson.null,
                        blackInfo = b and black_view(b) or cjson.null})
@@ -617,11 +620,10 @@ end
 -- C side's checks)
 function ops.has()
     local id = user_id(A.id, 'id')
-    return ok(json({
-        friend = redis.call('HEXISTS', F .. 'friends', id) == 1,
-        black = redis.call('HEXISTS', F .. 'blacks', id) == 1}))
+    return ok(json({friend = has('f', id), black = has('b', id)}))
 end
 
+-- get_friend_id
 function ops.ids()
     self('userID')
     return ok('{"friendIDs":'
@@ -649,11 +651,14 @@ local function changes(L, since, n)
     return out
 end
 
--- OpenIM's incremental sync of log L, records in hash, order in z: in
--- full (the first MAXLIST by z) when the client's log is another or too
--- old, or when more than A.limit changes (as OpenIM: a cut batch would
--- name an older insert as an update to a client that never had it)
-local function incr(L, hash, z, view)
+-- OpenIM's incremental sync of kind's log (as group.lua members_incr):
+-- in full (the first MAXLIST by createTime) when the client's log is
+-- another or too old, or when more than A.limit changes (as OpenIM: a
+-- batch cut short would show an older insert as an update to a client
+-- that never had it)
+local function incr(kind)
+    self('userID')
+    local L = REC[kind].log
     local id = log_id(L)
     local ver = redis.call('HMGET', F .. L .. 'v', 'v', 'low')
     local v, low = tonumber(ver[1]) or 0, tonumber(ver[2]) or 0
@@ -665,21 +670,21 @@ local function incr(L, hash, z, view)
     full = full or #list > limit
     for i = 1, full and 0 or #list do
         local c = list[i]
-        local r = not c[3] and get(hash, c[1])
+        local r = not c[3] and get(kind, c[1])
         if c[3] then
             del[#del + 1] = c[1]
         elseif r then
             local into = tonumber(redis.call('HGET', F .. L .. 'vins', c[1])
                                   or '0') > since and ins or upd
-            into[#into + 1] = json(view(r))
+            into[#into + 1] = json(VIEW[kind](r))
             size = size + #into[#into]
         end
     end
     local insert = '[' .. table.concat(ins, ',') .. ']'
     if full or size > BUDGET then
         full, del, upd = true, {}, {}
-        insert = views(hash, redis.call('ZRANGE', F .. z, 0, MAXLIST - 1),
-                       view)
+        insert = views(kind, redis.call('ZRANGE', F .. REC[kind].z, 0,
+                                        MAXLIST - 1))
     end
     return ok('{"version":' .. v .. ',"versionID":' .. json(id)
               .. ',"full":' .. tostring(full) .. ',"delete":' .. arr(del)
@@ -687,17 +692,9 @@ local function incr(L, hash, z, view)
               .. table.concat(upd, ',') .. '],"sortVersion":0}')
 end
 
--- get_incremental_friends
-function ops.incr()
-    self('userID')
-    return incr('f', 'friends', 'fz', friend_view)
-end
-
--- get_incremental_blacks
-function ops.blacks_incr()
-    self('userID')
-    return incr('b', 'blacks', 'bz', black_view)
-end
+-- get_incremental_friends, get_incremental_blacks
+function ops.incr() return incr('f') end
+function ops.blacks_incr() return incr('b') end
 
 -- get_full_friend_user_ids.  OpenIM's idHash is its own hash (md5) of
 -- the IDs; ours is redis.sha1hex of the IDs sorted and joined by ",",
@@ -712,36 +709,33 @@ function ops.full_ids()
     end
     table.sort(sorted)
     local equal = not absent(A.idHash)
-                  and tostring(A.idHash) == redis.sha1hex(
-                      table.concat(sorted, ','))
+                  and tostring(A.idHash)
+                      == redis.sha1hex(table.concat(sorted, ','))
     local id = log_id('f')
-    local v = tonumber(redis.call('HGET', F .. 'fv', 'v') or '0') or 0
-    return ok('{"version":' .. v .. ',"versionID":' .. json(id)
-              .. ',"equal":' .. tostring(equal) .. ',"userIDs":'
+    return ok('{"version":' .. (redis.call('HGET', F .. 'fv', 'v') or '0')
+              .. ',"versionID":' .. json(id) .. ',"equal":'
+              .. tostring(equal) .. ',"userIDs":'
               .. (equal and '[]' or arr(list)) .. '}')
 end
 
 -- get_friend_apply_list (received) and get_self_friend_apply_list (sent):
 -- newest first, those whose handleResult is in A.handleResults if given
-local function apps(hash, z)
+local function apps(kind)
     self('userID')
     local first, n = page()
-    local want
-    if not absent(A.handleResults) then
-        local h = A.handleResults
-        if type(h) ~= 'table' or #h > 3 then
-            return fail(1001, 'field "handleResults" must be an array of '
-                        .. 'at most 3 of 0, 1, -1')
-        end
-        want = #h > 0 and {} or nil
-        for i = 1, #h do
-            want[int(absent(h[i]) and '' or h[i], 'handleResults', -1, 1)] = true
-        end
+    local h, want = A.handleResults, nil
+    if not absent(h) and (type(h) ~= 'table' or #h > 3) then
+        return fail(1001, 'field "handleResults" must be an array of at '
+                    .. 'most 3 of 0, 1, -1')
     end
-    local list = redis.call('ZREVRANGE', F .. z, 0, MAXAPPS)
+    for i = 1, absent(h) and 0 or #h do
+        want = want or {}
+        want[int(absent(h[i]) and '' or h[i], 'handleResults', -1, 1)] = true
+    end
+    local list = redis.call('ZREVRANGE', F .. REC[kind].z, 0, MAXAPPS)
     local out, total, size = {}, 0, 0
     for i = 1, #list do
-        local a = get(hash, list[i])
+        local a = get(kind, list[i])
         if a and (not want or want[a.handleResult]) then
             total = total + 1
             if total > first and total <= first + n and size <= BUDGET then
@@ -754,13 +748,8 @@ local function apps(hash, z)
               .. table.concat(out, ',') .. ']}')
 end
 
-function ops.apps_in()
-    return apps('ain', 'aiz')
-end
-
-function ops.apps_out()
-    return apps('aout', 'aoz')
-end
+function ops.apps_in() return apps('ai') end
+function ops.apps_out() return apps('ao') end
 
 -- get_designated_friend_apply, in the slot of toUserID: the application
 -- from fromUserID, then (as OpenIM answers both ways) the owner's to it
@@ -773,8 +762,8 @@ function ops.app_one()
         return fail(1002, 'no permission')
     end
     local out = {}
-    for _, hash in ipairs({'ain', 'aout'}) do
-        local a = get(hash, from)
+    for _, kind in ipairs({'ai', 'ao'}) do
+        local a = get(kind, from)
         if a then
             out[#out + 1] = json(app_view(a))
         end
@@ -790,7 +779,7 @@ function ops.unhandled()
                             'LIMIT', 0, MAXAPPS)
     local n = 0
     for i = 1, #list do
-        local a = get('ain', list[i])
+        local a = get('ai', list[i])
         if a and a.handleResult == 0 then
             n = n + 1
         end
@@ -800,8 +789,7 @@ end
 
 -- add_black: blocking oneself is 1301; blocking a black again changes
 -- nothing and succeeds (OpenIM fails on its unique index; a retry should
--- not); the note goes to the owner's devices only (the blocked user
--- need not learn of it)
+-- not)
 function ops.black_add()
     self('ownerUserID')
     local bid = user_id(A.blackUserID, 'blackUserID')
@@ -809,55 +797,39 @@ function ops.black_add()
     if bid == owner then
         return fail(1301, 'cannot block yourself')
     end
-    if redis.call('HEXISTS', F .. 'blacks', bid) == 1 then
+    if has('b', bid) then
         return ok('{}')
     end
-    room('blacks', 'blacks')
-    local b = {ownerUserID = owner, blockUserID = bid, createTime = now,
-               addSource = 0, operatorUserID = me, ex = ex}
-    redis.call('HSET', F .. 'blacks', bid, json(b))
-    redis.call('ZADD', F .. 'bz', now, bid)
-    stored('b', bid, b)
-    logged('b', bid)
-    return ok('{}', {notes = {{type = 1207, from = owner, to = owner,
-                               tips = {fromToUserID = from_to(owner, bid)}}}})
+    room('b', 'blacks')
+    save('b', {ownerUserID = owner, blockUserID = bid, createTime = now,
+               addSource = 0, operatorUserID = me, ex = ex})
+    return ok('{}', {notes = own_note(1207, bid)})
 end
 
 function ops.black_remove()
     self('ownerUserID')
     local bid = user_id(A.blackUserID, 'blackUserID')
-    if redis.call('HDEL', F .. 'blacks', bid) == 0 then
+    if not drop('b', bid) then
         return fail(1004, 'not blocked: ' .. bid)
     end
-    redis.call('ZREM', F .. 'bz', bid)
-    stored('b', bid, nil)
-    logged('b', bid, true)
-    return ok('{}', {notes = {{type = 1208, from = owner, to = owner,
-                               tips = {fromToUserID = from_to(owner, bid)}}}})
+    return ok('{}', {notes = own_note(1208, bid)})
 end
 
--- get_black_list: by the time they were blocked
-function ops.blacks()
-    self('userID')
-    local first, n = page()
-    local list = redis.call('ZRANGE', F .. 'bz', first, first + n - 1)
-    return ok('{"total":' .. redis.call('ZCARD', F .. 'bz') .. ',"blacks":'
-              .. views('blacks', list, black_view) .. '}')
-end
+-- get_black_list
+function ops.blacks() return paged('b', 'blacks') end
 
 -- get_specified_blacks: those of the IDs that are blocked
 function ops.blacks_of()
     self('userID')
     self('ownerUserID')
-    local list = ids(A.userIDs or A.userIDList, 'userIDs')
-    local found = {}
+    local list, found = ids(A.userIDs or A.userIDList, 'userIDs'), {}
     for i = 1, #list do
-        if redis.call('HEXISTS', F .. 'blacks', list[i]) == 1 then
+        if has('b', list[i]) then
             found[#found + 1] = list[i]
         end
     end
-    return ok('{"total":' .. #found .. ',"blacks":'
-              .. views('blacks', found, black_view) .. '}')
+    return ok('{"total":' .. #found .. ',"blacks":' .. views('b', found)
+              .. '}')
 end
 
 local PROFILE = {'nickname', 'faceURL', 'ex', 'createTime',
@@ -865,23 +837,22 @@ local PROFILE = {'nickname', 'faceURL', 'ex', 'createTime',
 local NUMERIC = {createTime = true, globalRecvMsgOpt = true,
                  updateTime = true}
 
--- the profile hash as a document (kind p)
-local function store_profile()
+-- the profile must exist; sets name/value pairs and updateTime, and
+-- stores the whole profile (kind p)
+local function write_profile(set)
+    if not redis.call('HGET', P, 'createTime') then
+        error({1101, 'user not found: ' .. owner})
+    end
+    redis.call('HSET', P, 'updateTime', now, unpack(set))
     local h = redis.call('HMGET', P, unpack(PROFILE))
     local p = {userID = owner}
     for i, k in ipairs(PROFILE) do
         p[k] = NUMERIC[k] and (tonumber(h[i]) or 0) or (h[i] or '')
     end
-    stored('p', nil, p)
+    stored('p', nil, json(p))
 end
 
-local function profile_exists()
-    if not redis.call('HGET', P, 'createTime') then
-        error({1101, 'user not found: ' .. owner})
-    end
-end
-
--- update_user_info (a bare "" or 0 leaves a field as it is) and
+-- a field of update_user_info (a bare "" or 0 leaves it as it is) or of
 -- update_user_info_ex ({"value": x} sets it, "" too, but a nickname)
 local function profile_field(u, name, max)
     local v = u[name]
@@ -899,6 +870,7 @@ local function profile_field(u, name, max)
     return v
 end
 
+-- update_user_info(_ex): the owner's devices and its friends hear of it
 function ops.set_profile()
     local u = A.userInfo
     if type(u) ~= 'table' then
@@ -908,7 +880,6 @@ function ops.set_profile()
     if not absent(u.userID) and u.userID ~= owner then
         return fail(1001, 'field "userInfo.userID" must name the owner')
     end
-    profile_exists()
     local set = {}
     for _, f in ipairs({{'nickname', 256}, {'faceURL', 1024}, {'ex', MAXSTR},
                         {'globalRecvMsgOpt'}}) do
@@ -918,11 +889,10 @@ function ops.set_profile()
             set[#set + 1] = v
         end
     end
-    redis.call('HSET', P, 'updateTime', now, unpack(set))
-    store_profile()
+    write_profile(set)
     local tips = {userID = owner}
     return ok('{}', {
-        notes = {{type = 1303, from = owner, to = owner, tips = tips}},
+        notes = {note(1303, owner, owner, tips)},
         tell = {type = 1303, tips = tips,
                 users = redis.call('ZRANGE', F .. 'fz', 0, MAXF - 1)}})
 end
@@ -934,48 +904,34 @@ function ops.set_recv_opt()
     if v == nil then
         return fail(1001, 'field "globalRecvMsgOpt" is required')
     end
-    profile_exists()
-    redis.call('HSET', P, 'globalRecvMsgOpt', v, 'updateTime', now)
-    store_profile()
-    return ok('{}', {notes = {{type = 1303, from = owner, to = owner,
-                               tips = {userID = owner}}}})
+    write_profile({'globalRecvMsgOpt', v})
+    return ok('{}', {notes = {note(1303, owner, owner, {userID = owner})}})
 end
 
 -- makes sure the user is loaded (the check above did it)
-function ops.touch()
-    return ok('{}')
-end
+function ops.touch() return ok('{}') end
 
--- one document MongoDB kept, under what Redis has; the key each kind's
--- body names: its hash, its order, its log
-local KINDS = {
-    f = {'friendUserID', 'friends', 'fz', 'f'},
-    b = {'blockUserID', 'blacks', 'bz', 'b'},
-    ai = {'fromUserID', 'ain', 'aiz'},
-    ao = {'toUserID', 'aout', 'aoz'}
-}
-
+-- one document MongoDB kept, under what Redis has
 local function restore_one(d)
-    local b = d.doc
+    local b, k = d.doc, REC[d.kind]
     if d.deleted or type(b) ~= 'table' then
         return
     end
     if d.kind == 'p' then
-        for _, k in ipairs(PROFILE) do
-            local v = b[k]
+        for _, name in ipairs(PROFILE) do
+            local v = b[name]
             if type(v) == 'string' or type(v) == 'number' then
-                redis.call('HSETNX', P, k, v)
+                redis.call('HSETNX', P, name, v)
             end
         end
         return
     end
-    local kind = KINDS[d.kind]
-    local key = kind and b[kind[1]]
-    if valid_id(key)
-       and redis.call('HSETNX', F .. kind[2], key, json(b)) == 1 then
-        redis.call('ZADD', F .. kind[3], tonumber(b.createTime) or now, key)
-        if kind[4] then
-            logged(kind[4], key)
+    local key = k and b[k.id]
+    if valid_id(key) and redis.call('HSETNX', F .. k.hash, key, json(b)) == 1
+    then
+        redis.call('ZADD', F .. k.z, tonumber(b.createTime) or now, key)
+        if k.log then
+            logged(k.log, key)
         end
     end
 end

@@ -13,7 +13,10 @@ for i = 1, #KEYS do
                'faceURL', ARGV[3 * i - 1], 'ex', ARGV[3 * i],
                'createTime', now)
     -- a new user has nothing in MongoDB to load but its profile, which
-    -- the caller wrote there first (friend.lua)
-    redis.call('SET', string.gsub(KEYS[i], 'profile$', 'f:loaded'), now)
+    -- the caller wrote there first as friend.lua's document rev 1
+    local F = string.gsub(KEYS[i], 'profile$', 'f:')
+    redis.call('SET', F .. 'loaded', now)
+    redis.call('HSET', F .. 'rev',
+               'p:' .. string.match(KEYS[i], '^im:{u:(.*)}:profile$'), 1)
 end
 return 0
