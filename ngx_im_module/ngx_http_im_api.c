@@ -105,7 +105,7 @@ static ngx_http_im_route_t  ngx_http_im_routes[] = {
 /* every REST file's routes, in the order metrics count them */
 static ngx_http_im_route_t  *ngx_http_im_route_tables[] = {
     ngx_http_im_routes, ngx_http_im_conv_routes, ngx_http_im_group_routes,
-    ngx_http_im_friend_routes,
+    ngx_http_im_friend_routes, ngx_http_im_user_routes,
     NULL
 };
 
@@ -422,6 +422,13 @@ ngx_http_im_api_parse(ngx_http_im_api_t *api, char *err, size_t len)
 
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "im api: invalid JSON body: %s", err);
+        return NGX_HTTP_IM_ERR_ARGS;
+    }
+
+    if (ngx_http_im_json_members_unique(api->root,
+                                        NGX_HTTP_IM_API_MAX_FIELDS, err, len)
+        != 0)
+    {
         return NGX_HTTP_IM_ERR_ARGS;
     }
 
@@ -1021,18 +1028,28 @@ ngx_http_im_done_reply(void *data, ngx_int_t err)
 ngx_str_t *
 ngx_http_im_api_user_ids(ngx_http_im_api_t *api)
 {
-    char         err[128];
-    ngx_uint_t   i, n;
-    yajl_val     ids, v;
+    return ngx_http_im_api_user_ids_of(api,
+                                       ngx_http_im_json_get(api->root,
+                                                            "userIDs"),
+                                       "userIDs");
+}
 
-    if (ngx_http_im_json_get_array(api->root, "userIDs", 1, &ids, err,
-                                   sizeof(err)) != 0
-        || ids->u.array.len == 0
+
+/* the same for the list ids, the body's field "name" */
+ngx_str_t *
+ngx_http_im_api_user_ids_of(ngx_http_im_api_t *api, yajl_val ids,
+    const char *name)
+{
+    u_char       msg[128];
+    ngx_uint_t   i, n;
+    yajl_val     v;
+
+    if (ids == NULL || !YAJL_IS_ARRAY(ids) || ids->u.array.len == 0
         || ids->u.array.len > NGX_HTTP_IM_MAX_REGISTER)
     {
-        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
-                               "field \"userIDs\" must be an array of "
-                               "1..1000 user IDs");
+        ngx_snprintf(msg, sizeof(msg), "field \"%s\" must be an array of "
+                     "1..1000 user IDs%Z", name);
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS, (char *) msg);
         return NULL;
     }
 
@@ -1051,9 +1068,9 @@ ngx_http_im_api_user_ids(ngx_http_im_api_t *api)
             || !ngx_http_im_user_id_valid(v->u.string,
                                           ngx_strlen(v->u.string)))
         {
-            ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
-                                   "field \"userIDs\" holds an invalid "
-                                   "user ID");
+            ngx_snprintf(msg, sizeof(msg), "field \"%s\" holds an invalid "
+                         "user ID%Z", name);
+            ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS, (char *) msg);
             return NULL;
         }
 
@@ -1107,25 +1124,30 @@ ngx_http_im_users_info_reply(void *data, ngx_int_t err,
             continue;
         }
 
-        ngx_http_im_buf_str(b, count++ ? ",{\"userID\":" : "{\"userID\":");
-        ngx_http_im_buf_json_str(b, (char *) users[i].user_id.data,
-                                 users[i].user_id.len);
-        ngx_http_im_buf_str(b, ",\"nickname\":");
-        ngx_http_im_buf_json_str(b, (char *) users[i].nickname.data,
-                                 users[i].nickname.len);
-        ngx_http_im_buf_str(b, ",\"faceURL\":");
-        ngx_http_im_buf_json_str(b, (char *) users[i].face_url.data,
-                                 users[i].face_url.len);
-        ngx_http_im_buf_str(b, ",\"ex\":");
-        ngx_http_im_buf_json_str(b, (char *) users[i].ex.data,
-                                 users[i].ex.len);
-        ngx_http_im_buf_str(b, ",\"createTime\":");
-        ngx_http_im_buf_int(b, users[i].create_time);
-        ngx_http_im_buf_str(b, "}");
+        ngx_http_im_buf_str(b, count++ ? "," : "");
+        ngx_http_im_user_json(b, &users[i]);
     }
 
     ngx_http_im_buf_str(b, "]}");
     ngx_http_im_api_answer(api, 0, NULL);
+}
+
+
+/* a user's profile as OpenIM's userInfo */
+void
+ngx_http_im_user_json(ngx_http_im_buf_t *b, ngx_http_im_store_user_t *u)
+{
+    ngx_http_im_buf_str(b, "{\"userID\":");
+    ngx_http_im_buf_json_str(b, (char *) u->user_id.data, u->user_id.len);
+    ngx_http_im_buf_str(b, ",\"nickname\":");
+    ngx_http_im_buf_json_str(b, (char *) u->nickname.data, u->nickname.len);
+    ngx_http_im_buf_str(b, ",\"faceURL\":");
+    ngx_http_im_buf_json_str(b, (char *) u->face_url.data, u->face_url.len);
+    ngx_http_im_buf_str(b, ",\"ex\":");
+    ngx_http_im_buf_json_str(b, (char *) u->ex.data, u->ex.len);
+    ngx_http_im_buf_str(b, ",\"createTime\":");
+    ngx_http_im_buf_int(b, u->create_time);
+    ngx_http_im_buf_str(b, "}");
 }
 
 

@@ -10,6 +10,7 @@
 
 
 #include "ngx_http_im_module.h"
+#include "ngx_http_im_store.h"
 
 
 #define NGX_HTTP_IM_ACCESS_SECRET  0      /* no token: get_admin_token */
@@ -19,6 +20,9 @@
 #define NGX_HTTP_IM_PLATFORM_ADMIN 10
 #define NGX_HTTP_IM_MAX_REGISTER   NGX_HTTP_IM_MAX_LIST
 #define NGX_HTTP_IM_MAX_BATCH      NGX_HTTP_IM_MAX_LIST
+
+/* top-level fields of a request body: OpenIM's largest has about 30 */
+#define NGX_HTTP_IM_API_MAX_FIELDS 64
 
 
 typedef struct ngx_http_im_api_s  ngx_http_im_api_t;
@@ -86,6 +90,12 @@ void ngx_http_im_api_finish(ngx_http_im_api_t *api, ngx_int_t code,
 /* the body's "userIDs" (1..1000 valid IDs) in api->users; answers the
  * call itself on bad input and returns NULL */
 ngx_str_t *ngx_http_im_api_user_ids(ngx_http_im_api_t *api);
+ngx_str_t *ngx_http_im_api_user_ids_of(ngx_http_im_api_t *api, yajl_val ids,
+    const char *name);
+
+/* a user's profile as OpenIM's userInfo */
+void ngx_http_im_user_json(ngx_http_im_buf_t *b,
+    ngx_http_im_store_user_t *u);
 
 /* api_conv.c: the conversation routes and the read state of msg */
 extern ngx_http_im_route_t  ngx_http_im_conv_routes[];
@@ -95,6 +105,9 @@ extern ngx_http_im_route_t  ngx_http_im_group_routes[];
 
 /* api_friend.c: the friend, blacklist and profile routes */
 extern ngx_http_im_route_t  ngx_http_im_friend_routes[];
+
+/* api_user.c: the user lists */
+extern ngx_http_im_route_t  ngx_http_im_user_routes[];
 
 void ngx_http_im_conv_sorted(ngx_http_im_api_t *api);
 void ngx_http_im_conv_all(ngx_http_im_api_t *api);

@@ -72,6 +72,7 @@ static void ngx_http_im_friend_peer_done(void *data,
     ngx_http_im_store_conv_res_t *r);
 static void ngx_http_im_friend_notes(ngx_http_im_friend_call_t *fc);
 static void ngx_http_im_friend_tell(ngx_http_im_friend_call_t *fc);
+static void ngx_http_im_friend_renamed(ngx_http_im_friend_call_t *fc);
 static void ngx_http_im_friend_fill(ngx_http_im_friend_call_t *fc,
     ngx_str_t *answer);
 static ngx_uint_t ngx_http_im_friend_names(yajl_val v, ngx_uint_t depth,
@@ -177,6 +178,7 @@ ngx_http_im_friend_call(ngx_http_im_api_t *api,
 static ngx_int_t
 ngx_http_im_friend_who(ngx_http_im_friend_call_t *fc)
 {
+    u_char      msg[64];
     ngx_str_t   me, actor;
 
     me.data = (u_char *) fc->api->claims.user_id;
@@ -187,8 +189,11 @@ ngx_http_im_friend_who(ngx_http_im_friend_call_t *fc)
             ? ngx_http_im_friend_field(fc->api->root, fc->route->actor)
             : fc->owner;
 
-    if (fc->owner.len == 0 && !fc->admin) {
-        fc->owner = me;
+    if (fc->owner.len == 0) {
+        ngx_snprintf(msg, sizeof(msg), "field \"%s\" is required%Z",
+                     fc->route->owner);
+        ngx_http_im_friend_end(fc, NGX_HTTP_IM_ERR_ARGS, (char *) msg);
+        return NGX_ERROR;
     }
 
     if (!ngx_http_im_user_id_valid((char *) fc->owner.data, fc->owner.len)
@@ -695,7 +700,28 @@ ngx_http_im_friend_peers(ngx_http_im_friend_call_t *fc)
 
     ngx_http_im_friend_notes(fc);
     ngx_http_im_friend_tell(fc);
+    ngx_http_im_friend_renamed(fc);
     ngx_http_im_friend_end(fc, 0, NULL);
+}
+
+
+/* effects.nick {old, new}: a new nickname, for the lists' index */
+static void
+ngx_http_im_friend_renamed(ngx_http_im_friend_call_t *fc)
+{
+    yajl_val   nick;
+    ngx_str_t  old, new;
+
+    nick = fc->effects ? ngx_http_im_json_get(fc->effects, "nick") : NULL;
+
+    if (nick == NULL || !YAJL_IS_OBJECT(nick)) {
+        return;
+    }
+
+    old = ngx_http_im_friend_field(nick, "old");
+    new = ngx_http_im_friend_field(nick, "new");
+
+    ngx_http_im_store_users_index(&fc->owner, &new, &old, 0);
 }
 
 

@@ -1347,3 +1347,31 @@ ngx_http_im_json_error(char *err, size_t errlen, const char *prefix,
     snprintf(err, errlen, "field \"%s%s\" %s", prefix ? prefix : "", key,
              what);
 }
+
+
+int
+ngx_http_im_json_members_unique(yajl_val obj, size_t max, char *err,
+    size_t errlen)
+{
+    size_t  i, j, n;
+
+    n = obj->u.object.len;
+
+    if (n > max) {
+        snprintf(err, errlen, "the body has more than %zu fields", max);
+        return -1;
+    }
+
+    for (i = 1; i < n; i++) {
+        for (j = 0; j < i; j++) {
+            if (strcmp(obj->u.object.keys[i], obj->u.object.keys[j]) == 0) {
+                snprintf(err, errlen, "field \"%.64s\" appears twice",
+                         obj->u.object.keys[i]);
+                return -1;
+            }
+        }
+    }
+
+    return 0;
+}
+

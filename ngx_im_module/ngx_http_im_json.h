@@ -258,5 +258,13 @@ int ngx_http_im_json_get_array(yajl_val obj, const char *key, int required,
 int ngx_http_im_json_get_object(yajl_val obj, const char *key, int required,
     yajl_val *out, char *err, size_t errlen);
 
+/*
+ * A request body's top level: at most max members, each name once ('field
+ * "x" appears twice'; the routes and scripts would each read another
+ * one).  Bounded: max * max comparisons.  Returns 0 or -1.
+ */
+int ngx_http_im_json_members_unique(yajl_val obj, size_t max, char *err,
+    size_t errlen);
+
 
 #endif /* _NGX_HTTP_IM_JSON_H_INCLUDED_ */

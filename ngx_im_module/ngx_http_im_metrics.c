@@ -91,6 +91,15 @@ ngx_http_im_metrics_add_zone(ngx_conf_t *cf,
     ngx_str_t        name = ngx_string("ngx_http_im_metrics");
     ngx_shm_zone_t  *zone;
 
+    /* the counters have a column per error code, and a row per route */
+    if (ngx_http_im_errors_n > NGX_HTTP_IM_CODES_MAX
+        || route_name(NGX_HTTP_IM_ROUTES_MAX) != NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "im: more error codes or "
+                           "REST routes than the metrics hold");
+        return NGX_ERROR;
+    }
+
     zone = ngx_shared_memory_add(cf, &name,
                                  ngx_align(sizeof(ngx_http_im_counters_t),
                                            ngx_pagesize) + 8 * ngx_pagesize,

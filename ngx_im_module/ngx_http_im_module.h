@@ -77,8 +77,8 @@ enum {
 
 /* im_messages_sent_total{kind}: sessionType 1, 3, 4, and online-only */
 #define NGX_HTTP_IM_SESSION_N         4
-#define NGX_HTTP_IM_ROUTES_MAX        96
-#define NGX_HTTP_IM_CODES_MAX         24    /* >= ngx_http_im_errors_n */
+#define NGX_HTTP_IM_ROUTES_MAX        128
+#define NGX_HTTP_IM_CODES_MAX         32    /* >= ngx_http_im_errors_n */
 
 
 #if (NGX_DEBUG)

@@ -64,6 +64,9 @@ static ngx_int_t ngx_http_im_mongo_group_save(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client);
 static ngx_int_t ngx_http_im_mongo_docs_load(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client, const char *name, const char *field);
+static ngx_int_t ngx_http_im_mongo_user_list(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client);
+static bson_t *ngx_http_im_mongo_user_filter(ngx_http_im_mongo_task_t *t);
 static ngx_int_t ngx_http_im_mongo_msg_replace(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client);
 static ngx_int_t ngx_http_im_mongo_msg_purge(ngx_http_im_mongo_task_t *t,
@@ -501,7 +504,8 @@ ngx_http_im_mongo_run(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
         || t->op == NGX_HTTP_IM_MONGO_GROUP_SAVE
         || t->op == NGX_HTTP_IM_MONGO_GROUP_LOAD
         || t->op == NGX_HTTP_IM_MONGO_USER_SAVE
-        || t->op == NGX_HTTP_IM_MONGO_USER_LOAD)
+        || t->op == NGX_HTTP_IM_MONGO_USER_LOAD
+        || t->op == NGX_HTTP_IM_MONGO_USER_LIST)
     {
         rc = ngx_http_im_mongo_indexes(t, client);
         if (rc != NGX_OK) {
@@ -551,6 +555,9 @@ ngx_http_im_mongo_run(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
 
     case NGX_HTTP_IM_MONGO_USER_LOAD:
         return ngx_http_im_mongo_docs_load(t, client, "user", "ownerUserID");
+
+    case NGX_HTTP_IM_MONGO_USER_LIST:
+        return ngx_http_im_mongo_user_list(t, client);
 
     default:
         ngx_cpystrn((u_char *) t->err, (u_char *) "unknown op",
@@ -1796,6 +1803,127 @@ ngx_http_im_mongo_docs_load(ngx_http_im_mongo_task_t *t,
     bson_destroy(filter);
 
     return rc;
+}
+
+
+/*
+ * USER_LIST.  In: "in", "<how>\n<what>": how "id" (that user), "nick"
+ * (nicknames containing what, case-insensitive) or "" (everyone);
+ * t->value skip, t->stored at most this many.  Out: "out",
+ * {"total": n, "users": [the profiles' documents]} in user ID order.
+ */
+static ngx_int_t
+ngx_http_im_mongo_user_list(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client)
+{
+    char                 *json;
+    size_t                len;
+    bson_t               *filter, *opts;
+    int64_t               total;
+    ngx_int_t             rc;
+    ngx_uint_t            first;
+    const bson_t         *doc;
+    bson_error_t          error;
+    mongoc_cursor_t      *cursor;
+    mongoc_collection_t  *coll;
+
+    filter = ngx_http_im_mongo_user_filter(t);
+    coll = mongoc_client_get_collection(client, t->db, "user");
+
+    total = mongoc_collection_count_documents(coll, filter, NULL, NULL, NULL,
+                                              &error);
+    if (total < 0) {
+        ngx_http_im_mongo_error(t, "user count", &error);
+        mongoc_collection_destroy(coll);
+        bson_destroy(filter);
+        return NGX_ERROR;
+    }
+
+    opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}",
+                    "skip", BCON_INT64(t->value),
+                    "limit", BCON_INT64(t->stored));
+    cursor = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+
+    ngx_http_im_buf_add(&t->out, "{\"total\":", 9);
+    len = ngx_sprintf((u_char *) t->err, "%L", total) - (u_char *) t->err;
+    ngx_http_im_buf_add(&t->out, t->err, len);
+    ngx_http_im_buf_add(&t->out, ",\"users\":[", 10);
+    t->err[0] = '\0';
+
+    rc = NGX_OK;
+    first = 1;
+
+    while (mongoc_cursor_next(cursor, &doc)) {
+        json = bson_as_relaxed_extended_json(doc, &len);
+
+        if (json != NULL) {
+            ngx_http_im_buf_add(&t->out, ",", first ? 0 : 1);
+            ngx_http_im_buf_add(&t->out, json, len);
+            bson_free(json);
+            first = 0;
+        }
+    }
+
+    if (mongoc_cursor_error(cursor, &error)) {
+        ngx_http_im_mongo_error(t, "user list", &error);
+        rc = NGX_ERROR;
+    }
+
+    ngx_http_im_buf_add(&t->out, "]}", 2);
+
+    if (rc == NGX_OK && t->out.failed) {
+        ngx_cpystrn((u_char *) t->err, (u_char *) "user list: out of memory",
+                    sizeof(t->err));
+        rc = NGX_ERROR;
+    }
+
+    mongoc_cursor_destroy(cursor);
+    mongoc_collection_destroy(coll);
+    bson_destroy(opts);
+    bson_destroy(filter);
+
+    return rc;
+}
+
+
+/* the profiles USER_LIST asks for; a nickname is matched as a literal */
+static bson_t *
+ngx_http_im_mongo_user_filter(ngx_http_im_mongo_task_t *t)
+{
+    u_char   *nl, *p, *q, *end;
+    bson_t   *filter;
+    u_char    buf[4 * NGX_HTTP_IM_MONGO_ID_MAX];
+
+    filter = BCON_NEW("kind", BCON_UTF8("p"), "deleted", BCON_BOOL(false));
+
+    nl = ngx_strlchr(t->in.data, t->in.data + t->in.len, '\n');
+    if (nl == NULL || nl + 1 == t->in.data + t->in.len) {
+        return filter;
+    }
+
+    p = nl + 1;
+    end = t->in.data + t->in.len;
+
+    if (nl - t->in.data == 2 && ngx_strncmp(t->in.data, "id", 2) == 0) {
+        bson_append_utf8(filter, "ownerUserID", -1, (char *) p,
+                         (int) (end - p));
+        return filter;
+    }
+
+    /* regular expression characters escaped: a search is for the text */
+    q = buf;
+
+    for ( /* void */ ; p < end && q + 3 < buf + sizeof(buf); p++) {
+        if (ngx_strchr("\\^$.|?*+()[]{}", *p) != NULL) {
+            *q++ = '\\';
+        }
+        *q++ = *p;
+    }
+
+    *q = '\0';
+    bson_append_regex(filter, "doc.nickname", -1, (char *) buf, "i");
+
+    return filter;
 }
 
 

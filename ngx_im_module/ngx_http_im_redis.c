@@ -206,7 +206,9 @@ static ngx_http_im_script_t  ngx_http_im_scripts[NGX_HTTP_IM_LUA_N] = {
     { ngx_http_im_lua_group, sizeof(ngx_http_im_lua_group) - 1, "" },
     { ngx_http_im_lua_group_head, sizeof(ngx_http_im_lua_group_head) - 1,
       "" },
-    { ngx_http_im_lua_friend, sizeof(ngx_http_im_lua_friend) - 1, "" }
+    { ngx_http_im_lua_friend, sizeof(ngx_http_im_lua_friend) - 1, "" },
+    { ngx_http_im_lua_users_list, sizeof(ngx_http_im_lua_users_list) - 1,
+      "" }
 };
 
 static ngx_http_im_redis_sub_handlers_t  ngx_http_im_redis_sub_handlers = {

@@ -389,6 +389,23 @@ ngx_int_t ngx_http_im_store_friend(ngx_str_t *uid, const char *op,
     ngx_str_t *caller, ngx_uint_t admin, ngx_str_t *args,
     ngx_http_im_store_conv_pt done, void *data);
 
+#define NGX_HTTP_IM_STORE_LIST_ALL   0
+#define NGX_HTTP_IM_STORE_LIST_ID    1
+#define NGX_HTTP_IM_STORE_LIST_NICK  2
+
+typedef void (*ngx_http_im_store_list_pt)(void *data, ngx_int_t err,
+    long long total, ngx_http_im_store_user_t *users, ngx_uint_t n);
+
+/* a page of the registered users (store_user.c) */
+ngx_int_t ngx_http_im_store_users_list(ngx_uint_t how, ngx_str_t *what,
+    ngx_uint_t skip, ngx_uint_t limit, ngx_http_im_store_list_pt done,
+    void *data);
+
+/* without MongoDB: a user in the lists' indexes (old: its nickname's
+ * previous entry; create_time 0: already listed) */
+void ngx_http_im_store_users_index(ngx_str_t *uid, ngx_str_t *nick,
+    ngx_str_t *old, long long create_time);
+
 /* loads uid's profile and relations from MongoDB: err 0, or 90004 */
 ngx_int_t ngx_http_im_store_user_load(ngx_str_t *uid,
     ngx_http_im_store_conv_pt done, void *data);

@@ -115,6 +115,10 @@ redisReply *ngx_http_im_store_copy(redisReply *r);
 void ngx_http_im_store_script_res(redisReply *reply, ngx_int_t err,
     ngx_uint_t extra, ngx_http_im_store_conv_res_t *r);
 
+/* the indexes of users without MongoDB (users_list.lua), in one slot */
+#define NGX_HTTP_IM_STORE_USERS_ALL    "im:{users}:all"
+#define NGX_HTTP_IM_STORE_USERS_NICKS  "im:{users}:nicks"
+
 /* store.c: users in Redis alone (store_user.c adds MongoDB) */
 ngx_int_t ngx_http_im_store_users_register_redis(
     ngx_http_im_store_user_t *users, ngx_uint_t n, long long now_ms,

@@ -57,9 +57,12 @@ REST_MAX_BODY = 1024 * 1024      # im_api_max_body
 # (groups: 1201 no such group, 1203 not a member, 1204 dismissed, 1402/1403
 # muted, for a sessionType 3 message or a pull of an sg_ conversation)
 GROUP_CODES = {1201, 1203, 1204, 1402, 1403}
-WS_CODES = {0, 1001, 1002, 1010, 1101, 90004} | GROUP_CODES
+# (friends: 1301 yourself, 1302 blacklisted, 1303 not a friend, 1304
+# already friends, 1305 application handled)
+FRIEND_CODES = {1301, 1302, 1303, 1304, 1305}
+WS_CODES = {0, 1001, 1002, 1010, 1101, 90004} | GROUP_CODES | FRIEND_CODES
 REST_CODES = {0, 1001, 1002, 1004, 1010, 1101, 1102, 1501, 1502, 1503, 1504, 1506,
-              1507, 90004} | GROUP_CODES
+              1507, 90004} | GROUP_CODES | FRIEND_CODES
 HANDSHAKE_CODES = {1101, 1501, 1502, 1503, 1504, 1506, 1507, 1602}
 KNOWN_REQ = (1001, 1002, 1003, 1005, 1006, 2003, 2004)
 WS_CONTENT_TYPES = list(range(101, 113)) + [114]
@@ -1745,10 +1748,19 @@ ROUTES = ["/auth/get_admin_token", "/auth/get_user_token",
           "/user/user_register", "/auth/parse_token", "/auth/force_logout",
           "/user/get_users_info", "/user/get_users_online_status",
           "/third/update_push_token", "/msg/send_msg",
-          "/msg/batch_send_msg", "/manager/send_msg"]
+          "/msg/batch_send_msg", "/manager/send_msg",
+          "/friend/add_friend", "/friend/get_friend_list",
+          "/friend/add_black", "/friend/get_incremental_friends",
+          "/friend/update_friends", "/user/update_user_info",
+          "/user/get_users"]
 ADMIN_ROUTES = set(ROUTES) - {"/auth/get_admin_token",
                               "/user/get_users_info",
-                              "/third/update_push_token"}
+                              "/third/update_push_token",
+                              "/friend/add_friend", "/friend/get_friend_list",
+                              "/friend/add_black",
+                              "/friend/get_incremental_friends",
+                              "/friend/update_friends",
+                              "/user/update_user_info"}
 
 
 class RestCtx:
@@ -1852,12 +1864,41 @@ def rest_pristine(r, ctx, path):
                            for _ in range(r.randint(1, 5))]
         body["recvIDs"] = sorted(set(body["recvIDs"]))
         return body, "admin", {0}
+    return rest_pristine_friend(r, ctx, path)
+
+
+def rest_pristine_friend(r, ctx, path):
+    """The friend and profile routes, as the fuzzer's own user (never
+    naming the observers)."""
+    page = {"pageNumber": 1, "showNumber": r.choice((1, 10, 1000))}
+    if path == "/friend/add_friend":
+        return ({"fromUserID": ctx.user, "toUserID": pick(r, ctx.cold),
+                 "reqMsg": "hi"}, "user", None)
+    if path == "/friend/get_friend_list":
+        return {"userID": ctx.user, "pagination": page}, "user", {0}
+    if path == "/friend/add_black":
+        return ({"ownerUserID": ctx.user, "blackUserID": pick(r, ctx.cold)},
+                "user", None)
+    if path == "/friend/get_incremental_friends":
+        return ({"userID": ctx.user, "versionID": "", "version": 0},
+                "user", {0})
+    if path == "/friend/update_friends":
+        return ({"ownerUserID": ctx.user, "friendUserIDs": [
+            pick(r, ctx.cold)], "isPinned": True}, "user", None)
+    if path == "/user/update_user_info":
+        return ({"userInfo": {"userID": ctx.user, "nickname": "n"}}, "user",
+                {0})
+    if path == "/user/get_users":
+        return {"pagination": page}, "admin", {0}
     raise KeyError(path)
 
 
 REST_BOUNDS = {
     "users": lambda r, c: [{"userID": c.uniq("ru")} for _ in range(
         r.choice((0, 999, 1000, 1001)))],
+    "friendUserIDs": lambda r, c: [pick(r, c.cold) for _ in range(
+        r.choice((0, 1000, 1001)))],
+    "remark": _near(255), "reqMsg": _near(1024),
     "userIDs": lambda r, c: [c.users(r) for _ in range(
         r.choice((0, 1000, 1001)))],
     "recvIDs": lambda r, c: [pick(r, c.cold) for _ in range(

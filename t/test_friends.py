@@ -291,7 +291,10 @@ def test_bad_input_changes_nothing(fr):
     assert code(fr.call(a, "/friend/get_friend_list", {"userID": b})) == 1002
     assert code(fr.call(a, "/friend/add_friend",
                         {"fromUserID": b, "toUserID": a})) == 1002
-    for body in ("[]", '{"ownerUserID": 5}', '{"toUserID": "a b"}'):
+    assert code(fr.call(a, "/friend/get_friend_list", {})) == 1001
+    for body in ("[]", '{"ownerUserID": 5}', '{"toUserID": "a b"}',
+                 '{"fromUserID": "%s", "toUserID": "%s", "toUserID": "%s"}'
+                 % (a, b, a)):
         r = fr.api.post("/friend/add_friend", None, raw=body.encode(),
                         token=fr.tok[a])
         assert code(r) == 1001, (body, r)
@@ -339,3 +342,44 @@ def test_profile_update_and_recv_opt(stack, fr):
             await cb.close()
 
     run(muted())
+
+
+def test_user_lists(own_stack):
+    """get_users (all, by ID, by nickname), get_all_users_uid and
+    account_check on a Redis of their own (the totals are exact)."""
+    _, ngx = own_stack()
+    api = Api(ngx)
+    fr = Friends(api, 3)
+    a, b, c = fr.ids
+    ok(fr.call(b, "/user/update_user_info",
+               {"userInfo": {"userID": b, "nickname": "Zed Bee"}}))
+
+    def page(body):
+        body.setdefault("pagination", {"pageNumber": 1, "showNumber": 100})
+        return ok(fr.admin("/user/get_users", body))
+
+    everyone = page({"pagination": {"pageNumber": 1, "showNumber": 10}})
+    assert everyone["total"] == 3
+    assert [u["userID"] for u in everyone["users"]] == [a, b, c]
+    second = page({"pagination": {"pageNumber": 2, "showNumber": 2}})
+    assert [u["userID"] for u in second["users"]] == [c]
+    one = page({"userID": b})
+    assert one["total"] == 1 and one["users"][0]["nickname"] == "Zed Bee"
+    by_nick = page({"nickName": "Zed"})
+    assert [u["userID"] for u in by_nick["users"]] == [b]
+    # the old nickname no longer finds it
+    assert page({"nickName": b})["total"] == 0
+    ids = ok(fr.admin("/user/get_all_users_uid",
+                      {"pagination": {"pageNumber": 1, "showNumber": 2}}))
+    assert ids == {"total": 3, "userIDs": [a, b]}
+    res = ok(fr.admin("/user/account_check",
+                      {"checkUserIDs": [a, "nobody-x"]}))["results"]
+    assert res == [{"userID": a, "accountStatus": "registered"},
+                   {"userID": "nobody-x", "accountStatus": "unregistered"}]
+    # admin only; bounded
+    assert code(fr.call(a, "/user/get_users", {"pagination": {}})) == 1002
+    assert code(fr.admin("/user/get_users", {})) == 1001
+    assert code(fr.admin("/user/get_users",
+                         {"pagination": {"showNumber": 5000}})) == 1001
+    assert code(fr.admin("/user/account_check",
+                         {"checkUserIDs": ["x"] * 1001})) == 1001

@@ -201,11 +201,14 @@ test_known_and_titles(void)
         { 111, "[Revoked]" },
         { 112, "[Read]" },
         { 114, "[Quote]" },
-        { 1400, "[Notification]" }
+        { 1400, "[Notification]" },
+        { 1201, "[Notification]" },
+        { 1210, "[Notification]" },
+        { 1303, "[Notification]" }
     };
     static const long long  unknown[] = {
-        0, -1, 100, 115, 116, 117, 118, 200, 1201, 1399, 1401, 2200,
-        1LL << 40
+        0, -1, 100, 115, 116, 117, 118, 200, 1200, 1211, 1302, 1304, 1399,
+        1401, 2200, 1LL << 40
     };
 
     for (i = 0; i < sizeof(known) / sizeof(known[0]); i++) {

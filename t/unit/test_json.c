@@ -1218,9 +1218,46 @@ test_helpers(void)
 }
 
 
+static void
+test_members_unique(void)
+{
+    char      err[128], big[2048];
+    size_t    i, n;
+    yajl_val  v;
+
+    v = ngx_http_im_json_parse((u_char *) "{\"a\":1,\"b\":2}", 13, err,
+                               sizeof(err));
+    CHECK(v && ngx_http_im_json_members_unique(v, 64, err, sizeof(err))
+               == 0);
+    yajl_tree_free(v);
+
+    v = ngx_http_im_json_parse((u_char *) "{\"a\":[],\"b\":1,\"a\":[1]}",
+                               22, err, sizeof(err));
+    CHECK(v && ngx_http_im_json_members_unique(v, 64, err, sizeof(err))
+               == -1
+          && strcmp(err, "field \"a\" appears twice") == 0);
+    yajl_tree_free(v);
+
+    /* 65 distinct fields: over the bound, whatever their names */
+    n = (size_t) snprintf(big, sizeof(big), "{");
+    for (i = 0; i < 65; i++) {
+        n += (size_t) snprintf(big + n, sizeof(big) - n, "%s\"k%zu\":0",
+                               i ? "," : "", i);
+    }
+    n += (size_t) snprintf(big + n, sizeof(big) - n, "}");
+
+    v = ngx_http_im_json_parse((u_char *) big, n, err, sizeof(err));
+    CHECK(v && ngx_http_im_json_members_unique(v, 64, err, sizeof(err))
+               == -1
+          && strcmp(err, "the body has more than 64 fields") == 0);
+    yajl_tree_free(v);
+}
+
+
 int
 main(void)
 {
+    test_members_unique();
     test_buf();
     test_escape();
     test_parse();
