@@ -205,7 +205,10 @@ static ngx_http_im_script_t  ngx_http_im_scripts[NGX_HTTP_IM_LUA_N] = {
     { ngx_http_im_lua_msg_purge, sizeof(ngx_http_im_lua_msg_purge) - 1, "" },
     { ngx_http_im_lua_group, sizeof(ngx_http_im_lua_group) - 1, "" },
     { ngx_http_im_lua_group_head, sizeof(ngx_http_im_lua_group_head) - 1,
-      "" }
+      "" },
+    { ngx_http_im_lua_login, sizeof(ngx_http_im_lua_login) - 1, "" },
+    { ngx_http_im_lua_online_tokens,
+      sizeof(ngx_http_im_lua_online_tokens) - 1, "" }
 };
 
 static ngx_http_im_redis_sub_handlers_t  ngx_http_im_redis_sub_handlers = {
