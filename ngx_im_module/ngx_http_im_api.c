@@ -42,6 +42,11 @@ static void ngx_http_im_users_info_reply(void *data, ngx_int_t err,
 static void ngx_http_im_online_status(ngx_http_im_api_t *api);
 static void ngx_http_im_online_status_reply(void *data, ngx_int_t err,
     ngx_http_im_store_online_t *users, ngx_uint_t n);
+static void ngx_http_im_online_tokens(ngx_http_im_api_t *api);
+static void ngx_http_im_online_tokens_reply(void *data, ngx_int_t err,
+    ngx_http_im_store_devices_t *users, ngx_uint_t n);
+static void ngx_http_im_online_tokens_user(ngx_http_im_buf_t *b,
+    ngx_http_im_store_devices_t *u);
 static void ngx_http_im_push_token(ngx_http_im_api_t *api);
 static void ngx_http_im_done_reply(void *data, ngx_int_t err);
 static void ngx_http_im_send_msg(ngx_http_im_api_t *api);
@@ -85,6 +90,9 @@ static ngx_http_im_route_t  ngx_http_im_routes[] = {
 
     { ngx_string("/user/get_users_online_status"), NGX_HTTP_IM_ACCESS_ADMIN,
       ngx_http_im_online_status },
+
+    { ngx_string("/user/get_users_online_token_detail"),
+      NGX_HTTP_IM_ACCESS_ADMIN, ngx_http_im_online_tokens },
 
     { ngx_string("/third/update_push_token"), NGX_HTTP_IM_ACCESS_USER,
       ngx_http_im_push_token },
@@ -1206,6 +1214,103 @@ ngx_http_im_online_status_reply(void *data, ngx_int_t err,
 
     ngx_http_im_buf_str(b, "]}");
     ngx_http_im_api_answer(api, 0, NULL);
+}
+
+
+/*
+ * /user/get_users_online_token_detail {userIDs} ->
+ * {users: [{userID, platforms: [{platformID, total, tokens}]}]}: the
+ * tokens of each user's open sessions, by platform: one per session
+ * (two tabs sharing a token list it twice), total their count.
+ */
+static void
+ngx_http_im_online_tokens(ngx_http_im_api_t *api)
+{
+    if (ngx_http_im_api_user_ids(api) == NULL) {
+        return;
+    }
+
+    if (ngx_http_im_store_users_devices(api->users, api->nusers,
+                                        ngx_http_im_online_tokens_reply,
+                                        api)
+        != NGX_OK)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    }
+}
+
+
+static void
+ngx_http_im_online_tokens_reply(void *data, ngx_int_t err,
+    ngx_http_im_store_devices_t *users, ngx_uint_t n)
+{
+    ngx_http_im_api_t  *api = data;
+
+    ngx_uint_t          i;
+    ngx_http_im_buf_t  *b;
+
+    if (err || api->cancelled) {
+        ngx_http_im_api_answer(api, err, NULL);
+        return;
+    }
+
+    b = &api->data;
+    ngx_http_im_buf_str(b, "{\"users\":[");
+
+    for (i = 0; i < n; i++) {
+        ngx_http_im_buf_str(b, i ? ",{\"userID\":" : "{\"userID\":");
+        ngx_http_im_buf_json_str(b, (char *) users[i].user_id.data,
+                                 users[i].user_id.len);
+        ngx_http_im_buf_str(b, ",\"platforms\":[");
+        ngx_http_im_online_tokens_user(b, &users[i]);
+        ngx_http_im_buf_str(b, "]}");
+    }
+
+    ngx_http_im_buf_str(b, "]}");
+    ngx_http_im_api_answer(api, 0, NULL);
+}
+
+
+/* a user's platforms in ID order, each with its sessions' tokens */
+static void
+ngx_http_im_online_tokens_user(ngx_http_im_buf_t *b,
+    ngx_http_im_store_devices_t *u)
+{
+    ngx_int_t                    p;
+    ngx_uint_t                   i, total, out;
+    ngx_http_im_store_device_t  *d;
+
+    out = 0;
+
+    for (p = NGX_HTTP_IM_PLATFORM_MIN; p <= NGX_HTTP_IM_PLATFORM_MAX; p++) {
+        total = 0;
+
+        for (i = 0; i < u->ndevices; i++) {
+            d = &u->devices[i];
+            if (d->platform != p) {
+                continue;
+            }
+
+            if (total++ == 0) {
+                ngx_http_im_buf_str(b, out++ ? ",{\"platformID\":"
+                                             : "{\"platformID\":");
+                ngx_http_im_buf_int(b, p);
+                ngx_http_im_buf_str(b, ",\"tokens\":[");
+
+            } else {
+                ngx_http_im_buf_str(b, ",");
+            }
+
+            ngx_http_im_buf_json_str(b, (char *) d->token.data,
+                                     d->token.len);
+        }
+
+        if (total) {
+            ngx_http_im_buf_str(b, "],\"total\":");
+            ngx_http_im_buf_int(b, total);
+            ngx_http_im_buf_str(b, "}");
+        }
+    }
 }
 
 

@@ -60,6 +60,15 @@ static ngx_conf_num_bounds_t  ngx_http_im_block_bounds = {
     ngx_conf_check_num_bounds, 1, 1000000
 };
 
+/* OpenIM's multiLoginPolicy numbers, as the issue numbers 1 and 4 */
+static ngx_conf_enum_t  ngx_http_im_login_policies[] = {
+    { ngx_string("0"), NGX_HTTP_IM_LOGIN_ANY },
+    { ngx_string("1"), NGX_HTTP_IM_LOGIN_PER_CLASS },
+    { ngx_string("4"), NGX_HTTP_IM_LOGIN_PER_PLATFORM },
+    { ngx_string("5"), NGX_HTTP_IM_LOGIN_PC_AND_OTHER },
+    { ngx_null_string, 0 }
+};
+
 static ngx_conf_post_t  ngx_http_im_max_convs_post = {
     ngx_http_im_max_convs
 };
@@ -234,6 +243,13 @@ static ngx_command_t  ngx_http_im_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_im_main_conf_t, revoke_window),
       NULL },
+
+    { ngx_string("im_multi_login_policy"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_im_main_conf_t, multi_login),
+      &ngx_http_im_login_policies },
 
     { ngx_string("im_hot_window"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -501,6 +517,7 @@ ngx_http_im_create_main_conf(ngx_conf_t *cf)
     imcf->hot_window = NGX_CONF_UNSET_UINT;
     imcf->revoke_window = NGX_CONF_UNSET;
     imcf->seq_block = NGX_CONF_UNSET_UINT;
+    imcf->multi_login = NGX_CONF_UNSET_UINT;
     imcf->persist_claim = NGX_CONF_UNSET_MSEC;
 
     return imcf;
@@ -529,6 +546,7 @@ ngx_http_im_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(imcf->hot_window, 500);
     ngx_conf_init_value(imcf->revoke_window, 0);
     ngx_conf_init_uint_value(imcf->seq_block, 1000);
+    ngx_conf_init_uint_value(imcf->multi_login, NGX_HTTP_IM_LOGIN_ANY);
     ngx_conf_init_msec_value(imcf->persist_claim, 60000);
 
     if (imcf->mongo_db.len == 0) {

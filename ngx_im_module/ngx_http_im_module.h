@@ -118,6 +118,7 @@ typedef struct {
     ngx_uint_t                 seq_block;
     ngx_msec_t                 persist_claim;
     time_t                     revoke_window;   /* 0: no limit */
+    ngx_uint_t                 multi_login;     /* NGX_HTTP_IM_LOGIN_* */
 } ngx_http_im_main_conf_t;
 
 
@@ -169,6 +170,8 @@ typedef struct {
     void  (*goodbye)(ngx_http_im_session_t *s);
     void  (*resume)(ngx_http_im_session_t *s);
     void  (*login_done)(ngx_http_im_session_t *s, ngx_int_t ok);
+    /* a policy login's seat is taken (its line came): it goes live */
+    void  (*seated)(ngx_http_im_session_t *s);
 } ngx_http_im_session_io_t;
 
 
@@ -226,6 +229,8 @@ struct ngx_http_im_session_s {
     unsigned                   registry:1;     /* registry check sent */
     unsigned                   background:1;   /* app in background */
     unsigned                   subprotocol:1;  /* token in a protocol */
+    unsigned                   seated:1;       /* login.lua sent: it may
+                                                * be in the presence */
 };
 
 

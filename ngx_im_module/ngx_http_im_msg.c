@@ -1599,8 +1599,8 @@ ngx_http_im_background(ngx_http_im_call_t *call, yajl_val data)
 
     /* answered once Redis has it: a message sent after the answer sees
      * the new state */
-    if (ngx_http_im_store_presence(&s->uid, s->platform, s->id, 1,
-                                   s->background,
+    if (ngx_http_im_store_presence(&s->uid, s->platform, s->id,
+                                   &s->token, 1, s->background,
                                    ngx_http_im_background_reply, call)
         != NGX_OK)
     {

@@ -208,7 +208,10 @@ static ngx_http_im_script_t  ngx_http_im_scripts[NGX_HTTP_IM_LUA_N] = {
       "" },
     { ngx_http_im_lua_friend, sizeof(ngx_http_im_lua_friend) - 1, "" },
     { ngx_http_im_lua_users_list, sizeof(ngx_http_im_lua_users_list) - 1,
-      "" }
+      "" },
+    { ngx_http_im_lua_login, sizeof(ngx_http_im_lua_login) - 1, "" },
+    { ngx_http_im_lua_online_tokens,
+      sizeof(ngx_http_im_lua_online_tokens) - 1, "" }
 };
 
 static ngx_http_im_redis_sub_handlers_t  ngx_http_im_redis_sub_handlers = {

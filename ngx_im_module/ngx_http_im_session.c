@@ -28,6 +28,11 @@ static void ngx_http_im_session_push(ngx_http_im_user_t *u,
     ngx_http_im_delivery_t *d, ngx_http_im_frames_t *f);
 static void ngx_http_im_session_kick(ngx_http_im_user_t *u,
     ngx_int_t platform);
+static void ngx_http_im_session_kick_one(ngx_http_im_session_t *s);
+static void ngx_http_im_session_seats(ngx_http_im_user_t *u,
+    ngx_str_t *list);
+static ngx_http_im_session_t *ngx_http_im_session_find(
+    ngx_http_im_user_t *u, uint64_t sid);
 static ngx_int_t ngx_http_im_push_pb(u_char *data, size_t len,
     long long req_identifier, ngx_http_im_buf_t *out, char *err,
     size_t errlen);
@@ -135,6 +140,9 @@ ngx_http_im_session_cleanup(void *data)
 
     if (s->upgraded) {
         ngx_http_im_metric_add(NGX_HTTP_IM_M_CONNECTIONS, -1);
+    }
+
+    if (s->upgraded || s->seated) {
         ngx_http_im_session_presence(s, 0);
     }
 
@@ -469,6 +477,11 @@ ngx_http_im_session_delivery(ngx_str_t *uid, u_char *data, size_t len)
         return;
     }
 
+    if (d.kind == NGX_HTTP_IM_DELIVERY_LOGIN) {
+        ngx_http_im_session_seats(u, &d.json);
+        return;
+    }
+
     ngx_memzero(&f, sizeof(ngx_http_im_frames_t));
     ngx_http_im_session_push(u, &d, &f);
     ngx_http_im_frames_free(&f);
@@ -482,14 +495,8 @@ ngx_http_im_session_delivery(ngx_str_t *uid, u_char *data, size_t len)
 static void
 ngx_http_im_session_kick(ngx_http_im_user_t *u, ngx_int_t platform)
 {
-    char                    err[NGX_HTTP_IM_PB_ERRLEN];
     ngx_queue_t            *q;
-    ngx_http_im_buf_t       pb;
     ngx_http_im_session_t  *s;
-
-    static u_char  kick[] = "{\"reqIdentifier\":2002,\"operationID\":\"\","
-                            "\"msgIncr\":\"\",\"errCode\":0,\"errMsg\":\"\","
-                            "\"data\":{}}";
 
     for (q = ngx_queue_head(&u->sessions);
          q != ngx_queue_sentinel(&u->sessions);
@@ -497,41 +504,124 @@ ngx_http_im_session_kick(ngx_http_im_user_t *u, ngx_int_t platform)
     {
         s = ngx_queue_data(q, ngx_http_im_session_t, user_link);
 
-        if (s->closing || (platform && s->platform != platform)) {
+        if (platform == 0 || s->platform == platform) {
+            ngx_http_im_session_kick_one(s);
+        }
+    }
+}
+
+
+/* 2002, then Close 1000; a login not yet open is refused (1506) instead */
+static void
+ngx_http_im_session_kick_one(ngx_http_im_session_t *s)
+{
+    char                err[NGX_HTTP_IM_PB_ERRLEN];
+    ngx_http_im_buf_t   pb;
+
+    static u_char  kick[] = "{\"reqIdentifier\":2002,\"operationID\":\"\","
+                            "\"msgIncr\":\"\",\"errCode\":0,\"errMsg\":\"\","
+                            "\"data\":{}}";
+
+    if (s->closing) {
+        return;
+    }
+
+    if (!s->upgraded) {
+        /* its token passed the registry just before the kick */
+        s->kicked = 1;
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
+                  "im: \"%V\" platform %i kicked offline",
+                  &s->uid, s->platform);
+
+    /* counters move before the frames that a client can observe */
+    ngx_http_im_metric_inc(NGX_HTTP_IM_M_KICKS);
+
+    if (!s->binary) {
+        s->io->send(s, NGX_HTTP_IM_WS_OP_TEXT, kick, sizeof(kick) - 1);
+
+    } else {
+        ngx_http_im_buf_init(&pb, 0);
+        if (ngx_http_im_push_pb((u_char *) "{}", 2, NGX_HTTP_IM_REQ_KICK,
+                                &pb, err, sizeof(err))
+            == NGX_OK)
+        {
+            s->io->send(s, NGX_HTTP_IM_WS_OP_BINARY, pb.data, pb.len);
+        }
+        ngx_http_im_buf_free(&pb);
+    }
+
+    s->io->close(s, 1000, "kicked");
+}
+
+
+/*
+ * "l ...": a login under the multi-login policy took its seat (login.lua).
+ * Every worker reads the line at the same point of the user's channel:
+ * the sessions that lost their seat are kicked here, the new one goes
+ * live here, so no delivery reaches both.  A session refused on the way
+ * may leave u's list: u must outlive the walk.
+ */
+static void
+ngx_http_im_session_seats(ngx_http_im_user_t *u, ngx_str_t *list)
+{
+    ngx_uint_t              n;
+    ngx_http_im_seat_t      seat;
+    ngx_http_im_session_t  *s;
+
+    u->busy = 1;
+
+    /* a line names at most a session per seat, and a few of dead
+     * workers; the bound only guards against a malformed one */
+    for (n = 0; n < 64; n++) {
+        if (ngx_http_im_store_seat(list, &seat) != NGX_OK) {
+            break;
+        }
+
+        s = seat.self ? ngx_http_im_session_find(u, seat.sid) : NULL;
+        if (s == NULL) {
             continue;
         }
 
-        if (!s->upgraded) {
-            /* its token passed the registry just before the kick */
-            s->kicked = 1;
-            continue;
-        }
-
-        ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
-                      "im: \"%V\" platform %i kicked offline",
-                      &s->uid, s->platform);
-
-        /* counters move before the frames that a client can observe */
-        ngx_http_im_metric_inc(NGX_HTTP_IM_M_KICKS);
-
-        if (!s->binary) {
-            s->io->send(s, NGX_HTTP_IM_WS_OP_TEXT, kick,
-                                sizeof(kick) - 1);
+        if (seat.what == NGX_HTTP_IM_SEAT_NEW) {
+            s->io->seated(s);
 
         } else {
-            ngx_http_im_buf_init(&pb, 0);
-            if (ngx_http_im_push_pb((u_char *) "{}", 2, NGX_HTTP_IM_REQ_KICK,
-                                    &pb, err, sizeof(err))
-                == NGX_OK)
-            {
-                s->io->send(s, NGX_HTTP_IM_WS_OP_BINARY, pb.data,
-                                    pb.len);
-            }
-            ngx_http_im_buf_free(&pb);
+            /* replaced by its own token or kicked: either way the
+             * device is told, so two clients sharing a token do not
+             * take the seat from each other forever */
+            ngx_http_im_session_kick_one(s);
         }
-
-        s->io->close(s, 1000, "kicked");
     }
+
+    u->busy = 0;
+
+    if (ngx_queue_empty(&u->sessions)) {
+        ngx_http_im_user_idle(u);
+    }
+}
+
+
+static ngx_http_im_session_t *
+ngx_http_im_session_find(ngx_http_im_user_t *u, uint64_t sid)
+{
+    ngx_queue_t            *q;
+    ngx_http_im_session_t  *s;
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = ngx_queue_next(q))
+    {
+        s = ngx_queue_data(q, ngx_http_im_session_t, user_link);
+
+        if (s->id == sid) {
+            return s;
+        }
+    }
+
+    return NULL;
 }
 
 
@@ -561,8 +651,9 @@ ngx_http_im_push_pb(u_char *data, size_t len, long long req_identifier,
 void
 ngx_http_im_session_presence(ngx_http_im_session_t *s, ngx_uint_t on)
 {
-    (void) ngx_http_im_store_presence(&s->uid, s->platform, s->id, on,
-                                      s->background, NULL, NULL);
+    (void) ngx_http_im_store_presence(&s->uid, s->platform, s->id,
+                                      &s->token, on, s->background, NULL,
+                                      NULL);
 }
 
 

@@ -46,6 +46,11 @@ static void ngx_http_im_store_code_reply(redisReply *reply, void *data);
 static void ngx_http_im_store_done_reply(redisReply *reply, void *data);
 static void ngx_http_im_store_info_reply(redisReply *reply, void *data);
 static void ngx_http_im_store_online_reply(redisReply *reply, void *data);
+static void ngx_http_im_store_devices_reply(redisReply *reply, void *data);
+static size_t ngx_http_im_store_presence_field(u_char *buf,
+    ngx_int_t platform, uint64_t sid);
+static size_t ngx_http_im_store_presence_value(u_char *buf,
+    ngx_str_t *token, ngx_uint_t background);
 static void ngx_http_im_store_register_reply(redisReply *reply,
     void *data);
 static ngx_int_t ngx_http_im_store_register_each(const char **argv,
@@ -553,8 +558,9 @@ ngx_http_im_store_worker_gone(void)
 
 /*
  * Deliveries are "m <origin> <session id> <conversation>\n<MsgData>"
- * (written by send.lua and ngx_http_im_store_msg_online()) and
- * "k <platform>" (a kick).
+ * (written by send.lua and ngx_http_im_store_msg_online()),
+ * "k <platform>" (a kick), "g <line>" (groups) and "l <seats>" (a login
+ * that took seats, written by login.lua; ngx_http_im_store_seat()).
  */
 ngx_int_t
 ngx_http_im_store_delivery_parse(u_char *data, size_t len,
@@ -567,6 +573,13 @@ ngx_http_im_store_delivery_parse(u_char *data, size_t len,
 
     if (len >= 3 && data[0] == 'g' && data[1] == ' ') {
         d->kind = NGX_HTTP_IM_DELIVERY_GROUP;
+        d->json.data = data + 2;
+        d->json.len = len - 2;
+        return NGX_OK;
+    }
+
+    if (len >= 3 && data[0] == 'l' && data[1] == ' ') {
+        d->kind = NGX_HTTP_IM_DELIVERY_LOGIN;
         d->json.data = data + 2;
         d->json.len = len - 2;
         return NGX_OK;
@@ -605,6 +618,59 @@ ngx_http_im_store_delivery_parse(u_char *data, size_t len,
     d->conv.len = p - 1 - f[3];
     d->json.data = p;
     d->json.len = last - p;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A login delivery's list is lines "<what><platform>:<worker>:<sid>",
+ * what being one of NGX_HTTP_IM_SEAT_*; the worker is a session's origin.
+ */
+ngx_int_t
+ngx_http_im_store_seat(ngx_str_t *list, ngx_http_im_seat_t *seat)
+{
+    u_char  *p, *end, *colon, *last;
+    off_t    sid;
+
+    if (list->len == 0) {
+        return NGX_DONE;
+    }
+
+    end = ngx_strlchr(list->data, list->data + list->len, '\n');
+    if (end == NULL) {
+        end = list->data + list->len;
+    }
+
+    p = list->data;
+    last = end;
+
+    list->len -= end - list->data;
+    list->data = end;
+    if (list->len) {
+        list->data++;
+        list->len--;
+    }
+
+    /* "<what><platform>:" then the origin, then ":<sid>" */
+    colon = ngx_strlchr(p, last, ':');
+    for (end = last; end > p && end[-1] != ':'; end--) { /* void */ }
+
+    if (last - p < 2 || colon == NULL || end <= colon + 1) {
+        return NGX_ERROR;
+    }
+
+    sid = ngx_atoof(end, last - end);
+    if (sid == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    seat->what = p[0];
+    seat->sid = (uint64_t) sid;
+    seat->self = (size_t) (end - 1 - (colon + 1))
+                 == ngx_http_im_worker->origin.len
+                 && ngx_strncmp(colon + 1, ngx_http_im_worker->origin.data,
+                                ngx_http_im_worker->origin.len) == 0;
 
     return NGX_OK;
 }
@@ -665,6 +731,44 @@ ngx_http_im_store_token_check(ngx_str_t *uid, ngx_str_t *token,
 
     return ngx_http_im_store_run(NGX_HTTP_IM_LUA_AUTH,
                                  ngx_http_im_store_code_reply, op, 2, &a);
+}
+
+
+ngx_int_t
+ngx_http_im_store_login(ngx_str_t *uid, ngx_str_t *token,
+    ngx_int_t platform, uint64_t sid, u_char *seats, size_t nseats,
+    ngx_http_im_store_done_pt done, void *data)
+{
+    ngx_http_im_store_op_t    *op;
+    ngx_http_im_store_args_t   a;
+    u_char                     field[NGX_MAXHOSTNAMELEN + 128];
+    u_char                     value[NGX_INT64_LEN + 2
+                                     + NGX_HTTP_IM_TOKEN_MAX_LEN];
+
+    op = ngx_http_im_store_op(done, data);
+    if (op == NULL) {
+        return NGX_DECLINED;
+    }
+
+    /* login.lua: KEYS registry, profile, presence; ARGV token, must be
+     * registered, field, value, seats, cluster, channel */
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:tok", uid);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:profile", uid);
+    ngx_http_im_store_arg_key(&a, "im:{u:%V}:online", uid);
+    ngx_http_im_store_arg(&a, token->data, token->len);
+    ngx_http_im_store_arg(&a, "1", 1);
+    ngx_http_im_store_arg(&a, field,
+                          ngx_http_im_store_presence_field(field, platform,
+                                                           sid));
+    ngx_http_im_store_arg(&a, value,
+                          ngx_http_im_store_presence_value(value, token, 0));
+    ngx_http_im_store_arg(&a, seats, nseats);
+    ngx_http_im_store_arg(&a, ngx_http_im_redis_cluster() ? "1" : "0", 1);
+    ngx_http_im_store_arg_channel(&a, uid);
+
+    return ngx_http_im_store_run(NGX_HTTP_IM_LUA_LOGIN,
+                                 ngx_http_im_store_code_reply, op, 3, &a);
 }
 
 
@@ -998,6 +1102,19 @@ ngx_http_im_store_users_online(ngx_str_t *uids, ngx_uint_t n,
     return ngx_http_im_store_users(NGX_HTTP_IM_LUA_ONLINE,
                                    "im:{u:%V}:online", uids, n,
                                    ngx_http_im_store_online_reply, done,
+                                   data);
+}
+
+
+ngx_int_t
+ngx_http_im_store_users_devices(ngx_str_t *uids, ngx_uint_t n,
+    ngx_http_im_store_devices_pt done, void *data)
+{
+    /* online_tokens.lua: KEYS the presence hashes; ARGV "1" in a
+     * cluster */
+    return ngx_http_im_store_users(NGX_HTTP_IM_LUA_ONLINE_TOKENS,
+                                   "im:{u:%V}:online", uids, n,
+                                   ngx_http_im_store_devices_reply, done,
                                    data);
 }
 
@@ -1365,6 +1482,65 @@ ngx_http_im_store_online_reply(redisReply *reply, void *data)
 }
 
 
+/* online_tokens.lua: per user a flat array platform, token, ... */
+static void
+ngx_http_im_store_devices_reply(redisReply *reply, void *data)
+{
+    ngx_http_im_store_op_t  *op = data;
+
+    ngx_uint_t                     i, j, total;
+    redisReply                    *u;
+    ngx_http_im_store_device_t    *dev;
+    ngx_http_im_store_devices_t   *users;
+    ngx_http_im_store_devices_pt   done;
+
+    done = (ngx_http_im_store_devices_pt) op->handler;
+    users = NULL;
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY
+        && reply->elements == op->n)
+    {
+        total = 0;
+        for (i = 0; i < op->n; i++) {
+            u = reply->element[i];
+            total += u->type == REDIS_REPLY_ARRAY ? u->elements / 2 : 0;
+        }
+
+        users = ngx_calloc(op->n * sizeof(ngx_http_im_store_devices_t)
+                           + total * sizeof(ngx_http_im_store_device_t),
+                           ngx_cycle->log);
+    }
+
+    if (users == NULL) {
+        done(op->data, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL, 0);
+        ngx_http_im_store_op_free(op);
+        return;
+    }
+
+    dev = (ngx_http_im_store_device_t *) (users + op->n);
+
+    for (i = 0; i < op->n; i++) {
+        u = reply->element[i];
+        users[i].user_id = op->uids[i];
+        users[i].devices = dev;
+
+        for (j = 0;
+             u->type == REDIS_REPLY_ARRAY && j + 1 < u->elements;
+             j += 2)
+        {
+            dev->platform = (ngx_int_t) ngx_http_im_store_int(u->element[j]);
+            ngx_http_im_store_str(u->element[j + 1], &dev->token);
+            dev++;
+            users[i].ndevices++;
+        }
+    }
+
+    done(op->data, 0, users, op->n);
+    ngx_free(users);
+    ngx_http_im_store_op_free(op);
+}
+
+
 ngx_int_t
 ngx_http_im_store_push_token(ngx_str_t *uid, ngx_int_t platform,
     ngx_str_t *token, ngx_http_im_store_done_pt done, void *data)
@@ -1389,19 +1565,20 @@ ngx_http_im_store_push_token(ngx_str_t *uid, ngx_int_t platform,
 
 /*
  * The field names the worker, whose liveness key lets readers drop
- * entries of crashed workers; the value is the time, prefixed with "b"
- * while the app is in the background (send.lua reads that).
+ * entries of crashed workers; the value is "<time> <token>", the time
+ * prefixed with "b" while the app is in the background (send.lua reads
+ * that), the token for login.lua's kicks.
  */
 ngx_int_t
 ngx_http_im_store_presence(ngx_str_t *uid, ngx_int_t platform,
-    uint64_t sid, ngx_uint_t on, ngx_uint_t background,
+    uint64_t sid, ngx_str_t *token, ngx_uint_t on, ngx_uint_t background,
     ngx_http_im_store_done_pt done, void *data)
 {
-    u_char                    *p;
     ngx_http_im_store_op_t    *op;
     ngx_http_im_store_args_t   a;
     u_char                     field[NGX_MAXHOSTNAMELEN + 128];
-    u_char                     now[NGX_INT64_LEN + 1];
+    u_char                     value[NGX_INT64_LEN + 2
+                                     + NGX_HTTP_IM_TOKEN_MAX_LEN];
 
     op = NULL;
 
@@ -1412,22 +1589,47 @@ ngx_http_im_store_presence(ngx_str_t *uid, ngx_int_t platform,
         }
     }
 
-    p = ngx_snprintf(field, sizeof(field), "%i:%V:%uL", platform,
-                     &ngx_http_im_worker->origin, sid);
-
     ngx_http_im_store_args(&a);
     ngx_http_im_store_arg(&a, on ? "HSET" : "HDEL", 4);
     ngx_http_im_store_arg_key(&a, "im:{u:%V}:online", uid);
-    ngx_http_im_store_arg(&a, field, p - field);
+    ngx_http_im_store_arg(&a, field,
+                          ngx_http_im_store_presence_field(field, platform,
+                                                           sid));
 
     if (on) {
-        ngx_http_im_store_arg(&a, now, ngx_sprintf(now, background ? "b%T"
-                                                                   : "%T",
-                                                   ngx_time())
-                                       - now);
+        ngx_http_im_store_arg(&a, value,
+                              ngx_http_im_store_presence_value(value, token,
+                                                               background));
     }
 
     return ngx_http_im_store_send(ngx_http_im_store_done_reply, op, &a);
+}
+
+
+/* "<platform>:<origin>:<sid>", into NGX_MAXHOSTNAMELEN + 128 bytes */
+static size_t
+ngx_http_im_store_presence_field(u_char *buf, ngx_int_t platform,
+    uint64_t sid)
+{
+    return ngx_snprintf(buf, NGX_MAXHOSTNAMELEN + 128, "%i:%V:%uL",
+                        platform, &ngx_http_im_worker->origin, sid)
+           - buf;
+}
+
+
+/* "[b]<time> <token>", into NGX_INT64_LEN + 2 + the longest token */
+static size_t
+ngx_http_im_store_presence_value(u_char *buf, ngx_str_t *token,
+    ngx_uint_t background)
+{
+    ngx_str_t  t;
+
+    t = *token;
+    t.len = ngx_min(t.len, NGX_HTTP_IM_TOKEN_MAX_LEN);
+
+    return ngx_snprintf(buf, NGX_INT64_LEN + 2 + NGX_HTTP_IM_TOKEN_MAX_LEN,
+                        background ? "b%T %V" : "%T %V", ngx_time(), &t)
+           - buf;
 }
 
 

@@ -78,6 +78,8 @@ void ngx_http_im_store_worker_gone(void);
 #define NGX_HTTP_IM_DELIVERY_MSG   1
 #define NGX_HTTP_IM_DELIVERY_KICK  2
 #define NGX_HTTP_IM_DELIVERY_GROUP 3     /* "g <arg>": json is <arg> */
+#define NGX_HTTP_IM_DELIVERY_LOGIN 4     /* seats taken: json is the list,
+                                          * see ngx_http_im_store_seat() */
 
 typedef struct {
     ngx_uint_t                 kind;
@@ -91,6 +93,24 @@ typedef struct {
 /* parses what routes->delivery got; NGX_ERROR when it is malformed */
 ngx_int_t ngx_http_im_store_delivery_parse(u_char *data, size_t len,
     ngx_http_im_delivery_t *d);
+
+
+/* one entry of a login's delivery: a session and what happens to it */
+#define NGX_HTTP_IM_SEAT_NEW       'n'   /* the login: it goes live */
+#define NGX_HTTP_IM_SEAT_KICKED    'k'   /* lost its seat; token kicked */
+#define NGX_HTTP_IM_SEAT_REPLACED  'r'   /* lost it to its own token */
+
+typedef struct {
+    ngx_uint_t                 what;
+    ngx_uint_t                 self;      /* a session of this worker */
+    uint64_t                   sid;
+} ngx_http_im_seat_t;
+
+/*
+ * Takes the next entry off a login delivery's list (d->json), advancing
+ * it: NGX_OK, or NGX_DONE at its end, NGX_ERROR when it is malformed.
+ */
+ngx_int_t ngx_http_im_store_seat(ngx_str_t *list, ngx_http_im_seat_t *seat);
 
 
 /* ----------------------------------------------------------------------
@@ -110,6 +130,21 @@ ngx_int_t ngx_http_im_store_token_check(ngx_str_t *uid, ngx_str_t *token,
 
 /* marks a platform's tokens kicked, then tells every host's sessions */
 ngx_int_t ngx_http_im_store_token_kick(ngx_str_t *uid, ngx_int_t platform,
+    ngx_http_im_store_done_pt done, void *data);
+
+
+/*
+ * A login under a multi-login policy, in one step: the token is checked
+ * as ngx_http_im_store_token_check() does (err 1507, 1506, 1101), the
+ * session is recorded in its user's presence, and the sessions whose
+ * seat it takes (seats: a letter per platform 1..11, as
+ * ngx_http_im_login_seats() makes them) are removed there, their tokens
+ * marked kicked.  On err 0 a login delivery follows on the user's
+ * channel, for every host: the new session goes live when it arrives
+ * and the others close.
+ */
+ngx_int_t ngx_http_im_store_login(ngx_str_t *uid, ngx_str_t *token,
+    ngx_int_t platform, uint64_t sid, u_char *seats, size_t nseats,
     ngx_http_im_store_done_pt done, void *data);
 
 
@@ -149,14 +184,33 @@ typedef void (*ngx_http_im_store_online_pt)(void *data, ngx_int_t err,
 ngx_int_t ngx_http_im_store_users_online(ngx_str_t *uids, ngx_uint_t n,
     ngx_http_im_store_online_pt done, void *data);
 
+typedef struct {
+    ngx_int_t                  platform;
+    ngx_str_t                  token;      /* "" if not recorded */
+} ngx_http_im_store_device_t;
+
+typedef struct {
+    ngx_str_t                  user_id;
+    ngx_http_im_store_device_t  *devices;
+    ngx_uint_t                 ndevices;
+} ngx_http_im_store_devices_t;
+
+typedef void (*ngx_http_im_store_devices_pt)(void *data, ngx_int_t err,
+    ngx_http_im_store_devices_t *users, ngx_uint_t n);
+
+/* each user's online sessions (platform and token), in order */
+ngx_int_t ngx_http_im_store_users_devices(ngx_str_t *uids, ngx_uint_t n,
+    ngx_http_im_store_devices_pt done, void *data);
+
 /* the device token of a push gateway for uid on a platform */
 ngx_int_t ngx_http_im_store_push_token(ngx_str_t *uid, ngx_int_t platform,
     ngx_str_t *token, ngx_http_im_store_done_pt done, void *data);
 
-/* records (on) or removes a session in its user's presence; background
- * marks an app in the background (its user may get offline pushes) */
+/* records (on) or removes a session in its user's presence, with the
+ * token it logged in with; background marks an app in the background
+ * (its user may get offline pushes) */
 ngx_int_t ngx_http_im_store_presence(ngx_str_t *uid, ngx_int_t platform,
-    uint64_t sid, ngx_uint_t on, ngx_uint_t background,
+    uint64_t sid, ngx_str_t *token, ngx_uint_t on, ngx_uint_t background,
     ngx_http_im_store_done_pt done, void *data);
 
 

@@ -507,3 +507,35 @@ ngx_http_im_token_int(yajl_val obj, const char *key, int required,
 
     return 0;
 }
+
+
+size_t
+ngx_http_im_login_seats(int policy, char *seats)
+{
+    int  i;
+
+    /* OpenIM's platform classes, by platform ID 1..11 */
+    static const char  classes[] = "mmppwnpaadh";
+
+    switch (policy) {
+
+    case NGX_HTTP_IM_LOGIN_PER_CLASS:
+        memcpy(seats, classes, 11);
+        return 11;
+
+    case NGX_HTTP_IM_LOGIN_PER_PLATFORM:
+        for (i = 0; i < 11; i++) {
+            seats[i] = (char) ('a' + i);
+        }
+        return 11;
+
+    case NGX_HTTP_IM_LOGIN_PC_AND_OTHER:
+        for (i = 0; i < 11; i++) {
+            seats[i] = classes[i] == 'p' ? 'p' : 'o';
+        }
+        return 11;
+
+    default:
+        return 0;
+    }
+}

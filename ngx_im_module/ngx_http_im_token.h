@@ -95,4 +95,22 @@ int ngx_http_im_base64url_decode(const char *src, size_t len,
 int ngx_http_im_user_id_valid(const char *s, size_t len);
 
 
+/* im_multi_login_policy values (docs/directives.md) */
+#define NGX_HTTP_IM_LOGIN_ANY            0     /* any number of devices */
+#define NGX_HTTP_IM_LOGIN_PER_CLASS      1     /* one per platform class */
+#define NGX_HTTP_IM_LOGIN_PER_PLATFORM   4     /* one per platform ID */
+#define NGX_HTTP_IM_LOGIN_PC_AND_OTHER   5     /* one PC, one other */
+
+/*
+ * The seat of each platform under a login policy: writes one letter per
+ * platform ID 1..11 into seats[0..10] (two platforms share a seat when
+ * their letters are equal; a seat holds one session).  The classes are
+ * OpenIM's: mobile (1, 2), PC (3, 4, 7), Web (5), MiniWeb (6), Pad (8, 9),
+ * Admin (10), HarmonyOS (11); policy 5 has the seats PC and "the rest".
+ * Returns 11, or 0 when the policy has no seats (0, or unknown): nobody
+ * is kicked.
+ */
+size_t ngx_http_im_login_seats(int policy, char *seats);
+
+
 #endif /* _NGX_HTTP_IM_TOKEN_H_INCLUDED_ */

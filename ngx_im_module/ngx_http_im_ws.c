@@ -44,6 +44,10 @@ static void ngx_http_im_ws_post_write(ngx_http_im_session_t *s);
 static ngx_str_t *ngx_http_im_ws_dup(ngx_str_t *dst, ngx_str_t *src);
 static void ngx_http_im_ws_login_done(ngx_http_im_session_t *s,
     ngx_int_t ok);
+static void ngx_http_im_ws_seat_done(void *data, ngx_int_t code);
+static void ngx_http_im_ws_seated(ngx_http_im_session_t *s);
+static void ngx_http_im_ws_registry_refuse(ngx_http_im_session_t *s,
+    ngx_int_t code);
 
 
 /* what the session layer calls to reach a session's connection */
@@ -52,7 +56,8 @@ static ngx_http_im_session_io_t  ngx_http_im_ws_io = {
     ngx_http_im_ws_close,
     ngx_http_im_ws_goodbye,
     ngx_http_im_ws_resume,
-    ngx_http_im_ws_login_done
+    ngx_http_im_ws_login_done,
+    ngx_http_im_ws_seated
 };
 
 
@@ -477,23 +482,8 @@ ngx_http_im_ws_auth_done(void *data, ngx_int_t code)
         goto done;
     }
 
-    if (code == NGX_HTTP_IM_ERR_UNAVAILABLE) {
-        ngx_http_im_ws_refuse_async(s, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                    NGX_HTTP_IM_ERR_UNAVAILABLE,
-                                    "redis unavailable");
-        goto done;
-    }
-
     if (code != 0) {
-        ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
-                      "im: token of \"%V\" refused by registry: %i",
-                      &s->uid, code);
-        ngx_http_im_ws_refuse_async(s, NGX_HTTP_UNAUTHORIZED, code,
-                                    code == NGX_HTTP_IM_ERR_TOKEN_KICKED
-                                    ? "token kicked"
-                                    : code == NGX_HTTP_IM_ERR_USER_ID
-                                    ? "user not registered"
-                                    : "token not exist");
+        ngx_http_im_ws_registry_refuse(s, code);
         goto done;
     }
 
@@ -543,21 +533,102 @@ ngx_http_im_ws_login_done(ngx_http_im_session_t *s, ngx_int_t ok)
 }
 
 
-/* asks the token registry about a subscribed login */
+/* the registry refused a login (code), or Redis failed (90004) */
+static void
+ngx_http_im_ws_registry_refuse(ngx_http_im_session_t *s, ngx_int_t code)
+{
+    if (code == NGX_HTTP_IM_ERR_UNAVAILABLE) {
+        ngx_http_im_ws_refuse_async(s, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    NGX_HTTP_IM_ERR_UNAVAILABLE,
+                                    "redis unavailable");
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
+                  "im: token of \"%V\" refused by registry: %i",
+                  &s->uid, code);
+    ngx_http_im_ws_refuse_async(s, NGX_HTTP_UNAUTHORIZED, code,
+                                code == NGX_HTTP_IM_ERR_TOKEN_KICKED
+                                ? "token kicked"
+                                : code == NGX_HTTP_IM_ERR_USER_ID
+                                ? "user not registered"
+                                : "token not exist");
+}
+
+
+/*
+ * Asks the token registry about a subscribed login.  Under a multi-login
+ * policy the same step takes the session's seat (login.lua); the session
+ * then goes live when the user's channel brings the seat's line
+ * (ngx_http_im_ws_seated()), at the point where older sessions leave.
+ */
 static ngx_int_t
 ngx_http_im_ws_registry(ngx_http_im_session_t *s)
 {
-    if (ngx_http_im_store_token_check(&s->uid, &s->token, 1,
-                                      ngx_http_im_ws_auth_done, s)
-        != NGX_OK)
-    {
+    size_t                    n;
+    ngx_int_t                 rc;
+    ngx_http_im_main_conf_t  *imcf;
+    u_char                    seats[NGX_HTTP_IM_PLATFORM_MAX];
+
+    imcf = ngx_http_get_module_main_conf(s->r, ngx_http_im_module);
+    n = ngx_http_im_login_seats((int) imcf->multi_login, (char *) seats);
+
+    if (n == 0) {
+        rc = ngx_http_im_store_token_check(&s->uid, &s->token, 1,
+                                           ngx_http_im_ws_auth_done, s);
+
+    } else {
+        rc = ngx_http_im_store_login(&s->uid, &s->token, s->platform, s->id,
+                                     seats, n, ngx_http_im_ws_seat_done, s);
+    }
+
+    if (rc != NGX_OK) {
         return NGX_ERROR;
     }
 
     s->registry = 1;
+    s->seated = n ? 1 : 0;
     ngx_http_im_session_ref(s);
 
     return NGX_OK;
+}
+
+
+/* login.lua answered; on success its line on the channel opens the
+ * session, before or after this */
+static void
+ngx_http_im_ws_seat_done(void *data, ngx_int_t code)
+{
+    ngx_http_im_session_t  *s = data;
+
+    if (!s->closed && !s->upgraded && code != 0) {
+        ngx_http_im_ws_registry_refuse(s, code);
+    }
+
+    ngx_http_im_session_unref(s);
+}
+
+
+/* the login's seat line came: the session goes live at this point */
+static void
+ngx_http_im_ws_seated(ngx_http_im_session_t *s)
+{
+    ngx_connection_t  *c;
+
+    if (s->closed || s->upgraded || !s->seated) {
+        return;
+    }
+
+    if (s->kicked) {
+        ngx_http_im_ws_refuse_async(s, NGX_HTTP_UNAUTHORIZED,
+                                    NGX_HTTP_IM_ERR_TOKEN_KICKED,
+                                    "token kicked");
+        return;
+    }
+
+    c = s->c;
+    ngx_http_im_ws_upgrade(s);
+    ngx_http_run_posted_requests(c);
 }
 
 
@@ -630,7 +701,11 @@ ngx_http_im_ws_upgrade(ngx_http_im_session_t *s)
     s->upgraded = 1;
     ngx_http_im_metric_inc(NGX_HTTP_IM_M_LOGINS);
     ngx_http_im_metric_inc(NGX_HTTP_IM_M_CONNECTIONS);
-    ngx_http_im_session_presence(s, 1);
+
+    if (!s->seated) {
+        /* login.lua recorded a policy login's presence already */
+        ngx_http_im_session_presence(s, 1);
+    }
 
     rc = ngx_http_send_header(r);
     if (rc == NGX_ERROR || rc > NGX_OK

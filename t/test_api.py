@@ -36,6 +36,7 @@ TOKEN_ROUTES = [
     ("/user/user_register", True),
     ("/user/get_users_info", False),
     ("/user/get_users_online_status", True),
+    ("/user/get_users_online_token_detail", True),
     ("/third/update_push_token", False),
     ("/msg/send_msg", True),
     ("/msg/batch_send_msg", True),

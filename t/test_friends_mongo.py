@@ -92,3 +92,26 @@ def test_send_loads_recipient_after_loss(mstack):
         "content": {"content": "x"}, "contentType": 101, "sessionType": 1})
     assert r["errCode"] == 1302, r
     assert rest_send(st, b, a, "b may write")["seq"] >= 1
+
+
+def test_user_lists_from_mongo(mstack):
+    """With MongoDB the lists come from it: a nickname matches anywhere in
+    it (case-insensitive, as a literal), and a FLUSHALL changes nothing."""
+    st = mstack()
+    (a, b, c), tok = st.users(3)
+    ok(call(st, tok[b], "/user/update_user_info",
+            {"userInfo": {"userID": b, "nickname": "The (Big) Bee"}}))
+    page = {"pageNumber": 1, "showNumber": 100}
+
+    def users(**body):
+        body["pagination"] = page
+        return ok(admin(st, "/user/get_users", body))
+
+    assert users()["total"] == 3
+    assert [u["userID"] for u in users(nickName="(big)")["users"]] == [b]
+    assert users(nickName=".*")["total"] == 0
+    assert users(userID=c)["users"][0]["userID"] == c
+    assert st.cli("FLUSHALL") == "OK"
+    st.api._admin = None
+    ids = ok(admin(st, "/user/get_all_users_uid", {"pagination": page}))
+    assert ids["total"] == 3 and sorted(ids["userIDs"]) == sorted([a, b, c])

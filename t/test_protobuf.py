@@ -192,7 +192,7 @@ def test_protobuf_background_status(stack, api, im_pb2, redis_server):
     key = "im:{u:%s}:online" % a
 
     def states():
-        vals = redis_server.cli("HVALS", key).split()
+        vals = redis_server.cli("HVALS", key).splitlines()
         return sorted(v[:1] == "b" for v in vals)
 
     async def scenario():

@@ -16,7 +16,8 @@
 -- order: "peer" [{uid, op, args}] ops of this script in other users'
 -- slots (owner uid, caller this owner), "notes" [{type, from, to, tips}]
 -- notifications stored in the sn_ conversation of from and to, "tell"
--- {type, users, tips} one notification pushed unstored to many users.
+-- {type, users, tips} one notification pushed unstored to many users,
+-- "nick" {old, new} a changed nickname (the user lists' index).
 local op, F, owner, me = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local admin, now = ARGV[5] == '1', tonumber(ARGV[6])
 local P = KEYS[1]
@@ -889,12 +890,16 @@ function ops.set_profile()
             set[#set + 1] = v
         end
     end
+    local was = redis.call('HGET', P, 'nickname') or ''
     write_profile(set)
     local tips = {userID = owner}
+    local is = redis.call('HGET', P, 'nickname') or ''
     return ok('{}', {
         notes = {note(1303, owner, owner, tips)},
         tell = {type = 1303, tips = tips,
-                users = redis.call('ZRANGE', F .. 'fz', 0, MAXF - 1)}})
+                users = redis.call('ZRANGE', F .. 'fz', 0, MAXF - 1)},
+        -- without MongoDB, the C side keeps an index of nicknames
+        nick = was ~= is and {old = was, new = is} or nil})
 end
 
 -- set_global_msg_recv_opt; the owner's devices hear of it (as OpenIM)

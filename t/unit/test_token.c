@@ -479,9 +479,61 @@ test_issue_args(void)
 }
 
 
+/* seats[p - 1] == seats[q - 1]: a login on q kicks one on p */
+static int
+same_seat(int policy, int p, int q)
+{
+    char  seats[11];
+
+    if (ngx_http_im_login_seats(policy, seats) == 0) {
+        return 0;
+    }
+
+    return seats[p - 1] == seats[q - 1];
+}
+
+
+static void
+test_login_seats(void)
+{
+    int   p, q;
+    char  seats[11];
+
+    CHECK(ngx_http_im_login_seats(0, seats) == 0);
+    CHECK(ngx_http_im_login_seats(2, seats) == 0);
+    CHECK(ngx_http_im_login_seats(-1, seats) == 0);
+
+    /* 1: per class: iOS and Android share, Windows/OSX/Linux share,
+     * Web, MiniWeb, Pads, Admin and HarmonyOS each alone */
+    CHECK(same_seat(1, 1, 2));
+    CHECK(same_seat(1, 3, 4) && same_seat(1, 4, 7));
+    CHECK(same_seat(1, 8, 9));
+    CHECK(!same_seat(1, 1, 3));
+    CHECK(!same_seat(1, 5, 6));
+    CHECK(!same_seat(1, 5, 3));
+    CHECK(!same_seat(1, 1, 11));
+    CHECK(!same_seat(1, 8, 1));
+    CHECK(!same_seat(1, 10, 5));
+
+    /* 4: per platform ID */
+    for (p = 1; p <= 11; p++) {
+        for (q = 1; q <= 11; q++) {
+            CHECK(same_seat(4, p, q) == (p == q));
+        }
+    }
+
+    /* 5: one PC, one of everything else */
+    CHECK(same_seat(5, 3, 7) && same_seat(5, 3, 4));
+    CHECK(same_seat(5, 1, 2) && same_seat(5, 1, 5) && same_seat(5, 2, 8));
+    CHECK(same_seat(5, 5, 11) && same_seat(5, 6, 10));
+    CHECK(!same_seat(5, 3, 1) && !same_seat(5, 7, 5));
+}
+
+
 int
 main(void)
 {
+    test_login_seats();
     test_base64url();
     test_user_id();
     test_known_vector();
