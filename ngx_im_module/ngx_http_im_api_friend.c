@@ -542,9 +542,10 @@ ngx_http_im_friend_set(yajl_val obj, const char *key, ngx_str_t *value)
 
 
 /*
- * Walks the answer (depth ≤ 4: data → list → entry → friendUser):
+ * Walks the answer (depth <= 4: data -> list -> entry -> friendUser):
  * without users, collects the IDs to look up (n so far, at most max);
- * with them, writes their profiles in.  Returns the count collected.
+ * with them (in the order collected: the walk is the same), writes their
+ * profiles in.  Returns the count so far.
  */
 static ngx_uint_t
 ngx_http_im_friend_names(yajl_val v, ngx_uint_t depth, ngx_str_t *ids,
@@ -552,7 +553,6 @@ ngx_http_im_friend_names(yajl_val v, ngx_uint_t depth, ngx_str_t *ids,
 {
     yajl_val                   id;
     ngx_uint_t                 i, k;
-    ngx_str_t                  s;
     ngx_http_im_store_user_t  *u;
 
     if (v == NULL || depth > 4) {
@@ -576,35 +576,25 @@ ngx_http_im_friend_names(yajl_val v, ngx_uint_t depth, ngx_str_t *ids,
     {
         id = ngx_http_im_json_get(v, ngx_http_im_friend_user_keys[k][0]);
 
-        if (id == NULL || !YAJL_IS_STRING(id) || id->u.string == NULL
+        if (n == max || id == NULL || !YAJL_IS_STRING(id)
+            || id->u.string == NULL
             || ngx_http_im_json_get(v, ngx_http_im_friend_user_keys[k][1])
-               == NULL)
+               == NULL
+            || !ngx_http_im_user_id_valid(id->u.string,
+                                          ngx_strlen(id->u.string)))
         {
             continue;
         }
 
-        s.data = (u_char *) id->u.string;
-        s.len = ngx_strlen(s.data);
-
         if (users == NULL) {
-            if (n < max && ngx_http_im_user_id_valid((char *) s.data, s.len))
-            {
-                ids[n++] = s;
-            }
+            ids[n].data = (u_char *) id->u.string;
+            ids[n++].len = ngx_strlen(id->u.string);
             continue;
         }
 
-        /* the lookups come back in the order asked */
-        for (u = NULL, i = 0; i < max; i++) {
-            if (users[i].user_id.len == s.len
-                && ngx_strncmp(users[i].user_id.data, s.data, s.len) == 0)
-            {
-                u = &users[i];
-                break;
-            }
-        }
+        u = &users[n++];
 
-        if (u == NULL || !u->found) {
+        if (!u->found) {
             continue;
         }
 

@@ -16,8 +16,7 @@ messaging rules (blacklist 1302, im_friend_verify 1303).
   errors, nothing changed.
 """
 
-import asyncio
-import json
+import time
 import uuid
 
 import pytest
@@ -383,3 +382,28 @@ def test_user_lists(own_stack):
                          {"pagination": {"showNumber": 5000}})) == 1001
     assert code(fr.admin("/user/account_check",
                          {"checkUserIDs": ["x"] * 1001})) == 1001
+
+
+def test_global_recv_opt_offline_push(own_stack):
+    """globalRecvMsgOpt 2: stored, but no offline-push job; 0 again: a
+    job (so the check can fail)."""
+    redis, ngx = own_stack()
+    fr = Friends(Api(ngx), 2)
+    a, b = fr.ids
+
+    def jobs():
+        out = redis.cli("XRANGE", "im:push", "-", "+")
+        return out.count(b)
+
+    ok(fr.call(b, "/user/set_global_msg_recv_opt",
+               {"userID": b, "globalRecvMsgOpt": 2}))
+    assert fr.send(a, b, "no push")["seq"] == 1
+    time.sleep(0.3)
+    assert jobs() == 0
+    ok(fr.call(b, "/user/set_global_msg_recv_opt",
+               {"userID": b, "globalRecvMsgOpt": 0}))
+    assert fr.send(a, b, "push")["seq"] == 2
+    deadline = time.time() + 3
+    while jobs() == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    assert jobs() >= 1
