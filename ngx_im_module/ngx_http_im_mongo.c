@@ -1844,10 +1844,10 @@ ngx_http_im_mongo_user_list(ngx_http_im_mongo_task_t *t,
                     "limit", BCON_INT64(t->stored));
     cursor = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
 
-    ngx_http_im_buf_add(&t->out, "{\"total\":", 9);
-    len = ngx_sprintf((u_char *) t->err, "%L", total) - (u_char *) t->err;
+    len = (size_t) snprintf(t->err, sizeof(t->err),
+                            "{\"total\":%lld,\"users\":[",
+                            (long long) total);
     ngx_http_im_buf_add(&t->out, t->err, len);
-    ngx_http_im_buf_add(&t->out, ",\"users\":[", 10);
     t->err[0] = '\0';
 
     rc = NGX_OK;
