@@ -66,6 +66,8 @@ static ngx_int_t ngx_http_im_mongo_docs_load(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client, const char *name, const char *field);
 static ngx_int_t ngx_http_im_mongo_user_list(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client);
+static ngx_int_t ngx_http_im_mongo_user_insert(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client);
 static bson_t *ngx_http_im_mongo_user_filter(ngx_http_im_mongo_task_t *t);
 static ngx_int_t ngx_http_im_mongo_msg_replace(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client);
@@ -505,7 +507,8 @@ ngx_http_im_mongo_run(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
         || t->op == NGX_HTTP_IM_MONGO_GROUP_LOAD
         || t->op == NGX_HTTP_IM_MONGO_USER_SAVE
         || t->op == NGX_HTTP_IM_MONGO_USER_LOAD
-        || t->op == NGX_HTTP_IM_MONGO_USER_LIST)
+        || t->op == NGX_HTTP_IM_MONGO_USER_LIST
+        || t->op == NGX_HTTP_IM_MONGO_USER_INSERT)
     {
         rc = ngx_http_im_mongo_indexes(t, client);
         if (rc != NGX_OK) {
@@ -558,6 +561,9 @@ ngx_http_im_mongo_run(ngx_http_im_mongo_task_t *t, mongoc_client_t *client)
 
     case NGX_HTTP_IM_MONGO_USER_LIST:
         return ngx_http_im_mongo_user_list(t, client);
+
+    case NGX_HTTP_IM_MONGO_USER_INSERT:
+        return ngx_http_im_mongo_user_insert(t, client);
 
     default:
         ngx_cpystrn((u_char *) t->err, (u_char *) "unknown op",
@@ -1801,6 +1807,73 @@ ngx_http_im_mongo_docs_load(ngx_http_im_mongo_task_t *t,
     mongoc_collection_destroy(coll);
     bson_destroy(opts);
     bson_destroy(filter);
+
+    return rc;
+}
+
+
+/*
+ * USER_INSERT.  In: items' off/len, new documents' JSON in "in" (a
+ * registration's profiles).  One unordered insert_many into "user": fast
+ * where replacing by revision is not, and a document whose _id exists
+ * gets it->duplicate (the user is registered).  Out: it->failed for JSON
+ * that does not parse or a document MongoDB refuses otherwise.
+ * NGX_ERROR as CONV_SAVE's.
+ */
+static ngx_int_t
+ngx_http_im_mongo_user_insert(ngx_http_im_mongo_task_t *t,
+    mongoc_client_t *client)
+{
+    bool                   ok;
+    bson_t               **docs, reply, opts;
+    ngx_int_t              rc;
+    ngx_uint_t             i, n, *map;
+    bson_error_t           error;
+    mongoc_collection_t   *coll;
+
+    docs = calloc(t->n + 1, sizeof(bson_t *) + sizeof(ngx_uint_t));
+    if (docs == NULL) {
+        ngx_cpystrn((u_char *) t->err, (u_char *) "out of memory",
+                    sizeof(t->err));
+        return NGX_ERROR;
+    }
+
+    map = (ngx_uint_t *) (docs + t->n + 1);
+
+    for (n = 0, i = 0; i < t->n; i++) {
+        docs[n] = bson_new_from_json(t->in.data + t->items[i].off,
+                                     t->items[i].len, &error);
+        if (docs[n] == NULL) {
+            t->items[i].failed = 1;
+            continue;
+        }
+
+        map[n++] = i;
+    }
+
+    bson_init(&opts);
+    BSON_APPEND_BOOL(&opts, "ordered", false);
+    bson_init(&reply);
+
+    coll = mongoc_client_get_collection(client, t->db, "user");
+    ok = n == 0 || mongoc_collection_insert_many(coll, (const bson_t **) docs,
+                                                 n, &opts, &reply, &error);
+    rc = NGX_OK;
+
+    if (!ok && !ngx_http_im_mongo_write_errors(t, &reply, map, n)) {
+        ngx_http_im_mongo_error(t, "user insert", &error);
+        rc = NGX_ERROR;
+    }
+
+    bson_destroy(&reply);
+    bson_destroy(&opts);
+    mongoc_collection_destroy(coll);
+
+    for (i = 0; i < n; i++) {
+        bson_destroy(docs[i]);
+    }
+
+    free(docs);
 
     return rc;
 }

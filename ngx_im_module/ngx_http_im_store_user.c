@@ -27,9 +27,9 @@ static void ngx_http_im_store_listed_new(void *data, ngx_int_t err);
 
 
 /*
- * With MongoDB, the profiles go there first, as friend.lua's "p" documents
- * with rev 1: a user MongoDB has already (stored with a rev as new) is
- * registered, even if this Redis lost it (1102).
+ * With MongoDB, the profiles go there first, inserted as friend.lua's
+ * "p" documents with rev 1: a user MongoDB has already (its _id exists)
+ * is registered, even if this Redis lost it (1102).
  */
 ngx_int_t
 ngx_http_im_store_users_register(ngx_http_im_store_user_t *users,
@@ -68,7 +68,7 @@ ngx_http_im_store_users_register(ngx_http_im_store_user_t *users,
         return NGX_OK;
     }
 
-    t = ngx_http_im_mongo_task(NGX_HTTP_IM_MONGO_USER_SAVE, n);
+    t = ngx_http_im_mongo_task(NGX_HTTP_IM_MONGO_USER_INSERT, n);
     if (t == NULL) {
         ngx_free(reg);
         return NGX_DECLINED;

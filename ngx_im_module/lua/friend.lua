@@ -451,6 +451,13 @@ function ops.respond()
     if not a then
         return fail(1004, 'no friend application from ' .. from)
     end
+    if a.handleResult == res then
+        -- the same answer again completes the applicant's side, in case
+        -- it failed the first time (Redis went away between the slots)
+        return ok('{}', {peer = {{uid = from, op = 'responded',
+                                  args = {application = a,
+                                          accept = res == 1}}}})
+    end
     if a.handleResult ~= 0 then
         return fail(1305, 'the friend application was handled')
     end
