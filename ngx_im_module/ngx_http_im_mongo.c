@@ -68,6 +68,9 @@ static ngx_int_t ngx_http_im_mongo_user_list(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client);
 static ngx_int_t ngx_http_im_mongo_user_insert(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client);
+static ngx_int_t ngx_http_im_mongo_insert_each(ngx_http_im_mongo_task_t *t,
+    mongoc_collection_t *coll, bson_t **docs, ngx_uint_t *map,
+    ngx_uint_t n);
 static bson_t *ngx_http_im_mongo_user_filter(ngx_http_im_mongo_task_t *t);
 static ngx_int_t ngx_http_im_mongo_msg_replace(ngx_http_im_mongo_task_t *t,
     mongoc_client_t *client);
@@ -1600,6 +1603,43 @@ ngx_http_im_mongo_replace_again(ngx_http_im_mongo_task_t *t,
 }
 
 
+/* the items map[0 .. n-1] with one insertOne each */
+static ngx_int_t
+ngx_http_im_mongo_insert_each(ngx_http_im_mongo_task_t *t,
+    mongoc_collection_t *coll, bson_t **docs, ngx_uint_t *map, ngx_uint_t n)
+{
+    bson_t                     reply;
+    ngx_int_t                  rc;
+    ngx_uint_t                 i;
+    bson_error_t               error;
+    ngx_http_im_mongo_item_t  *it;
+
+    rc = NGX_OK;
+
+    for (i = 0; rc == NGX_OK && i < n; i++) {
+        if (ngx_http_im_mongo_skip(t)) {
+            rc = NGX_DECLINED;
+            break;
+        }
+
+        it = &t->items[map[i]];
+        it->failed = 0;
+        it->duplicate = 0;
+
+        if (!mongoc_collection_insert_one(coll, docs[i], NULL, &reply,
+                                          &error))
+        {
+            rc = ngx_http_im_mongo_doc_error(t, it, "insert", &reply,
+                                             &error);
+        }
+
+        bson_destroy(&reply);
+    }
+
+    return rc;
+}
+
+
 /* the items map[0 .. n-1] with one replaceOne each */
 static ngx_int_t
 ngx_http_im_mongo_replace_each(ngx_http_im_mongo_task_t *t,
@@ -1861,8 +1901,15 @@ ngx_http_im_mongo_user_insert(ngx_http_im_mongo_task_t *t,
     rc = NGX_OK;
 
     if (!ok && !ngx_http_im_mongo_write_errors(t, &reply, map, n)) {
-        ngx_http_im_mongo_error(t, "user insert", &error);
-        rc = NGX_ERROR;
+        if (ngx_http_im_mongo_doc_errors(&reply) == 0) {
+            ngx_http_im_mongo_error(t, "user insert", &error);
+            rc = NGX_ERROR;
+
+        } else {
+            /* an answer that names no documents (FerretDB's, with a
+             * duplicate amid the batch): each alone then */
+            rc = ngx_http_im_mongo_insert_each(t, coll, docs, map, n);
+        }
     }
 
     bson_destroy(&reply);

@@ -869,6 +869,109 @@ test_down(void)
 }
 
 
+/* a task's "out" as a C string (freed by the caller); frees the task */
+static char *
+out_text(ngx_http_im_mongo_task_t *t)
+{
+    char  *text;
+
+    text = check_alloc(t->out.len + 1);
+    memcpy(text, t->out.data ? (char *) t->out.data : "", t->out.len);
+    text[t->out.len] = '\0';
+    ngx_http_im_mongo_task_free(t);
+
+    return text;
+}
+
+
+/* USER_INSERT, USER_LIST and USER_LOAD (the user kind of the store) */
+static void
+test_users(void)
+{
+    char                       err[128], *text;
+    yajl_val                   v, users;
+    ngx_int_t                  rc;
+    ngx_http_im_mongo_task_t  *t;
+
+    static const char  *first[] = {
+        "{\"_id\":\"p:ua\",\"ownerUserID\":\"ua\",\"kind\":\"p\","
+        "\"rev\":1,\"deleted\":false,\"doc\":{\"nickname\":\"Ann (a)\"}}",
+        "{\"_id\":\"p:ub\",\"ownerUserID\":\"ub\",\"kind\":\"p\","
+        "\"rev\":1,\"deleted\":false,\"doc\":{\"nickname\":\"Bob\"}}",
+        "{\"_id\":\"f:ua:ub\",\"ownerUserID\":\"ua\",\"kind\":\"f\","
+        "\"rev\":1,\"deleted\":false,\"doc\":{\"friendUserID\":\"ub\"}}"
+    };
+
+    static const char  *again[] = {
+        "{\"_id\":\"p:uc\",\"ownerUserID\":\"uc\",\"kind\":\"p\","
+        "\"rev\":1,\"deleted\":false,\"doc\":{\"nickname\":\"Cy\"}}",
+        /* registered already: a duplicate amid the batch */
+        "{\"_id\":\"p:ua\",\"ownerUserID\":\"ua\",\"kind\":\"p\","
+        "\"rev\":1,\"deleted\":false,\"doc\":{\"nickname\":\"x\"}}",
+        "{not json"
+    };
+
+    printf("== USER_INSERT, USER_LIST, USER_LOAD\n");
+
+    t = task(NGX_HTTP_IM_MONGO_USER_INSERT, 3);
+    item_json(t, 0, first[0]);
+    item_json(t, 1, first[1]);
+    item_json(t, 2, first[2]);
+    CHECK(run(t) == NGX_OK);
+    CHECK(!t->items[0].duplicate && !t->items[1].duplicate
+          && !t->items[2].failed);
+    ngx_http_im_mongo_task_free(t);
+    CHECK(has_index("user", "owner"));
+
+    t = task(NGX_HTTP_IM_MONGO_USER_INSERT, 3);
+    item_json(t, 0, again[0]);
+    item_json(t, 1, again[1]);
+    item_json(t, 2, again[2]);
+    CHECK(run(t) == NGX_OK);
+    CHECK(!t->items[0].duplicate && !t->items[0].failed);
+    CHECK(t->items[1].duplicate && t->items[2].failed);
+    ngx_http_im_mongo_task_free(t);
+
+    /* a nickname is a literal, matched anywhere, in any case */
+    t = task(NGX_HTTP_IM_MONGO_USER_LIST, 0);
+    in(t, "nick\n(A)");
+    t->value = 0;
+    t->stored = 10;
+    rc = run(t);
+    text = out_text(t);
+    CHECK(rc == NGX_OK);
+    v = yajl_tree_parse(text, err, sizeof(err));
+    users = v ? yajl_tree_get(v, (const char *[]) { "users", NULL },
+                              yajl_t_array) : NULL;
+    CHECK(users && users->u.array.len == 1
+          && strstr(text, "\"p:ua\"") != NULL);
+    CHECK(v && strstr(text, "{\"total\":1,") == text);
+    yajl_tree_free(v);
+    free(text);
+
+    t = task(NGX_HTTP_IM_MONGO_USER_LIST, 0);
+    in(t, "\n");
+    t->value = 1;
+    t->stored = 1;
+    rc = run(t);
+    text = out_text(t);
+    CHECK(rc == NGX_OK && strstr(text, "{\"total\":3,") == text
+          && strstr(text, "\"p:ub\"") != NULL);
+    free(text);
+
+    /* a user's documents: its profile and its friend */
+    t = task(NGX_HTTP_IM_MONGO_USER_LOAD, 0);
+    in(t, "ua");
+    t->value = 100;
+    rc = run(t);
+    text = out_text(t);
+    v = yajl_tree_parse(text, err, sizeof(err));
+    CHECK(rc == NGX_OK && v && YAJL_IS_ARRAY(v) && v->u.array.len == 2);
+    yajl_tree_free(v);
+    free(text);
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -905,6 +1008,7 @@ main(int argc, char **argv)
     test_conv_save();
     test_insert_and_replace();
     test_conv_load();
+    test_users();
     test_int64_text();
     test_msg_purge();
     test_cancelled();
