@@ -43,6 +43,9 @@
 #define NGX_HTTP_IM_GROUP_MAX_MEMBERS 100000
 #define NGX_HTTP_IM_USER_MAX_GROUPS   2000
 
+/* users one WebSocket session may watch (2005 SubUserOnlineStatus) */
+#define NGX_HTTP_IM_MAX_WATCH         1000
+
 /* conversation records of one answer (conv.lua's BUDGET) */
 #define NGX_HTTP_IM_CONV_BUDGET       (4 * 1024 * 1024)
 
