@@ -34,6 +34,8 @@ static void ngx_http_im_session_seats(ngx_http_im_user_t *u,
     ngx_str_t *list);
 static void ngx_http_im_session_watch(ngx_http_im_user_t *u,
     ngx_str_t *line);
+static void ngx_http_im_session_recheck(ngx_http_im_user_t *u);
+static void ngx_http_im_session_rechecked(void *data, ngx_int_t err);
 static ngx_http_im_session_t *ngx_http_im_session_find(
     ngx_http_im_user_t *u, uint64_t sid);
 static ngx_int_t ngx_http_im_push_pb(u_char *data, size_t len,
@@ -309,6 +311,12 @@ ngx_http_im_session_subscribed(ngx_str_t *uid, ngx_int_t ok)
         goto failed;
     }
 
+    if (u->state == NGX_HTTP_IM_SUB_DONE) {
+        /* subscribed again after a reconnect */
+        ngx_http_im_session_recheck(u);
+        return;
+    }
+
     if (u->state != NGX_HTTP_IM_SUB_PENDING) {
         return;
     }
@@ -324,6 +332,9 @@ ngx_http_im_session_subscribed(ngx_str_t *uid, ngx_int_t ok)
 
     u->state = NGX_HTTP_IM_SUB_DONE;
 
+    /* open sessions: it was dropped (a slot moved) and is made again */
+    ngx_http_im_session_recheck(u);
+
     if (u->gwait) {
         /* its groups' subscriptions call ngx_http_im_user_ready() */
         return;
@@ -332,6 +343,52 @@ ngx_http_im_session_subscribed(ngx_str_t *uid, ngx_int_t ok)
 failed:
 
     ngx_http_im_user_notify(u, ok);
+}
+
+
+/*
+ * u's subscription was made again (the subscriber connection came back,
+ * or its slot moved): a kick published meanwhile (force_logout, a seat
+ * taken under the login policy) reached no session here, so each open
+ * session asks the registry about its token once more, and a kicked one
+ * goes (one small script per session, only after a reconnect).
+ */
+static void
+ngx_http_im_session_recheck(ngx_http_im_user_t *u)
+{
+    ngx_queue_t            *q;
+    ngx_http_im_session_t  *s;
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = ngx_queue_next(q))
+    {
+        s = ngx_queue_data(q, ngx_http_im_session_t, user_link);
+
+        if (!s->upgraded || s->closing) {
+            continue;
+        }
+
+        if (ngx_http_im_store_token_check(&s->uid, &s->token, 0,
+                                          ngx_http_im_session_rechecked, s)
+            == NGX_OK)
+        {
+            ngx_http_im_session_ref(s);
+        }
+    }
+}
+
+
+static void
+ngx_http_im_session_rechecked(void *data, ngx_int_t err)
+{
+    ngx_http_im_session_t  *s = data;
+
+    if (!s->closed && err == NGX_HTTP_IM_ERR_TOKEN_KICKED) {
+        ngx_http_im_session_kick_one(s);
+    }
+
+    ngx_http_im_session_unref(s);
 }
 
 
