@@ -766,7 +766,10 @@ ngx_http_im_store_seat(ngx_str_t *list, ngx_http_im_seat_t *seat)
 
     /* "<what><platform>:" then the origin, then ":<sid>" */
     colon = ngx_strlchr(p, last, ':');
-    for (end = last; end > p && end[-1] != ':'; end--) { /* void */ }
+
+    for (end = last; end > p && end[-1] != ':'; end--) {
+        /* void */
+    }
 
     if (last - p < 2 || colon == NULL || end <= colon + 1) {
         return NGX_ERROR;
