@@ -388,3 +388,65 @@ def test_rest_subscribe_reaches_open_sessions(stack, stack2, api):
     r = api.post("/user/subscribe_users_status",
                  {"userID": t, "userIDs": [w], "genre": 1}, token=tw)
     assert r["errCode"] == 1002, r
+
+
+def test_change_during_reconnect_is_caught_up(own_stack):
+    """The pub/sub connections are cut and the watched user goes offline
+    while they reconnect (a logout needs no subscription): its change is
+    published to nobody, but the worker reads the platforms again once
+    subscribed again, and pushes the difference."""
+    r, ngx = own_stack()
+    api = Api(ngx)
+    w, t = uids(2, "pc")
+    api.register(w, t)
+
+    async def scenario():
+        watcher = await Client(ngx, w, api.user_token(w, 1), 1).connect()
+        res = await sub(watcher, [t])
+        assert res["data"]["subscribers"][0]["onlinePlatformIDs"] == []
+        target = await Client(ngx, t, api.user_token(t, 2), 2).connect()
+        assert (await change(watcher))[:2] == (t, [2])
+        assert int(r.cli("CLIENT", "KILL", "TYPE", "pubsub")) >= 1
+        await target.close()
+        uid, platforms, took = await change(watcher, 5.0)
+        assert (uid, platforms) == (t, [])
+        assert await no_change(watcher, 0.3)
+        await watcher.close()
+
+    run(scenario())
+
+
+def test_policy_swap_seen_by_watchers(stack, base_dir, redis_server):
+    """Under im_multi_login_policy 1 an Android login kicks the iOS one:
+    a watcher sees the platforms go from [1] to [2] (one change), and
+    nothing for a login that replaces a session on the same platform."""
+    from conftest import Nginx
+    ngx = Nginx(base_dir, redis_server.addr,
+                http="im_multi_login_policy 1;").start()
+    try:
+        api = Api(ngx)
+        w, t = uids(2, "pq")
+        api.register(w, t)
+
+        async def scenario():
+            watcher = await Client(ngx, w, api.user_token(w, 5),
+                                   5).connect()
+            await sub(watcher, [t])
+            ios = await Client(ngx, t, api.user_token(t, 1), 1).connect()
+            assert (await change(watcher))[:2] == (t, [1])
+            android = await Client(ngx, t, api.user_token(t, 2),
+                                   2).connect()
+            assert (await change(watcher))[:2] == (t, [2])
+            assert await no_change(watcher, 0.3)
+            again = await Client(ngx, t, api.user_token(t, 2), 2).connect()
+            assert await no_change(watcher, 0.3)
+            for c in (ios, android):
+                await c.close()
+            await again.close()
+            assert (await change(watcher))[:2] == (t, [])
+            await watcher.close()
+
+        run(scenario())
+    finally:
+        ngx.stop()
+    assert ngx.bad_log_lines() == []
