@@ -42,6 +42,10 @@ static void ngx_http_im_users_info_reply(void *data, ngx_int_t err,
 static void ngx_http_im_online_status(ngx_http_im_api_t *api);
 static void ngx_http_im_online_status_reply(void *data, ngx_int_t err,
     ngx_http_im_store_online_t *users, ngx_uint_t n);
+static void ngx_http_im_users_status(ngx_http_im_api_t *api);
+static void ngx_http_im_users_status_reply(void *data, ngx_int_t err,
+    ngx_http_im_store_online_t *users, ngx_uint_t n);
+static void ngx_http_im_subscribe_status(ngx_http_im_api_t *api);
 static void ngx_http_im_online_tokens(ngx_http_im_api_t *api);
 static void ngx_http_im_online_tokens_reply(void *data, ngx_int_t err,
     ngx_http_im_store_devices_t *users, ngx_uint_t n);
@@ -90,6 +94,12 @@ static ngx_http_im_route_t  ngx_http_im_routes[] = {
 
     { ngx_string("/user/get_users_online_status"), NGX_HTTP_IM_ACCESS_ADMIN,
       ngx_http_im_online_status },
+
+    { ngx_string("/user/get_users_status"), NGX_HTTP_IM_ACCESS_USER,
+      ngx_http_im_users_status },
+
+    { ngx_string("/user/subscribe_users_status"), NGX_HTTP_IM_ACCESS_USER,
+      ngx_http_im_subscribe_status },
 
     { ngx_string("/user/get_users_online_token_detail"),
       NGX_HTTP_IM_ACCESS_ADMIN, ngx_http_im_online_tokens },
@@ -1214,6 +1224,135 @@ ngx_http_im_online_status_reply(void *data, ngx_int_t err,
 
     ngx_http_im_buf_str(b, "]}");
     ngx_http_im_api_answer(api, 0, NULL);
+}
+
+
+/*
+ * /user/get_users_status {userID, userIDs} ->
+ * {statusList: [{userID, status: 0|1, platformIDs}]} (OpenIM's shape;
+ * userID, the asker, is not needed)
+ */
+static void
+ngx_http_im_users_status(ngx_http_im_api_t *api)
+{
+    char               err[128];
+    ngx_http_im_str_t  id;
+
+    if (ngx_http_im_json_get_str(api->root, "userID", 0, &id, err,
+                                 sizeof(err)) != 0)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS, err);
+        return;
+    }
+
+    if (ngx_http_im_api_user_ids(api) == NULL) {
+        return;
+    }
+
+    if (ngx_http_im_store_users_online(api->users, api->nusers,
+                                       ngx_http_im_users_status_reply, api)
+        != NGX_OK)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    }
+}
+
+
+static void
+ngx_http_im_users_status_reply(void *data, ngx_int_t err,
+    ngx_http_im_store_online_t *users, ngx_uint_t n)
+{
+    ngx_http_im_api_t  *api = data;
+
+    ngx_uint_t          i, j;
+    ngx_http_im_buf_t  *b;
+
+    if (err || api->cancelled) {
+        ngx_http_im_api_answer(api, err, NULL);
+        return;
+    }
+
+    b = &api->data;
+    ngx_http_im_buf_str(b, "{\"statusList\":[");
+
+    for (i = 0; i < n; i++) {
+        ngx_http_im_buf_str(b, i ? ",{\"userID\":" : "{\"userID\":");
+        ngx_http_im_buf_json_str(b, (char *) users[i].user_id.data,
+                                 users[i].user_id.len);
+        ngx_http_im_buf_str(b, users[i].nplatforms ? ",\"status\":1"
+                                                   : ",\"status\":0");
+        ngx_http_im_buf_str(b, ",\"platformIDs\":[");
+
+        for (j = 0; j < users[i].nplatforms; j++) {
+            if (j) {
+                ngx_http_im_buf_str(b, ",");
+            }
+            ngx_http_im_buf_int(b, users[i].platforms[j]);
+        }
+
+        ngx_http_im_buf_str(b, "]}");
+    }
+
+    ngx_http_im_buf_str(b, "]}");
+    ngx_http_im_api_answer(api, 0, NULL);
+}
+
+
+/*
+ * /user/subscribe_users_status {userID, userIDs, genre}: genre 1 makes
+ * every open WebSocket session of userID, on every host, watch userIDs
+ * (as 2005 would), 2 stops it.  A user token acts for its own user only.
+ */
+static void
+ngx_http_im_subscribe_status(ngx_http_im_api_t *api)
+{
+    char               err[128];
+    long long          genre;
+    ngx_str_t          uid;
+    ngx_http_im_str_t  id;
+
+    if (ngx_http_im_json_get_str(api->root, "userID", 1, &id, err,
+                                 sizeof(err)) != 0
+        || ngx_http_im_json_get_int(api->root, "genre", 1, &genre, err,
+                                    sizeof(err)) != 0)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS, err);
+        return;
+    }
+
+    if (!ngx_http_im_user_id_valid(id.data, id.len)
+        || (genre != 1 && genre != 2))
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_ARGS,
+                               "a valid userID and genre 1 (subscribe) "
+                               "or 2 (unsubscribe) are required");
+        return;
+    }
+
+    if (api->claims.platform_id != NGX_HTTP_IM_PLATFORM_ADMIN
+        && (id.len != ngx_strlen(api->claims.user_id)
+            || ngx_strncmp(id.data, api->claims.user_id, id.len) != 0))
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_PERMISSION,
+                               "a user token may act for its own user "
+                               "only");
+        return;
+    }
+
+    if (ngx_http_im_api_user_ids(api) == NULL) {
+        return;
+    }
+
+    uid.data = (u_char *) id.data;
+    uid.len = id.len;
+
+    if (ngx_http_im_store_watch_line(&uid, genre == 1, api->users,
+                                     api->nusers, ngx_http_im_done_reply,
+                                     api)
+        != NGX_OK)
+    {
+        ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    }
 }
 
 

@@ -48,6 +48,9 @@
 #define NGX_HTTP_IM_MAX_FRIENDS       10000
 #define NGX_HTTP_IM_MAX_FRIEND_APPS   1000
 
+/* users one WebSocket session may watch (2005 SubUserOnlineStatus) */
+#define NGX_HTTP_IM_MAX_WATCH         1000
+
 /* conversation records of one answer (conv.lua's BUDGET) */
 #define NGX_HTTP_IM_CONV_BUDGET       (4 * 1024 * 1024)
 

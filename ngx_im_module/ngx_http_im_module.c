@@ -416,6 +416,9 @@ ngx_http_im_init_process(ngx_cycle_t *cycle)
     ngx_rbtree_init(&w->groups, &w->group_sentinel,
                     ngx_str_rbtree_insert_value);
     ngx_queue_init(&w->group_list);
+    ngx_rbtree_init(&w->watched, &w->watched_sentinel,
+                    ngx_str_rbtree_insert_value);
+    ngx_queue_init(&w->watched_list);
     ngx_queue_init(&w->sessions);
     ngx_queue_init(&w->api_calls);
     ngx_http_im_buf_init(&w->scratch, 16 * 1024 * 1024);

@@ -33,6 +33,7 @@
 #define NGX_HTTP_IM_REQ_KICK          2002
 #define NGX_HTTP_IM_REQ_LOGOUT        2003
 #define NGX_HTTP_IM_REQ_BACKGROUND    2004
+#define NGX_HTTP_IM_REQ_PRESENCE      2005
 
 
 /* longest clientMsgID */
@@ -231,6 +232,9 @@ struct ngx_http_im_session_s {
     unsigned                   subprotocol:1;  /* token in a protocol */
     unsigned                   seated:1;       /* login.lua sent: it may
                                                 * be in the presence */
+
+    ngx_queue_t                watches;        /* presence.c's */
+    ngx_uint_t                 nwatches;
 };
 
 
@@ -243,6 +247,9 @@ typedef struct {
     ngx_rbtree_t               groups;         /* group.c's */
     ngx_rbtree_node_t          group_sentinel;
     ngx_queue_t                group_list;
+    ngx_rbtree_t               watched;        /* presence.c's */
+    ngx_rbtree_node_t          watched_sentinel;
+    ngx_queue_t                watched_list;
     ngx_queue_t                sessions;
     ngx_queue_t                api_calls;      /* REST calls in progress */
     ngx_str_t                  origin;         /* unique per worker */

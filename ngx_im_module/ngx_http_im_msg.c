@@ -13,6 +13,7 @@
 #include "ngx_http_im_id.h"
 #include "ngx_http_im_mongo.h"
 #include "ngx_http_im_pb.h"
+#include "ngx_http_im_presence.h"
 
 
 #define NGX_HTTP_IM_MAX_RANGES   100
@@ -127,6 +128,18 @@ static void ngx_http_im_pull_viewed(void *data,
     ngx_http_im_store_conv_res_t *r);
 static void ngx_http_im_pull_hide(ngx_http_im_call_t *call);
 static ngx_uint_t ngx_http_im_pull_hidden(yajl_val list, long long seq);
+static void ngx_http_im_sub_status(ngx_http_im_call_t *call,
+    yajl_val data);
+static ngx_int_t ngx_http_im_sub_list(ngx_http_im_call_t *call,
+    yajl_val data, const char *key, yajl_val *list);
+static ngx_int_t ngx_http_im_sub_apply(ngx_http_im_call_t *call,
+    yajl_val sub, yajl_val unsub);
+static ngx_uint_t ngx_http_im_sub_listed(ngx_http_im_call_t *call,
+    ngx_str_t *id);
+static ngx_int_t ngx_http_im_sub_answer(ngx_http_im_call_t *call,
+    ngx_str_t *id);
+static void ngx_http_im_sub_status_reply(void *data, ngx_int_t err,
+    ngx_http_im_store_online_t *users, ngx_uint_t n);
 static void ngx_http_im_conv_seq_reply(void *data, ngx_int_t err,
     ngx_http_im_store_conv_t *convs, ngx_uint_t n);
 static ngx_int_t ngx_http_im_call_conv(ngx_http_im_call_t *call,
@@ -292,6 +305,10 @@ ngx_http_im_handle(ngx_http_im_session_t *s, ngx_http_im_env_t *env,
 
     case NGX_HTTP_IM_REQ_BACKGROUND:
         ngx_http_im_background(call, data);
+        break;
+
+    case NGX_HTTP_IM_REQ_PRESENCE:
+        ngx_http_im_sub_status(call, data);
         break;
 
     default:
@@ -1619,5 +1636,254 @@ ngx_http_im_background_reply(void *data, ngx_int_t err)
         return;
     }
 
+    ngx_http_im_call_finish(call);
+}
+
+
+/*
+ * 2005 SubUserOnlineStatus {subscribeUserID, unsubscribeUserID} ->
+ * {subscribers: [{userID, onlinePlatformIDs}]}: this connection starts
+ * or stops watching users' presence (at most NGX_HTTP_IM_MAX_WATCH at
+ * once).  The answer holds the platforms each user of subscribeUserID is
+ * online on now; every later change comes as a 2005 push (presence.c).
+ * Bad input changes nothing.
+ */
+static void
+ngx_http_im_sub_status(ngx_http_im_call_t *call, yajl_val data)
+{
+    yajl_val  sub, unsub;
+
+    if (data == NULL || !YAJL_IS_OBJECT(data)) {
+        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS,
+                              "data must be an object");
+        return;
+    }
+
+    if (ngx_http_im_sub_list(call, data, "subscribeUserID", &sub) != NGX_OK
+        || ngx_http_im_sub_list(call, data, "unsubscribeUserID", &unsub)
+           != NGX_OK
+        || ngx_http_im_sub_apply(call, sub, unsub) != NGX_OK)
+    {
+        return;
+    }
+
+    if (call->nconvs == 0) {
+        ngx_http_im_buf_str(&call->body, "{\"subscribers\":[]}");
+        ngx_http_im_call_finish(call);
+        return;
+    }
+
+    if (ngx_http_im_store_users_online(call->convs, call->nconvs,
+                                       ngx_http_im_sub_status_reply, call)
+        != NGX_OK)
+    {
+        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_UNAVAILABLE, NULL);
+    }
+}
+
+
+/* an optional list of at most NGX_HTTP_IM_MAX_WATCH valid user IDs */
+static ngx_int_t
+ngx_http_im_sub_list(ngx_http_im_call_t *call, yajl_val data,
+    const char *key, yajl_val *list)
+{
+    char        err[128];
+    yajl_val    v;
+    ngx_uint_t  i;
+
+    *list = NULL;
+
+    if (ngx_http_im_json_get_array(data, key, 0, list, err, sizeof(err))
+        != 0)
+    {
+        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS,
+                              key[0] == 's'
+                              ? "field \"subscribeUserID\" must be an "
+                                "array of user IDs"
+                              : "field \"unsubscribeUserID\" must be an "
+                                "array of user IDs");
+        return NGX_ERROR;
+    }
+
+    if (*list == NULL) {
+        return NGX_OK;
+    }
+
+    if ((*list)->u.array.len > NGX_HTTP_IM_MAX_WATCH) {
+        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS,
+                              "at most 1000 user IDs in each list");
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < (*list)->u.array.len; i++) {
+        v = (*list)->u.array.values[i];
+
+        if (!YAJL_IS_STRING(v) || v->u.string == NULL
+            || !ngx_http_im_user_id_valid(v->u.string,
+                                          ngx_strlen(v->u.string)))
+        {
+            ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS,
+                                  "a user ID in the lists is not valid");
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Unsubscribes, then subscribes, once the bound is known to hold; the
+ * users subscribed to (each once) go to call->convs for the answer.
+ */
+static ngx_int_t
+ngx_http_im_sub_apply(ngx_http_im_call_t *call, yajl_val sub,
+    yajl_val unsub)
+{
+    ngx_str_t               id;
+    ngx_uint_t              i, nsub, nunsub, after;
+    ngx_http_im_session_t  *s;
+
+    s = call->s;
+    nsub = sub ? sub->u.array.len : 0;
+    nunsub = unsub ? unsub->u.array.len : 0;
+    after = s->nwatches;
+
+    for (i = 0; i < nunsub; i++) {
+        id.data = (u_char *) unsub->u.array.values[i]->u.string;
+        id.len = ngx_strlen(id.data);
+        if (after && ngx_http_im_presence_watching(s, &id)) {
+            after--;
+        }
+    }
+
+    for (i = 0; i < nsub; i++) {
+        id.data = (u_char *) sub->u.array.values[i]->u.string;
+        id.len = ngx_strlen(id.data);
+        after += !ngx_http_im_presence_watching(s, &id);
+    }
+
+    if (after > NGX_HTTP_IM_MAX_WATCH) {
+        ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
+                      "im: \"%V\" would watch %ui users", &s->uid, after);
+        ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS,
+                              "a connection watches at most 1000 users");
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < nunsub; i++) {
+        id.data = (u_char *) unsub->u.array.values[i]->u.string;
+        id.len = ngx_strlen(id.data);
+        (void) ngx_http_im_presence_watch(s, &id, 0);
+    }
+
+    for (i = 0; i < nsub; i++) {
+        id.data = (u_char *) sub->u.array.values[i]->u.string;
+        id.len = ngx_strlen(id.data);
+
+        switch (ngx_http_im_presence_watch(s, &id, 1)) {
+
+        case NGX_OK:
+            break;
+
+        case NGX_DECLINED:
+            /* watched already, or listed twice: answered once */
+            if (ngx_http_im_sub_listed(call, &id)) {
+                continue;
+            }
+            break;
+
+        default:
+            ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_INTERNAL, NULL);
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_im_sub_answer(call, &id) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* 1 when call->convs holds id already */
+static ngx_uint_t
+ngx_http_im_sub_listed(ngx_http_im_call_t *call, ngx_str_t *id)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < call->nconvs; i++) {
+        if (call->convs[i].len == id->len
+            && ngx_memcmp(call->convs[i].data, id->data, id->len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* keeps a copy of id in call->convs (at most NGX_HTTP_IM_MAX_WATCH) */
+static ngx_int_t
+ngx_http_im_sub_answer(ngx_http_im_call_t *call, ngx_str_t *id)
+{
+    ngx_str_t  *copy;
+
+    if (call->convs == NULL) {
+        call->convs = ngx_alloc(NGX_HTTP_IM_MAX_WATCH * sizeof(ngx_str_t),
+                                ngx_cycle->log);
+        if (call->convs == NULL) {
+            goto failed;
+        }
+    }
+
+    copy = &call->convs[call->nconvs];
+    copy->data = ngx_alloc(id->len, ngx_cycle->log);
+    if (copy->data == NULL) {
+        goto failed;
+    }
+
+    ngx_memcpy(copy->data, id->data, id->len);
+    copy->len = id->len;
+    call->nconvs++;
+
+    return NGX_OK;
+
+failed:
+
+    ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_INTERNAL, NULL);
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_im_sub_status_reply(void *data, ngx_int_t err,
+    ngx_http_im_store_online_t *users, ngx_uint_t n)
+{
+    ngx_http_im_call_t  *call = data;
+
+    ngx_uint_t  i;
+
+    if (err) {
+        ngx_http_im_call_fail(call, err, NULL);
+        return;
+    }
+
+    ngx_http_im_buf_str(&call->body, "{\"subscribers\":[");
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            ngx_http_im_buf_str(&call->body, ",");
+        }
+
+        ngx_http_im_presence_entry(&call->body, &users[i].user_id,
+                                   users[i].platforms, users[i].nplatforms);
+        ngx_http_im_presence_seen(&users[i].user_id, users[i].platforms,
+                                  users[i].nplatforms);
+    }
+
+    ngx_http_im_buf_str(&call->body, "]}");
     ngx_http_im_call_finish(call);
 }

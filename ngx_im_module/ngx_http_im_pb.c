@@ -217,6 +217,10 @@ static const ngx_http_im_pb_route_t  ngx_http_im_pb_routes[] = {
     { 2004, { &im__set_app_background_status_req__descriptor,
               &im__set_app_background_status_resp__descriptor, NULL } },
 
+    { 2005, { &im__sub_user_online_status__descriptor,
+              &im__sub_user_online_status_tips__descriptor,
+              &im__sub_user_online_status_tips__descriptor } },
+
     { 0, { NULL, NULL, NULL } }
 };
 

@@ -211,7 +211,8 @@ static ngx_http_im_script_t  ngx_http_im_scripts[NGX_HTTP_IM_LUA_N] = {
       "" },
     { ngx_http_im_lua_login, sizeof(ngx_http_im_lua_login) - 1, "" },
     { ngx_http_im_lua_online_tokens,
-      sizeof(ngx_http_im_lua_online_tokens) - 1, "" }
+      sizeof(ngx_http_im_lua_online_tokens) - 1, "" },
+    { ngx_http_im_lua_presence, sizeof(ngx_http_im_lua_presence) - 1, "" }
 };
 
 static ngx_http_im_redis_sub_handlers_t  ngx_http_im_redis_sub_handlers = {

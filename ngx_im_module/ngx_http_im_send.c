@@ -596,8 +596,9 @@ ngx_http_im_send_ctx(ngx_http_im_msg_t *m, ngx_str_t *conv,
 
     p = (u_char *) (ctx + 1);
 
+/* an empty source may be NULL (a notification's options) */
 #define ngx_http_im_send_copy(dst, src, n)                                  \
-    (dst).data = p; (dst).len = (n); p = ngx_cpymem(p, src, n)
+    (dst).data = p; (dst).len = (n); p = (n) ? ngx_cpymem(p, src, n) : p
 
     ngx_http_im_send_copy(ctx->conv, conv->data, conv->len);
     ngx_http_im_send_copy(ctx->send_id, m->send_id.data, m->send_id.len);

@@ -15,6 +15,7 @@
 #include "ngx_http_im_store.h"
 #include "ngx_http_im_pb.h"
 #include "ngx_http_im_group.h"
+#include "ngx_http_im_presence.h"
 
 
 static ngx_http_im_user_t *ngx_http_im_user_get(ngx_str_t *uid,
@@ -31,6 +32,10 @@ static void ngx_http_im_session_kick(ngx_http_im_user_t *u,
 static void ngx_http_im_session_kick_one(ngx_http_im_session_t *s);
 static void ngx_http_im_session_seats(ngx_http_im_user_t *u,
     ngx_str_t *list);
+static void ngx_http_im_session_watch(ngx_http_im_user_t *u,
+    ngx_str_t *line);
+static void ngx_http_im_session_recheck(ngx_http_im_user_t *u);
+static void ngx_http_im_session_rechecked(void *data, ngx_int_t err);
 static ngx_http_im_session_t *ngx_http_im_session_find(
     ngx_http_im_user_t *u, uint64_t sid);
 static ngx_int_t ngx_http_im_push_pb(u_char *data, size_t len,
@@ -56,7 +61,9 @@ ngx_http_im_store_routes_t  ngx_http_im_session_routes = {
     ngx_http_im_session_subscribed,
     ngx_http_im_session_resubscribe,
     ngx_http_im_group_delivery,
-    ngx_http_im_group_subscribed
+    ngx_http_im_group_subscribed,
+    ngx_http_im_presence_delivery,
+    ngx_http_im_presence_subscribed
 };
 
 
@@ -92,6 +99,7 @@ ngx_http_im_session_create(ngx_http_request_t *r,
     s->refs = 1;
     s->id = ++ngx_http_im_worker->next_id;
     s->conf = ngx_http_get_module_loc_conf(r, ngx_http_im_module);
+    ngx_queue_init(&s->watches);
 
     ngx_queue_insert_tail(&ngx_http_im_worker->sessions, &s->link);
 
@@ -158,6 +166,7 @@ ngx_http_im_session_cleanup(void *data)
         ngx_delete_posted_event(&s->ping);
     }
 
+    ngx_http_im_presence_session_gone(s);
     ngx_http_im_session_leave(s);
     ngx_queue_remove(&s->link);
 
@@ -302,6 +311,12 @@ ngx_http_im_session_subscribed(ngx_str_t *uid, ngx_int_t ok)
         goto failed;
     }
 
+    if (u->state == NGX_HTTP_IM_SUB_DONE) {
+        /* subscribed again after a reconnect */
+        ngx_http_im_session_recheck(u);
+        return;
+    }
+
     if (u->state != NGX_HTTP_IM_SUB_PENDING) {
         return;
     }
@@ -317,6 +332,9 @@ ngx_http_im_session_subscribed(ngx_str_t *uid, ngx_int_t ok)
 
     u->state = NGX_HTTP_IM_SUB_DONE;
 
+    /* open sessions: it was dropped (a slot moved) and is made again */
+    ngx_http_im_session_recheck(u);
+
     if (u->gwait) {
         /* its groups' subscriptions call ngx_http_im_user_ready() */
         return;
@@ -325,6 +343,52 @@ ngx_http_im_session_subscribed(ngx_str_t *uid, ngx_int_t ok)
 failed:
 
     ngx_http_im_user_notify(u, ok);
+}
+
+
+/*
+ * u's subscription was made again (the subscriber connection came back,
+ * or its slot moved): a kick published meanwhile (force_logout, a seat
+ * taken under the login policy) reached no session here, so each open
+ * session asks the registry about its token once more, and a kicked one
+ * goes (one small script per session, only after a reconnect).
+ */
+static void
+ngx_http_im_session_recheck(ngx_http_im_user_t *u)
+{
+    ngx_queue_t            *q;
+    ngx_http_im_session_t  *s;
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = ngx_queue_next(q))
+    {
+        s = ngx_queue_data(q, ngx_http_im_session_t, user_link);
+
+        if (!s->upgraded || s->closing) {
+            continue;
+        }
+
+        if (ngx_http_im_store_token_check(&s->uid, &s->token, 0,
+                                          ngx_http_im_session_rechecked, s)
+            == NGX_OK)
+        {
+            ngx_http_im_session_ref(s);
+        }
+    }
+}
+
+
+static void
+ngx_http_im_session_rechecked(void *data, ngx_int_t err)
+{
+    ngx_http_im_session_t  *s = data;
+
+    if (!s->closed && err == NGX_HTTP_IM_ERR_TOKEN_KICKED) {
+        ngx_http_im_session_kick_one(s);
+    }
+
+    ngx_http_im_session_unref(s);
 }
 
 
@@ -445,6 +509,7 @@ ngx_http_im_session_resubscribe(void)
     }
 
     ngx_http_im_group_resubscribe();
+    ngx_http_im_presence_resubscribe();
 }
 
 
@@ -479,6 +544,11 @@ ngx_http_im_session_delivery(ngx_str_t *uid, u_char *data, size_t len)
 
     if (d.kind == NGX_HTTP_IM_DELIVERY_LOGIN) {
         ngx_http_im_session_seats(u, &d.json);
+        return;
+    }
+
+    if (d.kind == NGX_HTTP_IM_DELIVERY_WATCH) {
+        ngx_http_im_session_watch(u, &d.json);
         return;
     }
 
@@ -600,6 +670,54 @@ ngx_http_im_session_seats(ngx_http_im_user_t *u, ngx_str_t *list)
 
     if (ngx_queue_empty(&u->sessions)) {
         ngx_http_im_user_idle(u);
+    }
+}
+
+
+/*
+ * "+<uid> <uid> ..." (or "-"): /user/subscribe_users_status for this
+ * user: each of its open sessions starts (stops) watching those users,
+ * as if it had sent 2005 (the line holds at most NGX_HTTP_IM_MAX_LIST;
+ * a session at its bound keeps what it has).
+ */
+static void
+ngx_http_im_session_watch(ngx_http_im_user_t *u, ngx_str_t *line)
+{
+    u_char                 *p, *last, *end;
+    ngx_str_t               id;
+    ngx_uint_t              on, n;
+    ngx_queue_t            *q;
+    ngx_http_im_session_t  *s;
+
+    on = line->data[0] == '+';
+    last = line->data + line->len;
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = ngx_queue_next(q))
+    {
+        s = ngx_queue_data(q, ngx_http_im_session_t, user_link);
+
+        if (!s->upgraded || s->closing) {
+            continue;
+        }
+
+        for (p = line->data + 1, n = 0;
+             p < last && n < NGX_HTTP_IM_MAX_LIST;
+             p = end + 1, n++)
+        {
+            end = ngx_strlchr(p, last, ' ');
+            if (end == NULL) {
+                end = last;
+            }
+
+            id.data = p;
+            id.len = end - p;
+
+            if (id.len && id.len <= NGX_HTTP_IM_UID_MAX) {
+                (void) ngx_http_im_presence_watch(s, &id, on);
+            }
+        }
     }
 }
 

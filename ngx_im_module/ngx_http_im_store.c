@@ -10,6 +10,7 @@
  *   im:w:<...>            a worker's liveness
  *   im:u:<uid>            a user's deliveries (im:{u:<uid>}:ch, sharded,
  *                         in a Redis Cluster)
+ *   im:p:<uid>            a user's presence changes (im:{u:<uid>}:p)
  *
  * Every operation holds a small "op" from a per-worker free list: the
  * caller's callback and data, and what the reply parser needs.
@@ -28,6 +29,9 @@
 #define NGX_HTTP_IM_CHANNEL         "im:u:"
 #define NGX_HTTP_IM_CHANNEL_SHARD   "im:{u:"
 #define NGX_HTTP_IM_CHANNEL_TAIL    "}:ch"
+#define NGX_HTTP_IM_PRESENCE_CHANNEL        "im:p:"
+#define NGX_HTTP_IM_PRESENCE_CHANNEL_SHARD  "im:{u:"
+#define NGX_HTTP_IM_PRESENCE_CHANNEL_TAIL   "}:p"
 #define NGX_HTTP_IM_GROUP_CHANNEL        "im:g:"
 #define NGX_HTTP_IM_GROUP_CHANNEL_SHARD  "im:{c:sg_"
 #define NGX_HTTP_IM_GROUP_CHANNEL_TAIL   "}:g"
@@ -40,6 +44,10 @@ static void ngx_http_im_store_message(ngx_str_t *channel, u_char *data,
 static void ngx_http_im_store_subscribed(ngx_str_t *channel, ngx_int_t ok);
 static void ngx_http_im_store_up(ngx_uint_t subscriber);
 static ngx_int_t ngx_http_im_store_channel_uid(ngx_str_t *channel,
+    ngx_str_t *uid);
+static ngx_int_t ngx_http_im_store_channel_pid(ngx_str_t *channel,
+    ngx_str_t *uid);
+static size_t ngx_http_im_store_presence_channel(u_char *buf,
     ngx_str_t *uid);
 static ngx_int_t ngx_http_im_store_sub(ngx_str_t *uid, ngx_uint_t on);
 static void ngx_http_im_store_code_reply(redisReply *reply, void *data);
@@ -360,6 +368,9 @@ ngx_http_im_store_message(ngx_str_t *channel, u_char *data, size_t len)
     if (ngx_http_im_store_channel_gid(channel, &uid) == NGX_OK) {
         ngx_http_im_store_up_routes->group_delivery(&uid, data, len);
 
+    } else if (ngx_http_im_store_channel_pid(channel, &uid) == NGX_OK) {
+        ngx_http_im_store_up_routes->presence(&uid, data, len);
+
     } else if (ngx_http_im_store_channel_uid(channel, &uid) == NGX_OK) {
         ngx_http_im_store_up_routes->delivery(&uid, data, len);
     }
@@ -375,6 +386,9 @@ ngx_http_im_store_subscribed(ngx_str_t *channel, ngx_int_t ok)
 
     if (ngx_http_im_store_channel_gid(channel, &uid) == NGX_OK) {
         ngx_http_im_store_up_routes->group_subscribed(&uid, ok);
+
+    } else if (ngx_http_im_store_channel_pid(channel, &uid) == NGX_OK) {
+        ngx_http_im_store_up_routes->presence_subscribed(&uid, ok);
 
     } else if (ngx_http_im_store_channel_uid(channel, &uid) == NGX_OK) {
         ngx_http_im_store_up_routes->subscribed(&uid, ok);
@@ -434,6 +448,98 @@ ngx_http_im_store_channel_uid(ngx_str_t *channel, ngx_str_t *uid)
     return ngx_http_im_store_channel_id(channel, NGX_HTTP_IM_CHANNEL,
                                         NGX_HTTP_IM_CHANNEL_SHARD,
                                         NGX_HTTP_IM_CHANNEL_TAIL, uid);
+}
+
+
+static ngx_int_t
+ngx_http_im_store_channel_pid(ngx_str_t *channel, ngx_str_t *uid)
+{
+    return ngx_http_im_store_channel_id(channel,
+                                        NGX_HTTP_IM_PRESENCE_CHANNEL,
+                                        NGX_HTTP_IM_PRESENCE_CHANNEL_SHARD,
+                                        NGX_HTTP_IM_PRESENCE_CHANNEL_TAIL,
+                                        uid);
+}
+
+
+/* a user's presence channel, in the slot of its keys as its channel */
+static size_t
+ngx_http_im_store_presence_channel(u_char *buf, ngx_str_t *uid)
+{
+    if (ngx_http_im_redis_cluster()) {
+        return ngx_http_im_store_key(buf, NGX_HTTP_IM_STORE_CHANNEL_LEN,
+                                     NGX_HTTP_IM_PRESENCE_CHANNEL_SHARD "%V"
+                                     NGX_HTTP_IM_PRESENCE_CHANNEL_TAIL,
+                                     uid);
+    }
+
+    return ngx_http_im_store_key(buf, NGX_HTTP_IM_STORE_CHANNEL_LEN,
+                                 NGX_HTTP_IM_PRESENCE_CHANNEL "%V", uid);
+}
+
+
+ngx_int_t
+ngx_http_im_store_watch(ngx_str_t *uid, ngx_uint_t on)
+{
+    ngx_str_t  channel;
+    u_char     buf[NGX_HTTP_IM_STORE_CHANNEL_LEN];
+
+    channel.data = buf;
+    channel.len = ngx_http_im_store_presence_channel(buf, uid);
+
+    return on ? ngx_http_im_redis_subscribe(&channel)
+              : ngx_http_im_redis_unsubscribe(&channel);
+}
+
+
+ngx_int_t
+ngx_http_im_store_watch_line(ngx_str_t *uid, ngx_uint_t on, ngx_str_t *ids,
+    ngx_uint_t n, ngx_http_im_store_done_pt done, void *data)
+{
+    size_t                     cmd_len;
+    ngx_int_t                  rc;
+    ngx_uint_t                 i;
+    const char                *cmd;
+    ngx_http_im_buf_t          line;
+    ngx_http_im_store_op_t    *op;
+    ngx_http_im_store_args_t   a;
+
+    if (n == 0 || n > NGX_HTTP_IM_MAX_LIST) {
+        return NGX_DECLINED;
+    }
+
+    op = ngx_http_im_store_op(done, data);
+    if (op == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_im_buf_init(&line, NGX_HTTP_IM_MAX_LIST
+                                * (NGX_HTTP_IM_UID_MAX + 1) + 8);
+    ngx_http_im_buf_str(&line, on ? "w +" : "w -");
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            ngx_http_im_buf_str(&line, " ");
+        }
+        ngx_http_im_buf_add(&line, ids[i].data, ids[i].len);
+    }
+
+    cmd = ngx_http_im_store_publish_cmd(&cmd_len);
+
+    ngx_http_im_store_args(&a);
+    ngx_http_im_store_arg(&a, cmd, cmd_len);
+    ngx_http_im_store_arg_channel(&a, uid);
+    ngx_http_im_store_arg(&a, line.data, line.len);
+
+    if (line.failed) {
+        a.failed = 1;
+    }
+
+    /* hiredis formats the command now: the line may go right after */
+    rc = ngx_http_im_store_send(ngx_http_im_store_done_reply, op, &a);
+    ngx_http_im_buf_free(&line);
+
+    return rc;
 }
 
 
@@ -578,6 +684,13 @@ ngx_http_im_store_delivery_parse(u_char *data, size_t len,
         return NGX_OK;
     }
 
+    if (len >= 4 && data[0] == 'w' && data[1] == ' ') {
+        d->kind = NGX_HTTP_IM_DELIVERY_WATCH;
+        d->json.data = data + 2;
+        d->json.len = len - 2;
+        return NGX_OK;
+    }
+
     if (len >= 3 && data[0] == 'l' && data[1] == ' ') {
         d->kind = NGX_HTTP_IM_DELIVERY_LOGIN;
         d->json.data = data + 2;
@@ -654,7 +767,10 @@ ngx_http_im_store_seat(ngx_str_t *list, ngx_http_im_seat_t *seat)
 
     /* "<what><platform>:" then the origin, then ":<sid>" */
     colon = ngx_strlchr(p, last, ':');
-    for (end = last; end > p && end[-1] != ':'; end--) { /* void */ }
+
+    for (end = last; end > p && end[-1] != ':'; end--) {
+        /* void */
+    }
 
     if (last - p < 2 || colon == NULL || end <= colon + 1) {
         return NGX_ERROR;
@@ -744,6 +860,7 @@ ngx_http_im_store_login(ngx_str_t *uid, ngx_str_t *token,
     u_char                     field[NGX_MAXHOSTNAMELEN + 128];
     u_char                     value[NGX_INT64_LEN + 2
                                      + NGX_HTTP_IM_TOKEN_MAX_LEN];
+    u_char                     pchannel[NGX_HTTP_IM_STORE_CHANNEL_LEN];
 
     op = ngx_http_im_store_op(done, data);
     if (op == NULL) {
@@ -751,7 +868,8 @@ ngx_http_im_store_login(ngx_str_t *uid, ngx_str_t *token,
     }
 
     /* login.lua: KEYS registry, profile, presence; ARGV token, must be
-     * registered, field, value, seats, cluster, channel */
+     * registered, field, value, seats, cluster, channel, presence
+     * channel */
     ngx_http_im_store_args(&a);
     ngx_http_im_store_arg_key(&a, "im:{u:%V}:tok", uid);
     ngx_http_im_store_arg_key(&a, "im:{u:%V}:profile", uid);
@@ -766,6 +884,8 @@ ngx_http_im_store_login(ngx_str_t *uid, ngx_str_t *token,
     ngx_http_im_store_arg(&a, seats, nseats);
     ngx_http_im_store_arg(&a, ngx_http_im_redis_cluster() ? "1" : "0", 1);
     ngx_http_im_store_arg_channel(&a, uid);
+    ngx_http_im_store_arg(&a, pchannel,
+                          ngx_http_im_store_presence_channel(pchannel, uid));
 
     return ngx_http_im_store_run(NGX_HTTP_IM_LUA_LOGIN,
                                  ngx_http_im_store_code_reply, op, 3, &a);
@@ -1567,7 +1687,8 @@ ngx_http_im_store_push_token(ngx_str_t *uid, ngx_int_t platform,
  * The field names the worker, whose liveness key lets readers drop
  * entries of crashed workers; the value is "<time> <token>", the time
  * prefixed with "b" while the app is in the background (send.lua reads
- * that), the token for login.lua's kicks.
+ * that), the token for login.lua's kicks.  presence.lua publishes the
+ * user's platforms on its presence channel when they change.
  */
 ngx_int_t
 ngx_http_im_store_presence(ngx_str_t *uid, ngx_int_t platform,
@@ -1576,6 +1697,7 @@ ngx_http_im_store_presence(ngx_str_t *uid, ngx_int_t platform,
 {
     ngx_http_im_store_op_t    *op;
     ngx_http_im_store_args_t   a;
+    u_char                     pchannel[NGX_HTTP_IM_STORE_CHANNEL_LEN];
     u_char                     field[NGX_MAXHOSTNAMELEN + 128];
     u_char                     value[NGX_INT64_LEN + 2
                                      + NGX_HTTP_IM_TOKEN_MAX_LEN];
@@ -1589,20 +1711,24 @@ ngx_http_im_store_presence(ngx_str_t *uid, ngx_int_t platform,
         }
     }
 
+    /* presence.lua: KEYS presence; ARGV record, field, value, presence
+     * channel, cluster */
     ngx_http_im_store_args(&a);
-    ngx_http_im_store_arg(&a, on ? "HSET" : "HDEL", 4);
     ngx_http_im_store_arg_key(&a, "im:{u:%V}:online", uid);
+    ngx_http_im_store_arg(&a, on ? "1" : "0", 1);
     ngx_http_im_store_arg(&a, field,
                           ngx_http_im_store_presence_field(field, platform,
                                                            sid));
+    ngx_http_im_store_arg(&a, value,
+                          on ? ngx_http_im_store_presence_value(value, token,
+                                                                background)
+                             : 0);
+    ngx_http_im_store_arg(&a, pchannel,
+                          ngx_http_im_store_presence_channel(pchannel, uid));
+    ngx_http_im_store_arg(&a, ngx_http_im_redis_cluster() ? "1" : "0", 1);
 
-    if (on) {
-        ngx_http_im_store_arg(&a, value,
-                              ngx_http_im_store_presence_value(value, token,
-                                                               background));
-    }
-
-    return ngx_http_im_store_send(ngx_http_im_store_done_reply, op, &a);
+    return ngx_http_im_store_run(NGX_HTTP_IM_LUA_PRESENCE,
+                                 ngx_http_im_store_done_reply, op, 1, &a);
 }
 
 

@@ -48,6 +48,11 @@ typedef struct {
     void  (*group_delivery)(ngx_str_t *gid, u_char *data, size_t len);
     /* the (un)subscription of a group's channel answered, as above */
     void  (*group_subscribed)(ngx_str_t *gid, ngx_int_t ok);
+    /* a watched user's platforms changed: data holds the online
+     * platform IDs, space-separated ("": offline) */
+    void  (*presence)(ngx_str_t *uid, u_char *data, size_t len);
+    /* the (un)subscription of a user's presence answered, as above */
+    void  (*presence_subscribed)(ngx_str_t *uid, ngx_int_t ok);
 } ngx_http_im_store_routes_t;
 
 ngx_int_t ngx_http_im_store_init(ngx_cycle_t *cycle,
@@ -65,6 +70,15 @@ ngx_int_t ngx_http_im_store_routing_ready(void);
 ngx_int_t ngx_http_im_store_subscribe(ngx_str_t *uid);
 ngx_int_t ngx_http_im_store_unsubscribe(ngx_str_t *uid);
 
+/* (un)subscribes this worker to a user's presence changes (WS 2005) */
+ngx_int_t ngx_http_im_store_watch(ngx_str_t *uid, ngx_uint_t on);
+
+/* tells every host's sessions of uid to start (on) or stop watching the
+ * users ids (at most NGX_HTTP_IM_MAX_LIST): a watch delivery */
+ngx_int_t ngx_http_im_store_watch_line(ngx_str_t *uid, ngx_uint_t on,
+    ngx_str_t *ids, ngx_uint_t n, ngx_http_im_store_done_pt done,
+    void *data);
+
 /* this worker is alive (every 10 s), or gone (its presence with it) */
 void ngx_http_im_store_worker_alive(void);
 void ngx_http_im_store_worker_gone(void);
@@ -80,6 +94,8 @@ void ngx_http_im_store_worker_gone(void);
 #define NGX_HTTP_IM_DELIVERY_GROUP 3     /* "g <arg>": json is <arg> */
 #define NGX_HTTP_IM_DELIVERY_LOGIN 4     /* seats taken: json is the list,
                                           * see ngx_http_im_store_seat() */
+#define NGX_HTTP_IM_DELIVERY_WATCH 5     /* "w <+|-><uid> <uid>...":
+                                          * json is from the sign on */
 
 typedef struct {
     ngx_uint_t                 kind;

@@ -64,7 +64,7 @@ WS_CODES = {0, 1001, 1002, 1010, 1101, 90004} | GROUP_CODES | FRIEND_CODES
 REST_CODES = {0, 1001, 1002, 1004, 1010, 1101, 1102, 1501, 1502, 1503, 1504, 1506,
               1507, 90004} | GROUP_CODES | FRIEND_CODES
 HANDSHAKE_CODES = {1101, 1501, 1502, 1503, 1504, 1506, 1507, 1602}
-KNOWN_REQ = (1001, 1002, 1003, 1005, 1006, 2003, 2004)
+KNOWN_REQ = (1001, 1002, 1003, 1005, 1006, 2003, 2004, 2005)
 WS_CONTENT_TYPES = list(range(101, 113)) + [114]
 
 
@@ -760,18 +760,34 @@ def gen_data(r, ctx, req_id, pristine):
                 d["userID"] = ctx.me
             return d, {0}
         return {"userID": ctx.users(r), "isBackground": gen_any(r, ctx)}, None
+    if req_id == 2005:
+        # only cold users (never online) are watched: no push comes, so
+        # every 2005 frame is an answer
+        if pristine:
+            d = {}
+            for key in ("subscribeUserID", "unsubscribeUserID"):
+                if r.random() < 0.6:
+                    d[key] = r.sample(ctx.cold,
+                                      r.randint(0, min(3, len(ctx.cold))))
+            return d, {0}
+        n = r.choice((0, 1, 2, 10, 1000, 1001, 5000))
+        junk = ctx.cold + ["a_b", "", "x" * 65, 7, None, [], "a:b"]
+        key = r.choice(("subscribeUserID", "unsubscribeUserID"))
+        if r.random() < 0.3:
+            return {key: gen_any(r, ctx)}, None
+        return {key: [r.choice(junk) for _ in range(n)]}, None
     # an unknown reqIdentifier: the data does not matter
     return gen_any(r, ctx), {1001}
 
 
-UNKNOWN_REQ = [0, 1, 1000, 1004, 1007, 2001, 2002, 2005, 3001, 9999, -1,
+UNKNOWN_REQ = [0, 1, 1000, 1004, 1007, 2001, 2002, 2006, 3001, 9999, -1,
                -1001, 2 ** 31 - 1, -2 ** 31, 65536 + 1001, 4294967296 + 1001]
 
 
 def gen_req_id(r):
     x = r.random()
     if x < 0.9:
-        return r.choices(KNOWN_REQ, weights=(10, 12, 30, 10, 10, 1, 6))[0]
+        return r.choices(KNOWN_REQ, weights=(10, 12, 30, 10, 10, 1, 6, 4))[0]
     return pick(r, UNKNOWN_REQ)
 
 
@@ -1046,12 +1062,14 @@ SCHEMA = load_schema()
 REQ_MESSAGE = {1001: "GetMaxSeqReq", 1002: "PullMessageBySeqsReq",
                1003: "MsgData", 1005: "GetSeqMessageReq",
                1006: "GetConversationsHasReadAndMaxSeqReq",
-               2003: "DelUserPushTokenReq", 2004: "SetAppBackgroundStatusReq"}
+               2003: "DelUserPushTokenReq", 2004: "SetAppBackgroundStatusReq",
+               2005: "SubUserOnlineStatus"}
 RESP_MESSAGE = {1001: "GetMaxSeqResp", 1002: "PullMessageBySeqsResp",
                 1003: "SendMsgResp", 1005: "GetSeqMessageResp",
                 1006: "GetConversationsHasReadAndMaxSeqResp",
                 2003: "DelUserPushTokenResp",
-                2004: "SetAppBackgroundStatusResp"}
+                2004: "SetAppBackgroundStatusResp",
+                2005: "SubUserOnlineStatusTips"}
 INT_TYPES = {"int32", "int64", "uint32", "uint64", "sint32", "sint64",
              "bool"}
 

@@ -37,6 +37,8 @@ TOKEN_ROUTES = [
     ("/user/get_users_info", False),
     ("/user/get_users_online_status", True),
     ("/user/get_users_online_token_detail", True),
+    ("/user/get_users_status", False),
+    ("/user/subscribe_users_status", False),
     ("/third/update_push_token", False),
     ("/msg/send_msg", True),
     ("/msg/batch_send_msg", True),

@@ -474,3 +474,35 @@ def test_online_token_detail_shape_and_bounds(stack, api):
     r = api.post("/user/get_users_online_token_detail", {"userIDs": [u]},
                  token=t)
     assert r["errCode"] == 1002, r
+
+
+# ---------------------------------------------------------------------------
+# a kick published while a worker cannot hear it
+
+
+def test_kick_missed_during_reconnect_is_caught_up(own_stack):
+    """The pub/sub connections are cut and a force_logout lands while
+    they reconnect: its kick line reaches nobody, but every session asks
+    the registry again once its user is subscribed again, and the kicked
+    one goes."""
+    r, ngx = own_stack(http="im_multi_login_policy 4;")
+    api = Api(ngx)
+    u, other = user(api), user(api)
+    t, t_other = api.user_token(u, 1), api.user_token(other, 1)
+
+    async def scenario():
+        victim = await login(ngx, u, t, 1)
+        bystander = await login(ngx, other, t_other, 1)
+        await alive(victim)
+        out = r.cli("CLIENT", "KILL", "TYPE", "pubsub")
+        assert int(out) >= 1, out
+        res = api.post("/auth/force_logout", {"userID": u, "platformID": 1},
+                       token=api.admin_token())
+        assert res["errCode"] == 0, res
+        await expect_kick(victim, timeout=10)
+        # an untouched session stays
+        await alive(bystander)
+        assert await quiet(bystander, 0.3)
+        await bystander.close()
+
+    run(scenario())

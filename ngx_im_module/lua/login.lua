@@ -9,8 +9,9 @@
 --       3 the new session's presence field, 4 its value,
 --       5 the seats: one letter per platform 1..11 (sessions on platforms
 --         with the same letter share a seat; empty: nobody is kicked),
---       6 "1" in a Redis Cluster (the channel is sharded), 7 the user's
---       channel
+--       6 "1" in a Redis Cluster (the channels are sharded), 7 the user's
+--       channel, 8 the user's presence channel (see presence.lua: the
+--       platforms are published there when they changed)
 -- Publishes on the user's channel "l n<field>", then a line per session
 -- that loses its seat: "k<field>" kicked (its token is marked kicked), or
 -- "r<field>" replaced (it used the same token, which stays valid).  The
@@ -30,6 +31,21 @@ if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then
     return 1101
 end
 
+local function platforms()
+    local seen, list = {}, {}
+    local fields = redis.call('HKEYS', KEYS[3])
+    for i = 1, #fields do
+        local p = tonumber(string.match(fields[i], '^(%d+):'))
+        if p and not seen[p] then
+            seen[p] = true
+            list[#list + 1] = p
+        end
+    end
+    table.sort(list)
+    return table.concat(list, ' ')
+end
+
+local before = platforms()
 local seats = ARGV[5]
 local mine = string.match(ARGV[3], '^(%d+):')
 local seat = seats ~= '' and string.sub(seats, tonumber(mine), tonumber(mine))
@@ -68,5 +84,10 @@ if seat and seat ~= '' then
 end
 
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
-redis.call(ARGV[6] == '1' and 'SPUBLISH' or 'PUBLISH', ARGV[7], line)
+local publish = ARGV[6] == '1' and 'SPUBLISH' or 'PUBLISH'
+redis.call(publish, ARGV[7], line)
+local after = platforms()
+if after ~= before then
+    redis.call(publish, ARGV[8], after)
+end
 return 0

@@ -4,7 +4,8 @@
 -- A session counts only while its worker's liveness key exists; entries
 -- of crashed workers are removed here.  In a cluster those keys live in
 -- other slots, so every entry counts (docs/architecture.md).
--- Returns, per user, an array of platform IDs (each once).
+-- Returns, per user, an array of platform IDs (each once, ascending, as
+-- presence.lua publishes them).
 local cluster = ARGV[1] == '1'
 local out = {}
 for i = 1, #KEYS do
@@ -21,6 +22,7 @@ for i = 1, #KEYS do
             redis.call('HDEL', KEYS[i], fields[j])
         end
     end
+    table.sort(list)
     out[i] = list
 end
 return out
