@@ -118,8 +118,12 @@ def test_conv_script_bounded_for_huge_lists(bare_redis, op):
                                               r=-1), "{}", "not json"):
             argv = [op, U, "alice", str(int(time.time() * 1000)), mongo,
                     cluster, args]
-            took = server_eval(bare_redis, body, [U + "convs"], argv)
-            base = server_eval(bare_redis, DECODE, [U + "convs"], argv)
+            # the best of three: a loop shows in each, a busy shared
+            # machine's stall in one
+            took = min(server_eval(bare_redis, body, [U + "convs"], argv)
+                       for _ in range(3))
+            base = min(server_eval(bare_redis, DECODE, [U + "convs"], argv)
+                       for _ in range(3))
             # restore writes 1000 records a call, with 100 hidden seqs
             # each here (100,000 ZADDs): the op with the largest bound
             # (docs/security.md)
