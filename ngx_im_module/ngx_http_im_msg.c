@@ -27,6 +27,9 @@
  */
 #define NGX_HTTP_IM_PULLS        4
 
+/* ms between a JS SDK's send answer and its echo */
+#define NGX_HTTP_IM_ECHO_DELAY   20
+
 /*
  * The messages of one pull answer take at most half of im_ws_send_queue,
  * and at most NGX_HTTP_IM_PULL_BUDGET (ngx_http_im_limits.h): the queue
@@ -60,6 +63,15 @@ typedef struct {
     ngx_str_t                  msg_incr;
     ngx_uint_t                 encoding;     /* NGX_HTTP_IM_ENC_* */
 } ngx_http_im_env_t;
+
+
+/* a JS SDK's echo of its own message, waiting (ngx_http_im_echo()) */
+typedef struct {
+    ngx_event_t                timer;
+    ngx_http_im_session_t     *s;
+    ngx_http_im_env_t          env;
+    ngx_http_im_buf_t          data;
+} ngx_http_im_echo_t;
 
 
 struct ngx_http_im_call_s {
@@ -102,6 +114,7 @@ static void ngx_http_im_handle(ngx_http_im_session_t *s,
 static void ngx_http_im_call_finish(ngx_http_im_call_t *call);
 static ngx_uint_t ngx_http_im_rate_ok(ngx_http_im_session_t *s);
 static void ngx_http_im_echo(ngx_http_im_call_t *call);
+static void ngx_http_im_echo_handler(ngx_event_t *ev);
 static void ngx_http_im_call_fail(ngx_http_im_call_t *call, ngx_int_t err,
     const char *msg);
 static void ngx_http_im_reply(ngx_http_im_session_t *s,
@@ -497,20 +510,62 @@ ngx_http_im_call_finish(ngx_http_im_call_t *call)
 
 /*
  * The JS SDK learns a sent message's seq from a 2001 of it on the sending
- * connection, after the ack, carrying the send's operationID (its other
- * sessions get the usual push).
+ * connection, carrying the send's operationID (its other sessions get the
+ * usual push).  It must come after the SDK has digested the ack, some
+ * promise steps later: an echo it meets first reads as a new message from
+ * someone else (OnRecvNewMessages, unread + 1).  OpenIM's echo takes the
+ * trip through its push service; ours waits NGX_HTTP_IM_ECHO_DELAY.
  */
 static void
 ngx_http_im_echo(ngx_http_im_call_t *call)
 {
-    ngx_http_im_env_t  env;
+    ngx_http_im_echo_t  *e;
 
-    env = call->env;
-    env.req_identifier = NGX_HTTP_IM_REQ_PUSH;
-    env.msg_incr.len = 0;
+    e = ngx_calloc(sizeof(ngx_http_im_echo_t) + call->env.operation_id.len,
+                   call->s->c->log);
+    if (e == NULL) {
+        return;
+    }
 
-    ngx_http_im_metric_inc(NGX_HTTP_IM_M_PUSHES);
-    ngx_http_im_frame(call->s, &env, 0, "", &call->echo);
+    e->s = call->s;
+    e->env = call->env;
+    e->env.req_identifier = NGX_HTTP_IM_REQ_PUSH;
+    e->env.msg_incr.len = 0;
+    e->env.operation_id.data = (u_char *) (e + 1);
+    ngx_memcpy(e->env.operation_id.data, call->env.operation_id.data,
+               call->env.operation_id.len);
+
+    /* the buffer moves to e */
+    e->data = call->echo;
+    ngx_http_im_buf_init(&call->echo, 0);
+
+    e->timer.handler = ngx_http_im_echo_handler;
+    e->timer.data = e;
+    e->timer.log = ngx_cycle->log;
+    e->timer.cancelable = 1;
+    ngx_add_timer(&e->timer, NGX_HTTP_IM_ECHO_DELAY);
+
+    ngx_http_im_session_ref(e->s);
+}
+
+
+static void
+ngx_http_im_echo_handler(ngx_event_t *ev)
+{
+    ngx_http_im_echo_t  *e = ev->data;
+
+    ngx_http_im_session_t  *s;
+
+    s = e->s;
+
+    if (!s->closed && !s->closing) {
+        ngx_http_im_metric_inc(NGX_HTTP_IM_M_PUSHES);
+        ngx_http_im_frame(s, &e->env, 0, "", &e->data);
+    }
+
+    ngx_http_im_buf_free(&e->data);
+    ngx_free(e);
+    ngx_http_im_session_unref(s);
 }
 
 
