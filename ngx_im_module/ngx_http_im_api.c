@@ -141,7 +141,8 @@ ngx_http_im_api_handler(ngx_http_request_t *r)
     }
 
     if (r->method != NGX_HTTP_POST) {
-        return NGX_HTTP_NOT_ALLOWED;
+        rc = ngx_http_im_cors_preflight(r);
+        return (rc == NGX_DECLINED) ? NGX_HTTP_NOT_ALLOWED : rc;
     }
 
     conf = ngx_http_get_module_loc_conf(r, ngx_http_im_module);

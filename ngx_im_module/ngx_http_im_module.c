@@ -342,6 +342,13 @@ static ngx_command_t  ngx_http_im_commands[] = {
       offsetof(ngx_http_im_loc_conf_t, pull_max),
       &ngx_http_im_pull_bounds },
 
+    { ngx_string("im_cors_origins"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_im_cors_origins,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -607,6 +614,7 @@ ngx_http_im_create_loc_conf(ngx_conf_t *cf)
     conf->ws_burst = NGX_CONF_UNSET_UINT;
     conf->api_rate = NGX_CONF_UNSET_UINT;
     conf->api_burst = NGX_CONF_UNSET_UINT;
+    conf->cors = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -647,6 +655,7 @@ ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_IM_API_RATE);
     ngx_conf_merge_uint_value(conf->api_burst, prev->api_burst,
                               NGX_HTTP_IM_API_BURST);
+    ngx_conf_merge_ptr_value(conf->cors, prev->cors, NULL);
 
     imcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_im_module);
 
@@ -955,6 +964,10 @@ ngx_http_im_postconfiguration(ngx_conf_t *cf)
     /* the default, after the locations' checks (ngx_http_im_newest_fits) */
     imcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_im_module);
     ngx_conf_init_uint_value(imcf->max_convs, NGX_HTTP_IM_PB_MAX_REPEATED);
+
+    if (ngx_http_im_cors_filter_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return ngx_http_im_api_body_filter_init(cf);
 }

@@ -123,6 +123,13 @@ typedef struct {
 } ngx_http_im_main_conf_t;
 
 
+/* im_cors_origins */
+typedef struct {
+    ngx_array_t                origins;        /* canonical, of ngx_str_t */
+    ngx_uint_t                 any;            /* "*" */
+} ngx_http_im_cors_t;
+
+
 typedef struct {
     ngx_uint_t                 kind;
     size_t                     ws_max_frame;
@@ -138,6 +145,7 @@ typedef struct {
     ngx_uint_t                 ws_burst;       /* each burst right after */
     ngx_uint_t                 api_rate;
     ngx_uint_t                 api_burst;
+    ngx_http_im_cors_t        *cors;           /* NULL: same origin only */
 } ngx_http_im_loc_conf_t;
 
 
@@ -278,6 +286,13 @@ ngx_int_t ngx_http_im_send_body(ngx_http_request_t *r, ngx_uint_t status,
     const char *type, ngx_http_im_buf_t *b);
 #define ngx_http_im_send_json(r, status, b)                                 \
     ngx_http_im_send_body(r, status, "application/json", b)
+
+/* cors.c */
+char *ngx_http_im_cors_origins(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_im_cors_preflight(ngx_http_request_t *r);
+ngx_int_t ngx_http_im_cors_ws_origin(ngx_http_request_t *r);
+ngx_int_t ngx_http_im_cors_filter_init(ngx_conf_t *cf);
 
 /* metrics.c */
 typedef const char *(*ngx_http_im_route_name_pt)(ngx_uint_t i);

@@ -258,6 +258,11 @@ ngx_http_im_ws_check(ngx_http_request_t *r, ngx_str_t *key,
         return NGX_HTTP_BAD_REQUEST;
     }
 
+    if (ngx_http_im_cors_ws_origin(r) != NGX_OK) {
+        *msg = "origin not allowed";
+        return NGX_HTTP_FORBIDDEN;
+    }
+
     *key = h->value;
 
     return NGX_OK;
