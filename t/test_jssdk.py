@@ -17,6 +17,8 @@ import sys
 import time
 import uuid
 
+import shutil
+
 import pytest
 
 from conftest import ROOT, single_conv, uids
@@ -222,6 +224,40 @@ def test_read_seq_after_mark_as_read(world, api, pb):
                        req))
     assert [m.conversation.conversationID for m in resp.conversations] \
         == [w.group]
+
+
+SDK_PROTOCOL = os.environ.get("IM_SDK_PROTOCOL")   # @openim/protocol dir
+DECODE_JS = """
+const { PbCoder } = require(process.argv[1]);
+const raw = Buffer.from(require('fs').readFileSync(0, 'utf8'), 'base64');
+const d = PbCoder[process.argv[2]].decode(new Uint8Array(raw));
+console.log(JSON.stringify(d, (k, v) => v instanceof Uint8Array
+                                   ? Buffer.from(v).toString() : v));
+"""
+
+
+@pytest.mark.skipif(not SDK_PROTOCOL or not shutil.which("node"),
+                    reason="IM_SDK_PROTOCOL (the SDK's @openim/protocol) "
+                           "and node not given")
+def test_the_sdk_decodes_the_answer(world, api, pb):
+    """The SDK's own decoder (protobufjs code of @openim/protocol) reads
+    the server's answer to the SDK's own request bytes."""
+    w = world
+    req = pb.GetActiveConversationsReq(ownerUserID=w.a, count=20)
+    data = ok(call(api, w.tok[w.a], "/jssdk/get_active_conversations",
+                   req))
+    out = subprocess.run(["node", "-e", DECODE_JS, SDK_PROTOCOL,
+                          "GetActiveConversationsResp"], input=data,
+                         capture_output=True, text=True, check=True)
+    got = {c["conversation"]["conversationID"]: c
+           for c in json.loads(out.stdout)["conversations"]}
+    s, g = got[w.single], got[w.group]
+    assert s["user"]["nickname"] == "nick-" + w.b
+    assert s["friend"]["remark"] == "bestie"
+    assert s["maxSeq"] == s["lastMsg"]["seq"] == w.s1["seq"]
+    assert json.loads(s["lastMsg"]["content"]) == {"content": "hello a"}
+    assert g["group"]["groupName"] == "the team"
+    assert g["lastMsg"]["sendID"] == w.c
 
 
 def code(r):
