@@ -1242,6 +1242,23 @@ ngx_http_im_users_info_reply(void *data, ngx_int_t err,
 }
 
 
+ngx_str_t
+ngx_http_im_api_str(yajl_val v)
+{
+    ngx_str_t  s;
+
+    if (v && YAJL_IS_STRING(v) && v->u.string) {
+        s.data = (u_char *) v->u.string;
+        s.len = ngx_strlen(s.data);
+
+    } else {
+        ngx_str_set(&s, "");
+    }
+
+    return s;
+}
+
+
 /* a user's profile as OpenIM's userInfo */
 void
 ngx_http_im_user_json(ngx_http_im_buf_t *b, ngx_http_im_store_user_t *u)

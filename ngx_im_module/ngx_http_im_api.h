@@ -101,6 +101,9 @@ ngx_str_t *ngx_http_im_api_user_ids(ngx_http_im_api_t *api);
 ngx_str_t *ngx_http_im_api_user_ids_of(ngx_http_im_api_t *api, yajl_val ids,
     const char *name);
 
+/* a string value of a parsed JSON, "" for anything else */
+ngx_str_t ngx_http_im_api_str(yajl_val v);
+
 /* a user's profile as OpenIM's userInfo */
 void ngx_http_im_user_json(ngx_http_im_buf_t *b,
     ngx_http_im_store_user_t *u);

@@ -56,7 +56,6 @@ typedef struct {
 static void ngx_http_im_friend_call(ngx_http_im_api_t *api,
     const ngx_http_im_friend_route_t *route);
 static ngx_int_t ngx_http_im_friend_who(ngx_http_im_friend_call_t *fc);
-static ngx_str_t ngx_http_im_friend_str(yajl_val v);
 static ngx_str_t ngx_http_im_friend_field(yajl_val root, const char *path);
 static ngx_int_t ngx_http_im_friend_check_users(
     ngx_http_im_friend_call_t *fc);
@@ -227,23 +226,6 @@ ngx_http_im_friend_who(ngx_http_im_friend_call_t *fc)
 }
 
 
-/* a string value, "" for anything else */
-static ngx_str_t
-ngx_http_im_friend_str(yajl_val v)
-{
-    ngx_str_t  s;
-
-    if (v && YAJL_IS_STRING(v) && v->u.string) {
-        s.data = (u_char *) v->u.string;
-        s.len = ngx_strlen(s.data);
-
-    } else {
-        ngx_str_set(&s, "");
-    }
-
-    return s;
-}
-
 
 /* a string field of the body, "a/b" in an object; "" when absent */
 static ngx_str_t
@@ -275,7 +257,7 @@ ngx_http_im_friend_field(yajl_val root, const char *path)
 
     v = ngx_http_im_json_get(root, path);
 
-    return ngx_http_im_friend_str(v);
+    return ngx_http_im_api_str(v);
 }
 
 
@@ -306,7 +288,7 @@ ngx_http_im_friend_check_users(ngx_http_im_friend_call_t *fc)
     fc->api->nusers = 0;
 
     for (i = 0; i < n; i++) {
-        one = ngx_http_im_friend_str(list[i]);
+        one = ngx_http_im_api_str(list[i]);
 
         if (ngx_http_im_user_id_valid((char *) one.data, one.len)) {
             users[fc->api->nusers++] = one;
@@ -801,7 +783,7 @@ ngx_http_im_friend_tell(ngx_http_im_friend_call_t *fc)
     for (i = 0; !tips.failed && i < users->u.array.len
                 && i < NGX_HTTP_IM_MAX_FRIENDS; i++)
     {
-        uid = ngx_http_im_friend_str(users->u.array.values[i]);
+        uid = ngx_http_im_api_str(users->u.array.values[i]);
 
         if (ngx_http_im_user_id_valid((char *) uid.data, uid.len)) {
             ngx_http_im_notify(&fc->owner, &uid, NULL, type, &tips);

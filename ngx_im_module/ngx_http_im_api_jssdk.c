@@ -51,7 +51,6 @@ static yajl_val ngx_http_im_jssdk_find(yajl_val list, const char *inner,
     const char *key, yajl_val id);
 static void ngx_http_im_jssdk_encode(ngx_http_im_api_t *api,
     ngx_http_im_buf_t *json);
-static ngx_str_t ngx_http_im_jssdk_str(yajl_val v);
 
 
 /* api->jssdk: freed with the call (api->cleanup) */
@@ -166,7 +165,7 @@ ngx_http_im_jssdk_convs(ngx_http_im_api_t *api)
     }
 
     owner = ngx_http_im_json_get(js->list->u.array.values[0], "ownerUserID");
-    id = ngx_http_im_jssdk_str(owner);
+    id = ngx_http_im_api_str(owner);
 
     ngx_http_im_buf_init(&b, NGX_HTTP_IM_API_MAX_BODY);
     ngx_http_im_buf_str(&b, "{\"ownerUserID\":");
@@ -298,7 +297,7 @@ ngx_http_im_jssdk_ids(ngx_http_im_jssdk_t *js, long long type,
     for (i = 0; i < js->list->u.array.len; i++) {
         rec = js->list->u.array.values[i];
         t = ngx_http_im_json_get(rec, "conversationType");
-        id = ngx_http_im_jssdk_str(ngx_http_im_json_get(rec, field));
+        id = ngx_http_im_api_str(ngx_http_im_json_get(rec, field));
 
         if (t == NULL || !YAJL_IS_INTEGER(t) || YAJL_GET_INTEGER(t) != type
             || id.len == 0)
@@ -444,7 +443,7 @@ ngx_http_im_jssdk_find(yajl_val list, const char *inner, const char *key,
     ngx_str_t   want, got;
     ngx_uint_t  i;
 
-    want = ngx_http_im_jssdk_str(id);
+    want = ngx_http_im_api_str(id);
 
     if (list == NULL || want.len == 0) {
         return NULL;
@@ -455,7 +454,7 @@ ngx_http_im_jssdk_find(yajl_val list, const char *inner, const char *key,
     for (i = 0; a && YAJL_IS_ARRAY(a) && i < a->u.array.len; i++) {
         e = a->u.array.values[i];
         o = inner ? ngx_http_im_json_get(e, inner) : e;
-        got = ngx_http_im_jssdk_str(o ? ngx_http_im_json_get(o, key) : NULL);
+        got = ngx_http_im_api_str(o ? ngx_http_im_json_get(o, key) : NULL);
 
         if (got.len == want.len
             && ngx_strncmp(got.data, want.data, want.len) == 0)
@@ -529,23 +528,6 @@ failed:
     ngx_http_im_api_finish(api, NGX_HTTP_IM_ERR_INTERNAL, NULL);
 }
 
-
-/* a string of a parsed answer, "" for anything else */
-static ngx_str_t
-ngx_http_im_jssdk_str(yajl_val v)
-{
-    ngx_str_t  s;
-
-    if (v && YAJL_IS_STRING(v) && v->u.string) {
-        s.data = (u_char *) v->u.string;
-        s.len = ngx_strlen(s.data);
-
-    } else {
-        ngx_str_set(&s, "");
-    }
-
-    return s;
-}
 
 
 ngx_http_im_route_t  ngx_http_im_jssdk_routes[] = {

@@ -189,6 +189,26 @@ def test_active_conversations(world, api, pb):
         == order
 
 
+def test_a_user_without_conversations(stack, api, pb):
+    (u,) = uids(1, "js")
+    api.register(u)
+    t = api.user_token(u, REST)
+    resp = decode(pb.GetActiveConversationsResp,
+                  call(api, t, "/jssdk/get_active_conversations",
+                       pb.GetActiveConversationsReq(ownerUserID=u,
+                                                    count=20)))
+    assert len(resp.conversations) == 0 and resp.unreadCount == 0
+    # an empty body is every field's default: the caller, count 100
+    r = call(api, t, "/jssdk/get_active_conversations", raw=b"")
+    assert len(decode(pb.GetActiveConversationsResp, r).conversations) == 0
+    resp = decode(pb.GetConversationsResp,
+                  call(api, t, "/jssdk/get_conversations",
+                       pb.GetConversationsReq(ownerUserID=u,
+                                              conversationIDs=[
+                                                  single_conv(u, "x")])))
+    assert len(resp.conversations) == 0
+
+
 def test_read_seq_after_mark_as_read(world, api, pb):
     w = world
     ok(api.post("/msg/mark_conversation_as_read", {
