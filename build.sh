@@ -212,7 +212,7 @@ unit() {
 CLUSTER_TESTS="t/test_messaging.py t/test_api.py t/test_notify.py
                t/test_protobuf.py t/test_handshake.py t/test_conversations.py
                t/test_group_push.py t/test_groups.py t/test_friends.py
-               t/test_login_policy.py t/test_presence.py"
+               t/test_login_policy.py t/test_presence.py t/test_jssdk.py"
 
 tests() {
     deps

@@ -22,6 +22,8 @@ static ngx_http_im_route_t *ngx_http_im_api_route(ngx_http_request_t *r);
 static ngx_http_im_route_t *ngx_http_im_api_route_at(ngx_uint_t i);
 
 static ngx_uint_t ngx_http_im_api_route_index(ngx_http_im_route_t *rt);
+static u_char *ngx_http_im_api_pb_body(ngx_http_im_api_t *api, u_char *pb,
+    size_t *size, char *err, size_t len);
 static ngx_int_t ngx_http_im_api_parse(ngx_http_im_api_t *api,
     char *err, size_t len);
 static void ngx_http_im_admin_token(ngx_http_im_api_t *api);
@@ -75,48 +77,48 @@ static ngx_http_request_body_filter_pt  ngx_http_im_next_body_filter;
 static ngx_http_im_route_t  ngx_http_im_routes[] = {
 
     { ngx_string("/auth/get_admin_token"), NGX_HTTP_IM_ACCESS_SECRET,
-      ngx_http_im_admin_token },
+      ngx_http_im_admin_token, NULL },
 
     { ngx_string("/auth/get_user_token"), NGX_HTTP_IM_ACCESS_ADMIN,
-      ngx_http_im_user_token },
+      ngx_http_im_user_token, NULL },
 
     { ngx_string("/user/user_register"), NGX_HTTP_IM_ACCESS_ADMIN,
-      ngx_http_im_user_register },
+      ngx_http_im_user_register, NULL },
 
     { ngx_string("/auth/parse_token"), NGX_HTTP_IM_ACCESS_ADMIN,
-      ngx_http_im_parse_token },
+      ngx_http_im_parse_token, NULL },
 
     { ngx_string("/auth/force_logout"), NGX_HTTP_IM_ACCESS_ADMIN,
-      ngx_http_im_force_logout },
+      ngx_http_im_force_logout, NULL },
 
     { ngx_string("/user/get_users_info"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_users_info },
+      ngx_http_im_users_info, NULL },
 
     { ngx_string("/user/get_users_online_status"), NGX_HTTP_IM_ACCESS_ADMIN,
-      ngx_http_im_online_status },
+      ngx_http_im_online_status, NULL },
 
     { ngx_string("/user/get_users_status"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_users_status },
+      ngx_http_im_users_status, NULL },
 
     { ngx_string("/user/subscribe_users_status"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_subscribe_status },
+      ngx_http_im_subscribe_status, NULL },
 
     { ngx_string("/user/get_users_online_token_detail"),
-      NGX_HTTP_IM_ACCESS_ADMIN, ngx_http_im_online_tokens },
+      NGX_HTTP_IM_ACCESS_ADMIN, ngx_http_im_online_tokens, NULL },
 
     { ngx_string("/third/update_push_token"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_push_token },
+      ngx_http_im_push_token, NULL },
 
     { ngx_string("/msg/send_msg"), NGX_HTTP_IM_ACCESS_ADMIN,
-      ngx_http_im_send_msg },
+      ngx_http_im_send_msg, NULL },
 
     { ngx_string("/msg/batch_send_msg"), NGX_HTTP_IM_ACCESS_ADMIN,
-      ngx_http_im_batch_send_msg },
+      ngx_http_im_batch_send_msg, NULL },
 
     { ngx_string("/manager/send_msg"), NGX_HTTP_IM_ACCESS_ADMIN,
-      ngx_http_im_send_msg },
+      ngx_http_im_send_msg, NULL },
 
-    { ngx_null_string, 0, NULL }
+    { ngx_null_string, 0, NULL, NULL }
 };
 
 
@@ -124,7 +126,7 @@ static ngx_http_im_route_t  ngx_http_im_routes[] = {
 static ngx_http_im_route_t  *ngx_http_im_route_tables[] = {
     ngx_http_im_routes, ngx_http_im_conv_routes, ngx_http_im_group_routes,
     ngx_http_im_friend_routes, ngx_http_im_user_routes,
-    NULL
+    ngx_http_im_jssdk_routes, NULL
 };
 
 
@@ -233,6 +235,28 @@ ngx_http_im_api_route_at(ngx_uint_t i)
         }
 
         i -= n;
+    }
+
+    return NULL;
+}
+
+
+/* the route of a path, for calls made of routes */
+ngx_http_im_route_t *
+ngx_http_im_api_route_find(const char *path)
+{
+    size_t                len;
+    ngx_uint_t            i;
+    ngx_http_im_route_t  *rt;
+
+    len = ngx_strlen(path);
+
+    for (i = 0; (rt = ngx_http_im_api_route_at(i)); i++) {
+        if (rt->path.len == len
+            && ngx_strncmp(rt->path.data, path, len) == 0)
+        {
+            return rt;
+        }
     }
 
     return NULL;
@@ -391,7 +415,9 @@ ngx_http_im_api_parse(ngx_http_im_api_t *api, char *err, size_t len)
         }
     }
 
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+    if ((r->request_body == NULL || r->request_body->bufs == NULL)
+        && api->route->pb == NULL)
+    {
         ngx_cpystrn((u_char *) err, (u_char *) "a JSON object body is "
                     "required", len);
         return NGX_HTTP_IM_ERR_ARGS;
@@ -400,7 +426,9 @@ ngx_http_im_api_parse(ngx_http_im_api_t *api, char *err, size_t len)
     /* the body is in memory: the location's client_body_buffer_size is
      * raised to im_api_max_body at configuration time */
     size = 0;
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+    for (cl = r->request_body ? r->request_body->bufs : NULL; cl;
+         cl = cl->next)
+    {
         if (cl->buf->in_file) {
             ngx_cpystrn((u_char *) err, (u_char *) "request body too large",
                         len);
@@ -416,7 +444,9 @@ ngx_http_im_api_parse(ngx_http_im_api_t *api, char *err, size_t len)
     }
 
     p = text;
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+    for (cl = r->request_body ? r->request_body->bufs : NULL; cl;
+         cl = cl->next)
+    {
         /* nginx ends a body with an empty buffer whose pos is NULL */
         if (cl->buf->last != cl->buf->pos) {
             p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
@@ -424,6 +454,13 @@ ngx_http_im_api_parse(ngx_http_im_api_t *api, char *err, size_t len)
     }
 
     *p = '\0';
+
+    if (api->route->pb) {
+        text = ngx_http_im_api_pb_body(api, text, &size, err, len);
+        if (text == NULL) {
+            return NGX_HTTP_IM_ERR_ARGS;
+        }
+    }
 
     api->body.data = text;
     api->body.len = size;
@@ -452,6 +489,45 @@ ngx_http_im_api_parse(ngx_http_im_api_t *api, char *err, size_t len)
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * A protobuf body of the route's message as the JSON text its handler
+ * reads (in r->pool), or NULL with err ("invalid protobuf: ...").
+ */
+static u_char *
+ngx_http_im_api_pb_body(ngx_http_im_api_t *api, u_char *pb, size_t *size,
+    char *err, size_t len)
+{
+    u_char             *text;
+    ngx_http_im_buf_t   json;
+
+    ngx_http_im_buf_init(&json, NGX_HTTP_IM_API_MAX_BODY * 8 + 1024);
+
+    if (ngx_http_im_pb_to_json(api->route->pb, pb, *size, &json, err, len)
+        != 0)
+    {
+        ngx_log_error(NGX_LOG_INFO, api->r->connection->log, 0,
+                      "im api: invalid protobuf body: %s", err);
+        ngx_http_im_buf_free(&json);
+        return NULL;
+    }
+
+    text = json.failed ? NULL : ngx_pnalloc(api->r->pool, json.len + 1);
+    if (text == NULL) {
+        ngx_cpystrn((u_char *) err, (u_char *) "request body too large",
+                    len);
+        ngx_http_im_buf_free(&json);
+        return NULL;
+    }
+
+    ngx_memcpy(text, json.data, json.len);
+    text[json.len] = '\0';
+    *size = json.len;
+    ngx_http_im_buf_free(&json);
+
+    return text;
 }
 
 
@@ -553,6 +629,10 @@ ngx_http_im_api_free_parts(ngx_http_im_api_t *api)
     ngx_http_im_buf_free(&api->failed);
     ngx_free(api->items);
     ngx_free(api->users);
+
+    if (api->cleanup) {
+        api->cleanup(api);
+    }
 }
 
 
@@ -580,10 +660,21 @@ void
 ngx_http_im_api_finish(ngx_http_im_api_t *api, ngx_int_t code,
     const char *msg)
 {
-    ngx_int_t            rc;
-    ngx_http_request_t  *r;
+    ngx_int_t              rc;
+    ngx_http_request_t    *r;
+    ngx_http_im_route_pt   then;
 
     r = api->r;
+
+    /* a step of a call made of routes succeeded: the call goes on */
+    if (code == 0 && api->then) {
+        then = api->then;
+        api->then = NULL;
+        then(api);
+        return;
+    }
+
+    api->then = NULL;
 
     if (code) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -1149,6 +1240,23 @@ ngx_http_im_users_info_reply(void *data, ngx_int_t err,
 
     ngx_http_im_buf_str(b, "]}");
     ngx_http_im_api_answer(api, 0, NULL);
+}
+
+
+ngx_str_t
+ngx_http_im_api_str(yajl_val v)
+{
+    ngx_str_t  s;
+
+    if (v && YAJL_IS_STRING(v) && v->u.string) {
+        s.data = (u_char *) v->u.string;
+        s.len = ngx_strlen(s.data);
+
+    } else {
+        ngx_str_set(&s, "");
+    }
+
+    return s;
 }
 
 

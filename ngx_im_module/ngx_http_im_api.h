@@ -11,6 +11,7 @@
 
 #include "ngx_http_im_module.h"
 #include "ngx_http_im_store.h"
+#include "ngx_http_im_pb.h"
 
 
 #define NGX_HTTP_IM_ACCESS_SECRET  0      /* no token: get_admin_token */
@@ -49,6 +50,8 @@ typedef struct {
     ngx_str_t                    path;
     ngx_uint_t                   access;
     ngx_http_im_route_pt         handler;
+    /* a protobuf body of this message, read as its JSON (api_jssdk.c) */
+    const ProtobufCMessageDescriptor  *pb;
 } ngx_http_im_route_t;
 
 
@@ -77,6 +80,11 @@ struct ngx_http_im_api_s {
     ngx_uint_t                   answered;
     ngx_uint_t                   results;
     void                        *conv;         /* api_conv.c's state */
+    /* run instead of answering when a route succeeds: a call made of
+     * routes (api_jssdk.c), with the route's answer in api->data */
+    ngx_http_im_route_pt         then;
+    void                        *jssdk;        /* api_jssdk.c's state */
+    ngx_http_im_route_pt         cleanup;      /* frees it with the call */
     ngx_str_t                    body;         /* the JSON text, in r->pool */
     char                         token_out[512];
 };
@@ -92,6 +100,9 @@ void ngx_http_im_api_finish(ngx_http_im_api_t *api, ngx_int_t code,
 ngx_str_t *ngx_http_im_api_user_ids(ngx_http_im_api_t *api);
 ngx_str_t *ngx_http_im_api_user_ids_of(ngx_http_im_api_t *api, yajl_val ids,
     const char *name);
+
+/* a string value of a parsed JSON, "" for anything else */
+ngx_str_t ngx_http_im_api_str(yajl_val v);
 
 /* a user's profile as OpenIM's userInfo */
 void ngx_http_im_user_json(ngx_http_im_buf_t *b,
@@ -109,10 +120,17 @@ extern ngx_http_im_route_t  ngx_http_im_friend_routes[];
 /* api_user.c: the user lists */
 extern ngx_http_im_route_t  ngx_http_im_user_routes[];
 
+/* api_jssdk.c: the JS SDK's protobuf routes */
+extern ngx_http_im_route_t  ngx_http_im_jssdk_routes[];
+
+/* the route of a path ("/group/get_groups_info"), or NULL */
+ngx_http_im_route_t *ngx_http_im_api_route_find(const char *path);
+
 void ngx_http_im_conv_sorted(ngx_http_im_api_t *api);
 void ngx_http_im_conv_all(ngx_http_im_api_t *api);
 void ngx_http_im_conv_get(ngx_http_im_api_t *api);
 void ngx_http_im_conv_get_many(ngx_http_im_api_t *api);
+void ngx_http_im_conv_active(ngx_http_im_api_t *api);
 void ngx_http_im_conv_owner(ngx_http_im_api_t *api);
 void ngx_http_im_conv_set(ngx_http_im_api_t *api);
 void ngx_http_im_conv_full_ids(ngx_http_im_api_t *api);

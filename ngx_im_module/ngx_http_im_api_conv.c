@@ -28,10 +28,13 @@
 #define NGX_HTTP_IM_CF_SETTINGS  0x0200   /* conversation {...} */
 #define NGX_HTTP_IM_CF_SYNC      0x0400   /* deleteSyncOpt */
 #define NGX_HTTP_IM_CF_USERS     0x0800   /* userIDs instead of one user */
+#define NGX_HTTP_IM_CF_COUNT     0x1000   /* count: the first page's size */
 
 #define NGX_HTTP_IM_CONV_MAX_IDS     NGX_HTTP_IM_MAX_LIST
 #define NGX_HTTP_IM_CONV_MAX_STR     4096
 #define NGX_HTTP_IM_CONV_MAX_SHOW    100
+#define NGX_HTTP_IM_CONV_MAX_COUNT   1000   /* conv.lua's page cap */
+#define NGX_HTTP_IM_CONV_COUNT       100    /* OpenIM's default */
 #define NGX_HTTP_IM_SEQ_MAX          9007199254740991LL   /* 2^53 - 1 */
 
 /* the notifications of docs/api.md */
@@ -86,6 +89,8 @@ static ngx_int_t ngx_http_im_conv_arg_ids(ngx_http_im_conv_call_t *cc,
     ngx_http_im_buf_t *b, const char **err);
 static ngx_int_t ngx_http_im_conv_arg_page(ngx_http_im_conv_call_t *cc,
     ngx_http_im_buf_t *b, const char **err);
+static ngx_int_t ngx_http_im_conv_arg_count(ngx_http_im_conv_call_t *cc,
+    ngx_http_im_buf_t *b, const char **err);
 static ngx_int_t ngx_http_im_conv_arg_seqs(ngx_http_im_conv_call_t *cc,
     ngx_http_im_buf_t *b, const char **err);
 static ngx_int_t ngx_http_im_conv_arg_ints(ngx_http_im_conv_call_t *cc,
@@ -121,6 +126,11 @@ static const ngx_http_im_conv_setting_t  ngx_http_im_conv_settings[] = {
 static const ngx_http_im_conv_route_t  ngx_http_im_conv_sorted_route = {
     "list", "userID", NGX_HTTP_IM_CF_IDS|NGX_HTTP_IM_CF_PAGE, NULL,
     NGX_HTTP_IM_NOTE_NONE
+};
+
+/* the JS SDK's active conversations: the sorted list's first page */
+static const ngx_http_im_conv_route_t  ngx_http_im_conv_active_route = {
+    "list", "ownerUserID", NGX_HTTP_IM_CF_COUNT, NULL, NGX_HTTP_IM_NOTE_NONE
 };
 
 static const ngx_http_im_conv_route_t  ngx_http_im_conv_all_route = {
@@ -206,6 +216,13 @@ void
 ngx_http_im_conv_sorted(ngx_http_im_api_t *api)
 {
     ngx_http_im_conv_call(api, &ngx_http_im_conv_sorted_route);
+}
+
+
+void
+ngx_http_im_conv_active(ngx_http_im_api_t *api)
+{
+    ngx_http_im_conv_call(api, &ngx_http_im_conv_active_route);
 }
 
 
@@ -607,6 +624,10 @@ ngx_http_im_conv_arg_page(ngx_http_im_conv_call_t *cc, ngx_http_im_buf_t *b,
     yajl_val   page;
     long long  number, show;
 
+    if (cc->route->fields & NGX_HTTP_IM_CF_COUNT) {
+        return ngx_http_im_conv_arg_count(cc, b, err);
+    }
+
     if (!(cc->route->fields & NGX_HTTP_IM_CF_PAGE)) {
         return NGX_OK;
     }
@@ -641,6 +662,31 @@ ngx_http_im_conv_arg_page(ngx_http_im_conv_call_t *cc, ngx_http_im_buf_t *b,
     ngx_http_im_buf_int(b, number);
     ngx_http_im_buf_str(b, ",\"show\":");
     ngx_http_im_buf_int(b, show);
+
+    return NGX_OK;
+}
+
+
+/* count: 0 (OpenIM's default, 100) .. 1000, the first page */
+static ngx_int_t
+ngx_http_im_conv_arg_count(ngx_http_im_conv_call_t *cc, ngx_http_im_buf_t *b,
+    const char **err)
+{
+    char       text[128];
+    long long  count;
+
+    count = 0;
+
+    if (ngx_http_im_json_get_int(cc->api->root, "count", 0, &count, text,
+                                 sizeof(text)) != 0
+        || count < 0 || count > NGX_HTTP_IM_CONV_MAX_COUNT)
+    {
+        *err = "field \"count\" must be 0..1000 (0: 100)";
+        return NGX_ERROR;
+    }
+
+    ngx_http_im_buf_str(b, ",\"page\":1,\"show\":");
+    ngx_http_im_buf_int(b, count ? count : NGX_HTTP_IM_CONV_COUNT);
 
     return NGX_OK;
 }
@@ -1139,64 +1185,64 @@ ngx_http_im_conv_free(ngx_http_im_conv_call_t *cc)
 ngx_http_im_route_t  ngx_http_im_conv_routes[] = {
 
     { ngx_string("/conversation/get_sorted_conversation_list"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_conv_sorted },
+      ngx_http_im_conv_sorted, NULL },
 
     { ngx_string("/conversation/get_all_conversations"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_conv_all },
+      ngx_http_im_conv_all, NULL },
 
     { ngx_string("/conversation/get_conversation"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_conv_get },
+      ngx_http_im_conv_get, NULL },
 
     { ngx_string("/conversation/get_conversations"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_conv_get_many },
+      ngx_http_im_conv_get_many, NULL },
 
     { ngx_string("/conversation/get_owner_conversation"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_conv_owner },
+      ngx_http_im_conv_owner, NULL },
 
     { ngx_string("/conversation/set_conversations"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_conv_set },
+      ngx_http_im_conv_set, NULL },
 
     { ngx_string("/conversation/get_full_conversation_ids"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_conv_full_ids },
+      ngx_http_im_conv_full_ids, NULL },
 
     { ngx_string("/conversation/get_incremental_conversations"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_conv_incremental },
+      ngx_http_im_conv_incremental, NULL },
 
     { ngx_string("/conversation/get_not_notify_conversation_ids"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_conv_not_notify },
+      ngx_http_im_conv_not_notify, NULL },
 
     { ngx_string("/conversation/get_pinned_conversation_ids"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_conv_pinned },
+      ngx_http_im_conv_pinned, NULL },
 
     { ngx_string("/conversation/delete_conversations"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_conv_delete },
+      ngx_http_im_conv_delete, NULL },
 
     { ngx_string("/msg/mark_conversation_as_read"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_conv_mark_read },
+      ngx_http_im_conv_mark_read, NULL },
 
     { ngx_string("/msg/mark_msgs_as_read"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_conv_mark_msgs },
+      ngx_http_im_conv_mark_msgs, NULL },
 
     { ngx_string("/msg/set_conversation_has_read_seq"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_conv_set_read },
+      ngx_http_im_conv_set_read, NULL },
 
     { ngx_string("/msg/get_conversations_has_read_and_max_seq"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_conv_seqs },
+      ngx_http_im_conv_seqs, NULL },
 
     { ngx_string("/msg/delete_msgs"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_conv_delete_msgs },
+      ngx_http_im_conv_delete_msgs, NULL },
 
     { ngx_string("/msg/clear_conversation_msg"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_conv_clear },
+      ngx_http_im_conv_clear, NULL },
 
     { ngx_string("/msg/user_clear_all_msg"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_conv_clear_all },
+      ngx_http_im_conv_clear_all, NULL },
 
     { ngx_string("/msg/revoke_msg"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_msg_revoke },
+      ngx_http_im_msg_revoke, NULL },
 
     { ngx_string("/msg/delete_msg_physical"), NGX_HTTP_IM_ACCESS_ADMIN,
-      ngx_http_im_msg_purge },
+      ngx_http_im_msg_purge, NULL },
 
-    { ngx_null_string, 0, NULL }
+    { ngx_null_string, 0, NULL, NULL }
 };

@@ -56,7 +56,6 @@ typedef struct {
 static void ngx_http_im_friend_call(ngx_http_im_api_t *api,
     const ngx_http_im_friend_route_t *route);
 static ngx_int_t ngx_http_im_friend_who(ngx_http_im_friend_call_t *fc);
-static ngx_str_t ngx_http_im_friend_str(yajl_val v);
 static ngx_str_t ngx_http_im_friend_field(yajl_val root, const char *path);
 static ngx_int_t ngx_http_im_friend_check_users(
     ngx_http_im_friend_call_t *fc);
@@ -227,23 +226,6 @@ ngx_http_im_friend_who(ngx_http_im_friend_call_t *fc)
 }
 
 
-/* a string value, "" for anything else */
-static ngx_str_t
-ngx_http_im_friend_str(yajl_val v)
-{
-    ngx_str_t  s;
-
-    if (v && YAJL_IS_STRING(v) && v->u.string) {
-        s.data = (u_char *) v->u.string;
-        s.len = ngx_strlen(s.data);
-
-    } else {
-        ngx_str_set(&s, "");
-    }
-
-    return s;
-}
-
 
 /* a string field of the body, "a/b" in an object; "" when absent */
 static ngx_str_t
@@ -275,7 +257,7 @@ ngx_http_im_friend_field(yajl_val root, const char *path)
 
     v = ngx_http_im_json_get(root, path);
 
-    return ngx_http_im_friend_str(v);
+    return ngx_http_im_api_str(v);
 }
 
 
@@ -306,7 +288,7 @@ ngx_http_im_friend_check_users(ngx_http_im_friend_call_t *fc)
     fc->api->nusers = 0;
 
     for (i = 0; i < n; i++) {
-        one = ngx_http_im_friend_str(list[i]);
+        one = ngx_http_im_api_str(list[i]);
 
         if (ngx_http_im_user_id_valid((char *) one.data, one.len)) {
             users[fc->api->nusers++] = one;
@@ -801,7 +783,7 @@ ngx_http_im_friend_tell(ngx_http_im_friend_call_t *fc)
     for (i = 0; !tips.failed && i < users->u.array.len
                 && i < NGX_HTTP_IM_MAX_FRIENDS; i++)
     {
-        uid = ngx_http_im_friend_str(users->u.array.values[i]);
+        uid = ngx_http_im_api_str(users->u.array.values[i]);
 
         if (ngx_http_im_user_id_valid((char *) uid.data, uid.len)) {
             ngx_http_im_notify(&fc->owner, &uid, NULL, type, &tips);
@@ -840,54 +822,54 @@ ngx_http_im_friend_end(ngx_http_im_friend_call_t *fc, ngx_int_t code,
 ngx_http_im_route_t  ngx_http_im_friend_routes[] = {
 
     { ngx_string("/friend/add_friend"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_add_handler },
+      ngx_http_im_friend_add_handler, NULL },
     { ngx_string("/friend/add_friend_response"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_respond_handler },
+      ngx_http_im_friend_respond_handler, NULL },
     { ngx_string("/friend/get_friend_apply_list"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_apps_in_handler },
+      ngx_http_im_friend_apps_in_handler, NULL },
     { ngx_string("/friend/get_self_friend_apply_list"),
-      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_friend_apps_out_handler },
+      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_friend_apps_out_handler, NULL },
     { ngx_string("/friend/get_designated_friend_apply"),
-      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_friend_app_one_handler },
+      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_friend_app_one_handler, NULL },
     { ngx_string("/friend/get_self_unhandled_apply_count"),
-      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_friend_unhandled_handler },
+      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_friend_unhandled_handler, NULL },
     { ngx_string("/friend/delete_friend"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_delete_handler },
+      ngx_http_im_friend_delete_handler, NULL },
     { ngx_string("/friend/get_friend_list"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_list_handler },
+      ngx_http_im_friend_list_handler, NULL },
     { ngx_string("/friend/get_designated_friends"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_designated_handler },
+      ngx_http_im_friend_designated_handler, NULL },
     { ngx_string("/friend/get_specified_friends_info"),
-      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_friend_specified_handler },
+      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_friend_specified_handler, NULL },
     { ngx_string("/friend/set_friend_remark"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_remark_handler },
+      ngx_http_im_friend_remark_handler, NULL },
     { ngx_string("/friend/update_friends"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_update_handler },
+      ngx_http_im_friend_update_handler, NULL },
     { ngx_string("/friend/is_friend"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_is_friend_handler },
+      ngx_http_im_friend_is_friend_handler, NULL },
     { ngx_string("/friend/get_friend_id"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_ids_handler },
+      ngx_http_im_friend_ids_handler, NULL },
     { ngx_string("/friend/import_friend"), NGX_HTTP_IM_ACCESS_ADMIN,
-      ngx_http_im_friend_import_handler },
+      ngx_http_im_friend_import_handler, NULL },
     { ngx_string("/friend/get_incremental_friends"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_incr_handler },
+      ngx_http_im_friend_incr_handler, NULL },
     { ngx_string("/friend/get_full_friend_user_ids"),
-      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_friend_full_ids_handler },
+      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_friend_full_ids_handler, NULL },
     { ngx_string("/friend/add_black"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_black_add_handler },
+      ngx_http_im_friend_black_add_handler, NULL },
     { ngx_string("/friend/remove_black"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_black_remove_handler },
+      ngx_http_im_friend_black_remove_handler, NULL },
     { ngx_string("/friend/get_black_list"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_blacks_handler },
+      ngx_http_im_friend_blacks_handler, NULL },
     { ngx_string("/friend/get_specified_blacks"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_blacks_of_handler },
+      ngx_http_im_friend_blacks_of_handler, NULL },
     { ngx_string("/friend/get_incremental_blacks"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_blacks_incr_handler },
+      ngx_http_im_friend_blacks_incr_handler, NULL },
     { ngx_string("/user/update_user_info"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_set_profile_handler },
+      ngx_http_im_friend_set_profile_handler, NULL },
     { ngx_string("/user/update_user_info_ex"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_set_profile_handler },
+      ngx_http_im_friend_set_profile_handler, NULL },
     { ngx_string("/user/set_global_msg_recv_opt"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_friend_set_recv_opt_handler },
-    { ngx_null_string, 0, NULL }
+      ngx_http_im_friend_set_recv_opt_handler, NULL },
+    { ngx_null_string, 0, NULL, NULL }
 };

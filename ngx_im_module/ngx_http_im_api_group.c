@@ -66,7 +66,6 @@ typedef struct {
 
 static void ngx_http_im_group_call(ngx_http_im_api_t *api,
     const ngx_http_im_group_route_t *route);
-static ngx_str_t ngx_http_im_group_str(yajl_val v);
 static ngx_int_t ngx_http_im_group_target(ngx_http_im_group_call_t *gc);
 static ngx_int_t ngx_http_im_group_set_gid(ngx_http_im_group_call_t *gc,
     const char *id);
@@ -360,7 +359,7 @@ ngx_http_im_group_check_users(ngx_http_im_group_call_t *gc)
     for (k = 0; k < 2; k++) {
     for (i = 0; i < n[k]; i++) {
         users[gc->api->nusers] =
-            ngx_http_im_group_str(list[k]->u.array.values[i]);
+            ngx_http_im_api_str(list[k]->u.array.values[i]);
 
         if (users[gc->api->nusers].len) {
             gc->api->nusers++;
@@ -550,7 +549,7 @@ ngx_http_im_group_next(ngx_http_im_group_call_t *gc)
         if (gc->route->kind == NGX_HTTP_IM_GR_MEMBERS) {
             if (!YAJL_IS_OBJECT(v)
                 || ngx_http_im_group_set_gid(gc, (char *)
-                       ngx_http_im_group_str(ngx_http_im_json_get(v,
+                       ngx_http_im_api_str(ngx_http_im_json_get(v,
                                                         "groupID")).data)
                    != NGX_OK)
             {
@@ -583,7 +582,7 @@ ngx_http_im_group_next(ngx_http_im_group_call_t *gc)
             goto sent;
         }
 
-        gc->gid = ngx_http_im_group_str(v);
+        gc->gid = ngx_http_im_api_str(v);
 
         if (!ngx_http_im_user_id_valid((char *) gc->gid.data, gc->gid.len))
         {
@@ -728,7 +727,7 @@ ngx_http_im_group_effects(ngx_http_im_group_call_t *gc)
             v = set->u.object.values[gc->item];
 
         } else {
-            uid = ngx_http_im_group_str(set->u.array.values[gc->item]);
+            uid = ngx_http_im_api_str(set->u.array.values[gc->item]);
             v = NULL;
         }
 
@@ -854,7 +853,7 @@ ngx_http_im_group_note(ngx_http_im_group_call_t *gc)
     {
         v = tell->u.array.values[i];
 
-        uid = ngx_http_im_group_str(v);
+        uid = ngx_http_im_api_str(v);
 
         if (uid.len) {
             ngx_http_im_notify(&gc->caller, &uid, &conv, type, &detail);
@@ -889,7 +888,7 @@ ngx_http_im_group_wrap(ngx_http_im_group_call_t *gc)
         ngx_http_im_buf_int(&b, v && YAJL_IS_INTEGER(v)
                                 ? YAJL_GET_INTEGER(v) : 0);
         ngx_http_im_buf_str(&b, ",\"versionID\":");
-        id = ngx_http_im_group_str(ngx_http_im_json_get(gc->list,
+        id = ngx_http_im_api_str(ngx_http_im_json_get(gc->list,
                                                         "versionID"));
         ngx_http_im_buf_json_str(&b, (char *) id.data, id.len);
         v = ngx_http_im_json_get(gc->list, "full");
@@ -899,7 +898,7 @@ ngx_http_im_group_wrap(ngx_http_im_group_call_t *gc)
         v = ngx_http_im_json_get(gc->list, "delete");
 
         for (i = 0; v && YAJL_IS_ARRAY(v) && i < v->u.array.len; i++) {
-            id = ngx_http_im_group_str(v->u.array.values[i]);
+            id = ngx_http_im_api_str(v->u.array.values[i]);
             ngx_http_im_buf_str(&b, i ? "," : "");
             ngx_http_im_buf_json_str(&b, (char *) id.data, id.len);
         }
@@ -925,23 +924,6 @@ ngx_http_im_group_wrap(ngx_http_im_group_call_t *gc)
     ngx_http_im_buf_free(&b);
 }
 
-
-/* a string of a parsed answer, "" for anything else */
-static ngx_str_t
-ngx_http_im_group_str(yajl_val v)
-{
-    ngx_str_t  s;
-
-    if (v && YAJL_IS_STRING(v) && v->u.string) {
-        s.data = (u_char *) v->u.string;
-        s.len = ngx_strlen(s.data);
-
-    } else {
-        ngx_str_set(&s, "");
-    }
-
-    return s;
-}
 
 
 /* answers (code 0: with api->data) unless the request is gone, frees */
@@ -972,57 +954,57 @@ ngx_http_im_group_end(ngx_http_im_group_call_t *gc, ngx_int_t code,
 ngx_http_im_route_t  ngx_http_im_group_routes[] = {
 
     { ngx_string("/group/create_group"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_create_handler },
+      ngx_http_im_group_create_handler, NULL },
     { ngx_string("/group/set_group_info"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_set_info_handler },
+      ngx_http_im_group_set_info_handler, NULL },
     { ngx_string("/group/set_group_info_ex"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_set_info_handler },
+      ngx_http_im_group_set_info_handler, NULL },
     { ngx_string("/group/invite_user_to_group"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_invite_handler },
+      ngx_http_im_group_invite_handler, NULL },
     { ngx_string("/group/join_group"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_join_handler },
+      ngx_http_im_group_join_handler, NULL },
     { ngx_string("/group/group_application_response"),
-      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_respond_handler },
+      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_respond_handler, NULL },
     { ngx_string("/group/quit_group"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_quit_handler },
+      ngx_http_im_group_quit_handler, NULL },
     { ngx_string("/group/kick_group"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_kick_handler },
+      ngx_http_im_group_kick_handler, NULL },
     { ngx_string("/group/dismiss_group"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_dismiss_handler },
+      ngx_http_im_group_dismiss_handler, NULL },
     { ngx_string("/group/transfer_group"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_transfer_handler },
+      ngx_http_im_group_transfer_handler, NULL },
     { ngx_string("/group/set_group_member_info"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_set_member_handler },
+      ngx_http_im_group_set_member_handler, NULL },
     { ngx_string("/group/mute_group"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_mute_handler },
+      ngx_http_im_group_mute_handler, NULL },
     { ngx_string("/group/cancel_mute_group"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_cancel_mute_handler },
+      ngx_http_im_group_cancel_mute_handler, NULL },
     { ngx_string("/group/mute_group_member"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_mute_member_handler },
+      ngx_http_im_group_mute_member_handler, NULL },
     { ngx_string("/group/cancel_mute_group_member"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_cancel_mute_member_handler },
+      ngx_http_im_group_cancel_mute_member_handler, NULL },
     { ngx_string("/group/get_groups_info"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_infos_handler },
+      ngx_http_im_group_infos_handler, NULL },
     { ngx_string("/group/get_group_member_list"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_members_handler },
+      ngx_http_im_group_members_handler, NULL },
     { ngx_string("/group/get_group_members_info"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_members_info_handler },
+      ngx_http_im_group_members_info_handler, NULL },
     { ngx_string("/group/get_full_group_member_user_ids"),
-      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_member_ids_handler },
+      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_member_ids_handler, NULL },
     { ngx_string("/group/get_incremental_group_members"),
-      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_members_incr_handler },
+      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_members_incr_handler, NULL },
     { ngx_string("/group/get_group_users_req_application_list"),
-      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_group_apps_handler },
+      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_group_apps_handler, NULL },
     { ngx_string("/group/get_joined_group_list"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_joined_handler },
+      ngx_http_im_group_joined_handler, NULL },
     { ngx_string("/group/get_full_join_group_ids"), NGX_HTTP_IM_ACCESS_USER,
-      ngx_http_im_group_joined_ids_handler },
+      ngx_http_im_group_joined_ids_handler, NULL },
     { ngx_string("/group/get_incremental_join_groups"),
-      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_joined_incr_handler },
+      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_joined_incr_handler, NULL },
     { ngx_string("/group/get_recv_group_applicationList"),
-      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_recv_apps_handler },
+      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_recv_apps_handler, NULL },
     { ngx_string("/group/get_user_req_group_applicationList"),
-      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_own_apps_handler },
+      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_own_apps_handler, NULL },
 
-    { ngx_null_string, 0, NULL }
+    { ngx_null_string, 0, NULL, NULL }
 };

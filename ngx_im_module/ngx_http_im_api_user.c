@@ -244,11 +244,11 @@ ngx_http_im_users_checked(void *data, ngx_int_t err,
 ngx_http_im_route_t  ngx_http_im_user_routes[] = {
 
     { ngx_string("/user/get_users"), NGX_HTTP_IM_ACCESS_ADMIN,
-      ngx_http_im_users_get },
+      ngx_http_im_users_get, NULL },
     { ngx_string("/user/get_all_users_uid"), NGX_HTTP_IM_ACCESS_ADMIN,
-      ngx_http_im_users_all_ids },
+      ngx_http_im_users_all_ids, NULL },
     { ngx_string("/user/account_check"), NGX_HTTP_IM_ACCESS_ADMIN,
-      ngx_http_im_users_check },
+      ngx_http_im_users_check, NULL },
 
-    { ngx_null_string, 0, NULL }
+    { ngx_null_string, 0, NULL, NULL }
 };

@@ -339,8 +339,10 @@ local function by_pin_and_time(list)
     return list
 end
 
+-- (the REST list asks for at most 100 a page, the JS SDK's active
+-- conversations for at most 1000)
 local function page()
-    local n = math.min(math.max(tonumber(A.show) or 20, 1), 100)
+    local n = math.min(math.max(tonumber(A.show) or 20, 1), 1000)
     local p = math.max(tonumber(A.page) or 1, 1)
     return math.min((p - 1) * n, MAXC), n
 end
