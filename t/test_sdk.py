@@ -23,7 +23,7 @@ from conftest import ROOT, uids
 SDK_DIR = os.path.join(ROOT, "build/sdk")
 SCRIPT = os.path.join(ROOT, "t/sdk/scenario.js")
 PLATFORM_WEB = 5
-STEPS = ["login", "send", "receive", "conversation_list", "mark_read",
+STEPS = ["login", "send", "send_seq", "receive", "conversation_list", "mark_read",
          "group", "friend", "kick"]
 
 

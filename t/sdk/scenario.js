@@ -39,6 +39,15 @@ globalThis.fetch = async (url, opts = {}) => {
   }
 };
 
+// The SDK's own failures (a promise it drops, e.g. a TypeError on an
+// answer it cannot read) would end node: each is recorded instead, and
+// fails the run (test_sdk_no_internal_errors)
+const sdkErrors = [];
+process.on("unhandledRejection", (e) => {
+  console.log("UNHANDLED " + (e && e.stack || e));
+  sdkErrors.push(String(e && e.message || e));
+});
+
 // One logged-in SDK instance, with every event it emits recorded in order.
 class User {
   constructor(name, { userID, token }) {
@@ -195,13 +204,17 @@ async function main() {
 
   await step("send", ["login"], async () => {
     sent = await sendText(a, "hello from the SDK", b.userID, "");
+    return { clientMsgID: sent.clientMsgID, serverMsgID: sent.serverMsgID };
+  });
+
+  await step("send_seq", ["send"], async () => {
     // the SDK learns the seq from the server's echo of its own message
     const seq = await until(async () => {
       const m = await historyMsg(a, single, sent.clientMsgID);
       return m && m.seq > 0 ? { ok: true, value: m.seq }
         : { why: `a's history holds ${m ? "the message with seq " + m.seq : "no such message"}` };
     }, STEP_TIMEOUT, "the sent message's seq never became > 0");
-    return { clientMsgID: sent.clientMsgID, serverMsgID: sent.serverMsgID, seq };
+    return { seq };
   });
 
   await step("receive", ["send"], async () => {
@@ -270,7 +283,8 @@ async function main() {
 }
 
 function finish(code) {
-  const summary = { ok: steps.length > 0 && steps.every((s) => s.ok), steps };
+  const summary = { ok: steps.length > 0 && steps.every((s) => s.ok) && !sdkErrors.length,
+                    steps, sdkErrors };
   const text = JSON.stringify(summary);
   if (cfg.summary) fs.writeFileSync(cfg.summary, text);
   console.log("SUMMARY " + text);
