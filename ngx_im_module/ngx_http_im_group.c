@@ -340,17 +340,6 @@ ngx_http_im_group_delivery(ngx_str_t *gid, u_char *data, size_t len)
 }
 
 
-/* a delivery's frames (session.c builds them) */
-void
-ngx_http_im_frames_free(ngx_http_im_frames_t *f)
-{
-    if (f->built) {
-        ngx_http_im_buf_free(&f->json);
-        ngx_http_im_buf_free(&f->pb);
-    }
-}
-
-
 /* the last member here left: unsubscribe, or forget g */
 static void
 ngx_http_im_group_idle(ngx_http_im_group_t *g)

@@ -12,17 +12,6 @@
 #include "ngx_http_im_store.h"
 
 
-/* a delivery's 2001 frames, built once for every session it goes to */
-typedef struct {
-    ngx_uint_t                 built;
-    ngx_uint_t                 pb_failed;
-    size_t                     head;        /* where "data" starts */
-    ngx_http_im_buf_t          json;
-    ngx_http_im_buf_t          pb;
-} ngx_http_im_frames_t;
-
-void ngx_http_im_frames_free(ngx_http_im_frames_t *f);
-
 /* what group.c calls of session.c's, registered once per worker */
 typedef struct {
     /* a group message for a member's sessions (f: zeroed, then kept

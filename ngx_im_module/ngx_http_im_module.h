@@ -226,6 +226,8 @@ struct ngx_http_im_session_s {
     unsigned                   pinged:1;
     unsigned                   queued:1;       /* in user->sessions */
     unsigned                   binary:1;       /* pushes as protobuf */
+    unsigned                   js:1;           /* sdkType=js */
+    unsigned                   msg_resp:1;     /* isMsgResp=true */
     unsigned                   kicked:1;       /* while logging in */
     unsigned                   registry:1;     /* registry check sent */
     unsigned                   background:1;   /* app in background */
@@ -301,6 +303,18 @@ void ngx_http_im_ws_goodbye(ngx_http_im_session_t *s);
 void ngx_http_im_ws_resume(ngx_http_im_session_t *s);
 
 /* session.c */
+
+/* how a session's client speaks: docs/protocol.md "Encodings" */
+#define NGX_HTTP_IM_ENC_JSON          0       /* text frames of JSON */
+#define NGX_HTTP_IM_ENC_PB            1       /* binary frames of im.Req */
+#define NGX_HTTP_IM_ENC_JS            2       /* the JS SDK's: JSON with
+                                               * base64 protobuf data */
+
+#define ngx_http_im_session_encoding(s)                                     \
+    ((s)->js ? NGX_HTTP_IM_ENC_JS                                           \
+             : (s)->binary ? NGX_HTTP_IM_ENC_PB : NGX_HTTP_IM_ENC_JSON)
+
+
 ngx_http_im_session_t *ngx_http_im_session_create(ngx_http_request_t *r,
     ngx_http_im_session_io_t *io);
 void ngx_http_im_session_ref(ngx_http_im_session_t *s);
@@ -313,6 +327,25 @@ void ngx_http_im_session_delivery(ngx_str_t *uid, u_char *data,
 void ngx_http_im_session_resubscribe(void);
 void ngx_http_im_session_presence(ngx_http_im_session_t *s, ngx_uint_t on);
 void ngx_http_im_session_alive(ngx_event_t *ev);
+
+/* frames.c: a server frame (2001, 2002, 2005) for many sessions */
+typedef struct {
+    long long                  req_identifier;
+    ngx_uint_t                 built;
+    size_t                     head;        /* where "data" starts */
+    ngx_http_im_buf_t          json;
+    ngx_http_im_buf_t          pb;
+    ngx_http_im_buf_t          js;
+    unsigned                   pb_failed:1;
+    unsigned                   js_failed:1;
+} ngx_http_im_frames_t;
+
+void ngx_http_im_frames_begin(ngx_http_im_frames_t *f,
+    long long req_identifier);
+#define ngx_http_im_frames_end(f)  ngx_http_im_resp_end(&(f)->json)
+void ngx_http_im_frames_send(ngx_http_im_session_t *s,
+    ngx_http_im_frames_t *f);
+void ngx_http_im_frames_free(ngx_http_im_frames_t *f);
 
 /* msg.c */
 void ngx_http_im_msg_dispatch(ngx_http_im_session_t *s, u_char *data,
@@ -329,6 +362,9 @@ typedef struct {
     ngx_str_t                  push_class;
     ngx_http_im_send_pt        done;
     void                      *data;
+    /* gets, before done(), the 2001 data of the stored message, for a
+     * JS SDK client that learns its seq from it */
+    ngx_http_im_buf_t         *echo;
 } ngx_http_im_send_t;
 
 ngx_int_t ngx_http_im_msg_send(ngx_http_im_msg_t *m, ngx_str_t *conv,

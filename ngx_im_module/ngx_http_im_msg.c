@@ -58,7 +58,7 @@ typedef struct {
     long long                  req_identifier;
     ngx_str_t                  operation_id;
     ngx_str_t                  msg_incr;
-    ngx_uint_t                 binary;
+    ngx_uint_t                 encoding;     /* NGX_HTTP_IM_ENC_* */
 } ngx_http_im_env_t;
 
 
@@ -72,6 +72,8 @@ struct ngx_http_im_call_s {
     ngx_int_t                  err;
     const char                *errmsg;
     ngx_http_im_buf_t          body;         /* the data object */
+    ngx_http_im_buf_t          echo;         /* a JS SDK's 2001 of its
+                                              * own message */
     ngx_str_t                 *convs;        /* conversation per command */
     ngx_uint_t                 nconvs;
 
@@ -94,14 +96,18 @@ static void ngx_http_im_dispatch_binary(ngx_http_im_session_t *s,
     u_char *data, size_t len);
 static void ngx_http_im_env(ngx_http_im_env_t *env,
     long long req_identifier, ngx_http_im_str_t *operation_id,
-    ngx_http_im_str_t *msg_incr, ngx_uint_t binary);
+    ngx_http_im_str_t *msg_incr, ngx_uint_t encoding);
 static void ngx_http_im_handle(ngx_http_im_session_t *s,
     ngx_http_im_env_t *env, yajl_val data);
 static void ngx_http_im_call_finish(ngx_http_im_call_t *call);
 static ngx_uint_t ngx_http_im_rate_ok(ngx_http_im_session_t *s);
+static void ngx_http_im_echo(ngx_http_im_call_t *call);
 static void ngx_http_im_call_fail(ngx_http_im_call_t *call, ngx_int_t err,
     const char *msg);
 static void ngx_http_im_reply(ngx_http_im_session_t *s,
+    ngx_http_im_env_t *env, ngx_int_t err, const char *msg,
+    ngx_http_im_buf_t *data);
+static void ngx_http_im_frame(ngx_http_im_session_t *s,
     ngx_http_im_env_t *env, ngx_int_t err, const char *msg,
     ngx_http_im_buf_t *data);
 static ngx_int_t ngx_http_im_browser_ping(ngx_http_im_session_t *s,
@@ -185,7 +191,7 @@ ngx_http_im_msg_dispatch(ngx_http_im_session_t *s, u_char *data, size_t len,
      * so the client can match the answer to its request */
     if (ngx_http_im_req_parse(data, len, &req, err, sizeof(err)) != 0) {
         ngx_http_im_env(&env, req.req_identifier, &req.operation_id,
-                        &req.msg_incr, 0);
+                        &req.msg_incr, NGX_HTTP_IM_ENC_JSON);
         ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
                       "im: bad request from \"%V\": %s", &s->uid, err);
         ngx_http_im_reply(s, &env, NGX_HTTP_IM_ERR_ARGS, err, NULL);
@@ -194,27 +200,41 @@ ngx_http_im_msg_dispatch(ngx_http_im_session_t *s, u_char *data, size_t len,
     }
 
     ngx_http_im_env(&env, req.req_identifier, &req.operation_id,
-                    &req.msg_incr, 0);
+                    &req.msg_incr, NGX_HTTP_IM_ENC_JSON);
     ngx_http_im_handle(s, &env, req.data);
     ngx_http_im_req_free(&req);
 }
 
 
-/* a protobuf Req: its data becomes the same JSON a text frame carries */
+/*
+ * A protobuf Req, or the JS SDK's JSON envelope of base64 protobuf: its
+ * data becomes the same JSON a text frame carries.
+ */
 static void
 ngx_http_im_dispatch_binary(ngx_http_im_session_t *s, u_char *data,
     size_t len)
 {
+    int                   rc;
     char                  err[256];
     yajl_val              root;
+    ngx_uint_t            encoding;
     ngx_http_im_env_t     env;
     ngx_http_im_pb_req_t  req;
 
-    s->binary = 1;
+    if (s->js) {
+        encoding = NGX_HTTP_IM_ENC_JS;
+        rc = ngx_http_im_pb_js_req_decode(data, len, &req, err, sizeof(err));
 
-    if (ngx_http_im_pb_req_decode(data, len, &req, err, sizeof(err)) != 0) {
-        ngx_http_im_env(&env, req.req_identifier, &req.operation_id,
-                        &req.msg_incr, 1);
+    } else {
+        s->binary = 1;
+        encoding = NGX_HTTP_IM_ENC_PB;
+        rc = ngx_http_im_pb_req_decode(data, len, &req, err, sizeof(err));
+    }
+
+    ngx_http_im_env(&env, req.req_identifier, &req.operation_id,
+                    &req.msg_incr, encoding);
+
+    if (rc != 0) {
         ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
                       "im: bad binary request from \"%V\": %s", &s->uid,
                       err);
@@ -222,9 +242,6 @@ ngx_http_im_dispatch_binary(ngx_http_im_session_t *s, u_char *data,
         ngx_http_im_pb_req_free(&req);
         return;
     }
-
-    ngx_http_im_env(&env, req.req_identifier, &req.operation_id,
-                    &req.msg_incr, 1);
 
     root = ngx_http_im_json_parse(req.data.data, req.data.len, err,
                                   sizeof(err));
@@ -244,14 +261,14 @@ ngx_http_im_dispatch_binary(ngx_http_im_session_t *s, u_char *data,
 static void
 ngx_http_im_env(ngx_http_im_env_t *env, long long req_identifier,
     ngx_http_im_str_t *operation_id, ngx_http_im_str_t *msg_incr,
-    ngx_uint_t binary)
+    ngx_uint_t encoding)
 {
     env->req_identifier = req_identifier;
     env->operation_id.data = (u_char *) operation_id->data;
     env->operation_id.len = operation_id->data ? operation_id->len : 0;
     env->msg_incr.data = (u_char *) msg_incr->data;
     env->msg_incr.len = msg_incr->data ? msg_incr->len : 0;
-    env->binary = binary;
+    env->encoding = encoding;
 }
 
 
@@ -382,6 +399,7 @@ ngx_http_im_call_create(ngx_http_im_session_t *s, ngx_http_im_env_t *env)
     call->s = s;
     call->req_identifier = env->req_identifier;
     ngx_http_im_buf_init(&call->body, s->conf->ws_send_queue);
+    ngx_http_im_buf_init(&call->echo, s->conf->ws_send_queue);
 
     call->weight = 1;
     if (call->req_identifier == NGX_HTTP_IM_REQ_PULL_RANGE
@@ -452,6 +470,10 @@ ngx_http_im_call_finish(ngx_http_im_call_t *call)
                           call->err == 0 ? &call->body : NULL);
     }
 
+    if (!s->closed && call->err == 0 && call->echo.len) {
+        ngx_http_im_echo(call);
+    }
+
     for (i = 0; i < call->nconvs; i++) {
         ngx_free(call->convs[i].data);
     }
@@ -459,6 +481,7 @@ ngx_http_im_call_finish(ngx_http_im_call_t *call)
     ngx_free(call->convs);
     ngx_free(call->items);
     ngx_http_im_buf_free(&call->body);
+    ngx_http_im_buf_free(&call->echo);
     ngx_http_im_buf_free(&call->store);
     ngx_http_im_buf_free(&call->view);
     ngx_free(call);
@@ -469,6 +492,25 @@ ngx_http_im_call_finish(ngx_http_im_call_t *call)
     }
 
     ngx_http_im_session_unref(s);
+}
+
+
+/*
+ * The JS SDK learns a sent message's seq from a 2001 of it on the sending
+ * connection, after the ack, carrying the send's operationID (its other
+ * sessions get the usual push).
+ */
+static void
+ngx_http_im_echo(ngx_http_im_call_t *call)
+{
+    ngx_http_im_env_t  env;
+
+    env = call->env;
+    env.req_identifier = NGX_HTTP_IM_REQ_PUSH;
+    env.msg_incr.len = 0;
+
+    ngx_http_im_metric_inc(NGX_HTTP_IM_M_PUSHES);
+    ngx_http_im_frame(call->s, &env, 0, "", &call->echo);
 }
 
 
@@ -487,11 +529,20 @@ static void
 ngx_http_im_reply(ngx_http_im_session_t *s, ngx_http_im_env_t *env,
     ngx_int_t err, const char *msg, ngx_http_im_buf_t *data)
 {
-    char                pberr[NGX_HTTP_IM_PB_ERRLEN];
-    ngx_http_im_str_t   opid, incr;
-    ngx_http_im_buf_t  *b;
-
     ngx_http_im_metric_ws(err);
+    ngx_http_im_frame(s, env, err, msg, data);
+}
+
+
+/* a frame in env's encoding */
+static void
+ngx_http_im_frame(ngx_http_im_session_t *s, ngx_http_im_env_t *env,
+    ngx_int_t err, const char *msg, ngx_http_im_buf_t *data)
+{
+    char                            pberr[NGX_HTTP_IM_PB_ERRLEN];
+    ngx_http_im_str_t               opid, incr;
+    ngx_http_im_buf_t              *b;
+    ngx_http_im_pb_resp_encode_pt   encode;
 
     opid.data = (char *) env->operation_id.data;
     opid.len = env->operation_id.len;
@@ -501,13 +552,14 @@ ngx_http_im_reply(ngx_http_im_session_t *s, ngx_http_im_env_t *env,
     b = &ngx_http_im_worker->scratch;
     ngx_http_im_buf_reset(b);
 
-    if (env->binary) {
-        if (ngx_http_im_pb_resp_encode(env->req_identifier, opid, incr,
-                                       (int) err, msg,
-                                       data && data->len ? data->data
-                                                         : (u_char *) "{}",
-                                       data && data->len ? data->len : 2,
-                                       b, pberr, sizeof(pberr))
+    if (env->encoding != NGX_HTTP_IM_ENC_JSON) {
+        encode = (env->encoding == NGX_HTTP_IM_ENC_PB)
+                 ? ngx_http_im_pb_resp_encode : ngx_http_im_pb_js_resp_encode;
+
+        if (encode(env->req_identifier, opid, incr, (int) err, msg,
+                   data && data->len ? data->data : (u_char *) "{}",
+                   data && data->len ? data->len : 2,
+                   b, pberr, sizeof(pberr))
             != 0)
         {
             ngx_log_error(NGX_LOG_ALERT, s->c->log, 0,
@@ -589,6 +641,7 @@ ngx_http_im_send_request(ngx_http_im_call_t *call, yajl_val data)
     ngx_str_set(&opts.push_class, "im");
     opts.done = ngx_http_im_send_done;
     opts.data = call;
+    opts.echo = s->js ? &call->echo : NULL;
 
     rc = ngx_http_im_msg_send(&m, NULL, &opts);
 

@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "ngx_http_im_pb.h"
 #include "im.pb-c.h"
 
@@ -103,6 +105,14 @@ typedef struct {
 } ngx_http_im_pb_short_t;
 
 
+static int ngx_http_im_pb_js_str(yajl_val root, const char *key,
+    ngx_http_im_str_t *out, char *err, size_t errlen);
+static int ngx_http_im_pb_base64_decode(const char *src, size_t len,
+    unsigned char **out, size_t *n);
+static int ngx_http_im_pb_data_encode(long long req_identifier,
+    const unsigned char *data_json, size_t data_json_len,
+    ngx_http_im_buf_t *out, char *err, size_t errlen);
+static void ngx_http_im_pb_req_init(ngx_http_im_pb_req_t *req);
 static void ngx_http_im_pb_ctx_init(ngx_http_im_pb_ctx_t *ctx, char *err,
     size_t errlen);
 static int ngx_http_im_pb_error(ngx_http_im_pb_ctx_t *ctx, const char *what);
@@ -350,15 +360,7 @@ ngx_http_im_pb_req_decode(const unsigned char *frame, size_t len,
     ngx_http_im_pb_ctx_t               ctx;
     const ProtobufCMessageDescriptor  *d;
 
-    req->req_identifier = 0;
-    req->operation_id.data = "";
-    req->operation_id.len = 0;
-    req->msg_incr = req->operation_id;
-    req->send_id = req->operation_id;
-    req->token = req->operation_id;
-    req->env = NULL;
-    ngx_http_im_buf_init(&req->data, NGX_HTTP_IM_PB_MAX_JSON);
-
+    ngx_http_im_pb_req_init(req);
     ngx_http_im_pb_ctx_init(&ctx, err, errlen);
 
     if (len > NGX_HTTP_IM_PB_MAX_INPUT) {
@@ -415,6 +417,11 @@ ngx_http_im_pb_req_free(ngx_http_im_pb_req_t *req)
         req->env = NULL;
     }
 
+    if (req->root) {
+        yajl_tree_free(req->root);
+        req->root = NULL;
+    }
+
     req->operation_id.data = "";
     req->operation_id.len = 0;
     req->msg_incr = req->operation_id;
@@ -432,11 +439,9 @@ ngx_http_im_pb_resp_encode(long long req_identifier,
     size_t data_json_len, ngx_http_im_buf_t *out, char *err, size_t errlen)
 {
     int                                rc;
-    yajl_val                           root;
     Im__Resp                           resp = IM__RESP__INIT;
     ngx_http_im_buf_t                  data;
     ngx_http_im_pb_ctx_t               ctx;
-    const ProtobufCMessageDescriptor  *d;
 
     /* copied first: "err_msg" may be "err" */
 
@@ -462,25 +467,12 @@ ngx_http_im_pb_resp_encode(long long req_identifier,
         goto done;
     }
 
-    d = ngx_http_im_pb_descriptor(req_identifier, NGX_HTTP_IM_PB_RESPONSE);
-    if (d == NULL) {
-        d = ngx_http_im_pb_descriptor(req_identifier, NGX_HTTP_IM_PB_PUSH);
-    }
-
-    if (d && data_json && data_json_len) {
-        root = ngx_http_im_json_parse(data_json, data_json_len, err, errlen);
-        if (root == NULL) {
-            rc = -1;
-            goto done;
-        }
-
-        rc = ngx_http_im_json_to_pb(d, root, &data, err, errlen);
-
-        yajl_tree_free(root);
-
-        if (rc != 0) {
-            goto done;
-        }
+    if (ngx_http_im_pb_data_encode(req_identifier, data_json, data_json_len,
+                                   &data, err, errlen)
+        != 0)
+    {
+        rc = -1;
+        goto done;
     }
 
     resp.reqidentifier = (int32_t) req_identifier;
@@ -498,6 +490,238 @@ done:
     ngx_http_im_buf_free(&data);
 
     return rc;
+}
+
+
+/*
+ * The JS SDK's frames (sdkType=js) are JSON envelopes whose "data" is a
+ * string: standard base64, padded, of the protobuf data message.
+ */
+int
+ngx_http_im_pb_js_req_decode(const unsigned char *frame, size_t len,
+    ngx_http_im_pb_req_t *req, char *err, size_t errlen)
+{
+    int                                rc;
+    size_t                             n;
+    unsigned char                     *pb;
+    ngx_http_im_str_t                  data;
+    const ProtobufCMessageDescriptor  *d;
+
+    ngx_http_im_pb_req_init(req);
+
+    req->root = ngx_http_im_json_parse(frame, len, err, errlen);
+    if (req->root == NULL) {
+        return -1;
+    }
+
+    if (!YAJL_IS_OBJECT(req->root)) {
+        snprintf(err, errlen, "invalid JSON: the request is not an object");
+        return -1;
+    }
+
+    if (ngx_http_im_json_get_int(req->root, "reqIdentifier", 1,
+                                 &req->req_identifier, err, errlen) != 0
+        || ngx_http_im_pb_js_str(req->root, "operationID", &req->operation_id,
+                                 err, errlen) != 0
+        || ngx_http_im_pb_js_str(req->root, "msgIncr", &req->msg_incr,
+                                 err, errlen) != 0
+        || ngx_http_im_pb_js_str(req->root, "sendID", &req->send_id,
+                                 err, errlen) != 0
+        || ngx_http_im_pb_js_str(req->root, "data", &data, err, errlen) != 0)
+    {
+        return -1;
+    }
+
+    d = ngx_http_im_pb_descriptor(req->req_identifier,
+                                  NGX_HTTP_IM_PB_REQUEST);
+    if (d == NULL) {
+        ngx_http_im_buf_str(&req->data, "{}");
+        return 0;
+    }
+
+    if (data.len > NGX_HTTP_IM_PB_MAX_INPUT / 3 * 4) {
+        snprintf(err, errlen, "field \"data\" is too large");
+        return -1;
+    }
+
+    if (ngx_http_im_pb_base64_decode(data.data, data.len, &pb, &n) != 0) {
+        snprintf(err, errlen, "field \"data\" must be padded base64");
+        return -1;
+    }
+
+    rc = ngx_http_im_pb_to_json(d, pb, n, &req->data, err, errlen);
+
+    free(pb);
+
+    return rc;
+}
+
+
+int
+ngx_http_im_pb_js_resp_encode(long long req_identifier,
+    ngx_http_im_str_t operation_id, ngx_http_im_str_t msg_incr,
+    int err_code, const char *err_msg, const unsigned char *data_json,
+    size_t data_json_len, ngx_http_im_buf_t *out, char *err, size_t errlen)
+{
+    int                 rc;
+    size_t              len;
+    unsigned char      *b64;
+    ngx_http_im_buf_t   data;
+
+    len = out->len;
+    ngx_http_im_buf_init(&data, NGX_HTTP_IM_PB_MAX_JSON);
+
+    rc = ngx_http_im_pb_data_encode(req_identifier, data_json, data_json_len,
+                                    &data, err, errlen);
+    if (rc != 0) {
+        goto done;
+    }
+
+    b64 = malloc((data.len + 2) / 3 * 4 + 1);
+    if (b64 == NULL) {
+        snprintf(err, errlen, "out of memory");
+        rc = -1;
+        goto done;
+    }
+
+    /* "err_msg" may be "err": it is written before anything else is */
+    ngx_http_im_resp_begin(out, req_identifier, operation_id, msg_incr,
+                           err_code, err_msg);
+    ngx_http_im_buf_str(out, "\"");
+    ngx_http_im_buf_add(out, b64,
+                        data.len ? EVP_EncodeBlock(b64, data.data,
+                                                   (int) data.len)
+                                 : 0);
+    ngx_http_im_buf_str(out, "\"");
+    ngx_http_im_resp_end(out);
+
+    free(b64);
+
+    if (out->failed) {
+        snprintf(err, errlen, "answer too large");
+        rc = -1;
+    }
+
+done:
+
+    if (rc != 0) {
+        out->len = len;
+        out->failed = 0;
+    }
+
+    ngx_http_im_buf_free(&data);
+
+    return rc;
+}
+
+
+/* a string member, absent or null read as empty */
+static int
+ngx_http_im_pb_js_str(yajl_val root, const char *key, ngx_http_im_str_t *out,
+    char *err, size_t errlen)
+{
+    if (ngx_http_im_json_get_str(root, key, 0, out, err, errlen) != 0) {
+        return -1;
+    }
+
+    if (out->data == NULL) {
+        out->data = "";
+        out->len = 0;
+    }
+
+    return 0;
+}
+
+
+/* *out is malloc()ed; JS encoders pad, so only padded input is taken */
+static int
+ngx_http_im_pb_base64_decode(const char *src, size_t len,
+    unsigned char **out, size_t *n)
+{
+    int  rc;
+
+    *out = malloc(len / 4 * 3 + 1);
+    if (*out == NULL) {
+        return -1;
+    }
+
+    *n = 0;
+
+    if (len == 0) {
+        return 0;
+    }
+
+    if (len % 4 != 0) {
+        goto failed;
+    }
+
+    rc = EVP_DecodeBlock(*out, (const unsigned char *) src, (int) len);
+    if (rc < 0) {
+        goto failed;
+    }
+
+    /* EVP_DecodeBlock() counts the padding as zero bytes */
+    *n = (size_t) rc - (src[len - 1] == '=') - (src[len - 2] == '=');
+
+    return 0;
+
+failed:
+
+    free(*out);
+    *out = NULL;
+
+    return -1;
+}
+
+
+/*
+ * The data of an answer or push: "data_json" transcoded with the response
+ * message of "req_identifier", or its push message; nothing when it has
+ * neither or there is no JSON.
+ */
+static int
+ngx_http_im_pb_data_encode(long long req_identifier,
+    const unsigned char *data_json, size_t data_json_len,
+    ngx_http_im_buf_t *out, char *err, size_t errlen)
+{
+    int                                rc;
+    yajl_val                           root;
+    const ProtobufCMessageDescriptor  *d;
+
+    d = ngx_http_im_pb_descriptor(req_identifier, NGX_HTTP_IM_PB_RESPONSE);
+    if (d == NULL) {
+        d = ngx_http_im_pb_descriptor(req_identifier, NGX_HTTP_IM_PB_PUSH);
+    }
+
+    if (d == NULL || data_json == NULL || data_json_len == 0) {
+        return 0;
+    }
+
+    root = ngx_http_im_json_parse(data_json, data_json_len, err, errlen);
+    if (root == NULL) {
+        return -1;
+    }
+
+    rc = ngx_http_im_json_to_pb(d, root, out, err, errlen);
+
+    yajl_tree_free(root);
+
+    return rc;
+}
+
+
+static void
+ngx_http_im_pb_req_init(ngx_http_im_pb_req_t *req)
+{
+    req->req_identifier = 0;
+    req->operation_id.data = "";
+    req->operation_id.len = 0;
+    req->msg_incr = req->operation_id;
+    req->send_id = req->operation_id;
+    req->token = req->operation_id;
+    req->env = NULL;
+    req->root = NULL;
+    ngx_http_im_buf_init(&req->data, NGX_HTTP_IM_PB_MAX_JSON);
 }
 
 

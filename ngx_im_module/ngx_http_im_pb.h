@@ -97,6 +97,7 @@ typedef struct {
     ngx_http_im_str_t          token;
     ngx_http_im_buf_t          data;
     ProtobufCMessage          *env;
+    yajl_val                   root;         /* a JS SDK envelope */
 } ngx_http_im_pb_req_t;
 
 
@@ -150,6 +151,26 @@ void ngx_http_im_pb_req_free(ngx_http_im_pb_req_t *req);
  * shape, "out" full); then "out" is as it was.
  */
 int ngx_http_im_pb_resp_encode(long long req_identifier,
+    ngx_http_im_str_t operation_id, ngx_http_im_str_t msg_incr,
+    int err_code, const char *err_msg, const unsigned char *data_json,
+    size_t data_json_len, ngx_http_im_buf_t *out, char *err, size_t errlen);
+
+/*
+ * The OpenIM JS SDK's frames (sdkType=js at the handshake): a JSON
+ * envelope, as a text frame's, whose "data" is a string, the padded base64
+ * of the protobuf data message.  ngx_http_im_pb_js_req_decode() reads one
+ * into "req" as ngx_http_im_pb_req_decode() does (token stays empty);
+ * ngx_http_im_pb_js_resp_encode() writes an answer or push as
+ * ngx_http_im_pb_resp_encode() does, in that form.
+ */
+typedef int (*ngx_http_im_pb_resp_encode_pt)(long long req_identifier,
+    ngx_http_im_str_t operation_id, ngx_http_im_str_t msg_incr,
+    int err_code, const char *err_msg, const unsigned char *data_json,
+    size_t data_json_len, ngx_http_im_buf_t *out, char *err, size_t errlen);
+
+int ngx_http_im_pb_js_req_decode(const unsigned char *frame, size_t len,
+    ngx_http_im_pb_req_t *req, char *err, size_t errlen);
+int ngx_http_im_pb_js_resp_encode(long long req_identifier,
     ngx_http_im_str_t operation_id, ngx_http_im_str_t msg_incr,
     int err_code, const char *err_msg, const unsigned char *data_json,
     size_t data_json_len, ngx_http_im_buf_t *out, char *err, size_t errlen);

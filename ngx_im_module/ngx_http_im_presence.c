@@ -42,7 +42,7 @@ static ngx_http_im_watch_t *ngx_http_im_presence_find(
 static void ngx_http_im_presence_remove(ngx_http_im_watch_t *w);
 static void ngx_http_im_presence_idle(ngx_http_im_watched_t *t);
 static void ngx_http_im_presence_push(ngx_http_im_watched_t *t,
-    ngx_http_im_buf_t *json, size_t head);
+    ngx_http_im_frames_t *f);
 static void ngx_http_im_presence_changed(ngx_http_im_watched_t *t,
     ngx_int_t *platforms, ngx_uint_t n);
 static ngx_uint_t ngx_http_im_presence_mask(ngx_int_t *platforms,
@@ -247,23 +247,16 @@ static void
 ngx_http_im_presence_changed(ngx_http_im_watched_t *t, ngx_int_t *platforms,
     ngx_uint_t n)
 {
-    size_t             head;
-    ngx_http_im_buf_t  json;
+    ngx_http_im_frames_t  f;
 
-    ngx_http_im_buf_init(&json, 0);
-    ngx_http_im_buf_str(&json, "{\"reqIdentifier\":2005,\"operationID\":\"\","
-                        "\"msgIncr\":\"\",\"errCode\":0,\"errMsg\":\"\","
-                        "\"data\":");
-    head = json.len;
-    ngx_http_im_buf_str(&json, "{\"subscribers\":[");
-    ngx_http_im_presence_entry(&json, &t->sn.str, platforms, n);
-    ngx_http_im_buf_str(&json, "]}}");
+    ngx_http_im_frames_begin(&f, NGX_HTTP_IM_REQ_PRESENCE);
+    ngx_http_im_buf_str(&f.json, "{\"subscribers\":[");
+    ngx_http_im_presence_entry(&f.json, &t->sn.str, platforms, n);
+    ngx_http_im_buf_str(&f.json, "]}");
+    ngx_http_im_frames_end(&f);
 
-    if (!json.failed) {
-        ngx_http_im_presence_push(t, &json, head);
-    }
-
-    ngx_http_im_buf_free(&json);
+    ngx_http_im_presence_push(t, &f);
+    ngx_http_im_frames_free(&f);
 }
 
 
@@ -360,26 +353,13 @@ ngx_http_im_presence_checked(void *data, ngx_int_t err,
 }
 
 
-/*
- * The frame to every watcher, as protobuf to those that speak it; the
- * data object starts at head and ends before the envelope's last '}'.
- */
+/* the frame to every watcher, in each one's encoding */
 static void
-ngx_http_im_presence_push(ngx_http_im_watched_t *t, ngx_http_im_buf_t *json,
-    size_t head)
+ngx_http_im_presence_push(ngx_http_im_watched_t *t, ngx_http_im_frames_t *f)
 {
-    char                    err[NGX_HTTP_IM_PB_ERRLEN];
-    ngx_uint_t              pb_failed;
     ngx_queue_t            *q;
-    ngx_http_im_buf_t       pb;
-    ngx_http_im_str_t       empty;
     ngx_http_im_watch_t    *w;
     ngx_http_im_session_t  *s;
-
-    ngx_http_im_buf_init(&pb, 0);
-    pb_failed = 0;
-    empty.data = "";
-    empty.len = 0;
 
     for (q = ngx_queue_head(&t->watchers);
          q != ngx_queue_sentinel(&t->watchers);
@@ -393,31 +373,8 @@ ngx_http_im_presence_push(ngx_http_im_watched_t *t, ngx_http_im_buf_t *json,
         }
 
         ngx_http_im_metric_inc(NGX_HTTP_IM_M_PUSHES);
-
-        if (!s->binary) {
-            s->io->send(s, NGX_HTTP_IM_WS_OP_TEXT, json->data, json->len);
-            continue;
-        }
-
-        if (pb.len == 0 && !pb_failed) {
-            pb_failed = ngx_http_im_pb_resp_encode(NGX_HTTP_IM_REQ_PRESENCE,
-                                                   empty, empty, 0, "",
-                                                   json->data + head,
-                                                   json->len - head - 1,
-                                                   &pb, err, sizeof(err))
-                        != 0;
-            if (pb_failed) {
-                ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                              "im: cannot encode a protobuf 2005: %s", err);
-            }
-        }
-
-        if (!pb_failed) {
-            s->io->send(s, NGX_HTTP_IM_WS_OP_BINARY, pb.data, pb.len);
-        }
+        ngx_http_im_frames_send(s, f);
     }
-
-    ngx_http_im_buf_free(&pb);
 }
 
 

@@ -162,6 +162,7 @@ static void ngx_http_im_send_user_loaded(void *data,
 static ngx_int_t ngx_http_im_send_online(ngx_http_im_send_ctx_t *ctx);
 static void ngx_http_im_send_online_reply(void *data, ngx_int_t err,
     ngx_int_t n);
+static void ngx_http_im_send_echo(ngx_http_im_send_ctx_t *ctx);
 static void ngx_http_im_send_ack(ngx_http_im_send_ctx_t *ctx,
     long long seq, ngx_int_t online);
 static void ngx_http_im_send_seq(ngx_http_im_send_ctx_t *ctx,
@@ -839,6 +840,10 @@ ngx_http_im_send_stored_reply(void *data, ngx_http_im_store_sent_t *r)
         ngx_http_im_send_push_job(ctx);
     }
 
+    if (ctx->opts.echo) {
+        ngx_http_im_send_echo(ctx);
+    }
+
     ngx_http_im_send_ack(ctx, ctx->seq, -1);
 
 done:
@@ -931,6 +936,25 @@ ngx_http_im_send_online_reply(void *data, ngx_int_t err, ngx_int_t n)
     }
 
     ngx_http_im_send_free(ctx);
+}
+
+
+/* {"msgs":{"<conv>":[MsgData]}}: the message as its recipients get it */
+static void
+ngx_http_im_send_echo(ngx_http_im_send_ctx_t *ctx)
+{
+    ngx_http_im_buf_t  *b;
+
+    b = ctx->opts.echo;
+
+    ngx_http_im_buf_str(b, "{\"msgs\":{");
+    ngx_http_im_buf_json_str(b, (char *) ctx->conv.data, ctx->conv.len);
+    ngx_http_im_buf_str(b, ":[");
+    ngx_http_im_buf_add(b, ctx->json.data, ctx->seq_at);
+    ngx_http_im_buf_int(b, ctx->seq);
+    ngx_http_im_buf_add(b, ctx->json.data + ctx->seq_at + 1,
+                        ctx->json.len - ctx->seq_at - 1);
+    ngx_http_im_buf_str(b, "]}}");
 }
 
 

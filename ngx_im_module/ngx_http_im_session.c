@@ -38,9 +38,6 @@ static void ngx_http_im_session_recheck(ngx_http_im_user_t *u);
 static void ngx_http_im_session_rechecked(void *data, ngx_int_t err);
 static ngx_http_im_session_t *ngx_http_im_session_find(
     ngx_http_im_user_t *u, uint64_t sid);
-static ngx_int_t ngx_http_im_push_pb(u_char *data, size_t len,
-    long long req_identifier, ngx_http_im_buf_t *out, char *err,
-    size_t errlen);
 
 
 static ngx_http_im_user_t *ngx_http_im_user_find(ngx_str_t *uid);
@@ -585,12 +582,7 @@ ngx_http_im_session_kick(ngx_http_im_user_t *u, ngx_int_t platform)
 static void
 ngx_http_im_session_kick_one(ngx_http_im_session_t *s)
 {
-    char                err[NGX_HTTP_IM_PB_ERRLEN];
-    ngx_http_im_buf_t   pb;
-
-    static u_char  kick[] = "{\"reqIdentifier\":2002,\"operationID\":\"\","
-                            "\"msgIncr\":\"\",\"errCode\":0,\"errMsg\":\"\","
-                            "\"data\":{}}";
+    ngx_http_im_frames_t  f;
 
     if (s->closing) {
         return;
@@ -609,19 +601,11 @@ ngx_http_im_session_kick_one(ngx_http_im_session_t *s)
     /* counters move before the frames that a client can observe */
     ngx_http_im_metric_inc(NGX_HTTP_IM_M_KICKS);
 
-    if (!s->binary) {
-        s->io->send(s, NGX_HTTP_IM_WS_OP_TEXT, kick, sizeof(kick) - 1);
-
-    } else {
-        ngx_http_im_buf_init(&pb, 0);
-        if (ngx_http_im_push_pb((u_char *) "{}", 2, NGX_HTTP_IM_REQ_KICK,
-                                &pb, err, sizeof(err))
-            == NGX_OK)
-        {
-            s->io->send(s, NGX_HTTP_IM_WS_OP_BINARY, pb.data, pb.len);
-        }
-        ngx_http_im_buf_free(&pb);
-    }
+    ngx_http_im_frames_begin(&f, NGX_HTTP_IM_REQ_KICK);
+    ngx_http_im_buf_str(&f.json, "{}");
+    ngx_http_im_frames_end(&f);
+    ngx_http_im_frames_send(s, &f);
+    ngx_http_im_frames_free(&f);
 
     s->io->close(s, 1000, "kicked");
 }
@@ -743,29 +727,6 @@ ngx_http_im_session_find(ngx_http_im_user_t *u, uint64_t sid)
 }
 
 
-/* a server push (2001, 2002) as a protobuf Resp, from its data JSON */
-static ngx_int_t
-ngx_http_im_push_pb(u_char *data, size_t len, long long req_identifier,
-    ngx_http_im_buf_t *out, char *err, size_t errlen)
-{
-    ngx_http_im_str_t  empty;
-
-    empty.data = "";
-    empty.len = 0;
-
-    if (ngx_http_im_pb_resp_encode(req_identifier, empty, empty, 0, "",
-                                   data, len, out, err, errlen)
-        != 0)
-    {
-        ngx_log_error(NGX_LOG_ALERT, ngx_http_im_worker->log, 0,
-                      "im: cannot encode a protobuf push: %s", err);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
 void
 ngx_http_im_session_presence(ngx_http_im_session_t *s, ngx_uint_t on)
 {
@@ -799,26 +760,16 @@ ngx_http_im_session_push(ngx_http_im_user_t *u, ngx_http_im_delivery_t *d,
 {
     ngx_queue_t            *q, *next;
     ngx_http_im_session_t  *s;
-    char                    err[NGX_HTTP_IM_PB_ERRLEN];
 
     if (!f->built) {
-        f->built = 1;
-        ngx_http_im_buf_init(&f->json, 0);
-        ngx_http_im_buf_init(&f->pb, 0);
-        ngx_http_im_buf_str(&f->json, "{\"reqIdentifier\":2001,"
-                            "\"operationID\":\"\",\"msgIncr\":\"\","
-                            "\"errCode\":0,\"errMsg\":\"\",\"data\":");
-        f->head = f->json.len;
+        ngx_http_im_frames_begin(f, NGX_HTTP_IM_REQ_PUSH);
         ngx_http_im_buf_str(&f->json, "{\"msgs\":{");
         ngx_http_im_buf_json_str(&f->json, (char *) d->conv.data,
                                  d->conv.len);
         ngx_http_im_buf_str(&f->json, ":[");
         ngx_http_im_buf_add(&f->json, d->json.data, d->json.len);
-        ngx_http_im_buf_str(&f->json, "]}}}");
-    }
-
-    if (f->json.failed) {
-        return;
+        ngx_http_im_buf_str(&f->json, "]}}");
+        ngx_http_im_frames_end(f);
     }
 
     for (q = ngx_queue_head(&u->sessions);
@@ -828,28 +779,13 @@ ngx_http_im_session_push(ngx_http_im_user_t *u, ngx_http_im_delivery_t *d,
         next = ngx_queue_next(q);
         s = ngx_queue_data(q, ngx_http_im_session_t, user_link);
 
+        /* the sender's own session has its ack (and a JS SDK's echo) */
         if (!s->upgraded || s->closing || (d->self && s->id == d->sid)) {
             continue;
         }
 
         ngx_http_im_metric_inc(NGX_HTTP_IM_M_PUSHES);
-
-        if (!s->binary) {
-            s->io->send(s, NGX_HTTP_IM_WS_OP_TEXT, f->json.data, f->json.len);
-            continue;
-        }
-
-        if (f->pb.len == 0 && !f->pb_failed) {
-            f->pb_failed = ngx_http_im_push_pb(f->json.data + f->head,
-                                               f->json.len - f->head - 1,
-                                               NGX_HTTP_IM_REQ_PUSH, &f->pb,
-                                               err, sizeof(err))
-                           != NGX_OK;
-        }
-
-        if (!f->pb_failed) {
-            s->io->send(s, NGX_HTTP_IM_WS_OP_BINARY, f->pb.data, f->pb.len);
-        }
+        ngx_http_im_frames_send(s, f);
     }
 }
 

@@ -26,6 +26,16 @@ static ngx_int_t ngx_http_im_ws_arg(ngx_http_request_t *r, const char *name,
     ngx_str_t *value);
 static ngx_int_t ngx_http_im_ws_refuse(ngx_http_request_t *r,
     ngx_uint_t status, ngx_int_t code, const char *msg);
+static ngx_int_t ngx_http_im_ws_refuse_http(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_int_t code, const char *msg);
+static ngx_int_t ngx_http_im_ws_refuse_frame(ngx_http_request_t *r,
+    ngx_int_t code, const char *msg);
+static ngx_http_im_buf_t *ngx_http_im_ws_result(ngx_int_t code,
+    const char *msg);
+static ngx_uint_t ngx_http_im_ws_arg_is(ngx_http_request_t *r,
+    const char *name, const char *value);
+static ngx_int_t ngx_http_im_ws_accept(ngx_http_request_t *r,
+    ngx_uint_t subprotocol);
 static void ngx_http_im_ws_refuse_async(ngx_http_im_session_t *s,
     ngx_uint_t status, ngx_int_t code, const char *msg);
 static ngx_int_t ngx_http_im_ws_registry(ngx_http_im_session_t *s);
@@ -86,7 +96,10 @@ ngx_http_im_ws_handler(ngx_http_request_t *r)
     }
 
     if (rc != NGX_OK) {
-        return ngx_http_im_ws_refuse(r, rc, NGX_HTTP_IM_ERR_CONN_ARGS, msg);
+        /* not a WebSocket handshake to upgrade: an HTTP answer only */
+        ngx_http_im_metric_inc(NGX_HTTP_IM_M_LOGIN_FAILURES);
+        return ngx_http_im_ws_refuse_http(r, rc, NGX_HTTP_IM_ERR_CONN_ARGS,
+                                          msg);
     }
 
     if (ngx_http_im_ws_arg(r, "sendID", &uid) != NGX_OK
@@ -156,6 +169,8 @@ ngx_http_im_ws_handler(ngx_http_request_t *r)
     }
 
     s->platform = platform;
+    s->js = ngx_http_im_ws_arg_is(r, "sdkType", "js");
+    s->msg_resp = ngx_http_im_ws_arg_is(r, "isMsgResp", "true");
 
     /*
      * Join first, check the token registry second: a force_logout that
@@ -431,13 +446,85 @@ ngx_http_im_ws_arg(ngx_http_request_t *r, const char *name, ngx_str_t *value)
 }
 
 
+/*
+ * A refused login of a valid handshake.  OpenIM's SDKs ask with
+ * isMsgResp=true to get it as OpenIM gives it: upgraded, one text frame
+ * {"errCode":..,"errMsg":..}, then Close; they tell a bad, expired or
+ * kicked token only from that frame, and retry an HTTP error forever.
+ */
 static ngx_int_t
 ngx_http_im_ws_refuse(ngx_http_request_t *r, ngx_uint_t status,
     ngx_int_t code, const char *msg)
 {
+    ngx_http_im_metric_inc(NGX_HTTP_IM_M_LOGIN_FAILURES);
+
+    if (ngx_http_im_ws_arg_is(r, "isMsgResp", "true")) {
+        return ngx_http_im_ws_refuse_frame(r, code, msg);
+    }
+
+    return ngx_http_im_ws_refuse_http(r, status, code, msg);
+}
+
+
+static ngx_int_t
+ngx_http_im_ws_refuse_http(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_int_t code, const char *msg)
+{
     ngx_http_im_buf_t  *b;
 
-    ngx_http_im_metric_inc(NGX_HTTP_IM_M_LOGIN_FAILURES);
+    b = ngx_http_im_ws_result(code, msg);
+
+    return ngx_http_im_send_json(r, status, b);
+}
+
+
+static ngx_int_t
+ngx_http_im_ws_refuse_frame(ngx_http_request_t *r, ngx_int_t code,
+    const char *msg)
+{
+    u_char             *p;
+    ngx_int_t           rc;
+    ngx_buf_t          *b;
+    ngx_chain_t         out;
+    ngx_http_im_buf_t  *json;
+
+    json = ngx_http_im_ws_result(code, msg);
+
+    if (json->failed || ngx_http_im_ws_accept(r, 0) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* two frame headers, the text, a Close payload (code, no reason) */
+    b = ngx_create_temp_buf(r->pool, 10 + json->len + 10 + 2);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = b->last;
+    p += ngx_http_im_ws_frame_header(p, NGX_HTTP_IM_WS_OP_TEXT, json->len);
+    p = ngx_cpymem(p, json->data, json->len);
+    p += ngx_http_im_ws_frame_header(p, NGX_HTTP_IM_WS_OP_CLOSE, 2);
+    p += ngx_http_im_ws_close_payload(p, 1008, NULL);
+    b->last = p;
+    b->last_buf = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/* {"errCode":..,"errMsg":..,"errDlt":""} in the worker's scratch buffer */
+static ngx_http_im_buf_t *
+ngx_http_im_ws_result(ngx_int_t code, const char *msg)
+{
+    ngx_http_im_buf_t  *b;
 
     b = &ngx_http_im_worker->scratch;
     ngx_http_im_buf_reset(b);
@@ -445,9 +532,22 @@ ngx_http_im_ws_refuse(ngx_http_request_t *r, ngx_uint_t status,
     ngx_http_im_buf_int(b, code);
     ngx_http_im_buf_str(b, ",\"errMsg\":");
     ngx_http_im_buf_json_str(b, msg, ngx_strlen(msg));
-    ngx_http_im_buf_str(b, "}");
+    ngx_http_im_buf_str(b, ",\"errDlt\":\"\"}");
 
-    return ngx_http_im_send_json(r, status, b);
+    return b;
+}
+
+
+/* 1 when the query argument "name" is "value" */
+static ngx_uint_t
+ngx_http_im_ws_arg_is(ngx_http_request_t *r, const char *name,
+    const char *value)
+{
+    ngx_str_t  v;
+
+    return ngx_http_im_ws_arg(r, name, &v) == NGX_OK
+           && v.len == ngx_strlen(value)
+           && ngx_strncmp(v.data, value, v.len) == 0;
 }
 
 
@@ -632,27 +732,18 @@ ngx_http_im_ws_seated(ngx_http_im_session_t *s)
 }
 
 
-static void
-ngx_http_im_ws_upgrade(ngx_http_im_session_t *s)
+/* the 101's status and headers, not sent yet */
+static ngx_int_t
+ngx_http_im_ws_accept(ngx_http_request_t *r, ngx_uint_t subprotocol)
 {
-    size_t               n;
-    u_char              *accept;
-    ngx_int_t            rc;
-    ngx_table_elt_t     *h, *key;
-    ngx_connection_t    *c;
-    ngx_http_request_t  *r;
-
-    r = s->r;
-    c = s->c;
-
-    if (s->ping.timer_set) {
-        ngx_del_timer(&s->ping);
-    }
+    size_t            n;
+    u_char           *accept;
+    ngx_table_elt_t  *h, *key;
 
     key = ngx_http_im_header(r, "Sec-WebSocket-Key", 17);
     accept = ngx_pnalloc(r->pool, 32);
     if (key == NULL || accept == NULL) {
-        goto failed;
+        return NGX_ERROR;
     }
 
     n = ngx_http_im_ws_accept_key(key->value.data, key->value.len,
@@ -664,7 +755,7 @@ ngx_http_im_ws_upgrade(ngx_http_im_session_t *s)
 
     h = ngx_list_push(&r->headers_out.headers);
     if (h == NULL) {
-        goto failed;
+        return NGX_ERROR;
     }
 
     h->hash = 1;
@@ -673,7 +764,7 @@ ngx_http_im_ws_upgrade(ngx_http_im_session_t *s)
 
     h = ngx_list_push(&r->headers_out.headers);
     if (h == NULL) {
-        goto failed;
+        return NGX_ERROR;
     }
 
     h->hash = 1;
@@ -681,15 +772,39 @@ ngx_http_im_ws_upgrade(ngx_http_im_session_t *s)
     h->value.data = accept;
     h->value.len = n;
 
-    if (s->subprotocol) {
+    if (subprotocol) {
         h = ngx_list_push(&r->headers_out.headers);
         if (h == NULL) {
-            goto failed;
+            return NGX_ERROR;
         }
 
         h->hash = 1;
         ngx_str_set(&h->key, "Sec-WebSocket-Protocol");
         ngx_str_set(&h->value, "im");
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_im_ws_upgrade(ngx_http_im_session_t *s)
+{
+    ngx_int_t            rc;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    static u_char  ok[] = "{\"errCode\":0,\"errMsg\":\"\",\"errDlt\":\"\"}";
+
+    r = s->r;
+    c = s->c;
+
+    if (s->ping.timer_set) {
+        ngx_del_timer(&s->ping);
+    }
+
+    if (ngx_http_im_ws_accept(r, s->subprotocol) != NGX_OK) {
+        goto failed;
     }
 
     /*
@@ -740,6 +855,11 @@ ngx_http_im_ws_upgrade(ngx_http_im_session_t *s)
                    "im: websocket session of \"%V\" open", &s->uid);
 
     ngx_add_timer(&s->ping, s->conf->ws_ping_interval);
+
+    if (s->msg_resp) {
+        /* what OpenIM's SDKs wait for before they send anything */
+        ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_TEXT, ok, sizeof(ok) - 1);
+    }
 
     /* bytes that came with the handshake are the first frames */
     if (r->header_in->pos < r->header_in->last) {
