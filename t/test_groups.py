@@ -1249,6 +1249,30 @@ def test_full_join_group_ids_version(stack, api):
         ([g2], inc["version"], inc["versionID"]), (got, inc)
 
 
+def test_join_groups_log_of_a_user_without_groups(stack, api):
+    """A user that never joined a group still gets a versionID (the JS
+    SDK, holding "", would never compare versions again) and a full first
+    sync; its first join brings a log of another ID: a full sync again."""
+    us = GUsers(api, 2)
+    o, a = us.ids
+    j0 = ok(us.g(a, "get_incremental_join_groups",
+                 {"userID": a, "version": 0, "versionID": ""}))
+    assert (j0["full"], j0["insert"], j0["delete"]) == (True, [], []), j0
+    vid = j0["versionID"]
+    assert vid, j0
+    got = ok(us.g(a, "get_full_join_group_ids", {"userID": a}))
+    assert (got["groupIDs"], got["versionID"]) == ([], vid), got
+    again = ok(us.g(a, "get_incremental_join_groups",
+                    {"userID": a, "version": j0["version"], "versionID": vid}))
+    assert (again["full"], again["versionID"]) == (False, vid), again
+    gid = us.make(o, [a])
+    j1 = ok(us.g(a, "get_incremental_join_groups",
+                 {"userID": a, "version": j0["version"], "versionID": vid}))
+    assert j1["versionID"] not in ("", vid), j1
+    assert j1["full"] is True, j1
+    assert [g["groupID"] for g in j1["insert"]] == [gid], j1
+
+
 # ---------------------------------------------------------------------------
 # the conversation list's order: a group's by its latest message too
 
