@@ -24,7 +24,7 @@ SDK_DIR = os.path.join(ROOT, "build/sdk")
 SCRIPT = os.path.join(ROOT, "t/sdk/scenario.js")
 PLATFORM_WEB = 5
 STEPS = ["login", "send", "send_seq", "receive", "conversation_list", "mark_read",
-         "group", "friend", "kick"]
+         "group", "friend", "relogin", "kick"]
 
 
 def node_usable():

@@ -269,6 +269,18 @@ async function main() {
     return { friends: friends.map((f) => f.userID) };
   });
 
+  await step("relogin", ["group"], async () => {
+    // a user already in a group syncs its groups' members at login
+    await b.call("logout");
+    const b2 = new User("b2", cfg.users.b);
+    await login(b2);
+    const groups = await b2.call("getJoinedGroupListPage", { offset: 0, count: 20 });
+    if (!groups.some((g) => g.groupID === groupID)) {
+      throw new Error(`b's joined groups after a new login lack ${groupID}: ${JSON.stringify(groups)}`);
+    }
+    return { events: b2.eventNames() };
+  });
+
   await step("kick", ["login"], async () => {
     const r = await fetch(cfg.apiAddr + "/auth/force_logout", {
       method: "POST",
