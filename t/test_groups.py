@@ -1249,6 +1249,45 @@ def test_full_join_group_ids_version(stack, api):
         ([g2], inc["version"], inc["versionID"]), (got, inc)
 
 
+def test_incremental_group_members_batch(stack, api):
+    """The JS SDK's login sync: get_incremental_group_members for each
+    entry of reqList, answered as {"respList": {groupID: answer}}; groups
+    the caller cannot read (unknown, not a member) are left out."""
+    us = GUsers(api, 3)
+    o, a, x = us.ids
+    g1 = us.make(o, [a])
+    g2 = us.make(o, [a, x])
+    g3 = us.make(o, [x])
+
+    def batch(who, reqs):
+        return us.g(who, "get_incremental_group_members_batch",
+                    {"userID": who, "reqList": reqs})
+
+    r = ok(batch(a, [{"groupID": g, "version": 0, "versionID": ""}
+                     for g in (g1, g2, g3, "no-such-group")]))
+    resp = r["respList"]
+    assert sorted(resp) == sorted([g1, g2]), r
+    one = resp[g1]
+    assert one["full"] is True and one["group"]["groupID"] == g1, one
+    assert sorted(m["userID"] for m in one["insert"]) == sorted([o, a])
+    assert sorted(m["userID"] for m in resp[g2]["insert"]) == \
+        sorted([o, a, x])
+    # the same answer as the single call, and incremental from there
+    single = ok(us.g(a, "get_incremental_group_members",
+                     {"groupID": g1, "version": 0, "versionID": ""}))
+    assert (single["version"], single["versionID"]) == \
+        (one["version"], one["versionID"])
+    r = ok(batch(a, [{"groupID": g1, "version": one["version"],
+                      "versionID": one["versionID"]}]))
+    assert r["respList"][g1]["full"] is False, r
+    assert r["respList"][g1]["insert"] == [], r
+    assert ok(batch(a, []))["respList"] == {}
+    for bad in ("x", [{"groupID": g1, "version": "1"}],
+                [{"groupID": g1, "versionID": 3}]):
+        assert code(batch(a, bad)) == 1001, bad
+    assert code(batch(a, [{"groupID": g1}] * 2001)) == 1001
+
+
 def test_join_groups_log_of_a_user_without_groups(stack, api):
     """A user that never joined a group still gets a versionID (the JS
     SDK, holding "", would never compare versions again) and a full first
