@@ -39,8 +39,10 @@ deps() {
         as_root env DEBIAN_FRONTEND=noninteractive \
             apt-get install -y -q --no-install-recommends "${missing[@]}"
     fi
-    # node 20+ and npm for the official JS SDK's test (t/test_sdk.py); a
-    # node already installed (e.g. NodeSource's, which bundles npm) stays
+    # node and npm for the official JS SDK's test (t/test_sdk.py: node
+    # 20.10+ runs it with its own WebSocket, an older one, as Debian 12's
+    # 18, with the ws package's); a node already installed (e.g.
+    # NodeSource's, which bundles npm) stays
     if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
         log "installing nodejs npm"
         as_root apt-get update -q

@@ -15,10 +15,18 @@ const cfg = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const STEP_TIMEOUT = 15000;
 const steps = [];
 
-// node has no WebSocket before 22 without --experimental-websocket
+// The SDK uses the global WebSocket: node 22 has it, node 20.10+ with
+// --experimental-websocket; older node (Debian 12 packages 18) gets the
+// ws package's, delivering binary frames as ArrayBuffer as a browser can
 if (typeof WebSocket === "undefined") {
-  console.error("no global WebSocket: run node 20+ with --experimental-websocket");
-  process.exit(2);
+  const WS = require("ws");
+  globalThis.WebSocket = class extends WS {
+    constructor(url, protocols) {
+      super(url, protocols);
+      this.binaryType = "arraybuffer";
+    }
+  };
+  console.log("no global WebSocket in node " + process.version + ": using the ws package");
 }
 
 // Every REST call the SDK makes, with its answer, in the log: what a
