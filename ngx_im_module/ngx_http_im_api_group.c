@@ -1150,6 +1150,8 @@ ngx_http_im_route_t  ngx_http_im_group_routes[] = {
       NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_members_incr_batch_handler },
     { ngx_string("/group/get_group_users_req_application_list"),
       NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_group_apps_handler },
+    { ngx_string("/group/get_specified_user_group_request_info"),
+      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_group_apps_handler },
     { ngx_string("/group/get_joined_group_list"), NGX_HTTP_IM_ACCESS_USER,
       ngx_http_im_group_joined_handler },
     { ngx_string("/group/get_full_join_group_ids"), NGX_HTTP_IM_ACCESS_USER,

@@ -1288,6 +1288,34 @@ def test_incremental_group_members_batch(stack, api):
     assert code(batch(a, [{"groupID": g1}] * 2001)) == 1001
 
 
+def test_specified_user_group_request_info(stack, api):
+    """The JS SDK's lookup of one user's application to one group
+    ({groupID, userID}), answered as get_group_users_req_application_list:
+    the owner sees it, the applicant (not a member) its own, another
+    member nothing, a non-member another's: 1203."""
+    us = GUsers(api, 4)
+    o, m, y, z = us.ids
+    gid = us.make(o, [m], needVerification=1)
+    for who in (y, z):
+        ok(us.g(who, "join_group", {"groupID": gid, "reqMessage": "in",
+                                    "joinSource": 3}))
+
+    def info(who, user):
+        return ok(us.g(who, "get_specified_user_group_request_info",
+                       {"groupID": gid, "userID": user}))
+
+    got = info(o, y)
+    assert [(r["userID"], r["handleResult"]) for r in got["groupRequests"]] \
+        == [(y, 0)], got
+    assert got["groupRequests"][0]["groupInfo"]["groupID"] == gid
+    assert [r["userID"] for r in info(y, y)["groupRequests"]] == [y]
+    assert info(m, y)["groupRequests"] == []
+    assert code(us.g(z, "get_specified_user_group_request_info",
+                     {"groupID": gid, "userID": y})) == 1203
+    assert code(us.g(o, "get_specified_user_group_request_info",
+                     {"groupID": "no-such-group", "userID": y})) == 1201
+
+
 def test_join_groups_log_of_a_user_without_groups(stack, api):
     """A user that never joined a group still gets a versionID (the JS
     SDK, holding "", would never compare versions again) and a full first
