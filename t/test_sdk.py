@@ -105,9 +105,21 @@ def test_sdk_step(sdk_run, name):
         name, s["error"], sdk_run["log"], log_tail(sdk_run["log"]))
 
 
+def test_sdk_no_internal_errors(sdk_run):
+    """No promise the SDK dropped failed: such a failure (a REST answer it
+    cannot read, a call refused) ends node in an app, so it fails here
+    even when every step got what it waited for."""
+    errors = sdk_run["summary"].get("sdkErrors")
+    assert errors == [], "the SDK failed inside: %s\nSDK log (%s), tail:\n%s" % (
+        errors, sdk_run["log"], log_tail(sdk_run["log"]))
+
+
 def test_sdk_exit_status(sdk_run):
-    """The summary and the exit status agree (a step that broke fails the
-    script), so the harness itself cannot pass by accident."""
-    ok = all(s["ok"] for s in sdk_run["summary"]["steps"])
-    assert sdk_run["summary"]["ok"] == ok
+    """The summary and the exit status agree (a step that broke, or an
+    SDK failure, fails the script), so the harness itself cannot pass by
+    accident."""
+    summary = sdk_run["summary"]
+    ok = (all(s["ok"] for s in summary["steps"])
+          and summary.get("sdkErrors") == [])
+    assert summary["ok"] == ok
     assert (sdk_run["returncode"] == 0) == ok
