@@ -1310,6 +1310,15 @@ def test_specified_user_group_request_info(stack, api):
     assert got["groupRequests"][0]["groupInfo"]["groupID"] == gid
     assert [r["userID"] for r in info(y, y)["groupRequests"]] == [y]
     assert info(m, y)["groupRequests"] == []
+    # answered: also under OpenIM's names handleMsg, handleTime
+    ok(us.g(o, "group_application_response",
+            {"groupID": gid, "fromUserID": y, "handledMsg": "no",
+             "handleResult": -1}))
+    req = info(y, y)["groupRequests"][0]
+    assert (req["handleResult"], req["handledMsg"], req["handleMsg"]) == \
+        (-1, "no", "no"), req
+    assert req["handleTime"] == req["handledTime"] > 0, req
+    assert info(o, z)["groupRequests"][0]["handleMsg"] == ""
     assert code(us.g(z, "get_specified_user_group_request_info",
                      {"groupID": gid, "userID": y})) == 1203
     assert code(us.g(o, "get_specified_user_group_request_info",

@@ -517,6 +517,9 @@ function ops.apps()
         local a = cjson.decode(all[i])
         if not want or want[a.userID] then
             a.groupInfo = with_count(g)
+            -- OpenIM's GroupRequest names (the JS SDK reads these)
+            a.handleMsg = a.handledMsg or ''
+            a.handleTime = a.handledTime or 0
             out[#out + 1] = a
         end
     end
