@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ngx_im: build, run and test the module against Debian's nginx.
 #   ./build.sh deps | build | run | start | stop | test | unit | bench |
-#              reliability | asan
+#              reliability | asan | sdk
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")" && pwd)
@@ -38,6 +38,16 @@ deps() {
         as_root apt-get update -q
         as_root env DEBIAN_FRONTEND=noninteractive \
             apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+    # node and npm for the official JS SDK's test (t/test_sdk.py: node
+    # 20.10+ runs it with its own WebSocket, an older one, as Debian 12's
+    # 18, with the ws package's); a node already installed (e.g.
+    # NodeSource's, which bundles npm) stays
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        log "installing nodejs npm"
+        as_root apt-get update -q
+        as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q --no-install-recommends nodejs npm
     fi
     # the MongoDB wire-protocol server for tests and the dev stack:
     # FerretDB embedded in a tiny Go program of ours (t/ferretdb)
@@ -214,10 +224,27 @@ CLUSTER_TESTS="t/test_messaging.py t/test_api.py t/test_notify.py
                t/test_group_push.py t/test_groups.py t/test_friends.py
                t/test_login_policy.py t/test_presence.py t/test_jssdk.py"
 
+# the npm packages of t/sdk (the official OpenIM JS SDK, pinned by the
+# lockfile) into build/sdk/node_modules; again only when the lockfile
+# changed.  npm's cache serves them offline once fetched.
+sdk_modules() {
+    local dir=$BUILD/sdk
+    if [ -d "$dir/node_modules" ] &&
+       cmp -s "$ROOT/t/sdk/package-lock.json" "$dir/package-lock.json"; then
+        return 0
+    fi
+    mkdir -p "$dir"
+    cp "$ROOT/t/sdk/package.json" "$ROOT/t/sdk/package-lock.json" "$dir/"
+    log "npm ci in $dir"
+    (cd "$dir" && npm ci --prefer-offline --no-audit --no-fund \
+        --loglevel=error >&2)
+}
+
 tests() {
     deps
     build
     unit
+    sdk_modules
     cd "$ROOT"
     IM_MODULE="$MODULE" /usr/bin/python3 -m pytest -q t "$@"
     if [ $# -eq 0 ]; then
@@ -337,6 +364,7 @@ case "$cmd" in
     bench) deps; build; "$ROOT/bench/bench.sh" "$@" ;;
     reliability) deps; build; "$ROOT/t/reliability/run.sh" "$@" ;;
     asan) asan "$@" ;;
-    *) echo "usage: $0 deps|build|run|start|stop|test|unit|bench|reliability|asan" >&2
+    sdk) sdk_modules ;;
+    *) echo "usage: $0 deps|build|run|start|stop|test|unit|bench|reliability|asan|sdk" >&2
        exit 2 ;;
 esac

@@ -25,6 +25,10 @@
 #define NGX_HTTP_IM_GR_LIST      2     /* body.groupIDs */
 #define NGX_HTTP_IM_GR_USER      3     /* the groups a conv.lua op lists */
 #define NGX_HTTP_IM_GR_MEMBERS   4     /* body.members[], one run each */
+#define NGX_HTTP_IM_GR_BATCH     5     /* body.reqList[], one run each */
+
+/* a batch names at most the groups a user's lists hold (conv.lua) */
+#define NGX_HTTP_IM_GR_MAX_BATCH 2000
 
 #define NGX_HTTP_IM_GR_EFFECTS   3     /* join, leave, applied */
 
@@ -67,6 +71,8 @@ typedef struct {
 static void ngx_http_im_group_call(ngx_http_im_api_t *api,
     const ngx_http_im_group_route_t *route);
 static ngx_int_t ngx_http_im_group_target(ngx_http_im_group_call_t *gc);
+static ngx_int_t ngx_http_im_group_runs(ngx_http_im_group_call_t *gc,
+    const char *key, ngx_uint_t min, ngx_uint_t max, const char *msg);
 static ngx_int_t ngx_http_im_group_set_gid(ngx_http_im_group_call_t *gc,
     const char *id);
 static ngx_int_t ngx_http_im_group_check_users(ngx_http_im_group_call_t *gc);
@@ -79,6 +85,10 @@ static void ngx_http_im_group_next(ngx_http_im_group_call_t *gc);
 static void ngx_http_im_group_ran(void *data,
     ngx_http_im_store_conv_res_t *r);
 static void ngx_http_im_group_collect(ngx_http_im_group_call_t *gc,
+    ngx_str_t *answer);
+static ngx_int_t ngx_http_im_group_batch_args(ngx_http_im_group_call_t *gc,
+    yajl_val entry, ngx_http_im_buf_t *args);
+static void ngx_http_im_group_collect_batch(ngx_http_im_group_call_t *gc,
     ngx_str_t *answer);
 static void ngx_http_im_group_effects(ngx_http_im_group_call_t *gc);
 static void ngx_http_im_group_effect_done(void *data,
@@ -138,6 +148,8 @@ ngx_http_im_group_route(member_ids, "member_ids", NGX_HTTP_IM_GR_ONE, NULL,
                         NULL, NULL, NULL)
 ngx_http_im_group_route(members_incr, "members_incr", NGX_HTTP_IM_GR_ONE,
                         NULL, NULL, NULL, NULL)
+ngx_http_im_group_route(members_incr_batch, "members_incr",
+                        NGX_HTTP_IM_GR_BATCH, NULL, NULL, "respList", NULL)
 ngx_http_im_group_route(group_apps, "apps_one", NGX_HTTP_IM_GR_ONE, NULL,
                         NULL, NULL, NULL)
 ngx_http_im_group_route(joined, "info", NGX_HTTP_IM_GR_USER, "groups",
@@ -246,19 +258,16 @@ ngx_http_im_group_target(ngx_http_im_group_call_t *gc)
         return NGX_OK;
 
     case NGX_HTTP_IM_GR_MEMBERS:
-        if (ngx_http_im_json_get_array(root, "members", 1, &gc->ids, err,
-                                       sizeof(err)) != 0
-            || gc->ids->u.array.len == 0
-            || gc->ids->u.array.len > NGX_HTTP_IM_MAX_LIST)
-        {
-            ngx_http_im_group_end(gc, NGX_HTTP_IM_ERR_ARGS, "field "
-                                  "\"members\" must be an array of 1..1000 "
-                                  "members");
-            return NGX_ERROR;
-        }
+        return ngx_http_im_group_runs(gc, "members", 1, NGX_HTTP_IM_MAX_LIST,
+                                      "field \"members\" must be an array "
+                                      "of 1..1000 members");
 
-        gc->nruns = gc->ids->u.array.len;
-        return NGX_OK;
+    case NGX_HTTP_IM_GR_BATCH:
+        return ngx_http_im_group_runs(gc, "reqList", 0,
+                                      NGX_HTTP_IM_GR_MAX_BATCH,
+                                      "field \"reqList\" must be an array "
+                                      "of at most 2000 {groupID, version, "
+                                      "versionID}");
 
     default:
         break;
@@ -300,6 +309,27 @@ invalid_list:
     ngx_http_im_group_end(gc, NGX_HTTP_IM_ERR_ARGS, "field \"groupIDs\" "
                           "must be an array of 1..1000 group IDs");
     return NGX_ERROR;
+}
+
+
+/* one run for each element of the body's array "key" (min..max long) */
+static ngx_int_t
+ngx_http_im_group_runs(ngx_http_im_group_call_t *gc, const char *key,
+    ngx_uint_t min, ngx_uint_t max, const char *msg)
+{
+    char  err[128];
+
+    if (ngx_http_im_json_get_array(gc->api->root, key, 1, &gc->ids, err,
+                                   sizeof(err)) != 0
+        || gc->ids->u.array.len < min
+        || gc->ids->u.array.len > max)
+    {
+        ngx_http_im_group_end(gc, NGX_HTTP_IM_ERR_ARGS, msg);
+        return NGX_ERROR;
+    }
+
+    gc->nruns = gc->ids->u.array.len;
+    return NGX_OK;
 }
 
 
@@ -582,6 +612,11 @@ ngx_http_im_group_next(ngx_http_im_group_call_t *gc)
             goto sent;
         }
 
+        if (gc->route->kind == NGX_HTTP_IM_GR_BATCH) {
+            v = YAJL_IS_OBJECT(v) ? ngx_http_im_json_get(v, "groupID")
+                                  : NULL;
+        }
+
         gc->gid = ngx_http_im_api_str(v);
 
         if (!ngx_http_im_user_id_valid((char *) gc->gid.data, gc->gid.len))
@@ -594,6 +629,25 @@ ngx_http_im_group_next(ngx_http_im_group_call_t *gc)
     }
 
     gc->run++;
+
+    if (gc->route->kind == NGX_HTTP_IM_GR_BATCH) {
+        /* the entry's own version is the op's body */
+        ngx_http_im_buf_t  b;
+
+        if (ngx_http_im_group_batch_args(gc, gc->ids->u.array.values[
+                                             gc->run - 1], &b) != NGX_OK)
+        {
+            return;
+        }
+
+        args.data = b.data;
+        args.len = b.len;
+        rc = ngx_http_im_store_group(&gc->gid, gc->route->op, &gc->caller,
+                                     gc->admin, &args, ngx_http_im_group_ran,
+                                     gc);
+        ngx_http_im_buf_free(&b);
+        goto sent;
+    }
 
     rc = ngx_http_im_store_group(&gc->gid, gc->route->op, &gc->caller,
                                  gc->admin, &args, ngx_http_im_group_ran, gc);
@@ -614,10 +668,14 @@ ngx_http_im_group_ran(void *data, ngx_http_im_store_conv_res_t *r)
     char  err[64];
 
     if (gc->route->kind == NGX_HTTP_IM_GR_LIST
-        || gc->route->kind == NGX_HTTP_IM_GR_USER)
+        || gc->route->kind == NGX_HTTP_IM_GR_USER
+        || gc->route->kind == NGX_HTTP_IM_GR_BATCH)
     {
         /* a group gone meanwhile, or not readable: left out */
-        if (r->err == 0) {
+        if (r->err == 0 && gc->route->kind == NGX_HTTP_IM_GR_BATCH) {
+            ngx_http_im_group_collect_batch(gc, &r->answer);
+
+        } else if (r->err == 0) {
             ngx_http_im_group_collect(gc, &r->answer);
 
         } else if (r->err == NGX_HTTP_IM_ERR_UNAVAILABLE
@@ -689,6 +747,73 @@ ngx_http_im_group_collect(ngx_http_im_group_call_t *gc, ngx_str_t *answer)
 
     ngx_http_im_buf_str(&gc->api->data, gc->api->data.len ? "," : "");
     ngx_http_im_buf_add(&gc->api->data, a.data, a.len);
+}
+
+
+/* {"groupID","version","versionID"} of a batch's entry, in a new buffer;
+ * a malformed entry ends the call with 1001 */
+static ngx_int_t
+ngx_http_im_group_batch_args(ngx_http_im_group_call_t *gc, yajl_val entry,
+    ngx_http_im_buf_t *args)
+{
+    char                err[128];
+    long long           version;
+    ngx_http_im_str_t   vid;
+
+    version = 0;
+    vid.data = "";
+    vid.len = 0;
+
+    if (ngx_http_im_json_get_int(entry, "version", 0, &version, err,
+                                 sizeof(err)) != 0
+        || ngx_http_im_json_get_str(entry, "versionID", 0, &vid, err,
+                                    sizeof(err)) != 0)
+    {
+        ngx_http_im_group_end(gc, NGX_HTTP_IM_ERR_ARGS, "field \"reqList\" "
+                              "entries need an integer version and a string "
+                              "versionID");
+        return NGX_ERROR;
+    }
+
+    ngx_http_im_buf_init(args, NGX_HTTP_IM_API_MAX_BODY);
+    ngx_http_im_buf_str(args, "{\"groupID\":");
+    ngx_http_im_buf_json_str(args, (char *) gc->gid.data, gc->gid.len);
+    ngx_http_im_buf_str(args, ",\"version\":");
+    ngx_http_im_buf_int(args, version);
+    ngx_http_im_buf_str(args, ",\"versionID\":");
+    ngx_http_im_buf_json_str(args, vid.data, vid.len);
+    ngx_http_im_buf_str(args, "}");
+
+    if (args->failed) {
+        ngx_http_im_buf_free(args);
+        ngx_http_im_group_end(gc, NGX_HTTP_IM_ERR_INTERNAL, NULL);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* one group's answer of a batch, as "groupID":answer; past the budget
+ * the group is left out (the client asks for it again at its next sync) */
+static void
+ngx_http_im_group_collect_batch(ngx_http_im_group_call_t *gc,
+    ngx_str_t *answer)
+{
+    ngx_http_im_buf_t  *b;
+
+    b = &gc->api->data;
+
+    if (answer->len == 0
+        || b->len + answer->len + gc->gid.len + 8 > NGX_HTTP_IM_CONV_BUDGET)
+    {
+        return;
+    }
+
+    ngx_http_im_buf_str(b, b->len ? "," : "");
+    ngx_http_im_buf_json_str(b, (char *) gc->gid.data, gc->gid.len);
+    ngx_http_im_buf_str(b, ":");
+    ngx_http_im_buf_add(b, answer->data, answer->len);
 }
 
 
@@ -881,6 +1006,14 @@ ngx_http_im_group_wrap(ngx_http_im_group_call_t *gc)
     ngx_http_im_buf_init(&b, NGX_HTTP_IM_CONV_BUDGET + 4096);
     ngx_http_im_buf_str(&b, "{");
 
+    if (gc->route->kind == NGX_HTTP_IM_GR_BATCH) {
+        /* {"respList":{"<groupID>":{version, versionID, full, ...}}} */
+        ngx_http_im_buf_str(&b, "\"respList\":{");
+        ngx_http_im_buf_add(&b, gc->api->data.data, gc->api->data.len);
+        ngx_http_im_buf_str(&b, "}}");
+        goto done;
+    }
+
     if (gc->list && ngx_strcmp(gc->route->user_op, "gincr") == 0) {
         /* the version log's head, from conv.lua's answer */
         ngx_http_im_buf_str(&b, "\"version\":");
@@ -916,6 +1049,8 @@ ngx_http_im_group_wrap(ngx_http_im_group_call_t *gc)
     ngx_http_im_buf_str(&b, "\":[");
     ngx_http_im_buf_add(&b, gc->api->data.data, gc->api->data.len);
     ngx_http_im_buf_str(&b, "]}");
+
+done:
 
     gc->api->data.len = 0;
     ngx_http_im_buf_add(&gc->api->data, b.data, b.len);
@@ -993,7 +1128,12 @@ ngx_http_im_route_t  ngx_http_im_group_routes[] = {
       NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_member_ids_handler, NULL },
     { ngx_string("/group/get_incremental_group_members"),
       NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_members_incr_handler, NULL },
+    { ngx_string("/group/get_incremental_group_members_batch"),
+      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_members_incr_batch_handler,
+      NULL },
     { ngx_string("/group/get_group_users_req_application_list"),
+      NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_group_apps_handler, NULL },
+    { ngx_string("/group/get_specified_user_group_request_info"),
       NGX_HTTP_IM_ACCESS_USER, ngx_http_im_group_group_apps_handler, NULL },
     { ngx_string("/group/get_joined_group_list"), NGX_HTTP_IM_ACCESS_USER,
       ngx_http_im_group_joined_handler, NULL },

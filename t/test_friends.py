@@ -90,7 +90,9 @@ def test_apply_accept_across_hosts(stack, stack2, fr):
             inbox = ok(fr.call(b, "/friend/get_friend_apply_list",
                                {"userID": b}))
             assert inbox["total"] == 1
-            req = inbox["friendRequests"][0]
+            # OpenIM's key for the received list (the JS SDK reads it)
+            assert "friendRequests" not in inbox
+            req = inbox["FriendRequests"][0]
             assert (req["fromUserID"], req["toUserID"],
                     req["handleResult"]) == (a, b, 0)
             assert req["fromNickname"] == a

@@ -24,7 +24,7 @@ def state(st, tok, u):
     blacks = ok(call(st, tok[u], "/friend/get_black_list",
                      {"userID": u}))["blacks"]
     inbox = ok(call(st, tok[u], "/friend/get_friend_apply_list",
-                    {"userID": u}))["friendRequests"]
+                    {"userID": u}))["FriendRequests"]
     info = ok(call(st, tok[u], "/user/get_users_info",
                    {"userIDs": [u]}))["usersInfo"][0]
     return (sorted((f["friendUser"]["userID"], f["remark"],

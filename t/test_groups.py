@@ -1249,6 +1249,106 @@ def test_full_join_group_ids_version(stack, api):
         ([g2], inc["version"], inc["versionID"]), (got, inc)
 
 
+def test_incremental_group_members_batch(stack, api):
+    """The JS SDK's login sync: get_incremental_group_members for each
+    entry of reqList, answered as {"respList": {groupID: answer}}; groups
+    the caller cannot read (unknown, not a member) are left out."""
+    us = GUsers(api, 3)
+    o, a, x = us.ids
+    g1 = us.make(o, [a])
+    g2 = us.make(o, [a, x])
+    g3 = us.make(o, [x])
+
+    def batch(who, reqs):
+        return us.g(who, "get_incremental_group_members_batch",
+                    {"userID": who, "reqList": reqs})
+
+    r = ok(batch(a, [{"groupID": g, "version": 0, "versionID": ""}
+                     for g in (g1, g2, g3, "no-such-group")]))
+    resp = r["respList"]
+    assert sorted(resp) == sorted([g1, g2]), r
+    one = resp[g1]
+    assert one["full"] is True and one["group"]["groupID"] == g1, one
+    assert sorted(m["userID"] for m in one["insert"]) == sorted([o, a])
+    assert sorted(m["userID"] for m in resp[g2]["insert"]) == \
+        sorted([o, a, x])
+    # the same answer as the single call, and incremental from there
+    single = ok(us.g(a, "get_incremental_group_members",
+                     {"groupID": g1, "version": 0, "versionID": ""}))
+    assert (single["version"], single["versionID"]) == \
+        (one["version"], one["versionID"])
+    r = ok(batch(a, [{"groupID": g1, "version": one["version"],
+                      "versionID": one["versionID"]}]))
+    assert r["respList"][g1]["full"] is False, r
+    assert r["respList"][g1]["insert"] == [], r
+    assert ok(batch(a, []))["respList"] == {}
+    for bad in ("x", [{"groupID": g1, "version": "1"}],
+                [{"groupID": g1, "versionID": 3}]):
+        assert code(batch(a, bad)) == 1001, bad
+    assert code(batch(a, [{"groupID": g1}] * 2001)) == 1001
+
+
+def test_specified_user_group_request_info(stack, api):
+    """The JS SDK's lookup of one user's application to one group
+    ({groupID, userID}), answered as get_group_users_req_application_list:
+    the owner sees it, the applicant (not a member) its own, another
+    member nothing, a non-member another's: 1203."""
+    us = GUsers(api, 4)
+    o, m, y, z = us.ids
+    gid = us.make(o, [m], needVerification=1)
+    for who in (y, z):
+        ok(us.g(who, "join_group", {"groupID": gid, "reqMessage": "in",
+                                    "joinSource": 3}))
+
+    def info(who, user):
+        return ok(us.g(who, "get_specified_user_group_request_info",
+                       {"groupID": gid, "userID": user}))
+
+    got = info(o, y)
+    assert [(r["userID"], r["handleResult"]) for r in got["groupRequests"]] \
+        == [(y, 0)], got
+    assert got["groupRequests"][0]["groupInfo"]["groupID"] == gid
+    assert [r["userID"] for r in info(y, y)["groupRequests"]] == [y]
+    assert info(m, y)["groupRequests"] == []
+    # answered: also under OpenIM's names handleMsg, handleTime
+    ok(us.g(o, "group_application_response",
+            {"groupID": gid, "fromUserID": y, "handledMsg": "no",
+             "handleResult": -1}))
+    req = info(y, y)["groupRequests"][0]
+    assert (req["handleResult"], req["handledMsg"], req["handleMsg"]) == \
+        (-1, "no", "no"), req
+    assert req["handleTime"] == req["handledTime"] > 0, req
+    assert info(o, z)["groupRequests"][0]["handleMsg"] == ""
+    assert code(us.g(z, "get_specified_user_group_request_info",
+                     {"groupID": gid, "userID": y})) == 1203
+    assert code(us.g(o, "get_specified_user_group_request_info",
+                     {"groupID": "no-such-group", "userID": y})) == 1201
+
+
+def test_join_groups_log_of_a_user_without_groups(stack, api):
+    """A user that never joined a group still gets a versionID (the JS
+    SDK, holding "", would never compare versions again) and a full first
+    sync; its first join brings a log of another ID: a full sync again."""
+    us = GUsers(api, 2)
+    o, a = us.ids
+    j0 = ok(us.g(a, "get_incremental_join_groups",
+                 {"userID": a, "version": 0, "versionID": ""}))
+    assert (j0["full"], j0["insert"], j0["delete"]) == (True, [], []), j0
+    vid = j0["versionID"]
+    assert vid, j0
+    got = ok(us.g(a, "get_full_join_group_ids", {"userID": a}))
+    assert (got["groupIDs"], got["versionID"]) == ([], vid), got
+    again = ok(us.g(a, "get_incremental_join_groups",
+                    {"userID": a, "version": j0["version"], "versionID": vid}))
+    assert (again["full"], again["versionID"]) == (False, vid), again
+    gid = us.make(o, [a])
+    j1 = ok(us.g(a, "get_incremental_join_groups",
+                 {"userID": a, "version": j0["version"], "versionID": vid}))
+    assert j1["versionID"] not in ("", vid), j1
+    assert j1["full"] is True, j1
+    assert [g["groupID"] for g in j1["insert"]] == [gid], j1
+
+
 # ---------------------------------------------------------------------------
 # the conversation list's order: a group's by its latest message too
 

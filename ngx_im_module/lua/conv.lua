@@ -714,18 +714,27 @@ function ops.gleave()
     return ok('{}')
 end
 
+-- the joined-groups log's ID; a user that never joined a group has no
+-- log yet, and gets an ID of its own all the same: a client (the JS SDK)
+-- that holds "" never compares versions again, so would miss later joins.
+-- The log made at the first join has another ID, so that client syncs in
+-- full then
+local function gver_id(id)
+    return id or redis.sha1hex(uid .. ':g:none')
+end
+
 function ops.groups()
     local list = redis.call('ZRANGE', P .. 'groups', 0, MAXGROUPS - 1)
     local ver = redis.call('HMGET', P .. 'gver', 'v', 'id')
     return ok('{"version":' .. (tonumber(ver[1]) or 0) .. ',"versionID":'
-              .. cjson.encode(ver[2] or '') .. ',"equal":false,"groupIDs":'
+              .. cjson.encode(gver_id(ver[2])) .. ',"equal":false,"groupIDs":'
               .. strings(list) .. '}')
 end
 
 -- get_incremental_join_groups: the group IDs that changed since A.v
 function ops.gincr()
     local ver = redis.call('HMGET', P .. 'gver', 'v', 'id', 'low')
-    local v, id = tonumber(ver[1]) or 0, ver[2] or ''
+    local v, id = tonumber(ver[1]) or 0, gver_id(ver[2])
     local since = tonumber(A.v) or 0
     local head = '{"version":' .. v .. ',"versionID":' .. cjson.encode(id)
     if A.id ~= id or since < (tonumber(ver[3]) or 0) or since > v then

@@ -727,7 +727,12 @@ function ops.full_ids()
 end
 
 -- get_friend_apply_list (received) and get_self_friend_apply_list (sent):
--- newest first, those whose handleResult is in A.handleResults if given
+-- newest first, those whose handleResult is in A.handleResults if given.
+-- OpenIM names the received list "FriendRequests" (its protobuf field is
+-- capitalised, and the JS SDK reads that key), the sent one
+-- "friendRequests"
+local APPS_KEY = {ai = 'FriendRequests', ao = 'friendRequests'}
+
 local function apps(kind)
     self('userID')
     local first, n = page()
@@ -752,7 +757,7 @@ local function apps(kind)
             end
         end
     end
-    return ok('{"total":' .. total .. ',"friendRequests":['
+    return ok('{"total":' .. total .. ',"' .. APPS_KEY[kind] .. '":['
               .. table.concat(out, ',') .. ']}')
 end
 

@@ -498,6 +498,10 @@ function ops.apps()
     end
     local all = redis.call('HVALS', G .. 'ga')
     local only = A.userIDs
+    if only == nil and type(A.userID) == 'string' then
+        -- get_specified_user_group_request_info names one user
+        only = {A.userID}
+    end
     if role_of(me) < ADMIN then
         only = {me}
     end
@@ -513,6 +517,9 @@ function ops.apps()
         local a = cjson.decode(all[i])
         if not want or want[a.userID] then
             a.groupInfo = with_count(g)
+            -- OpenIM's GroupRequest names (the JS SDK reads these)
+            a.handleMsg = a.handledMsg or ''
+            a.handleTime = a.handledTime or 0
             out[#out + 1] = a
         end
     end
@@ -771,7 +778,10 @@ function ops.can_revoke()
 end
 
 function ops.apps_one()
-    reader()
+    -- an applicant, not a member yet, may read its own application
+    if A.userID ~= me or not info() then
+        reader()
+    end
     local r = ops.apps()
     local n = select(2, string.gsub(r[2], '"handleResult":', ''))
     r[2] = '{"total":' .. n .. ',"groupRequests":' .. r[2] .. '}'
