@@ -13,6 +13,8 @@
 
 static void ngx_http_im_frames_encode(ngx_http_im_frames_t *f,
     ngx_uint_t encoding);
+static void ngx_http_im_frames_js_data(ngx_http_im_frames_t *f,
+    ngx_str_t *data, ngx_http_im_buf_t *note);
 
 
 /* the envelope of a server frame with empty operationID and msgIncr;
@@ -84,8 +86,9 @@ ngx_http_im_frames_encode(ngx_http_im_frames_t *f, ngx_uint_t encoding)
 {
     int                             rc;
     char                            err[NGX_HTTP_IM_PB_ERRLEN];
-    ngx_http_im_buf_t              *out;
-    ngx_http_im_str_t               empty;
+    ngx_str_t                       data;
+    ngx_http_im_buf_t              *out, note;
+    ngx_http_im_str_t               empty, opid;
     ngx_http_im_pb_resp_encode_pt   encode;
 
     if (encoding == NGX_HTTP_IM_ENC_PB) {
@@ -99,11 +102,24 @@ ngx_http_im_frames_encode(ngx_http_im_frames_t *f, ngx_uint_t encoding)
 
     empty.data = "";
     empty.len = 0;
+    opid = empty;
 
     /* the data object ends before the envelope's last '}' */
-    rc = encode(f->req_identifier, empty, empty, 0, "",
-                f->json.data + f->head, f->json.len - f->head - 1, out, err,
-                sizeof(err));
+    data.data = f->json.data + f->head;
+    data.len = f->json.len - f->head - 1;
+    ngx_http_im_buf_init(&note, 0);
+
+    if (encoding == NGX_HTTP_IM_ENC_JS) {
+        /* the SDK sends a push's operationID as a REST header */
+        opid.data = "im-push";
+        opid.len = 7;
+        ngx_http_im_frames_js_data(f, &data, &note);
+    }
+
+    rc = encode(f->req_identifier, opid, empty, 0, "", data.data, data.len,
+                out, err, sizeof(err));
+
+    ngx_http_im_buf_free(&note);
 
     if (rc == 0) {
         return;
@@ -118,6 +134,40 @@ ngx_http_im_frames_encode(ngx_http_im_frames_t *f, ngx_uint_t encoding)
 
     ngx_log_error(NGX_LOG_ALERT, ngx_http_im_worker->log, 0,
                   "im: cannot encode a %L push: %s", f->req_identifier, err);
+}
+
+
+/*
+ * The JS SDK takes notifications (1201 friend applications, 1501 group
+ * changes, ...) only from PushMessages.notificationMsgs: a 2001 of a
+ * notification conversation moves there.
+ */
+static void
+ngx_http_im_frames_js_data(ngx_http_im_frames_t *f, ngx_str_t *data,
+    ngx_http_im_buf_t *note)
+{
+    static u_char  msgs[] = "{\"msgs\":{\"";
+
+    if (f->req_identifier != NGX_HTTP_IM_REQ_PUSH
+        || data->len < sizeof(msgs) + 2
+        || ngx_strncmp(data->data, msgs, sizeof(msgs) - 1) != 0)
+    {
+        return;
+    }
+
+    if (ngx_strncmp(data->data + sizeof(msgs) - 1, "sn_", 3) != 0
+        && ngx_strncmp(data->data + sizeof(msgs) - 1, "n_", 2) != 0)
+    {
+        return;
+    }
+
+    ngx_http_im_buf_str(note, "{\"notificationMsgs\":");
+    ngx_http_im_buf_add(note, data->data + 8, data->len - 8);
+
+    if (!note->failed) {
+        data->data = note->data;
+        data->len = note->len;
+    }
 }
 
 

@@ -919,7 +919,7 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
     long long              *list, seq;
     long long               lo[NGX_HTTP_IM_MAX_RANGES];
     long long               hi[NGX_HTTP_IM_MAX_RANGES];
-    ngx_uint_t              i, j, n, total;
+    ngx_uint_t              i, j, k, n, total;
     yajl_val                convs, c, seqs;
     ngx_http_im_pulled_t   *it;
 
@@ -955,19 +955,24 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
 
         for (j = 0; j < seqs->u.array.len; j++) {
             if (!YAJL_IS_INTEGER(seqs->u.array.values[j])
-                || YAJL_GET_INTEGER(seqs->u.array.values[j]) < 1
+                || YAJL_GET_INTEGER(seqs->u.array.values[j]) < 0
                 || YAJL_GET_INTEGER(seqs->u.array.values[j])
                    > NGX_HTTP_IM_SEQ_MAX)
             {
                 goto invalid;
             }
 
+            /* no message has seq 0; the JS SDK asks for it from a
+             * hasReadSeq of 0, and OpenIM skips it */
             seq = YAJL_GET_INTEGER(seqs->u.array.values[j]);
+            if (seq == 0) {
+                continue;
+            }
+
             lo[i] = ngx_min(lo[i], seq);
             hi[i] = ngx_max(hi[i], seq);
+            total++;
         }
-
-        total += seqs->u.array.len;
     }
 
     if (total > NGX_HTTP_IM_MAX_SEQS) {
@@ -989,16 +994,20 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
     for (i = 0; i < n; i++) {
         seqs = ngx_http_im_json_get(convs->u.array.values[i], "seqs");
 
-        for (j = 0; j < seqs->u.array.len; j++) {
+        for (j = 0, k = 0; j < seqs->u.array.len; j++) {
+            if (YAJL_GET_INTEGER(seqs->u.array.values[j]) == 0) {
+                continue;
+            }
+
             it = &call->items[call->nitems++];
             it->section = i;
             it->seq = YAJL_GET_INTEGER(seqs->u.array.values[j]);
             it->len = 0;
             it->skipped = 0;
-            list[j] = it->seq;
+            list[k++] = it->seq;
         }
 
-        if (ngx_http_im_store_pull_seqs(&call->convs[i], list, j,
+        if (ngx_http_im_store_pull_seqs(&call->convs[i], list, k,
                                         call->budget / n,
                                         ngx_http_im_pull_reply, call)
             != NGX_OK)
@@ -1017,8 +1026,8 @@ invalid:
 
     ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS,
                           "field \"conversations\": each needs "
-                          "conversationID and seqs, an array of positive "
-                          "integers; at most 1000 seqs in all");
+                          "conversationID and seqs, an array of "
+                          "integers >= 0; at most 1000 seqs in all");
 }
 
 

@@ -237,6 +237,8 @@ static const ngx_http_im_pb_route_t  ngx_http_im_pb_routes[] = {
 
 static const ngx_http_im_pb_short_t  ngx_http_im_pb_shorts[] = {
     { &im__push_messages__msgs_entry__descriptor, "value", "Msgs" },
+    { &im__push_messages__notification_msgs_entry__descriptor, "value",
+      "Msgs" },
     { NULL, NULL, NULL }
 };
 

@@ -111,7 +111,8 @@ def test_js_send_echo_push_and_pull(stack, api, im_pb2):
             ("js-1", 1)]
 
         env = await cb.frame()
-        assert env["reqIdentifier"] == 2001 and env["operationID"] == ""
+        # non-empty: the SDK sends it as the header of REST calls
+        assert env["reqIdentifier"] == 2001 and env["operationID"]
         got = cb.decode(env, pb.PushMessages).msgs[conv].Msgs
         assert [m.clientMsgID for m in got] == ["js-1"]
         assert json.loads(got[0].content) == {"content": "hi"}
