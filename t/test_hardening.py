@@ -540,7 +540,8 @@ def test_token_not_active_yet(stack, api):
     ws.close()
     assert ws.status == 401, (ws.status, ws.body)
     assert ws.body_json() == {"errCode": 1504,
-                              "errMsg": "token not active yet"}
+                              "errMsg": "token not active yet",
+                              "errDlt": ""}
     r = api.post("/user/get_users_info", {"userIDs": [uid]}, token=token)
     assert (r["errCode"], r["errMsg"]) == (1504, "token not active yet"), r
     r = api.post("/auth/parse_token", {"token": token},

@@ -24,6 +24,9 @@
 #define RESP(id)  ngx_http_im_pb_descriptor(id, NGX_HTTP_IM_PB_RESPONSE)
 #define PUSH(id)  ngx_http_im_pb_descriptor(id, NGX_HTTP_IM_PB_PUSH)
 
+/* what pb -> JSON writes for an empty PushMessages.notificationMsgs */
+#define NOTES     ",\"notificationMsgs\":{}"
+
 #define B(s)      (const unsigned char *) (s), sizeof(s) - 1
 
 
@@ -397,14 +400,19 @@ test_roundtrips(void)
 
         /* 2001 PushMsg: the short form, and the full one read */
 
-        { PUSH(2001), "{\"msgs\":{\"si_alice_bob\":[" MSG "]}}", NULL },
+        { PUSH(2001), "{\"msgs\":{\"si_alice_bob\":[" MSG "]}"
+          NOTES "}", NULL },
         { PUSH(2001),
           "{\"msgs\":{\"si_alice_bob\":[" MSG "," MSG2 "],"
-          "\"si_alice_carol\":[]}}", NULL },
+          "\"si_alice_carol\":[]}" NOTES "}", NULL },
         { PUSH(2001),
           "{\"msgs\":{\"si_alice_bob\":{\"Msgs\":[" MSG "],"
-          "\"isEnd\":true}}}", "{\"msgs\":{\"si_alice_bob\":[" MSG "]}}" },
-        { PUSH(2001), "{\"msgs\":{\"c\":null}}", "{\"msgs\":{\"c\":[]}}" },
+          "\"isEnd\":true}}}",
+          "{\"msgs\":{\"si_alice_bob\":[" MSG "]}" NOTES "}" },
+        { PUSH(2001), "{\"msgs\":{\"c\":null}}",
+          "{\"msgs\":{\"c\":[]}" NOTES "}" },
+        { PUSH(2001), "{\"notificationMsgs\":{\"sn_a_b\":[" MSG "]}}",
+          "{\"msgs\":{},\"notificationMsgs\":{\"sn_a_b\":[" MSG "]}}" },
 
         /* 2002 KickOnline, 2003 Logout */
 
@@ -987,7 +995,8 @@ test_envelopes(void)
     if (resp) {
         CHECK(resp->reqidentifier == 2001 && resp->msgincr[0] == '\0');
         CHECK(pb_json(PUSH(2001), resp->data.data, resp->data.len,
-                      "{\"msgs\":{\"si_alice_bob\":[" MSG "]}}"));
+                      "{\"msgs\":{\"si_alice_bob\":[" MSG "]}" NOTES
+                      "}"));
         CHECK(pb_json(&im__get_seq_message_resp__descriptor,
                       resp->data.data, resp->data.len,
                       "{\"msgs\":{\"si_alice_bob\":{\"Msgs\":[" MSG "],"
