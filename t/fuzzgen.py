@@ -1753,6 +1753,10 @@ def gen_handshake(r, ctx):
         (ambiguous if hs["http"] == "HTTP/1.2" else bad).append(hs["http"])
     if hs["extra_query"] not in HARMLESS_QUERY:
         ambiguous.append("query %r" % hs["extra_query"][:20])
+    if any(k == "Origin" for k, _ in hs["headers"]):
+        # none of the fuzzer's Origin values is the server's own origin,
+        # and the default im_cors_origins allows only that (403)
+        bad.append("origin")
     # auth_ok: True (must be 101), False (must be refused), None (either)
     hs["auth_ok"] = False if bad else (None if ambiguous else True)
     hs["why"] = bad + ambiguous

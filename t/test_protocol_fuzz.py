@@ -357,7 +357,7 @@ class WsRunner:
             self.f.add("handshake", "valid upgrade refused %d %r: %s"
                        % (status, ws.body[:200], desc), key)
             return None
-        if status not in (400, 401, 405, 414, 426, 505):
+        if status not in (400, 401, 403, 405, 414, 426, 505):
             self.f.add("handshake", "status %d %r: %s"
                        % (status, ws.body[:200], desc), key)
             return None
