@@ -139,8 +139,12 @@ ngx_http_im_frames_encode(ngx_http_im_frames_t *f, ngx_uint_t encoding)
 
 /*
  * The JS SDK takes notifications (1201 friend applications, 1501 group
- * changes, ...) only from PushMessages.notificationMsgs: a 2001 of a
- * notification conversation moves there.
+ * changes, 2200 read receipts, ...) only from
+ * PushMessages.notificationMsgs; in msgs it would list them as messages
+ * of the conversation.  A 2001 of a notification conversation moves
+ * there, and so does one of a notification that was never stored (the
+ * read receipt of a single conversation, which OpenIM sends in the
+ * conversation's "n_" twin).
  */
 static void
 ngx_http_im_frames_js_data(ngx_http_im_frames_t *f, ngx_str_t *data,
@@ -156,7 +160,8 @@ ngx_http_im_frames_js_data(ngx_http_im_frames_t *f, ngx_str_t *data,
     }
 
     if (ngx_strncmp(data->data + sizeof(msgs) - 1, "sn_", 3) != 0
-        && ngx_strncmp(data->data + sizeof(msgs) - 1, "n_", 2) != 0)
+        && ngx_strncmp(data->data + sizeof(msgs) - 1, "n_", 2) != 0
+        && !ngx_http_im_msg_json_is_note(data->data, data->len))
     {
         return;
     }

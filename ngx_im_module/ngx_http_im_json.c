@@ -992,6 +992,54 @@ ngx_http_im_msg_free(ngx_http_im_msg_t *m)
 }
 
 
+static long long
+ngx_http_im_msg_json_int(const unsigned char *text, size_t len,
+    const char *key)
+{
+    size_t                klen;
+    long long             v;
+    const unsigned char  *p, *last;
+
+    klen = strlen(key);
+    last = text + len;
+
+    for (p = text; p + klen < last; p++) {
+        if (memcmp(p, key, klen) != 0) {
+            continue;
+        }
+
+        p += klen;
+
+        if (p == last || *p < '0' || *p > '9') {
+            return -1;
+        }
+
+        /* at most 18 digits: our writer never wrote a longer seq or type */
+        for (v = 0; p < last && *p >= '0' && *p <= '9'
+                    && v < 100000000000000000LL; p++)
+        {
+            v = v * 10 + (*p - '0');
+        }
+
+        return v;
+    }
+
+    return -1;
+}
+
+
+int
+ngx_http_im_msg_json_is_note(const unsigned char *text, size_t len)
+{
+    long long  type;
+
+    type = ngx_http_im_msg_json_int(text, len, "\"contentType\":");
+
+    return type >= 1000 && type < 5000
+           && ngx_http_im_msg_json_int(text, len, "\"seq\":") == 0;
+}
+
+
 void
 ngx_http_im_msg_to_json(const ngx_http_im_msg_t *m, ngx_http_im_buf_t *b,
     size_t *seq_at)

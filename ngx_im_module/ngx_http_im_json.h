@@ -232,6 +232,15 @@ void ngx_http_im_msg_free(ngx_http_im_msg_t *m);
 void ngx_http_im_msg_to_json(const ngx_http_im_msg_t *m,
     ngx_http_im_buf_t *b, size_t *seq_at);
 
+/*
+ * Whether the first MsgData in a JSON text that ngx_http_im_msg_to_json()
+ * wrote is a notification that was never stored: "seq" 0 and a
+ * "contentType" of OpenIM's notification range (1000..4999).  Only a key
+ * can match "name": in such a text, since quotes inside strings are
+ * escaped.  Returns 1 or 0.
+ */
+int ngx_http_im_msg_json_is_note(const unsigned char *text, size_t len);
+
 
 /* handler helpers */
 

@@ -24,11 +24,7 @@ SDK_DIR = os.path.join(ROOT, "build/sdk")
 SCRIPT = os.path.join(ROOT, "t/sdk/scenario.js")
 PLATFORM_WEB = 5
 STEPS = ["login", "send", "send_seq", "receive", "conversation_list",
-         pytest.param("mark_read", marks=pytest.mark.xfail(
-             reason="the SDK reads a read receipt (2200) from "
-                    "notificationMsgs with the read seqs in its content; "
-                    "ours does not reach its OnRecvC2CReadReceipt yet "
-                    "(issue 12 open)", strict=False)),
+         "mark_read",
          "group", "friend", "relogin", "kick"]
 
 

@@ -166,6 +166,47 @@ def test_js_mixed_with_json_clients(stack, api, im_pb2):
     run(scenario())
 
 
+def test_js_read_receipt_is_a_notification(stack, api, im_pb2):
+    """B reads A's message: A's JS session gets the 2200 in
+    notificationMsgs (where the SDK's OnRecvC2CReadReceipt reads it, with
+    the seqs read), never in msgs, where the SDK would list it as a
+    message; a JSON-text session of A still gets it in msgs."""
+    pb = im_pb2
+    a, b = uids()
+    api.register(a, b)
+    conv = single_conv(a, b)
+
+    async def scenario():
+        ca = await JsClient(pb, stack, a, api.user_token(a, 5)).connect()
+        cj = await Client(stack, a, api.user_token(a, 1)).connect()
+        r = await ca.request(1003, text_msg(pb, a, b, "rr-1", "read me"))
+        assert r["errCode"] == 0, r
+        assert (await ca.frame())["operationID"] == "op-js"  # the echo
+        await cj.push()
+
+        out = api.post("/msg/mark_conversation_as_read",
+                       {"userID": b, "conversationID": conv, "seqs": [1],
+                        "hasReadSeq": 1}, token=api.user_token(b, 5))
+        assert out["errCode"] == 0, out
+
+        env = await ca.frame()
+        assert env["reqIdentifier"] == 2001
+        push = ca.decode(env, pb.PushMessages)
+        assert not push.msgs
+        notes = [m for c in push.notificationMsgs.values() for m in c.Msgs]
+        assert [m.contentType for m in notes] == [2200]
+        detail = json.loads(json.loads(notes[0].content)["detail"])
+        assert detail == {"markAsReadUserID": b, "conversationID": conv,
+                          "seqs": [1], "hasReadSeq": 1}
+
+        msgs = await cj.push()
+        assert [m["contentType"] for m in msgs] == [2200]
+        await ca.ws.close()
+        await cj.close()
+
+    run(scenario())
+
+
 def test_js_bad_frames_get_errors(stack, api, im_pb2):
     pb = im_pb2
     a, b = uids()

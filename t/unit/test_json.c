@@ -1254,9 +1254,55 @@ test_members_unique(void)
 }
 
 
+/* which pushed MsgData the JS SDK must get in notificationMsgs */
+static void
+test_msg_is_note(void)
+{
+    size_t              seq_at;
+    ngx_http_im_msg_t   m;
+    ngx_http_im_buf_t   b;
+
+    ngx_http_im_msg_init(&m);
+    m.content.data = "{\"detail\":\"{\\\"seq\\\":0}\"}";
+    m.content.len = strlen(m.content.data);
+    m.content_type = 2200;
+    m.seq = 0;
+
+    ngx_http_im_buf_init(&b, 0);
+    ngx_http_im_msg_to_json(&m, &b, &seq_at);
+    CHECK(!b.failed && ngx_http_im_msg_json_is_note(b.data, b.len) == 1);
+
+    /* a stored one (seq > 0), a text, a type past the range: messages */
+    b.data[seq_at] = '7';
+    CHECK(ngx_http_im_msg_json_is_note(b.data, b.len) == 0);
+    ngx_http_im_buf_free(&b);
+
+    m.content_type = 101;
+    ngx_http_im_buf_init(&b, 0);
+    ngx_http_im_msg_to_json(&m, &b, NULL);
+    CHECK(!b.failed && ngx_http_im_msg_json_is_note(b.data, b.len) == 0);
+    ngx_http_im_buf_free(&b);
+
+    m.content_type = 5000;
+    ngx_http_im_buf_init(&b, 0);
+    ngx_http_im_msg_to_json(&m, &b, NULL);
+    CHECK(!b.failed && ngx_http_im_msg_json_is_note(b.data, b.len) == 0);
+    ngx_http_im_buf_free(&b);
+
+    /* truncated texts and keys without digits */
+    CHECK(ngx_http_im_msg_json_is_note((u_char *) "{\"contentType\":", 14)
+          == 0);
+    CHECK(ngx_http_im_msg_json_is_note(
+              (u_char *) "{\"contentType\":2200,\"seq\":-0}", 29) == 0);
+    CHECK(ngx_http_im_msg_json_is_note(
+              (u_char *) "{\"contentType\":2200,\"seq\":0}", 28) == 1);
+}
+
+
 int
 main(void)
 {
+    test_msg_is_note();
     test_members_unique();
     test_buf();
     test_escape();
