@@ -16,10 +16,22 @@
 #   bench/bench.sh --cluster         ngx_im on a local Redis Cluster of 3
 #                                    masters (no replicas), instead of one
 #                                    Redis
+#   bench/bench.sh --centrifugo fanout connect
+#                                    Centrifugo v6.9.1 as a peer: fanout
+#                                    and connect also run against it
+#                                    (memory engine, and Redis engine on a
+#                                    Redis of its own), and connect against
+#                                    Nchan too.  The first use builds it
+#                                    with `go install` (Go module proxy)
+#                                    into build/bench/centrifugo; not with
+#                                    --full connect (one process: the
+#                                    20,000-fd limit)
 #
 # Environment: IMB_PORT, IMB_REDIS_PORT, IMB_NCHAN_PORT,
-# IMB_NCHAN_REDIS_PORT (18080, 16390, 18081, 16391), IMB_WORKERS (2),
-# IM_MODULE (build/nginx/ngx_http_im_module.so).
+# IMB_NCHAN_REDIS_PORT (18080, 16390, 18081, 16391), IMB_CF_PORT,
+# IMB_CF_REDIS_ENGINE_PORT, IMB_CF_REDIS_PORT (Centrifugo with the memory
+# engine, with the Redis engine, and that engine's Redis: 18082, 18083,
+# 16393), IMB_WORKERS (2), IM_MODULE (build/nginx/ngx_http_im_module.so).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,6 +43,12 @@ REDIS_PORT=${IMB_REDIS_PORT:-16390}
 NCHAN_PORT=${IMB_NCHAN_PORT:-18081}
 NCHAN_REDIS_PORT=${IMB_NCHAN_REDIS_PORT:-16391}
 MONGO_PORT=${IMB_MONGO_PORT:-17018}
+CF_PORT=${IMB_CF_PORT:-18082}
+CF_REDIS_ENGINE_PORT=${IMB_CF_REDIS_ENGINE_PORT:-18083}
+CF_REDIS_PORT=${IMB_CF_REDIS_PORT:-16393}
+CF_VERSION=v6.9.1
+CF_MOD=github.com/centrifugal/centrifugo/v6
+export CENTRIFUGO=$IMB_BASE/centrifugo
 WORKERS=${IMB_WORKERS:-2}
 FERRET=$ROOT/build/bin/imferret
 
@@ -39,6 +57,7 @@ log() { printf 'bench.sh: %s\n' "$*" >&2; }
 full=0
 mongo=0
 cluster=0
+centrifugo=0
 CLUSTER_PORT=${IMB_CLUSTER_PORT:-17000}
 scenarios=()
 for a in "$@"; do
@@ -46,8 +65,9 @@ for a in "$@"; do
         --full) full=1 ;;
         --mongo) mongo=1 ;;
         --cluster) cluster=1 ;;
+        --centrifugo) centrifugo=1 ;;
         connect|chat|conv|fanout|sweep|group) scenarios+=("$a") ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         *) log "unknown argument $a"; exit 2 ;;
     esac
 done
@@ -61,7 +81,29 @@ if grep -q im_ws_rate "${IM_MODULE:-$ROOT/build/nginx/ngx_http_im_module.so}" \
     export IMB_EXTRA_HTTP="${IMB_EXTRA_HTTP:-} im_ws_rate 0; im_api_rate 0;"
 fi
 
+# Centrifugo from its module at the pinned version, with the version
+# stamped as its release builds do; skipped when that binary is there
+centrifugo_build() {
+    local gobin
+    if [ -x "$CENTRIFUGO" ] &&
+       "$CENTRIFUGO" version 2>/dev/null | grep -q "Centrifugo $CF_VERSION "
+    then
+        return 0
+    fi
+    command -v go >/dev/null || { log "--centrifugo needs Go"; exit 1; }
+    gobin=$(cd "$IMB_BASE" && pwd)
+    log "building Centrifugo $CF_VERSION into $gobin (go install, minutes)"
+    GOBIN=$gobin go install \
+        -ldflags "-s -w -X $CF_MOD/internal/build.Version=${CF_VERSION#v}" \
+        "$CF_MOD@$CF_VERSION"
+    "$CENTRIFUGO" version | grep -q "Centrifugo $CF_VERSION " || {
+        log "$CENTRIFUGO is not $CF_VERSION"
+        exit 1
+    }
+}
+
 mkdir -p "$IMB_BASE/results"
+[ "$centrifugo" = 0 ] || centrifugo_build
 gcc -O2 -g -Wall -Wextra -o "$BIN" "$ROOT/bench/imbench.c" \
     "$ROOT/bench/imb.c" "$ROOT/ngx_im_module/ngx_http_im_ws_frame.c" \
     -I"$ROOT/bench" -I"$ROOT/ngx_im_module" -lcrypto
@@ -71,9 +113,11 @@ TXT=$IMB_BASE/results/$STAMP.txt
 JSONL=$IMB_BASE/results/$STAMP.jsonl
 
 started=()
+# stops what was started, the last first: a server before its Redis
 cleanup() {
-    local s
-    for s in "${started[@]}"; do
+    local s i
+    for ((i = ${#started[@]} - 1; i >= 0; i--)); do
+        s=${started[i]}
         case "$s" in
             nginx:*) "$STACK" nginx-stop "${s#nginx:}" || true ;;
             redis:*) x=${s#redis:}
@@ -81,6 +125,8 @@ cleanup() {
             ferret:*) kill "${s#ferret:}" 2>/dev/null || true ;;
             cluster:*) "$ROOT/t/redis_cluster.sh" stop "${s#cluster:}" \
                            "$CLUSTER_PORT" 3 0 >/dev/null 2>&1 || true ;;
+            centrifugo:*) "$STACK" centrifugo-stop "${s#centrifugo:}" ||
+                              true ;;
         esac
     done
     started=()
@@ -135,6 +181,19 @@ nchan_up() {
     started+=("nginx:nchan")
 }
 
+# Centrifugo with the memory engine, and with the Redis engine on a Redis
+# of its own (AOF on, like the others; it keeps no history here)
+cf_up() {
+    rm -rf "${IMB_BASE:?}/cf-redis-redis"
+    "$STACK" redis-start cf-redis-redis "$CF_REDIS_PORT"
+    started+=("redis:cf-redis-redis:$CF_REDIS_PORT")
+    "$STACK" centrifugo-start cf-memory "$CF_PORT"
+    started+=("centrifugo:cf-memory")
+    "$STACK" centrifugo-start cf-redis "$CF_REDIS_ENGINE_PORT" \
+        "$CF_REDIS_PORT"
+    started+=("centrifugo:cf-redis")
+}
+
 say() { printf '%s\n' "$*" | tee -a "$TXT"; }
 
 # imbench with its table to the text file and its JSON line to .jsonl;
@@ -163,6 +222,10 @@ environment() {
     say "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min, before the run)"
     say "mongo:   $([ "$mongo" = 1 ] && echo "on (FerretDB)" || echo "off (Redis hot store only)")"
     say "store:   $([ "$cluster" = 1 ] && echo "Redis Cluster, 3 masters on :$CLUSTER_PORT.. (Redis CPU: the first master only)" || echo "one Redis")"
+    if [ "$centrifugo" = 1 ]; then
+        cfv=$("$CENTRIFUGO" version | sed 's/Centrifugo //')
+        say "centrifugo: $cfv, GOMAXPROCS $(nproc), memory and Redis engines"
+    fi
 }
 
 environment
@@ -179,14 +242,31 @@ fi
 NCHAN=(--nchan "127.0.0.1:$NCHAN_PORT"
        --nchan-pid-file "$IMB_BASE/nchan/logs/nginx.pid"
        --nchan-redis-pid-file "$IMB_BASE/nchan-redis/redis.pid")
+CF=()
+if [ "$centrifugo" = 1 ]; then
+    # NAME=HOST:PORT,PID_FILE[,REDIS_PID_FILE]
+    cfm=$IMB_BASE/cf-memory/centrifugo.pid
+    cfr=$IMB_BASE/cf-redis/centrifugo.pid
+    cfrr=$IMB_BASE/cf-redis-redis/redis.pid
+    CF=(--centrifugo "cf-memory=127.0.0.1:$CF_PORT,$cfm"
+        --centrifugo "cf-redis=127.0.0.1:$CF_REDIS_ENGINE_PORT,$cfr,$cfrr")
+fi
 
 for sc in "${scenarios[@]}"; do
     case "$sc" in
     connect)
         if [ "$full" = 1 ]; then
-            # 20,000 fds a process: 3 load processes and 4 workers
+            # 20,000 fds a process: 3 load processes and 4 workers (one
+            # Centrifugo process could not hold 50,000)
+            [ "$centrifugo" = 0 ] || log "connect --full: ngx_im only"
             im_up im 4
             run connect "${S[@]}" -n 50000 -P 3 --conn-rate 3000
+        elif [ "$centrifugo" = 1 ]; then
+            im_up im "$WORKERS"
+            nchan_up
+            cf_up
+            run connect "${S[@]}" "${NCHAN[@]}" "${CF[@]}" -n 10000 \
+                --conn-rate 3000
         else
             im_up im "$WORKERS"
             run connect "${S[@]}" -n 10000 --conn-rate 3000
@@ -213,7 +293,9 @@ for sc in "${scenarios[@]}"; do
     fanout)
         im_up im "$WORKERS"
         nchan_up
-        run fanout "${S[@]}" "${NCHAN[@]}" -n 2000 -k 400 -r 200 --rounds 3
+        [ "$centrifugo" = 0 ] || cf_up
+        run fanout "${S[@]}" "${NCHAN[@]}" "${CF[@]}" -n 2000 \
+            -k 400 -r 200 --rounds 3
         cleanup
         ;;
     group)

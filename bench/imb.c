@@ -24,6 +24,9 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "imb.h"
 #include "ngx_http_im_ws_frame.h"
 
@@ -1437,6 +1440,13 @@ imb_ws_send(imb_conn_t *c, int opcode, const void *data, size_t len)
 }
 
 
+size_t
+imb_ws_header_len(uint64_t len)
+{
+    return len < 126 ? 2 : len < 65536 ? 4 : 10;
+}
+
+
 int
 imb_http_request(imb_conn_t *c, const char *method, const char *path,
     const char *headers, const char *body, size_t len)
@@ -2164,6 +2174,80 @@ imb_codec(const char *name)
 
     /* "pb": binary protobuf frames, once the server speaks them */
     return NULL;
+}
+
+
+/* JSON Web Tokens */
+
+
+/* base64url without padding of n bytes; returns the length, or 0 when
+ * it does not fit with its NUL */
+static size_t
+imb_b64url(const unsigned char *p, size_t n, char *out, size_t size)
+{
+    size_t       i, o;
+    uint32_t     v;
+    static char  abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                         "0123456789-_";
+
+    if ((n + 2) / 3 * 4 + 1 > size) {
+        return 0;
+    }
+
+    for (i = 0, o = 0; i < n; i += 3) {
+        v = (uint32_t) p[i] << 16;
+        v |= i + 1 < n ? (uint32_t) p[i + 1] << 8 : 0;
+        v |= i + 2 < n ? p[i + 2] : 0;
+
+        out[o++] = abc[v >> 18];
+        out[o++] = abc[(v >> 12) & 63];
+        if (i + 1 < n) {
+            out[o++] = abc[(v >> 6) & 63];
+        }
+        if (i + 2 < n) {
+            out[o++] = abc[v & 63];
+        }
+    }
+
+    out[o] = '\0';
+
+    return o;
+}
+
+
+int
+imb_jwt_hs256(const char *secret, const char *claims, char *out,
+    size_t size)
+{
+    size_t         n, m;
+    unsigned int   dlen;
+    unsigned char  digest[EVP_MAX_MD_SIZE];
+    static char    head[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
+
+    n = imb_b64url((unsigned char *) head, sizeof(head) - 1, out, size);
+    if (n == 0 || n + 1 >= size) {
+        return IMB_ERROR;
+    }
+
+    out[n++] = '.';
+    m = imb_b64url((const unsigned char *) claims, strlen(claims), out + n,
+                   size - n);
+    if (m == 0 || n + m + 1 >= size) {
+        return IMB_ERROR;
+    }
+
+    n += m;
+
+    if (HMAC(EVP_sha256(), secret, (int) strlen(secret),
+             (unsigned char *) out, n, digest, &dlen)
+        == NULL)
+    {
+        return IMB_ERROR;
+    }
+
+    out[n++] = '.';
+
+    return imb_b64url(digest, dlen, out + n, size - n) ? IMB_OK : IMB_ERROR;
 }
 
 

@@ -259,6 +259,9 @@ void imb_conn_close(imb_conn_t *c, int abort);
 /* Queues one masked WebSocket frame; IMB_OK or IMB_ERROR. */
 int imb_ws_send(imb_conn_t *c, int opcode, const void *data, size_t len);
 
+/* The header bytes of an unmasked (server) frame of len payload bytes. */
+size_t imb_ws_header_len(uint64_t len);
+
 /* Queues an HTTP/1.1 request with a body (or NULL); headers is "" or
  * lines ending in \r\n.  Responses arrive in order via response(). */
 int imb_http_request(imb_conn_t *c, const char *method, const char *path,
@@ -339,6 +342,12 @@ int imb_buf_json_str(imb_buf_t *b, const char *s);
 
 /* The single-chat conversation ID of a and b ("si_<lower>_<higher>"). */
 void imb_conv_single(const char *a, const char *b, char *out, size_t size);
+
+
+/* An HS256 JSON Web Token (RFC 7519) signed with secret, for the claims
+ * (a JSON object); returns IMB_OK, or IMB_ERROR when out is too small. */
+int imb_jwt_hs256(const char *secret, const char *claims, char *out,
+    size_t size);
 
 
 /* the pids of ppid's children (at most max), from /proc; returns how many */

@@ -1,6 +1,7 @@
 
 /*
- * imbench: a load generator for ngx_im (and, for fanout, Nchan).
+ * imbench: a load generator for ngx_im (and, for fanout and connect,
+ * Nchan and Centrifugo as peers).
  *
  *   imbench connect|chat|fanout|sweep|group [options]   (imbench -h)
  *
@@ -14,6 +15,14 @@
  *
  * Every scenario prints a table and one JSON line starting with
  * {"scenario": for scripts.
+ *
+ * Peers: --nchan and --centrifugo run the same load against Nchan and
+ * Centrifugo in the same invocation (fanout, connect; group: Nchan), one
+ * target after the other.  Nchan is a channel with WebSocket subscribers
+ * and an HTTP publisher; Centrifugo speaks its JSON client protocol
+ * (connect with an HS256 token, subscribe, pushes) and is published to
+ * through its HTTP API.  CPU is the server's (nginx's workers, or the
+ * Centrifugo process) and its Redis's.
  *
  * group: one group of M members (registered, created with the first
  * 1000, the rest invited 1000 at a time), N of them online (one session
@@ -60,8 +69,18 @@
 #define IMB_CMD_CLOSE        4
 #define IMB_CMD_EXIT         5
 
+/* targets: ngx_im, Nchan, then each --centrifugo in order */
 #define IMB_TARGET_IM        0
 #define IMB_TARGET_NCHAN     1
+#define IMB_TARGET_CF        2
+#define IMB_MAX_CF           4
+#define IMB_MAX_TARGETS      (IMB_TARGET_CF + IMB_MAX_CF)
+
+#define imb_is_cf(t)         ((t) >= IMB_TARGET_CF)
+
+#define IMB_CF_WS_PATH       "/connection/websocket"
+#define IMB_CF_API_PATH      "/api/publish"
+#define IMB_CF_NS            "imb"    /* the namespace of its channels */
 
 #define IMB_MSG_ACKED        0x01
 #define IMB_MSG_FAILED       0x02
@@ -104,10 +123,21 @@ typedef struct {
     uint64_t               late;
     uint64_t               unexpected;
     uint64_t               bytes_in;
+    uint64_t               sub_bytes;  /* fanout: subscribers' frames, */
+    uint64_t               sub_frames; /* headers included */
     imb_hist_t             conn;       /* connect to open, µs */
     imb_hist_t             ack;
     imb_hist_t             deliv;
 } imb_result_t;
+
+
+/* a Centrifugo server (--centrifugo NAME=HOST:PORT[,PID[,REDIS_PID]]) */
+typedef struct {
+    char                   name[32];
+    struct sockaddr_in     addr;
+    char                  *pid_file;   /* the centrifugo process */
+    char                  *redis_pid_file;
+} imb_cf_t;
 
 
 typedef struct {
@@ -154,6 +184,10 @@ typedef struct {
     struct sockaddr_in     nchan_redis;
     int                    use_redis;
     int                    use_nchan_redis;
+    imb_cf_t               cfs[IMB_MAX_CF];
+    int                    ncf;
+    const char            *cf_secret;  /* HS256 key of connect tokens */
+    const char            *cf_api_key;
     char                   tag[16];
 } imb_conf_t;
 
@@ -164,6 +198,7 @@ typedef struct {
     uint32_t               user;       /* index in imb_users */
     int                    platform;
     int                    role;       /* 0 client, 1 publisher */
+    int                    ready;      /* open; Centrifugo: subscribed */
     uint8_t               *seen;       /* fanout: one bit per message */
 } imb_client_t;
 
@@ -245,6 +280,9 @@ static void imb_client_message(imb_conn_t *c, int op, char *data,
 static void imb_client_response(imb_conn_t *c, int status, char *body,
     size_t len);
 static void imb_client_closed(imb_conn_t *c, int why, int err);
+static void imb_client_ready(imb_client_t *cl);
+static void imb_cf_hello(imb_client_t *cl);
+static void imb_cf_frame(imb_client_t *cl, char *data, size_t len);
 static void imb_chat_tick(void);
 static void imb_chat_send(uint64_t t);
 static void imb_chat_frame(imb_client_t *cl, char *data, size_t len);
@@ -324,9 +362,14 @@ imb_usage(void)
 "  --conn-rate R     connections/s (2000)\n"
 "  --hold SEC        connect: keep connections open (0)\n"
 "  --size BYTES      message text size (64)\n"
-"  --nchan HOST:PORT fanout/group: also run against Nchan there\n"
+"  --nchan HOST:PORT fanout/group/connect: also run against Nchan there\n"
 "  --nchan-sub PATH  Nchan WebSocket location prefix (/sub/)\n"
 "  --nchan-pub PATH  Nchan publisher location prefix (/pub/)\n"
+"  --centrifugo NAME=HOST:PORT[,PID_FILE[,REDIS_PID_FILE]]\n"
+"                    fanout/connect: also run against this Centrifugo (up\n"
+"                    to %d; its pid file and its Redis's for CPU and memory)\n"
+"  --cf-secret S     Centrifugo's HS256 connect-token key (imbench-secret)\n"
+"  --cf-api-key K    Centrifugo's HTTP API key (imbench-key)\n"
 "  --rounds N        fanout/group: alternate the targets N times; fanout\n"
 "                    reports the round with the median deliveries/s of\n"
 "                    each, group the median of each figure (1)\n"
@@ -337,7 +380,8 @@ imb_usage(void)
 "  --redis-pid-file PATH   Redis pid file: its CPU per message\n"
 "  --nchan-pid-file P --nchan-redis-pid-file P   the same for Nchan\n"
 "  --codec json      request encoding (protobuf later)\n"
-"  --ws-path P --api-path P --secret S --admin ID --label TEXT --seed N\n");
+"  --ws-path P --api-path P --secret S --admin ID --label TEXT --seed N\n",
+    IMB_MAX_CF);
 }
 
 
@@ -381,6 +425,46 @@ imb_parse_members(const char *s)
 }
 
 
+/* NAME=HOST:PORT[,PID_FILE[,REDIS_PID_FILE]] */
+static int
+imb_parse_cf(const char *s)
+{
+    char      *p, *f[3];
+    size_t     n;
+    imb_cf_t  *c;
+
+    p = strchr(s, '=');
+    n = p ? (size_t) (p - s) : 0;
+
+    if (cf.ncf == IMB_MAX_CF || n == 0 || n >= sizeof(c->name)) {
+        return IMB_ERROR;
+    }
+
+    c = &cf.cfs[cf.ncf];
+    memcpy(c->name, s, n);
+    c->name[n] = '\0';
+
+    p = strdup(p + 1);
+    if (p == NULL) {
+        return IMB_ERROR;
+    }
+
+    f[0] = strsep(&p, ",");
+    f[1] = strsep(&p, ",");
+    f[2] = strsep(&p, ",");
+
+    if (p != NULL || imb_addr(f[0], &c->addr) != IMB_OK) {
+        return IMB_ERROR;
+    }
+
+    c->pid_file = f[1] && *f[1] ? f[1] : NULL;
+    c->redis_pid_file = f[2] && *f[2] ? f[2] : NULL;
+    cf.ncf++;
+
+    return IMB_OK;
+}
+
+
 static int
 imb_parse(int argc, char **argv)
 {
@@ -415,6 +499,9 @@ imb_parse(int argc, char **argv)
         { "redis", required_argument, NULL, 26 },
         { "nchan-redis", required_argument, NULL, 27 },
         { "settle", required_argument, NULL, 28 },
+        { "centrifugo", required_argument, NULL, 29 },
+        { "cf-secret", required_argument, NULL, 30 },
+        { "cf-api-key", required_argument, NULL, 31 },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -430,6 +517,8 @@ imb_parse(int argc, char **argv)
     cf.api_path = "/im/api";
     cf.nchan_sub = "/sub/";
     cf.nchan_pub = "/pub/";
+    cf.cf_secret = "imbench-secret";
+    cf.cf_api_key = "imbench-key";
     cf.secret = "openIM123";
     cf.admin = "imAdmin";
     cf.codec_name = "json";
@@ -511,6 +600,16 @@ imb_parse(int argc, char **argv)
             }
             break;
         case 28: cf.settle = atof(optarg); break;
+        case 29:
+            if (imb_parse_cf(optarg) != IMB_OK) {
+                fprintf(stderr, "imbench: bad --centrifugo %s (NAME=HOST:"
+                        "PORT[,PID_FILE[,REDIS_PID_FILE]], at most %d)\n",
+                        optarg, IMB_MAX_CF);
+                return IMB_ERROR;
+            }
+            break;
+        case 30: cf.cf_secret = optarg; break;
+        case 31: cf.cf_api_key = optarg; break;
         case 26:
         case 27:
             if (imb_addr(optarg, ch == 26 ? &cf.redis : &cf.nchan_redis)
@@ -635,6 +734,69 @@ imb_parse(int argc, char **argv)
     }
 
     return IMB_OK;
+}
+
+
+/* targets */
+
+
+static const char *
+imb_target_name(int t)
+{
+    return t == IMB_TARGET_IM ? "ngx_im"
+           : t == IMB_TARGET_NCHAN ? "nchan" : cf.cfs[t - IMB_TARGET_CF].name;
+}
+
+
+static struct sockaddr_in *
+imb_target_addr(int t)
+{
+    return t == IMB_TARGET_IM ? &cf.im
+           : t == IMB_TARGET_NCHAN ? &cf.nchan
+           : &cf.cfs[t - IMB_TARGET_CF].addr;
+}
+
+
+/* the server's pid file: an nginx master, whose workers are measured
+ * (*workers = 1), or the Centrifugo process itself */
+static const char *
+imb_target_pid_file(int t, int *workers)
+{
+    *workers = !imb_is_cf(t);
+
+    return t == IMB_TARGET_IM ? cf.pid_file
+           : t == IMB_TARGET_NCHAN ? cf.nchan_pid_file
+           : cf.cfs[t - IMB_TARGET_CF].pid_file;
+}
+
+
+static const char *
+imb_target_redis_pid_file(int t)
+{
+    return t == IMB_TARGET_IM ? cf.redis_pid_file
+           : t == IMB_TARGET_NCHAN ? cf.nchan_redis_pid_file
+           : cf.cfs[t - IMB_TARGET_CF].redis_pid_file;
+}
+
+
+/* the targets of this run, in the order they are measured */
+static int
+imb_targets(int *t)
+{
+    int  i, n;
+
+    n = 0;
+    t[n++] = IMB_TARGET_IM;
+
+    if (cf.use_nchan) {
+        t[n++] = IMB_TARGET_NCHAN;
+    }
+
+    for (i = 0; i < cf.ncf; i++) {
+        t[n++] = IMB_TARGET_CF + i;
+    }
+
+    return n;
 }
 
 
@@ -1007,14 +1169,10 @@ imb_start_connect(void)
     imb_open = 0;
     imb_res.clients = imb_nclients;
 
-    if (imb_cur.target == IMB_TARGET_IM
-        && (strcmp(cf.scenario, "fanout") == 0 || imb_group)
+    /* and the publisher */
+    if ((strcmp(cf.scenario, "fanout") == 0 || imb_group)
         && imb_shard == 0)
     {
-        imb_res.clients++;
-    }
-
-    if (imb_cur.target == IMB_TARGET_NCHAN && imb_shard == 0) {
         imb_res.clients++;
     }
 
@@ -1030,17 +1188,31 @@ imb_connect_one(imb_client_t *cl, long src)
     const char          *token;
     struct sockaddr_in  *dst;
 
-    dst = imb_cur.target == IMB_TARGET_NCHAN ? &cf.nchan : &cf.im;
+    dst = imb_target_addr(imb_cur.target);
+    cl->ready = 0;
+
+    if (imb_cur.target != IMB_TARGET_IM && cl->role == 1) {
+        /* Nchan's and Centrifugo's publishers speak HTTP */
+        rc = imb_conn_connect(&cl->c, &imb_loop, dst, src, IMB_KIND_HTTP,
+                              NULL, &imb_client_handler, cl);
+        goto done;
+    }
 
     if (imb_cur.target == IMB_TARGET_NCHAN) {
-        if (cl->role == 1) {
-            rc = imb_conn_connect(&cl->c, &imb_loop, dst, src,
-                                  IMB_KIND_HTTP, NULL, &imb_client_handler,
-                                  cl);
-            goto done;
+        /* the fanout's channel, or (connect) one for each connection */
+        if (imb_cur.op == IMB_CMD_CONNECT
+            && strcmp(cf.scenario, "connect") == 0)
+        {
+            snprintf(path, sizeof(path), "%sb%sc%u", cf.nchan_sub, cf.tag,
+                     cl->id);
+
+        } else {
+            snprintf(path, sizeof(path), "%sb%s", cf.nchan_sub, cf.tag);
         }
 
-        snprintf(path, sizeof(path), "%sb%s", cf.nchan_sub, cf.tag);
+    } else if (imb_is_cf(imb_cur.target)) {
+        /* authenticated after the 101: imb_cf_hello() */
+        snprintf(path, sizeof(path), "%s", IMB_CF_WS_PATH);
 
     } else if (imb_group) {
         /* members 0 .. n-1 listen, member n sends */
@@ -1150,6 +1322,22 @@ imb_client_open(imb_conn_t *c)
 {
     imb_client_t  *cl = c->data;
 
+    if (imb_is_cf(imb_cur.target) && c->kind == IMB_KIND_WS) {
+        imb_cf_hello(cl);
+        return;
+    }
+
+    imb_client_ready(cl);
+}
+
+
+/* open, and for Centrifugo connected and subscribed: the handshake
+ * latency runs from connect() to here */
+static void
+imb_client_ready(imb_client_t *cl)
+{
+    cl->ready = 1;
+
     if (!imb_busy || imb_cur.op != IMB_CMD_CONNECT) {
         return;
     }
@@ -1158,11 +1346,9 @@ imb_client_open(imb_conn_t *c)
     imb_open += cl->role == 0;
     imb_res.conn_ok++;
     imb_res.t_last = imb_loop.now;
-    imb_hist_add(&imb_res.conn, (c->t_open - c->t_connect) / 1000);
+    imb_hist_add(&imb_res.conn, (imb_loop.now - cl->c.t_connect) / 1000);
 
-    if (imb_cur.op == IMB_CMD_CONNECT) {
-        imb_connect_some();
-    }
+    imb_connect_some();
 }
 
 
@@ -1175,8 +1361,9 @@ imb_client_closed(imb_conn_t *c, int why, int err)
         return;
     }
 
-    if (c->t_open == 0) {
-        /* never opened: a failed connect or refused upgrade */
+    if (!cl->ready) {
+        /* never ready: a failed connect, a refused upgrade, or a
+         * Centrifugo that closed before the subscribe reply */
         imb_res.conn_fail++;
         imb_errs_count(&imb_res.errs, why, err);
 
@@ -1208,12 +1395,16 @@ imb_client_response(imb_conn_t *c, int status, char *body, size_t len)
         return;
     }
 
-    /* the Nchan publisher */
+    /* the Nchan or Centrifugo publisher; Centrifugo reports an API
+     * error in a 200 */
     if (cl->role != 1 || !imb_busy || imb_cur.op != IMB_CMD_FANOUT) {
         return;
     }
 
-    if (status >= 200 && status < 300) {
+    if (status >= 200 && status < 300
+        && !(imb_is_cf(imb_cur.target)
+             && memmem(body, len, "\"error\"", 7) != NULL))
+    {
         imb_res.acked++;
 
     } else {
@@ -1239,6 +1430,17 @@ imb_client_message(imb_conn_t *c, int op, char *data, size_t len)
     (void) op;
 
     imb_res.bytes_in += len;
+
+    if (imb_busy && imb_cur.op == IMB_CMD_FANOUT && cl->role == 0) {
+        imb_res.sub_bytes += len + imb_ws_header_len(len);
+        imb_res.sub_frames++;
+    }
+
+    if (imb_is_cf(imb_cur.target)) {
+        /* replies, pings and pushes, idle or not */
+        imb_cf_frame(cl, data, len);
+        return;
+    }
 
     if (!imb_busy) {
         return;
@@ -1658,7 +1860,7 @@ static void
 imb_fanout_tick(void)
 {
     long        i, k;
-    char        incr[32], cmid[96], hdr[64];
+    char        incr[32], cmid[96], hdr[256];
     static char data[65536 + 512];
     uint64_t    due, t, period;
     imb_msg_t  *m;
@@ -1682,7 +1884,29 @@ imb_fanout_tick(void)
                      (unsigned long long) t);
             imb_out.len = 0;
 
-            if (imb_cur.target == IMB_TARGET_NCHAN) {
+            if (imb_is_cf(imb_cur.target)) {
+                /* data: the same text as Nchan's body, a JSON string */
+                if (imb_buf_printf(&imb_out, "{\"channel\":\"" IMB_CF_NS
+                                   ":b%s\",\"data\":\"%s %s\"}", cf.tag,
+                                   cmid, imb_padding + sizeof(imb_padding)
+                                         - 1 - cf.size)
+                    != IMB_OK)
+                {
+                    continue;
+                }
+
+                snprintf(hdr, sizeof(hdr), "X-API-Key: %s\r\nContent-Type: "
+                         "application/json\r\n", cf.cf_api_key);
+
+                if (imb_http_request(&imb_pub.c, "POST", IMB_CF_API_PATH, hdr,
+                                     imb_out.data, imb_out.len)
+                    != IMB_OK)
+                {
+                    imb_res.skipped++;
+                    continue;
+                }
+
+            } else if (imb_cur.target == IMB_TARGET_NCHAN) {
                 if (imb_buf_printf(&imb_out, "%s ", cmid) != IMB_OK
                     || imb_buf_add(&imb_out, imb_padding, cf.size)
                        != IMB_OK)
@@ -1897,6 +2121,140 @@ imb_fanout_got(imb_client_t *cl, const char *p, const char *e)
 }
 
 
+/*
+ * Centrifugo's client protocol (JSON over WebSocket): after the 101 a
+ * connect command with an HS256 token (sub: the user) and a subscribe
+ * command, in one frame; replies and pushes come back one JSON object a
+ * line, several to a frame.  An empty object is the server's ping, and
+ * an empty command the pong.  Publishing goes through its HTTP API.
+ */
+
+
+static void
+imb_cf_fail(imb_client_t *cl, long long code, imb_js_t *err)
+{
+    if (imb_res.errs.refused < 3) {
+        fprintf(stderr, "imbench: %s refused the client: %.*s\n",
+                imb_target_name(imb_cur.target),
+                err ? (int) (err->e - err->p) : 0, err ? err->p : "");
+    }
+
+    imb_conn_close(&cl->c, 0);
+
+    if (cl->ready) {
+        cl->ready = 0;
+        imb_open -= cl->role == 0;
+        imb_res.dropped++;
+        return;
+    }
+
+    if (!imb_busy || imb_cur.op != IMB_CMD_CONNECT) {
+        return;
+    }
+
+    imb_res.conn_fail++;
+    imb_errs_count(&imb_res.errs, IMB_END_REFUSED, (int) code);
+    imb_pending--;
+    imb_connect_check();
+}
+
+
+static void
+imb_cf_hello(imb_client_t *cl)
+{
+    char        claims[256], token[512], ch[128];
+    const char *user;
+
+    /* fanout: sessions of one user on one channel, as ngx_im's; connect:
+     * a user and a personal channel for each connection */
+    if (strcmp(cf.scenario, "connect") == 0) {
+        user = imb_users[cl->id];
+        snprintf(ch, sizeof(ch), IMB_CF_NS ":%s", user);
+
+    } else {
+        user = imb_users[1];
+        snprintf(ch, sizeof(ch), IMB_CF_NS ":b%s", cf.tag);
+    }
+
+    snprintf(claims, sizeof(claims), "{\"sub\":\"%s\"}", user);
+    imb_out.len = 0;
+
+    if (imb_jwt_hs256(cf.cf_secret, claims, token, sizeof(token)) != IMB_OK
+        || imb_buf_printf(&imb_out, "{\"id\":1,\"connect\":{\"token\":"
+                          "\"%s\",\"name\":\"imbench\"}}\n{\"id\":2,"
+                          "\"subscribe\":{\"channel\":\"%s\"}}", token, ch)
+           != IMB_OK
+        || imb_ws_send(&cl->c, NGX_HTTP_IM_WS_OP_TEXT, imb_out.data,
+                       imb_out.len)
+           != IMB_OK)
+    {
+        imb_cf_fail(cl, 0, NULL);
+    }
+}
+
+
+static void
+imb_cf_reply(imb_client_t *cl, imb_js_t *root)
+{
+    imb_js_t  v, pub, d, str;
+
+    if (root->e - root->p == 2) {
+        (void) imb_ws_send(&cl->c, NGX_HTTP_IM_WS_OP_TEXT, "{}", 2);
+        return;
+    }
+
+    if (imb_js_get(root, "push", &v) == IMB_OK) {
+        if (imb_busy && imb_cur.op == IMB_CMD_FANOUT && cl->role == 0
+            && imb_js_get(&v, "pub", &pub) == IMB_OK
+            && imb_js_get(&pub, "data", &d) == IMB_OK
+            && imb_js_str(&d, &str) == IMB_OK)
+        {
+            imb_fanout_got(cl, str.p, str.e);
+
+        } else if (imb_busy) {
+            imb_res.unexpected++;
+        }
+
+        return;
+    }
+
+    if (imb_js_get(root, "error", &v) == IMB_OK) {
+        imb_cf_fail(cl, imb_js_get(&v, "code", &d) == IMB_OK
+                        ? imb_js_int(&d) : 0, &v);
+        return;
+    }
+
+    /* the subscribe reply; the connect reply needs nothing */
+    if (!cl->ready && imb_js_get(root, "id", &v) == IMB_OK
+        && imb_js_int(&v) == 2)
+    {
+        imb_client_ready(cl);
+    }
+}
+
+
+static void
+imb_cf_frame(imb_client_t *cl, char *data, size_t len)
+{
+    char      *p, *e;
+    unsigned   gen;
+    imb_js_t   root;
+
+    p = data;
+    e = data + len;
+    gen = cl->c.gen;
+
+    while (imb_js_value(p, e, &root) == IMB_OK && *root.p == '{') {
+        p = (char *) root.e;
+        imb_cf_reply(cl, &root);
+
+        if (cl->c.gen != gen || cl->c.state != IMB_CONN_OPEN) {
+            return;
+        }
+    }
+}
+
+
 /* the parent */
 
 
@@ -2033,6 +2391,8 @@ imb_merge(imb_result_t *sum, imb_result_t *r)
     imb_add(late);
     imb_add(unexpected);
     imb_add(bytes_in);
+    imb_add(sub_bytes);
+    imb_add(sub_frames);
 
     if (r->errs.last_errno) {
         sum->errs.last_errno = r->errs.last_errno;
@@ -2060,7 +2420,7 @@ imb_merge(imb_result_t *sum, imb_result_t *r)
 
 
 typedef struct {
-    long                   workers;
+    long                   workers;    /* server processes */
     uint64_t               rss;        /* bytes */
     uint64_t               anon;
     uint64_t               sock_mem;   /* TCP pages in bytes */
@@ -2099,12 +2459,13 @@ imb_status_kb(const char *path, const char *field)
 
 
 static void
-imb_mem(imb_mem_t *m)
+imb_mem(imb_mem_t *m, int target)
 {
-    int    i, n;
-    char   path[300], line[512], *p;
-    long   master, pids[64];
-    FILE  *f;
+    int          i, n, workers;
+    char         path[300], line[512], *p;
+    long         master, pids[64];
+    FILE        *f;
+    const char  *pid_file;
 
     memset(m, 0, sizeof(*m));
 
@@ -2123,11 +2484,12 @@ imb_mem(imb_mem_t *m)
 
     m->slab = imb_status_kb("/proc/meminfo", "Slab:");
 
-    if (cf.pid_file == NULL) {
+    pid_file = imb_target_pid_file(target, &workers);
+    if (pid_file == NULL) {
         return;
     }
 
-    f = fopen(cf.pid_file, "r");
+    f = fopen(pid_file, "r");
     if (f == NULL) {
         return;
     }
@@ -2135,7 +2497,13 @@ imb_mem(imb_mem_t *m)
     master = fgets(line, sizeof(line), f) ? atol(line) : 0;
     fclose(f);
 
-    n = imb_children(master, pids, 64);
+    if (workers) {
+        n = imb_children(master, pids, 64);
+
+    } else {
+        pids[0] = master;
+        n = master > 0;
+    }
 
     for (i = 0; i < n; i++) {
         snprintf(path, sizeof(path), "/proc/%ld/status", pids[i]);
@@ -2146,11 +2514,12 @@ imb_mem(imb_mem_t *m)
 }
 
 
-/* CPU seconds of the nginx workers, Redis and the load processes */
+/* CPU seconds of the server (nginx workers, or Centrifugo), Redis and
+ * the load processes */
 
 
 typedef struct {
-    double                 nginx;
+    double                 nginx;      /* the server's */
     double                 redis;
     double                 load;
     double                 wall;
@@ -2206,10 +2575,9 @@ imb_pid_file(const char *path)
 
 
 static void
-imb_cpu(imb_proc_t *procs, imb_cpu_t *c, const char *ngx_pid_file,
-    const char *redis_pid_file)
+imb_cpu(imb_proc_t *procs, imb_cpu_t *c, int target)
 {
-    int    i, n;
+    int    i, n, workers;
     long   master, pids[64];
 
     memset(c, 0, sizeof(*c));
@@ -2219,10 +2587,18 @@ imb_cpu(imb_proc_t *procs, imb_cpu_t *c, const char *ngx_pid_file,
         c->load += imb_proc_cpu(procs[i].pid, 0);
     }
 
-    c->redis = imb_proc_cpu(imb_pid_file(redis_pid_file), 1);
+    c->redis = imb_proc_cpu(imb_pid_file(imb_target_redis_pid_file(target)),
+                            1);
 
-    master = imb_pid_file(ngx_pid_file);
-    n = imb_children(master, pids, 64);
+    master = imb_pid_file(imb_target_pid_file(target, &workers));
+
+    if (workers) {
+        n = imb_children(master, pids, 64);
+
+    } else {
+        pids[0] = master;
+        n = master > 0;
+    }
 
     for (i = 0; i < n; i++) {
         c->nginx += imb_proc_cpu(pids[i], 0);
@@ -2230,12 +2606,16 @@ imb_cpu(imb_proc_t *procs, imb_cpu_t *c, const char *ngx_pid_file,
 }
 
 
-/* a line (json NULL) or "cpu":{...}: cores busy, CPU per unit of n */
+/* a line (json NULL) or "cpu":{...}: cores busy, CPU per unit of n; the
+ * server is nginx's workers or (json keys "centrifugo_...") Centrifugo */
 static void
 imb_cpu_report(imb_cpu_t *a, imb_cpu_t *b, uint64_t n, const char *unit,
-    imb_buf_t *json)
+    int target, imb_buf_t *json)
 {
-    double  wall, ng, rd, ld;
+    double       wall, ng, rd, ld;
+    const char  *srv;
+
+    srv = imb_is_cf(target) ? "centrifugo" : "nginx";
 
     wall = b->wall - a->wall;
     ng = b->nginx - a->nginx;
@@ -2247,18 +2627,19 @@ imb_cpu_report(imb_cpu_t *a, imb_cpu_t *b, uint64_t n, const char *unit,
     }
 
     if (json == NULL) {
-        printf("  CPU: nginx workers %.2f cores (%.1f us/%s), redis %.2f "
+        printf("  CPU: %s %.2f cores (%.1f us/%s), redis %.2f "
                "cores (%.1f us/%s), imbench %.2f cores (%.1f us/%s)\n",
+               imb_is_cf(target) ? srv : "nginx workers",
                ng / wall, ng * 1e6 / n, unit, rd / wall, rd * 1e6 / n, unit,
                ld / wall, ld * 1e6 / n, unit);
 
     } else {
         (void) imb_buf_printf(json, ",\"cpu\":{\"seconds\":%.2f,"
-                              "\"nginx_cores\":%.3f,\"redis_cores\":%.3f,"
-                              "\"imbench_cores\":%.3f,\"nginx_us_per_%s\":"
+                              "\"%s_cores\":%.3f,\"redis_cores\":%.3f,"
+                              "\"imbench_cores\":%.3f,\"%s_us_per_%s\":"
                               "%.2f,\"redis_us_per_%s\":%.2f,"
                               "\"imbench_us_per_%s\":%.2f}", wall,
-                              ng / wall, rd / wall, ld / wall, unit,
+                              srv, ng / wall, rd / wall, ld / wall, srv, unit,
                               ng * 1e6 / n, unit, rd * 1e6 / n, unit,
                               ld * 1e6 / n);
     }
@@ -2417,23 +2798,35 @@ imb_close_phase(imb_proc_t *procs)
 }
 
 
+/* what the connect scenario's comparison keeps of each target */
+typedef struct {
+    uint64_t               open;
+    uint64_t               failed;
+    double                 per_conn;   /* server anon bytes */
+    double                 p50;        /* handshake, ms */
+    double                 p99;
+} imb_conn_sum_t;
+
+
 static int
-imb_scenario_connect(imb_proc_t *procs)
+imb_connect_target(imb_proc_t *procs, int target, imb_conn_sum_t *sum)
 {
+    int           workers;
     double        secs, n;
     imb_buf_t     b;
     imb_mem_t     before, after;
+    const char   *server;
     imb_result_t  r;
 
-    imb_mem(&before);
+    imb_mem(&before, target);
 
-    if (imb_connect_phase(procs, IMB_TARGET_IM, &r) != IMB_OK) {
+    if (imb_connect_phase(procs, target, &r) != IMB_OK) {
         return IMB_ERROR;
     }
 
     /* let the server settle before measuring */
     sleep(2);
-    imb_mem(&after);
+    imb_mem(&after, target);
 
     if (cf.hold > 0) {
         fprintf(stderr, "imbench: holding for %.0f s\n", cf.hold);
@@ -2443,9 +2836,21 @@ imb_scenario_connect(imb_proc_t *procs)
     secs = r.t_last > r.t_first ? (r.t_last - r.t_first) / 1e9 : 0;
     n = r.conn_ok ? (double) r.conn_ok : 1;
 
-    printf("\nconnect: %ld authenticated WebSocket connections at %.0f/s "
-           "target, %d load process(es)\n", cf.users, cf.conn_rate,
-           cf.procs);
+    sum->open = r.conn_ok;
+    sum->failed = r.conn_fail;
+    sum->per_conn = ((double) after.anon - before.anon) / n;
+    sum->p50 = imb_ms(imb_hist_pct(&r.conn, 50));
+    sum->p99 = imb_ms(imb_hist_pct(&r.conn, 99));
+
+    printf("\nconnect %s: %ld WebSocket connections at %.0f/s target, %d "
+           "load process(es); %s\n", imb_target_name(target), cf.users,
+           cf.conn_rate, cf.procs,
+           target == IMB_TARGET_IM
+           ? "authenticated sessions (a user and a token each)"
+           : target == IMB_TARGET_NCHAN
+           ? "subscribers, a channel each (no authentication)"
+           : "a user each: connect token (HS256), subscribed to a "
+             "personal channel");
     printf("  open %llu, failed %llu, in %.2f s = %.0f conn/s\n",
            (unsigned long long) r.conn_ok, (unsigned long long) r.conn_fail,
            secs, secs > 0 ? r.conn_ok / secs : 0.0);
@@ -2454,14 +2859,16 @@ imb_scenario_connect(imb_proc_t *procs)
     imb_print_hist_row("handshake", r.conn.count, -1, &r.conn);
     imb_print_errors(&r);
 
-    if (cf.pid_file) {
-        printf("  nginx workers (%ld): RSS %.1f -> %.1f MiB, anon %.1f -> "
-               "%.1f MiB\n", after.workers, before.rss / 1048576.0,
+    server = imb_is_cf(target) ? "centrifugo" : "nginx workers";
+
+    if (imb_target_pid_file(target, &workers)) {
+        printf("  %s (%ld): RSS %.1f -> %.1f MiB, anon %.1f -> %.1f MiB\n",
+               server, after.workers, before.rss / 1048576.0,
                after.rss / 1048576.0, before.anon / 1048576.0,
                after.anon / 1048576.0);
         printf("  user-space memory per connection: %.0f B RSS, %.0f B "
                "anon\n", ((double) after.rss - before.rss) / n,
-               ((double) after.anon - before.anon) / n);
+               sum->per_conn);
     }
 
     printf("  kernel per connection (both ends on loopback): TCP buffers "
@@ -2470,7 +2877,7 @@ imb_scenario_connect(imb_proc_t *procs)
            ((double) after.slab - before.slab) / n);
 
     memset(&b, 0, sizeof(b));
-    imb_json_begin(&b, "connect", "ngx_im");
+    imb_json_begin(&b, "connect", imb_target_name(target));
     (void) imb_buf_printf(&b,
                ",\"connections\":%ld,\"open\":%llu,\"failed\":%llu,"
                "\"dropped\":%llu,\"seconds\":%.3f,\"conn_per_s\":%.1f,"
@@ -2486,8 +2893,7 @@ imb_scenario_connect(imb_proc_t *procs)
                (unsigned long long) after.rss,
                (unsigned long long) before.anon,
                (unsigned long long) after.anon,
-               ((double) after.rss - before.rss) / n,
-               ((double) after.anon - before.anon) / n,
+               ((double) after.rss - before.rss) / n, sum->per_conn,
                ((double) after.sock_mem - before.sock_mem) / n,
                ((double) after.slab - before.slab) / n);
     imb_json_hist(&b, "handshake", &r.conn);
@@ -2495,6 +2901,50 @@ imb_scenario_connect(imb_proc_t *procs)
     imb_buf_free(&b);
 
     return imb_close_phase(procs);
+}
+
+
+/* each target in turn, then a comparison against ngx_im */
+static int
+imb_scenario_connect(imb_proc_t *procs)
+{
+    int             i, n, t[IMB_MAX_TARGETS];
+    imb_conn_sum_t  s[IMB_MAX_TARGETS];
+
+    n = imb_targets(t);
+
+    for (i = 0; i < n; i++) {
+        if (i > 0) {
+            /* the last target's sockets close */
+            sleep(2);
+        }
+
+        if (imb_connect_target(procs, t[i], &s[i]) != IMB_OK) {
+            return IMB_ERROR;
+        }
+    }
+
+    if (n == 1) {
+        return IMB_OK;
+    }
+
+    printf("\nconnect, all targets: handshake = TCP connect to 101 (ngx_im, "
+           "nchan) or to the subscribe reply (centrifugo)\n");
+    printf("  B/conn: the server's anonymous memory (nginx workers, or "
+           "centrifugo) after - before, over the connections\n");
+    printf("  %-12s %8s %7s %10s %10s %10s %10s %10s\n", "target", "open",
+           "failed", "hs p50 ms", "hs p99 ms", "x ngx_im", "B/conn",
+           "x ngx_im");
+
+    for (i = 0; i < n; i++) {
+        printf("  %-12s %8llu %7llu %10.2f %10.2f %10.2f %10.0f %10.2f\n",
+               imb_target_name(t[i]), (unsigned long long) s[i].open,
+               (unsigned long long) s[i].failed, s[i].p50, s[i].p99,
+               s[0].p99 > 0 ? s[i].p99 / s[0].p99 : 0.0, s[i].per_conn,
+               s[0].per_conn > 0 ? s[i].per_conn / s[0].per_conn : 0.0);
+    }
+
+    return IMB_OK;
 }
 
 
@@ -2514,9 +2964,9 @@ imb_chat_phase(imb_proc_t *procs, int phase, double rate, imb_result_t *r)
     cmd.duration = cf.duration;
     cmd.drain = cf.drain;
 
-    imb_cpu(procs, &imb_cpu_a, cf.pid_file, cf.redis_pid_file);
+    imb_cpu(procs, &imb_cpu_a, IMB_TARGET_IM);
     rc = imb_phase(procs, &cmd, r);
-    imb_cpu(procs, &imb_cpu_b, cf.pid_file, cf.redis_pid_file);
+    imb_cpu(procs, &imb_cpu_b, IMB_TARGET_IM);
 
     /* count the time the work took, not the idle drain after it */
     if (r->t_last_deliv > r->t_start) {
@@ -2636,11 +3086,13 @@ imb_scenario_chat(imb_proc_t *procs)
     }
 
     imb_chat_print(&r, cf.rate);
-    imb_cpu_report(&imb_cpu_a, &imb_cpu_b, r.acked, "msg", NULL);
+    imb_cpu_report(&imb_cpu_a, &imb_cpu_b, r.acked, "msg", IMB_TARGET_IM,
+                   NULL);
 
     memset(&b, 0, sizeof(b));
     imb_json_begin(&b, "chat", "ngx_im");
-    imb_cpu_report(&imb_cpu_a, &imb_cpu_b, r.acked, "msg", &b);
+    imb_cpu_report(&imb_cpu_a, &imb_cpu_b, r.acked, "msg", IMB_TARGET_IM,
+                   &b);
     (void) imb_buf_printf(&b, ",\"users\":%ld,\"senders\":%ld,"
                           "\"duration\":%.1f,\"size\":%d,\"result\":",
                           cf.users, cf.senders, cf.duration, cf.size);
@@ -2733,7 +3185,8 @@ imb_scenario_sweep(imb_proc_t *procs)
                imb_ms(imb_hist_pct(&res[i].deliv, 99)),
                imb_ms(res[i].deliv.max_us),
                (unsigned long long) res[i].lost, why ? why : "pass");
-        imb_cpu_report(&imb_cpu_a, &imb_cpu_b, res[i].acked, "msg", NULL);
+        imb_cpu_report(&imb_cpu_a, &imb_cpu_b, res[i].acked, "msg",
+                       IMB_TARGET_IM, NULL);
 
         if (res[i].lost || res[i].dup || res[i].ooo) {
             printf("  !!!!! DELIVERY VIOLATION at %.0f msg/s: lost %llu, "
@@ -3042,7 +3495,7 @@ imb_settle(imb_proc_t *procs, struct sockaddr_in *raddr, imb_fan_t *f)
     }
 
     f->tail = imb_now_ns() / 1e9 - t0;
-    imb_cpu(procs, &f->cpu_q, cf.pid_file, cf.redis_pid_file);
+    imb_cpu(procs, &f->cpu_q, IMB_TARGET_IM);
     (void) imb_metrics(f->met_q);
 
     if (!f->quiet && raddr) {
@@ -3099,15 +3552,13 @@ imb_fanout_run(imb_proc_t *procs, int target, int group, imb_fan_t *f)
         (void) imb_metrics(f->met_a);
     }
 
-    imb_cpu(procs, &f->cpu_a, target ? cf.nchan_pid_file : cf.pid_file,
-            target ? cf.nchan_redis_pid_file : cf.redis_pid_file);
+    imb_cpu(procs, &f->cpu_a, target);
 
     if (imb_phase(procs, &cmd, &f->r) != IMB_OK) {
         return IMB_ERROR;
     }
 
-    imb_cpu(procs, &f->cpu_b, target ? cf.nchan_pid_file : cf.pid_file,
-            target ? cf.nchan_redis_pid_file : cf.redis_pid_file);
+    imb_cpu(procs, &f->cpu_b, target);
 
     if (raddr && imb_rstat(raddr, &f->rs_b) != IMB_OK) {
         fprintf(stderr, "imbench: INFO commandstats failed\n");
@@ -3131,6 +3582,32 @@ imb_fanout_run(imb_proc_t *procs, int target, int group, imb_fan_t *f)
 }
 
 
+/* per delivery: µs of the server's (0) and its Redis's (1) CPU, frame
+ * bytes (2), frames (3: below 1 when a server puts several pushes in a
+ * frame) */
+static double
+imb_fan_per(imb_fan_t *f, int what)
+{
+    double  n;
+
+    n = (double) f->r.delivered;
+    if (n == 0) {
+        return 0;
+    }
+
+    switch (what) {
+    case 0:
+        return (f->cpu_b.nginx - f->cpu_a.nginx) * 1e6 / n;
+    case 1:
+        return (f->cpu_b.redis - f->cpu_a.redis) * 1e6 / n;
+    case 2:
+        return f->r.sub_bytes / n;
+    default:
+        return f->r.sub_frames / n;
+    }
+}
+
+
 static void
 imb_fanout_row(const char *name, imb_fan_t *f)
 {
@@ -3138,35 +3615,42 @@ imb_fanout_row(const char *name, imb_fan_t *f)
 
     h = &f->r.deliv;
 
-    printf("  %-7s %10llu %10.0f %7.2f %7.2f %7.2f %7.2f %8.2f %7llu %5llu "
-           "%4llu/%llu\n", name, (unsigned long long) f->r.delivered,
-           f->rate, imb_ms(imb_hist_pct(h, 50)), imb_ms(imb_hist_pct(h, 90)),
-           imb_ms(imb_hist_pct(h, 99)), imb_ms(imb_hist_pct(h, 99.9)),
-           imb_ms(h->max_us), (unsigned long long) f->lost,
-           (unsigned long long) f->r.dup,
-           (unsigned long long) f->r.acked,
-           (unsigned long long) f->r.sent);
+    printf("  %-10s %9llu %9.0f %7.2f %7.2f %7.2f %8.2f %7llu %4llu "
+           "%4llu/%-4llu %6.2f %6.2f %6.1f %5.2f\n", name,
+           (unsigned long long) f->r.delivered, f->rate,
+           imb_ms(imb_hist_pct(h, 50)), imb_ms(imb_hist_pct(h, 90)),
+           imb_ms(imb_hist_pct(h, 99)), imb_ms(h->max_us),
+           (unsigned long long) f->lost, (unsigned long long) f->r.dup,
+           (unsigned long long) f->r.acked, (unsigned long long) f->r.sent,
+           imb_fan_per(f, 0), imb_fan_per(f, 1), imb_fan_per(f, 2),
+           imb_fan_per(f, 3));
 }
 
 
 static void
-imb_fanout_json(imb_buf_t *b, const char *target, imb_fan_t *f)
+imb_fanout_json(imb_buf_t *b, const char *target, int t, imb_fan_t *f)
 {
     (void) imb_buf_printf(b,
                "\"%s\":{\"published\":%llu,\"publish_ok\":%llu,"
                "\"publish_errors\":%llu,\"delivered\":%llu,\"lost\":%llu,"
-               "\"duplicated\":%llu,\"dropped\":%llu,\"seconds\":%.3f,"
-               "\"deliver_per_s\":%.1f", target,
+               "\"duplicated\":%llu,\"dropped\":%llu,\"unexpected\":%llu,"
+               "\"seconds\":%.3f,\"deliver_per_s\":%.1f,"
+               "\"server_us_per_delivery\":%.3f,"
+               "\"redis_us_per_delivery\":%.3f,"
+               "\"frame_bytes_per_delivery\":%.1f,\"frames\":%llu", target,
                (unsigned long long) f->r.sent,
                (unsigned long long) f->r.acked,
                (unsigned long long) f->r.ack_err,
                (unsigned long long) f->r.delivered,
                (unsigned long long) f->lost,
                (unsigned long long) f->r.dup,
-               (unsigned long long) f->r.dropped, f->secs, f->rate);
+               (unsigned long long) f->r.dropped,
+               (unsigned long long) f->r.unexpected, f->secs, f->rate,
+               imb_fan_per(f, 0), imb_fan_per(f, 1), imb_fan_per(f, 2),
+               (unsigned long long) f->r.sub_frames);
     imb_json_hist(b, "publish", &f->r.ack);
     imb_json_hist(b, "deliver", &f->r.deliv);
-    imb_cpu_report(&f->cpu_a, &f->cpu_b, f->r.delivered, "delivery", b);
+    imb_cpu_report(&f->cpu_a, &f->cpu_b, f->r.delivered, "delivery", t, b);
     (void) imb_buf_add(b, "}", 1);
 }
 
@@ -3180,52 +3664,105 @@ imb_fan_cmp(const void *a, const void *b)
 }
 
 
+static const char *
+imb_fan_desc(int t)
+{
+    if (t == IMB_TARGET_IM) {
+        return "one user with N sessions (10 platforms), a second user "
+               "sends 1:1 over WebSocket (1003)";
+    }
+
+    if (t == IMB_TARGET_NCHAN) {
+        return "one channel, N WebSocket subscribers, HTTP POST publisher, "
+               "Redis store";
+    }
+
+    return "one channel, N WebSocket connections of one user (HS256 "
+           "connect token), HTTP API publish";
+}
+
+
+/* ngx_im against the target of f: "x" for figures where more is
+ * better, "(lower is better)" for the others */
+static void
+imb_fanout_ratio(imb_fan_t *m, const char *name, imb_fan_t *f,
+    imb_buf_t *json)
+{
+    double  p99a, p99b, cpua, cpub, rate, p99, cpu, bytes;
+
+    p99a = imb_ms(imb_hist_pct(&m->r.deliv, 99));
+    p99b = imb_ms(imb_hist_pct(&f->r.deliv, 99));
+    cpua = imb_fan_per(m, 0) + imb_fan_per(m, 1);
+    cpub = imb_fan_per(f, 0) + imb_fan_per(f, 1);
+
+    rate = f->rate > 0 ? m->rate / f->rate : 0;
+    p99 = p99b > 0 ? p99a / p99b : 0;
+    cpu = cpub > 0 ? cpua / cpub : 0;
+    bytes = imb_fan_per(f, 2) > 0 ? imb_fan_per(m, 2) / imb_fan_per(f, 2)
+                                  : 0;
+
+    if (json) {
+        (void) imb_buf_printf(json, "%s\"%s\":{\"deliver_per_s\":%.3f,"
+                              "\"p99\":%.3f,\"cpu_per_delivery\":%.3f,"
+                              "\"frame_bytes_per_delivery\":%.3f}",
+                              json->data[json->len - 1] == '{' ? "" : ",",
+                              name, rate, p99, cpu, bytes);
+        return;
+    }
+
+    printf("  ratio ngx_im/%s: deliveries/s %.2fx; lower is better: p99 "
+           "%.2fx, server+redis CPU per delivery %.2fx, frame bytes per "
+           "delivery %.2fx\n", name, rate, p99, cpu, bytes);
+}
+
+
 static int
 imb_scenario_fanout(imb_proc_t *procs)
 {
-    int         i;
-    double      p99a, p99b;
+    int         i, k, n, t[IMB_MAX_TARGETS];
+    char       *tl;
     imb_buf_t   b;
-    imb_fan_t  *im, *nc, *m, *n;
+    imb_fan_t  *fs, *med[IMB_MAX_TARGETS];
 
-    im = calloc(cf.rounds, sizeof(imb_fan_t));
-    nc = calloc(cf.rounds, sizeof(imb_fan_t));
-    if (im == NULL || nc == NULL) {
+    n = imb_targets(t);
+    fs = calloc((size_t) n * cf.rounds, sizeof(imb_fan_t));
+    if (fs == NULL) {
         return IMB_ERROR;
     }
 
+    /* fs[k * rounds + i]: target k, round i; the targets alternate */
     for (i = 0; i < cf.rounds; i++) {
-        if (imb_fanout_run(procs, IMB_TARGET_IM, 0, &im[i]) != IMB_OK) {
-            return IMB_ERROR;
-        }
-
-        if (cf.use_nchan
-            && imb_fanout_run(procs, IMB_TARGET_NCHAN, 0, &nc[i])
-               != IMB_OK)
-        {
-            return IMB_ERROR;
+        for (k = 0; k < n; k++) {
+            if (imb_fanout_run(procs, t[k], 0, &fs[k * cf.rounds + i])
+                != IMB_OK)
+            {
+                free(fs);
+                return IMB_ERROR;
+            }
         }
     }
 
     printf("\nfanout: %ld subscribers, %ld messages at %.0f msg/s, %d B "
            "text, %d load process(es), %d round(s)\n", cf.users, cf.count,
            cf.rate, cf.size, cf.procs, cf.rounds);
-    printf("  ngx_im: one user with %ld sessions (10 platforms), a "
-           "second user sends 1:1 over WebSocket (1003)\n", cf.users);
-    if (cf.use_nchan) {
-        printf("  nchan:  one channel, %ld WebSocket subscribers, HTTP POST "
-               "publisher, Redis store\n", cf.users);
+
+    for (k = 0; k < n; k++) {
+        printf("  %-10s %s\n", imb_target_name(t[k]), imb_fan_desc(t[k]));
     }
-    printf("  %-7s %10s %10s %7s %7s %7s %7s %8s %7s %5s %s\n", "target",
-           "delivered", "deliv/s", "p50", "p90", "p99", "p99.9", "max",
-           "lost", "dup", "pub ok");
+
+    printf("  per delivery: srv, rds = us of the server's (nginx workers, "
+           "centrifugo) and its Redis's CPU; B = WebSocket frame bytes, "
+           "fr = frames\n");
+    printf("  %-10s %9s %9s %7s %7s %7s %8s %7s %4s %9s %6s %6s %6s %5s\n",
+           "target", "delivered", "deliv/s", "p50", "p90", "p99", "max",
+           "lost", "dup", "pub ok", "srv", "rds", "B", "fr");
 
     if (cf.rounds > 1) {
         for (i = 0; i < cf.rounds; i++) {
             printf("  round %d\n", i + 1);
-            imb_fanout_row("ngx_im", &im[i]);
-            if (cf.use_nchan) {
-                imb_fanout_row("nchan", &nc[i]);
+            for (k = 0; k < n; k++) {
+                imb_fanout_row(imb_target_name(t[k]),
+                               &fs[k * cf.rounds + i]);
             }
         }
 
@@ -3233,64 +3770,78 @@ imb_scenario_fanout(imb_proc_t *procs)
     }
 
     /* the round with the median rate, each target on its own */
-    qsort(im, cf.rounds, sizeof(imb_fan_t), imb_fan_cmp);
-    qsort(nc, cf.rounds, sizeof(imb_fan_t), imb_fan_cmp);
-    m = &im[cf.rounds / 2];
-    n = &nc[cf.rounds / 2];
-
-    imb_fanout_row("ngx_im", m);
-    imb_cpu_report(&m->cpu_a, &m->cpu_b, m->r.delivered, "delivery", NULL);
-
-    if (cf.use_nchan) {
-        imb_fanout_row("nchan", n);
-        imb_cpu_report(&n->cpu_a, &n->cpu_b, n->r.delivered, "delivery",
-                       NULL);
-
-        p99a = imb_ms(imb_hist_pct(&m->r.deliv, 99));
-        p99b = imb_ms(imb_hist_pct(&n->r.deliv, 99));
-        printf("  ratio ngx_im/nchan: deliveries/s %.2fx, p99 latency "
-               "%.2fx (lower is better)\n",
-               n->rate > 0 ? m->rate / n->rate : 0.0,
-               p99b > 0 ? p99a / p99b : 0.0);
+    for (k = 0; k < n; k++) {
+        qsort(&fs[k * cf.rounds], cf.rounds, sizeof(imb_fan_t), imb_fan_cmp);
+        med[k] = &fs[k * cf.rounds + cf.rounds / 2];
+        imb_fanout_row(imb_target_name(t[k]), med[k]);
     }
 
-    for (i = 0; i < cf.rounds; i++) {
-        if (im[i].lost || im[i].r.dup) {
-            printf("  !!!!! ngx_im DELIVERY VIOLATION: lost %llu, "
+    for (k = 0; k < n; k++) {
+        printf("  %-10s", imb_target_name(t[k]));
+        imb_cpu_report(&med[k]->cpu_a, &med[k]->cpu_b, med[k]->r.delivered,
+                       "delivery", t[k], NULL);
+    }
+
+    for (k = 1; k < n; k++) {
+        imb_fanout_ratio(med[0], imb_target_name(t[k]), med[k], NULL);
+    }
+
+    for (i = 0; i < n * cf.rounds; i++) {
+        if (fs[i].lost || fs[i].r.dup) {
+            printf("  !!!!! %s DELIVERY VIOLATION: lost %llu, "
                    "duplicated %llu !!!!!\n",
-                   (unsigned long long) im[i].lost,
-                   (unsigned long long) im[i].r.dup);
+                   imb_target_name(t[i / cf.rounds]),
+                   (unsigned long long) fs[i].lost,
+                   (unsigned long long) fs[i].r.dup);
         }
     }
 
     memset(&b, 0, sizeof(b));
-    imb_json_begin(&b, "fanout", cf.use_nchan ? "ngx_im,nchan" : "ngx_im");
+
+    for (k = 0; k < n; k++) {
+        (void) imb_buf_printf(&b, "%s%s", k ? "," : "",
+                              imb_target_name(t[k]));
+    }
+
+    tl = strndup(b.data, b.len);
+    imb_json_begin(&b, "fanout", tl ? tl : "?");
+    free(tl);
+
     (void) imb_buf_printf(&b, ",\"subscribers\":%ld,\"messages\":%ld,"
-                          "\"rate\":%.0f,\"size\":%d,\"rounds\":%d,",
+                          "\"rate\":%.0f,\"size\":%d,\"rounds\":%d",
                           cf.users, cf.count, cf.rate, cf.size, cf.rounds);
-    imb_fanout_json(&b, "ngx_im", m);
+
+    for (k = 0; k < n; k++) {
+        (void) imb_buf_add(&b, ",", 1);
+        imb_fanout_json(&b, imb_target_name(t[k]), t[k], med[k]);
+    }
 
     if (cf.use_nchan) {
-        (void) imb_buf_add(&b, ",", 1);
-        imb_fanout_json(&b, "nchan", n);
         (void) imb_buf_printf(&b, ",\"ratio_deliver_per_s\":%.3f",
-                              n->rate > 0 ? m->rate / n->rate : 0.0);
+                              med[1]->rate > 0 ? med[0]->rate / med[1]->rate
+                                               : 0.0);
     }
 
-    (void) imb_buf_printf(&b, ",\"rounds_deliver_per_s\":{\"ngx_im\":[");
-    for (i = 0; i < cf.rounds; i++) {
-        (void) imb_buf_printf(&b, "%s%.0f", i ? "," : "", im[i].rate);
+    (void) imb_buf_add(&b, ",\"ratio\":{", 10);
+    for (k = 1; k < n; k++) {
+        imb_fanout_ratio(med[0], imb_target_name(t[k]), med[k], &b);
     }
-    (void) imb_buf_printf(&b, "],\"nchan\":[");
-    for (i = 0; cf.use_nchan && i < cf.rounds; i++) {
-        (void) imb_buf_printf(&b, "%s%.0f", i ? "," : "", nc[i].rate);
+
+    (void) imb_buf_add(&b, "},\"rounds_deliver_per_s\":{", 26);
+    for (k = 0; k < n; k++) {
+        (void) imb_buf_printf(&b, "%s\"%s\":[", k ? "," : "",
+                              imb_target_name(t[k]));
+        for (i = 0; i < cf.rounds; i++) {
+            (void) imb_buf_printf(&b, "%s%.0f", i ? "," : "",
+                                  fs[k * cf.rounds + i].rate);
+        }
+        (void) imb_buf_add(&b, "]", 1);
     }
-    (void) imb_buf_add(&b, "]}", 2);
+    (void) imb_buf_add(&b, "}", 1);
 
     imb_json_end(&b);
     imb_buf_free(&b);
-    free(im);
-    free(nc);
+    free(fs);
 
     return IMB_OK;
 }

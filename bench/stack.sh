@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Private server stacks for the benchmarks and the reliability run: Redis,
-# nginx with ngx_im, and nginx with Nchan, each in its own directory under
-# $IMB_BASE (build/bench by default), on ports of its own, so they never
-# touch ./build.sh start (build/run, 8080/6390).
+# nginx with ngx_im, nginx with Nchan, and Centrifugo, each in its own
+# directory under $IMB_BASE (build/bench by default), on ports of its
+# own, so they never touch ./build.sh start (build/run, 8080/6390).
 #
 #   stack.sh redis-start NAME PORT      AOF on (appendfsync everysec)
 #   stack.sh redis-stop NAME PORT       SHUTDOWN (AOF flushed), or SIGKILL
@@ -12,15 +12,23 @@
 #   stack.sh nchan-start NAME PORT REDIS_PORT [WORKERS]
 #   stack.sh nginx-stop NAME            graceful quit, then SIGKILL
 #   stack.sh nginx-pid NAME             the master's pid file
+#   stack.sh centrifugo-start NAME PORT [REDIS_PORT]
+#                                       Centrifugo (bench.sh --centrifugo
+#                                       builds it): memory engine, or the
+#                                       Redis engine on REDIS_PORT
+#   stack.sh centrifugo-stop NAME       SIGTERM, then SIGKILL
 #
 # Environment: IMB_BASE, IM_MODULE, IMB_MONGO (a MongoDB URI: history on),
-# IMB_LOG_LEVEL (notice), IMB_EXTRA_HTTP, IMB_EXTRA_WS.
+# IMB_LOG_LEVEL (notice), IMB_EXTRA_HTTP, IMB_EXTRA_WS, CENTRIFUGO (the
+# binary, $IMB_BASE/centrifugo), IMB_CF_SECRET (imbench-secret: the HS256
+# key of connect tokens), IMB_CF_API_KEY (imbench-key).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BASE=${IMB_BASE:-$ROOT/build/bench}
 MODULE=${IM_MODULE:-$ROOT/build/nginx/ngx_http_im_module.so}
 NCHAN_MODULE=${NCHAN_MODULE:-/usr/lib/nginx/modules/ngx_nchan_module.so}
+CENTRIFUGO=${CENTRIFUGO:-$BASE/centrifugo}
 
 log() { printf 'stack.sh: %s\n' "$*" >&2; }
 
@@ -147,6 +155,78 @@ http {
 EOF
 }
 
+# Centrifugo v6, the peer of the fanout and connect benchmarks: connect
+# tokens (HS256, sub = the user), channels of the namespace "imb" open to
+# any connected client, publishing through the HTTP API with a key; no
+# history, presence or join/leave (its defaults), as a broadcast needs.
+# The keys are those of its v6 configuration reference (configdoc).
+render_cf() {
+    local dir=$BASE/$1 engine='"type": "memory"'
+    mkdir -p "$dir"
+    if [ -n "${3:-}" ]; then
+        engine="\"type\": \"redis\",
+    \"redis\": {\"address\": [\"redis://127.0.0.1:$3\"]}"
+    fi
+    cat >"$dir/config.json" <<EOF
+{
+  "pid_file": "$dir/centrifugo.pid",
+  "http_server": {"address": "127.0.0.1", "port": $2},
+  "log": {"level": "info"},
+  "usage_stats": {"disabled": true},
+  "engine": {
+    $engine
+  },
+  "client": {
+    "token": {"hmac_secret_key": "${IMB_CF_SECRET:-imbench-secret}"}
+  },
+  "http_api": {"key": "${IMB_CF_API_KEY:-imbench-key}"},
+  "channel": {
+    "namespaces": [{"name": "imb", "allow_subscribe_for_client": true}]
+  }
+}
+EOF
+}
+
+# GOMAXPROCS: every core, as in production
+cf_start() {
+    local name=$1 port=$2 dir=$BASE/$1
+    [ -x "$CENTRIFUGO" ] || {
+        log "no $CENTRIFUGO; bench/bench.sh --centrifugo builds it"
+        return 1
+    }
+    port_free "$port" || { log "port $port is busy"; return 1; }
+    render_cf "$@"
+    rm -f "$dir/centrifugo.pid"
+    GOMAXPROCS=$(nproc) "$CENTRIFUGO" -c "$dir/config.json" \
+        >"$dir/centrifugo.log" 2>&1 </dev/null &
+    wait_port "$port" || {
+        log "centrifugo $name did not start; see $dir/centrifugo.log"
+        return 1
+    }
+    for _ in $(seq 100); do
+        [ -s "$dir/centrifugo.pid" ] && return 0
+        sleep 0.05
+    done
+    log "centrifugo $name wrote no pid file; see $dir/centrifugo.log"
+    return 1
+}
+
+cf_stop() {
+    local dir=$BASE/$1 pid
+    pid=$(cat "$dir/centrifugo.pid" 2>/dev/null || true)
+    [ -n "$pid" ] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 200); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "centrifugo $1 did not stop; killing"
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$dir/centrifugo.pid"
+}
+
 nginx_cmd() {
     local dir=$BASE/$1
     shift
@@ -232,5 +312,7 @@ case "$cmd" in
         ;;
     nginx-stop) nginx_stop "$1" ;;
     nginx-pid) echo "$BASE/$1/logs/nginx.pid" ;;
-    *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+    centrifugo-start) cf_start "$1" "$2" "${3:-}" ;;
+    centrifugo-stop) cf_stop "$1" ;;
+    *) sed -n '2,25p' "$0" >&2; exit 2 ;;
 esac
