@@ -24,12 +24,7 @@ SDK_DIR = os.path.join(ROOT, "build/sdk")
 SCRIPT = os.path.join(ROOT, "t/sdk/scenario.js")
 PLATFORM_WEB = 5
 STEPS = ["login", "send", "send_seq", "receive", "conversation_list",
-         pytest.param("mark_read", marks=pytest.mark.xfail(
-             reason="the SDK reads a read receipt (2200) from "
-                    "notificationMsgs with the read seqs in its content; "
-                    "ours does not reach its OnRecvC2CReadReceipt yet "
-                    "(issue 12 open)", strict=False)),
-         "group", "friend", "relogin", "kick"]
+         "mark_read", "group", "friend", "relogin", "kick"]
 
 
 def node_flags():
@@ -99,7 +94,7 @@ def sdk_run(stack, sdk_modules, tmp_path_factory):
 @pytest.mark.parametrize("name", STEPS)
 def test_sdk_step(sdk_run, name):
     steps = {s["name"]: s for s in sdk_run["summary"]["steps"]}
-    names = [getattr(x, "values", (x,))[0] for x in STEPS]
+    names = STEPS
     extra = [s for s in steps.values() if s["name"] not in names]
     assert not extra, "the scenario broke: %s\n%s" % (
         extra, log_tail(sdk_run["log"]))
