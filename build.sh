@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ngx_im: build, run and test the module against Debian's nginx.
 #   ./build.sh deps | build | run | start | stop | test | unit | bench |
-#              reliability | asan | sdk
+#              reliability | asan | web | demo USER...
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")" && pwd)
@@ -14,12 +14,16 @@ REDIS_PORT=${IM_REDIS_PORT:-6390}
 CLUSTER_PORT=${IM_CLUSTER_PORT:-7000}
 MONGO_PORT=${IM_MONGO_PORT:-27018}
 FERRET=$BUILD/bin/imferret
+# the npm packages of web/package-lock.json, and the chat page nginx
+# serves at /im/demo/
+WEB=$BUILD/web
+DEMO=$WEB/demo
 
 DEBS="nginx nginx-dev libhiredis-dev libmongoc-dev libbson-dev
       libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libyajl-dev libssl-dev
       redis-server redis-tools pkg-config gcc make curl
       python3-pytest python3-websockets python3-redis python3-pymongo
-      python3-protobuf libnginx-mod-nchan"
+      python3-protobuf libnginx-mod-nchan chromium"
 
 log() { printf '%s\n' "build.sh: $*" >&2; }
 
@@ -105,6 +109,7 @@ render_conf() {
         -e "s|@LOG_LEVEL@|info|" -e "s|@REDIS@|$redis;|" \
         -e "s|@MONGO@|${mongo:+im_mongo $mongo;}|" \
         -e "s|@LISTEN@|$listen|" -e "s|@EXTRA_HTTP@||" -e "s|@EXTRA_WS@||" \
+        -e "s|@DEMO@|$DEMO/|" \
         "$ROOT/conf/nginx.conf" >"$dir/conf/nginx.conf"
 }
 
@@ -155,6 +160,7 @@ start_cluster() {
 start() {
     deps
     build
+    web
     stop_quiet
     start_mongo
     if [ "${IM_REDIS_CLUSTER:-0}" = 1 ]; then
@@ -169,6 +175,7 @@ start() {
     nginx -p "$RUN" -c conf/nginx.conf -e "$RUN/logs/error.log"
     wait_api
     log "serving ws://127.0.0.1:$PORT/im/ws and http://127.0.0.1:$PORT/im/api"
+    log "the chat page: http://127.0.0.1:$PORT/im/demo/ (./build.sh demo USER...)"
     if [ "${IM_REDIS_CLUSTER:-0}" = 1 ]; then
         log "redis cluster 127.0.0.1:$CLUSTER_PORT..$((CLUSTER_PORT + 5)),"\
             "MongoDB (FerretDB) 127.0.0.1:$MONGO_PORT/im"
@@ -224,27 +231,64 @@ CLUSTER_TESTS="t/test_messaging.py t/test_api.py t/test_notify.py
                t/test_group_push.py t/test_groups.py t/test_friends.py
                t/test_login_policy.py t/test_presence.py t/test_jssdk.py"
 
-# the npm packages of t/sdk (the official OpenIM JS SDK, pinned by the
-# lockfile) into build/sdk/node_modules; again only when the lockfile
-# changed.  npm's cache serves them offline once fetched.
-sdk_modules() {
-    local dir=$BUILD/sdk
-    if [ -d "$dir/node_modules" ] &&
-       cmp -s "$ROOT/t/sdk/package-lock.json" "$dir/package-lock.json"; then
+# the npm packages of web/package-lock.json (the official OpenIM JS SDK,
+# esbuild, and for the tests puppeteer-core and ws) into
+# build/web/node_modules, for the page and for t/test_sdk.py and
+# t/test_browser.py; again only when the lockfile changed.  npm's cache
+# serves them offline once fetched.
+npm_modules() {
+    if [ -d "$WEB/node_modules" ] &&
+       cmp -s "$ROOT/web/package-lock.json" "$WEB/package-lock.json"; then
         return 0
     fi
-    mkdir -p "$dir"
-    cp "$ROOT/t/sdk/package.json" "$ROOT/t/sdk/package-lock.json" "$dir/"
-    log "npm ci in $dir"
-    (cd "$dir" && npm ci --prefer-offline --no-audit --no-fund \
-        --loglevel=error >&2)
+    mkdir -p "$WEB"
+    cp "$ROOT/web/package.json" "$ROOT/web/package-lock.json" "$WEB/"
+    log "npm ci in $WEB"
+    (cd "$WEB" && npm ci --prefer-offline --no-audit --no-fund \
+        --loglevel=error >&2) || { rm -rf "$WEB/node_modules"; exit 1; }
+}
+
+# the chat page (README.md, "The chat page"): web/src, its app.js and the
+# SDK bundled by esbuild, into build/web/demo
+web() {
+    npm_modules
+    mkdir -p "$DEMO"
+    cp "$ROOT/web/src/index.html" "$ROOT/web/src/style.css" "$DEMO/"
+    NODE_PATH="$WEB/node_modules" "$WEB/node_modules/.bin/esbuild" \
+        "$ROOT/web/src/app.js" --bundle --minify --target=es2020 \
+        --outfile="$DEMO/app.js" --log-level=warning
+}
+
+# demo USER...: for the stack of ./build.sh run, registers the users and
+# prints each one's address of the chat page, carrying a fresh token
+demo() {
+    local api="http://127.0.0.1:$PORT/im/api" admin u token
+    [ $# -gt 0 ] || { log "usage: ./build.sh demo USER..."; exit 2; }
+    # im_secret and im_admin of conf/nginx.conf
+    admin=$(demo_call "$api/auth/get_admin_token" "" \
+            '{"secret":"openIM123","userID":"imAdmin"}') || admin=
+    [ -n "$admin" ] || { log "no admin token from $api: is ./build.sh run up?"; exit 1; }
+    for u in "$@"; do
+        demo_call "$api/user/user_register" "$admin" \
+            "{\"users\":[{\"userID\":\"$u\",\"nickname\":\"$u\"}]}" >/dev/null
+        token=$(demo_call "$api/auth/get_user_token" "$admin" \
+                "{\"userID\":\"$u\",\"platformID\":5}")
+        echo "http://127.0.0.1:$PORT/im/demo/#user=$u&token=$token"
+    done
+}
+
+# demo_call URL TOKEN BODY: the "token" of the answer's data, if any
+demo_call() {
+    curl -sf -X POST "$1" -H "Content-Type: application/json" \
+        -H "operationID: demo" ${2:+-H "token: $2"} -d "$3" |
+        sed -n 's/.*"token":"\([^"]*\)".*/\1/p'
 }
 
 tests() {
     deps
     build
     unit
-    sdk_modules
+    web
     cd "$ROOT"
     IM_MODULE="$MODULE" /usr/bin/python3 -m pytest -q t "$@"
     if [ $# -eq 0 ]; then
@@ -364,7 +408,8 @@ case "$cmd" in
     bench) deps; build; "$ROOT/bench/bench.sh" "$@" ;;
     reliability) deps; build; "$ROOT/t/reliability/run.sh" "$@" ;;
     asan) asan "$@" ;;
-    sdk) sdk_modules ;;
-    *) echo "usage: $0 deps|build|run|start|stop|test|unit|bench|reliability|asan|sdk" >&2
+    web) web ;;
+    demo) demo "$@" ;;
+    *) echo "usage: $0 deps|build|run|start|stop|test|unit|bench|reliability|asan|web|demo" >&2
        exit 2 ;;
 esac

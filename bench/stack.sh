@@ -103,6 +103,7 @@ render_im() {
         -e "s|@EXTRA_HTTP@|${IMB_EXTRA_HTTP:-}|" \
         -e "s|@EXTRA_WS@|${IMB_EXTRA_WS:-}|" \
         -e "s|@MONGO@|${IMB_MONGO:+im_mongo $IMB_MONGO;}|" \
+        -e "s|@DEMO@|$ROOT/build/web/demo/|" \
         -e "s|@[A-Z_]*@||g" \
         "$ROOT/conf/nginx.conf" >"$dir/conf/nginx.conf"
 }

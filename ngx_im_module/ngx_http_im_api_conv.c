@@ -1133,8 +1133,8 @@ ngx_http_im_conv_notes(ngx_http_im_conv_call_t *cc, ngx_str_t *uid,
         ngx_http_im_buf_str(&detail, "]}");
     }
 
-    ngx_http_im_notify(uid, uid, cc->conv.len ? &cc->conv : NULL,
-                       cc->route->note, &detail);
+    ngx_http_im_conv_notify(uid, uid, cc->conv.len ? &cc->conv : NULL,
+                            cc->route->note, &detail);
 
     if (cc->route->note == NGX_HTTP_IM_NOTE_READ && cc->conv.len > 3
         && ngx_strncmp(cc->conv.data, "si_", 3) == 0)
@@ -1144,8 +1144,8 @@ ngx_http_im_conv_notes(ngx_http_im_conv_call_t *cc, ngx_str_t *uid,
         if (n) {
             peer.data = (u_char *) buf;
             peer.len = n;
-            ngx_http_im_notify(uid, &peer, &cc->conv, cc->route->note,
-                               &detail);
+            ngx_http_im_conv_notify(uid, &peer, &cc->conv, cc->route->note,
+                                    &detail);
         }
     }
 

@@ -141,10 +141,10 @@ ngx_http_im_frames_encode(ngx_http_im_frames_t *f, ngx_uint_t encoding)
  * The JS SDK takes notifications (1201 friend applications, 1501 group
  * changes, 2200 read receipts, ...) only from
  * PushMessages.notificationMsgs; in msgs it would list them as messages
- * of the conversation.  A 2001 of a notification conversation moves
- * there, and so does one of a notification that was never stored (the
- * read receipt of a single conversation, which OpenIM sends in the
- * conversation's "n_" twin).
+ * of the conversation.  A 2001 of a notification conversation ("n_",
+ * where api_conv.c pushes read receipts; "sn_") moves there, and so does
+ * one of a notification that was never stored (a group notice told to
+ * single users under "sg_", such as the 1503 join application).
  */
 static void
 ngx_http_im_frames_js_data(ngx_http_im_frames_t *f, ngx_str_t *data,

@@ -387,6 +387,8 @@ ngx_int_t ngx_http_im_msg_send(ngx_http_im_msg_t *m, ngx_str_t *conv,
 ngx_int_t ngx_http_im_msg_option(ngx_http_im_msg_t *m, const char *key);
 void ngx_http_im_notify(ngx_str_t *from, ngx_str_t *to, ngx_str_t *conv,
     ngx_int_t content_type, ngx_http_im_buf_t *detail);
+void ngx_http_im_conv_notify(ngx_str_t *from, ngx_str_t *to,
+    ngx_str_t *conv, ngx_int_t content_type, ngx_http_im_buf_t *detail);
 void ngx_http_im_group_notify(ngx_str_t *from, ngx_str_t *gid,
     ngx_int_t content_type, ngx_http_im_buf_t *detail);
 void ngx_http_im_friend_notify(ngx_str_t *from, ngx_str_t *to,

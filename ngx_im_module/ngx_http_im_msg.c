@@ -955,17 +955,18 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
 
         for (j = 0; j < seqs->u.array.len; j++) {
             if (!YAJL_IS_INTEGER(seqs->u.array.values[j])
-                || YAJL_GET_INTEGER(seqs->u.array.values[j]) < 0
                 || YAJL_GET_INTEGER(seqs->u.array.values[j])
                    > NGX_HTTP_IM_SEQ_MAX)
             {
                 goto invalid;
             }
 
-            /* no message has seq 0; the JS SDK asks for it from a
-             * hasReadSeq of 0, and OpenIM skips it */
+            /* no message has a seq <= 0, and OpenIM skips them: the JS
+             * SDK asks for the seqs from its hasReadSeq, 0 for a new
+             * conversation, -1 when a typing message (seq 0) made the
+             * conversation known to it */
             seq = YAJL_GET_INTEGER(seqs->u.array.values[j]);
-            if (seq == 0) {
+            if (seq <= 0) {
                 continue;
             }
 
@@ -995,7 +996,7 @@ ngx_http_im_pull_seqs(ngx_http_im_call_t *call, yajl_val data)
         seqs = ngx_http_im_json_get(convs->u.array.values[i], "seqs");
 
         for (j = 0, k = 0; j < seqs->u.array.len; j++) {
-            if (YAJL_GET_INTEGER(seqs->u.array.values[j]) == 0) {
+            if (YAJL_GET_INTEGER(seqs->u.array.values[j]) <= 0) {
                 continue;
             }
 
@@ -1027,7 +1028,7 @@ invalid:
     ngx_http_im_call_fail(call, NGX_HTTP_IM_ERR_ARGS,
                           "field \"conversations\": each needs "
                           "conversationID and seqs, an array of "
-                          "integers >= 0; at most 1000 seqs in all");
+                          "integers; at most 1000 seqs in all");
 }
 
 

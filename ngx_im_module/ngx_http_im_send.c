@@ -176,6 +176,9 @@ static void ngx_http_im_send_resume(ngx_http_im_seq_wait_t *w,
 static void ngx_http_im_send_seq_late(ngx_event_t *ev);
 static void ngx_http_im_send_cannot(ngx_http_im_send_ctx_t *ctx,
     ngx_uint_t op);
+static void ngx_http_im_notify_as(ngx_str_t *from, ngx_str_t *to,
+    ngx_str_t *conv, ngx_str_t *key, ngx_int_t content_type,
+    ngx_http_im_buf_t *detail);
 
 
 /*
@@ -1303,17 +1306,60 @@ void
 ngx_http_im_notify(ngx_str_t *from, ngx_str_t *to, ngx_str_t *conv,
     ngx_int_t content_type, ngx_http_im_buf_t *detail)
 {
-    ngx_str_t           id, json;
-    ngx_http_im_buf_t   content, b;
-    ngx_http_im_msg_t   m;
-    char                smid[NGX_HTTP_IM_ID_LEN];
-    u_char              own[2 * NGX_HTTP_IM_UID_MAX + 8];
+    ngx_str_t  id;
+    u_char     own[2 * NGX_HTTP_IM_UID_MAX + 8];
 
     if (conv == NULL) {
         id.data = own;
         id.len = ngx_snprintf(own, sizeof(own), "n_%V_%V", to, to) - own;
         conv = &id;
     }
+
+    ngx_http_im_notify_as(from, to, conv, conv, content_type, detail);
+}
+
+
+/*
+ * A notification of a conversation's state (api_conv.c: read receipts
+ * 2200, 1300, 2102) is pushed, as OpenIM pushes it, under the
+ * conversation's notification conversation, "n_" and the rest of its ID:
+ * the JS SDK takes a read receipt only from notificationMsgs, where the
+ * JS mode puts "n_" pushes; in msgs it would take it for a new message,
+ * and count it unread.
+ */
+void
+ngx_http_im_conv_notify(ngx_str_t *from, ngx_str_t *to, ngx_str_t *conv,
+    ngx_int_t content_type, ngx_http_im_buf_t *detail)
+{
+    ngx_str_t  key;
+    u_char     buf[2 * NGX_HTTP_IM_UID_MAX + 8];
+
+    if (conv == NULL || conv->len <= 3 || conv->len > sizeof(buf)
+        || (ngx_strncmp(conv->data, "si_", 3) != 0
+            && ngx_strncmp(conv->data, "sg_", 3) != 0))
+    {
+        ngx_http_im_notify(from, to, conv, content_type, detail);
+        return;
+    }
+
+    key.data = buf;
+    key.len = ngx_snprintf(buf, sizeof(buf), "n_%*s", conv->len - 3,
+                           conv->data + 3)
+              - buf;
+
+    ngx_http_im_notify_as(from, to, conv, &key, content_type, detail);
+}
+
+
+/* the MsgData in conv, pushed under key */
+static void
+ngx_http_im_notify_as(ngx_str_t *from, ngx_str_t *to, ngx_str_t *conv,
+    ngx_str_t *key, ngx_int_t content_type, ngx_http_im_buf_t *detail)
+{
+    ngx_str_t           json;
+    ngx_http_im_buf_t   content, b;
+    ngx_http_im_msg_t   m;
+    char                smid[NGX_HTTP_IM_ID_LEN];
 
     ngx_http_im_note_msg(&m, from, to, conv, content_type, detail, &content,
                          smid);
@@ -1324,7 +1370,7 @@ ngx_http_im_notify(ngx_str_t *from, ngx_str_t *to, ngx_str_t *conv,
     if (!b.failed && !content.failed) {
         json.data = b.data;
         json.len = b.len;
-        ngx_http_im_store_notify(to, conv, &json);
+        ngx_http_im_store_notify(to, key, &json);
     }
 
     ngx_http_im_buf_free(&b);

@@ -158,6 +158,7 @@ class Nginx:
                          ("LOG_LEVEL", "info"), ("REDIS", redis),
                          ("LISTEN", "127.0.0.1:%d" % self.port),
                          ("EXTRA_HTTP", http), ("EXTRA_WS", ws),
+                         ("DEMO", os.path.join(ROOT, "build/web/demo/")),
                          ("MONGO", "im_mongo %s;" % mongo if mongo else "")):
             conf = conf.replace("@%s@" % key, val)
         with open(os.path.join(self.dir, "conf/nginx.conf"), "w") as f:

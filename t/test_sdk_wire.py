@@ -167,42 +167,130 @@ def test_js_mixed_with_json_clients(stack, api, im_pb2):
 
 
 def test_js_read_receipt_is_a_notification(stack, api, im_pb2):
-    """B reads A's message: A's JS session gets the 2200 in
-    notificationMsgs (where the SDK's OnRecvC2CReadReceipt reads it, with
-    the seqs read), never in msgs, where the SDK would list it as a
-    message; a JSON-text session of A still gets it in msgs."""
+    """A read receipt (2200) of a single conversation comes, as OpenIM
+    sends it, under the notification conversation n_<a>_<b>: in
+    PushMessages.notificationMsgs for the JS SDK (it fires
+    OnRecvC2CReadReceipt from there only; in msgs it would be a new
+    message), under that key in msgs for a JSON client; a group's, to
+    the reader's own devices, under n_<groupID>."""
     pb = im_pb2
+    a, b = uids()
+    api.register(a, b)
+    conv = single_conv(a, b)
+    note = "n_" + conv[3:]
+
+    async def scenario():
+        ca = await JsClient(pb, stack, a, api.user_token(a, 5)).connect()
+        tb = api.user_token(b, 1)
+        cb = await Client(stack, b, tb).connect()
+        r = await ca.request(1003, text_msg(pb, a, b, "rr-1", "read me"))
+        assert r["errCode"] == 0, r
+        assert (await ca.frame())["reqIdentifier"] == 2001   # the echo
+        assert [m["clientMsgID"] for m in await cb.push()] == ["rr-1"]
+
+        r = api.post("/msg/mark_conversation_as_read",
+                     {"conversationID": conv, "userID": b,
+                      "hasReadSeq": 1, "seqs": [1]}, token=tb)
+        assert r["errCode"] == 0, r
+
+        env = await ca.frame()
+        assert env["reqIdentifier"] == 2001, env
+        push = ca.decode(env, pb.PushMessages)
+        assert list(push.msgs) == [] and list(push.notificationMsgs) == [
+            note], push
+        m, = push.notificationMsgs[note].Msgs
+        assert (m.contentType, m.seq, m.sendID, m.recvID,
+                m.sessionType) == (2200, 0, b, a, 1)
+        detail = json.loads(json.loads(m.content)["detail"])
+        assert (detail["markAsReadUserID"], detail["conversationID"],
+                detail["seqs"]) == (b, conv, [1])
+
+        # b's own device: the same notification, in msgs (JSON mode)
+        await cb._read_one(10)
+        frame = cb.pushes.pop(0)
+        assert list(frame["data"]["msgs"]) == [note], frame
+
+        # in a group, b's own devices are told, under n_<groupID>
+        r = api.post("/group/create_group", {
+            "ownerUserID": a, "memberUserIDs": [b],
+            "groupInfo": {"groupName": "rr"}}, token=api.admin_token())
+        assert r["errCode"] == 0, r
+        gid = r["data"]["groupInfo"]["groupID"]
+        frame = await cb._read_one(10)          # the creation notice
+        assert list(frame["data"]["msgs"]) == ["sg_" + gid], frame
+        cb.pushes.pop(0)
+        r = api.post("/msg/mark_conversation_as_read",
+                     {"conversationID": "sg_" + gid, "userID": b,
+                      "hasReadSeq": 1, "seqs": [1]}, token=tb)
+        assert r["errCode"] == 0, r
+        frame = await cb._read_one(10)
+        m, = frame["data"]["msgs"]["n_" + gid]
+        assert (m["contentType"], m["seq"], m["sessionType"],
+                m["groupID"]) == (2200, 0, 3, gid), m
+        await ca.ws.close()
+        await cb.close()
+
+    run(scenario())
+
+
+def test_pull_by_seqs_skips_seqs_below_one(stack, api):
+    """1005 skips seqs <= 0 as OpenIM does: the JS SDK asks for the seqs
+    from its hasReadSeq, which is -1 when a typing message (seq 0) made
+    the conversation known to it, when it marks the conversation read."""
     a, b = uids()
     api.register(a, b)
     conv = single_conv(a, b)
 
     async def scenario():
-        ca = await JsClient(pb, stack, a, api.user_token(a, 5)).connect()
-        cj = await Client(stack, a, api.user_token(a, 1)).connect()
-        r = await ca.request(1003, text_msg(pb, a, b, "rr-1", "read me"))
+        ca = await Client(stack, a, api.user_token(a)).connect()
+        cb = await Client(stack, b, api.user_token(b)).connect()
+        assert (await ca.send_text(b, "one"))["errCode"] == 0
+        r = await cb.request(1005, {"conversations": [
+            {"conversationID": conv, "seqs": [-1, 0, 1]}]})
         assert r["errCode"] == 0, r
-        assert (await ca.frame())["operationID"] == "op-js"  # the echo
-        await cj.push()
+        assert [m["seq"] for m in r["data"]["msgs"][conv]["Msgs"]] == [1]
+        r = await cb.request(1005, {"conversations": [
+            {"conversationID": conv, "seqs": [-5, -1]}]})
+        assert r["errCode"] == 0, r
+        assert (r["data"]["msgs"].get(conv) or {}).get("Msgs") in (None, [])
+        await ca.close()
+        await cb.close()
 
-        out = api.post("/msg/mark_conversation_as_read",
-                       {"userID": b, "conversationID": conv, "seqs": [1],
-                        "hasReadSeq": 1}, token=api.user_token(b, 5))
-        assert out["errCode"] == 0, out
+    run(scenario())
 
+
+def test_js_unstored_group_note_is_a_notification(stack, api, im_pb2):
+    """A group notice told to single users and never stored (seq 0, here
+    the 1503 join application to the owner, under sg_<groupID>) comes in
+    notificationMsgs for the JS SDK, which lists everything in msgs as a
+    message; stored group notices (seq > 0) stay in msgs."""
+    pb = im_pb2
+    a, b = uids()
+    api.register(a, b)
+
+    async def scenario():
+        ca = await JsClient(pb, stack, a, api.user_token(a, 5)).connect()
+        r = api.post("/group/create_group", {
+            "ownerUserID": a, "memberUserIDs": [],
+            "groupInfo": {"groupName": "ask", "needVerification": 1}},
+            token=api.admin_token())
+        assert r["errCode"] == 0, r
+        gid = r["data"]["groupInfo"]["groupID"]
+        push = ca.decode(await ca.frame(), pb.PushMessages)
+        created, = push.msgs["sg_" + gid].Msgs    # stored: seq 1
+        assert (created.contentType, created.seq) == (1501, 1)
+
+        r = api.post("/group/join_group", {"groupID": gid,
+                                           "reqMessage": "let me in"},
+                     token=api.user_token(b, 1))
+        assert r["errCode"] == 0, r
         env = await ca.frame()
-        assert env["reqIdentifier"] == 2001
+        assert env["reqIdentifier"] == 2001, env
         push = ca.decode(env, pb.PushMessages)
-        assert not push.msgs
-        notes = [m for c in push.notificationMsgs.values() for m in c.Msgs]
-        assert [m.contentType for m in notes] == [2200]
-        detail = json.loads(json.loads(notes[0].content)["detail"])
-        assert detail == {"markAsReadUserID": b, "conversationID": conv,
-                          "seqs": [1], "hasReadSeq": 1}
-
-        msgs = await cj.push()
-        assert [m["contentType"] for m in msgs] == [2200]
+        assert list(push.msgs) == [], push
+        m, = push.notificationMsgs["sg_" + gid].Msgs
+        assert (m.contentType, m.seq, m.sendID) == (1503, 0, b)
         await ca.ws.close()
-        await cj.close()
 
     run(scenario())
 
