@@ -109,8 +109,15 @@ render_conf() {
         -e "s|@LOG_LEVEL@|info|" -e "s|@REDIS@|$redis;|" \
         -e "s|@MONGO@|${mongo:+im_mongo $mongo;}|" \
         -e "s|@LISTEN@|$listen|" -e "s|@EXTRA_HTTP@||" -e "s|@EXTRA_WS@||" \
-        -e "s|@DEMO@|$DEMO/|" \
+        -e "s|@DEMO@|$DEMO/|" -e "s|@USER@|$(nginx_user)|" \
         "$ROOT/conf/nginx.conf" >"$dir/conf/nginx.conf"
+}
+
+# nginx's "user" line: as root, the checkout's owner (conf/nginx.conf)
+nginx_user() {
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "user $(stat -c %U "$ROOT");"
+    fi
 }
 
 start_mongo() {

@@ -10,6 +10,7 @@ import asyncio
 import json
 import linecache
 import os
+import pwd
 import re
 import signal
 import socket
@@ -31,6 +32,14 @@ BAD_LOG = re.compile(r"\[(alert|crit|emerg)\]")
 # ./build.sh asan: the directory where ASan and UBSan write their reports
 # (asan.<pid>, ubsan.<pid>) from the nginx processes; none otherwise
 SANITIZER_LOGS = os.environ.get("IM_SANITIZER_LOGS")
+
+
+def nginx_user():
+    """nginx's "user" line (conf/nginx.conf): as root, the checkout's
+    owner, so that the workers can read the chat page in build/web."""
+    if os.geteuid() != 0:
+        return ""
+    return "user %s;" % pwd.getpwuid(os.stat(ROOT).st_uid).pw_name
 
 
 def free_port():
@@ -159,6 +168,7 @@ class Nginx:
                          ("LISTEN", "127.0.0.1:%d" % self.port),
                          ("EXTRA_HTTP", http), ("EXTRA_WS", ws),
                          ("DEMO", os.path.join(ROOT, "build/web/demo/")),
+                         ("USER", nginx_user()),
                          ("MONGO", "im_mongo %s;" % mongo if mongo else "")):
             conf = conf.replace("@%s@" % key, val)
         with open(os.path.join(self.dir, "conf/nginx.conf"), "w") as f:
