@@ -334,6 +334,8 @@ ngx_http_im_session_t *ngx_http_im_session_create(ngx_http_request_t *r,
     ngx_http_im_session_io_t *io);
 void ngx_http_im_session_ref(ngx_http_im_session_t *s);
 void ngx_http_im_session_unref(ngx_http_im_session_t *s);
+void ngx_http_im_session_detach(ngx_http_im_session_t *s);
+void ngx_http_im_session_end(ngx_http_im_session_t *s);
 ngx_int_t ngx_http_im_session_join(ngx_http_im_session_t *s);
 void ngx_http_im_session_leave(ngx_http_im_session_t *s);
 void ngx_http_im_session_subscribed(ngx_str_t *uid, ngx_int_t ok);

@@ -135,6 +135,35 @@ ngx_http_im_session_unref(ngx_http_im_session_t *s)
 }
 
 
+/*
+ * The WebSocket layer takes the connection over from its request after
+ * the 101 (ws.c): the request's pool, about to go, no longer ends the
+ * session; ngx_http_im_session_end() does, when the connection closes.
+ */
+void
+ngx_http_im_session_detach(ngx_http_im_session_t *s)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    /* a handful of entries: this module's and nginx's own */
+    for (cln = s->r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_im_session_cleanup && cln->data == s) {
+            cln->handler = NULL;
+        }
+    }
+
+    s->r = NULL;
+}
+
+
+/* a detached session's connection is closing */
+void
+ngx_http_im_session_end(ngx_http_im_session_t *s)
+{
+    ngx_http_im_session_cleanup(s);
+}
+
+
 /* the request and its connection are going away */
 static void
 ngx_http_im_session_cleanup(void *data)

@@ -41,8 +41,9 @@ static void ngx_http_im_ws_refuse_async(ngx_http_im_session_t *s,
 static ngx_int_t ngx_http_im_ws_registry(ngx_http_im_session_t *s);
 static void ngx_http_im_ws_auth_done(void *data, ngx_int_t code);
 static void ngx_http_im_ws_upgrade(ngx_http_im_session_t *s);
-static void ngx_http_im_ws_read_handler(ngx_http_request_t *r);
-static void ngx_http_im_ws_write_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_im_ws_detach(ngx_http_im_session_t *s);
+static void ngx_http_im_ws_read_handler(ngx_event_t *rev);
+static void ngx_http_im_ws_write_handler(ngx_event_t *wev);
 static void ngx_http_im_ws_feed(ngx_http_im_session_t *s, u_char *buf,
     size_t len);
 static void ngx_http_im_ws_control(ngx_http_im_session_t *s,
@@ -581,8 +582,6 @@ ngx_http_im_ws_auth_done(void *data, ngx_int_t code)
 {
     ngx_http_im_session_t  *s = data;
 
-    ngx_connection_t  *c;
-
     if (s->closed) {
         goto done;
     }
@@ -608,9 +607,7 @@ ngx_http_im_ws_auth_done(void *data, ngx_int_t code)
         goto done;
     }
 
-    c = s->c;
     ngx_http_im_ws_upgrade(s);
-    ngx_http_run_posted_requests(c);
 
 done:
 
@@ -718,8 +715,6 @@ ngx_http_im_ws_seat_done(void *data, ngx_int_t code)
 static void
 ngx_http_im_ws_seated(ngx_http_im_session_t *s)
 {
-    ngx_connection_t  *c;
-
     if (s->closed || s->upgraded || !s->seated) {
         return;
     }
@@ -731,9 +726,7 @@ ngx_http_im_ws_seated(ngx_http_im_session_t *s)
         return;
     }
 
-    c = s->c;
     ngx_http_im_ws_upgrade(s);
-    ngx_http_run_posted_requests(c);
 }
 
 
@@ -851,10 +844,9 @@ ngx_http_im_ws_upgrade(ngx_http_im_session_t *s)
     ngx_http_im_ws_parser_init(&s->parser, s->conf->ws_max_frame,
                                s->conf->ws_max_message);
 
-    c->log->action = "in websocket session";
-    c->idle = 1;
-    r->read_event_handler = ngx_http_im_ws_read_handler;
-    r->write_event_handler = ngx_http_im_ws_write_handler;
+    if (ngx_http_im_ws_detach(s) != NGX_OK) {
+        goto failed;
+    }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "im: websocket session of \"%V\" open", &s->uid);
@@ -866,22 +858,8 @@ ngx_http_im_ws_upgrade(ngx_http_im_session_t *s)
         ngx_http_im_ws_send(s, NGX_HTTP_IM_WS_OP_TEXT, ok, sizeof(ok) - 1);
     }
 
-    /* bytes that came with the handshake are the first frames */
-    if (r->header_in->pos < r->header_in->last) {
-        ngx_http_im_session_ref(s);
-        ngx_http_im_ws_feed(s, r->header_in->pos,
-                            r->header_in->last - r->header_in->pos);
-        r->header_in->pos = r->header_in->last;
-
-        if (s->closed) {
-            ngx_http_im_session_unref(s);
-            return;
-        }
-
-        ngx_http_im_session_unref(s);
-    }
-
-    /* input may have arrived while the login was pending */
+    /* input may have arrived while the login was pending, and bytes that
+     * came with the handshake wait in the stash */
     ngx_post_event(c->read, &ngx_posted_events);
 
     return;
@@ -890,11 +868,81 @@ failed:
 
     ngx_http_im_session_leave(s);
     ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * After the 101 the HTTP request has nothing left to do, but it would
+ * hold its pool (the request, nginx's header lists: ~4.5 KB) and the
+ * header buffers (1 KB, or 8 KB for a large handshake) for the
+ * connection's life.  The session takes the connection over instead, as
+ * nginx's HTTP/2 does: the request is logged (status 101) and freed now.
+ * Bytes that came behind the handshake move to the stash first.
+ */
+static ngx_int_t
+ngx_http_im_ws_detach(ngx_http_im_session_t *s)
+{
+    size_t                  len;
+    ngx_buf_t              *b;
+    ngx_chain_t            *cl;
+    ngx_connection_t       *c;
+    ngx_http_request_t     *r;
+    ngx_http_connection_t  *hc;
+
+    r = s->r;
+    c = s->c;
+    b = r->header_in;
+    len = b->last - b->pos;
+
+    if (len) {
+        s->stash = ngx_alloc(len, c->log);
+        if (s->stash == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(s->stash, b->pos, len);
+        s->stash_len = len;
+    }
+
+    hc = r->http_connection;
+
+    ngx_http_im_session_detach(s);
+    ngx_http_free_request(r, 0);
+
+    /* free_request marks the connection for nginx's own close */
+    c->destroyed = 0;
+    c->data = s;
+    c->idle = 1;
+    c->log->action = "in websocket session";
+    c->read->handler = ngx_http_im_ws_read_handler;
+    c->write->handler = ngx_http_im_ws_write_handler;
+
+    if (c->buffer && c->buffer->start
+        && ngx_pfree(c->pool, c->buffer->start) == NGX_OK)
+    {
+        c->buffer->start = NULL;
+        c->buffer->pos = c->buffer->last = c->buffer->end = NULL;
+    }
+
+    for (cl = hc->busy; cl; cl = cl->next) {
+        (void) ngx_pfree(c->pool, cl->buf->start);
+    }
+
+    for (cl = hc->free; cl; cl = cl->next) {
+        (void) ngx_pfree(c->pool, cl->buf->start);
+    }
+
+    hc->busy = NULL;
+    hc->free = NULL;
+    hc->nbusy = 0;
+
+    return NGX_OK;
 }
 
 
 static void
-ngx_http_im_ws_read_handler(ngx_http_request_t *r)
+ngx_http_im_ws_read_handler(ngx_event_t *rev)
 {
     ssize_t                 n;
     u_char                 *stash;
@@ -903,8 +951,14 @@ ngx_http_im_ws_read_handler(ngx_http_request_t *r)
     ngx_connection_t       *c;
     ngx_http_im_session_t  *s;
 
-    c = r->connection;
-    s = ngx_http_get_module_ctx(r, ngx_http_im_module);
+    c = rev->data;
+    s = c->data;
+
+    if (c->close) {
+        /* the worker is exiting: nginx closes its idle connections */
+        ngx_http_im_ws_finish(s);
+        return;
+    }
 
     ngx_http_im_session_ref(s);
 
@@ -1135,14 +1189,14 @@ ngx_http_im_ws_post_write(ngx_http_im_session_t *s)
 
 
 static void
-ngx_http_im_ws_write_handler(ngx_http_request_t *r)
+ngx_http_im_ws_write_handler(ngx_event_t *wev)
 {
     ssize_t                 n;
     ngx_connection_t       *c;
     ngx_http_im_session_t  *s;
 
-    c = r->connection;
-    s = ngx_http_get_module_ctx(r, ngx_http_im_module);
+    c = wev->data;
+    s = c->data;
 
     while (s->out_pos < s->out_len) {
         n = c->send(c, s->out + s->out_pos, s->out_len - s->out_pos);
@@ -1287,8 +1341,15 @@ ngx_http_im_ws_finish(ngx_http_im_session_t *s)
     r = s->r;
     c = s->c;
 
-    ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
-    ngx_http_run_posted_requests(c);
+    if (r) {
+        /* still logging in: the request owns the connection */
+        ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    ngx_http_im_session_end(s);
+    ngx_http_close_connection(c);
 }
 
 
