@@ -96,6 +96,9 @@ class World:
         self.group = "sg_" + self.gid
         wait(lambda: self.max_seq(self.a, self.group) >= 1, "group notice")
         self.s1 = self.send(self.b, self.a, "hello a", 1)
+        # conversations are listed by their last message's sendTime (ms):
+        # two sends in one millisecond would tie
+        time.sleep(0.01)
         self.s2 = self.send(self.c, self.gid, "hi team", 3)
 
     def send(self, who, to, text, session):
