@@ -186,7 +186,21 @@ class Window {
   async click(conv) {
     await this.until(`${conv} in the list`, (c) =>
       document.querySelector(`#conversations li[data-conv="${c}"]`), conv);
-    await this.page.click(`#conversations li[data-conv="${conv}"]`);
+    // The list re-renders whenever a message or receipt arrives, so the
+    // element found may be replaced before the mouse reaches it: try again
+    // (a bounded number of times) and then check that it really opened.
+    const sel = `#conversations li[data-conv="${conv}"]`;
+    for (let i = 0; ; i++) {
+      try {
+        await this.page.click(sel);
+        break;
+      } catch (e) {
+        if (i >= 9 || !/detached|not clickable|No node/i.test(e.message)) throw e;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    await this.until(`${conv} open`, (c) =>
+      (document.querySelector("#conversations li.active") || {}).dataset?.conv === c, conv);
   }
 
   // the texts of the messages shown, oldest first
