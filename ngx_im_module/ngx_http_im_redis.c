@@ -845,6 +845,36 @@ ngx_http_im_redis_script(ngx_uint_t script, ngx_http_im_redis_pt handler,
 }
 
 
+ngx_int_t
+ngx_http_im_redis_script_raw(ngx_uint_t script, ngx_http_im_redis_pt handler,
+    void *data, ngx_uint_t nkeys, ngx_uint_t argc, ngx_str_t *keys,
+    ngx_str_t *args)
+{
+    u_char  *cmd, *p, nk[NGX_INT_T_LEN];
+    size_t   nklen;
+
+    nklen = ngx_sprintf(nk, "%ui", nkeys) - nk;
+
+    cmd = ngx_alloc(sizeof("*\r\n$7\r\nEVALSHA\r\n$40\r\n\r\n$\r\n\r\n")
+                    + 3 * NGX_INT_T_LEN + 2 * SHA_DIGEST_LENGTH + keys->len
+                    + args->len, ngx_cycle->log);
+    if (cmd == NULL) {
+        return NGX_DECLINED;
+    }
+
+    p = ngx_sprintf(cmd, "*%ui\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%uz\r\n",
+                    argc + 3, ngx_http_im_scripts[script].sha, nklen);
+    p = ngx_cpymem(p, nk, nklen);
+    *p++ = '\r';
+    *p++ = '\n';
+    p = ngx_cpymem(p, keys->data, keys->len);
+    p = ngx_cpymem(p, args->data, args->len);
+
+    return ngx_http_im_redis_queue(handler, data, (char *) cmd, p - cmd,
+                                   script, NGX_HTTP_IM_SLOT_COUNT);
+}
+
+
 /* takes cmd (formatted by hiredis) in every case */
 static ngx_int_t
 ngx_http_im_redis_queue(ngx_http_im_redis_pt handler, void *data,

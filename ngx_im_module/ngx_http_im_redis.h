@@ -102,6 +102,13 @@ ngx_int_t ngx_http_im_redis_script(ngx_uint_t script,
     ngx_http_im_redis_pt handler, void *data, int nkeys, int argc,
     const char **argv, const size_t *argvlen);
 
+/* Like ngx_http_im_redis_script(), with the keys and the arguments
+ * already in the protocol's form ("$<len>\r\n<data>\r\n" each); only
+ * with one Redis (no key routes it). */
+ngx_int_t ngx_http_im_redis_script_raw(ngx_uint_t script,
+    ngx_http_im_redis_pt handler, void *data, ngx_uint_t nkeys,
+    ngx_uint_t argc, ngx_str_t *keys, ngx_str_t *args);
+
 /*
  * Pub/sub, on the channel's node: the results arrive through the
  * handlers.  In a cluster the channels are sharded (SSUBSCRIBE), and

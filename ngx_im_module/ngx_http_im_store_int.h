@@ -53,6 +53,39 @@ struct ngx_http_im_store_op_s {
 };
 
 
+/* a growing buffer of protocol-encoded strings (store_batch.c) */
+typedef struct {
+    u_char                    *data;
+    size_t                     len;
+    size_t                     size;
+} ngx_http_im_store_buf_t;
+
+/*
+ * The calls of one script made in one event-loop turn, sent as one call
+ * (store_batch.c).  Set: script, nkeys and nargs of one item (its keys
+ * first), max items (the script's bound), max_bytes, handler (called for
+ * each item's op with its reply, NULL when the batch failed) and event
+ * (handler ngx_http_im_store_batch_flush_handler, data the batch, log).
+ */
+typedef struct {
+    ngx_uint_t                 script;
+    ngx_uint_t                 nkeys;
+    ngx_uint_t                 nargs;
+    ngx_uint_t                 max;
+    size_t                     max_bytes;
+    ngx_http_im_redis_pt       handler;
+    ngx_event_t                event;
+
+    ngx_uint_t                 n;
+    ngx_http_im_store_op_t    *first;
+    ngx_http_im_store_op_t    *last;
+    ngx_http_im_store_buf_t    keys;
+    ngx_http_im_store_buf_t    args;
+    size_t                     keys_mark;
+    size_t                     args_mark;
+} ngx_http_im_store_batch_t;
+
+
 /* the gathering of per-user replies in a cluster */
 typedef struct {
     ngx_http_im_store_op_t    *op;
@@ -131,6 +164,12 @@ ngx_int_t ngx_http_im_store_mongo_post(ngx_http_im_mongo_task_t *t,
     void (*done)(ngx_http_im_mongo_task_t *t), void *data);
 ngx_int_t ngx_http_im_store_docs_save(ngx_uint_t op, redisReply *docs,
     void (*done)(ngx_http_im_mongo_task_t *t), void *data);
+
+
+ngx_int_t ngx_http_im_store_batch_add(ngx_http_im_store_batch_t *b,
+    ngx_http_im_store_op_t *op, const char **argv, const size_t *len);
+void ngx_http_im_store_batch_flush(ngx_http_im_store_batch_t *b);
+void ngx_http_im_store_batch_flush_handler(ngx_event_t *ev);
 
 
 #endif /* _NGX_HTTP_IM_STORE_INT_H_INCLUDED_ */

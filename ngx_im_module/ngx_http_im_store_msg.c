@@ -97,6 +97,10 @@ enum {
     NGX_HTTP_IM_SEND_N
 };
 
+/* messages and bytes of one send.lua call (its MAX) */
+#define NGX_HTTP_IM_SEND_BATCH        64
+#define NGX_HTTP_IM_SEND_BATCH_BYTES  (256 * 1024)
+
 /* send.lua's replies: {code, ...} or -error */
 #define NGX_HTTP_IM_SEND_R_RESENT   0
 #define NGX_HTTP_IM_SEND_R_SENT     1
@@ -109,6 +113,7 @@ enum {
 
 
 
+static ngx_http_im_store_batch_t *ngx_http_im_store_sends(void);
 static void ngx_http_im_store_sent_reply(redisReply *reply, void *data);
 static void ngx_http_im_store_sent_new(ngx_http_im_store_sent_t *r,
     redisReply *reply);
@@ -284,10 +289,30 @@ ngx_http_im_store_msg_save(ngx_http_im_store_msg_t *m,
 
 #undef ngx_http_im_send_arg
 
-    return ngx_http_im_store_script(NGX_HTTP_IM_LUA_SEND,
-                                    ngx_http_im_store_sent_reply, op,
-                                    NGX_HTTP_IM_SEND_NKEYS,
-                                    NGX_HTTP_IM_SEND_N, argv, len);
+    return ngx_http_im_store_batch_add(ngx_http_im_store_sends(), op, argv,
+                                       len);
+}
+
+
+/* the sends of this turn (store_batch.c); send.lua takes <= 64 */
+static ngx_http_im_store_batch_t *
+ngx_http_im_store_sends(void)
+{
+    static ngx_http_im_store_batch_t  b;
+
+    if (b.handler == NULL) {
+        b.script = NGX_HTTP_IM_LUA_SEND;
+        b.nkeys = NGX_HTTP_IM_SEND_NKEYS;
+        b.nargs = NGX_HTTP_IM_SEND_N;
+        b.max = NGX_HTTP_IM_SEND_BATCH;
+        b.max_bytes = NGX_HTTP_IM_SEND_BATCH_BYTES;
+        b.handler = ngx_http_im_store_sent_reply;
+        b.event.handler = ngx_http_im_store_batch_flush_handler;
+        b.event.data = &b;
+        b.event.log = ngx_cycle->log;
+    }
+
+    return &b;
 }
 
 

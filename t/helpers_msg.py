@@ -222,6 +222,32 @@ async def pipeline(c, reqs, window=32, timeout=30.0):
     return [results[i] for i in incrs]
 
 
+async def burst(c, reqs, timeout=30.0):
+    """Sends [(reqIdentifier, data), ...] in one TCP write (the frames
+    masked by hand, under the client library), so that the server reads
+    them in one go; returns the responses in request order."""
+    incrs, frames = [], []
+    for req_id, data in reqs:
+        incr, text = frame_of(c, req_id, data)
+        incrs.append(incr)
+        frames.append(RawWs.frame(0x1, text.encode()))
+    c.ws.transport.write(b"".join(frames))
+    end = time.time() + timeout
+    results = {}
+    while len(results) < len(reqs):
+        for k in incrs:
+            if k in c.responses:
+                results[k] = c.responses.pop(k)
+        if len(results) == len(reqs):
+            break
+        remaining = end - time.time()
+        if remaining <= 0:
+            raise asyncio.TimeoutError("burst: %d of %d answered"
+                                       % (len(results), len(reqs)))
+        await c._read_one(remaining)
+    return [results[i] for i in incrs]
+
+
 def text_msg(sender, recv, text, client_msg_id=None, **extra):
     data = {"sendID": sender, "recvID": recv, "sessionType": 1,
             "contentType": 101, "content": json.dumps({"content": text})}

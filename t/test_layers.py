@@ -25,6 +25,7 @@ def test_only_the_store_speaks_redis():
     src = os.path.join(ROOT, "ngx_im_module")
     allowed = {"ngx_http_im_redis.c", "ngx_http_im_store.c",
                "ngx_http_im_store_msg.c", "ngx_http_im_store_conv.c",
+               "ngx_http_im_store_batch.c",
                "ngx_http_im_store_group.c", "ngx_http_im_store_user.c",
                "ngx_http_im_store_int.h",
                "ngx_http_im_store.h",

@@ -8,7 +8,7 @@ import time
 import uuid
 
 from conftest import Api, Client, run, single_conv, uids
-from helpers_msg import (pipeline, pull_all, push_msgs, raw_request,
+from helpers_msg import (burst, pipeline, pull_all, push_msgs, raw_request,
                          run_clients, silence, text_msg, worker_of)
 
 
@@ -634,3 +634,75 @@ def test_pull_seqs_all_empty_lists(stack, api):
         await c.close()
 
     run(scenario())
+
+
+def test_sends_of_one_turn_share_a_script_call(stack, api):
+    """Sends that reach a worker together go to Redis as one send.lua
+    call (store_batch.c), and each still gets its own answer: a burst of
+    sends from two devices, with a recipient that does not exist and a
+    resend of a clientMsgID amid them, is answered exactly as one send
+    at a time would be, in fewer EVALSHA calls than messages (one
+    Redis; a cluster sends each message in three steps)."""
+    import redis as redis_py
+    from test_hardening import stack_redis_port
+    from conftest import CLUSTER
+    a, b = uids()
+    nobody = "nobody" + uuid.uuid4().hex[:8]
+    api.register(a, b)
+    ta = {p: api.user_token(a, p) for p in (1, 2)}
+    tb = api.user_token(b)
+    conv = single_conv(a, b)
+    n = 60      # within im_ws_max_inflight (64): no frame waits
+    rc = None if CLUSTER else redis_py.Redis(port=int(stack_redis_port(stack)))
+
+    def evalsha_calls():
+        stats = rc.info("commandstats").get("cmdstat_evalsha", {})
+        return stats.get("calls", 0)
+
+    async def scenario(pool):
+        devs = [await pool.connect(stack, a, ta[p], p) for p in (1, 2)]
+        cb = await pool.connect(stack, b, tb)
+        reqs = {}
+        for d in (0, 1):
+            reqs[d] = [(1003, text_msg(a, b, "burst %d-%d" % (d, k),
+                                       client_msg_id="b-%s-%d-%d"
+                                       % (a, d, k)))
+                       for k in range(n)]
+        # amid the burst: a recipient that does not exist, and device 1
+        # resending device 0's first clientMsgID
+        reqs[0][7] = (1003, text_msg(a, nobody, "to nobody"))
+        reqs[1][9] = (1003, text_msg(a, b, "again",
+                                     client_msg_id="b-%s-0-0" % a))
+        before = evalsha_calls() if rc else 0
+        results = await asyncio.gather(*[burst(devs[d], reqs[d])
+                                         for d in (0, 1)])
+        calls = (evalsha_calls() - before) if rc else None
+
+        assert results[0][7]["errCode"] == 1101, results[0][7]
+        # the resend is answered with the first send's seq, whichever of
+        # the two reached Redis first
+        first = results[0][0]
+        assert first["errCode"] == 0, first
+        assert results[1][9]["errCode"] == 0, results[1][9]
+        assert results[1][9]["data"]["seq"] == first["data"]["seq"]
+        stored = {}
+        for d in (0, 1):
+            for k, r in enumerate(results[d]):
+                if (d, k) in ((0, 7), (1, 9)):
+                    continue
+                assert r["errCode"] == 0, (d, k, r)
+                stored[r["data"]["seq"]] = "burst %d-%d" % (d, k)
+        want = 2 * n - 2
+        assert sorted(stored) == list(range(1, want + 1))
+
+        # each ack's seq is its own message's: the pull agrees
+        msgs = await pull_all(cb, conv, want, chunk=100)
+        assert {m["seq"]: content_of(m) for m in msgs} == stored
+        got = await push_msgs(cb, want, timeout=20)
+        assert sorted(m["seq"] for m in got) == list(range(1, want + 1))
+        if rc:
+            print("evalsha calls: %d for %d sends" % (calls, 2 * n))
+            assert calls <= n // 2, "no batching: %d calls for %d sends" % (
+                calls, 2 * n)
+
+    run_clients(scenario)

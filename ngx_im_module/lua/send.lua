@@ -1,4 +1,9 @@
--- Stores one message of a conversation, atomically.
+-- Stores the messages of a batch, each atomically, in order: the sends
+-- that reached a worker in one event-loop turn (store_msg.c).  Each
+-- message has 11 keys and 18 arguments, below; KEYS and ARGV are the
+-- messages' lists one after the other, and the reply is the list of
+-- the messages' replies, in the same order.
+-- Per message:
 -- KEYS: 1 conv seq, 2 conv msgs (hash seq -> MsgData JSON),
 --       3 dedup key of the sender's clientMsgID,
 --       4 sender's conversation index,
@@ -33,116 +38,132 @@
 -- first be seeded from MongoDB (never skipped: seqs must not repeat),
 -- {-3, seq} when MongoDB must first reserve seqs past seq (skipped with
 -- ARGV[10] while MongoDB is unreachable).
-local R = ARGV[16]
-if ARGV[18] == '1' and redis.call('EXISTS', R .. 'f:loaded') == 0 then
-    return {-5}
-end
-if ARGV[6] == '1' and redis.call('EXISTS', KEYS[7]) == 0 then
-    return -1101
-end
-if ARGV[17] ~= '0' then
-    local sender = string.match(ARGV[15], '^im:{u:(.*)}:$')
-    if redis.call('HEXISTS', R .. 'f:blacks', sender) == 1 then
-        return -1302
-    end
-    if ARGV[17] == '2'
-       and redis.call('HEXISTS', R .. 'f:friends', sender) == 0 then
-        return -1303
-    end
-end
+local NK, NA, MAX = 11, 18, 64
 
-local old = redis.call('GET', KEYS[3])
-if old then
-    local seq, t, id = string.match(old, '^(%d+) (%d+) (%S+)$')
-    return {0, tonumber(seq), tonumber(t), id}
-end
-
-local persist = ARGV[7] == '1'
-if persist then
-    if redis.call('XLEN', KEYS[8]) >= tonumber(ARGV[9]) then
-        return -90004
+local function send(K, A)
+    local R = A[16]
+    if A[18] == '1' and redis.call('EXISTS', R .. 'f:loaded') == 0 then
+        return {-5}
     end
-    local cur = redis.call('GET', KEYS[1])
-    local reserved = redis.call('GET', KEYS[9])
-    -- a missing reservation means Redis lost data, perhaps only the last
-    -- second of it, and the seq key may lag behind seqs already used:
-    -- re-seed from MongoDB, which jumps past them
-    if not cur or not reserved then
-        return {-2}
+    if A[6] == '1' and redis.call('EXISTS', K[7]) == 0 then
+        return -1101
     end
-    cur = tonumber(cur)
-    if ARGV[10] ~= '1' and cur + 1 > tonumber(reserved) then
-        return {-3, cur}
-    end
-end
-
-local seq = redis.call('INCR', KEYS[1])
-redis.call('HSET', KEYS[2], seq, ARGV[1] .. seq .. ARGV[2])
-redis.call('SET', KEYS[3], seq .. ' ' .. ARGV[3] .. ' ' .. ARGV[11], 'EX',
-           ARGV[5])
-local msg = ARGV[1] .. seq .. ARGV[2]
--- a conversation new to a user enters its version log (conv.lua reads
--- the max seq and latest message from the conversation's own keys)
-local function logged(p, new)
-    if new == 1 then
-        local v = redis.call('HINCRBY', p .. 'ver', 'v', 1)
-        redis.call('ZADD', p .. 'vlog', v, ARGV[4])
-        redis.call('HSET', p .. 'vins', ARGV[4], v)
-        redis.call('ZREM', p .. 'vdel', ARGV[4])
-    end
-end
-logged(ARGV[15], redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4]))
-logged(ARGV[16], redis.call('ZADD', KEYS[5], ARGV[3], ARGV[4]))
-
--- a sender has read its own message
-local read = tonumber(redis.call('HGET', KEYS[6], ARGV[4]) or '0')
-if read < seq then
-    redis.call('HSET', KEYS[6], ARGV[4], seq)
-end
-
-if persist then
-    redis.call('XADD', KEYS[8], '*', 'c', ARGV[4], 's', seq)
-    -- the window passed this one; it left Redis if it is persisted
-    local t = seq - tonumber(ARGV[8])
-    if t >= 1 and redis.call('HDEL', KEYS[10], t) == 1 then
-        redis.call('HDEL', KEYS[2], t)
-    end
-end
-
-local delivery = ARGV[12] .. msg
--- the conversation's option, else the user's global one (friend.lua)
-local ropt = redis.call('HGET', ARGV[16] .. 'ropt', ARGV[4])
-               or redis.call('HGET', KEYS[7], 'globalRecvMsgOpt')
-if ropt == '0' then
-    ropt = nil
-end
-local online = 0
-if ropt ~= '1' then
-    online = redis.call('PUBLISH', ARGV[13], delivery)
-end
-if ARGV[14] ~= '' then
-    redis.call('PUBLISH', ARGV[14], delivery)
-end
-if ropt then
-    return {1, seq, 1}
-end
-
--- sessions in the background (2004) do not count as online for the
--- offline push; no presence entry yet means a login is just landing
-if online > 0 then
-    local entries = redis.call('HGETALL', KEYS[11])
-    local foreground = #entries == 0
-    for i = 1, #entries, 2 do
-        local worker = string.match(entries[i], '^%d+:(.*):%d+$')
-        if string.sub(entries[i + 1], 1, 1) ~= 'b' and worker
-           and redis.call('EXISTS', worker) == 1 then
-            foreground = true
-            break
+    if A[17] ~= '0' then
+        local sender = string.match(A[15], '^im:{u:(.*)}:$')
+        if redis.call('HEXISTS', R .. 'f:blacks', sender) == 1 then
+            return -1302
+        end
+        if A[17] == '2'
+           and redis.call('HEXISTS', R .. 'f:friends', sender) == 0 then
+            return -1303
         end
     end
-    if not foreground then
-        online = 0
+
+    local old = redis.call('GET', K[3])
+    if old then
+        local seq, t, id = string.match(old, '^(%d+) (%d+) (%S+)$')
+        return {0, tonumber(seq), tonumber(t), id}
     end
+
+    local persist = A[7] == '1'
+    if persist then
+        if redis.call('XLEN', K[8]) >= tonumber(A[9]) then
+            return -90004
+        end
+        local cur = redis.call('GET', K[1])
+        local reserved = redis.call('GET', K[9])
+        -- a missing reservation means Redis lost data, perhaps only the last
+        -- second of it, and the seq key may lag behind seqs already used:
+        -- re-seed from MongoDB, which jumps past them
+        if not cur or not reserved then
+            return {-2}
+        end
+        cur = tonumber(cur)
+        if A[10] ~= '1' and cur + 1 > tonumber(reserved) then
+            return {-3, cur}
+        end
+    end
+
+    local seq = redis.call('INCR', K[1])
+    redis.call('HSET', K[2], seq, A[1] .. seq .. A[2])
+    redis.call('SET', K[3], seq .. ' ' .. A[3] .. ' ' .. A[11], 'EX',
+               A[5])
+    local msg = A[1] .. seq .. A[2]
+    -- a conversation new to a user enters its version log (conv.lua reads
+    -- the max seq and latest message from the conversation's own keys)
+    local function logged(p, new)
+        if new == 1 then
+            local v = redis.call('HINCRBY', p .. 'ver', 'v', 1)
+            redis.call('ZADD', p .. 'vlog', v, A[4])
+            redis.call('HSET', p .. 'vins', A[4], v)
+            redis.call('ZREM', p .. 'vdel', A[4])
+        end
+    end
+    logged(A[15], redis.call('ZADD', K[4], A[3], A[4]))
+    logged(A[16], redis.call('ZADD', K[5], A[3], A[4]))
+
+    -- a sender has read its own message
+    local read = tonumber(redis.call('HGET', K[6], A[4]) or '0')
+    if read < seq then
+        redis.call('HSET', K[6], A[4], seq)
+    end
+
+    if persist then
+        redis.call('XADD', K[8], '*', 'c', A[4], 's', seq)
+        -- the window passed this one; it left Redis if it is persisted
+        local t = seq - tonumber(A[8])
+        if t >= 1 and redis.call('HDEL', K[10], t) == 1 then
+            redis.call('HDEL', K[2], t)
+        end
+    end
+
+    local delivery = A[12] .. msg
+    -- the conversation's option, else the user's global one (friend.lua)
+    local ropt = redis.call('HGET', A[16] .. 'ropt', A[4])
+                   or redis.call('HGET', K[7], 'globalRecvMsgOpt')
+    if ropt == '0' then
+        ropt = nil
+    end
+    local online = 0
+    if ropt ~= '1' then
+        online = redis.call('PUBLISH', A[13], delivery)
+    end
+    if A[14] ~= '' then
+        redis.call('PUBLISH', A[14], delivery)
+    end
+    if ropt then
+        return {1, seq, 1}
+    end
+
+    -- sessions in the background (2004) do not count as online for the
+    -- offline push; no presence entry yet means a login is just landing
+    if online > 0 then
+        local entries = redis.call('HGETALL', K[11])
+        local foreground = #entries == 0
+        for i = 1, #entries, 2 do
+            local worker = string.match(entries[i], '^%d+:(.*):%d+$')
+            if string.sub(entries[i + 1], 1, 1) ~= 'b' and worker
+               and redis.call('EXISTS', worker) == 1 then
+                foreground = true
+                break
+            end
+        end
+        if not foreground then
+            online = 0
+        end
+    end
+
+    return {1, seq, online}
 end
 
-return {1, seq, online}
+-- the batch is bounded before the loop starts (the C side sends <= MAX)
+local n = #KEYS / NK
+if n < 1 or n > MAX or n ~= math.floor(n) or #ARGV ~= n * NA then
+    return redis.error_reply('ERR send.lua: a batch of 1..64 messages')
+end
+local out = {}
+for i = 0, n - 1 do
+    out[i + 1] = send({unpack(KEYS, i * NK + 1, i * NK + NK)},
+                      {unpack(ARGV, i * NA + 1, i * NA + NA)})
+end
+return out
