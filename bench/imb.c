@@ -332,6 +332,25 @@ imb_hist_merge(imb_hist_t *dst, const imb_hist_t *src)
 }
 
 
+/* how many values fell in [lo_us, hi_us) (by their bucket's top) */
+uint64_t
+imb_hist_between(const imb_hist_t *h, uint64_t lo_us, uint64_t hi_us)
+{
+    int       i;
+    uint64_t  n, v;
+
+    n = 0;
+    for (i = 0; i < IMB_HIST_BUCKETS; i++) {
+        v = imb_hist_value(i);
+        if (v >= lo_us && v < hi_us) {
+            n += h->b[i];
+        }
+    }
+
+    return n;
+}
+
+
 uint64_t
 imb_hist_pct(const imb_hist_t *h, double pct)
 {

@@ -87,6 +87,8 @@ void imb_hist_merge(imb_hist_t *dst, const imb_hist_t *src);
 
 /* The value (µs) below which pct percent of the samples lie. */
 uint64_t imb_hist_pct(const imb_hist_t *h, double pct);
+uint64_t imb_hist_between(const imb_hist_t *h, uint64_t lo_us,
+    uint64_t hi_us);
 
 
 /* JSON scanning: spans of the server's text, nothing is copied */

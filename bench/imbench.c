@@ -294,6 +294,7 @@ static int imb_phase(imb_proc_t *procs, imb_cmd_t *cmd, imb_result_t *sum);
 static void imb_merge(imb_result_t *sum, imb_result_t *r);
 static void imb_print_hist_row(const char *name, uint64_t n, double rate,
     imb_hist_t *h);
+static void imb_print_hist_shares(imb_hist_t *h);
 static void imb_json_hist(imb_buf_t *b, const char *name, imb_hist_t *h);
 static void imb_env_json(imb_buf_t *b);
 
@@ -3004,6 +3005,36 @@ imb_chat_bad(imb_result_t *r)
 }
 
 
+/* where the tail is: the share of deliveries in each latency band */
+static void
+imb_print_hist_shares(imb_hist_t *h)
+{
+    int             i;
+    static const struct {
+        const char  *name;
+        uint64_t     lo, hi;
+    } bands[] = {
+        { "<1", 0, 1000 }, { "1-2", 1000, 2000 }, { "2-5", 2000, 5000 },
+        { "5-10", 5000, 10000 }, { "10-20", 10000, 20000 },
+        { "20-50", 20000, 50000 }, { "50-100", 50000, 100000 },
+        { "100-200", 100000, 200000 }, { "200-500", 200000, 500000 },
+        { ">=500", 500000, UINT64_MAX },
+    };
+
+    if (h->count == 0) {
+        return;
+    }
+
+    printf("  delivery ms:");
+    for (i = 0; i < (int) (sizeof(bands) / sizeof(bands[0])); i++) {
+        printf(" %s %.2f%%", bands[i].name,
+               100.0 * (double) imb_hist_between(h, bands[i].lo, bands[i].hi)
+               / (double) h->count);
+    }
+    printf("\n");
+}
+
+
 static void
 imb_chat_print(imb_result_t *r, double rate)
 {
@@ -3020,6 +3051,7 @@ imb_chat_print(imb_result_t *r, double rate)
            send);
     imb_print_hist_row("acked", r->acked, ack, &r->ack);
     imb_print_hist_row("delivered", r->delivered, deliv, &r->deliv);
+    imb_print_hist_shares(&r->deliv);
     printf("  lost (acked, never pushed) %llu  duplicated %llu  "
            "out-of-order %llu\n  send errors %llu (last errCode %lld)  "
            "unanswered %llu  not sent %llu\n",

@@ -18,7 +18,8 @@
 #                                       Redis engine on REDIS_PORT
 #   stack.sh centrifugo-stop NAME       SIGTERM, then SIGKILL
 #
-# Environment: IMB_BASE, IM_MODULE, IMB_MONGO (a MongoDB URI: history on),
+# Environment: IMB_BASE, IM_MODULE, IMB_REDIS_ARGS (more redis-server
+# options, e.g. "--auto-aof-rewrite-percentage 0"), IMB_MONGO (a MongoDB URI: history on),
 # IMB_LOG_LEVEL (notice), IMB_EXTRA_HTTP, IMB_EXTRA_WS, CENTRIFUGO (the
 # binary, $IMB_BASE/centrifugo), IMB_CF_SECRET (imbench-secret: the HS256
 # key of connect tokens), IMB_CF_API_KEY (imbench-key).
@@ -52,7 +53,7 @@ redis_start() {
     redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" \
         --appendonly yes --appendfsync everysec --save "" \
         --daemonize yes --pidfile "$dir/redis.pid" \
-        --logfile "$dir/redis.log"
+        --logfile "$dir/redis.log" ${IMB_REDIS_ARGS:-}
     for _ in $(seq 200); do
         redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && return 0
         sleep 0.05

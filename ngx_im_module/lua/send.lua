@@ -102,11 +102,10 @@ local function send(K, A)
     logged(A[15], redis.call('ZADD', K[4], A[3], A[4]))
     logged(A[16], redis.call('ZADD', K[5], A[3], A[4]))
 
-    -- a sender has read its own message
-    local read = tonumber(redis.call('HGET', K[6], A[4]) or '0')
-    if read < seq then
-        redis.call('HSET', K[6], A[4], seq)
-    end
+    -- a sender has read its own message; no read seq is above the
+    -- conversation's max (conv.lua refuses one), so this one is the
+    -- highest and needs no comparison
+    redis.call('HSET', K[6], A[4], seq)
 
     if persist then
         redis.call('XADD', K[8], '*', 'c', A[4], 's', seq)
