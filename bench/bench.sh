@@ -8,8 +8,8 @@
 #                                    on 2 cores): connect chat conv fanout
 #                                    sweep group
 #   bench/bench.sh chat fanout       only these
-#   bench/bench.sh --full            the targets' sizes: 50,000 idle
-#                                    connections (3 load processes, 4
+#   bench/bench.sh --full            the targets' sizes: 100,000 idle
+#                                    connections (6 load processes, 8
 #                                    workers), longer chat and sweep steps
 #   bench/bench.sh --mongo           ngx_im with MongoDB history
 #                                    (build/bin/imferret, see build.sh)
@@ -256,11 +256,12 @@ for sc in "${scenarios[@]}"; do
     case "$sc" in
     connect)
         if [ "$full" = 1 ]; then
-            # 20,000 fds a process: 3 load processes and 4 workers (one
-            # Centrifugo process could not hold 50,000)
+            # 20,000 fds a process: 6 load processes (each from its own
+            # source address) and 8 workers (one Centrifugo process could
+            # not hold 100,000)
             [ "$centrifugo" = 0 ] || log "connect --full: ngx_im only"
-            im_up im 4
-            run connect "${S[@]}" -n 50000 -P 3 --conn-rate 3000
+            im_up im 8
+            run connect "${S[@]}" -n 100000 -P 6 --conn-rate 3000
         elif [ "$centrifugo" = 1 ]; then
             im_up im "$WORKERS"
             nchan_up
