@@ -35,9 +35,9 @@ static void ngx_http_im_store_batch_fail(ngx_http_im_store_batch_t *b,
 
 /*
  * Adds one call (argv: its keys, then its arguments) for op.  Returns
- * NGX_OK, after which b->handler is called once for op (with its own
- * reply, or NULL when the batch could not be sent); or NGX_DECLINED,
- * when op is freed and the handler is not called.
+ * NGX_OK, after which b->handler is called once for op, never before this
+ * returns (with its own reply, or NULL when the batch could not be sent);
+ * or NGX_DECLINED, when op is freed and the handler is not called.
  */
 ngx_int_t
 ngx_http_im_store_batch_add(ngx_http_im_store_batch_t *b,
@@ -153,7 +153,7 @@ ngx_http_im_store_batch_flush(ngx_http_im_store_batch_t *b)
 {
     ngx_int_t                rc;
     ngx_str_t                keys, args;
-    ngx_http_im_store_op_t  *first;
+    ngx_http_im_store_op_t  *first, *last;
 
     if (b->event.posted) {
         ngx_delete_posted_event(&b->event);
@@ -174,6 +174,7 @@ ngx_http_im_store_batch_flush(ngx_http_im_store_batch_t *b)
                                       b->nargs * b->n, &keys, &args);
 
     first = b->first;
+    last = b->last;
     b->n = 0;
     b->first = NULL;
     b->last = NULL;
@@ -189,8 +190,30 @@ ngx_http_im_store_batch_flush(ngx_http_im_store_batch_t *b)
     }
 
     if (rc != NGX_OK) {
-        ngx_http_im_store_batch_fail(b, first);
+        /*
+         * Answered later in this turn, not here: a full batch is flushed
+         * inside ngx_http_im_store_batch_add(), and its caller (a REST
+         * call looping over recipients) must not see its sends answered
+         * before the add returns.
+         */
+        last->next = b->failed;
+        b->failed = first;
+        ngx_http_im_store_batch_post(&b->fail_event);
     }
+}
+
+
+void
+ngx_http_im_store_batch_failed_handler(ngx_event_t *ev)
+{
+    ngx_http_im_store_batch_t  *b = ev->data;
+
+    ngx_http_im_store_op_t  *op;
+
+    op = b->failed;
+    b->failed = NULL;
+
+    ngx_http_im_store_batch_fail(b, op);
 }
 
 

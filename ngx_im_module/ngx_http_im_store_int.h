@@ -64,8 +64,9 @@ typedef struct {
  * The calls of one script made in one event-loop turn, sent as one call
  * (store_batch.c).  Set: script, nkeys and nargs of one item (its keys
  * first), max items (the script's bound), max_bytes, handler (called for
- * each item's op with its reply, NULL when the batch failed) and event
- * (handler ngx_http_im_store_batch_flush_handler, data the batch, log).
+ * each item's op with its reply, NULL when the batch failed), event
+ * (handler ngx_http_im_store_batch_flush_handler, data the batch, log)
+ * and fail_event (ngx_http_im_store_batch_failed_handler, likewise).
  */
 typedef struct {
     ngx_uint_t                 script;
@@ -75,6 +76,7 @@ typedef struct {
     size_t                     max_bytes;
     ngx_http_im_redis_pt       handler;
     ngx_event_t                event;
+    ngx_event_t                fail_event;
 
     ngx_uint_t                 n;
     ngx_http_im_store_op_t    *first;
@@ -83,6 +85,7 @@ typedef struct {
     ngx_http_im_store_buf_t    args;
     size_t                     keys_mark;
     size_t                     args_mark;
+    ngx_http_im_store_op_t    *failed;      /* not sent, to be answered */
 } ngx_http_im_store_batch_t;
 
 
@@ -170,6 +173,7 @@ ngx_int_t ngx_http_im_store_batch_add(ngx_http_im_store_batch_t *b,
     ngx_http_im_store_op_t *op, const char **argv, const size_t *len);
 void ngx_http_im_store_batch_flush(ngx_http_im_store_batch_t *b);
 void ngx_http_im_store_batch_flush_handler(ngx_event_t *ev);
+void ngx_http_im_store_batch_failed_handler(ngx_event_t *ev);
 
 
 #endif /* _NGX_HTTP_IM_STORE_INT_H_INCLUDED_ */

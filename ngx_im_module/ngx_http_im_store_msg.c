@@ -310,6 +310,9 @@ ngx_http_im_store_sends(void)
         b.event.handler = ngx_http_im_store_batch_flush_handler;
         b.event.data = &b;
         b.event.log = ngx_cycle->log;
+        b.fail_event.handler = ngx_http_im_store_batch_failed_handler;
+        b.fail_event.data = &b;
+        b.fail_event.log = ngx_cycle->log;
     }
 
     return &b;

@@ -9,9 +9,9 @@ import time
 import websockets
 
 from conftest import Api, SECRET, ADMIN, Client, run, single_conv, uids
-from helpers_msg import (RawWs, pid_alive, pipeline, pull_all, push_msgs,
-                         run_clients, server_side_owner, silence, text_msg,
-                         vm_rss_kb, wait_log_count)
+from helpers_msg import (RawWs, burst, pid_alive, pipeline, pull_all,
+                         push_msgs, run_clients, server_side_owner, silence,
+                         text_msg, vm_rss_kb, wait_log_count)
 
 
 def content_of(m):
@@ -650,3 +650,37 @@ def test_connections_gauge_after_a_worker_crash(base_dir):
     finally:
         ngx.stop()
         r.stop()
+
+
+def test_full_send_batch_while_redis_down(own_stack):
+    """With Redis down, a turn's full batch of sends (64 frames of one
+    connection in one write; store_batch.c flushes it inside the 64th
+    send) and a REST batch_send_msg to 100 recipients are answered 90004,
+    each once, after the add returned; the connection and the workers
+    live on, and sends work again once Redis is back."""
+    redis, ngx = own_stack()
+    api, (a, b), toks = setup_users(ngx)
+    admin = api.admin_token()
+    workers = sorted(ngx.worker_pids())
+
+    async def scenario(pool):
+        ca = await pool.connect(ngx, a, toks[(a, 1)], 1)
+        await asyncio.to_thread(redis.stop)
+        try:
+            reqs = [(1003, text_msg(a, b, "down %d" % k)) for k in range(64)]
+            rs = await burst(ca, reqs, timeout=10)
+            assert [r["errCode"] for r in rs] == [90004] * 64, rs
+            body = {"sendID": a, "recvIDs": [b] * 100, "senderPlatformID": 1,
+                    "content": {"content": "rest"}, "contentType": 101,
+                    "sessionType": 1}
+            r = await asyncio.to_thread(api.post, "/msg/batch_send_msg",
+                                        body, admin)
+            assert r["errCode"] == 90004 or (
+                r["errCode"] == 0 and not r["data"]["results"]), r
+        finally:
+            await asyncio.to_thread(redis.start)
+        assert sorted(ngx.worker_pids()) == workers
+        r = await until_sent(ca, b, "back", "back-" + a)
+        assert r["data"]["seq"] == 1
+
+    run_clients(scenario, timeout=60)
