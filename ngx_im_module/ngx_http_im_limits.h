@@ -39,6 +39,10 @@
 #define NGX_HTTP_IM_MAX_SEQS          1000
 #define NGX_HTTP_IM_PULL_BUDGET       (512 * 1024)
 
+/* messages and bytes of one send.lua call (its MAX; store_batch.c) */
+#define NGX_HTTP_IM_SEND_BATCH        64
+#define NGX_HTTP_IM_SEND_BATCH_BYTES  (256 * 1024)
+
 /* members of a group; groups a user's lists name (conv.lua MAXGROUPS) */
 #define NGX_HTTP_IM_GROUP_MAX_MEMBERS 100000
 #define NGX_HTTP_IM_USER_MAX_GROUPS   2000

@@ -97,10 +97,6 @@ enum {
     NGX_HTTP_IM_SEND_N
 };
 
-/* messages and bytes of one send.lua call (its MAX) */
-#define NGX_HTTP_IM_SEND_BATCH        64
-#define NGX_HTTP_IM_SEND_BATCH_BYTES  (256 * 1024)
-
 /* send.lua's replies: {code, ...} or -error */
 #define NGX_HTTP_IM_SEND_R_RESENT   0
 #define NGX_HTTP_IM_SEND_R_SENT     1

@@ -130,3 +130,25 @@ def test_conv_script_bounded_for_huge_lists(bare_redis, op):
             limit = 0.5 if op == "restore" else 0.1
             assert took - base < limit, (op, mongo, cluster, took, base)
     assert bare_redis.ping()
+
+
+def test_send_batch_bound_agrees_with_c():
+    """send.lua refuses a batch over its MAX; the C side (store_batch.c,
+    ngx_http_im_limits.h) never sends more."""
+    import re
+    with open(os.path.join(LUA, "send.lua")) as f:
+        m = re.search(r"local NK, NA, MAX = (\d+), (\d+), (\d+)", f.read())
+    assert m, "send.lua's bounds line moved"
+    with open(os.path.join(ROOT, "ngx_im_module/ngx_http_im_limits.h")) as f:
+        c = re.search(r"#define NGX_HTTP_IM_SEND_BATCH\s+(\d+)", f.read())
+    assert c and int(c.group(1)) == int(m.group(3)), (c, m.groups())
+
+
+def test_send_batch_over_the_bound_is_refused(bare_redis):
+    with open(os.path.join(LUA, "send.lua")) as f:
+        body = f.read()
+    for n in (65, 1000):
+        with pytest.raises(Exception) as e:
+            bare_redis.eval(body, 11 * n,
+                            *(["k"] * (11 * n) + ["a"] * (18 * n)))
+        assert "a batch of 1..64 messages" in str(e.value)
