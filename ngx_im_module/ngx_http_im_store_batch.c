@@ -29,8 +29,8 @@ static ngx_int_t ngx_http_im_store_batch_put(ngx_http_im_store_buf_t *b,
     const char *data, size_t len);
 static void ngx_http_im_store_batch_post(ngx_event_t *ev);
 static void ngx_http_im_store_batch_reply(redisReply *reply, void *data);
-static void ngx_http_im_store_batch_fail(ngx_http_im_store_batch_t *b,
-    ngx_http_im_store_op_t *op);
+static void ngx_http_im_store_batch_answer(ngx_http_im_store_batch_t *b,
+    ngx_http_im_store_op_t *op, redisReply *reply);
 
 
 /*
@@ -213,7 +213,7 @@ ngx_http_im_store_batch_failed_handler(ngx_event_t *ev)
     op = b->failed;
     b->failed = NULL;
 
-    ngx_http_im_store_batch_fail(b, op);
+    ngx_http_im_store_batch_answer(b, op, NULL);
 }
 
 
@@ -223,41 +223,34 @@ ngx_http_im_store_batch_reply(redisReply *reply, void *data)
 {
     ngx_http_im_store_op_t  *op = data;
 
-    ngx_uint_t                  i;
-    ngx_http_im_store_op_t     *next;
-    ngx_http_im_store_batch_t  *b;
-
-    b = op->hold;
-
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
-        if (reply && reply->type == REDIS_REPLY_ERROR) {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "im store: a batch failed: %*s",
-                          (size_t) reply->len, reply->str);
-        }
-
-        ngx_http_im_store_batch_fail(b, op);
-        return;
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "im store: a batch failed: %*s",
+                      (size_t) reply->len, reply->str);
     }
 
-    /* the handler frees its op, and may start the next batch */
-    for (i = 0; op; i++) {
-        next = op->next;
-        b->handler(i < reply->elements ? reply->element[i] : NULL, op);
-        op = next;
-    }
+    ngx_http_im_store_batch_answer(op->hold, op,
+                                   reply && reply->type == REDIS_REPLY_ARRAY
+                                   ? reply : NULL);
 }
 
 
+/*
+ * Calls the handler for each op of the chain, with its element of reply,
+ * or NULL for all when there is no reply.  The handler frees its op, and
+ * may start the next batch.
+ */
 static void
-ngx_http_im_store_batch_fail(ngx_http_im_store_batch_t *b,
-    ngx_http_im_store_op_t *op)
+ngx_http_im_store_batch_answer(ngx_http_im_store_batch_t *b,
+    ngx_http_im_store_op_t *op, redisReply *reply)
 {
+    ngx_uint_t               i;
     ngx_http_im_store_op_t  *next;
 
-    while (op) {
+    for (i = 0; op; i++) {
         next = op->next;
-        b->handler(NULL, op);
+        b->handler(reply && i < reply->elements ? reply->element[i] : NULL,
+                   op);
         op = next;
     }
 }
