@@ -712,3 +712,42 @@ def test_sends_of_one_turn_share_a_script_call(stack, api):
                 calls, 2 * n)
 
     run_clients(scenario)
+
+
+def test_large_sends_split_by_bytes(stack, api):
+    """A batch holds at most 256 KB (store_batch.c): 40 sends of ~15 KB
+    in one write go to Redis in several calls, and each is stored and
+    answered as its own."""
+    import redis as redis_py
+    from test_hardening import stack_redis_port
+    from conftest import CLUSTER
+    a, b = uids()
+    api.register(a, b)
+    ta, tb = api.user_token(a), api.user_token(b)
+    conv = single_conv(a, b)
+    n = 40
+    rc = None if CLUSTER else redis_py.Redis(port=int(stack_redis_port(stack)))
+
+    def evalsha_calls():
+        stats = rc.info("commandstats").get("cmdstat_evalsha", {})
+        return stats.get("calls", 0)
+
+    async def scenario(pool):
+        ca = await pool.connect(stack, a, ta)
+        cb = await pool.connect(stack, b, tb)
+        texts = ["%02d" % k + chr(ord("a") + k % 26) * 15000
+                 for k in range(n)]
+        before = evalsha_calls() if rc else 0
+        rs = await burst(ca, [(1003, text_msg(a, b, t)) for t in texts])
+        calls = (evalsha_calls() - before) if rc else None
+        assert [r["errCode"] for r in rs] == [0] * n, rs
+        seqs = [r["data"]["seq"] for r in rs]
+        assert sorted(seqs) == list(range(1, n + 1))
+        msgs = await pull_all(cb, conv, n, chunk=10)
+        pulled = {m["seq"]: content_of(m) for m in msgs}
+        assert pulled == dict(zip(seqs, texts))
+        if rc:
+            # 600 KB in batches of at most 256 KB, not one per message
+            assert 3 <= calls <= n // 2, calls
+
+    run_clients(scenario)
