@@ -26,6 +26,8 @@
 #                                    into build/bench/centrifugo; not with
 #                                    --full connect (one process: the
 #                                    20,000-fd limit)
+#   bench/bench.sh --codec pb fanout ngx_im's clients speak protobuf
+#                                    (binary frames) instead of JSON
 #
 # Environment: IMB_PORT, IMB_REDIS_PORT, IMB_NCHAN_PORT,
 # IMB_NCHAN_REDIS_PORT (18080, 16390, 18081, 16391), IMB_CF_PORT,
@@ -58,16 +60,20 @@ full=0
 mongo=0
 cluster=0
 centrifugo=0
+codec=json
 CLUSTER_PORT=${IMB_CLUSTER_PORT:-17000}
 scenarios=()
+prev=
 for a in "$@"; do
+    if [ "$prev" = --codec ]; then codec=$a; prev=; continue; fi
     case "$a" in
+        --codec) prev=$a ;;
         --full) full=1 ;;
         --mongo) mongo=1 ;;
         --cluster) cluster=1 ;;
         --centrifugo) centrifugo=1 ;;
         connect|chat|conv|fanout|sweep|group) scenarios+=("$a") ;;
-        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
         *) log "unknown argument $a"; exit 2 ;;
     esac
 done
@@ -105,7 +111,8 @@ centrifugo_build() {
 mkdir -p "$IMB_BASE/results"
 [ "$centrifugo" = 0 ] || centrifugo_build
 gcc -O2 -g -Wall -Wextra -o "$BIN" "$ROOT/bench/imbench.c" \
-    "$ROOT/bench/imb.c" "$ROOT/ngx_im_module/ngx_http_im_ws_frame.c" \
+    "$ROOT/bench/imb.c" "$ROOT/bench/imb_pb.c" \
+    "$ROOT/ngx_im_module/ngx_http_im_ws_frame.c" \
     -I"$ROOT/bench" -I"$ROOT/ngx_im_module" -lcrypto
 
 STAMP=$(date +%Y%m%d-%H%M%S)
@@ -221,6 +228,7 @@ environment() {
     say "fd limit: soft $(ulimit -Sn), hard $(ulimit -Hn); nginx worker_connections 16384"
     say "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min, before the run)"
     say "mongo:   $([ "$mongo" = 1 ] && echo "on (FerretDB)" || echo "off (Redis hot store only)")"
+    say "codec:   $codec (ngx_im's clients)"
     say "store:   $([ "$cluster" = 1 ] && echo "Redis Cluster, 3 masters on :$CLUSTER_PORT.. (Redis CPU: the first master only)" || echo "one Redis")"
     if [ "$centrifugo" = 1 ]; then
         cfv=$("$CENTRIFUGO" version | sed 's/Centrifugo //')
@@ -231,11 +239,11 @@ environment() {
 environment
 
 PIDF=$IMB_BASE/im/logs/nginx.pid
-S=(-s "127.0.0.1:$PORT" --pid-file "$PIDF"
+S=(-s "127.0.0.1:$PORT" --pid-file "$PIDF" --codec "$codec"
    --redis-pid-file "$IMB_BASE/im-redis/redis.pid")
 REDIS_ADDR=127.0.0.1:$REDIS_PORT
 if [ "$cluster" = 1 ]; then
-    S=(-s "127.0.0.1:$PORT" --pid-file "$PIDF"
+    S=(-s "127.0.0.1:$PORT" --pid-file "$PIDF" --codec "$codec"
        --redis-pid-file "$IMB_BASE/im-cluster/$CLUSTER_PORT/redis.pid")
     REDIS_ADDR=127.0.0.1:$CLUSTER_PORT
 fi

@@ -2151,9 +2151,20 @@ imb_api_post(imb_api_t *api, const char *path, char **bodies, size_t n)
 
 static int
 imb_json_send_msg(imb_buf_t *b, const char *incr, const char *send_id,
-    const char *recv_id, const char *client_msg_id, int content_type,
-    const char *text)
+    const char *recv_id, const char *group_id, const char *client_msg_id,
+    int content_type, const char *text)
 {
+    if (group_id) {
+        return imb_buf_printf(b,
+                   "{\"reqIdentifier\":1003,\"operationID\":\"%s\","
+                   "\"msgIncr\":\"%s\",\"data\":{\"sendID\":\"%s\","
+                   "\"recvID\":\"\",\"groupID\":\"%s\",\"clientMsgID\":\"%s\","
+                   "\"sessionType\":3,\"msgFrom\":100,\"contentType\":%d,"
+                   "\"content\":\"{\\\"content\\\":\\\"%s\\\"}\"}}",
+                   incr, incr, send_id, group_id, client_msg_id,
+                   content_type, text);
+    }
+
     return imb_buf_printf(b,
                "{\"reqIdentifier\":1003,\"operationID\":\"%s\","
                "\"msgIncr\":\"%s\",\"data\":{\"sendID\":\"%s\","
@@ -2176,11 +2187,91 @@ imb_json_request(imb_buf_t *b, int req_identifier, const char *incr,
 }
 
 
+static int
+imb_json_parse(const char *p, size_t len, imb_frame_t *f)
+{
+    imb_js_t          root, v, d, msgs, conv, arr, msg;
+    imb_js_iter_t     ci, mi;
+    imb_frame_msg_t  *m;
+
+    memset(f, 0, sizeof(*f) - sizeof(f->msgs));
+
+    if (imb_js_value(p, p + len, &root) != IMB_OK
+        || imb_js_get(&root, "reqIdentifier", &v) != IMB_OK)
+    {
+        return IMB_ERROR;
+    }
+
+    f->req_identifier = imb_js_int(&v);
+
+    if (imb_js_get(&root, "errCode", &v) == IMB_OK) {
+        f->has_err_code = 1;
+        f->err_code = imb_js_int(&v);
+    }
+
+    if (imb_js_get(&root, "msgIncr", &v) == IMB_OK) {
+        (void) imb_js_str(&v, &f->msg_incr);
+    }
+
+    if (f->req_identifier != 2001) {
+        return IMB_OK;
+    }
+
+    if (imb_js_get(&root, "data", &d) != IMB_OK
+        || imb_js_get(&d, "msgs", &msgs) != IMB_OK
+        || imb_js_iter(&msgs, &ci) != IMB_OK)
+    {
+        return IMB_ERROR;
+    }
+
+    while (imb_js_next(&ci, &conv, &arr) == 1) {
+        if (imb_js_iter(&arr, &mi) != IMB_OK) {
+            return IMB_ERROR;
+        }
+
+        while (imb_js_next(&mi, NULL, &msg) == 1) {
+            m = imb_frame_msg(f);
+            if (m == NULL) {
+                continue;
+            }
+
+            if (imb_js_get(&msg, "clientMsgID", &v) == IMB_OK) {
+                (void) imb_js_str(&v, &m->client_msg_id);
+            }
+
+            m->seq = imb_js_get(&msg, "seq", &v) == IMB_OK
+                     ? imb_js_int(&v) : -1;
+        }
+    }
+
+    return IMB_OK;
+}
+
+
+imb_frame_msg_t *
+imb_frame_msg(imb_frame_t *f)
+{
+    imb_frame_msg_t  *m;
+
+    if (f->nmsgs == IMB_FRAME_MSGS) {
+        f->more++;
+        return NULL;
+    }
+
+    m = &f->msgs[f->nmsgs++];
+    memset(m, 0, sizeof(*m));
+
+    return m;
+}
+
+
 const imb_codec_t  imb_codec_json = {
     "json",
     NGX_HTTP_IM_WS_OP_TEXT,
     imb_json_send_msg,
-    imb_json_request
+    imb_json_request,
+    NULL,
+    imb_json_parse
 };
 
 
@@ -2191,7 +2282,10 @@ imb_codec(const char *name)
         return &imb_codec_json;
     }
 
-    /* "pb": binary protobuf frames, once the server speaks them */
+    if (strcmp(name, "pb") == 0) {
+        return &imb_codec_pb;
+    }
+
     return NULL;
 }
 

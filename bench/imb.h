@@ -8,8 +8,8 @@
  * log-linear latency histogram, a small JSON scanner that walks server
  * frames in place, and the REST calls that set up users and tokens.
  *
- * The message encoding lives in the callers, behind imb_codec_t, so a
- * protobuf codec can sit next to the JSON one.
+ * The message encoding lives behind imb_codec_t: JSON here, protobuf in
+ * imb_pb.c.
  */
 
 
@@ -313,26 +313,62 @@ int imb_api_tokens(imb_api_t *api, char **names, size_t n, int platform,
 int imb_api_post(imb_api_t *api, const char *path, char **bodies, size_t n);
 
 
-/* message codecs: how requests are encoded (JSON now, protobuf later) */
+/* message codecs: how requests are written and server frames read */
+
+
+#define IMB_FRAME_MSGS       64
+
+
+typedef struct {
+    imb_js_t               client_msg_id;  /* p NULL when absent */
+    long long              seq;            /* JSON: -1 when absent */
+} imb_frame_msg_t;
+
+
+/* a server frame as a codec reads it; strings are spans of the frame */
+typedef struct {
+    long long              req_identifier;
+    long long              err_code;
+    int                    has_err_code;
+    imb_js_t               msg_incr;       /* p NULL when absent */
+    size_t                 nmsgs;          /* a push's messages, ... */
+    size_t                 more;           /* ... and those past msgs */
+    imb_frame_msg_t        msgs[IMB_FRAME_MSGS];
+} imb_frame_t;
 
 
 typedef struct {
     const char            *name;
     int                    opcode;     /* WebSocket opcode of requests */
-    /* a 1003 SendMsg of a single-chat text message */
+    /* a 1003 SendMsg of a text message: to recv_id, or to the group
+     * group_id when it is not NULL */
     int                  (*send_msg)(imb_buf_t *b, const char *incr,
                                      const char *send_id,
                                      const char *recv_id,
+                                     const char *group_id,
                                      const char *client_msg_id,
                                      int content_type,
                                      const char *text);
-    /* a request with a ready data object (JSON text) */
+    /* a request with a ready data object (JSON text); NULL in codecs
+     * that cannot take JSON */
     int                  (*request)(imb_buf_t *b, int req_identifier,
                                     const char *incr, const char *data);
+    /* the first request of a session, answered before the session counts
+     * as open; NULL when the server needs none */
+    int                  (*hello)(imb_buf_t *b, const char *incr);
+    /* reads a server frame; IMB_ERROR when it is not one of this codec */
+    int                  (*parse)(const char *p, size_t len,
+                                  imb_frame_t *f);
 } imb_codec_t;
 
 
 extern const imb_codec_t  imb_codec_json;
+extern const imb_codec_t  imb_codec_pb;
+
+
+/* The next message slot of a push being read, NULL past IMB_FRAME_MSGS
+ * (then counted in f->more). */
+imb_frame_msg_t *imb_frame_msg(imb_frame_t *f);
 
 
 /* Finds a codec by name; NULL if unknown. */

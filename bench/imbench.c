@@ -287,8 +287,10 @@ static void imb_chat_tick(void);
 static void imb_chat_send(uint64_t t);
 static void imb_chat_frame(imb_client_t *cl, char *data, size_t len);
 static void imb_fanout_tick(void);
+static void imb_client_hello(imb_client_t *cl, char *data, size_t len);
 static void imb_fanout_frame(imb_client_t *cl, char *data, size_t len);
 static void imb_fanout_got(imb_client_t *cl, const char *p, const char *e);
+static void imb_fanout_ack(imb_frame_t *f);
 static void imb_order_check(uint32_t to, uint32_t from, uint64_t seq);
 static int imb_phase(imb_proc_t *procs, imb_cmd_t *cmd, imb_result_t *sum);
 static void imb_merge(imb_result_t *sum, imb_result_t *r);
@@ -380,7 +382,8 @@ imb_usage(void)
 "  --pid-file PATH   nginx pid file: workers' memory and CPU\n"
 "  --redis-pid-file PATH   Redis pid file: its CPU per message\n"
 "  --nchan-pid-file P --nchan-redis-pid-file P   the same for Nchan\n"
-"  --codec json      request encoding (protobuf later)\n"
+"  --codec json|pb   ngx_im's encoding: JSON text frames (json), or\n"
+"                    protobuf binary frames (pb)\n"
 "  --ws-path P --api-path P --secret S --admin ID --label TEXT --seed N\n",
     IMB_MAX_CF);
 }
@@ -629,8 +632,8 @@ imb_parse(int argc, char **argv)
 
     cf.codec = imb_codec(cf.codec_name);
     if (cf.codec == NULL) {
-        fprintf(stderr, "imbench: codec \"%s\" is not available (the "
-                "server speaks JSON only so far)\n", cf.codec_name);
+        fprintf(stderr, "imbench: codec \"%s\" is not one of json, "
+                "pb\n", cf.codec_name);
         return IMB_ERROR;
     }
 
@@ -1328,7 +1331,45 @@ imb_client_open(imb_conn_t *c)
         return;
     }
 
+    /* connect measures the handshake alone: it sends nothing */
+    if (imb_cur.target == IMB_TARGET_IM && cf.codec->hello
+        && strcmp(cf.scenario, "connect") != 0)
+    {
+        imb_out.len = 0;
+
+        if (cf.codec->hello(&imb_out, "hello") != IMB_OK
+            || imb_ws_send(&cl->c, cf.codec->opcode, imb_out.data,
+                           imb_out.len)
+               != IMB_OK)
+        {
+            imb_conn_close(&cl->c, 0);
+            imb_client_closed(&cl->c, IMB_END_REFUSED, 0);
+        }
+
+        return;
+    }
+
     imb_client_ready(cl);
+}
+
+
+/* the answer to the codec's hello: from now on the session's pushes come
+ * in the codec's encoding */
+static void
+imb_client_hello(imb_client_t *cl, char *data, size_t len)
+{
+    static imb_frame_t  f;
+
+    if (cf.codec->parse(data, len, &f) == IMB_OK
+        && f.req_identifier == 1001 && f.err_code == 0)
+    {
+        imb_client_ready(cl);
+        return;
+    }
+
+    imb_res.unexpected++;
+    imb_conn_close(&cl->c, 0);
+    imb_client_closed(&cl->c, IMB_END_PROTOCOL, 0);
 }
 
 
@@ -1440,6 +1481,11 @@ imb_client_message(imb_conn_t *c, int op, char *data, size_t len)
     if (imb_is_cf(imb_cur.target)) {
         /* replies, pings and pushes, idle or not */
         imb_cf_frame(cl, data, len);
+        return;
+    }
+
+    if (!cl->ready) {
+        imb_client_hello(cl, data, len);
         return;
     }
 
@@ -1579,7 +1625,8 @@ imb_chat_send(uint64_t t)
     imb_out.len = 0;
 
     if (cf.codec->send_msg(&imb_out, incr, imb_users[s->user],
-                           imb_users[r->user], cmid, 101, text) != IMB_OK)
+                           imb_users[r->user], NULL, cmid, 101, text)
+        != IMB_OK)
     {
         imb_res.skipped++;
         return;
@@ -1646,23 +1693,19 @@ imb_cmid_index(imb_js_t *s, int *late)
 
 
 static void
-imb_chat_ack(imb_js_t *root)
+imb_chat_ack(imb_frame_t *f)
 {
     long        idx;
-    long long   code;
-    imb_js_t    v, s;
     imb_msg_t  *m;
     const char *p;
 
-    if (imb_js_get(root, "msgIncr", &v) != IMB_OK
-        || imb_js_str(&v, &s) != IMB_OK)
-    {
+    if (f->msg_incr.p == NULL) {
         imb_res.unexpected++;
         return;
     }
 
-    p = memchr(s.p, '-', s.e - s.p);
-    if (p == NULL || atoi(s.p) != imb_cur.phase) {
+    p = memchr(f->msg_incr.p, '-', f->msg_incr.e - f->msg_incr.p);
+    if (p == NULL || atoi(f->msg_incr.p) != imb_cur.phase) {
         imb_res.late++;
         return;
     }
@@ -1675,17 +1718,15 @@ imb_chat_ack(imb_js_t *root)
 
     m = &imb_msgs[idx];
 
-    if (imb_js_get(root, "errCode", &v) != IMB_OK) {
+    if (!f->has_err_code) {
         imb_res.unexpected++;
         return;
     }
 
-    code = imb_js_int(&v);
-
-    if (code != 0) {
+    if (f->err_code != 0) {
         m->flags |= IMB_MSG_FAILED;
         imb_res.ack_err++;
-        imb_res.last_err = code;
+        imb_res.last_err = f->err_code;
         return;
     }
 
@@ -1697,70 +1738,57 @@ imb_chat_ack(imb_js_t *root)
 
 
 static void
-imb_chat_push(imb_client_t *cl, imb_js_t *root)
+imb_chat_push(imb_client_t *cl, imb_frame_t *f)
 {
-    int            late, rc;
-    long           idx;
-    imb_js_t       data, msgs, conv, arr, msg, v, s;
-    imb_msg_t     *m;
-    imb_js_iter_t  ci, mi;
+    int               late;
+    long              idx;
+    size_t            i;
+    imb_msg_t        *m;
+    imb_frame_msg_t  *fm;
 
-    if (imb_js_get(root, "data", &data) != IMB_OK
-        || imb_js_get(&data, "msgs", &msgs) != IMB_OK
-        || imb_js_iter(&msgs, &ci) != IMB_OK)
-    {
-        imb_res.unexpected++;
-        return;
-    }
+    imb_res.unexpected += f->more;
 
-    while ((rc = imb_js_next(&ci, &conv, &arr)) == 1) {
-        if (imb_js_iter(&arr, &mi) != IMB_OK) {
+    for (i = 0; i < f->nmsgs; i++) {
+        fm = &f->msgs[i];
+
+        if (fm->client_msg_id.p == NULL) {
             imb_res.unexpected++;
-            return;
+            continue;
         }
 
-        while (imb_js_next(&mi, NULL, &msg) == 1) {
-            if (imb_js_get(&msg, "clientMsgID", &v) != IMB_OK
-                || imb_js_str(&v, &s) != IMB_OK)
-            {
+        idx = imb_cmid_index(&fm->client_msg_id, &late);
+
+        if (idx < 0 || (size_t) idx >= imb_nmsgs) {
+            if (late) {
+                imb_res.late++;
+            } else {
                 imb_res.unexpected++;
-                continue;
             }
+            continue;
+        }
 
-            idx = imb_cmid_index(&s, &late);
+        m = &imb_msgs[idx];
 
-            if (idx < 0 || (size_t) idx >= imb_nmsgs) {
-                if (late) {
-                    imb_res.late++;
-                } else {
-                    imb_res.unexpected++;
-                }
-                continue;
-            }
+        if (&imb_clients[m->to] != cl) {
+            imb_res.unexpected++;
+            continue;
+        }
 
-            m = &imb_msgs[idx];
+        if (m->recv < 255) {
+            m->recv++;
+        }
 
-            if (&imb_clients[m->to] != cl) {
-                imb_res.unexpected++;
-                continue;
-            }
+        if (m->recv > 1) {
+            imb_res.dup++;
+            continue;
+        }
 
-            if (m->recv < 255) {
-                m->recv++;
-            }
+        imb_res.delivered++;
+        imb_res.t_last_deliv = imb_loop.now;
+        imb_hist_add(&imb_res.deliv, (imb_loop.now - m->t) / 1000);
 
-            if (m->recv > 1) {
-                imb_res.dup++;
-                continue;
-            }
-
-            imb_res.delivered++;
-            imb_res.t_last_deliv = imb_loop.now;
-            imb_hist_add(&imb_res.deliv, (imb_loop.now - m->t) / 1000);
-
-            if (imb_js_get(&msg, "seq", &v) == IMB_OK) {
-                imb_order_check(m->to, m->from, imb_js_int(&v));
-            }
+        if (fm->seq >= 0) {
+            imb_order_check(m->to, m->from, (uint64_t) fm->seq);
         }
     }
 }
@@ -1769,23 +1797,18 @@ imb_chat_push(imb_client_t *cl, imb_js_t *root)
 static void
 imb_chat_frame(imb_client_t *cl, char *data, size_t len)
 {
-    long long  id;
-    imb_js_t   root, v;
+    static imb_frame_t  f;
 
-    if (imb_js_value(data, data + len, &root) != IMB_OK
-        || imb_js_get(&root, "reqIdentifier", &v) != IMB_OK)
-    {
+    if (cf.codec->parse(data, len, &f) != IMB_OK) {
         imb_res.unexpected++;
         return;
     }
 
-    id = imb_js_int(&v);
+    if (f.req_identifier == 2001) {
+        imb_chat_push(cl, &f);
 
-    if (id == 2001) {
-        imb_chat_push(cl, &root);
-
-    } else if (id == 1003) {
-        imb_chat_ack(&root);
+    } else if (f.req_identifier == 1003) {
+        imb_chat_ack(&f);
 
     } else {
         imb_res.unexpected++;
@@ -1862,7 +1885,6 @@ imb_fanout_tick(void)
 {
     long        i, k;
     char        incr[32], cmid[96], hdr[256];
-    static char data[65536 + 512];
     uint64_t    due, t, period;
     imb_msg_t  *m;
 
@@ -1926,32 +1948,16 @@ imb_fanout_tick(void)
                     continue;
                 }
 
-            } else if (imb_group) {
-                snprintf(incr, sizeof(incr), "f-%ld", k);
-                snprintf(data, sizeof(data),
-                         "{\"sendID\":\"%s\",\"recvID\":\"\","
-                         "\"groupID\":\"%s\",\"clientMsgID\":\"%s\","
-                         "\"sessionType\":3,\"msgFrom\":100,"
-                         "\"contentType\":101,"
-                         "\"content\":\"{\\\"content\\\":\\\"%s\\\"}\"}",
-                         imb_users[cf.users], imb_groups[imb_cur.group],
-                         cmid, imb_padding + sizeof(imb_padding) - 1
-                               - cf.size);
-
-                if (cf.codec->request(&imb_out, 1003, incr, data) != IMB_OK
-                    || imb_ws_send(&imb_pub.c, cf.codec->opcode,
-                                   imb_out.data, imb_out.len)
-                       != IMB_OK)
-                {
-                    imb_res.skipped++;
-                    continue;
-                }
-
             } else {
+                /* ngx_im: 1:1 to the user of the sessions, or a group */
                 snprintf(incr, sizeof(incr), "f-%ld", k);
 
-                if (cf.codec->send_msg(&imb_out, incr, imb_users[0],
-                                       imb_users[1], cmid, 101,
+                if (cf.codec->send_msg(&imb_out, incr,
+                                       imb_users[imb_group ? cf.users : 0],
+                                       imb_users[1],
+                                       imb_group ? imb_groups[imb_cur.group]
+                                                 : NULL,
+                                       cmid, 101,
                                        imb_padding + sizeof(imb_padding)
                                        - 1 - cf.size)
                     != IMB_OK
@@ -1994,87 +2000,72 @@ imb_fanout_tick(void)
 static void
 imb_fanout_frame(imb_client_t *cl, char *data, size_t len)
 {
-    long long      id;
-    imb_js_t       root, v, s, d, msgs, conv, arr, msg;
-    imb_js_iter_t  ci, mi;
+    size_t              i;
+    static imb_frame_t  f;
 
-    if (cl->role == 1) {
-        /* the ngx_im publisher: acks; a group sender may get its own
-         * messages pushed too */
-        if (imb_group
-            && imb_js_value(data, data + len, &root) == IMB_OK
-            && imb_js_get(&root, "reqIdentifier", &v) == IMB_OK
-            && imb_js_int(&v) == 2001)
-        {
-            return;
-        }
-
-        if (imb_js_value(data, data + len, &root) != IMB_OK
-            || imb_js_get(&root, "reqIdentifier", &v) != IMB_OK
-            || imb_js_int(&v) != 1003
-            || imb_js_get(&root, "errCode", &v) != IMB_OK)
-        {
-            imb_res.unexpected++;
-            return;
-        }
-
-        if (imb_js_int(&v) == 0) {
-            imb_res.acked++;
-
-        } else {
-            imb_res.ack_err++;
-            imb_res.last_err = imb_js_int(&v);
-        }
-
-        if ((size_t) imb_pub_acked < imb_nmsgs) {
-            imb_hist_add(&imb_res.ack,
-                         (imb_loop.now - imb_msgs[imb_pub_acked].t) / 1000);
-        }
-
-        imb_pub_acked++;
-        imb_res.t_last_ack = imb_loop.now;
-        return;
-    }
-
-    if (imb_cur.target == IMB_TARGET_NCHAN) {
+    if (imb_cur.target == IMB_TARGET_NCHAN && cl->role == 0) {
         imb_fanout_got(cl, data, data + len);
         return;
     }
 
-    if (imb_js_value(data, data + len, &root) != IMB_OK
-        || imb_js_get(&root, "reqIdentifier", &v) != IMB_OK)
-    {
+    if (cf.codec->parse(data, len, &f) != IMB_OK) {
         imb_res.unexpected++;
         return;
     }
 
-    id = imb_js_int(&v);
+    if (cl->role == 1) {
+        /* the ngx_im publisher: acks; a group sender may get its own
+         * messages pushed too */
+        if (imb_group && f.req_identifier == 2001) {
+            return;
+        }
 
-    if (id != 2001
-        || imb_js_get(&root, "data", &d) != IMB_OK
-        || imb_js_get(&d, "msgs", &msgs) != IMB_OK
-        || imb_js_iter(&msgs, &ci) != IMB_OK)
-    {
+        imb_fanout_ack(&f);
+        return;
+    }
+
+    if (f.req_identifier != 2001) {
         imb_res.unexpected++;
         return;
     }
 
-    while (imb_js_next(&ci, &conv, &arr) == 1) {
-        if (imb_js_iter(&arr, &mi) != IMB_OK) {
-            break;
+    imb_res.unexpected += f.more;
+
+    for (i = 0; i < f.nmsgs; i++) {
+        if (f.msgs[i].client_msg_id.p == NULL) {
+            imb_res.unexpected++;
+            continue;
         }
 
-        while (imb_js_next(&mi, NULL, &msg) == 1) {
-            if (imb_js_get(&msg, "clientMsgID", &v) != IMB_OK
-                || imb_js_str(&v, &s) != IMB_OK)
-            {
-                imb_res.unexpected++;
-                continue;
-            }
-
-            imb_fanout_got(cl, s.p, s.e);
-        }
+        imb_fanout_got(cl, f.msgs[i].client_msg_id.p,
+                       f.msgs[i].client_msg_id.e);
     }
+}
+
+
+static void
+imb_fanout_ack(imb_frame_t *f)
+{
+    if (f->req_identifier != 1003 || !f->has_err_code) {
+        imb_res.unexpected++;
+        return;
+    }
+
+    if (f->err_code == 0) {
+        imb_res.acked++;
+
+    } else {
+        imb_res.ack_err++;
+        imb_res.last_err = f->err_code;
+    }
+
+    if ((size_t) imb_pub_acked < imb_nmsgs) {
+        imb_hist_add(&imb_res.ack,
+                     (imb_loop.now - imb_msgs[imb_pub_acked].t) / 1000);
+    }
+
+    imb_pub_acked++;
+    imb_res.t_last_ack = imb_loop.now;
 }
 
 

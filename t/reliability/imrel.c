@@ -1494,7 +1494,7 @@ imr_send(imr_client_t *c, long m)
 
     out.len = 0;
 
-    if (imb_codec_json.send_msg(&out, incr, c->uid, cl[mp->to].uid,
+    if (imb_codec_json.send_msg(&out, incr, c->uid, cl[mp->to].uid, NULL,
                                 mp->cmid, mp->bad ? 999 : 101, text)
         != IMB_OK
         || imb_ws_send(&c->c, imb_codec_json.opcode, out.data, out.len)

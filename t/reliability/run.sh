@@ -43,7 +43,8 @@ REDIS_PORT=${IMR_REDIS_PORT:-$(free_port)}
 
 mkdir -p "$BASE"
 gcc -O2 -g -Wall -Wextra -o "$BIN" "$ROOT/t/reliability/imrel.c" \
-    "$ROOT/bench/imb.c" "$ROOT/ngx_im_module/ngx_http_im_ws_frame.c" \
+    "$ROOT/bench/imb.c" "$ROOT/bench/imb_pb.c" \
+    "$ROOT/ngx_im_module/ngx_http_im_ws_frame.c" \
     -I"$ROOT/bench" -I"$ROOT/ngx_im_module" -lcrypto
 
 cleanup() {
