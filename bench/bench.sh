@@ -33,7 +33,8 @@
 # IMB_NCHAN_REDIS_PORT (18080, 16390, 18081, 16391), IMB_CF_PORT,
 # IMB_CF_REDIS_ENGINE_PORT, IMB_CF_REDIS_PORT (Centrifugo with the memory
 # engine, with the Redis engine, and that engine's Redis: 18082, 18083,
-# 16393), IMB_WORKERS (2), IM_MODULE (build/nginx/ngx_http_im_module.so).
+# 16393), IMB_WORKERS (2), IM_MODULE (build/nginx/ngx_http_im_module.so),
+# IMB_FANOUT (fanout's messages and rate: "-k 400 -r 200").
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -73,7 +74,7 @@ for a in "$@"; do
         --cluster) cluster=1 ;;
         --centrifugo) centrifugo=1 ;;
         connect|chat|conv|fanout|sweep|group) scenarios+=("$a") ;;
-        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
         *) log "unknown argument $a"; exit 2 ;;
     esac
 done
@@ -303,8 +304,11 @@ for sc in "${scenarios[@]}"; do
         im_up im "$WORKERS"
         nchan_up
         [ "$centrifugo" = 0 ] || cf_up
+        # shell words: IMB_FANOUT="-k 2000 -r 1000" offers more than
+        # 200 msg/s x 2,000 sessions = 400,000 deliveries/s
+        # shellcheck disable=SC2086
         run fanout "${S[@]}" "${NCHAN[@]}" "${CF[@]}" -n 2000 \
-            -k 400 -r 200 --rounds 3
+            ${IMB_FANOUT:--k 400 -r 200} --rounds 3
         cleanup
         ;;
     group)

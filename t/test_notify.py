@@ -165,6 +165,27 @@ def no_jobs_after(redis_server, recv, settle=0.5):
     return jobs_for(redis_server, recv)
 
 
+def wait_presence(redis_server, uid, n, timeout=3.0):
+    """Waits for uid's n presence entries: a session writes its entry just
+    after its 101, and a send before that counts the user as landing."""
+    key = "im:{u:%s}:online" % uid
+    r = key_client(redis_server, key)
+    end = time.time() + timeout
+    while r.hlen(key) != n and time.time() < end:
+        time.sleep(0.01)
+    assert r.hlen(key) == n
+    return r
+
+
+def key_client(redis_server, key):
+    """A client of the Redis (the cluster master) that holds key."""
+    port = redis_server.port
+    if CLUSTER:
+        c = redis_server.cluster
+        port = c.master_of_slot(c.slot_of(key))
+    return pyredis.Redis(host="127.0.0.1", port=port)
+
+
 def subscribers(redis_server, uid):
     out = redis_server.cli("PUBSUB", "SHARDNUMSUB" if CLUSTER else "NUMSUB",
                            channel(uid)).split()
@@ -1186,6 +1207,7 @@ def test_background_sessions_get_push_jobs(stack, stack2, api,
 
         # a second device in the foreground, on the other host: no job
         c2 = await Client(stack2, b, t2, 2).connect()
+        wait_presence(redis_server, b, 2)
         assert send_v3(api, b)["errCode"] == 0
         await push_frame(c1)
         await push_frame(c2)
@@ -1205,6 +1227,42 @@ def test_background_sessions_get_push_jobs(stack, stack2, api,
         assert len(no_jobs_after(redis_server, b, 0.3)) == 2
         await c1.close()
         await c2.close()
+
+    run(scenario())
+
+
+def test_many_sessions_keep_a_send_cheap(stack, api, redis_server):
+    """A user's sessions are not bounded, so a send must not read all of
+    them: send.lua (deliver.lua in a cluster) looks for a foreground
+    session in at most 8 HSCAN pages of the recipient's presence.  Here
+    100,000 background entries of a worker that is gone stand for a user
+    who opened that many sessions: the script that stores the send stays
+    cheap (reading the whole hash took ~100 ms), and the live session
+    gets the message."""
+    b = uids(1, "ms")[0]
+    api.register(b)
+    key = "im:{u:%s}:online" % b
+    r = key_client(redis_server, key)
+
+    async def scenario():
+        c = await Client(stack, b, api.user_token(b, 1), 1).connect()
+        wait_presence(redis_server, b, 1)
+        for n in range(0, 100000, 10000):
+            r.hset(key, mapping={"5:im:w:gone:%d" % i: "b1 t"
+                                 for i in range(n, n + 10000)})
+        r.config_set("slowlog-log-slower-than", 0)
+        r.slowlog_reset()
+        try:
+            assert send_v3(api, b)["errCode"] == 0
+            msgs = await push_frame(c)
+            took = [e["duration"] for e in r.slowlog_get(128)
+                    if e["command"].split(b" ")[0].upper() == b"EVALSHA"]
+        finally:
+            r.config_set("slowlog-log-slower-than", 10000)
+            r.delete(key)
+        assert list(msgs.values())[0][0]["recvID"] == b
+        assert took and max(took) < 10000, took
+        await c.close()
 
     run(scenario())
 

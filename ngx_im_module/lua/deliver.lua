@@ -43,18 +43,31 @@ local online = redis.call('SPUBLISH', ARGV[5], ARGV[6] .. ARGV[7])
 if ropt then
     return 1
 end
-if online > 0 then
-    -- no worker liveness here: those keys live in other slots
-    local entries = redis.call('HVALS', KEYS[4])
-    local foreground = #entries == 0
-    for i = 1, #entries do
-        if string.sub(entries[i], 1, 1) ~= 'b' then
-            foreground = true
-            break
+-- a session in the foreground (not "b...", 2004), or no entry yet (a
+-- login landing)?  No worker liveness here: those keys live in other
+-- slots.  A user's sessions are not bounded, so at most PAGES pages of
+-- HSCAN (a hash of up to 128 entries comes in one), after which the user
+-- counts as in the foreground
+local PAGES, COUNT = 8, 16
+local function foreground()
+    local cursor, seen = '0', 0
+    for _ = 1, PAGES do
+        local page = redis.call('HSCAN', KEYS[4], cursor, 'COUNT', COUNT)
+        local e = page[2]
+        for i = 2, #e, 2 do
+            if string.sub(e[i], 1, 1) ~= 'b' then
+                return true
+            end
+        end
+        seen = seen + #e
+        cursor = page[1]
+        if cursor == '0' then
+            return seen == 0
         end
     end
-    if not foreground then
-        online = 0
-    end
+    return true
+end
+if online > 0 and not foreground() then
+    online = 0
 end
 return online

@@ -40,6 +40,36 @@
 -- ARGV[10] while MongoDB is unreachable).
 local NK, NA, MAX = 11, 18, 64
 
+-- Is a session of the user in the foreground: a presence entry that is
+-- not "b..." (2004 background), of a worker that is alive?  No entry
+-- yet means a login is just landing: yes.  A user's sessions are not
+-- bounded, so a send's cost must not grow with them: at most PAGES
+-- pages of HSCAN, after which the user counts as in the foreground (no
+-- offline push).  A hash of up to 128 entries (Redis's listpack) comes
+-- in one page.
+local PAGES, COUNT = 8, 16
+
+local function foreground(key)
+    local cursor, seen = '0', 0
+    for _ = 1, PAGES do
+        local page = redis.call('HSCAN', key, cursor, 'COUNT', COUNT)
+        local e = page[2]
+        for i = 1, #e, 2 do
+            local worker = string.match(e[i], '^%d+:(.*):%d+$')
+            if string.sub(e[i + 1], 1, 1) ~= 'b' and worker
+               and redis.call('EXISTS', worker) == 1 then
+                return true
+            end
+        end
+        seen = seen + #e
+        cursor = page[1]
+        if cursor == '0' then
+            return seen == 0
+        end
+    end
+    return true
+end
+
 local function send(K, A)
     local R = A[16]
     if A[18] == '1' and redis.call('EXISTS', R .. 'f:loaded') == 0 then
@@ -135,21 +165,9 @@ local function send(K, A)
     end
 
     -- sessions in the background (2004) do not count as online for the
-    -- offline push; no presence entry yet means a login is just landing
-    if online > 0 then
-        local entries = redis.call('HGETALL', K[11])
-        local foreground = #entries == 0
-        for i = 1, #entries, 2 do
-            local worker = string.match(entries[i], '^%d+:(.*):%d+$')
-            if string.sub(entries[i + 1], 1, 1) ~= 'b' and worker
-               and redis.call('EXISTS', worker) == 1 then
-                foreground = true
-                break
-            end
-        end
-        if not foreground then
-            online = 0
-        end
+    -- offline push
+    if online > 0 and not foreground(K[11]) then
+        online = 0
     end
 
     return {1, seq, online}
