@@ -6,6 +6,10 @@
 #                                      5000 msg/s, 2 workers); prints the
 #                                      top of the report by process/DSO and
 #                                      by symbol
+#   bench/profile.sh fanout [CODEC]    the same for a fan-out run (2,000
+#                                      sessions, 200 msg/s, 12 s) with
+#                                      ngx_im's clients on CODEC (json, or
+#                                      pb: protobuf)
 #   bench/profile.sh callgrind [RATE]  nginx as one process under
 #                                      valgrind --tool=callgrind (default
 #                                      200 msg/s: valgrind is ~50x slower);
@@ -25,7 +29,8 @@ mode=${1:-perf}
 
 mkdir -p "$OUT"
 gcc -O2 -g -o "$BIN" "$ROOT/bench/imbench.c" "$ROOT/bench/imb.c" \
-    "$ROOT/ngx_im_module/ngx_http_im_ws_frame.c" -I"$ROOT/bench" \
+    "$ROOT/bench/imb_pb.c" "$ROOT/ngx_im_module/ngx_http_im_ws_frame.c" \
+    -I"$ROOT/bench" \
     -I"$ROOT/ngx_im_module" -lcrypto
 
 cleanup() {
@@ -38,26 +43,44 @@ trap cleanup EXIT
 rm -rf "$IMB_BASE/prof-redis"
 "$STACK" redis-start prof-redis "$REDIS_PORT"
 
+# profile NAME WAIT SECONDS PIDS IMBENCH-ARGS...: imbench in the
+# background (its output to $OUT/NAME.txt), perf record of PIDS for
+# SECONDS after WAIT, then the end of imbench's table
+profile() {
+    local name=$1 wait=$2 secs=$3 pids=$4 load
+    shift 4
+    "$BIN" "$@" -s "127.0.0.1:$PORT" \
+        --pid-file "$IMB_BASE/prof/logs/nginx.pid" \
+        --redis-pid-file "$IMB_BASE/prof-redis/redis.pid" \
+        >"$OUT/$name.txt" 2>&1 &
+    load=$!
+    sleep "$wait"
+    perf record -e cpu-clock -F 999 -o "$OUT/perf.data" -p "$pids" \
+        -- sleep "$secs" 2>/dev/null
+    wait "$load" || true
+    grep -v '^{' "$OUT/$name.txt" | tail -8
+}
+
 case "$mode" in
 perf)
     rate=${2:-5000}
     "$STACK" im-start prof "$PORT" "$REDIS_PORT" 2
     master=$(cat "$IMB_BASE/prof/logs/nginx.pid")
     pids=$(pgrep -P "$master" | paste -sd, -),$(cat "$IMB_BASE/prof-redis/redis.pid")
-    "$BIN" chat -s "127.0.0.1:$PORT" -n 2000 -m 500 -r "$rate" -d 20 \
-        --pid-file "$IMB_BASE/prof/logs/nginx.pid" \
-        --redis-pid-file "$IMB_BASE/prof-redis/redis.pid" \
-        >"$OUT/chat.txt" 2>&1 &
-    load=$!
-    sleep 5
-    perf record -e cpu-clock -F 999 -o "$OUT/perf.data" -p "$pids" \
-        -- sleep 10 2>/dev/null
-    wait "$load" || true
-    grep -v '^{' "$OUT/chat.txt" | tail -8
+    profile chat 5 10 "$pids" chat -n 2000 -m 500 -r "$rate" -d 20
     perf report -i "$OUT/perf.data" --no-children --sort comm,dso -g none \
         -q 2>/dev/null | head -15
     perf report -i "$OUT/perf.data" --no-children --comm nginx \
         --sort dso,sym -g none -q 2>/dev/null | head -40
+    ;;
+fanout)
+    "$STACK" im-start prof "$PORT" "$REDIS_PORT" 2
+    master=$(cat "$IMB_BASE/prof/logs/nginx.pid")
+    # the sessions connect first (~2 s), then 12 s of sends
+    profile fanout 6 6 "$(pgrep -P "$master" | paste -sd, -)" \
+        fanout -n 2000 -k 2400 -r 200 --codec "${2:-json}"
+    perf report -i "$OUT/perf.data" --no-children --sort dso,sym -g none \
+        -q 2>/dev/null | head -30
     ;;
 callgrind)
     rate=${2:-200}
@@ -83,7 +106,7 @@ callgrind)
         head -45
     ;;
 *)
-    sed -n '2,14p' "$0" >&2
+    sed -n '2,18p' "$0" >&2
     exit 2
     ;;
 esac
