@@ -6,10 +6,11 @@
 #                                      5000 msg/s, 2 workers); prints the
 #                                      top of the report by process/DSO and
 #                                      by symbol
-#   bench/profile.sh fanout [CODEC]    the same for a fan-out run (2,000
-#                                      sessions, 200 msg/s, 12 s) with
-#                                      ngx_im's clients on CODEC (json, or
-#                                      pb: protobuf)
+#   bench/profile.sh fanout [CODEC] [RATE]
+#                                      the same for a fan-out run (2,000
+#                                      sessions, RATE msg/s (200) for 12 s)
+#                                      with ngx_im's clients on CODEC
+#                                      (json, or pb: protobuf)
 #   bench/profile.sh callgrind [RATE]  nginx as one process under
 #                                      valgrind --tool=callgrind (default
 #                                      200 msg/s: valgrind is ~50x slower);
@@ -55,7 +56,7 @@ profile() {
         >"$OUT/$name.txt" 2>&1 &
     load=$!
     sleep "$wait"
-    perf record -e cpu-clock -F 999 -o "$OUT/perf.data" -p "$pids" \
+    perf record ${IMB_PERF_ARGS:-} -e cpu-clock -F 999 -o "$OUT/perf.data" -p "$pids" \
         -- sleep "$secs" 2>/dev/null
     wait "$load" || true
     grep -v '^{' "$OUT/$name.txt" | tail -8
@@ -74,11 +75,14 @@ perf)
         --sort dso,sym -g none -q 2>/dev/null | head -40
     ;;
 fanout)
-    "$STACK" im-start prof "$PORT" "$REDIS_PORT" 2
+    # one publisher sends 200/s: over the per-connection rate limit
+    IMB_EXTRA_HTTP="im_ws_rate 0; im_api_rate 0;" \
+        "$STACK" im-start prof "$PORT" "$REDIS_PORT" 2
     master=$(cat "$IMB_BASE/prof/logs/nginx.pid")
     # the sessions connect first (~2 s), then 12 s of sends
     profile fanout 6 6 "$(pgrep -P "$master" | paste -sd, -)" \
-        fanout -n 2000 -k 2400 -r 200 --codec "${2:-json}"
+        fanout -n 2000 -k $((${3:-200} * 12)) -r "${3:-200}" \
+        --codec "${2:-json}"
     perf report -i "$OUT/perf.data" --no-children --sort dso,sym -g none \
         -q 2>/dev/null | head -30
     ;;
@@ -106,7 +110,7 @@ callgrind)
         head -45
     ;;
 *)
-    sed -n '2,18p' "$0" >&2
+    sed -n '2,19p' "$0" >&2
     exit 2
     ;;
 esac

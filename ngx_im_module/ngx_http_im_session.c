@@ -787,6 +787,7 @@ static void
 ngx_http_im_session_push(ngx_http_im_user_t *u, ngx_http_im_delivery_t *d,
     ngx_http_im_frames_t *f)
 {
+    ngx_uint_t              n;
     ngx_queue_t            *q, *next;
     ngx_http_im_session_t  *s;
 
@@ -801,6 +802,8 @@ ngx_http_im_session_push(ngx_http_im_user_t *u, ngx_http_im_delivery_t *d,
         ngx_http_im_frames_end(f);
     }
 
+    n = 0;
+
     for (q = ngx_queue_head(&u->sessions);
          q != ngx_queue_sentinel(&u->sessions);
          q = next)
@@ -813,8 +816,13 @@ ngx_http_im_session_push(ngx_http_im_user_t *u, ngx_http_im_delivery_t *d,
             continue;
         }
 
-        ngx_http_im_metric_inc(NGX_HTTP_IM_M_PUSHES);
         ngx_http_im_frames_send(s, f);
+        n++;
+    }
+
+    /* one atomic add on the counters every worker writes */
+    if (n) {
+        ngx_http_im_metric_add(NGX_HTTP_IM_M_PUSHES, (ngx_atomic_int_t) n);
     }
 }
 
