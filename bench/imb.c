@@ -2149,6 +2149,9 @@ imb_api_post(imb_api_t *api, const char *path, char **bodies, size_t n)
 /* the JSON codec */
 
 
+static void imb_json_msg(imb_js_t *msg, int seq, imb_frame_msg_t *m);
+
+
 static int
 imb_json_send_msg(imb_buf_t *b, const char *incr, const char *send_id,
     const char *recv_id, const char *group_id, const char *client_msg_id,
@@ -2188,7 +2191,7 @@ imb_json_request(imb_buf_t *b, int req_identifier, const char *incr,
 
 
 static int
-imb_json_parse(const char *p, size_t len, imb_frame_t *f)
+imb_json_parse(const char *p, size_t len, int seq, imb_frame_t *f)
 {
     imb_js_t          root, v, d, msgs, conv, arr, msg;
     imb_js_iter_t     ci, mi;
@@ -2235,16 +2238,41 @@ imb_json_parse(const char *p, size_t len, imb_frame_t *f)
                 continue;
             }
 
-            if (imb_js_get(&msg, "clientMsgID", &v) == IMB_OK) {
-                (void) imb_js_str(&v, &m->client_msg_id);
-            }
-
-            m->seq = imb_js_get(&msg, "seq", &v) == IMB_OK
-                     ? imb_js_int(&v) : -1;
+            imb_json_msg(&msg, seq, m);
         }
     }
 
     return IMB_OK;
+}
+
+
+/* clientMsgID, and seq when asked, of a MsgData: one pass over its
+ * members, which ends once it has them (clientMsgID comes early) */
+static void
+imb_json_msg(imb_js_t *msg, int seq, imb_frame_msg_t *m)
+{
+    imb_js_t       key, v;
+    imb_js_iter_t  it;
+
+    m->seq = -1;
+
+    if (msg->p >= msg->e || *msg->p != '{' || imb_js_iter(msg, &it) != IMB_OK)
+    {
+        return;
+    }
+
+    while (imb_js_next(&it, &key, &v) == 1) {
+        if (m->client_msg_id.p == NULL && imb_js_eq(&key, "clientMsgID")) {
+            (void) imb_js_str(&v, &m->client_msg_id);
+
+        } else if (seq && imb_js_eq(&key, "seq")) {
+            m->seq = imb_js_int(&v);
+        }
+
+        if (m->client_msg_id.p && (!seq || m->seq >= 0)) {
+            return;
+        }
+    }
 }
 
 

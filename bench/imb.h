@@ -321,7 +321,7 @@ int imb_api_post(imb_api_t *api, const char *path, char **bodies, size_t n);
 
 typedef struct {
     imb_js_t               client_msg_id;  /* p NULL when absent */
-    long long              seq;            /* JSON: -1 when absent */
+    long long              seq;            /* -1 when absent or not read */
 } imb_frame_msg_t;
 
 
@@ -356,8 +356,10 @@ typedef struct {
     /* the first request of a session, answered before the session counts
      * as open; NULL when the server needs none */
     int                  (*hello)(imb_buf_t *b, const char *incr);
-    /* reads a server frame; IMB_ERROR when it is not one of this codec */
-    int                  (*parse)(const char *p, size_t len,
+    /* reads a server frame, a push's seqs too when seq is set (else
+     * they may be left at -1); IMB_ERROR when it is not one of this
+     * codec */
+    int                  (*parse)(const char *p, size_t len, int seq,
                                   imb_frame_t *f);
 } imb_codec_t;
 

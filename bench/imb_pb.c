@@ -246,12 +246,15 @@ imb_pb_next(const char **pp, const char *e, imb_pb_field_t *f)
 
 
 static int
-imb_pb_parse(const char *p, size_t len, imb_frame_t *f)
+imb_pb_parse(const char *p, size_t len, int seq, imb_frame_t *f)
 {
     int             rc;
     imb_js_t        data;
     const char     *e;
     imb_pb_field_t  fd;
+
+    /* a single pass reads the seqs anyway */
+    (void) seq;
 
     memset(f, 0, sizeof(*f) - sizeof(f->msgs));
     data.p = data.e = NULL;

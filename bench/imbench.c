@@ -1360,7 +1360,7 @@ imb_client_hello(imb_client_t *cl, char *data, size_t len)
 {
     static imb_frame_t  f;
 
-    if (cf.codec->parse(data, len, &f) == IMB_OK
+    if (cf.codec->parse(data, len, 0, &f) == IMB_OK
         && f.req_identifier == 1001 && f.err_code == 0)
     {
         imb_client_ready(cl);
@@ -1799,7 +1799,8 @@ imb_chat_frame(imb_client_t *cl, char *data, size_t len)
 {
     static imb_frame_t  f;
 
-    if (cf.codec->parse(data, len, &f) != IMB_OK) {
+    /* the seqs: each sender's messages must reach a recipient in order */
+    if (cf.codec->parse(data, len, 1, &f) != IMB_OK) {
         imb_res.unexpected++;
         return;
     }
@@ -2008,7 +2009,7 @@ imb_fanout_frame(imb_client_t *cl, char *data, size_t len)
         return;
     }
 
-    if (cf.codec->parse(data, len, &f) != IMB_OK) {
+    if (cf.codec->parse(data, len, 0, &f) != IMB_OK) {
         imb_res.unexpected++;
         return;
     }
