@@ -321,7 +321,8 @@ int imb_api_post(imb_api_t *api, const char *path, char **bodies, size_t n);
 
 typedef struct {
     imb_js_t               client_msg_id;  /* p NULL when absent */
-    long long              seq;            /* -1 when absent or not read */
+    long long              seq;            /* JSON: -1 when absent or not
+                                            * read; protobuf: 0 when absent */
 } imb_frame_msg_t;
 
 

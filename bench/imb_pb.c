@@ -33,6 +33,16 @@ typedef struct {
     imb_js_t               span;       /* IMB_PB_LEN */
 } imb_pb_field_t;
 
+/* a field of a message being walked (imb_pb_each()): IMB_OK, or
+ * IMB_ERROR to stop the walk */
+typedef int (*imb_pb_visit_pt)(imb_pb_field_t *fd, void *ctx);
+
+/* a Resp being read: its frame, and the span of its data */
+typedef struct {
+    imb_frame_t           *f;
+    imb_js_t               data;
+} imb_pb_resp_t;
+
 
 static int imb_pb_key(imb_buf_t *b, uint32_t field, int type);
 static int imb_pb_varint(imb_buf_t *b, uint64_t v);
@@ -44,9 +54,13 @@ static int imb_pb_req(imb_buf_t *b, int req_identifier, const char *incr,
     imb_buf_t *data);
 static int imb_pb_read_varint(const char **pp, const char *e, uint64_t *v);
 static int imb_pb_next(const char **pp, const char *e, imb_pb_field_t *f);
-static int imb_pb_push(imb_js_t *data, imb_frame_t *f);
-static int imb_pb_pull_msgs(imb_js_t *msgs, imb_frame_t *f);
-static int imb_pb_msg_data(imb_js_t *msg, imb_frame_t *f);
+static int imb_pb_each(const imb_js_t *span, imb_pb_visit_pt visit,
+    void *ctx);
+static int imb_pb_resp_field(imb_pb_field_t *fd, void *ctx);
+static int imb_pb_push_field(imb_pb_field_t *fd, void *ctx);
+static int imb_pb_entry_field(imb_pb_field_t *fd, void *ctx);
+static int imb_pb_pull_field(imb_pb_field_t *fd, void *ctx);
+static int imb_pb_msg_field(imb_pb_field_t *fd, void *ctx);
 
 
 /* writing */
@@ -245,95 +259,19 @@ imb_pb_next(const char **pp, const char *e, imb_pb_field_t *f)
 }
 
 
+/* calls visit for each field of the message in span; IMB_ERROR when
+ * the message is malformed or visit fails */
 static int
-imb_pb_parse(const char *p, size_t len, int seq, imb_frame_t *f)
-{
-    int             rc;
-    imb_js_t        data;
-    const char     *e;
-    imb_pb_field_t  fd;
-
-    /* a single pass reads the seqs anyway */
-    (void) seq;
-
-    memset(f, 0, sizeof(*f) - sizeof(f->msgs));
-    data.p = data.e = NULL;
-    e = p + len;
-
-    while ((rc = imb_pb_next(&p, e, &fd)) == 1) {
-        if (fd.type == IMB_PB_VARINT && fd.field == 1) {
-            f->req_identifier = (int32_t) fd.num;
-
-        } else if (fd.type == IMB_PB_VARINT && fd.field == 4) {
-            f->err_code = (int32_t) fd.num;
-
-        } else if (fd.type == IMB_PB_LEN && fd.field == 2) {
-            f->msg_incr = fd.span;
-
-        } else if (fd.type == IMB_PB_LEN && fd.field == 6) {
-            data = fd.span;
-        }
-    }
-
-    /* an errCode of 0 is absent from a Resp, as every default */
-    f->has_err_code = 1;
-
-    if (rc != 0 || f->req_identifier == 0) {
-        return IMB_ERROR;
-    }
-
-    return f->req_identifier == 2001 ? imb_pb_push(&data, f) : IMB_OK;
-}
-
-
-/* PushMessages {map<string, PullMsgs> msgs = 1} */
-static int
-imb_pb_push(imb_js_t *data, imb_frame_t *f)
-{
-    int             rc;
-    const char     *p, *q;
-    imb_pb_field_t  entry, kv;
-
-    p = data->p;
-
-    while ((rc = imb_pb_next(&p, data->e, &entry)) == 1) {
-        if (entry.field != 1 || entry.type != IMB_PB_LEN) {
-            continue;
-        }
-
-        q = entry.span.p;
-
-        while ((rc = imb_pb_next(&q, entry.span.e, &kv)) == 1) {
-            if (kv.field == 2 && kv.type == IMB_PB_LEN
-                && imb_pb_pull_msgs(&kv.span, f) != IMB_OK)
-            {
-                return IMB_ERROR;
-            }
-        }
-
-        if (rc != 0) {
-            return IMB_ERROR;
-        }
-    }
-
-    return rc == 0 ? IMB_OK : IMB_ERROR;
-}
-
-
-/* PullMsgs {repeated MsgData Msgs = 1} */
-static int
-imb_pb_pull_msgs(imb_js_t *msgs, imb_frame_t *f)
+imb_pb_each(const imb_js_t *span, imb_pb_visit_pt visit, void *ctx)
 {
     int             rc;
     const char     *p;
     imb_pb_field_t  fd;
 
-    p = msgs->p;
+    p = span->p;
 
-    while ((rc = imb_pb_next(&p, msgs->e, &fd)) == 1) {
-        if (fd.field == 1 && fd.type == IMB_PB_LEN
-            && imb_pb_msg_data(&fd.span, f) != IMB_OK)
-        {
+    while ((rc = imb_pb_next(&p, span->e, &fd)) == 1) {
+        if (visit(&fd, ctx) != IMB_OK) {
             return IMB_ERROR;
         }
     }
@@ -342,33 +280,116 @@ imb_pb_pull_msgs(imb_js_t *msgs, imb_frame_t *f)
 }
 
 
-/* MsgData: clientMsgID = 4, seq = 14 */
 static int
-imb_pb_msg_data(imb_js_t *msg, imb_frame_t *f)
+imb_pb_parse(const char *p, size_t len, int seq, imb_frame_t *f)
 {
-    int               rc;
-    const char       *p;
-    imb_pb_field_t    fd;
-    imb_frame_msg_t  *m;
+    imb_js_t        frame;
+    imb_pb_resp_t   resp;
 
-    m = imb_frame_msg(f);
-    if (m == NULL) {
+    /* a single pass reads the seqs anyway */
+    (void) seq;
+
+    memset(f, 0, sizeof(*f) - sizeof(f->msgs));
+    resp.f = f;
+    resp.data.p = resp.data.e = NULL;
+    frame.p = p;
+    frame.e = p + len;
+
+    if (imb_pb_each(&frame, imb_pb_resp_field, &resp) != IMB_OK
+        || f->req_identifier == 0)
+    {
+        return IMB_ERROR;
+    }
+
+    /* an errCode of 0 is absent from a Resp, as every default */
+    f->has_err_code = 1;
+
+    if (f->req_identifier != 2001) {
         return IMB_OK;
     }
 
-    m->seq = 0;
-    p = msg->p;
+    return imb_pb_each(&resp.data, imb_pb_push_field, f);
+}
 
-    while ((rc = imb_pb_next(&p, msg->e, &fd)) == 1) {
-        if (fd.field == 4 && fd.type == IMB_PB_LEN) {
-            m->client_msg_id = fd.span;
 
-        } else if (fd.field == 14 && fd.type == IMB_PB_VARINT) {
-            m->seq = (long long) fd.num;
-        }
+/* Resp: reqIdentifier = 1, msgIncr = 2, errCode = 4, data = 6 */
+static int
+imb_pb_resp_field(imb_pb_field_t *fd, void *ctx)
+{
+    imb_pb_resp_t  *resp = ctx;
+
+    if (fd->type == IMB_PB_VARINT && fd->field == 1) {
+        resp->f->req_identifier = (int32_t) fd->num;
+
+    } else if (fd->type == IMB_PB_VARINT && fd->field == 4) {
+        resp->f->err_code = (int32_t) fd->num;
+
+    } else if (fd->type == IMB_PB_LEN && fd->field == 2) {
+        resp->f->msg_incr = fd->span;
+
+    } else if (fd->type == IMB_PB_LEN && fd->field == 6) {
+        resp->data = fd->span;
     }
 
-    return rc == 0 ? IMB_OK : IMB_ERROR;
+    return IMB_OK;
+}
+
+
+/* PushMessages {map<string, PullMsgs> msgs = 1}: entries {key = 1,
+ * value = 2} */
+static int
+imb_pb_push_field(imb_pb_field_t *fd, void *ctx)
+{
+    if (fd->field != 1 || fd->type != IMB_PB_LEN) {
+        return IMB_OK;
+    }
+
+    return imb_pb_each(&fd->span, imb_pb_entry_field, ctx);
+}
+
+
+static int
+imb_pb_entry_field(imb_pb_field_t *fd, void *ctx)
+{
+    if (fd->field != 2 || fd->type != IMB_PB_LEN) {
+        return IMB_OK;
+    }
+
+    return imb_pb_each(&fd->span, imb_pb_pull_field, ctx);
+}
+
+
+/* PullMsgs {repeated MsgData Msgs = 1} */
+static int
+imb_pb_pull_field(imb_pb_field_t *fd, void *ctx)
+{
+    imb_frame_msg_t  *m;
+
+    if (fd->field != 1 || fd->type != IMB_PB_LEN) {
+        return IMB_OK;
+    }
+
+    m = imb_frame_msg(ctx);
+
+    /* proto3: an absent seq is 0 (imb_frame_msg() zeroes m) */
+    return m ? imb_pb_each(&fd->span, imb_pb_msg_field, m) : IMB_OK;
+}
+
+
+/* MsgData: clientMsgID = 4, seq = 14 */
+static int
+imb_pb_msg_field(imb_pb_field_t *fd, void *ctx)
+{
+    imb_frame_msg_t  *m = ctx;
+
+    if (fd->field == 4 && fd->type == IMB_PB_LEN) {
+        m->client_msg_id = fd->span;
+
+    } else if (fd->field == 14 && fd->type == IMB_PB_VARINT) {
+        m->seq = (long long) fd->num;
+    }
+
+    return IMB_OK;
 }
 
 

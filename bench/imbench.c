@@ -288,9 +288,9 @@ static void imb_chat_send(uint64_t t);
 static void imb_chat_frame(imb_client_t *cl, char *data, size_t len);
 static void imb_fanout_tick(void);
 static void imb_client_hello(imb_client_t *cl, char *data, size_t len);
+static void imb_pub_answered(int ok, long long err);
 static void imb_fanout_frame(imb_client_t *cl, char *data, size_t len);
 static void imb_fanout_got(imb_client_t *cl, const char *p, const char *e);
-static void imb_fanout_ack(imb_frame_t *f);
 static void imb_order_check(uint32_t to, uint32_t from, uint64_t seq);
 static int imb_phase(imb_proc_t *procs, imb_cmd_t *cmd, imb_result_t *sum);
 static void imb_merge(imb_result_t *sum, imb_result_t *r);
@@ -1443,15 +1443,23 @@ imb_client_response(imb_conn_t *c, int status, char *body, size_t len)
         return;
     }
 
-    if (status >= 200 && status < 300
-        && !(imb_is_cf(imb_cur.target)
-             && memmem(body, len, "\"error\"", 7) != NULL))
-    {
+    imb_pub_answered(status >= 200 && status < 300
+                     && !(imb_is_cf(imb_cur.target)
+                          && memmem(body, len, "\"error\"", 7) != NULL),
+                     status);
+}
+
+
+/* the fanout publisher's answer to its next message: ok, or err */
+static void
+imb_pub_answered(int ok, long long err)
+{
+    if (ok) {
         imb_res.acked++;
 
     } else {
         imb_res.ack_err++;
-        imb_res.last_err = status;
+        imb_res.last_err = err;
     }
 
     if ((size_t) imb_pub_acked < imb_nmsgs) {
@@ -2021,7 +2029,12 @@ imb_fanout_frame(imb_client_t *cl, char *data, size_t len)
             return;
         }
 
-        imb_fanout_ack(&f);
+        if (f.req_identifier != 1003 || !f.has_err_code) {
+            imb_res.unexpected++;
+            return;
+        }
+
+        imb_pub_answered(f.err_code == 0, f.err_code);
         return;
     }
 
@@ -2044,30 +2057,6 @@ imb_fanout_frame(imb_client_t *cl, char *data, size_t len)
 }
 
 
-static void
-imb_fanout_ack(imb_frame_t *f)
-{
-    if (f->req_identifier != 1003 || !f->has_err_code) {
-        imb_res.unexpected++;
-        return;
-    }
-
-    if (f->err_code == 0) {
-        imb_res.acked++;
-
-    } else {
-        imb_res.ack_err++;
-        imb_res.last_err = f->err_code;
-    }
-
-    if ((size_t) imb_pub_acked < imb_nmsgs) {
-        imb_hist_add(&imb_res.ack,
-                     (imb_loop.now - imb_msgs[imb_pub_acked].t) / 1000);
-    }
-
-    imb_pub_acked++;
-    imb_res.t_last_ack = imb_loop.now;
-}
 
 
 /* "<tag>-f-<k>-<t>" at p */
