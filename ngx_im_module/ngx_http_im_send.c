@@ -169,6 +169,8 @@ static void ngx_http_im_send_seq(ngx_http_im_send_ctx_t *ctx,
     ngx_uint_t op, long long cur);
 static void ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t);
 static void ngx_http_im_send_seeded(void *data, ngx_int_t err);
+static void ngx_http_im_send_wait_end(ngx_http_im_seq_wait_t *w,
+    ngx_uint_t how);
 static void ngx_http_im_send_retry(ngx_http_im_send_ctx_t *ctx);
 static void ngx_http_im_send_force(ngx_http_im_send_ctx_t *ctx);
 static void ngx_http_im_send_resume(ngx_http_im_seq_wait_t *w,
@@ -1158,22 +1160,18 @@ ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
 {
     ngx_http_im_seq_wait_t  *w = t->data;
 
-    long long  seq, reserved, stored;
+    long long   seq, reserved, stored;
+    ngx_uint_t  how;
 
     if (w->timer.timer_set) {
         ngx_del_timer(&w->timer);
     }
 
-    if (!w->abandoned) {
-        ngx_queue_remove(&w->link);
-    }
-
     if (t->rc != NGX_OK) {
-        ngx_http_im_send_resume(w, t->op == NGX_HTTP_IM_MONGO_RESEED
-                                   ? NGX_HTTP_IM_SEQ_REFUSE
-                                   : NGX_HTTP_IM_SEQ_FORCE);
+        how = t->op == NGX_HTTP_IM_MONGO_RESEED ? NGX_HTTP_IM_SEQ_REFUSE
+                                                : NGX_HTTP_IM_SEQ_FORCE;
         ngx_http_im_mongo_task_free(t);
-        ngx_free(w);
+        ngx_http_im_send_wait_end(w, how);
         return;
     }
 
@@ -1185,13 +1183,17 @@ ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
 
     ngx_http_im_mongo_task_free(t);
 
-    /* an abandoned wait whose task ran records its reservation too */
+    /*
+     * An abandoned wait whose task ran records its reservation too.  The
+     * wait stays listed until the seed is stored: sends of the
+     * conversation that come meanwhile queue behind the others, instead
+     * of starting a wait of their own that could finish first.
+     */
     if (ngx_http_im_store_seq_seed(&w->conv, seq, reserved, stored,
                                    ngx_http_im_send_seeded, w)
         != NGX_OK)
     {
-        ngx_http_im_send_resume(w, NGX_HTTP_IM_SEQ_RETRY);
-        ngx_free(w);
+        ngx_http_im_send_wait_end(w, NGX_HTTP_IM_SEQ_RETRY);
     }
 }
 
@@ -1199,9 +1201,19 @@ ngx_http_im_send_seq_done(ngx_http_im_mongo_task_t *t)
 static void
 ngx_http_im_send_seeded(void *data, ngx_int_t err)
 {
-    ngx_http_im_seq_wait_t  *w = data;
+    ngx_http_im_send_wait_end(data, NGX_HTTP_IM_SEQ_RETRY);
+}
 
-    ngx_http_im_send_resume(w, NGX_HTTP_IM_SEQ_RETRY);
+
+/* a wait is over: its sends go on (how), in order, and it is freed */
+static void
+ngx_http_im_send_wait_end(ngx_http_im_seq_wait_t *w, ngx_uint_t how)
+{
+    if (!w->abandoned) {
+        ngx_queue_remove(&w->link);
+    }
+
+    ngx_http_im_send_resume(w, how);
     ngx_free(w);
 }
 
